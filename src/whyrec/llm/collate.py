@@ -1,0 +1,45 @@
+"""Pad prompt(+target) token lists into a batch; labels mask the prompt and the padding."""
+
+from __future__ import annotations
+
+import torch
+
+IGNORE = -100
+
+
+def pad_batch(prompts: list[list[int]], targets: list[list[int]] | None, pad_id: int,
+              side: str = "right") -> dict[str, torch.Tensor]:
+    """Concatenate prompt and target ids per row and pad.
+
+    Labels are IGNORE on prompt tokens and padding, so the loss comes only from targets.
+    Left padding is for generation (new tokens append on the right), right for training.
+    """
+    targets = targets or [[] for _ in prompts]
+    rows = [p + t for p, t in zip(prompts, targets)]
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    for b, (p, t) in enumerate(zip(prompts, targets)):
+        n = len(p) + len(t)
+        start = width - n if side == "left" else 0
+        ids[b, start:start + n] = torch.tensor(p + t)
+        mask[b, start:start + n] = 1
+        if t:
+            labels[b, start + len(p):start + n] = torch.tensor(t)
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def length_bucketed_order(lengths: list[int], batch_size: int, generator: torch.Generator) -> list[list[int]]:
+    """Shuffle, then sort within windows of 50 batches so each batch has similar lengths.
+
+    Cuts padding waste on CPU while keeping the epoch order random.
+    """
+    perm = torch.randperm(len(lengths), generator=generator).tolist()
+    window = batch_size * 50
+    batches = []
+    for s in range(0, len(perm), window):
+        chunk = sorted(perm[s:s + window], key=lambda i: lengths[i])
+        batches += [chunk[j:j + batch_size] for j in range(0, len(chunk), batch_size)]
+    order = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in order]

@@ -1,0 +1,92 @@
+"""A small resumable training loop for the LLM-side modules (adapters, LoRA).
+
+Checkpoints hold only trainable tensors (safetensors), the optimizer state and a JSON
+state; they are written to a temp folder and renamed, so a kill never leaves a broken one.
+The batch order is a pure function of the seed, so a resumed run sees the same batches.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from whyrec.config import TrainConfig
+from whyrec.llm.collate import length_bucketed_order
+
+
+def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().cpu().contiguous() for n, p in module.named_parameters() if p.requires_grad}
+
+
+def _save_checkpoint(ckpt: Path, module, optimizer, state: dict) -> None:
+    tmp = ckpt.with_name(ckpt.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    save_file(trainable_state(module), tmp / "trainable.safetensors")
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    (tmp / "trainer_state.json").write_text(json.dumps(state))
+    old = ckpt.with_name(ckpt.name + ".old")
+    if ckpt.exists():
+        ckpt.rename(old)
+    tmp.rename(ckpt)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def _load_checkpoint(ckpt: Path, module, optimizer) -> dict:
+    weights = load_file(ckpt / "trainable.safetensors")
+    missing = module.load_state_dict(weights, strict=False)
+    if missing.unexpected_keys:
+        raise RuntimeError(f"checkpoint {ckpt} does not match this model: {missing.unexpected_keys[:3]}")
+    # weights_only: optimizer state is tensors and numbers, never arbitrary objects.
+    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+    return json.loads((ckpt / "trainer_state.json").read_text())
+
+
+def train_loop(module: torch.nn.Module, lengths: list[int], step_fn: Callable[[list[int]], torch.Tensor],
+               cfg: TrainConfig, ckpt: Path, desc: str = "train", resume: bool = True) -> dict:
+    """Run Adam over `module`'s trainable parameters; `step_fn(indices)` returns the batch loss."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=cfg.lr)
+    per_epoch = math.ceil(len(lengths) / cfg.batch_size)
+    total = cfg.max_steps or max(1, math.ceil(per_epoch * cfg.epochs))
+    state = {"step": 0, "losses": [], "elapsed_s": 0.0}
+    if resume and (ckpt / "trainer_state.json").exists():
+        state = _load_checkpoint(ckpt, module, optimizer)
+    batches: list[list[int]] = []
+    epoch = 0
+    while len(batches) < total:
+        gen = torch.Generator().manual_seed(cfg.seed + epoch)
+        batches += length_bucketed_order(lengths, cfg.batch_size, gen)
+        epoch += 1
+    module.train()
+    start = time.time() - state["elapsed_s"]
+    bar = tqdm(total=total, initial=state["step"], desc=desc, unit="step", dynamic_ncols=True)
+    while state["step"] < total:
+        torch.manual_seed(cfg.seed * 100003 + state["step"])  # dropout/noise reproducible on resume
+        loss = step_fn(batches[state["step"]])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        state["step"] += 1
+        state["losses"].append(round(float(loss), 5))
+        state["elapsed_s"] = time.time() - start
+        bar.update(1)
+        bar.set_postfix(loss=f"{sum(state['losses'][-20:]) / len(state['losses'][-20:]):.3f}")
+        out_of_time = cfg.max_minutes is not None and state["elapsed_s"] > 60 * cfg.max_minutes
+        if state["step"] % cfg.checkpoint_every == 0 or state["step"] == total or out_of_time:
+            _save_checkpoint(ckpt, module, optimizer, state)
+        if out_of_time:
+            break
+    bar.close()
+    module.eval()
+    return state

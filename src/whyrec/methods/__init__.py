@@ -1,0 +1,1 @@
+"""One file per published method; each is registered in `whyrec.registry.METHODS`."""

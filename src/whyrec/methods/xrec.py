@@ -1,0 +1,158 @@
+"""XRec: Large Language Models for Explainable Recommendation (Ma, Ren, Huang; EMNLP 2024).
+
+LightGCN user/item vectors -> two MoE adapters -> a frozen causal LM. The adapted vectors
+replace the embeddings of `<USER_EMBED>`/`<ITEM_EMBED>` and are added to q/k/v at those
+positions in every attention layer (prefill only). Only the adapters train (optionally
+LoRA too, beyond the paper). See METHODS §3.2-3.4 and the README for the deviations:
+the explanation is the assistant turn of the model's own chat template (XRec put it inside
+`[INST]`), and the loss starts at the first explanation token after `<EXPLAIN_POS>`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from whyrec.adapters.moe_tokens import MoEAdaptor
+from whyrec.adapters.qkv_injection import QKVInjector, kv_width, q_width
+from whyrec.config import GenerationConfig, XRecConfig
+from whyrec.llm.collate import pad_batch
+
+USER_TOKEN, ITEM_TOKEN, EXPLAIN_TOKEN = "<USER_EMBED>", "<ITEM_EMBED>", "<EXPLAIN_POS>"
+SPECIAL_TOKENS = [USER_TOKEN, ITEM_TOKEN, EXPLAIN_TOKEN]
+
+
+def add_special_tokens(llm, tokenizer) -> None:
+    """Add XRec's tokens; new embedding rows are set to the mean row so reloads are identical."""
+    new = [t for t in SPECIAL_TOKENS if t not in tokenizer.get_vocab()]
+    if not new:
+        return
+    tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS})
+    old = llm.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > old:
+        llm.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        with torch.no_grad():
+            emb = llm.get_input_embeddings().weight
+            emb[old:] = emb[:old].mean(0)
+            out = llm.get_output_embeddings()
+            if out is not None and out.weight is not emb:
+                out.weight[old:] = out.weight[:old].mean(0)
+
+
+class XRec(nn.Module):
+    """Adapters + injection around a frozen causal LM. Build with `XRec.build`."""
+
+    def __init__(self, llm, tokenizer, encoder_dim: int, cfg: XRecConfig):
+        super().__init__()
+        self.cfg, self.tokenizer = cfg, tokenizer
+        add_special_tokens(llm, tokenizer)
+        for p in llm.parameters():
+            p.requires_grad_(False)
+        if cfg.lora.enabled:
+            llm = _wrap_lora(llm, cfg)
+        self.llm = llm
+        conf = llm.config
+        hidden = conf.hidden_size
+        self.user_adapter = MoEAdaptor(encoder_dim, hidden, cfg.n_exps, cfg.dropout, cfg.noisy_gate)
+        self.item_adapter = MoEAdaptor(encoder_dim, hidden, cfg.n_exps, cfg.dropout, cfg.noisy_gate)
+        # Grouped-query attention: k/v are narrower than the hidden size, so learn a map to them.
+        self.kv_proj = nn.Linear(hidden, kv_width(conf), bias=False) if kv_width(conf) != hidden else None
+        self.q_proj = nn.Linear(hidden, q_width(conf), bias=False) if q_width(conf) != hidden else None
+        for proj in (self.kv_proj, self.q_proj):
+            if proj is not None:
+                nn.init.normal_(proj.weight, std=hidden ** -0.5)
+        self.injector = QKVInjector(llm, conf.model_type, self.kv_proj, self.q_proj) if cfg.inject_qkv else None
+        self.token_ids = [tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS]
+        self.to(next(llm.parameters()).device)
+
+    # ---- prompts -------------------------------------------------------------------
+    def prompt(self, title: str, user_profile: str, item_profile: str) -> str:
+        noun, cut = self.cfg.item_noun, self.cfg.max_prompt_words
+        system = f"Explain why the user would enjoy the {noun} within 50 words."
+        user = (f"user record: {USER_TOKEN} {noun} record: {ITEM_TOKEN} {noun} name: {title} "
+                f"user profile: {_clip(user_profile, cut)} {noun} profile: {_clip(item_profile, cut)}")
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        chat = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return chat + EXPLAIN_TOKEN
+
+    def encode(self, prompts: list[str], targets: list[str] | None = None, max_target_tokens: int = 96,
+               side: str = "right") -> dict[str, torch.Tensor]:
+        tok = self.tokenizer
+        p_ids = [tok(p, add_special_tokens=False).input_ids for p in prompts]
+        t_ids = None
+        if targets is not None:
+            t_ids = [tok(" " + t.strip(), add_special_tokens=False).input_ids[:max_target_tokens] + [tok.eos_token_id]
+                     for t in targets]
+        return pad_batch(p_ids, t_ids, tok.pad_token_id, side=side)
+
+    # ---- model ---------------------------------------------------------------------
+    def _inputs(self, input_ids, user_vec, item_vec):
+        """Replace the special-token embeddings; return (inputs_embeds, positions, vectors)."""
+        dev = self.llm.get_input_embeddings().weight.device
+        input_ids = input_ids.to(dev)
+        embeds = self.llm.get_input_embeddings()(input_ids)  # (B, T, H)
+        u = self.user_adapter(user_vec.to(dev))  # (B, H)
+        i = self.item_adapter(item_vec.to(dev))
+        pos_u = _single_position(input_ids, self.token_ids[0], USER_TOKEN)
+        pos_i = _single_position(input_ids, self.token_ids[1], ITEM_TOKEN)
+        positions = torch.stack([pos_u, pos_i], dim=1)  # (B, 2)
+        vectors = torch.stack([u, i], dim=1).to(embeds.dtype)  # (B, 2, H)
+        rows = torch.arange(len(input_ids), device=dev).unsqueeze(1).expand_as(positions)
+        embeds = embeds.index_put((rows, positions), vectors)  # replace, not add (XRec)
+        return embeds, positions, vectors
+
+    def forward(self, input_ids, attention_mask, labels, user_vec, item_vec) -> torch.Tensor:
+        embeds, positions, vectors = self._inputs(input_ids, user_vec, item_vec)
+        dev = embeds.device
+        with self._injecting(positions, vectors, input_ids.shape[1]):
+            out = self.llm(inputs_embeds=embeds, attention_mask=attention_mask.to(dev), labels=labels.to(dev))
+        return out.loss
+
+    @torch.no_grad()
+    def generate(self, input_ids, attention_mask, user_vec, item_vec, gen: GenerationConfig) -> list[str]:
+        """Batched, KV-cached decoding from left-padded prompts."""
+        embeds, positions, vectors = self._inputs(input_ids, user_vec, item_vec)
+        kw = dict(max_new_tokens=gen.max_new_tokens, do_sample=gen.do_sample,
+                  repetition_penalty=gen.repetition_penalty, pad_token_id=self.tokenizer.pad_token_id,
+                  eos_token_id=self.tokenizer.eos_token_id)
+        if gen.do_sample:
+            kw.update(temperature=gen.temperature, top_p=gen.top_p)
+        else:
+            kw.update(temperature=None, top_p=None, top_k=None)
+        with self._injecting(positions, vectors, input_ids.shape[1]):
+            out = self.llm.generate(inputs_embeds=embeds, attention_mask=attention_mask.to(embeds.device), **kw)
+        return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+    def _injecting(self, positions, vectors, seq_len):
+        if self.injector is None:
+            from contextlib import nullcontext
+
+            return nullcontext()
+        return self.injector.active(positions, vectors, seq_len)
+
+    def adapter_state(self) -> dict[str, torch.Tensor]:
+        """The XRec-specific weights (adapters and k/v maps), without LoRA or the LLM."""
+        keep = ("user_adapter.", "item_adapter.", "kv_proj.", "q_proj.")
+        return {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items() if k.startswith(keep)}
+
+
+def _single_position(input_ids: torch.Tensor, token_id: int, name: str) -> torch.Tensor:
+    hits = input_ids == token_id
+    counts = hits.sum(1)
+    if not bool((counts == 1).all()):
+        bad = int((counts != 1).nonzero()[0])
+        raise ValueError(f"row {bad} has {int(counts[bad])} {name} tokens; XRec prompts need exactly one")
+    return hits.float().argmax(1)
+
+
+def _clip(text: str, words: int) -> str:
+    parts = str(text or "").split()
+    return " ".join(parts[:words]) if parts else "unknown"
+
+
+def _wrap_lora(llm, cfg: XRecConfig):
+    from peft import LoraConfig, get_peft_model
+
+    lc = cfg.lora
+    return get_peft_model(llm, LoraConfig(r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout,
+                                          target_modules=list(lc.target_modules), bias="none"))
