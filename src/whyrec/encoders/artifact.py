@@ -18,7 +18,6 @@ import scipy.sparse as sp
 import torch
 
 from whyrec.config import LightGCNConfig
-from whyrec.eval.ranking import topk_from_scores
 from whyrec.utils import WhyrecError, atomic_path, read_json, write_json, write_text
 
 FILES = ("config.json", "model.safetensors", "user2idx.json", "item2idx.json")
@@ -63,12 +62,13 @@ class EncoderArtifact:
         """Top-k item indices and their dot-product scores for one user index."""
         if not isinstance(user_idx, (int, np.integer)) or not 0 <= user_idx < self.n_users:
             raise WhyrecError(f"unknown user index {user_idx!r}: the encoder has {self.n_users} users (0..{self.n_users - 1})")
-        scores = (self.user_emb[user_idx] @ self.item_emb.T)[None]  # [1, I]
-        exclude = self.train_csr[[int(user_idx)]] if exclude_train else None
-        items = topk_from_scores(scores, k, exclude)[0]  # [k]
-        top = scores[0, items]
-        keep = torch.isfinite(top)  # fewer than k unseen items: drop the masked ones
-        return items[keep].tolist(), top[keep].tolist()
+        scores = self.user_emb[user_idx] @ self.item_emb.T  # [I]
+        if exclude_train:
+            seen = self.train_csr.indices[self.train_csr.indptr[user_idx] : self.train_csr.indptr[user_idx + 1]]
+            scores = scores.index_fill(0, torch.from_numpy(seen.astype(np.int64)), float("-inf"))
+            k = min(k, self.n_items - len(seen))
+        top = torch.topk(scores, min(k, self.n_items))
+        return top.indices.tolist(), top.values.tolist()
 
 
 def _model_card(config: dict, card: dict) -> str:

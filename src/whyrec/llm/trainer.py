@@ -78,7 +78,7 @@ def train_loop(module: torch.nn.Module, lengths: list[int], step_fn: Callable[[l
         loss.backward()
         optimizer.step()
         state["step"] += 1
-        state["losses"].append(round(float(loss), 5))
+        state["losses"].append(round(loss.item(), 5))
         state["elapsed_s"] = time.time() - start
         bar.update(1)
         bar.set_postfix(loss=f"{sum(state['losses'][-20:]) / len(state['losses'][-20:]):.3f}")

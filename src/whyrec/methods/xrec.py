@@ -10,6 +10,8 @@ the explanation is the assistant turn of the model's own chat template (XRec put
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -119,7 +121,10 @@ class XRec(nn.Module):
             kw.update(temperature=gen.temperature, top_p=gen.top_p)
         else:
             kw.update(temperature=None, top_p=None, top_k=None)
-        with self._injecting(positions, vectors, input_ids.shape[1]):
+        # The repetition penalty then covers generated tokens only, so explanations may still
+        # quote titles and words from the prompt; HF warns about exactly that.
+        with self._injecting(positions, vectors, input_ids.shape[1]), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*repetition_penalty.*")
             out = self.llm.generate(inputs_embeds=embeds, attention_mask=attention_mask.to(embeds.device), **kw)
         return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
 

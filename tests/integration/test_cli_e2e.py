@@ -1,0 +1,128 @@
+"""End to end through the CLI on a small MovieLens-100K slice with the tiny random model."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, require_distribution
+from whyrec.cli import main
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    require_distribution("recbole", "recbole/dataset_example/ml-100k/ml-100k.inter")
+    root = tmp_path_factory.mktemp("e2e")
+    data, enc, expl = root / "data", root / "encoder", root / "explainer"
+    assert main(["data", "prepare", "--source", "ml-100k", "--out", str(data), "--max_users", "60", "--seed", "1"]) == 0
+    assert main(["train", "encoder", "--data", str(data), "--out", str(enc),
+                 "--config", str(REPO / "configs/tiny/lightgcn.yaml")]) == 0
+    assert main(["train", "explainer", "--method", "xrec", "--data", str(data), "--encoder", str(enc),
+                 "--out", str(expl), "--config", str(REPO / "configs/tiny/xrec.yaml")]) == 0
+    return root
+
+
+def test_files_written(run_dir):
+    data, enc, expl = run_dir / "data", run_dir / "encoder", run_dir / "explainer"
+    for f in ("interactions.parquet", "items.parquet", "users.parquet", "user2idx.json", "item2idx.json",
+              "dataset.json", "run_config.json"):
+        assert (data / f).exists(), f
+    for f in ("config.json", "model.safetensors", "user2idx.json", "item2idx.json", "README.md", "metrics.json"):
+        assert (enc / f).exists(), f
+    for f in ("config.json", "adapter_model.safetensors", "items.parquet", "users.parquet", "README.md",
+              "training_log.json", "run_config.json", "encoder/model.safetensors"):
+        assert (expl / f).exists(), f
+    assert not (expl / "checkpoint").exists()
+    log = json.loads((expl / "training_log.json").read_text())
+    assert log["steps"] == 6 and len(log["losses"]) == 6
+    run_cfg = json.loads((expl / "run_config.json").read_text())
+    assert run_cfg["config"]["train"]["max_steps"] == 6 and "torch" in run_cfg["environment"]["packages"]
+
+
+def _user_and_item(run_dir):
+    from whyrec.data.dataset import RecDataset
+
+    test = RecDataset.load(run_dir / "data").split("test")
+    return str(test["user"].iloc[0]), str(test["item"].iloc[0])
+
+
+def test_explain_and_recommend(run_dir, capsys):
+    user, item = _user_and_item(run_dir)
+    expl = str(run_dir / "explainer")
+    assert main(["explain", "--run", expl, "--user", user, "--item", item, "--generation.max_new_tokens", "5"]) == 0
+    assert capsys.readouterr().out.strip() != ""
+    assert main(["recommend", "--run", expl, "--user", user, "-k", "3", "--explain",
+                 "--generation.max_new_tokens", "4"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    ranked = [line for line in lines if line[:2] in ("1.", "2.", "3.")]
+    assert len(ranked) == 3 and len(lines) == 6  # each item followed by its explanation
+
+
+def test_recommend_excludes_training_items(run_dir):
+    import whyrec
+
+    from whyrec.data.dataset import RecDataset
+
+    ds = RecDataset.load(run_dir / "data")
+    user, _ = _user_and_item(run_dir)
+    seen = set(ds.split("train").query("user == @user")["item"].astype(str))
+    recs = whyrec.load_run(run_dir / "explainer").recommend(user, k=10)
+    assert len(recs) == 10 and not seen & {r["item"] for r in recs}
+    assert [r["score"] for r in recs] == sorted((r["score"] for r in recs), reverse=True)
+
+
+def test_evaluate_generated_and_files(run_dir, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--run", str(run_dir / "explainer"), "--data", str(run_dir / "data"), "--out", str(out),
+                 "--max_pairs", "6", "--generation.max_new_tokens", "6"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n"] == 6 and set(metrics) >= {"pepler", "standard", "n"}
+    assert (out / "report.md").exists() and (out / "predictions.jsonl").exists()
+    preds = tmp_path / "p.txt"
+    preds.write_text("the same text\nother words here\n")
+    assert main(["evaluate", "--predictions", str(preds), "--references", str(preds), "--out", str(tmp_path / "e2")]) == 0
+    same = json.loads((tmp_path / "e2" / "metrics.json").read_text())
+    assert same["pepler"]["bleu1"] == pytest.approx(100.0) and same["pepler"]["rougeL_f"] == pytest.approx(100.0, abs=1e-3)
+
+
+def test_reload_gives_identical_outputs(run_dir):
+    import torch
+
+    from whyrec.config import GenerationConfig
+    from whyrec.explainer import load_explainer
+
+    user, item = _user_and_item(run_dir)
+    gen = GenerationConfig(max_new_tokens=8, repetition_penalty=1.0)
+    a, b = load_explainer(str(run_dir / "explainer")), load_explainer(str(run_dir / "explainer"))
+    for (n1, p1), (n2, p2) in zip(a.module.named_parameters(), b.module.named_parameters()):
+        assert n1 == n2 and torch.equal(p1, p2), n1
+    assert a.explain([user], [item], gen) == b.explain([user], [item], gen)
+
+
+def test_bad_inputs_exit_nonzero_with_one_line(run_dir, tmp_path, capsys):
+    expl = str(run_dir / "explainer")
+    cases = [
+        ["explain", "--run", expl, "--user", "no-such-user", "--item", "1"],
+        ["recommend", "--run", expl, "--user", "no-such-user"],
+        ["recommend", "--run", str(tmp_path), "--user", "1"],
+        ["train", "explainer", "--method", "nope", "--data", "x", "--encoder", "y", "--out", "z"],
+        ["data", "prepare", "--source", "csv", "--path", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "o")],
+        ["evaluate", "--out", str(tmp_path / "e")],
+    ]
+    for argv in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()[-1]  # earlier lines: progress bars
+        assert err.startswith("whyrec: error:"), (argv, err)
+
+
+def test_console_script_help_and_list():
+    exe = Path(sys.executable).with_name("whyrec")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "whyrec.cli"]
+    out = subprocess.run(cmd + ["--help"], capture_output=True, text=True, check=True).stdout
+    for sub in ("data", "train", "explain", "recommend", "evaluate", "quickstart", "list"):
+        assert sub in out
+    listed = subprocess.run(cmd + ["list"], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert "method xrec" in listed and "encoder lightgcn" in listed and "dataset ml-100k" in listed
+    assert all(len(line.split()) == 2 for line in listed)
