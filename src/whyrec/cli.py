@@ -148,7 +148,8 @@ def evaluate(out: str, predictions: str | None = None, references: str | None = 
 
 
 def quickstart(out: str = "runs/quickstart", users: int = 3, k: int = 5, eval_pairs: int = 24,
-               model: ModelConfig = ModelConfig(), train: TrainConfig = TrainConfig(batch_size=4, max_steps=60),
+               model: ModelConfig = ModelConfig(),
+               train: TrainConfig = TrainConfig(lr=1e-3, batch_size=4, max_steps=40, max_target_tokens=64, min_rating=4.0),
                device: str = "auto"):
     """MovieLens-100K end to end: data, LightGCN, XRec on SmolLM2, top-k with explanations, metrics.
 
@@ -225,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyError as e:  # registry lookups: the message lists valid names
         print(f"whyrec: error: {e.args[0]}", file=sys.stderr)
         return 2
+    except SystemExit as e:  # --help, --print_config and argument errors
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     except KeyboardInterrupt:
         print("whyrec: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130

@@ -101,6 +101,8 @@ class TrainConfig:
     """Write a resumable checkpoint every N steps."""
     max_train_examples: int | None = None
     """Use at most this many training explanations (sampled with the seed)."""
+    min_rating: float | None = None
+    """Train only on pairs rated at least this (XRec keeps stars > 3); None keeps all."""
     seed: int = 42
 
 

@@ -103,6 +103,8 @@ def train_explainer(data: str, encoder: str, out: str, method: str = "xrec",
         return read_json(out_dir / "training_log.json")
     ds, enc = RecDataset.load(data), load_encoder(encoder)
     records = ds.explanation_records(S.TRAIN)
+    if train.min_rating is not None and S.RATING in records:
+        records = records[records[S.RATING] >= train.min_rating]
     if train.max_train_examples and len(records) > train.max_train_examples:
         records = records.sample(train.max_train_examples, random_state=train.seed)
     if len(records) == 0:

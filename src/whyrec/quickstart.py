@@ -24,7 +24,7 @@ def run_quickstart(out: str = "runs/quickstart", n_users: int = 3, k: int = 5, e
     root = Path(out)
     model = model or ModelConfig()
     model = replace(model, device=device if device != "auto" else model.device)
-    train = train or TrainConfig(batch_size=4, max_steps=60)
+    train = train or TrainConfig(lr=1e-3, batch_size=4, max_steps=40, max_target_tokens=64, min_rating=4.0)
     data_dir, enc_dir, expl_dir = root / "data", root / "encoder", root / "explainer"
 
     _stage("1/5 data: MovieLens-100K + Wikidata metadata, grounded explanations")
@@ -39,7 +39,7 @@ def run_quickstart(out: str = "runs/quickstart", n_users: int = 3, k: int = 5, e
 
     _stage(f"3/5 explainer: XRec adapters on {model.name_or_path} ({train.max_steps} steps)")
     log = train_explainer(str(data_dir), str(enc_dir), str(expl_dir), model=model,
-                          xrec=XRecConfig(item_noun="movie", max_prompt_words=40), train=train)
+                          xrec=XRecConfig(item_noun="movie", max_prompt_words=30), train=train)
 
     _stage(f"4/5 top-{k} recommendations with explanations")
     run = load_run(expl_dir, device=device)
@@ -71,7 +71,7 @@ def _stage(text: str) -> None:
 
 def _summary(enc: dict, text: dict, log: dict) -> dict:
     test = enc.get("test", {})
-    pop = enc.get("popularity_test", {})
+    pop = (enc.get("popularity") or {}).get("test") or {}
     p = text["pepler"]
     lines = [
         f"LightGCN  test Recall@20 {test.get('recall@20', float('nan')):.4f}  NDCG@20 {test.get('ndcg@20', float('nan')):.4f}"

@@ -178,7 +178,7 @@ RECORDS = pd.DataFrame({"uid": [0, 1], "iid": [1, 0], "title": ["B", "A"], "user
 
 
 def test_xrec_records_missing_columns(tmp_path):
-    path = _pickle(tmp_path / "tst.pkl", RECORDS.drop(columns=["explanation", "title"]).to_dict("records"))
+    path = _pickle(tmp_path / "tst.pkl", RECORDS.drop(columns=["explanation", "title"]))
     with raises("missing column(s) title, explanation (have: uid, iid, user_summary, item_summary)"):
         xrec_records(path)
 
@@ -188,7 +188,6 @@ def test_xrec_records_accepts_list_of_dicts(tmp_path):
     assert xrec_records(tmp_path).equals(RECORDS)
 
 
-@pytest.mark.xfail(reason="safe_pickle refuses pandas>=3 pickles, which name `pandas.DataFrame`", strict=False)
 def test_xrec_records_accepts_a_dataframe_pickled_by_this_pandas(tmp_path):
     assert xrec_records(_pickle(tmp_path / "tst.pkl", RECORDS)).equals(RECORDS)
 
@@ -203,7 +202,7 @@ def test_xrec_records_refuses_evil_and_broken_pickles(tmp_path):
     with raises("refusing to unpickle"):
         xrec_records(_pickle(tmp_path / "evil.pkl", Evil()))
     assert not marker.exists()
-    (tmp_path / "cut.pkl").write_bytes(pickle.dumps(RECORDS.to_dict("records"))[:120])
+    (tmp_path / "cut.pkl").write_bytes(pickle.dumps(RECORDS)[:120])
     with raises("truncated"):
         xrec_records(tmp_path / "cut.pkl")
     with raises("expected a DataFrame or a list of dicts, got dict"):
@@ -214,7 +213,7 @@ def _tiny_xrec(root, user_nb=([1], [0]), records=RECORDS):
     root.mkdir()
     _pickle(root / "para_dict.pickle", {"trn_user_nb": list(user_nb), "trn_item_nb": [[1], [0]],
                                         "user_num": 2, "item_num": 2})
-    _pickle(root / "tst.pkl", records.to_dict("records"))
+    _pickle(root / "tst.pkl", records)
     return root
 
 

@@ -151,7 +151,7 @@ def test_tiny_worked_example():
     assert d.kind == "taste" and set(d.user_genres) == {"drama", "comedy"}
     assert "horror" in d.text and "drama" in d.text
     u2 = ex[("u2", "A")]  # u2 liked nothing and has no other train movie
-    assert u2.kind == "taste" and "no other training ratings" in u2.text
+    assert u2.kind == "taste" and "no other ratings on record" in u2.text
 
 
 def test_needs_a_split():

@@ -80,6 +80,8 @@ def test_ground_truth_sets_groups_by_user():
     users, truth = ground_truth_sets(np.array([3, 1, 3, 1, 3]), np.array([5, 6, 7, 6, 9]))
     assert users.tolist() == [1, 3]
     assert truth == [{6}, {5, 7, 9}]
+    empty_users, empty_truth = ground_truth_sets(np.array([], dtype=np.int64), np.array([], dtype=np.int64))
+    assert len(empty_users) == 0 and empty_truth == []
 
 
 def test_evaluate_ranking_masks_train_items():

@@ -22,7 +22,7 @@ def batch(model, targets=True):
     prompts = [model.prompt("Toy Story (1995)", "likes animation", "a family film"),
                model.prompt("Heat (1995)", "likes crime thrillers a lot", "a heist film")]
     tg = ["You liked Aladdin, also animated.", "Crime like Fargo."] if targets else None
-    return model.encode(prompts, tg, side="right" if targets else "left")
+    return model.encode(prompts, tg)
 
 
 def test_adapter_shapes_and_dense_gate():
@@ -65,8 +65,10 @@ def test_injection_changes_qkv_only_at_special_positions():
             lambda m, a, o, n=n, tag=tag: seen.__setitem__((tag, n), o.detach())) for n in "qkv"]
         with torch.no_grad():
             embeds, positions, vectors = model._inputs(b["input_ids"], u, i)
+            pos_ids = (b["attention_mask"].cumsum(-1) - 1).clamp(min=0)
             with model._injecting(positions, vectors, b["input_ids"].shape[1]):
-                seen[(tag, "logits")] = model.llm(inputs_embeds=embeds, attention_mask=b["attention_mask"]).logits
+                seen[(tag, "logits")] = model.llm(inputs_embeds=embeds, attention_mask=b["attention_mask"],
+                                                  position_ids=pos_ids).logits
         for h in hs:
             h.remove()
     for n in "qkv":
@@ -76,8 +78,9 @@ def test_injection_changes_qkv_only_at_special_positions():
         expected[torch.arange(2).unsqueeze(1), positions] = True
         assert torch.equal(changed, expected), n
     # causal: logits before <USER_EMBED> cannot see the injection
-    first = int(positions.min())
-    assert torch.allclose(seen[("on", "logits")][:, :first], seen[("off", "logits")][:, :first])
+    for row in range(2):
+        first = int(positions[row].min())
+        assert torch.allclose(seen[("on", "logits")][row, :first], seen[("off", "logits")][row, :first])
     assert not torch.allclose(seen[("on", "logits")], seen[("off", "logits")])
 
 
@@ -155,6 +158,21 @@ def test_batched_generation_matches_single():
     single = model.generate(first["input_ids"], first["attention_mask"], u[:1], i[:1], gen)
     assert both[0] == single[0]
     assert model.injector._state is None  # injection is scoped to the call
+
+
+def test_loss_equals_full_logits_cross_entropy():
+    """The last-K-logits shortcut gives the same loss as HF's loss over all positions."""
+    model = build()
+    model.eval()
+    b = batch(model)
+    u, i = torch.randn(2, DIM), torch.randn(2, DIM)
+    fast = model(b["input_ids"], b["attention_mask"], b["labels"], u, i)
+    embeds, positions, vectors = model._inputs(b["input_ids"], u, i)
+    pos_ids = (b["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+    with model._injecting(positions, vectors, b["input_ids"].shape[1]):
+        full = model.llm(inputs_embeds=embeds, attention_mask=b["attention_mask"], position_ids=pos_ids,
+                         labels=b["labels"]).loss
+    assert torch.allclose(fast, full, atol=1e-5)
 
 
 def test_prompt_needs_one_token_each():

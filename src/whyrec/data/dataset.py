@@ -42,9 +42,11 @@ class RecDataset:
         self.items[S.ITEM] = self.items[S.ITEM].astype(str)
         self.users[S.USER] = self.users[S.USER].astype(str)
         if not self.user2idx:
-            self.user2idx = {u: i for i, u in enumerate(sorted(set(self.users[S.USER]) | set(self.interactions[S.USER])))}
+            ids = pd.unique(pd.concat([self.users[S.USER], self.interactions[S.USER]]))
+            self.user2idx = {u: i for i, u in enumerate(sorted(map(str, ids)))}
         if not self.item2idx:
-            self.item2idx = {it: i for i, it in enumerate(sorted(set(self.items[S.ITEM]) | set(self.interactions[S.ITEM])))}
+            ids = pd.unique(pd.concat([self.items[S.ITEM], self.interactions[S.ITEM]]))
+            self.item2idx = {it: i for i, it in enumerate(sorted(map(str, ids)))}
 
     @property
     def n_users(self) -> int:
@@ -70,12 +72,12 @@ class RecDataset:
     def item_text(self, col: str = S.TITLE) -> dict[str, str]:
         if col not in self.items:
             return {}
-        return dict(zip(self.items[S.ITEM], self.items[col].fillna("").astype(str)))
+        return dict(zip(self.items[S.ITEM], self.items[col].fillna("").astype(str), strict=True))
 
     def user_text(self, col: str = S.PROFILE) -> dict[str, str]:
         if col not in self.users:
             return {}
-        return dict(zip(self.users[S.USER], self.users[col].fillna("").astype(str)))
+        return dict(zip(self.users[S.USER], self.users[col].fillna("").astype(str), strict=True))
 
     def summary(self) -> dict:
         counts = self.interactions[S.SPLIT].value_counts().to_dict() if S.SPLIT in self.interactions else {}

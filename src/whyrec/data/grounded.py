@@ -20,7 +20,9 @@ review to rewrite, so whyrec writes targets from facts alone, with no language m
    or director) may be appended. The choices use `pair_rng(seed, user, item)`
    (a `random.Random` seeded by the CRC32 of "seed|user|item"), so each pair's text is
    reproducible and independent of row order or user sampling.
-4. Every text has at most 50 words (the extra fact, then the second title, are dropped
+4. Texts say "on record" for the train split ("the user's highly rated movies on record
+   are most often drama"), never "training".
+5. Every text has at most 50 words (the extra fact, then the second title, are dropped
    until it fits) and never names the target's own title.
 
 Every statement is true of the data: cited titles were rated >= `min_rating` in train,
@@ -44,7 +46,7 @@ from whyrec.data import schema as S
 from whyrec.data.dataset import RecDataset
 from whyrec.data.metadata import CAST, DIRECTOR, GENRE, YEAR, join_names, split_names
 from whyrec.data.movielens import article, genre_word
-from whyrec.data.profiles import liked_train, top_genres
+from whyrec.data.profiles import group_lists, liked_train, top_genres
 from whyrec.utils import WhyrecError
 
 MAX_WORDS = 50
@@ -180,7 +182,7 @@ _TEMPLATES = {
     "taste": ["This is {film}; the user's {pool} are most often {taste}.",
               "The user's {pool} are most often {taste}, and this one is {film}."],
 }
-_NO_HISTORY = "This is {film}; the user has no other training ratings to compare it with."
+_NO_HISTORY = "This is {film}; the user has no other ratings on record to compare it with."
 
 
 def _film(genres: list[str] | tuple[str, ...]) -> str:
@@ -225,15 +227,15 @@ def explain_pair(ev: UserEvidence, item: str, rng: random.Random) -> Explanation
     kind, cited, shared = _evidence(ev, item, rng)
     cited = cited[: rng.choice((1, 2))]
     taste, from_liked = ev.taste(item) if kind == "taste" else ([], False)
-    extras = _extras(facts, kind)
-    extra = rng.choice(extras) if extras and rng.random() < 0.5 else ""
+    extras = _extras(facts, kind) if rng.random() < 0.5 else []  # half the texts add a fact
+    extra = rng.choice(extras) if extras else ""
     template = rng.randrange(len(_TEMPLATES[kind]))
     cite_variant = rng.randrange(6)
     fields = {"name": shared[0] if kind in ("director", "cast") else "",
               "film": _film(shared if kind == "genre" else facts.genres),
               "genre_noun": "genres" if len(shared) > 1 else "genre",
               "taste": join_names(taste),
-              "pool": "highly rated training movies" if from_liked else "training movies"}
+              "pool": "highly rated movies on record" if from_liked else "movies on record"}
     for n_cited, add in ((len(cited), extra), (len(cited), ""), (1, "")):  # shorten until it fits
         ids = cited[:n_cited]
         fields["titles"] = join_names(ev.facts[j].title for j in ids)
@@ -257,10 +259,10 @@ def explain_interactions(ds: RecDataset, seed: int = 0, min_rating: float = 4.0,
     facts = item_facts(ds.items)
     missing = set(ds.interactions[S.ITEM]) - set(facts)
     facts.update({it: ItemFacts(it, (), (), (), None) for it in missing})
-    liked = liked_train(ds, min_rating)
-    liked = {u: list(zip(g[S.ITEM], g[S.RATING] if S.RATING in g else [min_rating] * len(g), strict=True))
-             for u, g in liked.groupby(S.USER, sort=False)}
-    watched = ds.split(S.TRAIN).groupby(S.USER, sort=False)[S.ITEM].agg(list).to_dict()
+    liked_rows, train = liked_train(ds, min_rating), ds.split(S.TRAIN)
+    ratings = liked_rows[S.RATING] if S.RATING in liked_rows else pd.Series(min_rating, index=liked_rows.index)
+    liked = group_lists(liked_rows[S.USER], liked_rows[S.ITEM], ratings)
+    watched = group_lists(train[S.USER], train[S.ITEM])
     out: list[Explanation | None] = [None] * len(ds.interactions)
     groups = ds.interactions.groupby(S.USER, sort=False).indices
     items = ds.interactions[S.ITEM].to_numpy()

@@ -55,6 +55,8 @@ def safe_load_pickle(path: str | Path):
     try:
         return _RestrictedUnpickler(io.BytesIO(data)).load()
     except pickle.UnpicklingError as e:
+        if "truncated" in str(e):
+            raise WhyrecError(f"{path}: pickle data was truncated; the file is incomplete, copy it again") from None
         raise WhyrecError(
             f"{path}: {e}; only pandas/numpy/builtin pickles are accepted (convert it to Parquet or JSON)"
         ) from None

@@ -9,7 +9,6 @@ training interactions as CSR `train_indptr`/`train_indices`), `user2idx.json`,
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,10 +60,13 @@ class EncoderArtifact:
     def recommend(self, user_idx: int, k: int = 10, exclude_train: bool = True) -> tuple[list[int], list[float]]:
         """Top-k item indices and their dot-product scores for one user index."""
         if not isinstance(user_idx, (int, np.integer)) or not 0 <= user_idx < self.n_users:
-            raise WhyrecError(f"unknown user index {user_idx!r}: the encoder has {self.n_users} users (0..{self.n_users - 1})")
+            raise WhyrecError(
+                f"unknown user index {user_idx!r}: the encoder has {self.n_users} users (0..{self.n_users - 1})"
+            )
         scores = self.user_emb[user_idx] @ self.item_emb.T  # [I]
         if exclude_train:
-            seen = self.train_csr.indices[self.train_csr.indptr[user_idx] : self.train_csr.indptr[user_idx + 1]]
+            indptr = self.train_csr.indptr
+            seen = self.train_csr.indices[indptr[user_idx] : indptr[user_idx + 1]]
             scores = scores.index_fill(0, torch.from_numpy(seen.astype(np.int64)), float("-inf"))
             k = min(k, self.n_items - len(seen))
         top = torch.topk(scores, min(k, self.n_items))
@@ -121,25 +123,30 @@ def save_lightgcn(model, path: str | Path, user2idx: dict[str, int], item2idx: d
     return path
 
 
-def _read_folder(path: str | Path) -> tuple[dict, dict[str, torch.Tensor], dict, dict]:
+RETRAIN = "re-run `whyrec train encoder`"
+
+
+def _read_folder(path: str | Path, required: tuple[str, ...] = TENSORS) -> tuple[dict, dict, dict, dict]:
+    """(config, tensors, user2idx, item2idx) of a folder, checked; WhyrecError says what is wrong."""
     path = Path(path)
     if not path.is_dir():
         raise WhyrecError(f"encoder folder {path} not found; train one with `whyrec train encoder`")
     missing = [f for f in FILES if not (path / f).is_file()]
     if missing:
-        raise WhyrecError(f"encoder folder {path} is missing {', '.join(missing)}; re-run `whyrec train encoder`")
+        raise WhyrecError(f"encoder folder {path} is missing {', '.join(missing)}; {RETRAIN}")
     config = read_json(path / "config.json")
-    if not isinstance(config, dict) or config.get("encoder") != "lightgcn":
-        raise WhyrecError(f"{path / 'config.json'}: expected \"encoder\": \"lightgcn\", got {config.get('encoder') if isinstance(config, dict) else config!r}")
+    kind = config.get("encoder") if isinstance(config, dict) else config
+    if kind != "lightgcn":
+        raise WhyrecError(f"{path / 'config.json'}: expected \"encoder\": \"lightgcn\", got {kind!r}")
     try:
         from safetensors.torch import load_file
 
         tensors = load_file(str(path / "model.safetensors"))
     except Exception as e:  # safetensors raises SafetensorError / OSError on truncated files
-        raise WhyrecError(f"{path / 'model.safetensors'} is unreadable ({type(e).__name__}: {e}); re-run `whyrec train encoder`") from None
-    absent = [k for k in TENSORS if k not in tensors]
+        raise WhyrecError(f"{path / 'model.safetensors'} is unreadable ({type(e).__name__}: {e}); {RETRAIN}") from None
+    absent = [k for k in required if k not in tensors]
     if absent:
-        raise WhyrecError(f"{path / 'model.safetensors'} lacks tensor(s) {', '.join(absent)}; re-run `whyrec train encoder`")
+        raise WhyrecError(f"{path / 'model.safetensors'} lacks tensor(s) {', '.join(absent)}; {RETRAIN}")
     user2idx, item2idx = read_json(path / "user2idx.json"), read_json(path / "item2idx.json")
     _check_shapes(path, config, tensors, user2idx, item2idx)
     return config, tensors, user2idx, item2idx
@@ -149,26 +156,31 @@ def _check_shapes(path: Path, config: dict, tensors: dict, user2idx: dict, item2
     try:
         n_users, n_items, dim = int(config["n_users"]), int(config["n_items"]), int(config["dim"])
     except (KeyError, TypeError, ValueError) as e:
-        raise WhyrecError(f"{path / 'config.json'} lacks a valid {e}; re-run `whyrec train encoder`") from None
-    expected = {"user_emb": (n_users, dim), "item_emb": (n_items, dim), "train_indptr": (n_users + 1,)}
+        raise WhyrecError(f"{path / 'config.json'} lacks a valid {e}; {RETRAIN}") from None
+    expected = {"user_emb": (n_users, dim), "item_emb": (n_items, dim), "train_indptr": (n_users + 1,),
+                "user_ego": (n_users, dim), "item_ego": (n_items, dim)}
     for name, shape in expected.items():
-        if tuple(tensors[name].shape) != shape:
+        if name in tensors and tuple(tensors[name].shape) != shape:
             raise WhyrecError(f"{path}: {name} has shape {tuple(tensors[name].shape)}, config.json says {shape}")
+    indptr, indices = tensors["train_indptr"], tensors["train_indices"]
+    if int(indptr[-1]) != len(indices) or (len(indices) and int(indices.max()) >= n_items):
+        raise WhyrecError(f"{path}: train_indptr/train_indices do not form a [{n_users}, {n_items}] matrix; {RETRAIN}")
     if len(user2idx) != n_users or len(item2idx) != n_items:
         raise WhyrecError(f"{path}: id maps have {len(user2idx)} users / {len(item2idx)} items, "
                           f"config.json says {n_users} / {n_items}")
 
 
-def _train_csr(tensors: dict, n_users: int, n_items: int) -> sp.csr_matrix:
+def _train_csr(config: dict, tensors: dict) -> sp.csr_matrix:
     indices = tensors["train_indices"].numpy()
     data = np.ones(len(indices), dtype=np.float32)
-    return sp.csr_matrix((data, indices, tensors["train_indptr"].numpy()), shape=(n_users, n_items))
+    shape = (config["n_users"], config["n_items"])
+    return sp.csr_matrix((data, indices, tensors["train_indptr"].numpy()), shape=shape)
 
 
 def load_encoder(path: str | Path) -> EncoderArtifact:
     """Load a trained encoder folder for recommending (no model class needed)."""
     config, tensors, user2idx, item2idx = _read_folder(path)
-    train = _train_csr(tensors, config["n_users"], config["n_items"])
+    train = _train_csr(config, tensors)
     return EncoderArtifact(tensors["user_emb"], tensors["item_emb"], user2idx, item2idx, train, config, Path(path))
 
 
@@ -176,22 +188,11 @@ def load_lightgcn(path: str | Path):
     """Rebuild a trainable `LightGCN` (graph and ego embeddings) from its folder."""
     from whyrec.encoders.lightgcn import LightGCN
 
-    config, tensors, _, _ = _read_folder(path)
-    for name in ("user_ego", "item_ego"):
-        if name not in tensors:
-            raise WhyrecError(f"{Path(path) / 'model.safetensors'} lacks {name}; re-run `whyrec train encoder`")
+    config, tensors, _, _ = _read_folder(path, required=(*TENSORS, "user_ego", "item_ego"))
     fields = {f.name for f in dataclasses.fields(LightGCNConfig)}
     cfg = LightGCNConfig(**{k: v for k, v in config.items() if k in fields})
-    model = LightGCN(cfg, config["n_users"], config["n_items"], _train_csr(tensors, config["n_users"], config["n_items"]))
+    model = LightGCN(cfg, config["n_users"], config["n_items"], _train_csr(config, tensors))
     with torch.no_grad():
         model.user_ego.copy_(tensors["user_ego"])
         model.item_ego.copy_(tensors["item_ego"])
     return model
-
-
-def read_config(path: str | Path) -> dict | None:
-    """config.json of a folder, or None when absent or unreadable (used for caching)."""
-    try:
-        return json.loads((Path(path) / "config.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return None

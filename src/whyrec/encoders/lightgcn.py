@@ -96,8 +96,10 @@ class LightGCN(nn.Module):
         self.config, self.n_users, self.n_items = config, n_users, n_items
         self.train_csr = train
         self.adj = normalized_adjacency(train)  # [U+I, U+I], not a parameter
-        self.user_ego = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_users, config.dim), generator=generator))
-        self.item_ego = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_items, config.dim), generator=generator))
+        self.user_ego = nn.Parameter(torch.empty(n_users, config.dim))  # E^(0) of users [U, d]
+        self.item_ego = nn.Parameter(torch.empty(n_items, config.dim))  # E^(0) of items [I, d]
+        nn.init.xavier_uniform_(self.user_ego, generator=generator)
+        nn.init.xavier_uniform_(self.item_ego, generator=generator)
 
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Propagated (user_emb [U, d], item_emb [I, d])."""
@@ -116,7 +118,8 @@ class LightGCN(nn.Module):
         u, p, n = user_emb[users], item_emb[pos], item_emb[neg]  # [B, d] each
         diff = (u * p).sum(-1) - (u * n).sum(-1)  # [B]
         bpr = -F.logsigmoid(diff).mean()
-        reg = self.user_ego[users].square().sum() + self.item_ego[pos].square().sum() + self.item_ego[neg].square().sum()
+        ego_u, ego_p, ego_n = self.user_ego[users], self.item_ego[pos], self.item_ego[neg]  # [B, d] each
+        reg = ego_u.square().sum() + ego_p.square().sum() + ego_n.square().sum()
         return bpr + self.config.weight_decay * reg
 
     @torch.no_grad()
@@ -126,10 +129,16 @@ class LightGCN(nn.Module):
 
     def save_pretrained(self, path: str | Path, user2idx: dict[str, int], item2idx: dict[str, int],
                         train_csr: sp.csr_matrix | None = None, card: dict | None = None) -> Path:
-        """Write the artifact folder (see `whyrec.encoders.artifact`)."""
+        """Write the artifact folder (see `whyrec.encoders.artifact`).
+
+        `train_csr` defaults to the model's own graph; if given it must be that same matrix,
+        since reloading rebuilds the graph from it.
+        """
         from whyrec.encoders.artifact import save_lightgcn
 
-        return save_lightgcn(self, path, user2idx, item2idx, self.train_csr if train_csr is None else train_csr, card)
+        if train_csr is not None and (train_csr.shape != self.train_csr.shape or (train_csr != self.train_csr).nnz):
+            raise ValueError("train_csr differs from the graph this model propagates over")
+        return save_lightgcn(self, path, user2idx, item2idx, self.train_csr, card)
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> LightGCN:

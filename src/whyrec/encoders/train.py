@@ -151,6 +151,7 @@ def _load_checkpoint(out: Path, resume_key: dict, model: LightGCN, opt: torch.op
 
 # ---------------------------------------------------------------- training
 def _run_epoch(model: LightGCN, opt: torch.optim.Optimizer, triples: list[torch.Tensor], batch_size: int) -> float:
+    """One pass of BPR steps; each step propagates over the whole graph once. Mean loss."""
     model.train()
     users, pos, neg = triples
     total = 0.0
@@ -202,7 +203,8 @@ def train_encoder(data: str, out: str, encoder: str = "lightgcn", config: LightG
         data: a `RecDataset` folder with a split column (train/valid/test).
         out: output folder: the encoder artifact, metrics.json, run_config.json, checkpoint/.
         encoder: only "lightgcn" for now.
-        config: hyperparameters (default: XRec's).
+        config: hyperparameters (default: XRec's). `min_rating` filters every split, so the
+            validation/test ground truth is the liked items too.
         device: "auto", "cpu", "cuda", ...
         resume: continue from out/checkpoint and reuse a finished run with the same config.
         num_threads: CPU threads while training (None keeps torch's setting). One thread is
@@ -218,7 +220,9 @@ def train_encoder(data: str, out: str, encoder: str = "lightgcn", config: LightG
     dset = _load_data(data, config)
     cfg = dataclasses.asdict(config)
     fingerprint = {"config": cfg, "data": dset.digest}
-    resume_key = {"config": {k: v for k, v in cfg.items() if k not in ("epochs", "patience")}, "data": dset.digest}
+    # Checkpoints stay valid when only the stopping budget changes (that is how a run is extended).
+    trajectory = {k: v for k, v in cfg.items() if k not in ("epochs", "patience")}
+    resume_key = {"config": trajectory, "data": dset.digest}
     if resume and (cached := _cached(out, fingerprint)) is not None:
         return cached
 
@@ -245,7 +249,6 @@ def _fit(model, opt, dset: _Data, config: LightGCNConfig, rng, best: dict, state
     items_all = dset.train.indices.astype(np.int64)  # [E]
     candidates = np.flatnonzero(dset.train.getnnz(axis=0) > 0)  # items seen in train (XRec)
     device = model.user_ego.device
-    key = f"recall@{config.eval_k}"
     bar = tqdm(range(state["epoch"], config.epochs), initial=state["epoch"], total=config.epochs,
                desc="lightgcn", disable=None)
     for epoch in bar:
@@ -259,20 +262,29 @@ def _fit(model, opt, dset: _Data, config: LightGCNConfig, rng, best: dict, state
         loss = _run_epoch(model, opt, triples, config.batch_size)
         state["train_seconds"] += time.perf_counter() - tic
         record = {"epoch": epoch + 1, "loss": loss}
-        if (epoch + 1) % config.eval_every == 0 and (metrics := _evaluate(model, dset.valid, dset.train, (config.eval_k,))):
-            record[f"valid_{key}"] = metrics[key]
-            if metrics[key] > state["best_metric"]:
-                state.update(best_metric=metrics[key], best_epoch=epoch + 1, bad_evals=0)
-                best.update(best_user_ego=model.user_ego.detach().clone(), best_item_ego=model.item_ego.detach().clone())
-            else:
-                state["bad_evals"] += 1
+        if (epoch + 1) % config.eval_every == 0:
+            _validate(model, dset, config.eval_k, best, state, record)
         state["epoch"] = epoch + 1
         state["history"].append(record)
         state["rng"] = rng.bit_generator.state
         _save_checkpoint(out, model, opt, best, state)
-        bar.set_postfix(loss=f"{loss:.4f}", **{f"val_{key}": f"{state['best_metric']:.4f}"})
+        bar.set_postfix(loss=f"{loss:.4f}", **{f"best_val_recall@{config.eval_k}": f"{max(state['best_metric'], 0):.4f}"})
     bar.close()
     return state
+
+
+def _validate(model: LightGCN, dset: _Data, k: int, best: dict, state: dict, record: dict) -> None:
+    """Validation Recall@k; keep a copy of the best ego embeddings and count bad evaluations."""
+    metrics = _evaluate(model, dset.valid, dset.train, (k,))
+    if metrics is None:  # no validation split: nothing to early-stop on
+        return
+    record[f"valid_recall@{k}"] = metrics[f"recall@{k}"]
+    if metrics[f"recall@{k}"] > state["best_metric"]:
+        state.update(best_metric=metrics[f"recall@{k}"], best_epoch=record["epoch"], bad_evals=0)
+        best["best_user_ego"] = model.user_ego.detach().clone()
+        best["best_item_ego"] = model.item_ego.detach().clone()
+    else:
+        state["bad_evals"] += 1
 
 
 def _finish(model, dset: _Data, config, best: dict, state: dict, out: Path, data: str,
@@ -298,7 +310,7 @@ def _finish(model, dset: _Data, config, best: dict, state: dict, out: Path, data
     }
     card = {"data": str(data), "n_train": int(dset.train.nnz), "best_epoch": metrics["best_epoch"], "valid": valid}
     model.save_pretrained(out, dset.user2idx, dset.item2idx, dset.train, card=card)
-    write_run_info(out, {"data": str(data), "encoder": "lightgcn", "device": device, "config": dataclasses.asdict(config)},
-                   command=f"whyrec train encoder --data {data} --out {out}")
+    run = {"data": str(data), "encoder": "lightgcn", "device": device, "config": dataclasses.asdict(config)}
+    write_run_info(out, run, command=f"whyrec train encoder --data {data} --out {out}")
     write_json(out / "metrics.json", metrics)  # last: marks the folder as finished
     return metrics

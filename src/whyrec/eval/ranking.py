@@ -95,8 +95,11 @@ METRICS = {"recall": recall_at_k, "ndcg": ndcg_at_k, "precision": precision_at_k
 
 def ground_truth_sets(users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, list[set[int]]]:
     """Group (user, item) pairs into sorted unique users and each one's set of items."""
+    users, items = np.asarray(users, dtype=np.int64), np.asarray(items, dtype=np.int64)
+    if len(users) == 0:
+        return users, []
     order = np.argsort(users, kind="stable")
-    users, items = np.asarray(users)[order], np.asarray(items)[order]
+    users, items = users[order], items[order]
     unique, starts = np.unique(users, return_index=True)
     return unique, [set(chunk.tolist()) for chunk in np.split(items, starts[1:])]
 

@@ -78,7 +78,7 @@ class XRec(nn.Module):
         return chat + EXPLAIN_TOKEN
 
     def encode(self, prompts: list[str], targets: list[str] | None = None, max_target_tokens: int = 96,
-               side: str = "right") -> dict[str, torch.Tensor]:
+               side: str = "left") -> dict[str, torch.Tensor]:
         tok = self.tokenizer
         p_ids = [tok(p, add_special_tokens=False).input_ids for p in prompts]
         t_ids = None
@@ -104,11 +104,25 @@ class XRec(nn.Module):
         return embeds, positions, vectors
 
     def forward(self, input_ids, attention_mask, labels, user_vec, item_vec) -> torch.Tensor:
+        """Mean token cross-entropy on the explanation tokens.
+
+        Batches are left-padded so every row's targets end at the last position; the LM head
+        (a 49k x 576 matmul for SmolLM2) then runs only on the last K positions instead of
+        the whole prompt, which is most of the sequence.
+        """
         embeds, positions, vectors = self._inputs(input_ids, user_vec, item_vec)
         dev = embeds.device
+        attention_mask, labels = attention_mask.to(dev), labels.to(dev)
+        first_target = int((labels != -100).float().argmax(1).min())
+        keep = input_ids.shape[1] - first_target + 1
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # same positions as generation
         with self._injecting(positions, vectors, input_ids.shape[1]):
-            out = self.llm(inputs_embeds=embeds, attention_mask=attention_mask.to(dev), labels=labels.to(dev))
-        return out.loss
+            out = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids,
+                           logits_to_keep=keep)
+        logits = out.logits[:, :-1].float()  # (B, keep-1, V) predicts labels[:, -(keep-1):]
+        targets = labels[:, -(keep - 1):]
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                                 ignore_index=-100)
 
     @torch.no_grad()
     def generate(self, input_ids, attention_mask, user_vec, item_vec, gen: GenerationConfig) -> list[str]:

@@ -1,0 +1,75 @@
+"""CLI surface: help text, registry listing, shipped configs and argv normalisation."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from whyrec import cli
+from whyrec.registry import ALL, Registry
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").rglob("*.yaml"))
+
+
+def test_import_is_cheap():
+    import subprocess
+    import sys
+
+    code = "import sys, whyrec, whyrec.cli, whyrec.registry; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_shipped_config_parses(path, capsys):
+    command = ["train", "encoder", "--data", "d", "--out", "o"] if "lightgcn" in path.name else \
+        ["train", "explainer", "--data", "d", "--encoder", "e", "--out", "o"]
+    assert cli.main(command + ["--config", str(path), "--print_config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    shipped = yaml.safe_load(path.read_text())
+    for section, values in shipped.items():
+        if isinstance(values, dict):
+            for key, value in values.items():
+                if not isinstance(value, dict):
+                    assert printed[section][key] == value, (section, key)
+
+
+def test_list_prints_kind_name(capsys):
+    assert cli.main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [f"{kind} {name}" for kind, reg in ALL.items() for name in reg.names()]
+    assert {"method xrec", "encoder lightgcn", "model smollm2-135m-instruct", "dataset ml-1m"} <= set(lines)
+
+
+def test_every_registered_entry_resolves():
+    for reg in ALL.values():
+        for name in reg.names():
+            assert callable(reg.get(name)), name
+
+
+def test_registry_rejects_bad_names():
+    reg = Registry("thing")
+    reg.register("ok", "os:getcwd")
+    with pytest.raises(ValueError, match="lowercase"):
+        reg.register("Bad", "os:getcwd")
+    with pytest.raises(ValueError, match="already"):
+        reg.register("ok", "os:getcwd")
+    with pytest.raises(KeyError, match="choose one of: ok"):
+        reg.get("nope")
+
+
+def test_help_lists_options(capsys):
+    assert cli.main(["recommend", "--help"]) == 0
+    out = capsys.readouterr().out
+    for opt in ("--run", "--user", "--k", "--explain", "--generation.max_new_tokens"):
+        assert opt in out
+
+
+def test_argument_errors_exit_2(capsys):
+    assert cli.main(["recommend", "--user", "1"]) == 2  # --run missing
+    assert "run" in capsys.readouterr().err
+
+
+def test_normalise_argv():
+    assert cli.normalise_argv(["recommend", "-k", "3", "--explain"]) == ["recommend", "--k", "3", "--explain=true"]
+    assert cli.normalise_argv(["data", "prepare", "--user-col", "u"]) == ["data", "prepare", "--user_col", "u"]
+    assert cli.normalise_argv(["recommend", "--explain", "false"]) == ["recommend", "--explain", "false"]
