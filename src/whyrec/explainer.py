@@ -26,7 +26,14 @@ from tqdm.auto import tqdm
 from whyrec import __version__
 from whyrec.config import GenerationConfig, ModelConfig, TrainConfig, XRecConfig
 from whyrec.data import schema as S
-from whyrec.utils import WhyrecError, atomic_path, read_json, seed_everything, write_json, write_run_info
+from whyrec.utils import (
+    WhyrecError,
+    atomic_path,
+    read_json,
+    seed_everything,
+    write_json,
+    write_run_info,
+)
 
 ARTIFACT_FILES = ("config.json", "adapter_model.safetensors", "items.parquet", "users.parquet")
 
@@ -100,6 +107,11 @@ def train_explainer(data: str, encoder: str, out: str, method: str = "xrec",
     model, xrec, train = model or ModelConfig(), xrec or XRecConfig(), train or TrainConfig()
     out_dir = Path(out)
     if (out_dir / "config.json").exists() and read_json(out_dir / "config.json").get("complete"):
+        done = read_json(out_dir / "config.json")
+        wanted = {"method": method, "model": asdict(model), "xrec": asdict(xrec), "train": asdict(train)}
+        if any(done.get(k) != v for k, v in wanted.items()):
+            raise WhyrecError(f"{out_dir} already holds an explainer trained with another config; "
+                              "choose another --out or delete that folder")
         return read_json(out_dir / "training_log.json")
     ds, enc = RecDataset.load(data), load_encoder(encoder)
     records = ds.explanation_records(S.TRAIN)
@@ -129,7 +141,7 @@ def train_explainer(data: str, encoder: str, out: str, method: str = "xrec",
     log = {"steps": state["step"], "examples": len(records), "elapsed_s": round(state["elapsed_s"], 1),
            "first_loss": _mean(state["losses"][:10]), "last_loss": _mean(state["losses"][-10:]),
            "losses": state["losses"], "tokenizer_vocab": len(tok)}
-    save_explainer(out_dir, module, enc, encoder, ds, method, model, xrec, log)
+    save_explainer(out_dir, module, enc, encoder, ds, method, model, xrec, train, log)
     shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)
     return log
 
@@ -138,7 +150,7 @@ def _mean(xs):
     return round(sum(xs) / len(xs), 4) if xs else None
 
 
-def save_explainer(out_dir: Path, module, enc, encoder_dir: str, ds, method, model, xrec, log) -> None:
+def save_explainer(out_dir: Path, module, enc, encoder_dir: str, ds, method, model, xrec, train, log) -> None:
     from whyrec.llm.trainer import trainable_state
 
     with atomic_path(out_dir / "adapter_model.safetensors") as tmp:
@@ -153,7 +165,7 @@ def save_explainer(out_dir: Path, module, enc, encoder_dir: str, ds, method, mod
             frame.to_parquet(tmp, index=False)
     write_json(out_dir / "training_log.json", log)
     write_json(out_dir / "config.json", {
-        "method": method, "model": asdict(model), "xrec": asdict(xrec), "encoder_dim": enc.dim,
+        "method": method, "model": asdict(model), "xrec": asdict(xrec), "train": asdict(train), "encoder_dim": enc.dim,
         "dataset": ds.meta.get("name", ""), "whyrec_version": __version__, "steps": log["steps"], "complete": True,
     })
     (out_dir / "README.md").write_text(

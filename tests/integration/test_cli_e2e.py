@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, require_distribution
+
 from whyrec.cli import main
 
 
@@ -62,7 +62,6 @@ def test_explain_and_recommend(run_dir, capsys):
 
 def test_recommend_excludes_training_items(run_dir):
     import whyrec
-
     from whyrec.data.dataset import RecDataset
 
     ds = RecDataset.load(run_dir / "data")

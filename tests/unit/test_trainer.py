@@ -1,0 +1,74 @@
+"""The shared LLM-side training loop: atomic checkpoints and exact resume after a crash."""
+
+import pytest
+import torch
+from torch import nn
+
+from whyrec.config import TrainConfig
+from whyrec.llm.collate import length_bucketed_order, pad_batch
+from whyrec.llm.trainer import train_loop
+
+X = torch.randn(40, 6, generator=torch.Generator().manual_seed(0))
+Y = X @ torch.randn(6, 1, generator=torch.Generator().manual_seed(1))
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def make(crash_at=None):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.Dropout(0.1), nn.Linear(8, 1))
+    model[0].weight.requires_grad_(False)  # a frozen part, like the LLM
+    calls = {"n": 0}
+
+    def step(idx):
+        calls["n"] += 1
+        if crash_at is not None and calls["n"] == crash_at:
+            raise Crash()
+        return nn.functional.mse_loss(model(X[idx]), Y[idx])
+
+    return model, step
+
+
+CFG = TrainConfig(lr=1e-2, batch_size=4, max_steps=12, checkpoint_every=5, seed=3)
+
+
+def test_resume_after_crash_matches_uninterrupted(tmp_path):
+    ref, step = make()
+    state = train_loop(ref, [1] * 40, step, CFG, tmp_path / "a", desc="ref")
+    assert state["step"] == 12 and len(state["losses"]) == 12
+
+    crashed, step = make(crash_at=8)  # dies after the step-5 checkpoint
+    with pytest.raises(Crash):
+        train_loop(crashed, [1] * 40, step, CFG, tmp_path / "b")
+    assert (tmp_path / "b" / "trainer_state.json").exists() and not (tmp_path / "b.tmp").exists()
+    resumed, step = make()
+    state = train_loop(resumed, [1] * 40, step, CFG, tmp_path / "b")
+    assert state["step"] == 12
+    for (name, p), q in zip(ref.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(p, q, atol=1e-6), name
+
+
+def test_frozen_parameters_untouched_and_loss_falls(tmp_path):
+    model, step = make()
+    frozen = model[0].weight.clone()
+    state = train_loop(model, [1] * 40, step, TrainConfig(lr=1e-2, batch_size=8, max_steps=60, seed=0), tmp_path / "c")
+    assert torch.equal(model[0].weight, frozen)
+    assert sum(state["losses"][-5:]) < sum(state["losses"][:5])
+
+
+def test_pad_batch_masks_prompt_and_padding():
+    b = pad_batch([[1, 2, 3], [4]], [[5, 6], [7]], pad_id=0, side="left")
+    assert b["input_ids"].tolist() == [[1, 2, 3, 5, 6], [0, 0, 0, 4, 7]]
+    assert b["attention_mask"].tolist() == [[1, 1, 1, 1, 1], [0, 0, 0, 1, 1]]
+    assert b["labels"].tolist() == [[-100, -100, -100, 5, 6], [-100, -100, -100, -100, 7]]
+    r = pad_batch([[1, 2, 3], [4]], [[5, 6], [7]], pad_id=0, side="right")
+    assert r["labels"].tolist() == [[-100, -100, -100, 5, 6], [-100, 7, -100, -100, -100]]
+
+
+def test_bucketed_order_covers_everything_once():
+    lengths = list(range(103))
+    batches = length_bucketed_order(lengths, 8, torch.Generator().manual_seed(0))
+    flat = sorted(i for b in batches for i in b)
+    assert flat == lengths and all(len(b) <= 8 for b in batches)
