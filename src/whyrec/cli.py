@@ -149,8 +149,9 @@ def evaluate(out: str, predictions: str | None = None, references: str | None = 
 
 def quickstart(out: str = "runs/quickstart", users: int = 3, k: int = 5, eval_pairs: int = 24,
                model: ModelConfig = ModelConfig(),
-               train: TrainConfig = TrainConfig(lr=1e-3, batch_size=4, max_steps=40, max_target_tokens=64, min_rating=4.0),
-               device: str = "auto"):
+               train: TrainConfig = TrainConfig(lr=1e-3, batch_size=4, max_steps=60, max_target_tokens=64, min_rating=4.0),
+               lightgcn: LightGCNConfig = LightGCNConfig(epochs=200, eval_every=2, patience=5),
+               max_users: int | None = None, device: str = "auto"):
     """MovieLens-100K end to end: data, LightGCN, XRec on SmolLM2, top-k with explanations, metrics.
 
     Re-running reuses every finished stage in `out`.
@@ -160,11 +161,13 @@ def quickstart(out: str = "runs/quickstart", users: int = 3, k: int = 5, eval_pa
         users: how many users to show.
         k: recommendations per user.
         eval_pairs: held-out pairs whose explanations are scored.
+        max_users: use a seeded sample of this many MovieLens users (quicker).
         device: auto, cpu or cuda.
     """
     from whyrec.quickstart import run_quickstart
 
-    run_quickstart(out=out, n_users=users, k=k, eval_pairs=eval_pairs, model=model, train=train, device=device)
+    run_quickstart(out=out, n_users=users, k=k, eval_pairs=eval_pairs, model=model, train=train,
+                   lightgcn=lightgcn, max_users=max_users, device=device)
 
 
 def list_():

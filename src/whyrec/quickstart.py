@@ -14,7 +14,8 @@ from whyrec.config import GenerationConfig, LightGCNConfig, ModelConfig, TrainCo
 
 
 def run_quickstart(out: str = "runs/quickstart", n_users: int = 3, k: int = 5, eval_pairs: int = 24,
-                   model: ModelConfig | None = None, train: TrainConfig | None = None, device: str = "auto") -> dict:
+                   model: ModelConfig | None = None, train: TrainConfig | None = None,
+                   lightgcn: LightGCNConfig | None = None, max_users: int | None = None, device: str = "auto") -> dict:
     from whyrec.api import evaluate_run, load_run
     from whyrec.data.dataset import RecDataset
     from whyrec.data.prepare import prepare_dataset
@@ -24,17 +25,18 @@ def run_quickstart(out: str = "runs/quickstart", n_users: int = 3, k: int = 5, e
     root = Path(out)
     model = model or ModelConfig()
     model = replace(model, device=device if device != "auto" else model.device)
-    train = train or TrainConfig(lr=1e-3, batch_size=4, max_steps=40, max_target_tokens=64, min_rating=4.0)
+    train = train or TrainConfig(lr=1e-3, batch_size=4, max_steps=60, max_target_tokens=64, min_rating=4.0)
+    lightgcn = lightgcn or LightGCNConfig(epochs=200, eval_every=2, patience=5)
     data_dir, enc_dir, expl_dir = root / "data", root / "encoder", root / "explainer"
 
     _stage("1/5 data: MovieLens-100K + Wikidata metadata, grounded explanations")
     if not (data_dir / "dataset.json").exists():
-        prepare_dataset(source="ml-100k", out=str(data_dir), split="random", seed=42)
+        prepare_dataset(source="ml-100k", out=str(data_dir), split="random", seed=42, max_users=max_users)
     ds = RecDataset.load(data_dir)
     print(f"    {ds.n_users} users, {ds.n_items} items, {len(ds.interactions)} ratings")
 
     _stage("2/5 encoder: LightGCN (BPR, early stopping on validation Recall@20)")
-    enc_metrics = train_encoder(data=str(data_dir), out=str(enc_dir), config=LightGCNConfig(epochs=200, eval_every=2, patience=5),
+    enc_metrics = train_encoder(data=str(data_dir), out=str(enc_dir), config=lightgcn,
                                 device=device)
 
     _stage(f"3/5 explainer: XRec adapters on {model.name_or_path} ({train.max_steps} steps)")

@@ -125,3 +125,18 @@ def test_console_script_help_and_list():
     listed = subprocess.run(cmd + ["list"], capture_output=True, text=True, check=True).stdout.splitlines()
     assert "method xrec" in listed and "encoder lightgcn" in listed and "dataset ml-100k" in listed
     assert all(len(line.split()) == 2 for line in listed)
+
+
+def test_quickstart_runs_then_reuses_artifacts(tmp_path, capsys):
+    require_distribution("recbole", "recbole/dataset_example/ml-100k/ml-100k.inter")
+    argv = ["quickstart", "--out", str(tmp_path / "qs"), "--max_users", "50", "--users", "2", "--k", "3",
+            "--eval_pairs", "4", "--model.name_or_path", "tiny-random-llama", "--train.max_steps", "3",
+            "--lightgcn.dim", "16", "--lightgcn.epochs", "4", "--lightgcn.n_layers", "2"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n  1. ") == 2 and "BLEU-1" in out and "Recall@20" in out
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "qs").rglob("*.safetensors")}
+    assert len(stamps) >= 2
+    assert main(argv) == 0
+    assert "BLEU-1" in capsys.readouterr().out
+    assert stamps == {p: p.stat().st_mtime_ns for p in (tmp_path / "qs").rglob("*.safetensors")}  # nothing retrained
