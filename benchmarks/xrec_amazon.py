@@ -101,10 +101,14 @@ def main() -> None:
     ap.add_argument("--work", default="runs/bench-xrec-amazon")
     ap.add_argument("--minutes", type=float, default=20.0, help="training wall time per variant")
     ap.add_argument("--lightgcn-epochs", type=int, default=300)
+    ap.add_argument("--lightgcn-batch", type=int, default=1024, help="XRec: 1024; 8192 with lr 5e-3 is ~8x faster per epoch on CPU")
+    ap.add_argument("--lightgcn-lr", type=float, default=1e-3)
+    ap.add_argument("--gen-tokens", type=int, default=80)
     ap.add_argument("--variants", default="adapters,lora")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     shared, work = Path(args.shared), Path(args.work)
+    GEN.max_new_tokens = args.gen_tokens
     work.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
@@ -112,7 +116,8 @@ def main() -> None:
     test = ds.explanation_records(S.TEST).reset_index(drop=True)
     t = time.time()
     enc = train_encoder(str(work / "data"), str(work / "encoder"),
-                        config=LightGCNConfig(epochs=args.lightgcn_epochs), device="cpu")
+                        config=LightGCNConfig(epochs=args.lightgcn_epochs, batch_size=args.lightgcn_batch,
+                                              lr=args.lightgcn_lr, eval_every=5, patience=3), device="cpu")
     print("LightGCN", json.dumps({k: enc[k] for k in ("best_epoch", "test") if k in enc}), f"{time.time() - t:.0f}s")
 
     rows = {}
