@@ -61,7 +61,8 @@ def load_run(path: str | Path, device: str = "auto") -> Run:
 
 
 def evaluate_run(run: str, data: str | None, out: str, split: str = "test", max_pairs: int | None = 200,
-                 generation: GenerationConfig | None = None, device: str = "auto", smooth: bool = False) -> dict:
+                 generation: GenerationConfig | None = None, device: str = "auto", smooth: bool = False,
+                 bertscore: bool = False, judge=None) -> dict:
     """Generate explanations for a split's pairs and score them against the references."""
     import pandas as pd
 
@@ -83,7 +84,7 @@ def evaluate_run(run: str, data: str | None, out: str, split: str = "test", max_
     users, items = records[S.USER].astype(str).tolist(), records[S.ITEM].astype(str).tolist()
     preds = loaded.explain_many(users, items, generation)
     refs = records[S.EXPLANATION].astype(str).tolist()
-    metrics = evaluate_texts(preds, refs, smooth=smooth)
+    metrics = evaluate_texts(preds, refs, smooth=smooth, bertscore=bertscore, judge=judge)
     out_dir = Path(out)
     write_json(out_dir / "metrics.json", metrics)
     write_text(out_dir / "report.md", markdown_report(metrics, f"Explanations of {run} on {split}"))

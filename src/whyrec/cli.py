@@ -11,6 +11,7 @@ import json
 import sys
 
 from whyrec.config import GenerationConfig, LightGCNConfig, ModelConfig, TrainConfig, XRecConfig
+from whyrec.eval.judge import JudgeConfig
 from whyrec.utils import WhyrecError
 
 
@@ -116,7 +117,9 @@ def recommend(run: str, user: str, k: int = 5, explain: bool = False,
 
 def evaluate(out: str, predictions: str | None = None, references: str | None = None, column: str | None = None,
              smooth: bool = False, run: str | None = None, data: str | None = None, split: str = "test",
-             max_pairs: int | None = 200, generation: GenerationConfig = GenerationConfig(), device: str = "auto"):
+             max_pairs: int | None = 200, generation: GenerationConfig = GenerationConfig(), device: str = "auto",
+             bertscore: bool = False, bertscore_model: str | None = None, bertscore_layers: int | None = None,
+             judge: JudgeConfig = JudgeConfig()):
     """Score explanations: given files (--predictions/--references), or generate them (--run/--data).
 
     Writes out/metrics.json ({"pepler": ..., "standard": ..., "n": ...}) and out/report.md.
@@ -132,16 +135,21 @@ def evaluate(out: str, predictions: str | None = None, references: str | None = 
         split: which split of --data to evaluate.
         max_pairs: evaluate at most this many pairs (seeded sample) with --run.
         device: auto, cpu or cuda.
+        bertscore: also compute BERTScore P/R/F1 (mean and std) with a local encoder.
+        bertscore_model: local HF encoder folder for BERTScore (default: the packaged all-MiniLM-L6-v2).
+        bertscore_layers: encoder layer for BERTScore (default: BERTScore's tuned layer, e.g. 17 for roberta-large).
+        judge: LLM judge for GPTScore (off by default; --judge.backend openai|local).
     """
     if run is not None:
         from whyrec.api import evaluate_run
 
         metrics = evaluate_run(run, data, out, split=split, max_pairs=max_pairs, generation=generation,
-                               device=device, smooth=smooth)
+                               device=device, smooth=smooth, bertscore=bertscore, judge=judge)
     elif predictions and references:
         from whyrec.eval.report import evaluate_files
 
-        metrics = evaluate_files(predictions, references, out, column=column, smooth=smooth)
+        metrics = evaluate_files(predictions, references, out, column=column, smooth=smooth, bertscore=bertscore,
+                                 bertscore_model=bertscore_model, bertscore_layers=bertscore_layers, judge=judge)
     else:
         raise WhyrecError("give --predictions and --references, or --run and --data")
     _print_json(metrics)

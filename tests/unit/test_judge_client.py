@@ -275,3 +275,19 @@ def test_local_backend_with_tiny_model(tmp_path):
     # Left-padded batches decode exactly as one prompt at a time would.
     one_by_one = [complete_many(client, [c], progress=False, max_tokens=64)[0] for c in convs]
     assert one_by_one == replies
+
+
+def test_cli_evaluate_with_judge(server, tmp_path, capsys):
+    import json
+
+    from whyrec.cli import main
+
+    preds, refs = tmp_path / "p.txt", tmp_path / "r.txt"
+    preds.write_text("90\n70\n")
+    refs.write_text("a\nb\n")
+    assert main(["evaluate", "--predictions", str(preds), "--references", str(refs), "--out", str(tmp_path / "e"),
+                 "--judge.backend", "openai", "--judge.base_url", server.base_url, "--judge.model", "m",
+                 "--judge.api_key_env", "", "--judge.cache_path", str(tmp_path / "c.sqlite")]) == 0
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert metrics["gptscore"]["gptscore_mean"] == 80 and metrics["judge"]["model"] == "m"
+    assert "GPTScore" in (tmp_path / "e" / "report.md").read_text()

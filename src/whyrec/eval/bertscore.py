@@ -8,9 +8,11 @@ reference token (precision) and every reference token to its best candidate toke
 averaged over tokens (or idf-weighted with idf from the references), F1 = 2PR / (P + R).
 The [CLS]/[SEP] tokens take part in the matching but carry no weight, as in the reference code.
 
-Written here (~greedy matching on `transformers`) rather than calling the `bert-score`
-package: its last release (0.3.13, 2023) crashes on empty strings under transformers 5
-(`build_inputs_with_special_tokens` is gone) and its loader assumes hub model names.
+Written here on `transformers` rather than calling the `bert-score` package: under
+transformers 5 its last release (0.3.13, 2023) crashes on empty strings
+(`build_inputs_with_special_tokens` is gone), overflows on tokenizers without a length
+limit, and silently drops RoBERTa's leading space (`encode(add_prefix_space=True)` is now
+ignored), which changes roberta-large scores against its own rescale baselines.
 
 XRec (METHODS.md §3.6) reports roberta-large layer 17 rescaled with bert-score's baseline
 file; the default here is the all-MiniLM-L6-v2 encoder shipped by the
@@ -67,6 +69,12 @@ def default_model_path() -> Path:
     return path
 
 
+def _default_name() -> str:
+    from importlib.metadata import version
+
+    return f"{DEFAULT_MODEL_NAME} ({DEFAULT_DISTRIBUTION}=={version(DEFAULT_DISTRIBUTION)})"
+
+
 def _resolve_layers(name: str, num_layers: int | None, depth: int) -> int:
     if num_layers is None:
         num_layers = TUNED_LAYERS.get(Path(name).name.lower())
@@ -119,7 +127,7 @@ class BertScorer:
         progress: bool = True,
     ) -> None:
         path = default_model_path() if model is None else Path(model)
-        self.name = DEFAULT_MODEL_NAME if model is None else str(model)
+        self.name = _default_name() if model is None else str(model)
         self.idf, self.batch_size, self.progress = idf, batch_size, progress
         self.device = resolve_device(device)
         config = self._config(path)
@@ -166,9 +174,10 @@ class BertScorer:
             encoder.layer = encoder.layer[: self.num_layers]
 
     def _max_length(self) -> int:
-        # Some tokenizers report 1e30; the position table is the real limit then.
+        # Some tokenizers report 1e30; the position table is the real limit then, less the
+        # two positions RoBERTa-style models reserve (their ids start after the pad id).
         limit = self.tokenizer.model_max_length
-        return limit if limit < 100_000 else self.model.config.max_position_embeddings
+        return limit if limit < 100_000 else self.model.config.max_position_embeddings - 2
 
     def _encode(self, texts: Sequence[str]) -> list[list[int]]:
         # bert_score strips each text; an empty text becomes [CLS][SEP] and scores 0.
@@ -193,7 +202,7 @@ class BertScorer:
 
     def _weights(self, ids: list[int], df: Counter | None, m: int) -> torch.Tensor:
         w = [
-            0.0 if t in self.special else (math.log((m + 1) / (df[t] + 1)) if df else 1.0)
+            0.0 if t in self.special else (1.0 if df is None else math.log((m + 1) / (df[t] + 1)))
             for t in ids
         ]
         return torch.tensor(w)

@@ -125,13 +125,14 @@ def plot_groups(
     if missing:
         available = sorted({k for g in grouped.values() for k, v in g.items() if _numeric(v)})
         raise WhyrecError(f"no group has metric(s) {missing}; available: {', '.join(available)}")
-    labels = [f"{name}\nn={g.get('n', '?')}" for name, g in grouped.items()]
+    labels = [f"{name}\n{g.get('n', '?')} pairs" for name, g in grouped.items()]
     colors = ["tab:orange" if name == ZERO_SHOT else "tab:blue" for name in grouped]
     fig = Figure(figsize=(4.2 * len(metrics), 3.8), layout="constrained")
     FigureCanvasAgg(fig)
     for ax, metric in zip(fig.subplots(1, len(metrics), squeeze=False)[0], metrics):
         values = [g[metric] if _numeric(g.get(metric)) else float("nan") for g in grouped.values()]
-        ax.bar(range(len(values)), values, color=colors)
+        bars = ax.bar(range(len(values)), values, color=colors)
+        ax.bar_label(bars, fmt="%.4g", fontsize=7)
         ax.set_xticks(range(len(values)), labels, fontsize=7)
         ax.set_title(metric)
         ax.grid(axis="y", alpha=0.3)

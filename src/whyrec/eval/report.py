@@ -33,6 +33,11 @@ _STANDARD_ROWS = [
     ("ROUGE-2 F (stemmed)", "rouge2_f"),
     ("ROUGE-L F (stemmed)", "rougeL_f"),
 ]
+_BERTSCORE_ROWS = [
+    ("BERTScore P (mean / std)", ("bertscore_p", "bertscore_p_std")),
+    ("BERTScore R (mean / std)", ("bertscore_r", "bertscore_r_std")),
+    ("BERTScore F1 (mean / std)", ("bertscore_f1", "bertscore_f1_std")),
+]
 _PEPLER_NOTE = (
     "PEPLER definitions (Li et al., TOIS 2023; the numbers PETER, PEPLER, XRec and GaVaMoE "
     "report): texts tokenised by PEPLER's punctuation regex; corpus-level BLEU without "
@@ -51,22 +56,47 @@ def _standard_available() -> bool:
 
 
 def evaluate_texts(
-    predictions: Sequence[str], references: Sequence[str], smooth: bool = False
+    predictions: Sequence[str],
+    references: Sequence[str],
+    smooth: bool = False,
+    bertscore: bool = False,
+    bertscore_model: str | None = None,
+    bertscore_layers: int | None = None,
+    judge=None,
 ) -> dict:
-    """`{"pepler": {...}, "standard": {...}, "n": N}`; standard is skipped without `whyrec[eval]`."""
+    """`{"pepler": {...}, "standard": {...}, "n": N}`; standard is skipped without `whyrec[eval]`.
+
+    With a `judge` (`whyrec.eval.judge.JudgeConfig` whose backend is not 'none'), also
+    `"judge"` and `"gptscore"` (XRec's 0-100 alignment score, mean and std).
+
+    With `bertscore`, also `"bertscore"`: P/R/F1 means and stds from a local encoder
+    (`bertscore_model`, default the packaged all-MiniLM-L6-v2; `bertscore_layers`, default
+    BERTScore's tuned layer for a known model), with the model, layer and rescaling recorded.
+    """
     pepler = pepler_text_metrics(predictions, references, smooth=smooth)  # validates the inputs
     standard = (
         standard_text_metrics(predictions, references)
         if _standard_available()
         else {"skipped": INSTALL_HINT}
     )
-    return {"pepler": pepler, "standard": standard, "n": len(predictions)}
+    metrics = {"pepler": pepler, "standard": standard, "n": len(predictions)}
+    if judge is not None and judge.backend != "none":
+        from whyrec.eval.judge import judge_metrics
+
+        metrics.update(judge_metrics(predictions, references, judge))
+    if bertscore:
+        from whyrec.eval.bertscore import bertscore as bertscore_metrics
+
+        metrics["bertscore"] = bertscore_metrics(
+            predictions, references, bertscore_model, bertscore_layers
+        )
+    return metrics
 
 
 def _format(key: str, value) -> str:
     if key == "usn":
         return str(int(value))
-    return f"{value:.4f}" if key.startswith("usr") else f"{value:.2f}"
+    return f"{value:.4f}" if key.startswith(("usr", "bertscore")) else f"{value:.2f}"
 
 
 def _table(rows, values: dict) -> list[str]:
@@ -101,7 +131,25 @@ def markdown_report(metrics: dict, title: str, smooth: bool = False) -> str:
         ]
     else:
         lines += _table(_STANDARD_ROWS, standard) + [""]
+    gpt = metrics.get("gptscore")
+    if gpt and gpt.get("gptscore_mean") is not None:
+        who = metrics.get("judge", {})
+        lines += ["## LLM judge", "", f"GPTScore (XRec's 0-100 alignment prompt) by {who.get('model')} "
+                  f"({who.get('backend')}): mean {gpt['gptscore_mean']:.2f}, std {gpt['gptscore_std']:.2f}; "
+                  f"{gpt['unparsed']} unparsable replies.", ""]
+    bert = metrics.get("bertscore")
+    if bert:
+        lines += ["## BERTScore", "", _bertscore_note(bert), ""]
+        lines += _table(_BERTSCORE_ROWS, bert) + [""]
     return "\n".join(lines)
+
+
+def _bertscore_note(bert: dict) -> str:
+    return (
+        f"Zhang et al. (ICLR 2020) greedy cosine matching with {bert['model']}, layer "
+        f"{bert['num_layers']}, idf {'on' if bert['idf'] else 'off'}; {bert['note']}. "
+        'Std is the population std of the per-pair scores (XRec\'s "stability").'
+    )
 
 
 def evaluate_files(
@@ -110,12 +158,16 @@ def evaluate_files(
     out: str | Path,
     column: str | None = None,
     smooth: bool = False,
+    bertscore: bool = False,
+    bertscore_model: str | None = None,
+    bertscore_layers: int | None = None,
+    judge=None,
 ) -> dict:
     """Read both files, compute `evaluate_texts`, write `out/metrics.json` and `out/report.md`."""
     from whyrec.eval.readers import read_texts
 
     preds, refs = read_texts(predictions, column), read_texts(references, column)
-    metrics = evaluate_texts(preds, refs, smooth=smooth)
+    metrics = evaluate_texts(preds, refs, smooth, bertscore, bertscore_model, bertscore_layers, judge)
     title = f"Explanation quality: {Path(predictions).name} vs {Path(references).name}"
     out = Path(out)
     write_json(out / "metrics.json", metrics)
