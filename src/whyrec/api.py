@@ -62,7 +62,7 @@ def load_run(path: str | Path, device: str = "auto") -> Run:
 
 def evaluate_run(run: str, data: str | None, out: str, split: str = "test", max_pairs: int | None = 200,
                  generation: GenerationConfig | None = None, device: str = "auto", smooth: bool = False,
-                 bertscore: bool = False, judge=None) -> dict:
+                 bertscore: bool = False, judge=None, grounding: bool = False) -> dict:
     """Generate explanations for a split's pairs and score them against the references."""
     import pandas as pd
 
@@ -73,7 +73,8 @@ def evaluate_run(run: str, data: str | None, out: str, split: str = "test", max_
 
     if data is None:
         raise WhyrecError("--run needs --data (the dataset folder whose explanations are the references)")
-    records = RecDataset.load(data).explanation_records(split)
+    ds = RecDataset.load(data)
+    records = ds.explanation_records(split)
     loaded = load_run(run, device=device)
     known = records[S.USER].astype(str).isin(loaded.encoder.user2idx) & records[S.ITEM].astype(str).isin(loaded.encoder.item2idx)
     records = records[known]
@@ -85,6 +86,11 @@ def evaluate_run(run: str, data: str | None, out: str, split: str = "test", max_
     preds = loaded.explain_many(users, items, generation)
     refs = records[S.EXPLANATION].astype(str).tolist()
     metrics = evaluate_texts(preds, refs, smooth=smooth, bertscore=bertscore, judge=judge)
+    if grounding:
+        from whyrec.eval.grounding import grounding_report
+
+        metrics["grounding"] = grounding_report(preds, users, items, ds)
+        metrics["grounding_references"] = grounding_report(refs, users, items, ds)
     out_dir = Path(out)
     write_json(out_dir / "metrics.json", metrics)
     write_text(out_dir / "report.md", markdown_report(metrics, f"Explanations of {run} on {split}"))

@@ -10,7 +10,14 @@ import inspect
 import json
 import sys
 
-from whyrec.config import GenerationConfig, LightGCNConfig, ModelConfig, TrainConfig, XRecConfig
+from whyrec.config import (
+    GenerationConfig,
+    LightGCNConfig,
+    ModelConfig,
+    PEPLERConfig,
+    TrainConfig,
+    XRecConfig,
+)
 from whyrec.eval.judge import JudgeConfig
 from whyrec.utils import WhyrecError
 
@@ -18,7 +25,8 @@ from whyrec.utils import WhyrecError
 def data_prepare(source: str, out: str, path: str | None = None, split: str = "random", seed: int = 42,
                  max_users: int | None = None, explanations: bool = True, user_col: str = "user",
                  item_col: str = "item", rating_col: str | None = None, timestamp_col: str | None = None,
-                 review_col: str | None = None, explanation_col: str | None = None, title_col: str | None = None):
+                 review_col: str | None = None, explanation_col: str | None = None, title_col: str | None = None,
+                 extract_features: bool = False, feature_min_count: int = 5):
     """Build a canonical dataset folder (Parquet + id maps) from a registered source.
 
     Args:
@@ -36,13 +44,17 @@ def data_prepare(source: str, out: str, path: str | None = None, split: str = "r
         review_col: input column holding review text.
         explanation_col: input column holding explanation text.
         title_col: input column holding item titles.
+        extract_features: (amazon-json) extract feature-opinion templates from reviews and also write
+            PEPLER folds to OUT/pepler.
+        feature_min_count: keep features mentioned in at least this many reviews.
     """
     from whyrec.data.prepare import prepare_dataset
 
     summary = prepare_dataset(source=source, out=out, path=path, split=split, seed=seed, max_users=max_users,
                               explanations=explanations, user_col=user_col, item_col=item_col,
                               rating_col=rating_col, timestamp_col=timestamp_col, review_col=review_col,
-                              explanation_col=explanation_col, title_col=title_col)
+                              explanation_col=explanation_col, title_col=title_col,
+                              extract_features=extract_features, feature_min_count=feature_min_count)
     _print_json(summary)
 
 
@@ -62,13 +74,14 @@ def train_encoder(data: str, out: str, encoder: str = "lightgcn", lightgcn: Ligh
     _print_json(_train(data=data, out=out, encoder=encoder, config=lightgcn, device=device, resume=resume))
 
 
-def train_explainer(data: str, encoder: str, out: str, method: str = "xrec", model: ModelConfig = ModelConfig(),
-                    xrec: XRecConfig = XRecConfig(), train: TrainConfig = TrainConfig(), resume: bool = True):
+def train_explainer(data: str, out: str, encoder: str | None = None, method: str = "xrec",
+                    model: ModelConfig = ModelConfig(), xrec: XRecConfig = XRecConfig(),
+                    pepler: PEPLERConfig = PEPLERConfig(), train: TrainConfig = TrainConfig(), resume: bool = True):
     """Train an explainer (the LLM side of a method) on the dataset's training explanations.
 
     Args:
         data: dataset folder from `whyrec data prepare`.
-        encoder: encoder artifact folder from `whyrec train encoder`.
+        encoder: encoder artifact folder from `whyrec train encoder` (XRec; PEPLER learns its own ID embeddings).
         out: explainer folder to write.
         method: registered method name (see `whyrec list`).
         resume: continue from out/checkpoint after an interruption.
@@ -77,8 +90,15 @@ def train_explainer(data: str, encoder: str, out: str, method: str = "xrec", mod
     from whyrec.registry import METHODS
 
     METHODS.entry(method)
-    log = _train(data, encoder, out, method=method, model=model, xrec=xrec, train=train, resume=resume)
-    _print_json({k: v for k, v in log.items() if k != "losses"})
+    if method == "pepler":
+        from whyrec.methods.pepler import train_pepler
+
+        log = train_pepler(data, out, model=model, pepler=pepler, train=train, resume=resume)
+    else:
+        if encoder is None:
+            raise WhyrecError(f"--method {method} needs --encoder (a folder from `whyrec train encoder`)")
+        log = _train(data, encoder, out, method=method, model=model, xrec=xrec, train=train, resume=resume)
+    _print_json({k: v for k, v in log.items() if k not in ("losses", "history")})
 
 
 def explain(run: str, user: str, item: str, generation: GenerationConfig = GenerationConfig(), device: str = "auto"):
@@ -119,7 +139,7 @@ def evaluate(out: str, predictions: str | None = None, references: str | None = 
              smooth: bool = False, run: str | None = None, data: str | None = None, split: str = "test",
              max_pairs: int | None = 200, generation: GenerationConfig = GenerationConfig(), device: str = "auto",
              bertscore: bool = False, bertscore_model: str | None = None, bertscore_layers: int | None = None,
-             judge: JudgeConfig = JudgeConfig()):
+             judge: JudgeConfig = JudgeConfig(), grounding: bool = False):
     """Score explanations: given files (--predictions/--references), or generate them (--run/--data).
 
     Writes out/metrics.json ({"pepler": ..., "standard": ..., "n": ...}) and out/report.md.
@@ -139,12 +159,20 @@ def evaluate(out: str, predictions: str | None = None, references: str | None = 
         bertscore_model: local HF encoder folder for BERTScore (default: the packaged all-MiniLM-L6-v2).
         bertscore_layers: encoder layer for BERTScore (default: BERTScore's tuned layer, e.g. 17 for roberta-large).
         judge: LLM judge for GPTScore (off by default; --judge.backend openai|local).
+        grounding: with --run/--data, the hallucination rate of claims (titles, genres, people, review
+            features) checked against the data.
     """
-    if run is not None:
+    if run is not None and _run_method(run) == "pepler":
+        from whyrec.methods.pepler import evaluate_pepler
+
+        if data is None:
+            raise WhyrecError("--run needs --data (the dataset folder whose explanations are the references)")
+        metrics = evaluate_pepler(run, data, split=split, max_pairs=max_pairs, out=out, smooth=smooth, device=device)
+    elif run is not None:
         from whyrec.api import evaluate_run
 
         metrics = evaluate_run(run, data, out, split=split, max_pairs=max_pairs, generation=generation,
-                               device=device, smooth=smooth, bertscore=bertscore, judge=judge)
+                               device=device, smooth=smooth, bertscore=bertscore, judge=judge, grounding=grounding)
     elif predictions and references:
         from whyrec.eval.report import evaluate_files
 
@@ -153,6 +181,16 @@ def evaluate(out: str, predictions: str | None = None, references: str | None = 
     else:
         raise WhyrecError("give --predictions and --references, or --run and --data")
     _print_json(metrics)
+
+
+def _run_method(run: str) -> str | None:
+    import json
+    from pathlib import Path
+
+    for cfg in (Path(run) / "config.json", Path(run) / "explainer" / "config.json"):
+        if cfg.exists():
+            return json.loads(cfg.read_text()).get("method")
+    return None
 
 
 def quickstart(out: str = "runs/quickstart", users: int = 3, k: int = 5, eval_pairs: int = 24,

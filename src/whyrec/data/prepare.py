@@ -56,7 +56,7 @@ def prepare_dataset(source: str, out: str, path: str | None = None, split: str =
                     user_col: str = "user", item_col: str = "item", rating_col: str | None = None,
                     timestamp_col: str | None = None, review_col: str | None = None,
                     explanation_col: str | None = None, title_col: str | None = None,
-                    min_rating: float = 4.0) -> dict:
+                    min_rating: float = 4.0, extract_features: bool = False, feature_min_count: int = 5) -> dict:
     """Build a dataset folder in `out` and return its summary.
 
     Args:
@@ -68,19 +68,25 @@ def prepare_dataset(source: str, out: str, path: str | None = None, split: str =
         max_users: keep a seeded sample of this many users for quick runs.
         explanations: for MovieLens, add user profiles and grounded explanations.
         min_rating: rating that counts as "liked" for MovieLens profiles and explanations.
+        extract_features: (amazon-json) extract PEPLER feature-opinion templates from the reviews
+            and also write PEPLER's reviews.pickle + folds 1..5 to `out/pepler`.
+        feature_min_count: features must be mentioned in at least this many reviews.
         user_col, item_col, rating_col, timestamp_col, review_col, explanation_col, title_col:
             column names in your own table.
     """
     config = dict(locals())  # the arguments exactly as given, for run_config.json
     if source not in SOURCES:
         raise WhyrecError(f"unknown source {source!r}; choose one of: {', '.join(SOURCES)}")
+    if extract_features and source != "amazon-json":
+        raise WhyrecError("--extract_features needs --source amazon-json (raw review text)")
     if split not in HOWS:
         raise WhyrecError(f"unknown split {split!r}; choose one of: {', '.join(HOWS)}")
     columns = {"user_col": user_col, "item_col": item_col, "rating_col": rating_col,
                "timestamp_col": timestamp_col, "review_col": review_col,
                "explanation_col": explanation_col, "title_col": title_col}
     timings = {}
-    steps = ["load", "split"] + (["profiles", "explanations"] if explanations and source in MOVIELENS else []) + ["save"]
+    steps = ["load", "split"] + (["profiles", "explanations"] if explanations and source in MOVIELENS else [])
+    steps += (["features"] if extract_features else []) + ["save"]
     bar = tqdm(steps, desc=f"prepare {source}", unit="step")
     for step in bar:
         bar.set_postfix_str(step)
@@ -97,6 +103,12 @@ def prepare_dataset(source: str, out: str, path: str | None = None, split: str =
             from whyrec.data.grounded import add_grounded_explanations
 
             ds = add_grounded_explanations(ds, seed=seed, min_rating=min_rating, progress=True)
+        elif step == "features":
+            from whyrec.data.features import add_templates
+            from whyrec.data.pepler import write_pepler
+
+            ds = add_templates(ds, min_count=feature_min_count, seed=seed)
+            write_pepler(ds, Path(out) / "pepler", n_folds=5, seed=seed)
         else:
             ds.meta = {**ds.meta, "prepare": {"source": source, "split": split, "seed": seed}}
             ds.save(out)

@@ -1,0 +1,497 @@
+"""PEPLER: Personalized Prompt Learning for Explainable Recommendation (Li, Zhang, Chen; ACM TOIS 2023).
+
+Three variants on any HF causal LM, through `inputs_embeds` (no forked model code; METHODS §2.1):
+
+- ``continuous``: user/item ID embeddings (U(-0.1, 0.1)) prepended as two soft-prompt vectors.
+  Sequential tuning: phase 1 trains only the prompts with the LM frozen, phase 2 trains
+  everything from the best phase-1 weights. The original code resized the word embeddings
+  *after* freezing GPT-2, so its phase 1 also trained the word-embedding matrix by accident;
+  we add no tokens (the backbone's own bos/eos/pad are used), so phase 1 here is prompt-only
+  as the paper describes.
+- ``discrete``: the prompt is feature words — the intersection of the user's and the item's
+  TRAIN features, then ``ufea | ifea - intersection``. Python's precedence makes that the
+  *union*, so the intersection appears twice; we keep this quirk by default
+  (``discrete_dedup=False``) and sort each part because Python set order is arbitrary.
+  Truncated to ``words`` tokens; the whole LM is fine-tuned (lr 1e-4).
+- ``reg``: the continuous prompt plus a rating head (MF ``sum(u*i)`` or PEPLER's MLP) trained
+  jointly with the LM: ``text_reg * CE + rating_reg * MSE``. RMSE/MAE use predictions clipped
+  to the dataset's rating range.
+
+Sequences are ``[prompt] <bos> w1..w_words <eos>`` with labels -100 on the prompt and padding;
+decoding is greedy for ``words`` new tokens from ``[prompt] <bos>``, stopping at eos.
+Drivers: `train_pepler` (AdamW, per-epoch validation, early stopping, best weights kept,
+resumable at epoch boundaries), `load_pepler_run`, `generate_pepler`, `evaluate_pepler`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from whyrec.config import ModelConfig, PEPLERConfig, TrainConfig  # noqa: F401  (PEPLERConfig re-exported)
+from whyrec.llm.collate import IGNORE, pad_batch
+
+
+class MLPRating(nn.Module):
+    """PEPLER's MLP rating head: [u;i] -> Linear+sigmoid -> 2 x (Linear+sigmoid) -> Linear 1."""
+
+    def __init__(self, hidden: int, width: int = 400, layers: int = 2):
+        super().__init__()
+        self.layers = nn.ModuleList([nn.Linear(2 * hidden, width)] + [nn.Linear(width, width) for _ in range(layers)])
+        self.last = nn.Linear(width, 1)
+        for lin in [*self.layers, self.last]:
+            nn.init.uniform_(lin.weight, -0.1, 0.1)
+            nn.init.zeros_(lin.bias)
+
+    def forward(self, u: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([u, i], dim=-1)  # (B, 2H)
+        for lin in self.layers:
+            x = torch.sigmoid(lin(x))
+        return self.last(x).squeeze(-1)  # (B,)
+
+
+def discrete_prompt(user_feats: set[str], item_feats: set[str], dedup: bool = False) -> list[str]:
+    """PEPLER's feature-word prompt: intersection, then `ufea | ifea - inter` (= the union)."""
+    inter = user_feats & item_feats
+    rest = (user_feats | item_feats) - inter if dedup else user_feats | (item_feats - inter)
+    return sorted(inter) + sorted(rest)
+
+
+class PEPLER(nn.Module):
+    """A causal LM with PEPLER's prompt (and rating head for 'reg')."""
+
+    def __init__(self, llm, tokenizer, n_users: int, n_items: int, cfg: PEPLERConfig):
+        super().__init__()
+        self.llm, self.tokenizer, self.cfg = llm, tokenizer, cfg
+        hidden = llm.config.hidden_size
+        self.soft = cfg.variant != "discrete"
+        if self.soft:
+            self.user_emb, self.item_emb = nn.Embedding(n_users, hidden), nn.Embedding(n_items, hidden)
+            for emb in (self.user_emb, self.item_emb):
+                nn.init.uniform_(emb.weight, -0.1, 0.1)
+        self.rating = None
+        if cfg.variant == "reg":
+            self.rating = MLPRating(hidden, cfg.mlp_hidden) if cfg.rating_head == "mlp" else None
+        tok = tokenizer
+        # Models without a bos token (e.g. Qwen) start the explanation with eos instead.
+        self.bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        self.eos, self.pad = tok.eos_token_id, tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        self.to(next(llm.parameters()).device)
+
+    @property
+    def device(self) -> torch.device:
+        return self.llm.get_input_embeddings().weight.device
+
+    # ---- text --------------------------------------------------------------------
+    def text_ids(self, text: str) -> list[int]:
+        """The first `words` tokens of an explanation (PEPLER truncates the references the same way)."""
+        return self.tokenizer(" " + str(text).strip(), add_special_tokens=False).input_ids[: self.cfg.words]
+
+    def feature_ids(self, words: list[str]) -> list[int]:
+        if not words:
+            return []
+        return self.tokenizer(" ".join(words), add_special_tokens=False).input_ids[: self.cfg.words]
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+    # ---- model -------------------------------------------------------------------
+    def _embed(self, users, items, ids, mask, labels=None):
+        """Word embeddings with the two ID vectors prepended for the soft-prompt variants."""
+        dev = self.device
+        embeds, mask = self.llm.get_input_embeddings()(ids.to(dev)), mask.to(dev)  # (B, T, H)
+        labels = labels.to(dev) if labels is not None else None
+        if self.soft:
+            u, i = self.user_emb(users.to(dev)), self.item_emb(items.to(dev))  # (B, H)
+            embeds = torch.cat([u[:, None], i[:, None], embeds.to(u.dtype)], 1).to(embeds.dtype)  # (B, 2+T, H)
+            mask = torch.cat([mask.new_ones(len(mask), 2), mask], 1)
+            if labels is not None:
+                labels = torch.cat([labels.new_full((len(labels), 2), IGNORE), labels], 1)
+        return embeds, mask, labels
+
+    def predict_rating(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Unclipped rating predictions (reg only)."""
+        u, i = self.user_emb(users.to(self.device)), self.item_emb(items.to(self.device))
+        return self.rating(u, i) if self.rating is not None else (u * i).sum(-1)
+
+    def losses(self, users, items, prompts: list[list[int]], texts: list[list[int]], ratings=None):
+        """(text CE, rating MSE or None) for one batch; prompts are feature ids ([] if soft)."""
+        enc = pad_batch(prompts, [[self.bos, *t, self.eos] for t in texts], self.pad, side="right")
+        embeds, mask, labels = self._embed(users, items, enc["input_ids"], enc["attention_mask"], enc["labels"])
+        text = self.llm(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
+        if self.cfg.variant != "reg" or ratings is None:
+            return text, None
+        pred = self.predict_rating(users, items)
+        return text, nn.functional.mse_loss(pred, ratings.to(pred.device, pred.dtype))
+
+    def objective(self, text: torch.Tensor, rating: torch.Tensor | None) -> torch.Tensor:
+        if rating is None:
+            return text
+        return self.cfg.text_reg * text + self.cfg.rating_reg * rating
+
+    @torch.no_grad()
+    def generate_ids(self, users, items, prompts: list[list[int]]) -> list[list[int]]:
+        """Greedy, KV-cached decoding of at most `words` tokens from `[prompt] <bos>`; cut at eos."""
+        enc = pad_batch([[*p, self.bos] for p in prompts], None, self.pad, side="left")
+        embeds, mask, _ = self._embed(users, items, enc["input_ids"], enc["attention_mask"])
+        out = self.llm.generate(
+            inputs_embeds=embeds, attention_mask=mask, max_new_tokens=self.cfg.words, min_new_tokens=0,
+            do_sample=False, temperature=None, top_p=None, top_k=None, repetition_penalty=1.0,
+            pad_token_id=self.pad, eos_token_id=self.eos,
+        )
+        # With only inputs_embeds, generate returns just the new tokens.
+        return [seq[: seq.index(self.eos)] if self.eos in seq else seq for seq in out.tolist()]
+
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        """The PEPLER-specific weights (ID prompts, rating head), without the LM."""
+        return {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items() if not k.startswith("llm.")}
+
+    def set_phase(self, train_lm: bool) -> None:
+        """Phase 1 freezes the LM (prompt only); phase 2, discrete and reg train everything."""
+        for p in self.llm.parameters():
+            p.requires_grad_(train_lm)
+
+
+# ================================================================ training and evaluation
+
+
+@dataclass
+class Examples:
+    """One split, tokenised once: ids, prompt ids, truncated targets and their decoded text."""
+
+    users: torch.Tensor
+    items: torch.Tensor
+    ratings: torch.Tensor | None
+    prompts: list[list[int]]
+    texts: list[list[int]]
+    refs: list[str]
+    features: list[str]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def rows(self, idx: list[int]) -> tuple:
+        t = torch.tensor(idx, dtype=torch.long)
+        ratings = self.ratings[t] if self.ratings is not None else None
+        return self.users[t], self.items[t], [self.prompts[k] for k in idx], [self.texts[k] for k in idx], ratings
+
+
+def train_features(ds) -> dict[str, dict[str, list[str]]]:
+    """Each user's and item's features in the TRAIN split (PEPLER's user2feature/item2feature)."""
+    from whyrec.data import schema as S
+
+    frame = ds.split(S.TRAIN)
+    if S.FEATURE not in frame:
+        return {"user": {}, "item": {}}
+    frame = frame[frame[S.FEATURE].fillna("").astype(str).str.strip() != ""]
+    return {kind: {str(k): sorted(set(map(str, g))) for k, g in frame.groupby(col)[S.FEATURE]}
+            for kind, col in (("user", S.USER), ("item", S.ITEM))}
+
+
+def make_examples(module: PEPLER, frame, user2idx: dict, item2idx: dict, feats: dict) -> Examples:
+    """Tokenise a split's (user, item, explanation[, feature, rating]) records."""
+    from whyrec.data import schema as S
+    from whyrec.utils import WhyrecError
+
+    users, items = frame[S.USER].astype(str).tolist(), frame[S.ITEM].astype(str).tolist()
+    unknown = [u for u in users if u not in user2idx] + [i for i in items if i not in item2idx]
+    if unknown:
+        raise WhyrecError(f"{len(unknown)} records use ids missing from the id maps (e.g. {unknown[0]!r})")
+    texts = [module.text_ids(t) for t in frame[S.EXPLANATION].astype(str)]
+    prompts = [[] for _ in users]
+    if module.cfg.variant == "discrete":
+        uf, itf = feats["user"], feats["item"]
+        prompts = [module.feature_ids(discrete_prompt(set(uf.get(u, [])), set(itf.get(i, [])), module.cfg.discrete_dedup))
+                   for u, i in zip(users, items)]
+    ratings = None
+    if S.RATING in frame and module.cfg.variant == "reg":
+        ratings = torch.tensor(frame[S.RATING].astype(float).to_numpy(), dtype=torch.float32)
+    features = frame[S.FEATURE].fillna("").astype(str).tolist() if S.FEATURE in frame else [""] * len(users)
+    return Examples(torch.tensor([user2idx[u] for u in users]), torch.tensor([item2idx[i] for i in items]),
+                    ratings, prompts, texts, [module.decode(t) for t in texts], features)
+
+
+def _batches(n: int, size: int, generator: torch.Generator | None = None) -> list[list[int]]:
+    order = torch.randperm(n, generator=generator).tolist() if generator is not None else list(range(n))
+    return [order[s:s + size] for s in range(0, n, size)]
+
+
+def run_epoch(module: PEPLER, data: Examples, optimizer, batch_size: int, generator: torch.Generator,
+              max_steps: int | None = None) -> float:
+    """One shuffled pass; returns the sample-weighted mean training objective."""
+    module.train()
+    total, seen = 0.0, 0
+    for step, idx in enumerate(_batches(len(data), batch_size, generator)):
+        if max_steps is not None and step >= max_steps:
+            break
+        loss = module.objective(*module.losses(*data.rows(idx)))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total, seen = total + loss.item() * len(idx), seen + len(idx)
+    module.eval()
+    return total / max(seen, 1)
+
+
+@torch.no_grad()
+def validation_loss(module: PEPLER, data: Examples, batch_size: int) -> float:
+    """PEPLER's early-stopping criterion: text CE, plus the (unweighted) rating MSE for reg."""
+    module.eval()
+    text, rating = 0.0, 0.0
+    for idx in _batches(len(data), batch_size):
+        t, r = module.losses(*data.rows(idx))
+        text += t.item() * len(idx)
+        rating += (r.item() if r is not None else 0.0) * len(idx)
+    return (text + rating) / len(data)
+
+
+def _trainable(module: nn.Module) -> dict[str, torch.Tensor]:
+    # clone(): tied LM weights would otherwise share memory, which safetensors refuses.
+    return {n: p.detach().cpu().clone().contiguous() for n, p in module.named_parameters() if p.requires_grad}
+
+
+def _phases(cfg: PEPLERConfig) -> list[tuple[bool, float, int]]:
+    """(train the LM?, lr, max epochs) per phase."""
+    if cfg.variant != "continuous":
+        return [(True, cfg.phase1_lr, cfg.epochs)]
+    phases = [(False, cfg.phase1_lr, cfg.epochs)]
+    if cfg.epochs_phase2 > 0:
+        phases.append((True, cfg.lr_phase2 if cfg.lr_phase2 is not None else cfg.phase1_lr, cfg.epochs_phase2))
+    return phases
+
+
+def _save_progress(ckpt, module, optimizer, best: dict, state: dict) -> None:
+    """Epoch-boundary checkpoint, written to a temp folder and renamed (a kill never breaks it)."""
+    import json
+    import shutil
+
+    from safetensors.torch import save_file
+
+    tmp = ckpt.with_name(ckpt.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(_trainable(module), tmp / "current.safetensors")
+    save_file(best, tmp / "best.safetensors")
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    (tmp / "state.json").write_text(json.dumps(state))
+    shutil.rmtree(ckpt, ignore_errors=True)
+    tmp.rename(ckpt)
+
+
+def fit(module: PEPLER, train: Examples, valid: Examples, cfg: PEPLERConfig, seed: int, ckpt,
+        resume: bool = True, max_steps: int | None = None, max_minutes: float | None = None) -> dict:
+    """PEPLER's loop: per phase, AdamW epochs with validation, early stopping and the best
+    weights reloaded at the end of the phase (phase 2 restarts from phase 1's best)."""
+    import json
+    import math
+    import time
+
+    from safetensors.torch import load_file
+
+    state = {"phase": 0, "epoch": 0, "best": math.inf, "bad": 0, "history": [], "elapsed_s": 0.0}
+    best: dict = {}
+    resumed = resume and (ckpt / "state.json").exists()
+    if resumed:
+        state, best = json.loads((ckpt / "state.json").read_text()), load_file(ckpt / "best.safetensors")
+    start = time.time() - state["elapsed_s"]
+    phases = _phases(cfg)
+    while state["phase"] < len(phases):
+        train_lm, lr, epochs = phases[state["phase"]]
+        module.set_phase(train_lm)
+        optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=lr)
+        if resumed and state["epoch"] > 0:
+            module.load_state_dict(load_file(ckpt / "current.safetensors"), strict=False)
+            optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+        elif resumed and best:  # killed at a phase boundary: start phase 2 from phase 1's best
+            module.load_state_dict(best, strict=False)
+        resumed = False
+        while state["epoch"] < epochs and state["bad"] < cfg.patience:
+            gen = torch.Generator().manual_seed(seed + 1000 * state["phase"] + state["epoch"])
+            train_loss = run_epoch(module, train, optimizer, cfg.batch_size, gen, max_steps)
+            val = validation_loss(module, valid, cfg.batch_size)
+            state["epoch"] += 1
+            state["history"].append({"phase": state["phase"] + 1, "epoch": state["epoch"],
+                                     "train_loss": round(train_loss, 5), "valid_loss": round(val, 5)})
+            if val < state["best"]:
+                state["best"], best = val, _trainable(module)
+            else:
+                state["bad"] += 1  # PEPLER never resets endure_count within a phase
+            state["elapsed_s"] = time.time() - start
+            _save_progress(ckpt, module, optimizer, best, state)
+            if max_minutes is not None and state["elapsed_s"] > 60 * max_minutes:
+                return {**state, "complete": False}
+        module.load_state_dict(best, strict=False)
+        # PEPLER resets the best loss and the patience counter for phase 2.
+        state.update(phase=state["phase"] + 1, epoch=0, best=math.inf, bad=0)
+        _save_progress(ckpt, module, optimizer, best, state)
+    return {**state, "complete": True}
+
+
+# ---------------------------------------------------------------- artifact folder
+#   out/ config.json  prompt.safetensors (ID prompts, rating head)  lm/ (only if the LM trained)
+#        user2idx.json item2idx.json features.json  training_log.json run_config.json README.md
+
+
+def _sample(frame, n: int | None, seed: int):
+    return frame if n is None or len(frame) <= n else frame.sample(n=n, random_state=seed)
+
+
+def train_pepler(data: str, out: str, model: ModelConfig | None = None, pepler: PEPLERConfig | None = None,
+                 train: TrainConfig | None = None, resume: bool = True) -> dict:
+    """Train a PEPLER variant on a RecDataset folder's train/valid explanations; save to `out`.
+
+    From `train` (a `TrainConfig`) only `seed`, `max_steps` (per epoch), `max_minutes` and
+    `max_train_examples` are used; lr, batch size and epochs come from `pepler`.
+    """
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from whyrec.data import schema as S
+    from whyrec.data.dataset import RecDataset
+    from whyrec.llm.load import load_model
+    from whyrec.utils import WhyrecError, read_json, seed_everything, write_json, write_run_info
+
+    model, pepler, train = model or ModelConfig(), pepler or PEPLERConfig(), train or TrainConfig()
+    out_dir = Path(out)
+    wanted = {"method": "pepler", "model": asdict(model), "pepler": asdict(pepler), "train": asdict(train)}
+    if (out_dir / "config.json").exists() and read_json(out_dir / "config.json").get("complete"):
+        done = read_json(out_dir / "config.json")
+        if any(done.get(k) != v for k, v in wanted.items()):
+            raise WhyrecError(f"{out_dir} already holds a PEPLER run with another config; choose another --out")
+        return read_json(out_dir / "training_log.json")
+    seed_everything(train.seed)
+    ds = RecDataset.load(data)
+    llm, tok = load_model(model)
+    module = PEPLER(llm, tok, ds.n_users, ds.n_items, pepler)
+    feats = train_features(ds)
+    if pepler.variant == "discrete" and not feats["user"]:
+        raise WhyrecError("the discrete variant needs a 'feature' column on the train interactions (PEPLER data)")
+    tr = make_examples(module, _sample(ds.explanation_records(S.TRAIN), train.max_train_examples, train.seed),
+                       ds.user2idx, ds.item2idx, feats)
+    va = make_examples(module, ds.explanation_records(S.VALID), ds.user2idx, ds.item2idx, feats)
+    if not len(tr) or not len(va):
+        raise WhyrecError(f"PEPLER needs train and valid explanations (early stopping); got {len(tr)} and {len(va)}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_run_info(out_dir, wanted, "train pepler")
+    state = fit(module, tr, va, pepler, train.seed, out_dir / "checkpoint", resume, train.max_steps, train.max_minutes)
+    log = {"history": state["history"], "complete": state["complete"], "train_examples": len(tr),
+           "valid_examples": len(va)}
+    write_json(out_dir / "training_log.json", log)
+    if not state["complete"]:
+        return log  # out of time: the checkpoint resumes it
+    ratings = ds.interactions[S.RATING].dropna() if S.RATING in ds.interactions else None
+    rating_range = [float(ratings.min()), float(ratings.max())] if ratings is not None and len(ratings) else None
+    save_pepler(module, out_dir, {**wanted, "n_users": ds.n_users, "n_items": ds.n_items,
+                                  "rating_range": rating_range, "dataset": ds.meta.get("name", "")},
+                ds.user2idx, ds.item2idx, feats)
+    import shutil
+
+    shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)
+    return log
+
+
+def save_pepler(module: PEPLER, out_dir, config: dict, user2idx: dict, item2idx: dict, feats: dict) -> None:
+    from safetensors.torch import save_file
+
+    from whyrec.utils import write_json
+
+    lm_trained = module.cfg.variant != "continuous" or module.cfg.epochs_phase2 > 0
+    if lm_trained:  # a full fine-tune: the LM is an ordinary HF folder
+        module.llm.save_pretrained(out_dir / "lm")
+        module.tokenizer.save_pretrained(out_dir / "lm")
+    save_file(module.extra_state() or {"_empty": torch.zeros(0)}, out_dir / "prompt.safetensors")
+    write_json(out_dir / "user2idx.json", user2idx)
+    write_json(out_dir / "item2idx.json", item2idx)
+    write_json(out_dir / "features.json", feats)
+    write_json(out_dir / "config.json", {**config, "lm_saved": lm_trained, "complete": True})
+    (out_dir / "README.md").write_text(
+        f"# whyrec PEPLER ({module.cfg.variant})\n\nLi, Zhang, Chen, *Personalized Prompt Learning for "
+        f"Explainable Recommendation*, TOIS 2023. Backbone `{config['model']['name_or_path']}`"
+        f"{' fine-tuned in `lm/`' if lm_trained else ' (frozen)'}; ID prompts and rating head in "
+        "`prompt.safetensors`.\n\nLoad with `whyrec.methods.pepler.load_pepler_run(path)`.\n")
+
+
+def load_pepler_run(path, device: str = "auto") -> tuple[PEPLER, dict]:
+    """(module, config) from a folder written by `train_pepler`."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from whyrec.llm.load import load_model
+    from whyrec.utils import WhyrecError, read_json
+
+    path = Path(path)
+    cfg = read_json(path / "config.json")
+    if not cfg.get("complete") or cfg.get("method") != "pepler":
+        raise WhyrecError(f"{path} is not a complete PEPLER folder; train one with train_pepler")
+    model = ModelConfig(**cfg["model"])
+    model.device = device if device != "auto" else model.device
+    if cfg["lm_saved"]:
+        model.name_or_path, model.gguf_file = str(path / "lm"), None
+    llm, tok = load_model(model)
+    module = PEPLER(llm, tok, cfg["n_users"], cfg["n_items"], PEPLERConfig(**cfg["pepler"]))
+    weights = {k: v for k, v in load_file(path / "prompt.safetensors").items() if k != "_empty"}
+    result = module.load_state_dict(weights, strict=False)
+    if result.unexpected_keys or [k for k in result.missing_keys if not k.startswith("llm.")]:
+        raise WhyrecError(f"{path}/prompt.safetensors does not match its config.json")
+    cfg.update(user2idx=read_json(path / "user2idx.json"), item2idx=read_json(path / "item2idx.json"),
+               features=read_json(path / "features.json"))
+    return module.eval(), cfg
+
+
+def generate_pepler(out_dir, data: str, split: str = "test", max_pairs: int | None = None,
+                    device: str = "auto") -> tuple[list[str], list[str], list[str]]:
+    """(predictions, references truncated to `words` tokens, ground-truth features) for a split."""
+    preds, refs, feats, _, _ = _generate(out_dir, data, split, max_pairs, device)
+    return preds, refs, feats
+
+
+def _generate(out_dir, data, split, max_pairs, device):
+    from whyrec.data.dataset import RecDataset
+
+    module, cfg = load_pepler_run(out_dir, device)
+    ds = RecDataset.load(data)
+    frame = ds.explanation_records(split)
+    frame = frame.head(max_pairs) if max_pairs is not None else frame
+    ex = make_examples(module, frame, cfg["user2idx"], cfg["item2idx"], cfg["features"])
+    preds: list[str] = []
+    for idx in _batches(len(ex), module.cfg.batch_size):
+        users, items, prompts, _, _ = ex.rows(idx)
+        preds += [module.decode(ids) for ids in module.generate_ids(users, items, prompts)]
+    return preds, ex.refs, ex.features, (module, ex, cfg), ds
+
+
+def rating_errors(pred: torch.Tensor, truth: torch.Tensor, low: float, high: float) -> dict[str, float]:
+    """RMSE and MAE with predictions clipped to [low, high] (PEPLER's reg.py)."""
+    err = pred.clamp(low, high) - truth
+    return {"rmse": float(err.pow(2).mean().sqrt()), "mae": float(err.abs().mean())}
+
+
+def evaluate_pepler(out_dir, data: str, split: str = "test", max_pairs: int | None = None, out: str | None = None,
+                    smooth: bool = False, device: str = "auto") -> dict:
+    """Generate for a split and write `metrics.json` (+ predictions.jsonl) to `out` (default `out_dir`)."""
+    import json
+    from pathlib import Path
+
+    from whyrec.eval.features import feature_metrics, feature_set_from_records
+    from whyrec.eval.report import evaluate_texts
+    from whyrec.utils import write_json, write_text
+
+    preds, refs, feats, (module, ex, cfg), ds = _generate(out_dir, data, split, max_pairs, device)
+    metrics = evaluate_texts(preds, refs, smooth=smooth)
+    feature_set = feature_set_from_records(ds) if "feature" in ds.interactions else set()
+    if feature_set:
+        metrics["features"] = feature_metrics(preds, feats, feature_set)
+    if module.cfg.variant == "reg" and ex.ratings is not None and cfg.get("rating_range"):
+        with torch.no_grad():
+            pred = torch.cat([module.predict_rating(ex.users[t], ex.items[t]).cpu()
+                              for t in torch.arange(len(ex)).split(module.cfg.batch_size)])
+        metrics["rating"] = rating_errors(pred, ex.ratings, *cfg["rating_range"])
+    metrics.update(method=f"pepler-{module.cfg.variant}", split=split)
+    target = Path(out or out_dir)
+    write_json(target / "metrics.json", metrics)
+    write_text(target / "predictions.jsonl", "".join(
+        json.dumps({"prediction": p, "reference": r, "feature": f}) + "\n" for p, r, f in zip(preds, refs, feats)))
+    return metrics
