@@ -60,6 +60,19 @@ def load_run(path: str | Path, device: str = "auto") -> Run:
     return Run(path, device=device)
 
 
+def _by_activity(ds, users: list[str], preds: list[str], refs: list[str], out: str) -> dict:
+    """PEPLER metrics per user-activity quintile (+ zero-shot users), with a PNG plot (XRec §4.4)."""
+    from whyrec.data import schema as S
+    from whyrec.eval.groups import activity_groups, grouped_metrics, plot_groups
+    from whyrec.eval.text import pepler_text_metrics
+
+    train_users = ds.interactions.loc[ds.interactions[S.SPLIT] == S.TRAIN, S.USER].astype(str).tolist()
+    groups = activity_groups(train_users, users, n_groups=min(5, max(1, len(set(users)))))
+    grouped = grouped_metrics(preds, refs, groups, pepler_text_metrics)
+    plot_groups(grouped, path=Path(out) / "metrics_by_activity.png")
+    return grouped
+
+
 def evaluate_run(run: str, data: str | None, out: str, split: str = "test", max_pairs: int | None = 200,
                  generation: GenerationConfig | None = None, device: str = "auto", smooth: bool = False,
                  bertscore: bool = False, judge=None, grounding: bool = False) -> dict:
@@ -86,6 +99,7 @@ def evaluate_run(run: str, data: str | None, out: str, split: str = "test", max_
     preds = loaded.explain_many(users, items, generation)
     refs = records[S.EXPLANATION].astype(str).tolist()
     metrics = evaluate_texts(preds, refs, smooth=smooth, bertscore=bertscore, judge=judge)
+    metrics["groups"] = _by_activity(ds, users, preds, refs, out)
     if grounding:
         from whyrec.eval.grounding import grounding_report
 

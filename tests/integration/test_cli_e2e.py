@@ -75,10 +75,13 @@ def test_recommend_excludes_training_items(run_dir):
 def test_evaluate_generated_and_files(run_dir, tmp_path, capsys):
     out = tmp_path / "eval"
     assert main(["evaluate", "--run", str(run_dir / "explainer"), "--data", str(run_dir / "data"), "--out", str(out),
-                 "--max_pairs", "6", "--generation.max_new_tokens", "6"]) == 0
+                 "--max_pairs", "6", "--generation.max_new_tokens", "6", "--grounding"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["n"] == 6 and set(metrics) >= {"pepler", "standard", "n"}
+    assert metrics["n"] == 6 and set(metrics) >= {"pepler", "standard", "n", "groups", "grounding"}
+    assert sum(g["n"] for g in metrics["groups"].values()) == 6
+    assert metrics["grounding_references"]["false_claims"] == 0  # grounded targets are true by construction
     assert (out / "report.md").exists() and (out / "predictions.jsonl").exists()
+    assert (out / "metrics_by_activity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     preds = tmp_path / "p.txt"
     preds.write_text("the same text\nother words here\n")
     assert main(["evaluate", "--predictions", str(preds), "--references", str(preds), "--out", str(tmp_path / "e2")]) == 0
