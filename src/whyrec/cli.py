@@ -58,6 +58,29 @@ def data_prepare(source: str, out: str, path: str | None = None, split: str = "r
     _print_json(summary)
 
 
+def data_download(name: str | None = None, out: str | None = None, sha256: str | None = None,
+                  base_url: str | None = None, list: bool = False, progress: bool = True):
+    """Download a public dataset (XRec files, MovieLens zips, Amazon category files) with checksums.
+
+    Args:
+        name: a source from `--list` (xrec-amazon, ml-1m, amazon-2014:Musical_Instruments, ...) or an http(s) URL.
+        out: folder to download into (default: the whyrec cache, ~/.cache/whyrec/downloads).
+        sha256: expected checksum of a one-file source; overrides the catalogue's.
+        base_url: mirror to fetch from instead of the public host (same paths); default $WHYREC_DOWNLOAD_BASE.
+        list: print the catalogue (names, URLs, checksums, terms) and exit.
+        progress: show a progress bar.
+    """
+    from whyrec.data.download import download, list_sources
+
+    if list:
+        _print_json(list_sources())
+        return
+    if name is None:
+        raise WhyrecError("give a source --name (see `whyrec data download --list`) or a URL")
+    path = download(name, dest_dir=out, sha256=sha256, progress=progress, base_url=base_url)
+    _print_json({"source": name, "path": str(path)})
+
+
 def train_encoder(data: str, out: str, encoder: str = "lightgcn", lightgcn: LightGCNConfig = LightGCNConfig(),
                   device: str = "auto", resume: bool = True):
     """Train a collaborative encoder on a prepared dataset and save it as an artifact folder.
@@ -226,7 +249,7 @@ def list_():
 
 
 COMMANDS = {
-    "data": {"prepare": data_prepare},
+    "data": {"prepare": data_prepare, "download": data_download},
     "train": {"encoder": train_encoder, "explainer": train_explainer},
     "explain": explain,
     "recommend": recommend,

@@ -1,0 +1,228 @@
+"""Downloader against a local HTTP server on 127.0.0.1 serving ../shared/data under the
+catalogue's own URL paths, so the real catalogue entries are exercised end to end offline.
+
+The server counts body bytes sent, honours `Range: bytes=N-` (or ignores it, on request) and
+can cut a response halfway, which is how resume is tested.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from whyrec.data import download as D
+from whyrec.utils import WhyrecError
+
+CATEGORY = "amazon-2014:Musical_Instruments"
+CATEGORY_FILE = "amazon-musical-instruments/reviews_Musical_Instruments_5.json.gz"
+
+
+class FileServer(ThreadingHTTPServer):
+    """Serves `root`; `drop_times` responses are cut after half their body."""
+
+    daemon_threads = True
+
+    def __init__(self, root: Path):
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.root = root
+        self.bytes_sent = 0
+        self.ranges_seen: list[str | None] = []
+        self.drop_times = 0
+        self.honour_range = True
+        self.lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: FileServer
+
+    def do_GET(self):  # noqa: N802 (the http.server API name)
+        path = self.server.root / self.path.lstrip("/")
+        if not path.is_file():
+            self.send_error(404)
+            return
+        data = path.read_bytes()
+        rng = self.headers.get("Range")
+        start = int(rng.removeprefix("bytes=").rstrip("-")) if rng and self.server.honour_range else 0
+        body = data[start:]
+        self.send_response(206 if start else 200)
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        with self.server.lock:
+            self.server.ranges_seen.append(rng)
+            drop = self.server.drop_times > 0
+            self.server.drop_times -= drop
+        if drop:
+            body = body[: len(body) // 2]  # then the connection closes short of Content-Length
+        self.wfile.write(body)
+        with self.server.lock:
+            self.server.bytes_sent += len(body)
+
+    def log_message(self, *args):  # keep test output clean
+        pass
+
+
+@pytest.fixture(scope="module")
+def mirror(shared_data: Path, tmp_path_factory) -> Path:
+    """A folder laid out like the public hosts' URL paths, linking to the shared files."""
+    root = tmp_path_factory.mktemp("mirror")
+    remotes = list(D.SOURCES["xrec-amazon"].files)
+    pairs = [(f, shared_data / "xrec-amazon" / f.name) for f in remotes]
+    pairs.append((D.resolve(CATEGORY).files[0], shared_data / CATEGORY_FILE))
+    for remote, local in pairs:
+        target = root / urlsplit(remote.url).path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(local)
+    return root
+
+
+@pytest.fixture
+def server(mirror: Path):
+    srv = FileServer(mirror)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_named_source_downloads_every_file_with_pinned_checksums(server, shared_data, tmp_path):
+    folder = D.download("xrec-amazon", tmp_path, base_url=server.url, progress=False)
+    assert folder == tmp_path / "xrec-amazon"
+    names = [f.name for f in D.SOURCES["xrec-amazon"].files]
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*names, *(n + ".sha256" for n in names)])
+    for name in names:
+        assert (folder / name).read_bytes() == (shared_data / "xrec-amazon" / name).read_bytes()
+    assert server.bytes_sent == sum((shared_data / "xrec-amazon" / n).stat().st_size for n in names)
+
+
+def test_unpinned_file_records_its_checksum_and_is_served_from_cache_offline(
+        server, shared_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("WHYREC_CACHE", str(tmp_path))
+    monkeypatch.setenv(D.BASE_ENV, server.url)
+    path = D.download(CATEGORY, progress=False)
+    assert path == tmp_path / "downloads" / "amazon-2014-Musical_Instruments" / "reviews_Musical_Instruments_5.json.gz"
+    assert path.read_bytes() == (shared_data / CATEGORY_FILE).read_bytes()
+    stamp = path.with_name(path.name + ".sha256")
+    assert stamp.read_text() == f"{sha(path)}  {path.name}\n"
+    monkeypatch.setenv(D.BASE_ENV, closed_port_url())  # any network use would now fail
+    assert D.download(CATEGORY, progress=False) == path
+
+
+def test_recorded_checksum_holds_a_later_download(server, tmp_path):
+    path = D.download(CATEGORY, tmp_path, base_url=server.url, progress=False)
+    stamp = path.with_name(path.name + ".sha256")
+    stamp.write_text("0" * 64 + f"  {path.name}\n")  # as if the host now served different bytes
+    path.unlink()
+    with pytest.raises(WhyrecError, match="checksum mismatch.*expected sha256 0{64}, observed"):
+        D.download(CATEGORY, tmp_path, base_url=server.url, progress=False)
+    assert not path.exists() and not path.with_name(path.name + ".part").exists()
+
+
+def test_dropped_connection_is_resumed_without_refetching(server, shared_data, tmp_path):
+    server.drop_times = 1
+    size = (shared_data / CATEGORY_FILE).stat().st_size
+    path = D.download(CATEGORY, tmp_path, base_url=server.url, progress=False)
+    assert sha(path) == sha(shared_data / CATEGORY_FILE)
+    assert server.ranges_seen == [None, f"bytes={size // 2}-"]
+    assert server.bytes_sent == size
+
+
+def test_partial_file_survives_a_failed_run_and_the_next_run_resumes(server, shared_data, tmp_path):
+    server.drop_times = 10
+    size = (shared_data / CATEGORY_FILE).stat().st_size
+    with pytest.raises(WhyrecError, match="cannot reach 127.0.0.1.*--path"):
+        D.download(CATEGORY, tmp_path, base_url=server.url, progress=False, retries=0)
+    part = tmp_path / "amazon-2014-Musical_Instruments" / "reviews_Musical_Instruments_5.json.gz.part"
+    assert part.stat().st_size == size // 2
+    server.drop_times = 0
+    path = D.download(CATEGORY, tmp_path, base_url=server.url, progress=False)
+    assert sha(path) == sha(shared_data / CATEGORY_FILE) and not part.exists()
+    assert server.bytes_sent == size
+
+
+def test_server_ignoring_range_restarts_the_file(server, shared_data, tmp_path):
+    server.honour_range = False
+    part = tmp_path / "amazon-2014-Musical_Instruments" / "reviews_Musical_Instruments_5.json.gz.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"stale bytes from another version")
+    path = D.download(CATEGORY, tmp_path, base_url=server.url, progress=False)
+    assert path.read_bytes() == (shared_data / CATEGORY_FILE).read_bytes()
+
+
+def test_checksum_mismatch_deletes_the_download_and_names_both_sums(server, shared_data, tmp_path):
+    with pytest.raises(WhyrecError) as err:
+        D.download(CATEGORY, tmp_path, sha256="ab" * 32, base_url=server.url, progress=False)
+    msg = str(err.value)
+    assert "ab" * 32 in msg and sha(shared_data / CATEGORY_FILE) in msg and "\n" not in msg
+    assert not any(p.is_file() for p in tmp_path.rglob("*"))
+
+
+def test_hand_placed_file_is_verified_not_fetched(server, shared_data, tmp_path):
+    folder = tmp_path / "xrec-amazon"
+    shutil.copytree(shared_data / "xrec-amazon", folder)
+    (folder / "tst_ref.pkl").unlink()
+    (folder / "tst_ref.pkl").write_bytes(b"not the file")
+    with pytest.raises(WhyrecError, match="checksum mismatch.*delete .*tst_ref.pkl and re-run"):
+        D.download("xrec-amazon", tmp_path, base_url=server.url, progress=False)
+    (folder / "tst_ref.pkl").unlink()
+    shutil.copy(shared_data / "xrec-amazon" / "tst_ref.pkl", folder)
+    assert D.download("xrec-amazon", tmp_path, base_url=server.url, progress=False) == folder
+    assert server.bytes_sent == 0 and (folder / "tst_ref.pkl.sha256").is_file()
+
+
+def test_missing_file_is_a_404_error(server, tmp_path):
+    with pytest.raises(WhyrecError, match=r"HTTP 404 \(not found\).*--path"):
+        D.download("amazon-2018:No_Such_Category", tmp_path, base_url=server.url, progress=False)
+    with pytest.raises(WhyrecError, match="HTTP 404"):
+        D.download(f"{server.url}/missing.bin", tmp_path, progress=False)
+
+
+def test_unreachable_host_says_how_to_proceed(tmp_path):
+    with pytest.raises(WhyrecError, match=r"cannot reach 127\.0\.0\.1:\d+ .*download it by hand and pass --path"):
+        D.download("ml-100k", tmp_path, base_url=closed_port_url(), progress=False, retries=0)
+
+
+def test_catalogue_entries_resolve_to_public_urls():
+    hosts = {"raw.githubusercontent.com", "files.grouplens.org", "snap.stanford.edu", "jmcauley.ucsd.edu"}
+    rows = D.list_sources()
+    assert {"xrec-amazon", "xrec-google", "xrec-yelp", "ml-100k", "ml-1m"} <= {r["name"] for r in rows}
+    for name in D.SOURCES:
+        for f in D.resolve(name).files:
+            assert urlsplit(f.url).netloc in hosts and f.url.startswith(("http://", "https://"))
+    assert D.resolve("ml-1m").files[0].url == "https://files.grouplens.org/datasets/movielens/ml-1m.zip"
+    assert all(f.sha256 for f in D.SOURCES["xrec-amazon"].files)
+    assert D.resolve("amazon-2018:Beauty").files[0].url.endswith("/categoryFilesSmall/Beauty_5.json.gz")
+    assert D.resolve(CATEGORY).files[0].url.endswith("/categoryFiles/reviews_Musical_Instruments_5.json.gz")
+    with pytest.raises(WhyrecError, match="known: xrec-amazon"):
+        D.resolve("movielens")
+    with pytest.raises(WhyrecError, match="amazon-2014:Musical_Instruments"):
+        D.resolve("amazon-2014:")
+
+
+def test_rebase_keeps_the_path_and_a_mirror_prefix():
+    url = "https://raw.githubusercontent.com/HKUDS/XRec/79e2cd4/data/amazon/tst.pkl"
+    assert D.rebase(url, "http://127.0.0.1:9/mirror/") == "http://127.0.0.1:9/mirror/HKUDS/XRec/79e2cd4/data/amazon/tst.pkl"
+    assert D.rebase(url, None) == url
