@@ -81,6 +81,38 @@ def data_download(name: str | None = None, out: str | None = None, sha256: str |
     _print_json({"source": name, "path": str(path)})
 
 
+def data_profiles(data: str, out: str, teacher: JudgeConfig = JudgeConfig(backend="local"),
+                  templates_dir: str | None = None, max_items: int | None = None, max_users: int | None = None,
+                  max_pairs: int | None = None, split: str = "random", seed: int = 42, max_tokens: int = 128):
+    """XRec's data pipeline (METHODS §3.5): a teacher LLM writes item/user profiles and explanations.
+
+    Output is an XRec-style dataset (profiles + per-pair explanation texts) that
+    `whyrec train explainer --method xrec` trains on. Resumable: re-run the same command.
+
+    Args:
+        data: a review dataset folder (e.g. from `whyrec data prepare --source amazon-json`).
+        out: output dataset folder (also holds items/users/explanations.jsonl progress files).
+        teacher: the teacher LLM: --teacher.backend local (HF model) or openai (compatible endpoint).
+        templates_dir: folder with item_profile.txt, user_profile.txt, explanation.txt to override the prompts.
+        max_items: profile at most this many items.
+        max_users: profile at most this many users.
+        max_pairs: write explanations for at most this many (user, item) pairs (seeded sample).
+        split: split to create if the data has none ('random' or 'leave_last_out').
+        seed: seed of the split and the samples.
+        max_tokens: reply length limit per call.
+    """
+    from whyrec.data.dataset import RecDataset
+    from whyrec.data.splits import ensure_split
+    from whyrec.data.teacher_profiles import write_profiles
+    from whyrec.eval.judge import build_client, open_cache
+
+    ds = ensure_split(RecDataset.load(data), split, seed)
+    cache = open_cache(teacher)
+    result = write_profiles(ds, out, build_client(teacher), templates_dir, max_items, max_users, max_pairs,
+                            cache=cache, seed=seed, max_tokens=teacher.max_tokens or max_tokens)
+    _print_json(result.meta["teacher"]["stages"])
+
+
 def train_encoder(data: str, out: str, encoder: str = "lightgcn", lightgcn: LightGCNConfig = LightGCNConfig(),
                   device: str = "auto", resume: bool = True):
     """Train a collaborative encoder on a prepared dataset and save it as an artifact folder.
@@ -249,7 +281,7 @@ def list_():
 
 
 COMMANDS = {
-    "data": {"prepare": data_prepare, "download": data_download},
+    "data": {"prepare": data_prepare, "download": data_download, "profiles": data_profiles},
     "train": {"encoder": train_encoder, "explainer": train_explainer},
     "explain": explain,
     "recommend": recommend,
