@@ -139,7 +139,8 @@ def test_labels_cover_only_the_explanation():
     explain_id = model.token_ids[2]
     for row in range(2):
         ids, labels, mask = b["input_ids"][row], b["labels"][row], b["attention_mask"][row]
-        start = int((ids == explain_id).nonzero()) + 1
+        start = int((labels != -100).float().argmax())
+        assert int((ids == explain_id).nonzero()) < start  # the reply follows <EXPLAIN_POS>
         assert (labels[:start] == -100).all()
         assert (labels[mask == 0] == -100).all()
         n_target = int((labels != -100).sum())

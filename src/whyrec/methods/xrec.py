@@ -5,7 +5,7 @@ replace the embeddings of `<USER_EMBED>`/`<ITEM_EMBED>` and are added to q/k/v a
 positions in every attention layer (prefill only). Only the adapters train (optionally
 LoRA too, beyond the paper). See METHODS §3.2-3.4 and the README for the deviations:
 the explanation is the assistant turn of the model's own chat template (XRec put it inside
-`[INST]`), and the loss starts at the first explanation token after `<EXPLAIN_POS>`.
+`[INST]`), `<EXPLAIN_POS>` closes the user turn, and the loss covers the reply only.
 """
 
 from __future__ import annotations
@@ -71,11 +71,12 @@ class XRec(nn.Module):
     def prompt(self, title: str, user_profile: str, item_profile: str) -> str:
         noun, cut = self.cfg.item_noun, self.cfg.max_prompt_words
         system = f"Explain why the user would enjoy the {noun} within 50 words."
+        # <EXPLAIN_POS> closes the user turn: the reply then starts from the model's own assistant
+        # header, so an untrained adapter leaves the backbone's chat behaviour intact.
         user = (f"user record: {USER_TOKEN} {noun} record: {ITEM_TOKEN} {noun} name: {title} "
-                f"user profile: {_clip(user_profile, cut)} {noun} profile: {_clip(item_profile, cut)}")
+                f"user profile: {_clip(user_profile, cut)} {noun} profile: {_clip(item_profile, cut)} {EXPLAIN_TOKEN}")
         messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-        chat = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return chat + EXPLAIN_TOKEN
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def encode(self, prompts: list[str], targets: list[str] | None = None, max_target_tokens: int = 96,
                side: str = "left") -> dict[str, torch.Tensor]:
@@ -83,7 +84,7 @@ class XRec(nn.Module):
         p_ids = [tok(p, add_special_tokens=False).input_ids for p in prompts]
         t_ids = None
         if targets is not None:
-            t_ids = [tok(" " + t.strip(), add_special_tokens=False).input_ids[:max_target_tokens] + [tok.eos_token_id]
+            t_ids = [tok(t.strip(), add_special_tokens=False).input_ids[:max_target_tokens] + [tok.eos_token_id]
                      for t in targets]
         return pad_batch(p_ids, t_ids, tok.pad_token_id, side=side)
 
