@@ -141,7 +141,8 @@ class XRec(nn.Module):
         with self._injecting(positions, vectors, input_ids.shape[1]), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*repetition_penalty.*")
             out = self.llm.generate(inputs_embeds=embeds, attention_mask=attention_mask.to(embeds.device), **kw)
-        return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+        # Small backbones sometimes open with the prompt's trailing punctuation (": ...").
+        return [t.strip().lstrip(":;,.- ").strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
 
     def _injecting(self, positions, vectors, seq_len):
         if self.injector is None:
