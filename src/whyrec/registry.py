@@ -64,6 +64,8 @@ DATASETS.register("ml-1m", "whyrec.data.movielens:load_ml1m", "MovieLens-1M from
 DATASETS.register("xrec", "whyrec.data.xrec:load_xrec", "XRec folder: tst.pkl-style DataFrames, para_dict.pickle, total_*.csv")
 DATASETS.register("pepler", "whyrec.data.pepler:load_pepler", "PEPLER/PETER folder: reviews.pickle + fold folders 1..5 (Li et al., TOIS 2023)")
 DATASETS.register("amazon-json", "whyrec.data.amazon:load_amazon_json", "raw Amazon review JSON lines, 2014/2018 (McAuley), streamed, k-core filtered")
+DATASETS.register("yelp-json", "whyrec.data.yelp:load_yelp_json", "raw Yelp Open Dataset reviews (+ optional business file), streamed, k-core filtered")
+DATASETS.register("tripadvisor-json", "whyrec.data.tripadvisor:load_tripadvisor_json", "raw TripAdvisor hotel reviews (Wang et al. per-hotel files or JSON lines), streamed, k-core filtered")
 DATASETS.register("csv", "whyrec.data.tabular:load_table", "generic CSV with a column mapping")
 DATASETS.register("jsonl", "whyrec.data.tabular:load_table", "generic JSON lines with a column mapping")
 DATASETS.register("parquet", "whyrec.data.tabular:load_table", "generic Parquet with a column mapping")

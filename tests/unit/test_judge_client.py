@@ -291,3 +291,24 @@ def test_cli_evaluate_with_judge(server, tmp_path, capsys):
     metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
     assert metrics["gptscore"]["gptscore_mean"] == 80 and metrics["judge"]["model"] == "m"
     assert "GPTScore" in (tmp_path / "e" / "report.md").read_text()
+
+
+def test_local_client_no_repeat_ngram_blocks_repeats_and_keys_cache():
+    import torch
+
+    from whyrec.config import ModelConfig
+    from whyrec.llm.client import LocalHFClient
+
+    torch.set_num_threads(1)
+    config = ModelConfig("tiny-random-llama", device="cpu")
+    plain = LocalHFClient(config, batch_size=2)
+    guarded = LocalHFClient(config, batch_size=2, no_repeat_ngram_size=2, repetition_penalty=1.3)
+    convs = [[{"role": "user", "content": "tone"}], [{"role": "user", "content": "strings and pedals"}]]
+    for reply in complete_many(guarded, convs, progress=False, max_tokens=40):
+        # The byte-level tiny tokenizer makes every character a token: no character bigram repeats
+        # (bytes that are not valid UTF-8 all decode to U+FFFD, so those pairs are not comparable).
+        pairs = [reply[i:i + 2] for i in range(len(reply) - 1) if "\ufffd" not in reply[i:i + 2]]
+        assert len(pairs) == len(set(pairs)), reply
+    # Different decoding options must not share cached answers.
+    assert plain.cache_params() != guarded.cache_params()
+    assert plain.cache_params() == {"max_tokens": 256, "dtype": config.dtype, "greedy": True}

@@ -12,6 +12,7 @@ from whyrec.eval.ranking import (
     evaluate_ranking,
     ground_truth_sets,
     hit_rate_at_k,
+    mrr_at_k,
     ndcg_at_k,
     precision_at_k,
     recall_at_k,
@@ -28,6 +29,7 @@ def test_worked_example_at_3():
     assert recall_at_k(TOPK, TRUTH) == pytest.approx((2 / 2 + 0) / 2)
     assert precision_at_k(TOPK, TRUTH) == pytest.approx((2 / 3 + 0) / 2)
     assert hit_rate_at_k(TOPK, TRUTH) == pytest.approx(0.5)
+    assert mrr_at_k(TOPK, TRUTH) == pytest.approx((1 / 1 + 0) / 2)  # first hit at rank 1
     dcg = 1 + 1 / math.log2(4)  # hits at positions 1 and 3
     idcg = 1 + 1 / math.log2(3)  # min(|truth|=2, k=3) ideal positions
     assert ndcg_at_k(TOPK, TRUTH) == pytest.approx((dcg / idcg + 0) / 2)
@@ -46,6 +48,13 @@ def test_ideal_dcg_uses_min_of_truth_and_k():
     # Five relevant, k = 2, both hits: perfect at k = 2 although recall is 2/5.
     assert ndcg_at_k(np.array([[0, 1]]), [{0, 1, 2, 3, 4}]) == pytest.approx(1.0)
     assert recall_at_k(np.array([[0, 1]]), [{0, 1, 2, 3, 4}]) == pytest.approx(0.4)
+
+
+def test_mrr_uses_the_first_hit_within_k():
+    topk = np.array([[4, 5, 6], [7, 8, 9]])
+    truth = [{6, 5}, {9}]
+    assert mrr_at_k(topk, truth) == pytest.approx((1 / 2 + 1 / 3) / 2)
+    assert mrr_at_k(topk, truth, k=2) == pytest.approx((1 / 2 + 0) / 2)  # rank 3 is cut off
 
 
 def test_no_users_with_truth_gives_zero():

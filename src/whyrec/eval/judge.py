@@ -92,6 +92,10 @@ class JudgeConfig:
     """Dtype of a local judge."""
     batch_size: int = 8
     """Prompts per generate() call for a local judge."""
+    repetition_penalty: float = 1.0
+    """Local model only: >1 penalises repeated tokens (1.1-1.3 stops small models looping)."""
+    no_repeat_ngram_size: int = 0
+    """Local model only: forbid repeating any n-gram of this size (0: off)."""
     cache_path: str | None = None
     """SQLite answer cache. None: $WHYREC_CACHE/chat_cache.sqlite."""
     use_cache: bool = True
@@ -110,7 +114,8 @@ def build_client(cfg: JudgeConfig) -> ChatClient:
         )
     if cfg.backend == "local":
         model = ModelConfig(cfg.model or "smollm2-135m-instruct", dtype=cfg.dtype, device=cfg.device)
-        return LocalHFClient(model, batch_size=cfg.batch_size)
+        return LocalHFClient(model, max_tokens=cfg.max_tokens or 256, batch_size=cfg.batch_size,
+                             repetition_penalty=cfg.repetition_penalty, no_repeat_ngram_size=cfg.no_repeat_ngram_size)
     raise WhyrecError(f"judge backend {cfg.backend!r} cannot answer; use --judge.backend openai or local")
 
 

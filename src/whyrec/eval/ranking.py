@@ -1,8 +1,10 @@
-"""Top-k ranking metrics: Recall, NDCG, Precision and Hit rate @k, plus full-ranking evaluation.
+"""Top-k ranking metrics: Recall, NDCG, Precision, Hit rate and MRR @k, plus full ranking.
 
 Definitions follow the usual collaborative-filtering protocol (e.g. LightGCN, He et al.
 SIGIR 2020; RecBole): binary relevance, log2 position discount, ideal DCG over
 min(|ground truth|, k) positions, and a mean over users whose ground truth is non-empty.
+Precision divides by the list length k (not by the number of candidates left after
+masking). tests/unit/test_ranking_torchmetrics.py checks all five against torchmetrics.
 The metric functions are pure: they take the ranked item indices of each user and the sets
 of relevant items, so they can be checked on hand-made rank matrices.
 """
@@ -90,7 +92,22 @@ def ndcg_at_k(topk_items: np.ndarray, ground_truth: GroundTruth, k: int | None =
     return _mean(dcg / np.maximum(ideal, 1e-12))
 
 
-METRICS = {"recall": recall_at_k, "ndcg": ndcg_at_k, "precision": precision_at_k, "hit": hit_rate_at_k}
+def mrr_at_k(topk_items: np.ndarray, ground_truth: GroundTruth, k: int | None = None) -> float:
+    """Mean reciprocal rank of the first relevant item in the top k (0 when there is none)."""
+    hits, _ = _hits(topk_items, ground_truth, k)
+    if hits.shape[1] == 0:
+        return 0.0
+    first = hits.argmax(1)  # [n] position of the first hit (0 also when there is none)
+    return _mean(np.where(hits.any(1), 1.0 / (first + 1), 0.0))
+
+
+METRICS = {
+    "recall": recall_at_k,
+    "ndcg": ndcg_at_k,
+    "precision": precision_at_k,
+    "hit": hit_rate_at_k,
+    "mrr": mrr_at_k,
+}
 
 
 def ground_truth_sets(users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, list[set[int]]]:
@@ -113,7 +130,7 @@ def evaluate_ranking(
     ks: Sequence[int] = (10, 20),
     batch: int = 1024,
 ) -> dict[str, float]:
-    """Full-ranking Recall/NDCG/Precision/Hit@k of dot-product scores.
+    """Full-ranking Recall/NDCG/Precision/Hit/MRR@k of dot-product scores.
 
     Each user that appears in `eval_pairs` is scored against every item; items in the user's
     row of `train_csr` are masked (pass None to keep them). Every unique user counts once.
@@ -125,7 +142,8 @@ def evaluate_ranking(
         eval_pairs: (user indices, item indices) of the held-out interactions.
         train_csr: [U, I] training interactions to exclude, or None.
     Returns:
-        {"recall@10": ..., "ndcg@10": ..., "precision@10": ..., "hit@10": ..., "n_users": n}.
+        {"recall@10": ..., "ndcg@10": ..., "precision@10": ..., "hit@10": ..., "mrr@10": ...,
+        "n_users": n}.
     """
     users, truth = ground_truth_sets(*eval_pairs)
     kmax = max(ks)

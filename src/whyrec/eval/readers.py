@@ -5,6 +5,16 @@ Parquet, or a pickle (XRec ships `tst_pred.pkl` / `tst_ref.pkl` as pickled lists
 strings). Pickles go through `safe_load_pickle`, which refuses anything but
 pandas/numpy/builtin objects. Every failure is one line naming the file and the fix.
 Empty strings are kept: a model may generate nothing, and that must count against it.
+
+Two PEPLER formats are recognised by name, so `whyrec evaluate` takes them as they are:
+
+- `generated*.txt`, the text PEPLER (Li et al., TOIS 2023) and PETER write after testing:
+  one block per test record, ``reference / prediction / blank`` (PEPLER's main.py,
+  discrete.py, reg.py) or ``reference / context words / prediction / blank`` (PETER). The
+  file holds both sides, so the caller says which one it wants (`role` or `column`).
+- A PEPLER fold folder (`TripAdvisor/1/`, its test split) or an index file
+  (`TripAdvisor/1/test.index`): the template sentences of `../reviews.pickle` in index
+  order, which is the order PEPLER generates in. Use it as references.
 """
 
 from __future__ import annotations
@@ -31,21 +41,31 @@ _FORMATS = {
 }
 
 
-def read_texts(path: str | Path, column: str | None = None) -> list[str]:
+def read_texts(path: str | Path, column: str | None = None, role: str | None = None) -> list[str]:
     """Texts of `path`, one per row, in file order.
 
     Args:
-        path: a .txt, .jsonl, .json, .csv, .tsv, .parquet/.pq or .pkl/.pickle file.
+        path: a .txt, .jsonl, .json, .csv, .tsv, .parquet/.pq or .pkl/.pickle file, PEPLER's
+            `generated*.txt`, or a PEPLER fold folder / `.index` file.
         column: the column (or JSON key) holding the text; needed only when it is ambiguous.
+        role: "prediction" or "reference": which side to take from a file that holds both
+            (PEPLER's generated.txt); other formats ignore it.
     """
     path = Path(path)
+    if path.is_dir() or path.suffix.lower() == ".index":
+        return read_pepler_split(path)
     kind = _FORMATS.get(path.suffix.lower())
     if kind is None:
         raise WhyrecError(
-            f"{path}: unknown extension {path.suffix or '(none)'!r}; accepted: {', '.join(_FORMATS)}"
+            f"{path}: unknown extension {path.suffix or '(none)'!r}; accepted: {', '.join(_FORMATS)}, "
+            ".index or a PEPLER fold folder"
         )
     if not path.is_file():
         raise WhyrecError(f"{path} not found")
+    if is_pepler_generated(path):
+        # --column is shared by both files; it picks a field here only if it names one.
+        fields = {f for layout in GENERATED_LAYOUTS.values() for f in layout}
+        return read_pepler_generated(path, column if column in fields else role)
     reader = {
         "text": _read_txt,
         "jsonl": _read_jsonl,
@@ -222,3 +242,88 @@ def _read_pickle(path: Path, column: str | None) -> list[str]:
     raise WhyrecError(
         f"{path} holds a {type(data).__name__}; expected a list of strings, a pandas Series or a DataFrame"
     )
+
+
+# ---------------------------------------------------------------- PEPLER files
+
+# Fields of one generated.txt block by its length (the blank separator line included).
+GENERATED_LAYOUTS = {3: ("reference", "prediction"), 4: ("reference", "context", "prediction")}
+
+
+def is_pepler_generated(path: Path) -> bool:
+    """PEPLER/PETER's default `--outf` is generated.txt; variants keep that prefix."""
+    return path.suffix.lower() == ".txt" and path.stem.lower().startswith("generated")
+
+
+def _generated_layout(lines: list[str], path: Path) -> tuple[int, list[str]]:
+    """Block length (3: PEPLER, 4: PETER) whose separator lines are all blank, and the lines.
+
+    A reading that needs no restored final blank line, then one whose references are all
+    non-empty, wins; a tie (possible only for a few blank texts) is refused, not guessed.
+    """
+    readings = []
+    for size in GENERATED_LAYOUTS:
+        for restored in (False, True):  # an editor may have dropped the last blank line
+            padded = lines + [""] if restored else lines
+            if len(padded) % size == 0 and not any(padded[size - 1 :: size]):
+                readings.append(((restored, not all(padded[::size])), size, padded))
+    readings.sort(key=lambda r: r[0])
+    if not readings or (len(readings) > 1 and readings[0][0] == readings[1][0]):
+        raise WhyrecError(
+            f"{path} is named like PEPLER's generated.txt but is not laid out as blocks of "
+            "reference / prediction / blank lines (PEPLER) or reference / context / prediction / "
+            "blank (PETER); rename it if it holds one text per line"
+        )
+    return readings[0][1], readings[0][2]
+
+
+def read_pepler_generated(path: str | Path, field: str | None) -> list[str]:
+    """One field ("reference", "prediction", or PETER's "context") of each generated.txt block."""
+    path = Path(path)
+    lines = [line.removesuffix("\r") for line in _read_raw(path).split("\n")]
+    if lines and lines[-1] == "":
+        lines.pop()  # the file's final newline
+    if not any(lines):
+        return []
+    size, lines = _generated_layout(lines, path)
+    fields = GENERATED_LAYOUTS[size]
+    if field not in fields:
+        raise WhyrecError(
+            f"{path} holds {' and '.join(fields)} lines; say which to read "
+            f"(role or column: {', '.join(repr(f) for f in fields)})"
+        )
+    return lines[fields.index(field) :: size]
+
+
+def read_pepler_split(path: str | Path) -> list[str]:
+    """Template sentences of a PEPLER fold's split, in index order (PEPLER's test order).
+
+    `path` is an index file (`1/test.index`) or a fold folder (`1/`, meaning its test split);
+    `reviews.pickle` is read from the folder above the fold.
+    """
+    from whyrec.data.pepler import INDEX_FILES, REVIEWS, _read_index, read_reviews
+    from whyrec.data.schema import TEST
+
+    path = Path(path)
+    if path.is_dir():
+        if (path / REVIEWS).is_file() and not (path / INDEX_FILES[TEST]).is_file():
+            folds = sorted(p.name for p in path.iterdir() if p.is_dir() and p.name.isdigit())
+            raise WhyrecError(
+                f"{path} is a PEPLER dataset; pass one fold folder (its test split), e.g. "
+                f"{path / (folds[0] if folds else '1')}, or an index file such as "
+                f"{path / (folds[0] if folds else '1') / INDEX_FILES[TEST]}"
+            )
+        path = path / INDEX_FILES[TEST]
+    if not path.is_file():
+        raise WhyrecError(
+            f"{path} not found; pass a PEPLER fold folder (with {INDEX_FILES[TEST]}) or an index file"
+        )
+    reviews = path.parent.parent / REVIEWS
+    if not reviews.is_file():
+        raise WhyrecError(
+            f"{path}: no {REVIEWS} in {path.parent.parent}; a PEPLER index file lives in a fold "
+            f"folder next to {REVIEWS}"
+        )
+    records = read_reviews(reviews)
+    index = _read_index(path, len(records))
+    return _check_strings([records[i]["template"][2] for i in index], path, "row")

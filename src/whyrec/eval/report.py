@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from whyrec.eval.text import pepler_text_metrics, standard_text_metrics
-from whyrec.utils import write_json, write_text
+from whyrec.utils import WhyrecError, write_json, write_text
 
 INSTALL_HINT = "pip install 'whyrec[eval]'"
 
@@ -49,6 +49,63 @@ _STANDARD_NOTE = (
     "Standard definitions: sacrebleu corpus BLEU with its default 13a tokenizer, and "
     "Google's rouge-score F1 with the Porter stemmer, averaged over pairs (×100)."
 )
+
+
+# Definition tag of every number, so a metrics.json says which formula produced it. The
+# PEPLER tags are our re-implementation of PEPLER's utils.py/bleu.py/rouge.py (METHODS §2.4).
+_ROUGE_TAGS = {
+    f"rouge{n}_{m}": tag
+    for n, tag in (("1", "pepler-rouge-n-sets"), ("2", "pepler-rouge-n-sets"), ("L", "pepler-rouge-l"))
+    for m in "fpr"
+}
+_PEPLER_TAGS = {"usr": "pepler-usr", "usn": "pepler-usr", "usr_raw": "xrec-usr-raw-split", **_ROUGE_TAGS}
+_STANDARD_TAGS = {
+    "sacrebleu_bleu": "sacrebleu-corpus-bleu",
+    **{f"rouge{n}_f": "rouge-score-f1-porter-stemmer" for n in ("1", "2", "L")},
+}
+
+
+def _version(distribution: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return None
+
+
+def metric_versions(metrics: dict, smooth: bool = False) -> dict:
+    """Which implementation, version and definition produced each number of `metrics`.
+
+    `metrics` is `evaluate_texts` output; `smooth` is what it was computed with. Written into
+    metrics.json as `"metric_versions"`: the same name can mean numbers several points apart
+    (PEPLER's vs sacrebleu's BLEU), and libraries change defaults between releases.
+    """
+    from whyrec import __version__
+
+    bleu = "pepler-bleu-add-one-smoothed" if smooth else "pepler-bleu"
+    info: dict = {
+        "whyrec": __version__,
+        "definitions": {"pepler": {"bleu1": bleu, "bleu4": bleu, **_PEPLER_TAGS}},
+    }
+    if "skipped" not in metrics.get("standard", {"skipped": True}):
+        sacrebleu = _version("sacrebleu")
+        info |= {"sacrebleu": sacrebleu, "rouge-score": _version("rouge-score")}
+        # sacrebleu's own signature for corpus_bleu's defaults with one reference per text.
+        info["sacrebleu_signature"] = f"nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:{sacrebleu}"
+        info["definitions"]["standard"] = dict(_STANDARD_TAGS)
+    bert = metrics.get("bertscore")
+    if bert:
+        # whyrec's own BERTScore (eval/bertscore.py), checked against bert-score 0.3.13.
+        info["bertscore"] = {k: bert.get(k) for k in ("model", "num_layers", "idf", "rescaled", "note")}
+        info["bertscore"]["transformers"] = _version("transformers")
+        tag = "bertscore-rescaled" if bert.get("rescaled") else "bertscore-raw"
+        info["definitions"]["bertscore"] = {
+            k: tag for k in bert if k.startswith(("bertscore_p", "bertscore_r", "bertscore_f1"))
+        }
+    if "gptscore" in metrics:
+        info["definitions"]["gptscore"] = "xrec-gptscore-0-100"  # the judge model is under "judge"
+    return info
 
 
 def _standard_available() -> bool:
@@ -141,6 +198,11 @@ def markdown_report(metrics: dict, title: str, smooth: bool = False) -> str:
     if bert:
         lines += ["## BERTScore", "", _bertscore_note(bert), ""]
         lines += _table(_BERTSCORE_ROWS, bert) + [""]
+    versions = metrics.get("metric_versions")
+    if versions:
+        libs = [f"{name} {versions[name]}" for name in ("whyrec", "sacrebleu", "rouge-score")
+                if versions.get(name)]
+        lines += [f"Computed with {', '.join(libs)}; metrics.json names each metric's definition.", ""]
     return "\n".join(lines)
 
 
@@ -163,11 +225,24 @@ def evaluate_files(
     bertscore_layers: int | None = None,
     judge=None,
 ) -> dict:
-    """Read both files, compute `evaluate_texts`, write `out/metrics.json` and `out/report.md`."""
-    from whyrec.eval.readers import read_texts
+    """Read both files, compute `evaluate_texts`, write `out/metrics.json` and `out/report.md`.
 
-    preds, refs = read_texts(predictions, column), read_texts(references, column)
+    Either side may be any format `read_texts` takes; PEPLER's generated.txt holds both, so
+    it can be given twice. metrics.json also gets `"metric_versions"` (see `metric_versions`).
+    """
+    from whyrec.eval.readers import is_pepler_generated, read_texts
+
+    if Path(predictions).resolve() == Path(references).resolve() and not is_pepler_generated(
+        Path(predictions)
+    ):
+        raise WhyrecError(
+            f"{predictions} is given as both predictions and references; only PEPLER's "
+            "generated*.txt holds both sides"
+        )
+    preds = read_texts(predictions, column, role="prediction")
+    refs = read_texts(references, column, role="reference")
     metrics = evaluate_texts(preds, refs, smooth, bertscore, bertscore_model, bertscore_layers, judge)
+    metrics["metric_versions"] = metric_versions(metrics, smooth)
     title = f"Explanation quality: {Path(predictions).name} vs {Path(references).name}"
     out = Path(out)
     write_json(out / "metrics.json", metrics)

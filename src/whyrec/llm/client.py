@@ -206,16 +206,23 @@ def _content_of(raw: bytes) -> str:
 class LocalHFClient:
     """Chat with a local HF causal LM: its chat template, left-padded batches, greedy decoding."""
 
-    def __init__(self, model: ModelConfig, max_tokens: int = 256, batch_size: int = 8):
+    def __init__(self, model: ModelConfig, max_tokens: int = 256, batch_size: int = 8,
+                 repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0):
         self.model_config = model
         self.model = model.name_or_path
         self.backend_id = "local"
         self.max_tokens, self.batch_size = max_tokens, max(1, batch_size)
+        # Small models (SmolLM2-135M) loop under plain greedy decoding; these two HF
+        # generate() options break the loops without giving up determinism.
+        self.repetition_penalty, self.no_repeat_ngram_size = repetition_penalty, no_repeat_ngram_size
         self._loaded = None
 
     def cache_params(self, max_tokens: int | None = None) -> dict:
-        # Greedy decoding: the answer depends only on the weights, dtype and length cap.
-        return {"max_tokens": max_tokens or self.max_tokens, "dtype": self.model_config.dtype, "greedy": True}
+        # Greedy decoding: the answer depends only on the weights, dtype, length cap and anti-repeat options.
+        params = {"max_tokens": max_tokens or self.max_tokens, "dtype": self.model_config.dtype, "greedy": True}
+        if self.repetition_penalty != 1.0 or self.no_repeat_ngram_size:
+            params.update(repetition_penalty=self.repetition_penalty, no_repeat_ngram_size=self.no_repeat_ngram_size)
+        return params
 
     def _load(self):
         if self._loaded is None:
@@ -238,6 +245,8 @@ class LocalHFClient:
         tok.padding_side = "left"  # decoder-only batches must end where generation starts
         enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
         gen = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False,
+                               repetition_penalty=self.repetition_penalty,
+                               no_repeat_ngram_size=self.no_repeat_ngram_size,
                                pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
         with torch.inference_mode():
             out = model.generate(**enc, generation_config=gen)

@@ -476,7 +476,7 @@ def evaluate_pepler(out_dir, data: str, split: str = "test", max_pairs: int | No
     from pathlib import Path
 
     from whyrec.eval.features import feature_metrics, feature_set_from_records
-    from whyrec.eval.report import evaluate_texts
+    from whyrec.eval.report import evaluate_texts, metric_versions
     from whyrec.utils import write_json, write_text
 
     preds, refs, feats, (module, ex, cfg), ds = _generate(out_dir, data, split, max_pairs, device)
@@ -489,7 +489,7 @@ def evaluate_pepler(out_dir, data: str, split: str = "test", max_pairs: int | No
             pred = torch.cat([module.predict_rating(ex.users[t], ex.items[t]).cpu()
                               for t in torch.arange(len(ex)).split(module.cfg.batch_size)])
         metrics["rating"] = rating_errors(pred, ex.ratings, *cfg["rating_range"])
-    metrics.update(method=f"pepler-{module.cfg.variant}", split=split)
+    metrics.update(method=f"pepler-{module.cfg.variant}", split=split, metric_versions=metric_versions(metrics, smooth))
     target = Path(out or out_dir)
     write_json(target / "metrics.json", metrics)
     write_text(target / "predictions.jsonl", "".join(
