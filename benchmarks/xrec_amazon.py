@@ -26,6 +26,7 @@ from whyrec.config import GenerationConfig, LightGCNConfig, ModelConfig, TrainCo
 from whyrec.data import schema as S
 from whyrec.data.dataset import RecDataset
 from whyrec.data.safe_pickle import safe_load_pickle
+from whyrec.data.splits import resplit_texts
 from whyrec.data.xrec import load_xrec
 from whyrec.encoders.train import train_encoder
 from whyrec.eval.text import pepler_text_metrics
@@ -38,14 +39,7 @@ GEN = GenerationConfig(max_new_tokens=80, batch_size=16, repetition_penalty=1.1)
 def prepare(shared: Path, work: Path, seed: int) -> RecDataset:
     if (work / "data" / "dataset.json").exists():
         return RecDataset.load(work / "data")
-    ds = load_xrec(shared / "xrec-amazon")
-    texts = ds.texts.copy()
-    order = torch.randperm(len(texts), generator=torch.Generator().manual_seed(seed)).numpy()
-    split = pd.Series(S.TRAIN, index=texts.index)
-    split.iloc[order[2400:]] = S.TEST
-    texts[S.SPLIT] = split.values
-    ds.texts = texts
-    ds.meta["text_split"] = f"tst.pkl -> 2,400 train / 600 test, torch seed {seed}"
+    ds = resplit_texts(load_xrec(shared / "xrec-amazon"), test_size=600, seed=seed)
     ds.save(work / "data")
     return ds
 

@@ -28,7 +28,7 @@ def data_prepare(source: str, out: str, path: str | None = None, split: str = "r
                  item_col: str = "item", rating_col: str | None = None, timestamp_col: str | None = None,
                  review_col: str | None = None, explanation_col: str | None = None, title_col: str | None = None,
                  extract_features: bool = False, feature_min_count: int = 5, k_core: int = 5,
-                 review_min_rating: float | None = None, on_error: str = "raise"):
+                 review_min_rating: float | None = None, on_error: str = "raise", text_test_size: int | None = None):
     """Build a canonical dataset folder (Parquet + id maps) from a registered source.
 
     Args:
@@ -54,6 +54,8 @@ def data_prepare(source: str, out: str, path: str | None = None, split: str = "r
         k_core: (raw reviews) keep users and items with at least this many reviews.
         review_min_rating: (raw reviews) drop reviews rated below this.
         on_error: (raw reviews) 'raise' on a malformed line, or 'skip' to drop and count it.
+        text_test_size: (xrec) re-split the explanation records into train + this many test records
+            (XRec-amazon benchmark: 600 with --seed 0).
     """
     from whyrec.data.prepare import prepare_dataset
 
@@ -62,7 +64,8 @@ def data_prepare(source: str, out: str, path: str | None = None, split: str = "r
                               rating_col=rating_col, timestamp_col=timestamp_col, review_col=review_col,
                               explanation_col=explanation_col, title_col=title_col,
                               extract_features=extract_features, feature_min_count=feature_min_count,
-                              k_core=k_core, review_min_rating=review_min_rating, on_error=on_error)
+                              k_core=k_core, review_min_rating=review_min_rating, on_error=on_error,
+                              text_test_size=text_test_size)
     _print_json(summary)
 
 
@@ -119,6 +122,48 @@ def data_profiles(data: str, out: str, teacher: JudgeConfig = JudgeConfig(backen
     result = write_profiles(ds, out, build_client(teacher), templates_dir, max_items, max_users, max_pairs,
                             cache=cache, seed=seed, max_tokens=teacher.max_tokens or max_tokens)
     _print_json(result.meta["teacher"]["stages"])
+
+
+def data_instructions(out: str, source: str = "ml-100k", encoder: str | None = None,
+                      teacher: JudgeConfig = JudgeConfig(backend="none"), exclude_test: str | None = "auto",
+                      n_candidates: int = 20, max_users: int | None = None, holdout: float = 0.2,
+                      n_paraphrases: int = 20, seed: int = 0):
+    """RecAlpaca instruction data (METHODS §6.2): LightGCN candidates + profile + liked/disliked titles.
+
+    Writes out/instructions.jsonl (Alpaca records + candidates + targets). Outputs come from a
+    teacher LLM (--teacher.backend local|openai, with paraphrased instructions) or, without one,
+    are grounded in the data (held-out liked candidates, reasons from shared genres/people).
+    Resumable: re-run the same command.
+
+    Args:
+        out: output folder.
+        source: ml-100k or ml-1m.
+        encoder: LightGCN folder whose training interactions are the history (default: train one here).
+        teacher: teacher LLM; backend 'none' writes grounded outputs.
+        exclude_test: RecAlpaca test file whose users' testGT titles are kept out of the data
+            ('auto': ../shared/data/recalpaca-ml100k/ML100kEvaluationRecAlpaca.json if present; 'none': off).
+        n_candidates: LightGCN candidates per prompt (RecAlpaca: 20).
+        max_users: seeded sample of this many users.
+        holdout: share of each user's ratings held out as targets when the encoder is trained here.
+        n_paraphrases: instruction paraphrases the teacher writes.
+        seed: seed of the split and samples.
+    """
+    from whyrec.data.instructions import SHARED_TEST, build_instructions
+    from whyrec.data.movielens import load_ml1m, load_ml100k
+    from whyrec.eval.judge import build_client, open_cache
+
+    if source not in ("ml-100k", "ml-1m"):
+        raise WhyrecError(f"--source {source!r}: instruction data is built from ml-100k or ml-1m")
+    if exclude_test == "auto":
+        exclude_test = str(SHARED_TEST) if SHARED_TEST.exists() else None
+    elif exclude_test == "none":
+        exclude_test = None
+    data = (load_ml100k if source == "ml-100k" else load_ml1m)()
+    client = build_client(teacher) if teacher.backend != "none" else None
+    path = build_instructions(out, encoder=encoder, teacher=client, exclude_test=exclude_test,
+                              n_candidates=n_candidates, max_users=max_users, seed=seed, data=data, holdout=holdout,
+                              n_paraphrases=n_paraphrases, cache=open_cache(teacher) if client else None)
+    _print_json({"instructions": str(path), "records": sum(1 for _ in open(path, encoding="utf-8"))})
 
 
 def train_encoder(data: str, out: str, encoder: str = "lightgcn", lightgcn: LightGCNConfig = LightGCNConfig(),
@@ -267,6 +312,51 @@ def evaluate(out: str, predictions: str | None = None, references: str | None = 
     _print_json(metrics)
 
 
+def benchmark_explain(data: str, out: str, methods: str = "all", encoder: str | None = None,
+                      runs: str | None = None, external: str | None = None, model: ModelConfig = ModelConfig(),
+                      xrec: XRecConfig = XRecConfig(), pepler: PEPLERConfig = PEPLERConfig(),
+                      train: TrainConfig = TrainConfig(max_minutes=10), lightgcn: LightGCNConfig = LightGCNConfig(),
+                      generation: GenerationConfig = GenerationConfig(max_new_tokens=80), split: str = "test",
+                      max_pairs: int | None = 200, seed: int = 0, smooth: bool = False, bertscore: bool = False,
+                      device: str = "auto"):
+    """Head-to-head: every explanation method on the same pairs of one dataset, one comparison table.
+
+    Writes out/comparison.md and out/comparison.json (+ predictions/ and methods/ folders). Re-running
+    reuses trained methods and cached predictions.
+
+    Args:
+        data: dataset folder with explanation records (`whyrec data prepare` / `whyrec data profiles`).
+        out: benchmark folder.
+        methods: comma-separated subset of xrec, xrec-lora, pepler-continuous, pepler-discrete, pepler-reg,
+            zero-shot, or 'all' (methods the data cannot support are listed as skipped), or 'none'.
+        encoder: LightGCN artifact for XRec (default: train one into out/encoder).
+        runs: comma-separated NAME=FOLDER of already-trained explainer or PEPLER folders to include.
+        external: comma-separated NAME=PREDICTIONS[:REFERENCES] files of other systems (e.g. XRec's
+            tst_pred.pkl:tst_ref.pkl; with references, rows are matched by reference text).
+        split: split whose explanation records are scored.
+        max_pairs: seeded sample of this many pairs (None: all).
+        seed: seed of the pair sample.
+        smooth: smoothed BLEU.
+        bertscore: add BERTScore F1 (packaged MiniLM).
+        device: auto, cpu or cuda.
+    """
+    from whyrec.benchmark import EXPLANATION_METHODS
+    from whyrec.benchmark import benchmark_explain as _bench
+
+    chosen = {"all": EXPLANATION_METHODS, "none": ()}.get(methods, [m.strip() for m in methods.split(",") if m.strip()])
+    result = _bench(data, out, methods=chosen, encoder=encoder, runs=_split_specs(runs),
+                    external=_split_specs(external), model=model, xrec=xrec, pepler=pepler, train=train,
+                    lightgcn=lightgcn, generation=generation, split=split, max_pairs=max_pairs, seed=seed,
+                    smooth=smooth, bertscore=bertscore, device=device)
+    print((Path(out) / "comparison.md").read_text(), end="")
+    if result["skipped"]:
+        print(f"skipped: {result['skipped']}", file=sys.stderr)
+
+
+def _split_specs(specs: str | None) -> list[str]:
+    return [s.strip() for s in (specs or "").split(",") if s.strip()]
+
+
 def _run_method(run: str) -> str | None:
     import json
     from pathlib import Path
@@ -310,11 +400,13 @@ def list_():
 
 
 COMMANDS = {
-    "data": {"prepare": data_prepare, "download": data_download, "profiles": data_profiles},
+    "data": {"prepare": data_prepare, "download": data_download, "profiles": data_profiles,
+             "instructions": data_instructions},
     "train": {"encoder": train_encoder, "explainer": train_explainer},
     "explain": explain,
     "recommend": recommend,
     "evaluate": evaluate,
+    "benchmark": {"explain": benchmark_explain},
     "quickstart": quickstart,
     "list": list_,
 }

@@ -159,3 +159,35 @@ def test_reviews_to_pepler_end_to_end(shared_data, tmp_path):
                  "--max_pairs", "20", "--device", "cpu"]) == 0
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["n"] == 20 and {"fmr", "fcr", "div"} <= set(metrics["features"])
+
+
+def test_benchmark_explain_compares_methods_on_the_same_pairs(run_dir, tmp_path, capsys):
+    import pandas as pd
+
+    from whyrec.benchmark import select_pairs
+    from whyrec.data.dataset import RecDataset
+
+    data, out = run_dir / "data", tmp_path / "bench"
+    pairs = select_pairs(RecDataset.load(data), "test", 6, 0)
+    oracle = tmp_path / "oracle.jsonl"  # a system that returns the references scores BLEU 100
+    pd.DataFrame({"prediction": pairs["explanation"]}).to_json(oracle, orient="records", lines=True)
+    args = ["benchmark", "explain", "--data", str(data), "--out", str(out), "--max_pairs", "6",
+            "--methods", "pepler-continuous,pepler-discrete,pepler-reg,zero-shot",
+            "--runs", f"xrec-tiny={run_dir / 'explainer'}", "--external", f"oracle={oracle}",
+            "--model.name_or_path", "tiny-random-llama", "--model.device", "cpu", "--device", "cpu",
+            "--pepler.epochs", "1", "--pepler.epochs_phase2", "1", "--pepler.words", "6", "--train.max_steps", "2",
+            "--generation.max_new_tokens", "6"]
+    assert main(args) == 0
+    result = json.loads((out / "comparison.json").read_text())
+    assert set(result["rows"]) == {"oracle", "xrec-tiny", "pepler-continuous", "pepler-reg",
+                                   "zero-shot tiny-random-llama"}
+    assert result["skipped"] == {"pepler-discrete": "no feature words (prepare raw reviews with --extract_features)"}
+    assert result["rows"]["oracle"]["metrics"]["pepler"]["bleu1"] == pytest.approx(100.0)
+    assert all(r["metrics"]["n"] == 6 for r in result["rows"].values())
+    table = (out / "comparison.md").read_text()
+    assert table.count("\n| ") == 6 and "Skipped: pepler-discrete" in table
+    assert "| oracle | 100.00 |" in capsys.readouterr().out
+    # Re-running reuses trained methods and cached predictions.
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "predictions").iterdir()}
+    assert main(args) == 0
+    assert stamps == {p: p.stat().st_mtime_ns for p in (out / "predictions").iterdir()}

@@ -150,6 +150,21 @@ def test_xrec_real_graph_and_texts(xrec, tmp_path):
     assert len(loaded.texts) == 3000 and loaded.user2idx == ds.user2idx
 
 
+def test_xrec_text_resplit_is_the_benchmark_split(xrec):
+    import copy
+
+    from whyrec.data.splits import resplit_texts
+
+    ds = resplit_texts(copy.copy(xrec), test_size=600, seed=0)
+    assert ds.texts[S.SPLIT].value_counts().to_dict() == {"train": 2400, "test": 600}
+    assert len(ds.explanation_records("train")) == 2400
+    again = resplit_texts(copy.copy(xrec), test_size=600, seed=0)
+    assert (again.texts[S.SPLIT].values == ds.texts[S.SPLIT].values).all()  # seeded: same rows every time
+    assert set(xrec.texts[S.SPLIT]) == {"test"}  # the loaded dataset is not modified
+    with pytest.raises(WhyrecError, match="between 1 and 2999"):
+        resplit_texts(copy.copy(xrec), test_size=3000)
+
+
 def test_xrec_user_nb_lists_are_indexed_by_user(xrec, xrec_dir, tmp_path):
     """Without the csv files the valid/test graph comes from para_dict: it must be identical."""
     only_para = tmp_path / "para_only"

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from whyrec.data import schema as S
 from whyrec.data.dataset import RecDataset
-from whyrec.data.splits import HOWS, ensure_split, sample_users
+from whyrec.data.splits import HOWS, ensure_split, resplit_texts, sample_users
 from whyrec.utils import WhyrecError, write_run_info
 
 MOVIELENS = ("ml-100k", "ml-1m")
@@ -60,7 +60,8 @@ def prepare_dataset(source: str, out: str, path: str | None = None, split: str =
                     timestamp_col: str | None = None, review_col: str | None = None,
                     explanation_col: str | None = None, title_col: str | None = None,
                     min_rating: float = 4.0, extract_features: bool = False, feature_min_count: int = 5,
-                    k_core: int = 5, review_min_rating: float | None = None, on_error: str = "raise") -> dict:
+                    k_core: int = 5, review_min_rating: float | None = None, on_error: str = "raise",
+                    text_test_size: int | None = None) -> dict:
     """Build a dataset folder in `out` and return its summary.
 
     Args:
@@ -81,6 +82,8 @@ def prepare_dataset(source: str, out: str, path: str | None = None, split: str =
         k_core: (raw reviews) keep users and items with at least this many reviews, repeatedly.
         review_min_rating: (raw reviews) drop reviews rated below this (XRec/RecExplainer-style threshold).
         on_error: (raw reviews) 'raise' on a malformed line, or 'skip' to drop and count it.
+        text_test_size: (xrec) re-split the explanation records into train and this many test rows
+            (600 gives the 2,400/600 XRec-amazon benchmark split); the graph keeps its own split.
         user_col, item_col, rating_col, timestamp_col, review_col, explanation_col, title_col:
             column names in your own table.
     """
@@ -106,6 +109,8 @@ def prepare_dataset(source: str, out: str, path: str | None = None, split: str =
                        {"k_core": k_core, "min_rating": review_min_rating, "on_error": on_error})
         elif step == "split":
             ds = ensure_split(ds, split, seed)
+            if text_test_size is not None:
+                ds = resplit_texts(ds, text_test_size, seed)
         elif step == "profiles":
             from whyrec.data.profiles import add_profiles
 

@@ -118,3 +118,27 @@ def sample_users(frame: pd.DataFrame, max_users: int, seed: int = 42) -> pd.Data
         return frame
     keep = set(np.random.default_rng(seed).choice(users, size=max_users, replace=False))
     return frame[frame[S.USER].astype(str).isin(keep)]
+
+
+def resplit_texts(ds: RecDataset, test_size: int, seed: int = 0) -> RecDataset:
+    """Re-split the per-pair explanation records (`ds.texts`) into train and `test_size` test rows.
+
+    XRec ships explanation records only for its test users (tst.pkl), so training an explainer on
+    them needs a split of those records; 2,400/600 of XRec-amazon's 3,000 is the benchmark split.
+    The permutation is torch's (`randperm` with `seed`) so it matches benchmarks/xrec_amazon.py.
+    """
+    import torch
+
+    if ds.texts is None or not len(ds.texts):
+        raise WhyrecError("--text_test_size needs per-pair explanation records (an XRec folder with tst.pkl)")
+    n = len(ds.texts)
+    if not 0 < test_size < n:
+        raise WhyrecError(f"--text_test_size must be between 1 and {n - 1} (the dataset has {n} explanation records)")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
+    split = np.full(n, S.TRAIN, dtype=object)
+    split[order[n - test_size:]] = S.TEST
+    texts = ds.texts.copy()
+    texts[S.SPLIT] = split
+    ds.texts = texts
+    ds.meta = {**ds.meta, "text_split": f"{n - test_size:,} train / {test_size:,} test explanation records, torch seed {seed}"}
+    return ds

@@ -334,6 +334,18 @@ def fit(module: PEPLER, train: Examples, valid: Examples, cfg: PEPLERConfig, see
 #        user2idx.json item2idx.json features.json  training_log.json run_config.json README.md
 
 
+def _train_valid(ds, seed: int):
+    """Train and validation explanation records. Data split only train/test (e.g. XRec's 2,400/600
+    records) has no validation set for early stopping: a seeded 10% of train is held out instead."""
+    from whyrec.data import schema as S
+
+    train, valid = ds.explanation_records(S.TRAIN), ds.explanation_records(S.VALID)
+    if len(valid) or len(train) < 10:
+        return train, valid
+    held = train.sample(frac=0.1, random_state=seed)
+    return train.drop(held.index), held
+
+
 def _sample(frame, n: int | None, seed: int):
     return frame if n is None or len(frame) <= n else frame.sample(n=n, random_state=seed)
 
@@ -368,16 +380,17 @@ def train_pepler(data: str, out: str, model: ModelConfig | None = None, pepler: 
     feats = train_features(ds)
     if pepler.variant == "discrete" and not feats["user"]:
         raise WhyrecError("the discrete variant needs a 'feature' column on the train interactions (PEPLER data)")
-    tr = make_examples(module, _sample(ds.explanation_records(S.TRAIN), train.max_train_examples, train.seed),
+    train_records, valid_records = _train_valid(ds, train.seed)
+    tr = make_examples(module, _sample(train_records, train.max_train_examples, train.seed),
                        ds.user2idx, ds.item2idx, feats)
-    va = make_examples(module, ds.explanation_records(S.VALID), ds.user2idx, ds.item2idx, feats)
+    va = make_examples(module, valid_records, ds.user2idx, ds.item2idx, feats)
     if not len(tr) or not len(va):
         raise WhyrecError(f"PEPLER needs train and valid explanations (early stopping); got {len(tr)} and {len(va)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     write_run_info(out_dir, wanted, "train pepler")
     state = fit(module, tr, va, pepler, train.seed, out_dir / "checkpoint", resume, train.max_steps, train.max_minutes)
     log = {"history": state["history"], "complete": state["complete"], "train_examples": len(tr),
-           "valid_examples": len(va)}
+           "valid_examples": len(va), "epochs": state["epoch"], "elapsed_s": round(state["elapsed_s"], 1)}
     write_json(out_dir / "training_log.json", log)
     if not state["complete"]:
         return log  # out of time: the checkpoint resumes it
@@ -442,19 +455,21 @@ def load_pepler_run(path, device: str = "auto") -> tuple[PEPLER, dict]:
 
 
 def generate_pepler(out_dir, data: str, split: str = "test", max_pairs: int | None = None,
-                    device: str = "auto") -> tuple[list[str], list[str], list[str]]:
-    """(predictions, references truncated to `words` tokens, ground-truth features) for a split."""
-    preds, refs, feats, _, _ = _generate(out_dir, data, split, max_pairs, device)
+                    device: str = "auto", frame=None) -> tuple[list[str], list[str], list[str]]:
+    """(predictions, references truncated to `words` tokens, ground-truth features) for a split,
+    or for the explanation records in `frame` (e.g. the pairs a benchmark shares across methods)."""
+    preds, refs, feats, _, _ = _generate(out_dir, data, split, max_pairs, device, frame)
     return preds, refs, feats
 
 
-def _generate(out_dir, data, split, max_pairs, device):
+def _generate(out_dir, data, split, max_pairs, device, frame=None):
     from whyrec.data.dataset import RecDataset
 
     module, cfg = load_pepler_run(out_dir, device)
     ds = RecDataset.load(data)
-    frame = ds.explanation_records(split)
-    frame = frame.head(max_pairs) if max_pairs is not None else frame
+    if frame is None:
+        frame = ds.explanation_records(split)
+        frame = frame.head(max_pairs) if max_pairs is not None else frame
     ex = make_examples(module, frame, cfg["user2idx"], cfg["item2idx"], cfg["features"])
     preds: list[str] = []
     for idx in _batches(len(ex), module.cfg.batch_size):

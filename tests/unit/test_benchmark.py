@@ -1,0 +1,41 @@
+"""Pieces of `whyrec benchmark explain` that need no model."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from whyrec.benchmark import external_predictions, unavailable
+from whyrec.utils import WhyrecError
+
+
+def _pairs():
+    return pd.DataFrame({"user": ["u1", "u2"], "item": ["i1", "i2"], "explanation": ["ref a", "ref b"]})
+
+
+def test_external_predictions_relinked_by_reference_text(tmp_path):
+    preds, refs = tmp_path / "pred.jsonl", tmp_path / "ref.jsonl"
+    # The other system's files list the references in another order, with an extra row.
+    preds.write_text("".join(json.dumps({"prediction": p}) + "\n" for p in ["says b", "says x", "says a"]))
+    refs.write_text("".join(json.dumps({"reference": r}) + "\n" for r in ["ref b", "ref x", "ref a"]))
+    name, out = external_predictions(f"other={preds}:{refs}", _pairs())
+    assert (name, out) == ("other", ["says a", "says b"])
+    with pytest.raises(WhyrecError, match="2 predictions for 2 pairs|3 predictions for 2 pairs"):
+        external_predictions(f"other={preds}", _pairs())
+    with pytest.raises(WhyrecError, match="write NAME=PREDICTIONS_FILE"):
+        external_predictions(str(preds), _pairs())
+    refs.write_text(json.dumps({"reference": "ref a"}) + "\n")
+    preds.write_text(json.dumps({"prediction": "says a"}) + "\n")
+    with pytest.raises(WhyrecError, match="1 of 2 benchmark references are not in"):
+        external_predictions(f"other={preds}:{refs}", _pairs())
+
+
+def test_unavailable_methods_name_the_reason():
+    class Data:
+        interactions = pd.DataFrame({"user": ["u"], "item": ["i"], "rating": [None], "feature": [""]})
+
+    assert unavailable("pepler-discrete", Data).startswith("no feature words")
+    assert unavailable("pepler-reg", Data) == "no ratings"
+    assert unavailable("xrec", Data) is None
+    with pytest.raises(WhyrecError, match="unknown benchmark method 'gpt'"):
+        unavailable("gpt", Data)
