@@ -145,6 +145,7 @@ def benchmark_explain(data: str, out: str, methods: tuple[str, ...] | list[str] 
     other systems' prediction files as `NAME=PRED[:REF]`. Writes out/comparison.{md,json}.
     """
     from whyrec.data.dataset import RecDataset
+    from whyrec.eval.features import feature_metrics, feature_set_from_records
     from whyrec.eval.report import evaluate_texts, metric_versions
 
     model, xrec, pepler = model or ModelConfig(), xrec or XRecConfig(), pepler or PEPLERConfig()
@@ -153,9 +154,13 @@ def benchmark_explain(data: str, out: str, methods: tuple[str, ...] | list[str] 
     pairs = select_pairs(ds, split, max_pairs, seed)
     refs = pairs[S.EXPLANATION].astype(str).tolist()
     rows, skipped = {}, {}
+    feature_set = feature_set_from_records(ds) if S.FEATURE in ds.interactions else set()
+    gt_features = pairs[S.FEATURE].fillna("").astype(str).tolist() if S.FEATURE in pairs else []
 
     def score(name: str, preds: list[str], train_log: dict | None, secs: float | None) -> None:
         metrics = evaluate_texts(preds, refs, smooth=smooth, bertscore=bertscore)
+        if feature_set and gt_features:  # review data with PEPLER templates: FMR/FCR/DIV as well
+            metrics["features"] = feature_metrics(preds, gt_features, feature_set)
         rows[name] = {"metrics": metrics, "train": _train_summary(train_log), "generate_s_per_pair":
                       None if secs is None else round(secs / max(1, len(preds)), 3)}
 
@@ -230,7 +235,9 @@ def _slug(name: str) -> str:
 def comparison_table(result: dict) -> str:
     """Markdown: one row per system, PEPLER-definition metrics, training and generation cost."""
     bert = any("bertscore" in r["metrics"] for r in result["rows"].values())
+    feats = any("features" in r["metrics"] for r in result["rows"].values())
     head = ["system", "BLEU-1", "BLEU-4", "ROUGE-1 F", "ROUGE-2 F", "ROUGE-L F", "USR"] + (["BERTScore F1"] if bert else [])
+    head += ["FMR", "FCR", "DIV"] if feats else []
     head += ["train steps (loss first→last)", "train min", "generate s/pair"]
     lines = [f"Explanations for {result['n_pairs']} '{result['split']}' pairs of {result['data']} (seed {result['seed']}).",
              "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -238,7 +245,10 @@ def comparison_table(result: dict) -> str:
         m, t = row["metrics"]["pepler"], row["train"] or {}
         cells = [name] + [f"{m[k]:.2f}" for k in ("bleu1", "bleu4", "rouge1_f", "rouge2_f", "rougeL_f")] + [f"{m['usr']:.3f}"]
         if bert:
-            cells.append(f"{row['metrics']['bertscore']['f1']['mean']:.4f}" if "bertscore" in row["metrics"] else "–")
+            cells.append(f"{row['metrics']['bertscore']['bertscore_f1']:.4f}" if "bertscore" in row["metrics"] else "–")
+        if feats:
+            f = row["metrics"].get("features", {})
+            cells += [f"{f[k]:.3f}" if k in f else "–" for k in ("fmr", "fcr", "div")]
         steps = f"{t['steps']} ({t.get('first_loss', '?')}→{t.get('last_loss', '?')})" if "steps" in t else "–"
         cells += [steps, f"{t['elapsed_s'] / 60:.1f}" if "elapsed_s" in t else "–",
                   "–" if row["generate_s_per_pair"] is None else f"{row['generate_s_per_pair']:.2f}"]
