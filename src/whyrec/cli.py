@@ -20,6 +20,7 @@ from whyrec.config import (
     XRecConfig,
 )
 from whyrec.eval.judge import JudgeConfig
+from whyrec.methods.recalpaca import RecAlpacaConfig
 from whyrec.utils import WhyrecError
 
 
@@ -184,11 +185,13 @@ def train_encoder(data: str, out: str, encoder: str = "lightgcn", lightgcn: Ligh
 
 def train_explainer(data: str, out: str, encoder: str | None = None, method: str = "xrec",
                     model: ModelConfig = ModelConfig(), xrec: XRecConfig = XRecConfig(),
-                    pepler: PEPLERConfig = PEPLERConfig(), train: TrainConfig = TrainConfig(), resume: bool = True):
+                    pepler: PEPLERConfig = PEPLERConfig(), train: TrainConfig = TrainConfig(),
+                    recalpaca: RecAlpacaConfig = RecAlpacaConfig(), resume: bool = True):
     """Train an explainer (the LLM side of a method) on the dataset's training explanations.
 
     Args:
-        data: dataset folder from `whyrec data prepare`.
+        data: dataset folder from `whyrec data prepare`; for recalpaca, instruction data (a
+            `whyrec data instructions` folder or Alpaca JSON/JSONL files, comma-separated).
         encoder: encoder artifact folder from `whyrec train encoder` (XRec; PEPLER learns its own ID embeddings).
         out: explainer folder to write.
         method: registered method name (see `whyrec list`).
@@ -202,6 +205,12 @@ def train_explainer(data: str, out: str, encoder: str | None = None, method: str
         from whyrec.methods.pepler import train_pepler
 
         log = train_pepler(data, out, model=model, pepler=pepler, train=train, resume=resume)
+    elif method == "recalpaca":
+        from whyrec.methods.recalpaca import train_recalpaca
+
+        sources = [p.strip() for p in data.split(",") if p.strip()]
+        log = train_recalpaca(sources if len(sources) > 1 else sources[0], out, model=model, cfg=recalpaca,
+                              resume=resume)
     else:
         if encoder is None:
             raise WhyrecError(f"--method {method} needs --encoder (a folder from `whyrec train encoder`)")
@@ -224,16 +233,27 @@ def explain(run: str, user: str, item: str, generation: GenerationConfig = Gener
 
 
 def recommend(run: str, user: str, k: int = 5, explain: bool = False,
-              generation: GenerationConfig = GenerationConfig(), device: str = "auto"):
+              generation: GenerationConfig = GenerationConfig(), device: str = "auto",
+              instructions: str | None = None, max_new_tokens: int = 400):
     """Top-k items for a user (training items excluded), optionally each with an explanation.
 
+    For a RecAlpaca run, the LLM picks k of the user's LightGCN candidates and gives a reason for
+    each; picks outside the candidate set are dropped and, if needed, filled in candidate order
+    (marked "filled, not chosen by the model").
+
     Args:
-        run: a run folder (from quickstart) or an explainer folder.
+        run: a run folder (from quickstart), an explainer folder, or a RecAlpaca run folder.
         user: raw user id.
         k: number of items.
         explain: generate an explanation for each item.
         device: auto, cpu or cuda.
+        instructions: (recalpaca) the `whyrec data instructions` folder to build the prompt from
+            (default: the one the run was trained on).
+        max_new_tokens: (recalpaca) answer length limit.
     """
+    if _run_method(run) == "recalpaca":
+        _recommend_recalpaca(run, user, k, device, instructions, max_new_tokens)
+        return
     from whyrec.api import load_run
 
     recs = load_run(run, device=device).recommend(user, k=k, explain=explain, generation=generation)
@@ -243,12 +263,34 @@ def recommend(run: str, user: str, k: int = 5, explain: bool = False,
             print(f"   {rec['explanation']}")
 
 
+def _recommend_recalpaca(run: str, user: str, k: int, device: str, instructions: str | None,
+                         max_new_tokens: int) -> None:
+    from whyrec.data.instruction_lookup import user_prompt
+    from whyrec.methods.recalpaca_infer import load_recalpaca
+
+    if instructions is None:
+        sources = json.loads((Path(run) / "config.json").read_text()).get("instructions") or []
+        folders = [s for s in sources if Path(s).is_dir()]
+        if not folders:
+            raise WhyrecError(f"{run} was not trained on an instruction folder; pass --instructions FOLDER")
+        instructions = folders[0]
+    prompt = user_prompt(instructions, user)
+    # Fillers follow the prompt's own ranking hint: its named first pick, then the listed order.
+    cands = [prompt["top1"]] + [c for c in prompt["candidates"] if c != prompt["top1"]]
+    recs = load_recalpaca(run, device=device).recommend(prompt["instruction"], prompt["input"], cands, k=k,
+                                                        max_new_tokens=max_new_tokens)
+    for rank, rec in enumerate(recs, 1):
+        reason = rec["reason"] if rec["from_model"] else "(filled from the candidate list, not chosen by the model)"
+        print(f"{rank}. {rec['title']}: {reason or '(no reason given)'}")
+
+
 def evaluate(out: str, predictions: str | None = None, references: str | None = None, column: str | None = None,
              smooth: bool = False, run: str | None = None, data: str | None = None, split: str = "test",
              max_pairs: int | None = 200, generation: GenerationConfig = GenerationConfig(), device: str = "auto",
              bertscore: bool = False, bertscore_model: str | None = None, bertscore_layers: int | None = None,
              judge: JudgeConfig = JudgeConfig(), grounding: bool = False, task: str = "explain",
-             recalpaca_json: str | None = None, field: str = "output2", k: int = 5, parser: str = "recalpaca"):
+             recalpaca_json: str | None = None, field: str = "output2", k: int = 5, parser: str = "recalpaca",
+             encoder: str | None = None):
     """Score explanations (given files, or generated with --run/--data) or top-k recommendations (--task topk).
 
     Writes out/metrics.json ({"pepler": ..., "standard": ..., "n": ...}) and out/report.md;
@@ -275,17 +317,38 @@ def evaluate(out: str, predictions: str | None = None, references: str | None = 
             features) checked against the data.
         task: 'explain' (text metrics) or 'topk' (titles parsed from generated recommendation lists).
         recalpaca_json: (topk) RecAlpaca-format JSON (records with testGT and a generated field).
-        field: (topk) the record field holding the generated text (RecAlpaca evaluated 'output2').
+            With --run (a RecAlpaca run folder, or 'none' for the bare backbone), answers are generated
+            for its prompts first (--max_pairs users, --generation.max_new_tokens/batch_size/repetition_penalty).
+        field: (topk) the record field holding the generated text (RecAlpaca evaluated 'output2');
+            with --run, the prompt field ('input', the default, or 'wTop1Input').
         k: (topk) cut-off.
         parser: (topk) 'recalpaca' (the original's title rules: reproduces its numbers) or 'robust'
             (lists, quotes, years, matched to the prompt's candidates).
+        encoder: (topk) LightGCN folder trained without the test titles (`whyrec data instructions`
+            writes one): adds LightGCN and popularity baselines next to the prompt-order baseline.
     """
     if task == "topk":
         from whyrec.eval.topk import evaluate_recalpaca_json
 
         if recalpaca_json is None:
             raise WhyrecError("--task topk needs --recalpaca_json FILE (records with testGT and --field)")
-        _print_json(evaluate_recalpaca_json(recalpaca_json, field=field, out=out, k=k, parser=parser))
+        from whyrec.eval.topk_baselines import recalpaca_baselines, write_topk_report
+
+        if run is not None:  # generate with a RecAlpaca run (or the bare backbone: --run none)
+            from whyrec.methods.recalpaca_infer import evaluate_recalpaca
+
+            field = "input" if field == "output2" else field
+            generated = evaluate_recalpaca(None if run == "none" else run, recalpaca_json, out, max_users=max_pairs,
+                                           batch_size=generation.batch_size, max_new_tokens=generation.max_new_tokens,
+                                           k=k, field=field, device=device, base_model=None if run != "none" else
+                                           ModelConfig(), repetition_penalty=generation.repetition_penalty)
+            metrics, label = generated[parser], f"{run} ({parser} parser)"
+        else:
+            metrics = evaluate_recalpaca_json(recalpaca_json, field=field, out=out, k=k, parser=parser)
+            label = f"{field} ({parser} parser)"
+        baselines = recalpaca_baselines(recalpaca_json, encoder, k=k, max_users=max_pairs if run is not None else None)
+        write_topk_report(out, {label: metrics, **baselines}, k)
+        _print_json({"model": metrics, "baselines": baselines})
         return
     if task != "explain":
         raise WhyrecError(f"unknown --task {task!r}; choose explain or topk")

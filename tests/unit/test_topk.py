@@ -306,3 +306,18 @@ def test_ndcg_ordered_is_independent_of_hash_seed():
         )
         values.add(res.stdout.strip())
     assert len(values) == 1, values
+
+
+def test_prompt_order_baseline_on_shared_file(shared_data):
+    from whyrec.eval.topk_baselines import prompt_order_titles, recalpaca_baselines
+
+    path = shared_data / "recalpaca-ml100k" / "ML100kEvaluationRecAlpaca.json"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent from the shared data folder")
+    first = json.loads(path.read_text())[0]
+    assert prompt_order_titles(first) == ["Fargo", "Trainspotting", "Brazil", "Chasing Amy", "Crumb"]
+    m = recalpaca_baselines(path)["prompt-order"]
+    # Copying the prompt's list (top-1 first) beats RecAlpaca's published P@5 0.3337 / R@5 0.1770.
+    assert m["precision@5"] == pytest.approx(0.391, abs=1e-9)
+    assert m["recall@5"] == pytest.approx(0.2230, abs=1e-4)
+    assert recalpaca_baselines(path, max_users=1)["prompt-order"]["precision@5"] == pytest.approx(0.6)

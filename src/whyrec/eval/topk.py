@@ -128,27 +128,42 @@ def evaluate_topk(
         raise WhyrecError("no users to evaluate")
     cands = candidates if candidates is not None else [[]] * len(predictions)
     titles = [_parse(text, c, parser, k) for text, c in zip(predictions, cands)]
-    if parser == "robust":  # compare normalised keys; per-user rows still show the titles
+    return score_ranked(titles, ground_truth, k, normalise=parser == "robust", label=parser)
+
+
+def score_ranked(
+    titles: Sequence[Sequence[str]],
+    ground_truth: Sequence[Sequence[str]],
+    k: int = 5,
+    normalise: bool = False,
+    label: str = "ranked",
+) -> tuple[dict, list[dict]]:
+    """RecAlpaca's metrics for ranked title lists (a parsed generation, or a baseline's top-k).
+
+    With `normalise`, titles and ground truth are compared as normalised keys (the robust
+    parser); otherwise by exact string, as the original does.
+    """
+    if normalise:  # compare normalised keys; per-user rows still show the titles
         keys = [[normalize_title(t) for t in ts] for ts in titles]
         truth = [[normalize_title(t) for t in gt] for gt in ground_truth]
     else:
-        keys, truth = titles, [list(gt) for gt in ground_truth]
+        keys, truth = [list(ts) for ts in titles], [list(gt) for gt in ground_truth]
     pr = [precision_recall(p, t) for p, t in zip(keys, truth)]
     ordered = recalpaca_ndcg(keys, truth, k)
     averaged = recalpaca_ndcg(keys, truth, k, average_order=True)
-    n = len(predictions)
+    n = len(titles)
     metrics = {
         f"precision@{k}": sum(p for p, _ in pr) / n,
         f"recall@{k}": sum(r for _, r in pr) / n,
         f"ndcg@{k}": sum(averaged) / n,
         f"ndcg@{k}_ordered": sum(ordered) / n,
         "n_users": n,
-        "parser": parser,
+        "parser": label,
     }
     rows = [
         {
             "user": i,
-            "titles": ts,
+            "titles": list(ts),
             "ground_truth": list(gt),
             "hits": [t in set(tr) for t in key],
             f"precision@{k}": p,

@@ -1,0 +1,318 @@
+"""RecAlpaca: LoRA instruction tuning on Alpaca-style recommendation prompts (METHODS §6).
+
+RecAlpaca (Allenpai1/RecAlpaca, no paper) fine-tunes LLaMA-7B with the Alpaca-LoRA recipe
+on ~13k "pick 5 of these 20 candidates and say why" examples. Here the same recipe runs
+through the HF `Trainer` on any causal LM `load_model` knows (SmolLM2-135M by default):
+LoRA r=16/alpha=16 on q,k,v,o; loss on the response only; micro-batches of 8 accumulated
+to 32; 3 epochs at lr 1e-4. Deliberate departures from the original, each for a reason:
+
+- cutoff_len 1024 instead of 128 (128 cut every prompt before its response, see below);
+- the validation rows are held out of training (the original evaluated on the train set);
+- fp32 weights with bf16 autocast on GPUs that support it, instead of int8 + fp16.
+
+The run folder is a PEFT adapter folder (adapter_config.json + adapter_model.safetensors)
+plus config.json (base model and this config), train_log.json and run_config.json.
+Inference and evaluation live in `whyrec.methods.recalpaca_infer`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from whyrec.config import LoraConfig, ModelConfig
+from whyrec.data.alpaca import IGNORE_INDEX, tokenize_example
+from whyrec.utils import (
+    WhyrecError,
+    read_json,
+    seed_everything,
+    write_json,
+    write_run_info,
+    write_text,
+)
+
+METHOD = "recalpaca"
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+CARD = """# RecAlpaca adapter
+
+LoRA adapter (r={r}, alpha={alpha}) for `{base}`, trained by whyrec's `recalpaca` method
+(Alpaca-LoRA recipe of Allenpai1/RecAlpaca) for {steps} steps on {n} Alpaca records.
+Load it with `whyrec.methods.recalpaca_infer.load_recalpaca(folder)`; config.json holds the
+base model and the training config, train_log.json the losses.
+"""
+
+
+@dataclass
+class RecAlpacaConfig:
+    """RecAlpaca's training recipe; defaults are the original's unless noted."""
+
+    lora: LoraConfig = field(default_factory=lambda: LoraConfig(enabled=True, r=16, alpha=16, dropout=0.05))
+    """LoRA on the attention projections (RecAlpaca: r=16, alpha=16, dropout 0.05, q/k/v/o)."""
+    lr: float = 1e-4
+    """AdamW learning rate (RecAlpaca: 1e-4), linear decay after warm-up."""
+    warmup_steps: int = 10
+    """Optimizer steps of linear warm-up (RecAlpaca: 10)."""
+    batch_size: int = 32
+    """Examples per optimizer step over all processes (RecAlpaca: 32)."""
+    micro_batch_size: int = 8
+    """Examples per forward pass and device; gradients accumulate to `batch_size` (RecAlpaca: 8)."""
+    epochs: float = 3.0
+    """Passes over the training examples (RecAlpaca: 3)."""
+    cutoff_len: int = 1024
+    """Tokens kept per example (prompt + response), cut on the right. RecAlpaca used 128, which
+    cuts every real prompt before its response starts. Measured with SmolLM2's tokenizer on the
+    200 prompts of ML100kEvaluationRecAlpaca.json (Alpaca template, `input` field): prompt
+    390-1634 tokens (median 634, p95 1147); prompt + the model's answer (`output2`) 614-1937
+    (median 1035). So 128 fits 0 prompts, 512 fits 56, 1024 fits 178 prompts and 100 whole
+    examples, 1536 fits 186 whole examples. The shorter AGI-Edgerunners ml_100k_instruct_data.json
+    examples are 133-414 tokens (median 195): also all longer than 128. Examples whose response
+    is cut away entirely are dropped (they would carry no loss)."""
+    train_on_inputs: bool = False
+    """Also put the loss on the prompt tokens (RecAlpaca: False, response only)."""
+    add_eos: bool = True
+    """End each response with EOS so the model learns to stop (RecAlpaca: True)."""
+    val_set_size: int = 0
+    """Examples held out (seeded) for an eval loss every `save_steps`; the best checkpoint by
+    that loss is kept at the end, as RecAlpaca did (it evaluated on its train set). 0: no eval."""
+    save_steps: int = 50
+    """Write a resumable checkpoint (and evaluate) every N optimizer steps (RecAlpaca: 50)."""
+    save_total_limit: int = 2
+    """Checkpoints kept in out/checkpoints (RecAlpaca: 50; each holds optimizer state)."""
+    logging_steps: int = 10
+    """Log the training loss every N optimizer steps."""
+    max_steps: int | None = None
+    """Stop after this many optimizer steps in total (overrides `epochs`); for CPU budgets."""
+    max_minutes: float | None = None
+    """Stop this run after this much wall time, writing a checkpoint; a rerun resumes."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory for long prompts, ~30% slower."""
+    seed: int = 42
+    """Seeds the LoRA init, the validation split and the data order."""
+
+    def __post_init__(self):
+        if self.micro_batch_size < 1 or self.batch_size % self.micro_batch_size:
+            raise WhyrecError(f"batch_size {self.batch_size} must be a multiple of micro_batch_size "
+                              f"{self.micro_batch_size}")
+
+
+# ------------------------------------------------------------------ data
+
+
+def load_alpaca_records(instructions: str | os.PathLike | list) -> list[dict]:
+    """Alpaca records from JSON list / JSONL files, or from a folder holding instructions.jsonl."""
+    paths = [instructions] if isinstance(instructions, (str, os.PathLike)) else list(instructions)
+    records: list[dict] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            p = p / "instructions.jsonl"
+        if not p.is_file():
+            raise WhyrecError(f"instruction file {p} not found (a JSON list or JSONL of Alpaca records)")
+        text = p.read_text()
+        if text.lstrip().startswith("["):
+            rows = read_json(p)
+        else:
+            try:
+                rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+            except json.JSONDecodeError as e:
+                raise WhyrecError(f"{p} is neither a JSON list nor JSON lines ({e.msg})") from None
+        for i, r in enumerate(rows):
+            if not (isinstance(r, dict) and isinstance(r.get("instruction"), str)
+                    and isinstance(r.get("output"), str)):
+                raise WhyrecError(f"{p}: record {i} lacks string 'instruction' and 'output' fields")
+        records += rows
+    if not records:
+        raise WhyrecError(f"no Alpaca records in {', '.join(map(str, paths))}")
+    return records
+
+
+def tokenize_records(tokenizer, records: list[dict], cfg: RecAlpacaConfig) -> tuple[list[dict], int]:
+    """Tokenised examples and how many were dropped for having no response token left."""
+    rows = [tokenize_example(tokenizer, r, cfg.cutoff_len, cfg.add_eos, cfg.train_on_inputs) for r in records]
+    kept = [r for r in rows if any(label != IGNORE_INDEX for label in r["labels"])]
+    return kept, len(rows) - len(kept)
+
+
+@dataclass
+class PadCollator:
+    """Right-pad a list of tokenised examples; padding gets attention 0 and label -100."""
+
+    pad_id: int
+
+    def __call__(self, features: list[dict]) -> dict:
+        import torch
+
+        width = max(len(f["input_ids"]) for f in features)
+        batch = {"input_ids": [], "attention_mask": [], "labels": []}
+        for f in features:
+            pad = width - len(f["input_ids"])
+            batch["input_ids"].append(list(f["input_ids"]) + [self.pad_id] * pad)
+            batch["attention_mask"].append(list(f["attention_mask"]) + [0] * pad)
+            batch["labels"].append(list(f["labels"]) + [IGNORE_INDEX] * pad)
+        return {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}  # each (B, width)
+
+
+# ------------------------------------------------------------------ training
+
+
+def _time_budget_callback(max_minutes: float):
+    from transformers import TrainerCallback
+
+    class TimeBudget(TrainerCallback):
+        """Stop (and checkpoint) once this run has trained for `max_minutes`."""
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start = time.monotonic()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if time.monotonic() - self.start > 60 * max_minutes:
+                control.should_training_stop = True
+                control.should_save = True
+
+    return TimeBudget()
+
+
+def last_complete_checkpoint(folder: Path) -> Path | None:
+    """Newest checkpoint-N with trainer_state.json, which the Trainer writes last (a kill
+    during a save leaves a newest folder without it)."""
+    found = [p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()
+             and (p / "trainer_state.json").is_file()]
+    return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def _training_args(cfg: RecAlpacaConfig, ckpt_dir: Path, has_val: bool):
+    import torch
+    from transformers import TrainingArguments
+
+    cuda = torch.cuda.is_available()
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun / accelerate launch
+    return TrainingArguments(
+        output_dir=str(ckpt_dir),
+        per_device_train_batch_size=cfg.micro_batch_size,
+        per_device_eval_batch_size=cfg.micro_batch_size,
+        gradient_accumulation_steps=max(1, cfg.batch_size // (cfg.micro_batch_size * world)),
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps or -1,
+        learning_rate=cfg.lr,
+        warmup_steps=cfg.warmup_steps,
+        optim="adamw_torch",
+        bf16=cuda and torch.cuda.is_bf16_supported(),  # autocast; LoRA weights stay fp32
+        use_cpu=not cuda,
+        activation_checkpointing=cfg.gradient_checkpointing,  # transformers 5 name
+        logging_steps=cfg.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        eval_strategy="steps" if has_val else "no",
+        eval_steps=cfg.save_steps,
+        load_best_model_at_end=has_val,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        remove_unused_columns=False,  # our rows hold exactly input_ids, attention_mask, labels
+        ddp_find_unused_parameters=False if world > 1 else None,
+        dataloader_pin_memory=cuda,
+        report_to="none",
+        seed=cfg.seed,
+    )
+
+
+def _wrap_lora(llm, lc: LoraConfig):
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    return get_peft_model(llm, PeftLoraConfig(
+        r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout, target_modules=list(lc.target_modules),
+        bias="none", task_type="CAUSAL_LM"))
+
+
+def train_recalpaca(instructions: str | list, out: str, model: ModelConfig | None = None,
+                    cfg: RecAlpacaConfig | None = None, resume: bool = True) -> dict:
+    """Fine-tune `model` with LoRA on Alpaca records; write the adapter run folder `out`.
+
+    Args:
+        instructions: JSON list / JSONL file(s) of {instruction, input, output} records, or a
+            `whyrec data instructions` folder (its instructions.jsonl).
+        out: run folder; checkpoints go to out/checkpoints.
+        resume: continue from the newest complete checkpoint in out/checkpoints if any;
+            False deletes those checkpoints and starts over.
+
+    Returns:
+        The training log (also out/train_log.json): first/last loss, steps, elapsed seconds.
+    """
+    from transformers import Trainer
+
+    from whyrec.llm.load import load_model
+
+    model, cfg = model or ModelConfig(), cfg or RecAlpacaConfig()
+    out_dir, ckpt_dir = Path(out), Path(out) / "checkpoints"
+    if not resume and ckpt_dir.exists() and os.environ.get("RANK", "0") == "0":
+        shutil.rmtree(ckpt_dir)
+    records = load_alpaca_records(instructions)
+    seed_everything(cfg.seed)
+    # Load on CPU: the Trainer places the model on this process's device (CPU, GPU or rank).
+    llm, tok = load_model(replace(model, device="cpu"))
+    rows, dropped = tokenize_records(tok, records, cfg)
+    random.Random(cfg.seed).shuffle(rows)
+    val, train = rows[:cfg.val_set_size], rows[cfg.val_set_size:]
+    if not train:
+        raise WhyrecError(f"no training examples left ({len(records)} records, {dropped} cut away by "
+                          f"cutoff_len={cfg.cutoff_len}, {len(val)} held out for validation)")
+    if cfg.gradient_checkpointing:
+        llm.enable_input_require_grads()  # frozen embeddings: let checkpointed blocks get grads
+    peft_model = _wrap_lora(llm, cfg.lora)
+    callbacks = [_time_budget_callback(cfg.max_minutes)] if cfg.max_minutes else []
+    trainer = Trainer(model=peft_model, args=_training_args(cfg, ckpt_dir, bool(val)),
+                      data_collator=PadCollator(tok.pad_token_id), train_dataset=train,
+                      eval_dataset=val or None, callbacks=callbacks)
+    start_ckpt = last_complete_checkpoint(ckpt_dir) if resume and ckpt_dir.is_dir() else None
+    started = time.time()
+    result = trainer.train(resume_from_checkpoint=str(start_ckpt) if start_ckpt else None)
+    log = _train_log(trainer, result, time.time() - started, start_ckpt, len(train), len(val), dropped)
+    _save_run(trainer, out_dir, model, cfg, log, instructions)
+    return log
+
+
+def _train_log(trainer, result, elapsed: float, start_ckpt, n_train: int, n_val: int, dropped: int) -> dict:
+    losses = [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]
+    evals = [h["eval_loss"] for h in trainer.state.log_history if "eval_loss" in h]
+    return {
+        "first_loss": losses[0][1] if losses else None,
+        "last_loss": losses[-1][1] if losses else None,
+        "train_loss": result.training_loss,
+        "eval_loss": evals[-1] if evals else None,
+        "steps": trainer.state.global_step,
+        "max_steps": trainer.state.max_steps,
+        "elapsed_s": round(elapsed, 2),
+        "resumed_from": start_ckpt.name if start_ckpt else None,
+        "train_examples": n_train,
+        "val_examples": n_val,
+        "dropped_truncated": dropped,
+        "losses": losses,
+    }
+
+
+def _save_run(trainer, out_dir: Path, model: ModelConfig, cfg: RecAlpacaConfig, log: dict, instructions) -> None:
+    """Adapter files first, config.json last: a folder with config.json is complete."""
+    tmp = out_dir / ".adapter.tmp"
+    trainer.save_model(str(tmp))  # every rank calls it (gathers sharded weights); rank 0 writes
+    if not trainer.is_world_process_zero():
+        return
+    adapter_cfg = json.loads((tmp / "adapter_config.json").read_text())
+    adapter_cfg["base_model_name_or_path"] = model.name_or_path  # the name we load by, not a cache path
+    (tmp / "adapter_config.json").write_text(json.dumps(adapter_cfg, indent=2))
+    for name in ADAPTER_FILES:
+        os.replace(tmp / name, out_dir / name)
+    shutil.rmtree(tmp, ignore_errors=True)  # drops PEFT's blank card and the pickled training_args.bin
+    # Where the prompts came from: `whyrec recommend` rebuilds a user's prompt from that folder.
+    source = [str(Path(p).resolve()) for p in ([instructions] if isinstance(instructions, (str, Path)) else instructions)]
+    resolved = {"method": METHOD, "base_model": asdict(model), "config": asdict(cfg), "instructions": source}
+    write_text(out_dir / "README.md", CARD.format(r=cfg.lora.r, alpha=cfg.lora.alpha, base=model.name_or_path,
+                                                   steps=log["steps"], n=log["train_examples"]))
+    write_json(out_dir / "train_log.json", log)
+    write_run_info(out_dir, resolved, command="train explainer --method recalpaca")
+    write_json(out_dir / "config.json", resolved)

@@ -1,0 +1,218 @@
+"""RecAlpaca inference and top-k evaluation (METHODS §6.3).
+
+The original generated with beam search (one beam per GPU, 8-bit weights) and up to 1008
+new tokens, then scored the free text with `whyrec.eval.topk`. Here decoding is greedy
+(reproducible on any device) and batched with left padding. `recommend` goes further than
+the original: it keeps only titles from the prompt's candidate list and, when the model
+names fewer than k of them, fills up from the candidates in prompt order, marking those
+rows `from_model=False` with no reason, so a caller can tell model picks from fillers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, fields
+from pathlib import Path
+
+from whyrec.config import ModelConfig
+from whyrec.data.alpaca import render_prompt
+from whyrec.eval.titles import candidates_from_prompt, match_to_candidates, parse_titles
+from whyrec.eval.topk import PARSERS, evaluate_topk
+from whyrec.methods.recalpaca import METHOD
+from whyrec.utils import WhyrecError, read_json, write_json, write_run_info, write_text
+
+GENERATIONS = "generations.jsonl"
+MAX_NEW_TOKENS = 512
+"""Default answer budget. The original allowed 1008; its 200 evaluated answers (`output2`)
+are 68-930 SmolLM2 tokens (median 334), and the five titles come first."""
+
+_LIST_LINE = re.compile(r"^\s*(?:\(?\d{1,2}[.):]|[-*•+])\s+(.+?)\s*$", re.MULTILINE)
+_REASON_LEAD = re.compile(r"""^["'”’*_]*\s*(?:\([^)]*\)\s*)*[-–—:|,.]*\s*""")
+
+
+class RecAlpaca:
+    """A causal LM (with or without the RecAlpaca adapter) answering Alpaca prompts."""
+
+    def __init__(self, model, tokenizer):
+        self.model, self.tokenizer = model, tokenizer
+
+    def generate(self, prompts: Sequence[str | tuple[str, str]], max_new_tokens: int = MAX_NEW_TOKENS,
+                 batch_size: int = 8, repetition_penalty: float = 1.0, progress: bool = False) -> list[str]:
+        """Greedy answers, one per prompt.
+
+        Args:
+            prompts: an (instruction, input) pair is rendered with the Alpaca template; a
+                string is used verbatim (render it with `whyrec.data.alpaca.render_prompt`).
+            repetition_penalty: 1.0 is plain greedy; the original used 1.1 with beam search.
+        """
+        import torch
+        from tqdm.auto import tqdm
+
+        texts = [p if isinstance(p, str) else render_prompt(*p) for p in prompts]
+        tok = self.tokenizer
+        tok.padding_side = "left"  # new tokens append on the right of every row
+        # Longest first, so similar lengths share a batch and an OOM shows up at once.
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        answers: list[str] = [""] * len(texts)
+        device = next(self.model.parameters()).device
+        for s in tqdm(range(0, len(order), batch_size), desc="generate", unit="batch", disable=not progress):
+            idx = order[s:s + batch_size]
+            enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True).to(device)
+            with torch.no_grad():
+                out = self.model.generate(
+                    **enc, max_new_tokens=max_new_tokens, do_sample=False,
+                    repetition_penalty=repetition_penalty, pad_token_id=tok.pad_token_id,
+                    eos_token_id=tok.eos_token_id)
+            new = out[:, enc["input_ids"].shape[1]:]  # (B, generated) after the shared prompt width
+            for i, row in zip(idx, new):
+                answers[i] = tok.decode(row, skip_special_tokens=True).strip()
+        return answers
+
+    def recommend(self, instruction: str, input: str, candidates: Sequence[str] | None = None,  # noqa: A002
+                  k: int = 5, max_new_tokens: int = MAX_NEW_TOKENS) -> list[dict]:
+        """k candidates with reasons; see `pick_recommendations`. `candidates` defaults to the
+        bracketed list after "likely to like:" in `input`."""
+        candidates = list(candidates) if candidates else candidates_from_prompt(input)
+        if not candidates:
+            raise WhyrecError("no candidates given and none found in the input ('likely to like: [...]')")
+        text = self.generate([(instruction, input)], max_new_tokens=max_new_tokens, batch_size=1)[0]
+        return pick_recommendations(text, candidates, k)
+
+
+def _items_with_reasons(text: str) -> list[tuple[str, str | None]]:
+    """(title, reason) per numbered or bulleted line; the reason is the rest of that line."""
+    items = []
+    for line in _LIST_LINE.findall(text):
+        titles = parse_titles(f"1. {line}")
+        if not titles:
+            continue
+        at = line.find(titles[0])
+        rest = _REASON_LEAD.sub("", line[at + len(titles[0]):]).strip() if at >= 0 else ""
+        items.append((titles[0], rest or None))
+    if not items:  # no list: the quoted titles, without reasons
+        items = [(t, None) for t in parse_titles(text)]
+    return items
+
+
+def pick_recommendations(text: str, candidates: Sequence[str], k: int = 5) -> list[dict]:
+    """The first k distinct candidates the text names, then fillers from `candidates`.
+
+    Titles outside the candidate list are dropped (loose spellings are matched with
+    `whyrec.eval.titles.match_to_candidates`). Fillers are the remaining candidates in the
+    prompt's order, with `from_model=False` and `reason=None`: the model did not choose them.
+    """
+    allowed = set(candidates)
+    picks: dict[str, str | None] = {}
+    for title, reason in _items_with_reasons(text):
+        (match,) = match_to_candidates([title], candidates)
+        if match in allowed and match not in picks:
+            picks[match] = reason
+    rows = [{"title": t, "reason": r, "from_model": True} for t, r in list(picks.items())[:k]]
+    fillers = (c for c in dict.fromkeys(candidates) if c not in picks)
+    rows += [{"title": c, "reason": None, "from_model": False} for c, _ in zip(fillers, range(k - len(rows)))]
+    return rows
+
+
+def load_recalpaca(path: str | Path | None, device: str = "auto",
+                   base_model: ModelConfig | None = None) -> RecAlpaca:
+    """A trained RecAlpaca run folder, ready to generate.
+
+    Args:
+        path: the folder `train_recalpaca` wrote; None runs `base_model` without an adapter
+            (the zero-shot baseline).
+        device: 'auto' (CUDA if present), 'cpu', 'cuda:1' ...
+        base_model: overrides the base model recorded in the run folder.
+    """
+    from whyrec.llm.load import load_model
+
+    if path is None:
+        model, tok = load_model(ModelConfig(**{**asdict(base_model or ModelConfig()), "device": device}))
+        return RecAlpaca(model, tok)
+    path = Path(path)
+    cfg = read_json(path / "config.json")
+    if cfg.get("method") != METHOD or not (path / "adapter_model.safetensors").is_file():
+        raise WhyrecError(f"{path} is not a finished RecAlpaca run "
+                          "(config.json with method 'recalpaca' + adapter files)")
+    known = {f.name for f in fields(ModelConfig)}
+    base = base_model or ModelConfig(**{k: v for k, v in cfg["base_model"].items() if k in known})
+    model, tok = load_model(ModelConfig(**{**asdict(base), "device": device}))
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(model, str(path))
+    model.eval()
+    return RecAlpaca(model, tok)
+
+
+def _done_rows(path: Path) -> dict[int, dict]:
+    """Rows already generated. A half-written last line (a kill mid-write) is dropped from
+    the file, so the rows appended next start on a line of their own."""
+    done = {}
+    if path.exists():
+        text = path.read_text()
+        for line in text.splitlines():
+            try:
+                row = json.loads(line)
+                done[int(row["user"])] = row
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue
+        if text and not text.endswith("\n"):
+            write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in done.values()))
+    return done
+
+
+def evaluate_recalpaca(path: str | Path | None, test_json: str | Path, out: str | Path,
+                       max_users: int | None = None, batch_size: int = 8,
+                       max_new_tokens: int = MAX_NEW_TOKENS, k: int = 5, field: str = "input",
+                       device: str = "auto", base_model: ModelConfig | None = None,
+                       repetition_penalty: float = 1.0) -> dict:
+    """Generate answers for a RecAlpaca test JSON and score them (precision/recall/NDCG@k).
+
+    Writes out/generations.jsonl (appended per batch; a rerun skips users already there),
+    out/metrics.json (one entry per title parser, see `whyrec.eval.topk`), out/per_user.jsonl
+    and out/run_config.json. `field` picks the prompt: 'input' (what the original evaluated)
+    or 'wTop1Input'. `path=None` evaluates `base_model` without an adapter.
+    """
+    data = read_json(test_json)
+    needed = {"instruction", field, "testGT"}
+    if not isinstance(data, list) or not all(isinstance(r, dict) and needed <= r.keys() for r in data):
+        raise WhyrecError(f"{test_json} is not a RecAlpaca test JSON (records with instruction, {field}, testGT)")
+    records = data[:max_users] if max_users else data
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    gen_path = out / GENERATIONS
+    done = _done_rows(gen_path)
+    todo = [i for i in range(len(records)) if i not in done]
+    if todo:
+        model = load_recalpaca(path, device=device, base_model=base_model)
+        from tqdm.auto import tqdm
+
+        for s in tqdm(range(0, len(todo), batch_size), desc="evaluate", unit="batch"):
+            chunk = todo[s:s + batch_size]
+            texts = model.generate([(records[i]["instruction"], records[i][field]) for i in chunk],
+                                   max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                   repetition_penalty=repetition_penalty)
+            rows = [{"user": i, "generation": t, "top1": records[i].get("top1"),
+                     "testGT": records[i]["testGT"]} for i, t in zip(chunk, texts)]
+            with gen_path.open("a") as f:
+                f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+            done.update((r["user"], r) for r in rows)
+    texts = [done[i]["generation"] for i in range(len(records))]
+    cands = [candidates_from_prompt(r[field]) for r in records]
+    truth = [list(r["testGT"]) for r in records]
+    metrics: dict = {"model": str(path) if path else (base_model or ModelConfig()).name_or_path,
+                     "test_json": Path(test_json).name, "field": field, "n_users": len(records)}
+    per_user = [{"user": i} for i in range(len(records))]
+    for parser in PARSERS:
+        m, rows = evaluate_topk(texts, cands, truth, k=k, parser=parser)
+        metrics[parser] = m
+        for row, r in zip(per_user, rows):
+            row[parser] = {key: v for key, v in r.items() if key != "user"}
+    write_text(out / "per_user.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in per_user))
+    settings = {"path": str(path) if path else None, "test_json": str(test_json), "max_users": max_users,
+                "batch_size": batch_size, "max_new_tokens": max_new_tokens, "k": k, "field": field,
+                "repetition_penalty": repetition_penalty}
+    write_run_info(out, settings, command="evaluate --task topk --method recalpaca")
+    write_json(out / "metrics.json", metrics)
+    return metrics
