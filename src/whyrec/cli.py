@@ -290,7 +290,7 @@ def evaluate(out: str, predictions: str | None = None, references: str | None = 
              bertscore: bool = False, bertscore_model: str | None = None, bertscore_layers: int | None = None,
              judge: JudgeConfig = JudgeConfig(), grounding: bool = False, task: str = "explain",
              recalpaca_json: str | None = None, field: str = "output2", k: int = 5, parser: str = "recalpaca",
-             encoder: str | None = None):
+             encoder: str | None = None, prompt_reduction: str | None = None):
     """Score explanations (given files, or generated with --run/--data) or top-k recommendations (--task topk).
 
     Writes out/metrics.json ({"pepler": ..., "standard": ..., "n": ...}) and out/report.md;
@@ -326,6 +326,8 @@ def evaluate(out: str, predictions: str | None = None, references: str | None = 
             (lists, quotes, years, matched to the prompt's candidates).
         encoder: (topk) LightGCN folder trained without the test titles (`whyrec data instructions`
             writes one): adds LightGCN and popularity baselines next to the prompt-order baseline.
+        prompt_reduction: (topk, with --run) comma-separated shares of the history and candidate lists
+            to keep (e.g. 0.1,0.25,0.5,0.75,1): writes prompt_reduction.{json,md,png} to --out.
     """
     if task == "topk":
         from whyrec.eval.topk import evaluate_recalpaca_json
@@ -334,6 +336,16 @@ def evaluate(out: str, predictions: str | None = None, references: str | None = 
             raise WhyrecError("--task topk needs --recalpaca_json FILE (records with testGT and --field)")
         from whyrec.eval.topk_baselines import recalpaca_baselines, write_topk_report
 
+        if prompt_reduction is not None:
+            from whyrec.eval.prompt_reduction import prompt_reduction as _reduction
+
+            if run is None:
+                raise WhyrecError("--prompt_reduction needs --run (a RecAlpaca run folder) to generate with")
+            fractions = [float(f) for f in prompt_reduction.split(",") if f.strip()]
+            _print_json(_reduction(run, recalpaca_json, out, fractions, max_users=max_pairs,
+                                   batch_size=generation.batch_size, max_new_tokens=generation.max_new_tokens,
+                                   repetition_penalty=generation.repetition_penalty, device=device))
+            return
         if run is not None:  # generate with a RecAlpaca run (or the bare backbone: --run none)
             from whyrec.methods.recalpaca_infer import evaluate_recalpaca
 

@@ -321,3 +321,31 @@ def test_prompt_order_baseline_on_shared_file(shared_data):
     assert m["precision@5"] == pytest.approx(0.391, abs=1e-9)
     assert m["recall@5"] == pytest.approx(0.2230, abs=1e-4)
     assert recalpaca_baselines(path, max_users=1)["prompt-order"]["precision@5"] == pytest.approx(0.6)
+
+
+def test_prompt_reduction_cuts_every_list_and_plots(shared_data, tmp_path):
+    from whyrec.eval.prompt_reduction import prompt_reduction, reduce_prompt
+    from whyrec.eval.titles import candidates_from_prompt
+
+    path = shared_data / "recalpaca-ml100k" / "ML100kEvaluationRecAlpaca.json"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent from the shared data folder")
+    first = json.loads(path.read_text())[0]
+    half = reduce_prompt(first["input"], 0.5, first["top1"])
+    assert candidates_from_prompt(half) == candidates_from_prompt(first["input"])[:10]  # Fargo is 5th: kept
+    assert candidates_from_prompt(reduce_prompt(first["input"], 1.0)) == candidates_from_prompt(first["input"])
+    tenth = reduce_prompt(first["input"], 0.1, "Fargo")  # a top-1 beyond the kept share stays listed
+    assert candidates_from_prompt(tenth) == ["Fargo", "Trainspotting"]
+    assert "['Apollo 13']" in tenth and len(tenth.split()) < len(first["input"].split()) / 2
+    with pytest.raises(WhyrecError, match="must be in"):
+        reduce_prompt(first["input"], 0)
+
+    def copy_the_list(prompts):  # a "model" that answers with the listed candidates, in order
+        return ["\n".join(f"{j}. {t}" for j, t in enumerate(candidates_from_prompt(x)[:5], 1)) for _, x in prompts]
+
+    table = prompt_reduction(None, path, tmp_path, fractions=(0.1, 1.0), max_users=4, generate=copy_the_list)
+    assert [r["fraction"] for r in table] == [0.1, 1.0]
+    assert table[0]["prompt_words"] < table[1]["prompt_words"]
+    assert table[1]["precision@5"] >= table[0]["precision@5"]
+    for name in ("prompt_reduction.json", "prompt_reduction.md", "prompt_reduction.png", "generations_0.1.jsonl"):
+        assert (tmp_path / name).exists(), name

@@ -1,0 +1,112 @@
+"""RecAlpaca's prompt-reduction analysis: how top-k quality changes as the prompt shrinks.
+
+Each RecAlpaca input carries bracketed title lists: the liked history ("score 5 out 5"), the
+disliked ones ("socre 2/1 out 5", the file's own spelling) and the 20 candidates ("likely to
+like"). Keeping a fraction of every list (10%...100%, at least one title, the named top-1
+always among the candidates) and re-running the model shows how much of the prompt it uses.
+Writes a table (JSON + markdown) and a plot of each metric against the kept fraction.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from whyrec.eval.titles import candidates_from_prompt
+from whyrec.eval.topk import evaluate_topk
+from whyrec.utils import WhyrecError, atomic_path, read_json, write_json, write_text
+
+_LIST = re.compile(r"(?P<head>(?:out 5|likely to like):\s*)\[(?P<body>.*?)\](?=\s*(?:\n|\.|$))", re.DOTALL)
+_SPLIT = re.compile(r"""['"]\s*,\s*['"]""")
+METRICS = ("precision@5", "recall@5", "ndcg@5", "ndcg@5_ordered")
+
+
+def _keep(n: int, fraction: float) -> int:
+    return max(1, math.ceil(n * fraction)) if n else 0
+
+
+def reduce_prompt(text: str, fraction: float, top1: str | None = None) -> str:
+    """`text` with every bracketed title list cut to its first `fraction` (top-1 kept as a candidate)."""
+    if not 0 < fraction <= 1:
+        raise WhyrecError(f"prompt fraction {fraction} must be in (0, 1]")
+
+    def cut(m: re.Match) -> str:
+        items = [t.strip().strip("'\"").strip() for t in _SPLIT.split(m.group("body").strip())]
+        items = [t for t in items if t]
+        kept = items[:_keep(len(items), fraction)]
+        if "likely to like" in m.group("head") and top1 and top1 not in kept and top1 in items:
+            kept = [top1] + kept[:-1]  # the prompt names the top-1 as the first pick: keep it listed
+        return m.group("head") + "[" + ", ".join(repr(t) for t in kept) + "]"
+
+    return _LIST.sub(cut, text)
+
+
+def prompt_reduction(run: str | None, test_json: str | Path, out: str | Path,
+                     fractions: Sequence[float] = (0.1, 0.25, 0.5, 0.75, 1.0), max_users: int | None = None,
+                     batch_size: int = 8, max_new_tokens: int = 200, repetition_penalty: float = 1.0,
+                     device: str = "auto", generate=None) -> list[dict]:
+    """Generate and score at each kept fraction; rows of {fraction, prompt_words, metrics...}.
+
+    `generate(prompts) -> texts` defaults to the RecAlpaca run's greedy generation; answers are
+    cached per fraction in out/generations_<fraction>.jsonl so an interrupted analysis resumes.
+    """
+    rows = read_json(test_json)
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and {"instruction", "input", "testGT"} <= r.keys()
+                                             for r in rows):
+        raise WhyrecError(f"{test_json} is not a RecAlpaca test file (rows with instruction, input, testGT)")
+    rows = rows[:max_users] if max_users else rows
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if generate is None:
+        from whyrec.methods.recalpaca_infer import load_recalpaca
+
+        model = load_recalpaca(run, device=device)
+
+        def generate(prompts):
+            return model.generate(prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                  repetition_penalty=repetition_penalty, progress=True)
+
+    table = []
+    for fraction in sorted(set(fractions)):
+        inputs = [reduce_prompt(r["input"], fraction, r.get("top1")) for r in rows]
+        cache = out / f"generations_{fraction:g}.jsonl"
+        if cache.exists():
+            texts = [json.loads(line)["generation"] for line in cache.read_text().splitlines()]
+        else:
+            texts = generate([(r["instruction"], x) for r, x in zip(rows, inputs)])
+            write_text(cache, "".join(json.dumps({"generation": t}, ensure_ascii=False) + "\n" for t in texts))
+        metrics, _ = evaluate_topk(texts, [candidates_from_prompt(x) for x in inputs],
+                                   [r["testGT"] for r in rows], parser="robust")
+        words = sum(len(x.split()) for x in inputs) / len(inputs)
+        table.append({"fraction": fraction, "prompt_words": round(words, 1), **{m: metrics[m] for m in METRICS}})
+    write_json(out / "prompt_reduction.json", {"run": run, "n_users": len(rows), "parser": "robust", "rows": table})
+    lines = ["| kept | prompt words | " + " | ".join(METRICS) + " |", "|---|---|" + "---|" * len(METRICS)]
+    lines += [f"| {r['fraction']:.0%} | {r['prompt_words']:.0f} | " + " | ".join(f"{r[m]:.4f}" for m in METRICS)
+              + " |" for r in table]
+    write_text(out / "prompt_reduction.md", "\n".join(lines) + "\n")
+    plot_reduction(table, out / "prompt_reduction.png")
+    return table
+
+
+def plot_reduction(table: list[dict], path: Path) -> None:
+    """Each metric against the kept share of the prompt's lists (Agg canvas, no pyplot state)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    xs = [100 * r["fraction"] for r in table]
+    for m in METRICS:
+        ax.plot(xs, [r[m] for r in table], marker="o", label=m)
+    ax.set_xlabel("history and candidates kept (%)")
+    ax.set_ylabel("metric (robust title parser)")
+    ax.set_title("RecAlpaca prompt reduction")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
