@@ -71,7 +71,7 @@ def data_prepare(source: str, out: str, path: str | None = None, split: str = "r
 
 
 def data_download(name: str | None = None, out: str | None = None, sha256: str | None = None,
-                  base_url: str | None = None, list: bool = False, progress: bool = True):
+                  base_url: str | None = None, list: bool = False, progress: bool = True, extract: bool = False):
     """Download a public dataset (XRec files, MovieLens zips, Amazon category files) with checksums.
 
     Args:
@@ -81,6 +81,7 @@ def data_download(name: str | None = None, out: str | None = None, sha256: str |
         base_url: mirror to fetch from instead of the public host (same paths); default $WHYREC_DOWNLOAD_BASE.
         list: print the catalogue (names, URLs, checksums, terms) and exit.
         progress: show a progress bar.
+        extract: unpack downloaded zip archives (MovieLens) into a folder beside them.
     """
     from whyrec.data.download import download, list_sources
 
@@ -89,7 +90,7 @@ def data_download(name: str | None = None, out: str | None = None, sha256: str |
         return
     if name is None:
         raise WhyrecError("give a source --name (see `whyrec data download --list`) or a URL")
-    path = download(name, dest_dir=out, sha256=sha256, progress=progress, base_url=base_url)
+    path = download(name, dest_dir=out, sha256=sha256, progress=progress, base_url=base_url, extract=extract)
     _print_json({"source": name, "path": str(path)})
 
 

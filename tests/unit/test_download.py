@@ -226,3 +226,37 @@ def test_rebase_keeps_the_path_and_a_mirror_prefix():
     url = "https://raw.githubusercontent.com/HKUDS/XRec/79e2cd4/data/amazon/tst.pkl"
     assert D.rebase(url, "http://127.0.0.1:9/mirror/") == "http://127.0.0.1:9/mirror/HKUDS/XRec/79e2cd4/data/amazon/tst.pkl"
     assert D.rebase(url, None) == url
+
+
+def test_zip_is_extracted_once_and_zip_slip_is_refused(tmp_path):
+    import zipfile
+
+    archive = tmp_path / "ml-100k.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("ml-100k/u.data", "196\t242\t3\t881250949\n")
+        z.writestr("ml-100k/README", "MovieLens")
+    folder = D.extract_zip(archive)
+    assert folder == tmp_path / "ml-100k" and (folder / "u.data").read_text().startswith("196\t242")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folder left behind
+    (folder / "README").unlink()
+    assert D.extract_zip(archive) == folder and not (folder / "README").exists()  # not unpacked twice
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as z:
+        z.writestr("../escaped.txt", "x")
+    with pytest.raises(WhyrecError, match="would unpack outside the folder"):
+        D.extract_zip(evil)
+    assert not (tmp_path.parent / "escaped.txt").exists() and not (tmp_path / "evil").exists()
+    (tmp_path / "bad.zip").write_bytes(b"not a zip")
+    with pytest.raises(WhyrecError, match="not a valid zip archive"):
+        D.extract_zip(tmp_path / "bad.zip")
+
+
+def test_download_extract_flag_through_the_local_server(server, mirror, tmp_path):
+    import zipfile
+
+    (mirror / "files").mkdir(exist_ok=True)
+    with zipfile.ZipFile(mirror / "files" / "ml-test.zip", "w") as z:
+        z.writestr("ml-test/u.item", "1|Toy Story (1995)\n")
+    url = f"{server.url}/files/ml-test.zip"
+    folder = D.download(url, tmp_path, progress=False, extract=True)
+    assert folder == tmp_path / "ml-test" and (folder / "u.item").exists()

@@ -142,7 +142,7 @@ def _describe(source: Source) -> dict:
 
 
 def download(name_or_url: str, dest_dir: str | os.PathLike | None = None, sha256: str | None = None,
-             progress: bool = True, base_url: str | None = None, retries: int = 3) -> Path:
+             progress: bool = True, base_url: str | None = None, retries: int = 3, extract: bool = False) -> Path:
     """Fetch a catalogue source or a URL into `dest_dir` (default `cache_dir()/downloads`).
 
     Args:
@@ -152,9 +152,10 @@ def download(name_or_url: str, dest_dir: str | os.PathLike | None = None, sha256
         progress: show a tqdm bar in bytes.
         base_url: replaces scheme and host of every URL (default: $WHYREC_DOWNLOAD_BASE).
         retries: how often a dropped connection is resumed before giving up.
+        extract: unpack downloaded .zip files (MovieLens) next to them and return the folder.
 
     Returns:
-        The file, or the folder for sources with several files.
+        The file (or its unpacked folder), or the folder for sources with several files.
     """
     root = Path(dest_dir) if dest_dir is not None else cache_dir() / "downloads"
     if name_or_url.startswith(("http://", "https://")):
@@ -170,7 +171,42 @@ def download(name_or_url: str, dest_dir: str | os.PathLike | None = None, sha256
         files = (RemoteFile(files[0].url, sha256.lower()),)
     base = base_url if base_url is not None else os.environ.get(BASE_ENV) or None
     paths = [fetch(f, folder, base, progress, retries) for f in files]
+    if extract:
+        paths = [extract_zip(p) if p.suffix == ".zip" else p for p in paths]
     return paths[0] if len(paths) == 1 else folder
+
+
+def extract_zip(path: Path) -> Path:
+    """Unpack `path` into a folder beside it (named after the archive) and return that folder.
+
+    Members that would land outside the folder (absolute paths, `..`) are refused, and the
+    folder appears only once everything is unpacked, so a kill never leaves half an archive.
+    """
+    import shutil
+    import tempfile
+    import zipfile
+
+    target = path.with_suffix("")
+    if target.is_dir():
+        return target
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:
+        raise WhyrecError(f"{path} is not a valid zip archive; delete it and download again") from None
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=path.parent))
+    try:
+        with archive:
+            for member in archive.namelist():
+                dest = (tmp / member).resolve()
+                if not dest.is_relative_to(tmp.resolve()):
+                    raise WhyrecError(f"{path}: member {member!r} would unpack outside the folder; not extracting")
+            archive.extractall(tmp)
+        # GroupLens zips hold one top folder (ml-100k/); unwrap it so the result is that folder.
+        inner = list(tmp.iterdir())
+        os.replace(inner[0] if len(inner) == 1 and inner[0].is_dir() else tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
 
 def fetch(remote: RemoteFile, folder: Path, base_url: str | None = None, progress: bool = True,
