@@ -1,6 +1,10 @@
 """Shared fixtures. Offline by construction: an accidental hub download fails fast."""
 
+import json
 import os
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -32,3 +36,77 @@ def require_distribution(name: str, rel: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} missing from the installed {name}")
     return path
+
+
+def chat_reply(content) -> tuple[int, str]:
+    """A 200 answer in the OpenAI chat-completions shape."""
+    return 200, json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                                         "finish_reason": "stop"}]})
+
+
+class FakeChatEndpoint(ThreadingHTTPServer):
+    """OpenAI-compatible POST {base_url}/chat/completions on 127.0.0.1 for client tests.
+
+    `respond(n, payload) -> (status, body)` scripts the n-th answer (1-based). The server
+    records payloads, Authorization headers, the prompts it answered with 200 and the peak
+    number of requests in flight. Use it as a context manager: it serves in a thread.
+    """
+
+    daemon_threads = True  # a handler still sleeping past a client timeout must not block shutdown
+
+    def __init__(self, respond):
+        super().__init__(("127.0.0.1", 0), _ChatHandler)
+        self.respond = respond
+        self.delay = 0.0
+        self.requests = self.inflight = self.max_inflight = 0
+        self.payloads: list[dict] = []
+        self.auth: list[str | None] = []
+        self.prompts: list[str] = []
+        self.lock = threading.Lock()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+    def __enter__(self):
+        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.shutdown()
+        self.server_close()
+
+
+class _ChatHandler(BaseHTTPRequestHandler):
+    server: FakeChatEndpoint
+
+    def do_POST(self):  # noqa: N802 (http.server's naming)
+        srv = self.server
+        payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        with srv.lock:
+            srv.requests += 1
+            n = srv.requests
+            srv.inflight += 1
+            srv.max_inflight = max(srv.max_inflight, srv.inflight)
+            srv.payloads.append(payload)
+            srv.auth.append(self.headers.get("Authorization"))
+        try:
+            time.sleep(srv.delay)
+            status, body = srv.respond(n, payload)
+            if status == 200:
+                with srv.lock:
+                    srv.prompts.append(payload["messages"][-1]["content"])
+            data = body.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (timeout tests)
+        finally:
+            with srv.lock:
+                srv.inflight -= 1
+
+    def log_message(self, *args):  # keep test output clean
+        pass

@@ -1,15 +1,14 @@
 """RecAlpaca instruction data: Alpaca template, response-only masking, candidates, teacher, leakage."""
 
+import ast
 import json
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from conftest import require_distribution
+from conftest import FakeChatEndpoint, chat_reply, require_distribution
 
 from whyrec.config import LightGCNConfig
 from whyrec.data import schema as S
@@ -235,59 +234,23 @@ def test_outside_candidate_answers_are_dropped(tiny, tmp_path):
     assert reasons == {"outside_candidates"}
 
 
-class ChatServer(ThreadingHTTPServer):
-    """OpenAI-compatible /v1/chat/completions on 127.0.0.1: answers a RecAlpaca prompt with the
-    top-1 and the next 4 listed candidates, one reason each; the first answer ends with an
-    outside movie instead."""
-
-    daemon_threads = True
-
-    def __init__(self):
-        super().__init__(("127.0.0.1", 0), _ChatHandler)
-        self.prompts: list[str] = []
-        self.lock = threading.Lock()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/v1"
-
-    def answer(self, prompt: str) -> str:
-        with self.lock:
-            self.prompts.append(prompt)
-            first = len(self.prompts) == 1
-        cands = eval(re.search(r"likely to like: (\[.*?\])\. ", prompt).group(1))  # noqa: S307
-        top1 = re.search(r"selected is '(.*?)'", prompt).group(1)
-        picks = [top1] + [c for c in cands if c != top1][:4]
-        if first:
-            picks[-1] = "Casablanca"
-        return "\n".join(f"{n}. {t}: it shares a genre with movies she rated highly." for n, t in enumerate(picks, 1))
-
-
-class _ChatHandler(BaseHTTPRequestHandler):
-    server: ChatServer
-
-    def do_POST(self):  # noqa: N802 (http.server's naming)
-        payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        content = self.server.answer(payload["messages"][-1]["content"])
-        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+def recalpaca_answer(n: int, payload: dict) -> tuple[int, str]:
+    """Answer a RecAlpaca prompt with the top-1 and the next 4 listed candidates, one reason each;
+    the first answer ends with an outside movie instead."""
+    prompt = payload["messages"][-1]["content"]
+    cands = ast.literal_eval(re.search(r"likely to like: (\[.*?\])\. ", prompt).group(1))
+    top1 = re.search(r"selected is '(.*?)'", prompt).group(1)
+    picks = [top1] + [c for c in cands if c != top1][:4]
+    if n == 1:
+        picks[-1] = "Casablanca"
+    return chat_reply("\n".join(f"{k}. {t}: it shares a genre with movies she rated highly."
+                                 for k, t in enumerate(picks, 1)))
 
 
 @pytest.fixture
 def chat_server():
-    srv = ChatServer()
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with FakeChatEndpoint(recalpaca_answer) as srv:
+        yield srv
 
 
 def test_teacher_over_http_keeps_only_candidate_answers(tiny, chat_server, tmp_path):

@@ -7,11 +7,10 @@ script normal answers, malformed JSON, 5xx-then-success, slow replies and non-nu
 from __future__ import annotations
 
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from conftest import FakeChatEndpoint, chat_reply
 
 from whyrec.eval.judge import (
     RECEXPLAINER_RUBRIC,
@@ -27,77 +26,18 @@ from whyrec.llm.client import ChatCache, OpenAICompatibleClient, complete_many
 from whyrec.utils import WhyrecError
 
 
-def chat_reply(content) -> tuple[int, str]:
-    return 200, json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                                         "finish_reason": "stop"}]})
-
-
 def echo_prediction(n: int, payload: dict) -> tuple[int, str]:
     """Answer GPTScore prompts with the prediction text itself, so tests choose the score."""
     return chat_reply(json.loads(payload["messages"][-1]["content"])["prediction"])
 
 
-class FakeChatServer(ThreadingHTTPServer):
-    daemon_threads = True  # a handler still sleeping past a client timeout must not block shutdown
-
-    def __init__(self):
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.respond = echo_prediction
-        self.delay = 0.0
-        self.requests = 0
-        self.inflight = self.max_inflight = 0
-        self.payloads: list[dict] = []
-        self.auth: list[str | None] = []
-        self.lock = threading.Lock()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/v1"
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: FakeChatServer
-
-    def do_POST(self):  # noqa: N802 (http.server's naming)
-        srv = self.server
-        payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        with srv.lock:
-            srv.requests += 1
-            n = srv.requests
-            srv.inflight += 1
-            srv.max_inflight = max(srv.max_inflight, srv.inflight)
-            srv.payloads.append(payload)
-            srv.auth.append(self.headers.get("Authorization"))
-        try:
-            time.sleep(srv.delay)
-            status, body = srv.respond(n, payload)
-            data = body.encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up (timeout test)
-        finally:
-            with srv.lock:
-                srv.inflight -= 1
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def server():
-    srv = FakeChatServer()
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with FakeChatEndpoint(echo_prediction) as srv:
+        yield srv
 
 
-def client_for(srv: FakeChatServer, **kw) -> OpenAICompatibleClient:
+def client_for(srv: FakeChatEndpoint, **kw) -> OpenAICompatibleClient:
     kw = {"timeout": 5, "max_retries": 3, "concurrency": 4, "backoff": 0.01, **kw}
     return OpenAICompatibleClient(srv.base_url, "judge-model", api_key_env="WHYREC_TEST_KEY", **kw)
 

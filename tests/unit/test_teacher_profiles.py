@@ -2,11 +2,10 @@
 
 import json
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pandas as pd
 import pytest
+from conftest import FakeChatEndpoint, chat_reply
 
 from whyrec.data import schema as S
 from whyrec.data.dataset import RecDataset
@@ -37,57 +36,19 @@ def answer(prompt: str) -> str:
     return "The user enjoys " + review.strip()
 
 
-class FakeTeacher(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self):
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.prompts: list[str] = []
-        self.fail_after: int | None = None  # answer HTTP 400 (not retried) from this request on
-        self.lock = threading.Lock()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/v1"
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: FakeTeacher
-
-    def do_POST(self):  # noqa: N802 (http.server's naming)
-        srv = self.server
-        payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        prompt = payload["messages"][-1]["content"]
-        with srv.lock:
-            failing = srv.fail_after is not None and len(srv.prompts) >= srv.fail_after
-            if not failing:
-                srv.prompts.append(prompt)
-        if failing:
-            status, body = 400, json.dumps({"error": "stop"})
-        else:
-            status, body = 200, json.dumps({"choices": [{"message": {"role": "assistant", "content": answer(prompt)}}]})
-        data = body.encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def server():
-    srv = FakeTeacher()
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    def respond(n: int, payload: dict) -> tuple[int, str]:
+        if srv.fail_after is not None and len(srv.prompts) >= srv.fail_after:  # HTTP 400 is not retried
+            return 400, json.dumps({"error": "stop"})
+        return chat_reply(answer(payload["messages"][-1]["content"]))
+
+    with FakeChatEndpoint(respond) as srv:
+        srv.fail_after = None  # answer HTTP 400 once this many prompts were answered
+        yield srv
 
 
-def client_for(srv: FakeTeacher) -> OpenAICompatibleClient:
+def client_for(srv: FakeChatEndpoint) -> OpenAICompatibleClient:
     return OpenAICompatibleClient(srv.base_url, "teacher", api_key_env="", concurrency=1, max_retries=0)
 
 
