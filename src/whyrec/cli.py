@@ -498,7 +498,7 @@ def _functions(tree):
 
 
 def normalise_argv(argv: list[str]) -> list[str]:
-    """Accept `-k 5`, `--user-col x` and bare boolean flags (`--explain`) as users type them."""
+    """Accept `-k 5`, `--user-col x`, bare boolean flags (`--explain`) and `None` as users type them."""
     bools = {f"--{n}" for f in _functions(COMMANDS) for n, p in inspect.signature(f).parameters.items()
              if p.annotation in ("bool", bool)}
     out = []
@@ -507,6 +507,8 @@ def normalise_argv(argv: list[str]) -> list[str]:
             tok = "--k"
         elif tok.startswith("--") and "=" not in tok and not tok.startswith("--print"):
             tok = "--" + tok[2:].replace("-", "_")
+        elif tok == "None":  # Python's spelling of "no limit" (jsonargparse reads YAML's null)
+            tok = "null"
         nxt = argv[pos + 1] if pos + 1 < len(argv) else None
         if tok in bools and (nxt is None or nxt.startswith("-")):
             tok += "=true"

@@ -73,3 +73,4 @@ def test_normalise_argv():
     assert cli.normalise_argv(["recommend", "-k", "3", "--explain"]) == ["recommend", "--k", "3", "--explain=true"]
     assert cli.normalise_argv(["data", "prepare", "--user-col", "u"]) == ["data", "prepare", "--user_col", "u"]
     assert cli.normalise_argv(["recommend", "--explain", "false"]) == ["recommend", "--explain", "false"]
+    assert cli.normalise_argv(["evaluate", "--max_pairs", "None"]) == ["evaluate", "--max_pairs", "null"]
