@@ -17,17 +17,20 @@ from pathlib import Path
 import pandas as pd
 
 from whyrec.config import (
+    GaVaMoEConfig,
     GenerationConfig,
     LightGCNConfig,
     ModelConfig,
     PEPLERConfig,
     TrainConfig,
+    VaeGmmConfig,
     XRecConfig,
 )
 from whyrec.data import schema as S
 from whyrec.utils import WhyrecError, write_json, write_run_info, write_text
 
-EXPLANATION_METHODS = ("xrec", "xrec-lora", "pepler-continuous", "pepler-discrete", "pepler-reg", "zero-shot")
+EXPLANATION_METHODS = ("xrec", "xrec-lora", "gavamoe", "pepler-continuous", "pepler-discrete", "pepler-reg",
+                       "zero-shot")
 ZERO_SHOT_SYSTEM = "Explain why the user would enjoy the {noun} within 50 words."
 
 
@@ -46,8 +49,8 @@ def unavailable(method: str, ds) -> str | None:
     inter = ds.interactions
     if method == "pepler-discrete" and (S.FEATURE not in inter or inter[S.FEATURE].fillna("").eq("").all()):
         return "no feature words (prepare raw reviews with --extract_features)"
-    if method == "pepler-reg" and (S.RATING not in inter or inter[S.RATING].isna().all()):
-        return "no ratings"
+    if method in ("pepler-reg", "gavamoe") and (S.RATING not in inter or inter[S.RATING].isna().all()):
+        return "no ratings" + (" (its VAE clusters users by reconstructing ratings)" if method == "gavamoe" else "")
     if method not in EXPLANATION_METHODS:
         raise WhyrecError(f"unknown benchmark method {method!r}; choose from: {', '.join(EXPLANATION_METHODS)}")
     return None
@@ -84,15 +87,20 @@ def zero_shot(ds, pairs: pd.DataFrame, model: ModelConfig, gen: GenerationConfig
     return complete_many(client, convs, cache=None, progress=True, max_tokens=gen.max_new_tokens, desc="zero-shot")
 
 
-def _train(method: str, data: str, encoder: str, folder: Path, model: ModelConfig, xrec: XRecConfig,
-           pepler: PEPLERConfig, train: TrainConfig) -> dict:
+def _train(method: str, data: str, encoder: str | None, folder: Path, model: ModelConfig, cfgs: dict,
+           train: TrainConfig) -> dict:
     if method.startswith("pepler-"):
         from whyrec.methods.pepler import train_pepler
 
-        return train_pepler(data, str(folder), model=model, pepler=PEPLERConfig(**{**asdict(pepler), "variant": method[7:]}),
-                            train=train)
+        variant = PEPLERConfig(**{**asdict(cfgs["pepler"]), "variant": method[7:]})
+        return train_pepler(data, str(folder), model=model, pepler=variant, train=train)
+    if method == "gavamoe":
+        from whyrec.methods.gavamoe_train import train_gavamoe
+
+        return train_gavamoe(data, encoder, str(folder), model=model, cfg=cfgs["gavamoe"], train=train)
     from whyrec.explainer import train_explainer
 
+    xrec = cfgs["xrec"]
     cfg = XRecConfig(**{**asdict(xrec), "lora": xrec.lora})
     cfg.lora = type(xrec.lora)(**{**asdict(xrec.lora), "enabled": method == "xrec-lora"})
     return train_explainer(data, encoder, str(folder), model=model, xrec=cfg, train=train)
@@ -138,11 +146,15 @@ def benchmark_explain(data: str, out: str, methods: tuple[str, ...] | list[str] 
                       xrec: XRecConfig | None = None, pepler: PEPLERConfig | None = None,
                       train: TrainConfig | None = None, lightgcn: LightGCNConfig | None = None,
                       generation: GenerationConfig | None = None, split: str = "test", max_pairs: int | None = 200,
-                      seed: int = 0, smooth: bool = False, bertscore: bool = False, device: str = "auto") -> dict:
+                      seed: int = 0, smooth: bool = False, bertscore: bool = False, device: str = "auto",
+                      vae: str | None = None, vae_config: VaeGmmConfig | None = None,
+                      gavamoe: GaVaMoEConfig | None = None) -> dict:
     """Train (or reuse) every method, generate for the same pairs, score, write the comparison.
 
     `runs` adds already-trained explainer/PEPLER folders as `NAME=FOLDER`; `external` adds
-    other systems' prediction files as `NAME=PRED[:REF]`. Writes out/comparison.{md,json}.
+    other systems' prediction files as `NAME=PRED[:REF]`. XRec uses `encoder` (LightGCN) and
+    GaVaMoE `vae` (stage 1); each is trained into `out` when not given. Writes
+    out/comparison.{md,json}.
     """
     from whyrec.data.dataset import RecDataset
     from whyrec.eval.features import feature_metrics, feature_set_from_records
@@ -186,8 +198,14 @@ def benchmark_explain(data: str, out: str, methods: tuple[str, ...] | list[str] 
             continue
         if method.startswith("xrec") and encoder is None:
             encoder = _encoder(data, out_dir / "encoder", lightgcn or LightGCNConfig(), device)
+        if method == "gavamoe" and vae is None:
+            from whyrec.encoders.vae_train import train_vae_gmm
+
+            train_vae_gmm(data, str(out_dir / "vae"), vae_config or VaeGmmConfig(), device=device)
+            vae = str(out_dir / "vae")
         folder = out_dir / "methods" / method
-        log = _train(method, data, encoder, folder, model, xrec, pepler, train)
+        cfgs = {"xrec": xrec, "pepler": pepler, "gavamoe": gavamoe or GaVaMoEConfig()}
+        log = _train(method, data, vae if method == "gavamoe" else encoder, folder, model, cfgs, train)
         preds, secs = _cached(out_dir / "predictions" / f"{method}.jsonl",
                               lambda f=folder: _predict(f, data, pairs, generation, device))
         score(method, preds, log, secs)

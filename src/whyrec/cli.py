@@ -12,11 +12,13 @@ import sys
 from pathlib import Path
 
 from whyrec.config import (
+    GaVaMoEConfig,
     GenerationConfig,
     LightGCNConfig,
     ModelConfig,
     PEPLERConfig,
     TrainConfig,
+    VaeGmmConfig,
     XRecConfig,
 )
 from whyrec.eval.judge import JudgeConfig
@@ -187,13 +189,15 @@ def train_encoder(data: str, out: str, encoder: str = "lightgcn", lightgcn: Ligh
 def train_explainer(data: str, out: str, encoder: str | None = None, method: str = "xrec",
                     model: ModelConfig = ModelConfig(), xrec: XRecConfig = XRecConfig(),
                     pepler: PEPLERConfig = PEPLERConfig(), train: TrainConfig = TrainConfig(),
-                    recalpaca: RecAlpacaConfig = RecAlpacaConfig(), resume: bool = True):
+                    recalpaca: RecAlpacaConfig = RecAlpacaConfig(), gavamoe: GaVaMoEConfig = GaVaMoEConfig(),
+                    resume: bool = True):
     """Train an explainer (the LLM side of a method) on the dataset's training explanations.
 
     Args:
         data: dataset folder from `whyrec data prepare`; for recalpaca, instruction data (a
             `whyrec data instructions` folder or Alpaca JSON/JSONL files, comma-separated).
-        encoder: encoder artifact folder from `whyrec train encoder` (XRec; PEPLER learns its own ID embeddings).
+        encoder: encoder artifact folder: from `whyrec train encoder` (XRec) or `whyrec cluster` (GaVaMoE's
+            VAE); PEPLER learns its own ID embeddings.
         out: explainer folder to write.
         method: registered method name (see `whyrec list`).
         resume: continue from out/checkpoint after an interruption.
@@ -206,6 +210,12 @@ def train_explainer(data: str, out: str, encoder: str | None = None, method: str
         from whyrec.methods.pepler import train_pepler
 
         log = train_pepler(data, out, model=model, pepler=pepler, train=train, resume=resume)
+    elif method == "gavamoe":
+        from whyrec.methods.gavamoe_train import train_gavamoe
+
+        if encoder is None:
+            raise WhyrecError("--method gavamoe needs --encoder (a VAE folder from `whyrec cluster`)")
+        log = train_gavamoe(data, encoder, out, model=model, cfg=gavamoe, train=train, resume=resume)
     elif method == "recalpaca":
         from whyrec.methods.recalpaca import train_recalpaca
 
@@ -394,7 +404,8 @@ def benchmark_explain(data: str, out: str, methods: str = "all", encoder: str | 
                       train: TrainConfig = TrainConfig(max_minutes=10), lightgcn: LightGCNConfig = LightGCNConfig(),
                       generation: GenerationConfig = GenerationConfig(max_new_tokens=80), split: str = "test",
                       max_pairs: int | None = 200, seed: int = 0, smooth: bool = False, bertscore: bool = False,
-                      device: str = "auto"):
+                      device: str = "auto", vae: str | None = None, vae_config: VaeGmmConfig = VaeGmmConfig(),
+                      gavamoe: GaVaMoEConfig = GaVaMoEConfig()):
     """Head-to-head: every explanation method on the same pairs of one dataset, one comparison table.
 
     Writes out/comparison.md and out/comparison.json (+ predictions/ and methods/ folders). Re-running
@@ -403,9 +414,10 @@ def benchmark_explain(data: str, out: str, methods: str = "all", encoder: str | 
     Args:
         data: dataset folder with explanation records (`whyrec data prepare` / `whyrec data profiles`).
         out: benchmark folder.
-        methods: comma-separated subset of xrec, xrec-lora, pepler-continuous, pepler-discrete, pepler-reg,
-            zero-shot, or 'all' (methods the data cannot support are listed as skipped), or 'none'.
+        methods: comma-separated subset of xrec, xrec-lora, gavamoe, pepler-continuous, pepler-discrete,
+            pepler-reg, zero-shot, or 'all' (methods the data cannot support are listed as skipped), or 'none'.
         encoder: LightGCN artifact for XRec (default: train one into out/encoder).
+        vae: GaVaMoE stage-1 folder from `whyrec cluster` (default: train one into out/vae with --vae_config).
         runs: comma-separated NAME=FOLDER of already-trained explainer or PEPLER folders to include.
         external: comma-separated NAME=PREDICTIONS[:REFERENCES] files of other systems (e.g. XRec's
             tst_pred.pkl:tst_ref.pkl; with references, rows are matched by reference text).
@@ -423,10 +435,28 @@ def benchmark_explain(data: str, out: str, methods: str = "all", encoder: str | 
     result = _bench(data, out, methods=chosen, encoder=encoder, runs=_split_specs(runs),
                     external=_split_specs(external), model=model, xrec=xrec, pepler=pepler, train=train,
                     lightgcn=lightgcn, generation=generation, split=split, max_pairs=max_pairs, seed=seed,
-                    smooth=smooth, bertscore=bertscore, device=device)
+                    smooth=smooth, bertscore=bertscore, device=device, vae=vae, vae_config=vae_config,
+                    gavamoe=gavamoe)
     print((Path(out) / "comparison.md").read_text(), end="")
     if result["skipped"]:
         print(f"skipped: {result['skipped']}", file=sys.stderr)
+
+
+def cluster(data: str, out: str, vae: VaeGmmConfig = VaeGmmConfig(), device: str = "auto", resume: bool = True):
+    """GaVaMoE stage 1: train the rating VAE with a Gaussian-mixture prior and cluster users.
+
+    Writes an artifact folder (config.json, model.safetensors, id maps, metrics.json with rating
+    accuracy/RMSE and cluster sizes, latent.png: the latent space coloured by cluster).
+
+    Args:
+        data: dataset folder with ratings (1-5).
+        out: VAE artifact folder (use it as --encoder of `whyrec train explainer --method gavamoe`).
+        device: auto, cpu or cuda.
+        resume: continue from out/checkpoint after an interruption.
+    """
+    from whyrec.encoders.vae_train import cluster_command
+
+    _print_json(cluster_command(data, out, vae, device=device, resume=resume))
 
 
 def _split_specs(specs: str | None) -> list[str]:
@@ -483,6 +513,7 @@ COMMANDS = {
     "recommend": recommend,
     "evaluate": evaluate,
     "benchmark": {"explain": benchmark_explain},
+    "cluster": cluster,
     "quickstart": quickstart,
     "list": list_,
 }

@@ -167,3 +167,105 @@ class PEPLERConfig:
 
 def to_dict(cfg) -> dict:
     return asdict(cfg)
+
+
+@dataclass
+class VaeGmmConfig:
+    """GaVaMoE's VAE-GMM; defaults are the original `train.py` / `vae_cluster.py` values."""
+
+    n_clusters: int = 5
+    """K mixture components, i.e. stage-2 gates (paper default 5; K in {2..5} was swept)."""
+    latent_dim: int = 128
+    """Size of z."""
+    embedding_dim: int = 768
+    """User and item ID embedding size; stage 2 projects these vectors into the LLM."""
+    init_range: float = 0.2
+    """ID embeddings start as U(-init_range, init_range) (original: 0.2)."""
+    n_layers: int = 2
+    """Transformer encoder layers over the [user, item] token pair."""
+    n_heads: int = 4
+    """Attention heads; must divide embedding_dim."""
+    ff_dim: int = 512
+    """Feed-forward width inside each transformer layer (original: 512)."""
+    dropout: float = 0.1
+    """Transformer dropout (PyTorch's default, which the original kept)."""
+    decoder_dims: tuple[int, ...] = (512, 256)
+    """Hidden widths of the GELU MLP that maps z to the 5 rating logits."""
+    pretrain_epochs: int = 50
+    """Upper bound on autoencoder (reconstruction-only) epochs."""
+    pretrain_patience: int = 15
+    """Stop pretraining after this many epochs without a lower training loss. The original
+    never reset its counter (15 bad epochs in total); here it resets on improvement."""
+    pretrain_lr: float = 1.5e-4
+    """Adam learning rate of the pretraining phase."""
+    pretrain_batch_size: int = 2048
+    copy_mu_to_logvar: bool = True
+    """After pretraining, copy the μ head's weights into the log σ² head (the original does;
+    the pretraining loss never trains the log σ² head)."""
+    elbo_epochs: int = 30
+    """Epochs of ELBO training with the mixture prior (original `cluster_epoch`)."""
+    lr: float = 1e-5
+    """Adam learning rate of the ELBO phase, on all parameters including π, μ_c, log σ²_c."""
+    lr_step: int = 10
+    """The ELBO learning rate is multiplied by lr_gamma every lr_step epochs (StepLR)."""
+    lr_gamma: float = 0.5
+    batch_size: int = 4096
+    """Pairs per ELBO step."""
+    recon_weight: float | None = None
+    """Factor on the mean rating cross-entropy; None uses 2 * embedding_dim (the original's 1536)."""
+    loss_scale: float = 0.1
+    """Overall factor on (recon_weight * CE + kl_weight * KL), as in the original."""
+    kl_weight_start: float = 0.01
+    """KL weight of the first ELBO epoch."""
+    kl_weight_step: float = 0.005
+    """Added to the KL weight every kl_weight_every epochs..."""
+    kl_weight_every: int = 5
+    kl_weight_max: float = 0.1
+    """...up to this cap."""
+    plot_points_per_cluster: int = 500
+    """Training pairs per cluster drawn in latent.png (the original's t-SNE used 500)."""
+    seed: int = 105
+
+    def kl_weight(self, epoch: int) -> float:
+        """KL weight of 0-based ELBO epoch `epoch`: 0.01, +0.005 every 5 epochs, capped at 0.1."""
+        steps = epoch // max(self.kl_weight_every, 1)
+        return min(self.kl_weight_start + self.kl_weight_step * steps, self.kl_weight_max)
+
+    def reconstruction_weight(self) -> float:
+        return float(self.recon_weight if self.recon_weight is not None else 2 * self.embedding_dim)
+
+
+@dataclass
+class GaVaMoEConfig:
+    """Stage 2 of GaVaMoE; defaults are the paper's (METHODS §4.2-4.3).
+
+    On a Llama-2-7B-sized backbone (hidden 4096, intermediate 11008, 32 layers) the paper
+    config (12 upcycled experts, top-2, K=5, all layers) holds 51,942,260,736 expert
+    parameters (32 x 12 x 3 x 4096 x 11008) and 7,864,320 router parameters (32 x 5 x 12 x 4096);
+    random experts of the original's intended width 1280 would hold 6,039,797,760.
+    """
+
+    n_experts: int = 12
+    """Experts E per MoE layer (paper: 12)."""
+    top_k: int = 2
+    """Experts mixed per token (paper: 2); their softmax weights sum to 1."""
+    n_clusters: int | None = None
+    """Routers K, one per VAE cluster; None takes the VAE's (paper: 5), another value must match it."""
+    upcycle: bool = True
+    """Experts start as copies of the pretrained MLP, so the untrained model equals the dense one.
+    False: random experts as in the paper (which discarded the pretrained MLP)."""
+    ffn_width: int | None = None
+    """Hidden units of random experts; None = the model's intermediate size (the original crashed on None)."""
+    moe_layers: list[int] | None = None
+    """Decoder layers whose MLP becomes a MoE; None = all (paper)."""
+    use_feature: bool = False
+    """Put the record's ground-truth feature word in the prompt (the paper's prompt). It leaks the
+    reference and inflates FMR/BLEU (§4.3), so compare only with PETER+-style baselines."""
+    positive_rating: float = 3.0
+    """Ratings at least this make the mood 'positive', lower ones 'negative' (paper: 3)."""
+    item_noun: str = "item"
+    """Word used in the prompt: 'hotel', 'movie', 'business' ..."""
+    max_prompt_words: int = 30
+    """Titles and feature strings are cut to this many words."""
+    lora: LoraConfig = field(default_factory=lambda: LoraConfig(enabled=True, r=8, alpha=16, dropout=0.1))
+    """LoRA on attention q/k/v/o (paper: r 8, alpha 16, dropout 0.1)."""

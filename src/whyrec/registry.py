@@ -71,7 +71,9 @@ DATASETS.register("jsonl", "whyrec.data.tabular:load_table", "generic JSON lines
 DATASETS.register("parquet", "whyrec.data.tabular:load_table", "generic Parquet with a column mapping")
 
 ENCODERS.register("lightgcn", "whyrec.encoders.lightgcn:LightGCN", "He et al. 2020; XRec's collaborative encoder")
+ENCODERS.register("vae_gmm", "whyrec.encoders.vae_gmm:VaeGmm", "GaVaMoE stage 1: rating VAE with a Gaussian-mixture prior (VaDE); clusters users")
 
+METHODS.register("gavamoe", "whyrec.methods.gavamoe_train:train_gavamoe", "Tang et al. 2024: VAE-GMM clusters pick per-cluster routers over MoE experts in every LLM layer; VAE vectors replace placeholder tokens")
 METHODS.register("pepler", "whyrec.methods.pepler:PEPLER", "Li et al. TOIS 2023: ID soft prompt (continuous, 2-phase), feature-word prompt (discrete), or ID prompt + MF/MLP rating head (reg)")
 METHODS.register("xrec", "whyrec.methods.xrec:XRec", "Ma et al. 2024: LightGCN -> MoE adapter -> frozen LLM (tokens + every layer's q/k/v)")
 METHODS.register("recalpaca", "whyrec.methods.recalpaca:train_recalpaca", "RecAlpaca (Allenpai1/RecAlpaca): Alpaca-LoRA instruction tuning to pick 5 of 20 candidates with reasons")

@@ -1,0 +1,394 @@
+"""`whyrec cluster`: train GaVaMoE's stage-1 VAE-GMM (METHODS §4.1) on a dataset folder.
+
+Three phases, as in the original `train.py`:
+1. pretrain: a deterministic autoencoder, CE(decoder(μ), r - 1), Adam on encoder + decoder;
+2. gmm: sklearn GaussianMixture(diag, K) on μ of the training pairs initialises π, μ_c, σ²_c;
+3. elbo: VaDE ELBO, Adam on everything, StepLR-style decay, the KL weight schedule.
+
+Resumable: `out/checkpoint/checkpoint.safetensors` (weights, Adam state and, in its metadata,
+phase, epoch and history) is replaced atomically after every epoch. Each epoch reseeds the
+RNGs from (seed, phase, epoch), so a resumed run equals an uninterrupted one. The checkpoint
+stays valid when only `elbo_epochs` grows, which is how a run is extended. A finished folder
+whose metrics.json matches the config and data is returned without retraining.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from whyrec.data import schema as S
+from whyrec.data.dataset import RecDataset
+from whyrec.encoders.vae_gmm import N_RATINGS, VaeGmm, VaeGmmConfig, save_vae_gmm
+from whyrec.utils import WhyrecError, atomic_path, resolve_device, write_json, write_run_info
+
+log = logging.getLogger(__name__)
+CHECKPOINT = "checkpoint/checkpoint.safetensors"
+PLOT = "latent.png"
+PHASES = ("pretrain", "elbo")
+
+
+# ---------------------------------------------------------------- data
+@dataclasses.dataclass
+class Pairs:
+    users: torch.Tensor  # [N] long
+    items: torch.Tensor  # [N] long
+    targets: torch.Tensor  # [N] long, rounded rating - 1
+    ratings: torch.Tensor  # [N] float, the rating as given (RMSE is measured against it)
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+
+@dataclasses.dataclass
+class _Data:
+    splits: dict[str, Pairs]
+    user2idx: dict[str, int]
+    item2idx: dict[str, int]
+    digest: str
+
+
+def _load_data(path: str, device: str) -> _Data:
+    ds = RecDataset.load(path)
+    if S.RATING not in ds.interactions:
+        raise WhyrecError(f"{path} has no '{S.RATING}' column; the VAE-GMM reconstructs ratings 1..5")
+    splits, h = {}, hashlib.sha256()
+    for name in S.SPLITS:
+        frame = ds.split(name)  # raises without a split column
+        rating = frame[S.RATING].to_numpy("float64", copy=True)
+        if np.isnan(rating).any():
+            raise WhyrecError(f"{path}: {int(np.isnan(rating).sum())} '{name}' interactions have no rating; drop them")
+        rounded = np.floor(rating + 0.5).astype(np.int64)  # round half up (np.rint rounds 2.5 to 2)
+        if len(rounded) and (rounded.min() < 1 or rounded.max() > N_RATINGS):
+            raise WhyrecError(f"{path}: ratings must round to 1..{N_RATINGS}, '{name}' has {rating.min()}..{rating.max()}")
+        users, items = ds.index_pairs(frame)
+        for arr in (users, items, rating):
+            h.update(np.ascontiguousarray(arr).tobytes())
+        splits[name] = Pairs(*(torch.from_numpy(np.array(a)).to(device) for a in (users, items, rounded - 1)),
+                             torch.from_numpy(rating).float().to(device))
+    if len(splits[S.TRAIN]) == 0:
+        raise WhyrecError(f"{path} has no '{S.TRAIN}' interactions (splits: {ds.summary()['splits']})")
+    h.update(json.dumps([ds.user2idx, ds.item2idx], sort_keys=True).encode())
+    return _Data(splits, ds.user2idx, ds.item2idx, h.hexdigest()[:16])
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator | None = None):
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    for start in range(0, n, batch_size):
+        yield order[start : start + batch_size]
+
+
+# ---------------------------------------------------------------- checkpoint
+def _optimizer(model: VaeGmm, phase: str, config: VaeGmmConfig) -> torch.optim.Adam:
+    """Pretraining moves encoder + decoder only; the ELBO phase also moves π, μ_c, log σ²_c."""
+    prior = {"pi_logits", "mu_c", "logvar_c"}
+    if phase == "pretrain":
+        return torch.optim.Adam([p for n, p in model.named_parameters() if n not in prior], lr=config.pretrain_lr)
+    return torch.optim.Adam(model.parameters(), lr=config.lr)
+
+
+def _save_checkpoint(out: Path, model: VaeGmm, opt, state: dict) -> None:
+    from safetensors.torch import save_file
+
+    optim = opt.state_dict()
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors |= {f"optim.{pid}.{name}": t for pid, st in optim["state"].items() for name, t in st.items()}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    meta = {"state": json.dumps(state), "param_groups": json.dumps(optim["param_groups"])}
+    with atomic_path(out / CHECKPOINT) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def _load_checkpoint(out: Path, resume_key: dict, model: VaeGmm, config: VaeGmmConfig):
+    """Restore the weights in place; return (optimizer, state), or None if unusable."""
+    from safetensors import safe_open
+
+    path = out / CHECKPOINT
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+        state = json.loads(meta["state"])
+    except Exception as e:  # a truncated or foreign file: start over
+        log.warning("ignoring unreadable checkpoint %s (%s)", path, e)
+        return None
+    if state.get("resume_key") != resume_key:
+        log.warning("checkpoint %s was made with another config or data; starting over", path)
+        return None
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    opt = _optimizer(model, state["phase"], config)
+    optim: dict = {"state": {}, "param_groups": json.loads(meta["param_groups"])}
+    device = model.mu_c.device
+    for key, t in tensors.items():
+        if key.startswith("optim."):
+            _, pid, name = key.split(".", 2)
+            optim["state"].setdefault(int(pid), {})[name] = t if name == "step" else t.to(device)
+    opt.load_state_dict(optim)
+    return opt, state
+
+
+# ---------------------------------------------------------------- epochs
+def _seed(config: VaeGmmConfig, phase: str, epoch: int) -> torch.Generator:
+    """Reseed torch (dropout, ε) per epoch and return the shuffling generator: resume is exact."""
+    seed = config.seed + 100_003 * PHASES.index(phase) + epoch
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def _pretrain_epoch(model: VaeGmm, opt, train: Pairs, config: VaeGmmConfig, epoch: int) -> dict:
+    model.train()
+    total = 0.0
+    for idx in _batches(len(train), config.pretrain_batch_size, _seed(config, "pretrain", epoch)):
+        idx = idx.to(train.users.device)
+        loss = model.reconstruction_loss(train.users[idx], train.items[idx], train.targets[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += loss.item() * len(idx)
+    return {"epoch": epoch + 1, "ce": total / len(train)}
+
+
+def _elbo_epoch(model: VaeGmm, opt, train: Pairs, config: VaeGmmConfig, epoch: int) -> dict:
+    """One pass of loss_scale * (recon_weight * CE + kl_weight(epoch) * KL); returns the means."""
+    model.train()
+    kl_weight, recon_weight = config.kl_weight(epoch), config.reconstruction_weight()
+    lr = config.lr * config.lr_gamma ** (epoch // max(config.lr_step, 1))
+    for group in opt.param_groups:
+        group["lr"] = lr
+    sums = np.zeros(3)
+    for idx in _batches(len(train), config.batch_size, _seed(config, "elbo", epoch)):
+        idx = idx.to(train.users.device)
+        ce, kl = model.elbo_terms(train.users[idx], train.items[idx], train.targets[idx])
+        loss = config.loss_scale * (recon_weight * ce + kl_weight * kl)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sums += np.array([loss.item(), ce.item(), kl.item()]) * len(idx)
+    loss, ce, kl = (float(x) for x in sums / len(train))
+    return {"epoch": epoch + 1, "loss": loss, "ce": ce, "kl": kl, "kl_weight": kl_weight, "lr": lr}
+
+
+@torch.no_grad()
+def latent_means(model: VaeGmm, pairs: Pairs, batch_size: int = 8192) -> torch.Tensor:
+    """μ of q(z|x) for every pair, [N, latent_dim], in eval mode."""
+    model.eval()
+    parts = [model.encode(pairs.users[i], pairs.items[i])[0] for i in _batches(len(pairs), batch_size)]
+    return torch.cat(parts) if parts else torch.empty(0, model.config.latent_dim)
+
+
+def fit_gmm(mu: np.ndarray, config: VaeGmmConfig):
+    """The diagonal GaussianMixture that initialises the prior (random_state = config.seed)."""
+    from sklearn.mixture import GaussianMixture
+
+    if len(mu) < config.n_clusters:
+        raise WhyrecError(f"{len(mu)} training pairs cannot fit {config.n_clusters} clusters")
+    return GaussianMixture(n_components=config.n_clusters, covariance_type="diag",
+                           random_state=config.seed).fit(mu)
+
+
+def _init_prior(model: VaeGmm, train: Pairs, config: VaeGmmConfig) -> dict:
+    gmm = fit_gmm(latent_means(model, train).cpu().double().numpy(), config)
+    model.init_prior(gmm.weights_, gmm.means_, gmm.covariances_)
+    if config.copy_mu_to_logvar:
+        model.logvar_head.load_state_dict(model.mu_head.state_dict())
+    return {"converged": bool(gmm.converged_), "n_iter": int(gmm.n_iter_), "weights": gmm.weights_.tolist()}
+
+
+# ---------------------------------------------------------------- evaluation and plot
+@torch.no_grad()
+def evaluate(model: VaeGmm, pairs: Pairs, batch_size: int = 8192) -> dict | None:
+    """Rating accuracy (argmax class), RMSE of the expected rating Σ_k p_k k, cluster sizes (from μ)."""
+    if len(pairs) == 0:
+        return None
+    model.eval()
+    mu = latent_means(model, pairs, batch_size)  # [N, L]
+    probs = torch.cat([model.decode(mu[i]).softmax(-1) for i in _batches(len(pairs), batch_size)])  # [N, 5]
+    expected = probs @ torch.arange(1, N_RATINGS + 1, dtype=probs.dtype, device=probs.device)  # [N]
+    clusters = torch.cat([model.log_responsibilities(mu[i]).argmax(1) for i in _batches(len(pairs), batch_size)])
+    return {
+        "n": len(pairs),
+        "accuracy": (probs.argmax(1) == pairs.targets).float().mean().item(),
+        "rmse": ((expected - pairs.ratings) ** 2).mean().sqrt().item(),
+        "cluster_sizes": torch.bincount(clusters, minlength=model.config.n_clusters).tolist(),
+    }
+
+
+def plot_latent(mu: torch.Tensor, clusters: torch.Tensor, path: Path, per_cluster: int, seed: int) -> Path:
+    """PNG of μ projected on its first two principal components, up to `per_cluster` points per cluster.
+
+    Uses matplotlib's Agg canvas directly, so no pyplot state or global backend is touched.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rng = np.random.default_rng(seed)
+    clusters_np = clusters.cpu().numpy()
+    keep = np.concatenate([rng.permutation(np.flatnonzero(clusters_np == c))[:per_cluster]
+                           for c in np.unique(clusters_np)])
+    x = mu[torch.from_numpy(keep).to(mu.device)].double().cpu()
+    x = x - x.mean(0)
+    _, _, vt = torch.linalg.svd(x, full_matrices=False)
+    xy = (x @ vt[:2].T).numpy()  # [n, <=2]
+    xy = np.pad(xy, ((0, 0), (0, 2 - xy.shape[1])))  # latent_dim 1 or a single point: y = 0
+    fig = Figure(figsize=(5.5, 4.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for c in np.unique(clusters_np[keep]):
+        sel = clusters_np[keep] == c
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=5, alpha=0.6, color=f"C{c % 10}",
+                   label=f"cluster {c} ({int((clusters_np == c).sum()):,} pairs)")
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
+    ax.legend(fontsize=7, markerscale=2)
+    ax.set_title(f"VAE-GMM latent μ of training pairs (≤{per_cluster} per cluster, PCA)", fontsize=9)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)  # the temp name ends in .tmp: say png
+    return path
+
+
+# ---------------------------------------------------------------- entry points
+def _cached(out: Path, fingerprint: dict) -> dict | None:
+    try:
+        metrics = json.loads((out / "metrics.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    files = ("config.json", "model.safetensors", "user2idx.json", "item2idx.json", PLOT)
+    if metrics.get("fingerprint") == fingerprint and all((out / f).is_file() for f in files):
+        return metrics
+    return None
+
+
+def train_vae_gmm(data: str, out: str, config: VaeGmmConfig | None = None, device: str = "auto",
+                  resume: bool = True, progress: bool = True) -> dict:
+    """Train the VAE-GMM on a dataset folder (rating column, train/valid/test split) into `out`.
+
+    Args:
+        data: a `RecDataset` folder; ratings may be floats and are rounded to 1..5.
+        out: output folder: config.json, model.safetensors, id maps, README.md, latent.png,
+            metrics.json, run_config.json and checkpoint/.
+        config: hyperparameters (default: the original's).
+        device: "auto", "cpu", "cuda", ...
+        resume: continue from out/checkpoint and reuse a finished run with the same config.
+        progress: show tqdm bars.
+    Returns:
+        The metrics written to out/metrics.json.
+    """
+    config = config or VaeGmmConfig()
+    out, device = Path(out), resolve_device(device)
+    dset = _load_data(data, device)
+    cfg = dataclasses.asdict(config)
+    cfg = json.loads(json.dumps(cfg))  # tuples -> lists, as they come back from JSON files
+    fingerprint = {"config": cfg, "data": dset.digest}
+    resume_key = {"config": {k: v for k, v in cfg.items() if k != "elbo_epochs"}, "data": dset.digest}
+    if resume and (cached := _cached(out, fingerprint)) is not None:
+        return cached
+
+    torch.manual_seed(config.seed)
+    model = VaeGmm(config, len(dset.user2idx), len(dset.item2idx)).to(device)
+    opt, state = None, {"phase": "pretrain", "epoch": 0, "best_ce": None, "bad_epochs": 0, "gmm": None,
+                        "history": {"pretrain": [], "elbo": []}, "resume_key": resume_key}
+    if resume and (restored := _load_checkpoint(out, resume_key, model, config)) is not None:
+        opt, state = restored
+    train = dset.splits[S.TRAIN]
+    if state["phase"] == "pretrain":
+        opt = opt or _optimizer(model, "pretrain", config)
+        _pretrain(model, opt, train, config, state, out, progress)
+        state.update(phase="elbo", epoch=0, gmm=_init_prior(model, train, config))
+        opt = _optimizer(model, "elbo", config)
+        _save_checkpoint(out, model, opt, state)
+    if state["phase"] == "elbo":  # also when a finished run is extended with more elbo_epochs
+        bar = tqdm(range(state["epoch"], config.elbo_epochs), initial=state["epoch"], total=config.elbo_epochs,
+                   desc="vae-gmm elbo", disable=None if progress else True)
+        for epoch in bar:
+            record = _elbo_epoch(model, opt, train, config, epoch)
+            state["history"]["elbo"].append(record)
+            state["epoch"] = epoch + 1
+            _save_checkpoint(out, model, opt, state)
+            bar.set_postfix(loss=f"{record['loss']:.4f}", kl=f"{record['kl']:.3f}")
+        bar.close()
+    return _finish(model, dset, config, state, out, data, fingerprint, device)
+
+
+def _pretrain(model: VaeGmm, opt, train: Pairs, config: VaeGmmConfig, state: dict, out: Path, progress: bool):
+    """Autoencoder epochs until pretrain_epochs or pretrain_patience epochs without a lower CE."""
+    bar = tqdm(range(state["epoch"], config.pretrain_epochs), initial=state["epoch"],
+               total=config.pretrain_epochs, desc="vae-gmm pretrain", disable=None if progress else True)
+    for epoch in bar:
+        if state["bad_epochs"] >= config.pretrain_patience:
+            break
+        record = _pretrain_epoch(model, opt, train, config, epoch)
+        if state["best_ce"] is None or record["ce"] < state["best_ce"]:
+            state.update(best_ce=record["ce"], bad_epochs=0)
+        else:
+            state["bad_epochs"] += 1
+        state["history"]["pretrain"].append(record)
+        state["epoch"] = epoch + 1
+        _save_checkpoint(out, model, opt, state)
+        bar.set_postfix(ce=f"{record['ce']:.4f}")
+    bar.close()
+
+
+@torch.no_grad()
+def _finish(model: VaeGmm, dset: _Data, config: VaeGmmConfig, state: dict, out: Path, data: str,
+            fingerprint: dict, device: str) -> dict:
+    train = dset.splits[S.TRAIN]
+    splits = {name: evaluate(model, pairs) for name, pairs in dset.splits.items()}
+    mu = latent_means(model, train)
+    plot_latent(mu, model.log_responsibilities(mu).argmax(1), out / PLOT, config.plot_points_per_cluster, config.seed)
+    history = state["history"]
+    metrics = {
+        "encoder": "vae_gmm", "n_clusters": config.n_clusters,
+        "cluster_sizes": splits[S.TRAIN]["cluster_sizes"],
+        "pi": model.log_pi().exp().tolist(),
+        "train": splits[S.TRAIN], "valid": splits[S.VALID], "test": splits[S.TEST],
+        "pretrain_epochs_run": len(history["pretrain"]), "elbo_epochs_run": len(history["elbo"]),
+        "gmm_init": state["gmm"], "history": history,
+        "protocol": "decoder(μ): accuracy of the argmax rating class; RMSE of Σ_k p_k·k against the raw rating",
+        "n_users": len(dset.user2idx), "n_items": len(dset.item2idx), "fingerprint": fingerprint,
+    }
+    save_vae_gmm(model, out, dset.user2idx, dset.item2idx, card=_card(config, metrics, data))
+    run = {"data": str(data), "encoder": "vae_gmm", "device": device, "config": dataclasses.asdict(config)}
+    write_run_info(out, run, command=f"whyrec cluster --data {data} --out {out}")
+    write_json(out / "metrics.json", metrics)  # last: marks the folder as finished
+    return metrics
+
+
+def _card(config: VaeGmmConfig, metrics: dict, data: str) -> str:
+    valid = metrics["valid"] or metrics["train"]
+    return "\n".join([
+        "# vae_gmm", "", "GaVaMoE stage 1 (Tang et al., arXiv 2410.11841): rating VAE with a Gaussian-mixture prior.", "",
+        f"- data: {data}; users {metrics['n_users']:,}, items {metrics['n_items']:,}",
+        f"- K = {config.n_clusters}, latent {config.latent_dim}, ID embeddings {config.embedding_dim}",
+        f"- training cluster sizes: {metrics['cluster_sizes']}",
+        f"- {'valid' if metrics['valid'] else 'train'}: accuracy {valid['accuracy']:.4f}, RMSE {valid['rmse']:.4f}",
+        "", "```python", "from whyrec.encoders.vae_gmm import load_vae_gmm",
+        "vae = load_vae_gmm('path/to/this/folder')", "clusters = vae.cluster(['user-id'], ['item-id'])", "```", "",
+    ])
+
+
+def cluster_command(data: str, out: str, config: VaeGmmConfig = VaeGmmConfig(), device: str = "auto",  # noqa: B008
+                    resume: bool = True) -> dict:
+    """Train GaVaMoE's stage-1 VAE-GMM (the clusters that pick the stage-2 gates).
+
+    Args:
+        data: dataset folder with ratings and a train/valid/test split (`whyrec data prepare`).
+        out: output folder (artifact, metrics.json, latent.png, checkpoint/).
+        config: VAE-GMM hyperparameters (defaults: the original GaVaMoE values).
+        device: "auto" (CUDA if present), "cpu", "cuda", ...
+        resume: continue an interrupted run in `out` and reuse a finished one.
+    Returns:
+        A summary: cluster sizes, π, epochs run, valid/test rating accuracy and RMSE.
+    """
+    metrics = train_vae_gmm(data, out, config, device=device, resume=resume)
+    keep = ("n_clusters", "cluster_sizes", "pi", "pretrain_epochs_run", "elbo_epochs_run")
+    scores = {name: {k: v for k, v in (metrics[name] or {}).items() if k in ("n", "accuracy", "rmse")} or None
+              for name in ("valid", "test")}
+    return {"out": str(out), **{k: metrics[k] for k in keep}, **scores}
