@@ -15,8 +15,11 @@ from whyrec.config import (
     GaVaMoEConfig,
     GenerationConfig,
     LightGCNConfig,
+    MFConfig,
     ModelConfig,
     PEPLERConfig,
+    RecExplainerConfig,
+    SASRecConfig,
     TrainConfig,
     VaeGmmConfig,
     XRecConfig,
@@ -171,16 +174,24 @@ def data_instructions(out: str, source: str = "ml-100k", encoder: str | None = N
 
 
 def train_encoder(data: str, out: str, encoder: str = "lightgcn", lightgcn: LightGCNConfig = LightGCNConfig(),
-                  device: str = "auto", resume: bool = True):
+                  sasrec: SASRecConfig = SASRecConfig(), mf: MFConfig = MFConfig(), device: str = "auto",
+                  resume: bool = True):
     """Train a collaborative encoder on a prepared dataset and save it as an artifact folder.
 
     Args:
         data: dataset folder from `whyrec data prepare`.
         out: artifact folder to write (config.json, model.safetensors, id maps, metrics.json).
-        encoder: registered encoder name.
+        encoder: lightgcn (XRec, RecAlpaca), or sasrec / mf (RecExplainer's target models: leave-last-out
+            split, full-ranking HR/NDCG@10, early stopping on valid NDCG@10).
         device: auto, cpu or cuda.
         resume: continue from out/checkpoint after an interruption.
     """
+    if encoder in ("sasrec", "mf"):
+        from whyrec.encoders.target_train import train_target
+
+        config = sasrec if encoder == "sasrec" else mf
+        _print_json(train_target(data=data, out=out, encoder=encoder, config=config, device=device, resume=resume))
+        return
     from whyrec.encoders.train import train_encoder as _train
 
     _print_json(_train(data=data, out=out, encoder=encoder, config=lightgcn, device=device, resume=resume))
@@ -190,14 +201,15 @@ def train_explainer(data: str, out: str, encoder: str | None = None, method: str
                     model: ModelConfig = ModelConfig(), xrec: XRecConfig = XRecConfig(),
                     pepler: PEPLERConfig = PEPLERConfig(), train: TrainConfig = TrainConfig(),
                     recalpaca: RecAlpacaConfig = RecAlpacaConfig(), gavamoe: GaVaMoEConfig = GaVaMoEConfig(),
-                    resume: bool = True):
+                    recexplainer: RecExplainerConfig = RecExplainerConfig(), resume: bool = True):
     """Train an explainer (the LLM side of a method) on the dataset's training explanations.
 
     Args:
         data: dataset folder from `whyrec data prepare`; for recalpaca, instruction data (a
             `whyrec data instructions` folder or Alpaca JSON/JSONL files, comma-separated).
-        encoder: encoder artifact folder: from `whyrec train encoder` (XRec) or `whyrec cluster` (GaVaMoE's
-            VAE); PEPLER learns its own ID embeddings.
+        encoder: encoder artifact folder: from `whyrec train encoder` (XRec: lightgcn; RecExplainer: the
+            sasrec/mf target model to align to, its own data) or `whyrec cluster` (GaVaMoE's VAE); PEPLER
+            learns its own ID embeddings.
         out: explainer folder to write.
         method: registered method name (see `whyrec list`).
         resume: continue from out/checkpoint after an interruption.
@@ -210,6 +222,13 @@ def train_explainer(data: str, out: str, encoder: str | None = None, method: str
         from whyrec.methods.pepler import train_pepler
 
         log = train_pepler(data, out, model=model, pepler=pepler, train=train, resume=resume)
+    elif method == "recexplainer":
+        from whyrec.methods.recexplainer_train import train_recexplainer
+
+        if encoder is None:
+            raise WhyrecError("--method recexplainer needs --encoder (a target model from "
+                              "`whyrec train encoder --encoder sasrec|mf`)")
+        log = train_recexplainer(encoder, out, model=model, cfg=recexplainer, resume=resume)
     elif method == "gavamoe":
         from whyrec.methods.gavamoe_train import train_gavamoe
 
@@ -238,6 +257,12 @@ def explain(run: str, user: str, item: str, generation: GenerationConfig = Gener
         item: raw item id.
         device: auto, cpu or cuda.
     """
+    if _run_method(run) == "recexplainer":  # "will the user like it, and why", as its target model sees it
+        from whyrec.methods.recexplainer import load_recexplainer
+
+        print(load_recexplainer(run, device=device).explain([user], [item], max_new_tokens=generation.max_new_tokens,
+                                                            min_new_tokens=0)[0])
+        return
     from whyrec.api import load_run
 
     print(load_run(run, device=device).explain(user, item, generation=generation))
@@ -326,7 +351,9 @@ def evaluate(out: str, predictions: str | None = None, references: str | None = 
         judge: LLM judge for GPTScore (off by default; --judge.backend openai|local).
         grounding: with --run/--data, the hallucination rate of claims (titles, genres, people, review
             features) checked against the data.
-        task: 'explain' (text metrics) or 'topk' (titles parsed from generated recommendation lists).
+        task: 'explain' (text metrics), 'topk' (titles parsed from generated recommendation lists) or
+            'alignment' (a RecExplainer --run: item recovery, history coverage, next-item HR/NDCG@5,
+            graded ranking NDCG@5, Yes/No accuracy on --max_pairs of its target model's users).
         recalpaca_json: (topk) RecAlpaca-format JSON (records with testGT and a generated field).
             With --run (a RecAlpaca run folder, or 'none' for the bare backbone), answers are generated
             for its prompts first (--max_pairs users, --generation.max_new_tokens/batch_size/repetition_penalty).
@@ -373,8 +400,11 @@ def evaluate(out: str, predictions: str | None = None, references: str | None = 
         write_topk_report(out, {label: metrics, **baselines}, k)
         _print_json({"model": metrics, "baselines": baselines})
         return
+    if task == "alignment":
+        _evaluate_alignment(run, out, max_pairs, generation, device)
+        return
     if task != "explain":
-        raise WhyrecError(f"unknown --task {task!r}; choose explain or topk")
+        raise WhyrecError(f"unknown --task {task!r}; choose explain, topk or alignment")
     if run is not None and _run_method(run) == "pepler":
         from whyrec.methods.pepler import evaluate_pepler
 
@@ -461,6 +491,23 @@ def cluster(data: str, out: str, vae: VaeGmmConfig = VaeGmmConfig(), device: str
 
 def _split_specs(specs: str | None) -> list[str]:
     return [s.strip() for s in (specs or "").split(",") if s.strip()]
+
+
+def _evaluate_alignment(run: str | None, out: str, max_users: int | None, generation: GenerationConfig,
+                        device: str) -> None:
+    from whyrec.eval.alignment import alignment_examples, evaluate_alignment
+    from whyrec.methods.recexplainer import load_recexplainer
+    from whyrec.utils import write_json
+
+    if run is None or _run_method(run) != "recexplainer":
+        raise WhyrecError("--task alignment needs --run (a folder from `whyrec train explainer --method recexplainer`)")
+    model = load_recexplainer(run, device=device)
+    users = sorted(model.target.user2idx)[:max_users] if max_users else sorted(model.target.user2idx)
+    metrics = evaluate_alignment(model, alignment_examples(model, users), batch_size=generation.batch_size,
+                                 max_new_tokens=generation.max_new_tokens)
+    metrics = {"run": run, "mode": model.cfg.mode, "n_users": len(users), "tasks": metrics}
+    write_json(Path(out) / "metrics.json", metrics)
+    _print_json(metrics)
 
 
 def _run_method(run: str) -> str | None:

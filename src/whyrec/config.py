@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from whyrec.data.recexplainer_tasks import MODES, TASKS  # plain tuples, no torch
+from whyrec.utils import WhyrecError
+
 
 @dataclass
 class LightGCNConfig:
@@ -269,3 +272,128 @@ class GaVaMoEConfig:
     """Titles and feature strings are cut to this many words."""
     lora: LoraConfig = field(default_factory=lambda: LoraConfig(enabled=True, r=8, alpha=16, dropout=0.1))
     """LoRA on attention q/k/v/o (paper: r 8, alpha 16, dropout 0.1)."""
+
+
+@dataclass
+class SASRecConfig:
+    """SASRec as RecExplainer's UniRec run trains it (METHODS §5.1)."""
+
+    dim: int = 256
+    """Embedding and hidden size (RecExplainer: 256)."""
+    max_seq_len: int = 9
+    """Most recent items a user is encoded from (RecExplainer: 9, also the LLM's history length)."""
+    n_layers: int = 2
+    """Self-attention blocks. UniRec's default is NOT FOUND in METHODS; 2 is the SASRec paper's."""
+    n_heads: int = 2
+    """Attention heads. UniRec's default is NOT FOUND in METHODS; 2 is a common SASRec choice."""
+    ffn_dim: int = 256
+    """Point-wise feed-forward width (the SASRec paper uses the hidden size)."""
+    hidden_dropout: float = 0.4954
+    """Dropout on embeddings and block outputs (RecExplainer: 0.4954, a tuned value)."""
+    attn_dropout: float = 0.1872
+    """Dropout on attention weights (RecExplainer: 0.1872)."""
+    init_std: float = 0.02
+    """Std of the normal init of embeddings (UniRec's init NOT FOUND; BERT-style 0.02)."""
+    lr: float = 3.1126e-4
+    """AdamW learning rate (RecExplainer: 3.1126e-4)."""
+    weight_decay: float = 0.0
+    """AdamW decoupled weight decay (RecExplainer's value NOT FOUND; 0 = none)."""
+    batch_size: int = 2048
+    """Training windows per step (RecExplainer: 2048)."""
+    epochs: int = 100
+    """Upper bound on epochs (RecExplainer: 100); early stopping usually ends sooner."""
+    patience: int = 5
+    """Stop after this many epochs without a better validation NDCG@eval_k (RecExplainer: 5)."""
+    eval_k: int = 10
+    """k of the validation NDCG@k used for early stopping (RecExplainer: 10)."""
+    grad_clip: float = 10.0
+    """Max global gradient norm (RecExplainer: 10)."""
+    seed: int = 3418
+    """Seed of init, shuffling and dropout (RecExplainer: 3418)."""
+
+
+@dataclass
+class MFConfig:
+    """MF as RecExplainer's UniRec run trains it (METHODS §5.1)."""
+
+    dim: int = 512
+    """Embedding size (RecExplainer: 512)."""
+    n_negatives: int = 285
+    """Uniform negatives per positive in the sampled softmax (RecExplainer: 285, a tuned value)."""
+    init_std: float = 0.02
+    """Std of the normal init (UniRec's init NOT FOUND; BERT-style 0.02)."""
+    lr: float = 4.4329e-3
+    """AdamW learning rate (RecExplainer: 4.4329e-3)."""
+    weight_decay: float = 0.0
+    """AdamW decoupled weight decay (RecExplainer's value NOT FOUND; 0 = none)."""
+    batch_size: int = 128
+    """(user, item) training pairs per step (RecExplainer: 128)."""
+    epochs: int = 100
+    """Upper bound on epochs (RecExplainer: 100); early stopping usually ends sooner."""
+    patience: int = 5
+    """Stop after this many epochs without a better validation NDCG@eval_k (RecExplainer: 5)."""
+    eval_k: int = 10
+    """k of the validation NDCG@k used for early stopping (RecExplainer: 10)."""
+    grad_clip: float = 0.7468
+    """Max global gradient norm (RecExplainer: 0.7468)."""
+    seed: int = 436913
+    """Seed of init, shuffling and negative sampling (RecExplainer: 436913)."""
+
+
+@dataclass
+class RecExplainerConfig:
+    """RecExplainer's alignment recipe; defaults are the paper's (`shell/train.sh`) unless noted."""
+
+    mode: str = "hybrid"
+    """behaviour (titles only, -B), intention (placeholders only, -I) or hybrid (both, -H)."""
+    lora: LoraConfig = field(default_factory=lambda: LoraConfig(enabled=True, r=16, alpha=32, dropout=0.05))
+    """LoRA on q,k,v,o (RecExplainer: r=16, alpha=32, dropout 0.05)."""
+    connector_hidden: int = 2048
+    """Hidden width of each connector MLP (RecExplainer: 2048)."""
+    modules_to_save: list[str] = field(default_factory=list)
+    """LLM modules trained in full beside LoRA. RecExplainer used ["lm_head", "embed_tokens"]; off by
+    default because it stores two vocabulary-sized matrices per run and doubles optimizer memory."""
+    lr: float = 1e-4
+    """AdamW learning rate (RecExplainer: 1e-4), linear decay after warm-up."""
+    epochs: float = 20.0
+    """Passes over the task mixture (RecExplainer: 20)."""
+    micro_batch_size: int = 4
+    """Examples per forward pass and device (RecExplainer: 4)."""
+    grad_accum: int = 4
+    """Micro-batches per optimizer step (RecExplainer: 4, on 4 GPUs: effective batch 64)."""
+    warmup_ratio: float = 0.1
+    """Share of the steps with linear warm-up (RecExplainer: 0.1)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay (RecExplainer: 0)."""
+    max_length: int = 1024
+    """Tokens kept per example, cut on the right (RecExplainer pads to 1024)."""
+    max_hist_len: int = 9
+    """History titles shown per user and SASRec's window (RecExplainer: 9)."""
+    tasks: list[str] = field(default_factory=lambda: list(TASKS))
+    """Tasks in the mixture; uid2summary needs a teacher client and is skipped without one."""
+    topk: int = 100
+    """Ranking depth the top-5 items are sampled from (RecExplainer's data4Exp: 100)."""
+    data_seed: int = 2023
+    """Seeds the material sampling and the question templates (RecExplainer: 2023)."""
+    max_examples: int | None = None
+    """Keep at most this many examples of the mixture (seeded sample); None keeps all."""
+    save_steps: int | None = None
+    """Checkpoint every N optimizer steps; None: every epoch (RecExplainer)."""
+    save_total_limit: int = 2
+    """Checkpoints kept in out/checkpoints."""
+    logging_steps: int = 10
+    """Log the training loss every N optimizer steps."""
+    max_steps: int | None = None
+    """Stop after this many optimizer steps (overrides `epochs`); for CPU budgets."""
+    max_minutes: float | None = None
+    """Stop this run after this much wall time, writing a checkpoint; a rerun resumes."""
+    seed: int = 2024
+    """Seeds LoRA/connector init and the data order (RecExplainer: 2024)."""
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise WhyrecError(f"unknown RecExplainer mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise WhyrecError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if isinstance(self.lora, dict):
+            self.lora = LoraConfig(**self.lora)

@@ -214,3 +214,28 @@ def test_gavamoe_cluster_train_explain_evaluate(run_dir, tmp_path, capsys):
     assert main(["evaluate", "--run", str(expl), "--data", str(data), "--out", str(tmp_path / "eval"),
                  "--max_pairs", "4", "--generation.max_new_tokens", "4", "--device", "cpu"]) == 0
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["n"] == 4
+
+
+def test_recexplainer_target_align_evaluate_explain(run_dir, tmp_path, capsys):
+    """RecExplainer end to end: SASRec target -> hybrid alignment (tiny LLM) -> alignment metrics."""
+    data, target, run = run_dir / "data", tmp_path / "sasrec", tmp_path / "recexplainer"
+    assert main(["train", "encoder", "--encoder", "sasrec", "--data", str(data), "--out", str(target),
+                 "--sasrec.dim", "16", "--sasrec.ffn_dim", "16", "--sasrec.epochs", "2", "--sasrec.batch_size", "256",
+                 "--device", "cpu"]) == 0
+    metrics = json.loads((target / "metrics.json").read_text())
+    assert {"valid", "test"} <= metrics.keys()
+    assert main(["train", "explainer", "--method", "recexplainer", "--data", str(data), "--encoder", str(target),
+                 "--out", str(run), "--model.name_or_path", "tiny-random-llama", "--model.device", "cpu",
+                 "--recexplainer.mode", "hybrid", "--recexplainer.max_steps", "2", "--recexplainer.max_examples", "16",
+                 "--recexplainer.connector_hidden", "16", "--recexplainer.max_length", "512",
+                 "--recexplainer.micro_batch_size", "2", "--recexplainer.grad_accum", "1"]) == 0
+    assert (run / "config.json").exists()
+    assert main(["evaluate", "--task", "alignment", "--run", str(run), "--max_pairs", "2", "--out",
+                 str(tmp_path / "align"), "--generation.max_new_tokens", "4", "--device", "cpu"]) == 0
+    tasks = json.loads((tmp_path / "align" / "metrics.json").read_text())["tasks"]
+    assert {"iid2title", "uid2hist", "uid2next", "uidiid2rank", "uidiid2binary"} <= tasks.keys()
+    assert 0.0 <= tasks["uidiid2binary"]["accuracy"] <= 1.0
+    user, item = _user_and_item(run_dir)
+    capsys.readouterr()
+    assert main(["explain", "--run", str(run), "--user", user, "--item", item,
+                 "--generation.max_new_tokens", "4", "--device", "cpu"]) == 0

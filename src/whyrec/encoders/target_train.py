@@ -1,0 +1,466 @@
+"""RecExplainer's target recommenders (Lei et al., KDD 2024; METHODS §5.1): train, save, load.
+
+`train_target` fits SASRec or MF on each user's time-ordered TRAIN items with AdamW, gradient
+clipping and early stopping on validation NDCG@10 (full ranking, the user's history masked),
+then writes an artifact folder that `load_target` turns into the `TargetModel` the LLM side
+aligns to: user/item vectors, scores with history masked, and the history itself.
+
+Split: leave-last-out (per user the last item is the test target, the one before the valid
+target; whyrec's `leave_last_out`). RecExplainer's UniRec split used the last item as BOTH the
+valid and the test target; we keep them apart so early stopping never sees the test item. A
+dataset with no split, or a split that is not leave-last-out (e.g. random), is re-split and
+metrics.json says so. Test users are encoded from train + valid items (the whole history
+before the target), and those items are masked.
+
+Resumable like `whyrec.encoders.train`: out/checkpoint/checkpoint.safetensors (weights, best
+weights, AdamW state, torch RNG; counters and numpy RNG in its metadata) is replaced
+atomically after every epoch, so an interrupted CPU run resumes to the identical result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from tqdm.auto import tqdm
+
+from whyrec.data import schema as S
+from whyrec.data.dataset import RecDataset
+from whyrec.data.splits import has_valid_split, leave_last_out
+from whyrec.encoders.mf import MF, MFConfig
+from whyrec.encoders.sasrec import SASRec, SASRecConfig
+from whyrec.encoders.train import _cached
+from whyrec.eval.ranking import evaluate_ranking
+from whyrec.utils import (
+    WhyrecError,
+    atomic_path,
+    read_json,
+    resolve_device,
+    seed_everything,
+    write_json,
+    write_run_info,
+    write_text,
+)
+
+log = logging.getLogger(__name__)
+CONFIGS = {"sasrec": SASRecConfig, "mf": MFConfig}
+CHECKPOINT = "checkpoint/checkpoint.safetensors"
+FILES = ("config.json", "model.safetensors", "user2idx.json", "item2idx.json")
+REPORT_KS = (10, 20)
+SPLIT_SEED = 42  # whyrec's default split seed; it only breaks ties in time
+
+
+# ---------------------------------------------------------------- the loaded model
+class TargetModel:
+    """A trained target recommender plus each user's time-ordered training history."""
+
+    def __init__(self, kind: str, model: SASRec | MF, user2idx: dict[str, int], item2idx: dict[str, int],
+                 hist_indptr: np.ndarray, hist_items: np.ndarray, titles: dict[str, str] | None = None):
+        self.kind, self.model, self.user2idx, self.item2idx = kind, model, user2idx, item2idx
+        self.hist_indptr, self.hist_items = hist_indptr, hist_items  # CSR rows: item indices, oldest first
+        self.titles = titles or {}
+        self.idx2item = sorted(item2idx, key=item2idx.__getitem__)
+        self.idx2user = sorted(user2idx, key=user2idx.__getitem__)
+
+    @property
+    def dim(self) -> int:
+        return self.model.config.dim
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item2idx)
+
+    def _index(self, ids: list[str], mapping: dict[str, int], what: str) -> np.ndarray:
+        missing = [i for i in map(str, ids) if i not in mapping]
+        if missing:
+            raise WhyrecError(f"unknown {what} {missing[0]!r}: the target model knows {len(mapping)} {what}s "
+                              f"(e.g. {', '.join(list(mapping)[:3])})")
+        return np.fromiter((mapping[str(i)] for i in ids), dtype=np.int64, count=len(ids))
+
+    def history(self, user: str) -> list[str]:
+        u = int(self._index([user], self.user2idx, "user")[0])
+        return [self.idx2item[i] for i in self.hist_items[self.hist_indptr[u]:self.hist_indptr[u + 1]]]
+
+    def _sequences(self, users: np.ndarray, append: np.ndarray | None = None) -> torch.Tensor:
+        """[B, L] left-padded last `max_seq_len` items (index + 1) of each user's history (+ `append` >= 0)."""
+        L = self.model.config.max_seq_len
+        out = np.zeros((len(users), L), dtype=np.int64)
+        for row, u in enumerate(users):
+            seq = self.hist_items[self.hist_indptr[u]:self.hist_indptr[u + 1]]
+            if append is not None and append[row] >= 0:
+                seq = np.append(seq, append[row])
+            seq = seq[-L:]
+            if len(seq) == 0:
+                raise WhyrecError(f"user {self.idx2user[u]!r} has no training history for SASRec to encode")
+            out[row, L - len(seq):] = seq + 1
+        return torch.from_numpy(out).to(self.device)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.no_grad()
+    def _user_matrix(self, users: np.ndarray, append: np.ndarray | None = None, batch: int = 4096) -> torch.Tensor:
+        if self.kind == "mf":
+            return self.model.user_vectors(torch.from_numpy(users).to(self.device))
+        parts = [self.model.user_vector(self._sequences(users[s:s + batch], None if append is None else append[s:s + batch]))
+                 for s in range(0, len(users), batch)]
+        return torch.cat(parts) if parts else torch.zeros(0, self.dim, device=self.device)
+
+    def user_vectors(self, users: list[str]) -> torch.Tensor:
+        """[N, dim]: SASRec encodes the last max_seq_len train items; MF returns the user embedding."""
+        return self._user_matrix(self._index(users, self.user2idx, "user"))
+
+    @torch.no_grad()
+    def item_vectors(self, items: list[str] | None = None) -> torch.Tensor:
+        """[N, dim] item embeddings (all items in index order when `items` is None)."""
+        emb = self.model.item_vectors().detach()
+        return emb if items is None else emb[torch.from_numpy(self._index(items, self.item2idx, "item")).to(emb.device)]
+
+    def scores(self, users: list[str]) -> torch.Tensor:
+        """[N, n_items] dot-product scores, each user's training history set to -inf."""
+        idx = self._index(users, self.user2idx, "user")
+        scores = self._user_matrix(idx) @ self.item_vectors().T  # [N, I]
+        for row, u in enumerate(idx):
+            seen = torch.from_numpy(self.hist_items[self.hist_indptr[u]:self.hist_indptr[u + 1]]).to(scores.device)
+            scores[row, seen] = float("-inf")
+        return scores
+
+
+# ---------------------------------------------------------------- data
+@dataclasses.dataclass
+class _Seqs:
+    indptr: np.ndarray  # [U + 1]
+    items: np.ndarray  # train item indices, each user's oldest first
+    valid: tuple[np.ndarray, np.ndarray]
+    test: tuple[np.ndarray, np.ndarray]
+    user2idx: dict[str, int]
+    item2idx: dict[str, int]
+    titles: dict[str, str]
+    split_note: str
+    digest: str
+
+    def csr(self, extra: tuple[np.ndarray, np.ndarray] | None = None) -> sp.csr_matrix:
+        """Binary [U, I] history (plus `extra` pairs): what full ranking masks."""
+        shape = (len(self.indptr) - 1, len(self.item2idx))
+        m = sp.csr_matrix((np.ones(len(self.items), np.float32), self.items, self.indptr), shape=shape)
+        if extra is not None and len(extra[0]):
+            m = m + sp.csr_matrix((np.ones(len(extra[0]), np.float32), extra), shape=shape)
+        m.sum_duplicates()
+        m.data[:] = 1
+        return m
+
+
+def _is_leave_last_out(frame: pd.DataFrame) -> bool:
+    """At most one valid and one test item per user, the valid one after train, the test one last."""
+    if not has_valid_split(frame) or frame[frame[S.SPLIT] != S.TRAIN].duplicated([S.USER, S.SPLIT]).any():
+        return False
+    latest = {s: frame[frame[S.SPLIT] == s].groupby(S.USER)[S.TIMESTAMP].max() for s in S.SPLITS}
+    before_valid = latest[S.TRAIN].reindex(latest[S.VALID].index)
+    before_test = pd.concat([latest[S.TRAIN], latest[S.VALID]], axis=1).max(axis=1).reindex(latest[S.TEST].index)
+    return bool((~(latest[S.VALID] < before_valid)).all() and (~(latest[S.TEST] < before_test)).all())
+
+
+def _sequential_split(frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    if S.TIMESTAMP not in frame or frame[S.TIMESTAMP].isna().any():
+        raise WhyrecError("SASRec/MF targets need a timestamp on every interaction to order histories; "
+                          "prepare the dataset with a timestamp column")
+    if S.SPLIT in frame and _is_leave_last_out(frame):
+        return frame, "the dataset's own leave-last-out split"
+    why = "had no split" if S.SPLIT not in frame else "had a split that is not leave-last-out (e.g. random)"
+    log.warning("the dataset %s; re-splitting it with leave_last_out (seed %d)", why, SPLIT_SEED)
+    return leave_last_out(frame, seed=SPLIT_SEED), f"re-split with leave_last_out (seed {SPLIT_SEED}): the dataset {why}"
+
+
+def _load_sequences(path: str) -> _Seqs:
+    ds = RecDataset.load(path)
+    frame, note = _sequential_split(ds.interactions)
+    users, items = ds.index_pairs(frame)
+    split, times = frame[S.SPLIT].to_numpy(), frame[S.TIMESTAMP].to_numpy()
+    tr = split == S.TRAIN
+    order = np.lexsort((items[tr], times[tr], users[tr]))  # by user, then time (item id breaks ties)
+    u_tr, i_tr = users[tr][order], items[tr][order]
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(u_tr, minlength=ds.n_users))]).astype(np.int64)
+    valid, test = ((users[split == s], items[split == s]) for s in (S.VALID, S.TEST))
+    h = hashlib.sha256()
+    for arr in (indptr, i_tr, *valid, *test):
+        h.update(np.ascontiguousarray(arr, dtype=np.int64).tobytes())
+    h.update(json.dumps([ds.user2idx, ds.item2idx], sort_keys=True).encode())
+    titles = {k: v for k, v in ds.item_text().items() if v}
+    return _Seqs(indptr, i_tr, valid, test, ds.user2idx, ds.item2idx, titles, note, h.hexdigest()[:16])
+
+
+def _training_windows(seqs: _Seqs, L: int) -> tuple[np.ndarray, np.ndarray]:
+    """SASRec inputs/targets [W, L]: each train item after a user's first is a target exactly once,
+    in windows of L consecutive targets cut from the most recent end (padded targets = -100)."""
+    inputs, targets = [], []
+    for u in range(len(seqs.indptr) - 1):
+        s = seqs.items[seqs.indptr[u]:seqs.indptr[u + 1]]
+        for end in range(len(s), 1, -L):
+            start = max(1, end - L)
+            x, y = np.zeros(L, np.int64), np.full(L, -100, np.int64)
+            x[L - (end - start):], y[L - (end - start):] = s[start - 1:end - 1] + 1, s[start:end]
+            inputs.append(x)
+            targets.append(y)
+    if not inputs:
+        raise WhyrecError("no user has two training items, so SASRec has no next-item target to learn")
+    return np.stack(inputs), np.stack(targets)
+
+
+# ---------------------------------------------------------------- checkpoint
+def _save_checkpoint(out: Path, model, opt, best: dict, state: dict) -> None:
+    from safetensors.torch import save_file
+
+    optim = opt.state_dict()
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()} | {f"best.{k}": v for k, v in best.items()}
+    tensors |= {f"optim.{pid}.{name}": t for pid, st in optim["state"].items() for name, t in st.items()}
+    tensors["torch_rng"] = torch.get_rng_state()
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    meta = {"state": json.dumps(state), "param_groups": json.dumps(optim["param_groups"])}
+    with atomic_path(out / CHECKPOINT) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def _load_checkpoint(out: Path, resume_key: dict, model, opt):
+    """Restore weights, AdamW and torch RNG in place; (best weights, state) or None if unusable."""
+    from safetensors import safe_open
+
+    if not (out / CHECKPOINT).is_file():
+        return None
+    try:
+        with safe_open(str(out / CHECKPOINT), framework="pt") as f:
+            meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+        state = json.loads(meta["state"])
+    except Exception as e:  # a truncated or foreign file: start over
+        log.warning("ignoring unreadable checkpoint %s (%s)", out / CHECKPOINT, e)
+        return None
+    if state.get("resume_key") != resume_key:
+        log.warning("checkpoint %s was made with another config or data; starting over", out / CHECKPOINT)
+        return None
+    device = next(model.parameters()).device
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    optim: dict = {"state": {}, "param_groups": json.loads(meta["param_groups"])}
+    for key, t in tensors.items():
+        if key.startswith("optim."):
+            _, pid, name = key.split(".", 2)
+            optim["state"].setdefault(int(pid), {})[name] = t if name == "step" else t.to(device)
+    opt.load_state_dict(optim)
+    torch.set_rng_state(tensors["torch_rng"])
+    return {k[5:]: v.to(device) for k, v in tensors.items() if k.startswith("best.")}, state
+
+
+# ---------------------------------------------------------------- training
+def _build(kind: str, config, n_users: int, n_items: int) -> SASRec | MF:
+    return SASRec(config, n_items) if kind == "sasrec" else MF(config, n_users, n_items)
+
+
+def _run_epoch(target: TargetModel, opt, batches, config, progress: bool) -> float:
+    """One pass over `batches` (tuples of tensors for model.loss); mean loss per example."""
+    model, total, count = target.model, 0.0, 0
+    model.train()
+    for batch in tqdm(batches, desc="batches", leave=False, disable=None if progress else True):
+        loss = model.loss(*batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        opt.step()
+        total, count = total + loss.item() * len(batch[0]), count + len(batch[0])
+    return total / max(count, 1)
+
+
+def _batches(target: TargetModel, train, config, rng: np.random.Generator):
+    """Lazily shuffled minibatches; MF negatives are drawn uniformly from all items per batch."""
+    device, order = target.device, rng.permutation(len(train[0]))
+    for start in range(0, len(order), config.batch_size):
+        idx = order[start:start + config.batch_size]
+        batch = [torch.from_numpy(a[idx]).to(device) for a in train]
+        if target.kind == "mf":
+            batch.append(torch.from_numpy(rng.integers(target.n_items, size=(len(idx), config.n_negatives))).to(device))
+        yield batch
+
+
+def _evaluate(target: TargetModel, pairs, mask: sp.csr_matrix, ks, append: np.ndarray | None = None) -> dict | None:
+    """Full-ranking metrics of the users in `pairs`, `mask` items excluded (None without pairs)."""
+    if len(pairs[0]) == 0:
+        return None
+    target.model.eval()
+    users = np.unique(pairs[0])
+    user_emb = torch.zeros(mask.shape[0], target.dim, device=target.device)  # [U, d]; only `users` are read
+    user_emb[torch.from_numpy(users).to(target.device)] = target._user_matrix(users, None if append is None else append[users])
+    return evaluate_ranking(user_emb, target.item_vectors(), pairs, mask, ks=ks)
+
+
+def _popularity(seqs: _Seqs, pairs, mask: sp.csr_matrix, ks) -> dict | None:
+    """Most-popular baseline (training counts), same protocol and mask."""
+    if len(pairs[0]) == 0:
+        return None
+    counts = np.bincount(seqs.items, minlength=len(seqs.item2idx)).astype(np.float32)
+    return evaluate_ranking(torch.ones(mask.shape[0], 1), torch.from_numpy(counts)[:, None], pairs, mask, ks=ks)
+
+
+def train_target(data: str, out: str, encoder: str = "sasrec", config: SASRecConfig | MFConfig | None = None,
+                 device: str = "auto", resume: bool = True, progress: bool = True) -> dict:
+    """Train RecExplainer's target recommender on a dataset folder and write its artifact to `out`.
+
+    Args:
+        data: a `RecDataset` folder with timestamps (re-split leave-last-out unless it already is).
+        out: output folder: the artifact, metrics.json, run_config.json, checkpoint/.
+        encoder: "sasrec" or "mf".
+        config: hyperparameters (default: RecExplainer's for `encoder`).
+        device: "auto", "cpu", "cuda", ...
+        resume: continue from out/checkpoint and reuse a finished run with the same config and data.
+        progress: show tqdm bars.
+    Returns:
+        The metrics written to out/metrics.json.
+    """
+    if encoder not in CONFIGS:
+        raise WhyrecError(f"unknown target encoder {encoder!r}; choose one of: {', '.join(CONFIGS)}")
+    config = config or CONFIGS[encoder]()
+    if not isinstance(config, CONFIGS[encoder]):
+        raise WhyrecError(f"encoder {encoder!r} needs a {CONFIGS[encoder].__name__}, got {type(config).__name__}")
+    out, device = Path(out), resolve_device(device)
+    seqs = _load_sequences(data)
+    cfg = dataclasses.asdict(config)
+    fingerprint = {"encoder": encoder, "config": cfg, "data": seqs.digest}
+    # Checkpoints stay valid when only the stopping budget changes (that is how a run is extended).
+    resume_key = {**fingerprint, "config": {k: v for k, v in cfg.items() if k not in ("epochs", "patience")}}
+    if resume and (cached := _cached(out, fingerprint)) is not None:
+        return cached
+
+    seed_everything(config.seed)
+    model = _build(encoder, config, len(seqs.user2idx), len(seqs.item2idx)).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    rng = np.random.default_rng(config.seed)
+    best: dict[str, torch.Tensor] = {}
+    state = {"epoch": 0, "best_metric": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": [],
+             "train_seconds": 0.0, "resume_key": resume_key}
+    if resume and (restored := _load_checkpoint(out, resume_key, model, opt)) is not None:
+        best, state = restored
+        rng.bit_generator.state = state["rng"]
+    target = TargetModel(encoder, model, seqs.user2idx, seqs.item2idx, seqs.indptr, seqs.items, seqs.titles)
+    _fit(target, opt, seqs, config, rng, best, state, out, progress)
+    return _finish(target, seqs, config, best, state, out, data, fingerprint, device)
+
+
+def _fit(target: TargetModel, opt, seqs: _Seqs, config, rng, best: dict, state: dict, out: Path, progress: bool):
+    if target.kind == "sasrec":
+        train = _training_windows(seqs, config.max_seq_len)
+    else:
+        train = (np.repeat(np.arange(len(seqs.indptr) - 1), np.diff(seqs.indptr)), seqs.items.astype(np.int64))
+    mask, k = seqs.csr(), config.eval_k
+    bar = tqdm(range(state["epoch"], config.epochs), initial=state["epoch"], total=config.epochs,
+               desc=target.kind, disable=None if progress else True)
+    for epoch in bar:
+        if state["bad_epochs"] >= config.patience:
+            break
+        tic = time.perf_counter()
+        loss = _run_epoch(target, opt, _batches(target, train, config, rng), config, progress)
+        state["train_seconds"] += time.perf_counter() - tic
+        record = {"epoch": epoch + 1, "loss": loss}
+        if (valid := _evaluate(target, seqs.valid, mask, (k,))) is not None:
+            record[f"valid_ndcg@{k}"] = valid[f"ndcg@{k}"]
+            if valid[f"ndcg@{k}"] > state["best_metric"]:
+                state.update(best_metric=valid[f"ndcg@{k}"], best_epoch=epoch + 1, bad_epochs=0)
+                best.clear()
+                best.update({n: t.detach().clone() for n, t in target.model.state_dict().items()})
+            else:
+                state["bad_epochs"] += 1
+        state["epoch"] = epoch + 1
+        state["history"].append(record)
+        state["rng"] = rng.bit_generator.state
+        _save_checkpoint(out, target.model, opt, best, state)
+        bar.set_postfix(loss=f"{loss:.4f}", **{f"best_val_ndcg@{k}": f"{max(state['best_metric'], 0):.4f}"})
+    bar.close()
+
+
+def _finish(target: TargetModel, seqs: _Seqs, config, best: dict, state: dict, out: Path, data: str,
+            fingerprint: dict, device: str) -> dict:
+    if best:  # no validation split: keep the last weights
+        target.model.load_state_dict(best)
+    ks = tuple(sorted({*REPORT_KS, config.eval_k}))
+    valid_of = np.full(len(seqs.user2idx), -1, dtype=np.int64)
+    valid_of[seqs.valid[0]] = seqs.valid[1]  # test users are encoded from train + their valid item
+    masks = {"valid": seqs.csr(), "test": seqs.csr(seqs.valid)}
+    metrics = {
+        "encoder": target.kind, "split": seqs.split_note,
+        "best_epoch": state["best_epoch"] if best else state["epoch"], "epochs_run": state["epoch"],
+        "stopped_early": state["bad_epochs"] >= config.patience,
+        "seconds_per_epoch": state["train_seconds"] / max(len(state["history"]), 1),
+        "valid": _evaluate(target, seqs.valid, masks["valid"], ks),
+        "test": _evaluate(target, seqs.test, masks["test"], ks, append=valid_of),
+        "popularity": {name: _popularity(seqs, getattr(seqs, name), masks[name], ks) for name in ("valid", "test")},
+        "protocol": "full ranking over all items; the user's earlier items (train, + valid for test) masked; "
+                    "mean over unique users",
+        "n_users": len(seqs.user2idx), "n_items": len(seqs.item2idx), "n_train": len(seqs.items),
+        "history": state["history"], "fingerprint": fingerprint,
+    }
+    save_target(target, out, card=f"- data: {data}\n- split: {seqs.split_note}\n- best epoch: {metrics['best_epoch']}\n"
+                                  f"- test (full ranking, history masked): {_short(metrics['test'])}\n")
+    run = {"data": str(data), "encoder": target.kind, "device": device, "config": dataclasses.asdict(config)}
+    write_run_info(out, run, command=f"whyrec train encoder --encoder {target.kind} --data {data} --out {out}")
+    write_json(out / "metrics.json", metrics)  # last: marks the folder as finished
+    return metrics
+
+
+def _short(m: dict | None) -> str:
+    return "n/a" if m is None else ", ".join(f"{k} {m[k]:.4f}" for k in ("hit@10", "ndcg@10") if k in m)
+
+
+# ---------------------------------------------------------------- artifact
+def save_target(target: TargetModel, path: str | Path, card: str = "") -> Path:
+    """Write config.json (with "encoder"), model.safetensors (weights + histories), id maps,
+    titles.json and README.md; every file atomically, config.json last."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in target.model.state_dict().items()}
+    tensors |= {"hist_indptr": torch.from_numpy(target.hist_indptr.astype(np.int64)),
+                "hist_items": torch.from_numpy(target.hist_items.astype(np.int64))}
+    config = {"encoder": target.kind, **dataclasses.asdict(target.model.config),
+              "n_users": len(target.user2idx), "n_items": target.n_items}
+    path.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path / "model.safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt", "encoder": target.kind})
+    write_json(path / "user2idx.json", target.user2idx)
+    write_json(path / "item2idx.json", target.item2idx)
+    write_json(path / "titles.json", target.titles)
+    write_text(path / "README.md", f"# {target.kind} target recommender (RecExplainer)\n\n{card}\n```python\n"
+               "from whyrec.encoders.target_train import load_target\nt = load_target('path/to/this/folder')\n"
+               "scores = t.scores(['some-user-id'])  # history masked\n```\n")
+    write_json(path / "config.json", config)
+    return path
+
+
+def load_target(path: str | Path, device: str = "cpu") -> TargetModel:
+    """Load a `train_target` folder (no other files needed) as a frozen, eval-mode `TargetModel`."""
+    from safetensors.torch import load_file
+
+    path, retrain = Path(path), "re-run `whyrec train encoder --encoder sasrec|mf`"
+    missing = [f for f in FILES if not (path / f).is_file()]
+    if missing:
+        raise WhyrecError(f"target model folder {path} is missing {', '.join(missing)}; {retrain}")
+    config = read_json(path / "config.json")
+    kind = config.get("encoder") if isinstance(config, dict) else None
+    if kind not in CONFIGS:
+        raise WhyrecError(f"{path / 'config.json'}: \"encoder\" is {kind!r}, expected one of {', '.join(CONFIGS)}")
+    fields = {f.name for f in dataclasses.fields(CONFIGS[kind])}
+    try:
+        model = _build(kind, CONFIGS[kind](**{k: v for k, v in config.items() if k in fields}),
+                       int(config["n_users"]), int(config["n_items"]))
+        tensors = load_file(str(path / "model.safetensors"))
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        indptr, items = tensors["hist_indptr"].numpy(), tensors["hist_items"].numpy()
+    except Exception as e:  # missing sizes, a truncated file, missing or mis-shaped tensors
+        raise WhyrecError(f"{path / 'model.safetensors'} does not fit config.json ({type(e).__name__}: {e}); {retrain}") from None
+    model.requires_grad_(False)
+    titles = read_json(path / "titles.json") if (path / "titles.json").is_file() else {}
+    return TargetModel(kind, model.to(device).eval(), read_json(path / "user2idx.json"),
+                       read_json(path / "item2idx.json"), indptr, items, titles)

@@ -1,0 +1,237 @@
+"""RecExplainer: Aligning LLMs for Explaining Recommendation Models (Lei et al., KDD 2024).
+
+A frozen target recommender (SASRec or MF) lives inside the LLM wrapper. Two connectors,
+Linear(d_rec -> connector_hidden) -> GELU -> Linear(-> d_model), map its user/item vectors
+into the LLM's embedding space, and their output is ADDED to the token embedding at each
+`<user>` / `<item>` position (`inputs_embeds`, input layer only; METHODS §5.2). LoRA on the
+attention projections and the connectors train; the LLM and the target stay frozen.
+Training lives in `whyrec.methods.recexplainer_train`; the tasks in
+`whyrec.data.recexplainer_tasks`.
+
+The target is held outside the module tree (not a submodule), so its weights are neither in
+the optimizer nor in the saved state, and its vectors are always computed under no_grad.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from whyrec.config import (
+    RecExplainerConfig,  # noqa: F401 (re-exported; defined torch-free for the CLI)
+)
+from whyrec.data.recexplainer_tasks import (
+    ITEM_TOKEN,
+    USER_TOKEN,
+    render_item,
+    render_user,
+)
+from whyrec.utils import WhyrecError
+
+METHOD = "recexplainer"
+# RecExplainer's explanation question (METHODS §5.3), in our own words.
+EXPLAIN_QUESTION = (
+    "Here is a user's purchase history: {user}. Would this user like the item {item}? Give your answer first, "
+    "then explain the decision the way the recommendation model sees it, covering: the patterns and traits in "
+    "the user's purchase history, and how the item agrees or conflicts with the user's preferences."
+)
+
+
+def connector(d_rec: int, hidden: int, d_model: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_rec, hidden), nn.GELU(), nn.Linear(hidden, d_model))
+
+
+def add_placeholder_tokens(llm, tokenizer) -> None:
+    """Add `<user>`/`<item>`; new embedding rows are the mean row, so a rebuild is identical."""
+    new = [t for t in (USER_TOKEN, ITEM_TOKEN) if t not in tokenizer.get_vocab()]
+    if not new:
+        return
+    tokenizer.add_tokens(new, special_tokens=True)
+    old = llm.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > old:
+        llm.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        with torch.no_grad():
+            for layer in (llm.get_input_embeddings(), llm.get_output_embeddings()):
+                if layer is not None:
+                    layer.weight[old:] = layer.weight[:old].mean(0)
+
+
+class RecExplainer(nn.Module):
+    """LLM (+LoRA) with connectors from a frozen target recommender."""
+
+    def __init__(self, llm, tokenizer, target, cfg: RecExplainerConfig):
+        super().__init__()
+        self.cfg, self.tokenizer = cfg, tokenizer
+        object.__setattr__(self, "target", target)  # deliberately not a submodule (see module docstring)
+        for p in getattr(target, "parameters", lambda: [])():
+            p.requires_grad_(False)
+        add_placeholder_tokens(llm, tokenizer)
+        for p in llm.parameters():
+            p.requires_grad_(False)
+        self.llm = _wrap_lora(llm, cfg) if cfg.lora.enabled else llm
+        d_model = llm.config.hidden_size
+        self.user_connector = connector(target.dim, cfg.connector_hidden, d_model)
+        self.item_connector = connector(target.dim, cfg.connector_hidden, d_model)
+        self.token_ids = {k: tokenizer.convert_tokens_to_ids(t) for k, t in (("user", USER_TOKEN), ("item", ITEM_TOKEN))}
+        self.to(llm.get_input_embeddings().weight.device)
+
+    # ---- injection -------------------------------------------------------------------
+    @torch.no_grad()
+    def target_vectors(self, kind: str, specs: list[dict]) -> torch.Tensor:
+        """(N, d_rec) target vectors; a spec with "history" is encoded as that prefix when the
+        target offers `sequence_vectors` (SASRec), else by its id."""
+        t = self.target
+        if kind == "item":
+            return t.item_vectors([s["id"] for s in specs]).detach().float()
+        out: list = [None] * len(specs)
+        seq = [k for k, s in enumerate(specs) if "history" in s and hasattr(t, "sequence_vectors")]
+        ids = [k for k in range(len(specs)) if k not in set(seq)]
+        for group, vecs in ((seq, lambda g: t.sequence_vectors([specs[k]["history"] for k in g])),
+                            (ids, lambda g: t.user_vectors([specs[k]["id"] for k in g]))):
+            if group:
+                for k, v in zip(group, vecs(group).detach().float()):
+                    out[k] = v
+        return torch.stack(out)
+
+    def embed(self, input_ids: torch.Tensor, placeholders: list[list[dict]]) -> torch.Tensor:
+        """Token embeddings (B, T, H) plus connector outputs at `<user>`/`<item>` positions only."""
+        emb_layer = self.llm.get_input_embeddings()
+        input_ids = input_ids.to(emb_layer.weight.device)
+        embeds = emb_layer(input_ids)  # (B, T, H)
+        extra = torch.zeros_like(embeds)
+        for kind, conn in (("user", self.user_connector), ("item", self.item_connector)):
+            rows, cols = (input_ids == self.token_ids[kind]).nonzero(as_tuple=True)  # row-major order
+            if len(rows) == 0:
+                continue
+            specs = _specs_for_positions(rows.tolist(), placeholders, kind)
+            vec = self.target_vectors(kind, specs).to(embeds.device)  # (N, d_rec)
+            extra = extra.index_put((rows, cols), conn(vec).to(embeds.dtype))  # (N, H) at N positions
+        return embeds + extra
+
+    def forward(self, input_ids, attention_mask, labels, placeholders):
+        """Causal-LM output whose `.loss` is cross-entropy on the labelled (assistant) tokens."""
+        embeds = self.embed(input_ids, placeholders)
+        return self.llm(inputs_embeds=embeds, attention_mask=attention_mask.to(embeds.device),
+                        labels=labels.to(embeds.device))
+
+    # ---- inference -------------------------------------------------------------------
+    def encode_prompts(self, messages_list: list[list[dict]]) -> dict[str, torch.Tensor]:
+        """Left-padded chat prompts ending with the assistant header (a trailing assistant turn is dropped)."""
+        from whyrec.llm.collate import pad_batch
+
+        tok = self.tokenizer
+        convs = [m[:-1] if m and m[-1]["role"] == "assistant" else m for m in messages_list]
+        ids = [tok(tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True),
+                   add_special_tokens=False).input_ids for c in convs]
+        return pad_batch(ids, None, tok.pad_token_id, side="left")
+
+    @torch.no_grad()
+    def generate(self, messages_list: list[list[dict]], placeholders_list: list[list[dict]],
+                 max_new_tokens: int = 200, num_beams: int = 1, num_return_sequences: int = 1,
+                 min_new_tokens: int = 0) -> list[str] | list[list[str]]:
+        """Greedy (or beam) answers; a list of `num_return_sequences` strings per prompt when > 1."""
+        enc = self.encode_prompts(messages_list)
+        embeds = self.embed(enc["input_ids"], placeholders_list)
+        tok = self.tokenizer
+        out = self.llm.generate(inputs_embeds=embeds, attention_mask=enc["attention_mask"].to(embeds.device),
+                                max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens or None,
+                                num_beams=num_beams, num_return_sequences=num_return_sequences, do_sample=False,
+                                temperature=None, top_p=None, top_k=None,
+                                pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        texts = [t.strip() for t in tok.batch_decode(out, skip_special_tokens=True)]
+        n = num_return_sequences
+        return texts if n == 1 else [texts[k:k + n] for k in range(0, len(texts), n)]
+
+    @torch.no_grad()
+    def yes_no_logits(self, messages_list: list[list[dict]], placeholders_list: list[list[dict]]) -> torch.Tensor:
+        """(N, 2) next-token logits of ["Yes", "No"] at the end of each prompt (no generation)."""
+        enc = self.encode_prompts(messages_list)
+        embeds = self.embed(enc["input_ids"], placeholders_list)
+        mask = enc["attention_mask"].to(embeds.device)
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens start at 0
+        logits = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids).logits[:, -1]
+        answer_ids = [self.tokenizer(w, add_special_tokens=False).input_ids[0] for w in ("Yes", "No")]
+        return logits[:, answer_ids].float().cpu()
+
+    def explain_messages(self, users: list[str], items: list[str]) -> tuple[list[list[dict]], list[list[dict]]]:
+        mode, t = self.cfg.mode, self.target
+        msgs = [[{"role": "user", "content": EXPLAIN_QUESTION.format(
+            user=render_user(t, u, mode, self.cfg.max_hist_len), item=render_item(t, i, mode))}]
+            for u, i in zip(users, items)]
+        phs = [[] if mode == "behaviour" else [{"kind": "user", "id": u}, {"kind": "item", "id": i}]
+               for u, i in zip(users, items)]
+        return msgs, phs
+
+    def explain(self, users: list[str], items: list[str], max_new_tokens: int = 500, min_new_tokens: int = 150,
+                batch_size: int = 8) -> list[str]:
+        """Answer RecExplainer's explanation question per (user, item), greedy (METHODS §5.3)."""
+        users, items = [str(u) for u in users], [str(i) for i in items]
+        msgs, phs = self.explain_messages(users, items)
+        out: list[str] = []
+        for s in range(0, len(msgs), batch_size):
+            out += self.generate(msgs[s:s + batch_size], phs[s:s + batch_size], max_new_tokens,
+                                 min_new_tokens=min_new_tokens)
+        return out
+
+    def connector_state(self) -> dict[str, torch.Tensor]:
+        keep = ("user_connector.", "item_connector.")
+        return {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items() if k.startswith(keep)}
+
+
+def _specs_for_positions(rows: list[int], placeholders: list[list[dict]], kind: str) -> list[dict]:
+    """The placeholder spec of each token occurrence: the k-th `<kind>` token of a row takes the
+    row's k-th placeholder of that kind (a right cut may have dropped trailing tokens)."""
+    seen: dict[int, int] = {}
+    specs = []
+    for r in rows:
+        mine = [p for p in placeholders[r] if p["kind"] == kind]
+        k = seen[r] = seen.get(r, -1) + 1
+        if k >= len(mine):
+            raise WhyrecError(f"row {r} has more <{kind}> tokens than {kind} placeholders ({len(mine)}); "
+                              f"the text must not contain literal {kind} placeholder tokens")
+        specs.append(mine[k])
+    return specs
+
+
+def _wrap_lora(llm, cfg: RecExplainerConfig):
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    lc = cfg.lora
+    return get_peft_model(llm, PeftLoraConfig(
+        r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout, target_modules=list(lc.target_modules),
+        modules_to_save=list(cfg.modules_to_save) or None, bias="none", task_type="CAUSAL_LM"))
+
+
+def _load_target(path, device: str = "cpu"):
+    from whyrec.encoders.target_train import load_target
+
+    return load_target(path, device)
+
+
+def load_recexplainer(path, device: str = "auto") -> RecExplainer:
+    """Rebuild a trained RecExplainer from its folder alone (adapter, connectors, target copy)."""
+    from pathlib import Path
+
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from whyrec.config import ModelConfig
+    from whyrec.llm.load import load_model
+    from whyrec.utils import read_json
+
+    path = Path(path)
+    if not (path / "config.json").is_file() or read_json(path / "config.json").get("method") != METHOD:
+        raise WhyrecError(f"{path} is not a RecExplainer folder (no config.json with method {METHOD!r})")
+    meta = read_json(path / "config.json")
+    model = ModelConfig(**meta["base_model"])
+    model.device = device if device != "auto" else model.device
+    cfg = RecExplainerConfig(**meta["config"])
+    llm, tok = load_model(model)
+    module = RecExplainer(llm, tok, _load_target(path / meta["target"], str(llm.device)), cfg)
+    if cfg.lora.enabled:
+        set_peft_model_state_dict(module.llm, load_file(str(path / "adapter_model.safetensors")))
+    missing = module.load_state_dict(load_file(str(path / "connectors.safetensors")), strict=False)
+    if missing.unexpected_keys:
+        raise WhyrecError(f"{path}/connectors.safetensors does not match its config ({missing.unexpected_keys[0]})")
+    return module.eval()
