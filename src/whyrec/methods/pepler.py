@@ -370,9 +370,12 @@ def train_pepler(data: str, out: str, model: ModelConfig | None = None, pepler: 
     wanted = {"method": "pepler", "model": asdict(model), "pepler": asdict(pepler), "train": asdict(train)}
     if (out_dir / "config.json").exists() and read_json(out_dir / "config.json").get("complete"):
         done = read_json(out_dir / "config.json")
-        if any(done.get(k) != v for k, v in wanted.items()):
+        if done.get("stopped") == "max_minutes" and (out_dir / "checkpoint").is_dir() and _same_but_budget(done, wanted):
+            pass  # a run cut by its time budget continues under a new budget
+        elif any(done.get(k) != v for k, v in wanted.items()):
             raise WhyrecError(f"{out_dir} already holds a PEPLER run with another config; choose another --out")
-        return read_json(out_dir / "training_log.json")
+        else:
+            return read_json(out_dir / "training_log.json")
     seed_everything(train.seed)
     ds = RecDataset.load(data)
     llm, tok = load_model(model)
@@ -392,17 +395,29 @@ def train_pepler(data: str, out: str, model: ModelConfig | None = None, pepler: 
     log = {"history": state["history"], "complete": state["complete"], "train_examples": len(tr),
            "valid_examples": len(va), "epochs": state["epoch"], "elapsed_s": round(state["elapsed_s"], 1)}
     write_json(out_dir / "training_log.json", log)
-    if not state["complete"]:
-        return log  # out of time: the checkpoint resumes it
     ratings = ds.interactions[S.RATING].dropna() if S.RATING in ds.interactions else None
     rating_range = [float(ratings.min()), float(ratings.max())] if ratings is not None and len(ratings) else None
-    save_pepler(module, out_dir, {**wanted, "n_users": ds.n_users, "n_items": ds.n_items,
-                                  "rating_range": rating_range, "dataset": ds.meta.get("name", "")},
-                ds.user2idx, ds.item2idx, feats)
-    import shutil
+    if not state["complete"]:  # out of time: save the best weights so far; the checkpoint resumes the rest
+        from safetensors.torch import load_file
 
-    shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)
+        module.load_state_dict(load_file(out_dir / "checkpoint" / "best.safetensors"), strict=False)
+    save_pepler(module, out_dir, {**wanted, "n_users": ds.n_users, "n_items": ds.n_items,
+                                  "rating_range": rating_range, "dataset": ds.meta.get("name", ""),
+                                  **({} if state["complete"] else {"stopped": "max_minutes"})},
+                ds.user2idx, ds.item2idx, feats)
+    if state["complete"]:
+        import shutil
+
+        shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)
     return log
+
+
+def _same_but_budget(done: dict, wanted: dict) -> bool:
+    """Same run except for the time / step budget in `train`."""
+    budget = ("max_minutes", "max_steps")
+    train_done = {k: v for k, v in (done.get("train") or {}).items() if k not in budget}
+    train_now = {k: v for k, v in wanted["train"].items() if k not in budget}
+    return train_done == train_now and all(done.get(k) == v for k, v in wanted.items() if k != "train")
 
 
 def save_pepler(module: PEPLER, out_dir, config: dict, user2idx: dict, item2idx: dict, feats: dict) -> None:
