@@ -270,7 +270,7 @@ def explain(run: str, user: str, item: str, generation: GenerationConfig = Gener
 
 def recommend(run: str, user: str, k: int = 5, explain: bool = False,
               generation: GenerationConfig = GenerationConfig(), device: str = "auto",
-              instructions: str | None = None, max_new_tokens: int = 400):
+              instructions: str | None = None, max_new_tokens: int = 400, method: str | None = None):
     """Top-k items for a user (training items excluded), optionally each with an explanation.
 
     For a RecAlpaca run, the LLM picks k of the user's LightGCN candidates and gives a reason for
@@ -286,7 +286,10 @@ def recommend(run: str, user: str, k: int = 5, explain: bool = False,
         instructions: (recalpaca) the `whyrec data instructions` folder to build the prompt from
             (default: the one the run was trained on).
         max_new_tokens: (recalpaca) answer length limit.
+        method: optional check that --run holds this method (e.g. recalpaca); it is read from the run.
     """
+    if method is not None and method != (_run_method(run) or "xrec"):
+        raise WhyrecError(f"--run {run} holds a {_run_method(run) or 'xrec'} run, not {method}; pass its folder")
     if _run_method(run) == "recalpaca":
         _recommend_recalpaca(run, user, k, device, instructions, max_new_tokens)
         return

@@ -40,12 +40,13 @@ def test_recommend_stays_in_the_candidate_set(recalpaca_run, capsys):
     root, _ = recalpaca_run
     record = json.loads((root / "data" / "instructions.jsonl").open().readline())
     capsys.readouterr()
-    assert main(["recommend", "--run", str(root / "run"), "--user", record["user"], "-k", "5",
+    assert main(["recommend", "--method", "recalpaca", "--run", str(root / "run"), "--user", record["user"], "-k", "5",
                  "--max_new_tokens", "8", "--device", "cpu"]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line[:2] in {f"{i}." for i in range(1, 6)}]
     assert len(lines) == 5
     titles = [line.split(". ", 1)[1].rsplit(": ", 1)[0] for line in lines]
     assert set(titles) <= set(record["candidates"]) and len(set(titles)) == 5
+    assert main(["recommend", "--method", "xrec", "--run", str(root / "run"), "--user", record["user"]]) == 2
     # An untrained tiny model names no candidate: the top-1 leads the honestly marked fillers.
     assert titles[0] == record["top1"] or "chosen by the model" not in lines[0]
 
