@@ -30,6 +30,17 @@ def pad_batch(prompts: list[list[int]], targets: list[list[int]] | None, pad_id:
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+def encode_batch(tokenizer, prompts: list[str], targets: list[str] | None = None, max_target_tokens: int = 96,
+                 side: str = "left") -> dict[str, torch.Tensor]:
+    """Tokenise prompts (+ targets cut to `max_target_tokens`, ending with EOS) and pad them."""
+    p_ids = [tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
+    t_ids = None
+    if targets is not None:
+        t_ids = [tokenizer(t.strip(), add_special_tokens=False).input_ids[:max_target_tokens]
+                 + [tokenizer.eos_token_id] for t in targets]
+    return pad_batch(p_ids, t_ids, tokenizer.pad_token_id, side=side)
+
+
 def length_bucketed_order(lengths: list[int], batch_size: int, generator: torch.Generator) -> list[list[int]]:
     """Shuffle, then sort within windows of 50 batches so each batch has similar lengths.
 

@@ -21,7 +21,8 @@ from torch import nn
 
 from whyrec.adapters.cluster_experts import install_cluster_moe, route_by
 from whyrec.config import GaVaMoEConfig, GenerationConfig  # noqa: F401 (GaVaMoEConfig re-exported)
-from whyrec.llm.collate import pad_batch
+from whyrec.llm.collate import encode_batch
+from whyrec.llm.tokens import add_tokens_mean_init
 from whyrec.utils import WhyrecError
 
 USER_TOKEN, ITEM_TOKEN = "<USER_VEC>", "<ITEM_VEC>"
@@ -35,7 +36,7 @@ class GaVaMoE(nn.Module):
         if cfg.n_clusters is not None and cfg.n_clusters != n_clusters:
             raise WhyrecError(f"n_clusters={cfg.n_clusters} but the VAE has {n_clusters} clusters")
         self.cfg, self.tokenizer = cfg, tokenizer
-        _add_placeholders(llm, tokenizer)
+        add_tokens_mean_init(llm, tokenizer, [USER_TOKEN, ITEM_TOKEN])
         for p in llm.parameters():
             p.requires_grad_(False)
         if cfg.lora.enabled:
@@ -78,13 +79,7 @@ class GaVaMoE(nn.Module):
     def encode(self, prompts: list[str], targets: list[str] | None = None, max_target_tokens: int = 96,
                side: str = "left") -> dict[str, torch.Tensor]:
         """Token ids, mask and labels (-100 on the prompt and padding); targets end with EOS."""
-        tok = self.tokenizer
-        p_ids = [tok(p, add_special_tokens=False).input_ids for p in prompts]
-        t_ids = None
-        if targets is not None:
-            t_ids = [tok(t.strip(), add_special_tokens=False).input_ids[:max_target_tokens] + [tok.eos_token_id]
-                     for t in targets]
-        return pad_batch(p_ids, t_ids, tok.pad_token_id, side=side)
+        return encode_batch(self.tokenizer, prompts, targets, max_target_tokens, side)
 
     # ---- model ---------------------------------------------------------------------
     def _embeds(self, input_ids, user_vec, item_vec) -> torch.Tensor:
@@ -135,23 +130,6 @@ class GaVaMoE(nn.Module):
             warnings.filterwarnings("ignore", message=".*repetition_penalty.*")
             out = self.llm.generate(inputs_embeds=embeds, attention_mask=attention_mask.to(embeds.device), **kw)
         return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
-
-
-def _add_placeholders(llm, tokenizer) -> None:
-    """Add the two placeholder tokens; new rows are the mean row, so a rebuild is identical."""
-    new = [t for t in (USER_TOKEN, ITEM_TOKEN) if t not in tokenizer.get_vocab()]
-    if not new:
-        return
-    tokenizer.add_tokens(new, special_tokens=True)
-    old = llm.get_input_embeddings().weight.shape[0]
-    if len(tokenizer) > old:
-        llm.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-        with torch.no_grad():
-            emb = llm.get_input_embeddings().weight
-            emb[old:] = emb[:old].mean(0)
-            out = llm.get_output_embeddings()
-            if out is not None and out.weight is not emb:
-                out.weight[old:] = out.weight[:old].mean(0)
 
 
 def _clip(text, words: int) -> str:

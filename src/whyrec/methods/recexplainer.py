@@ -26,6 +26,7 @@ from whyrec.data.recexplainer_tasks import (
     render_item,
     render_user,
 )
+from whyrec.llm.tokens import add_tokens_mean_init
 from whyrec.utils import WhyrecError
 
 METHOD = "recexplainer"
@@ -41,21 +42,6 @@ def connector(d_rec: int, hidden: int, d_model: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(d_rec, hidden), nn.GELU(), nn.Linear(hidden, d_model))
 
 
-def add_placeholder_tokens(llm, tokenizer) -> None:
-    """Add `<user>`/`<item>`; new embedding rows are the mean row, so a rebuild is identical."""
-    new = [t for t in (USER_TOKEN, ITEM_TOKEN) if t not in tokenizer.get_vocab()]
-    if not new:
-        return
-    tokenizer.add_tokens(new, special_tokens=True)
-    old = llm.get_input_embeddings().weight.shape[0]
-    if len(tokenizer) > old:
-        llm.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-        with torch.no_grad():
-            for layer in (llm.get_input_embeddings(), llm.get_output_embeddings()):
-                if layer is not None:
-                    layer.weight[old:] = layer.weight[:old].mean(0)
-
-
 class RecExplainer(nn.Module):
     """LLM (+LoRA) with connectors from a frozen target recommender."""
 
@@ -65,7 +51,7 @@ class RecExplainer(nn.Module):
         object.__setattr__(self, "target", target)  # deliberately not a submodule (see module docstring)
         for p in getattr(target, "parameters", lambda: [])():
             p.requires_grad_(False)
-        add_placeholder_tokens(llm, tokenizer)
+        add_tokens_mean_init(llm, tokenizer, [USER_TOKEN, ITEM_TOKEN])
         for p in llm.parameters():
             p.requires_grad_(False)
         self.llm = _wrap_lora(llm, cfg) if cfg.lora.enabled else llm

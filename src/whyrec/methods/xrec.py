@@ -18,27 +18,16 @@ from torch import nn
 from whyrec.adapters.moe_tokens import MoEAdaptor
 from whyrec.adapters.qkv_injection import QKVInjector, kv_width, q_width
 from whyrec.config import GenerationConfig, XRecConfig
-from whyrec.llm.collate import pad_batch
+from whyrec.llm.collate import encode_batch
+from whyrec.llm.tokens import add_tokens_mean_init
 
 USER_TOKEN, ITEM_TOKEN, EXPLAIN_TOKEN = "<USER_EMBED>", "<ITEM_EMBED>", "<EXPLAIN_POS>"
 SPECIAL_TOKENS = [USER_TOKEN, ITEM_TOKEN, EXPLAIN_TOKEN]
 
 
 def add_special_tokens(llm, tokenizer) -> None:
-    """Add XRec's tokens; new embedding rows are set to the mean row so reloads are identical."""
-    new = [t for t in SPECIAL_TOKENS if t not in tokenizer.get_vocab()]
-    if not new:
-        return
-    tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS})
-    old = llm.get_input_embeddings().weight.shape[0]
-    if len(tokenizer) > old:
-        llm.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-        with torch.no_grad():
-            emb = llm.get_input_embeddings().weight
-            emb[old:] = emb[:old].mean(0)
-            out = llm.get_output_embeddings()
-            if out is not None and out.weight is not emb:
-                out.weight[old:] = out.weight[:old].mean(0)
+    """Add XRec's tokens (new embedding rows = the mean row, so reloads are identical)."""
+    add_tokens_mean_init(llm, tokenizer, SPECIAL_TOKENS, additional_special=True)
 
 
 class XRec(nn.Module):
@@ -80,13 +69,7 @@ class XRec(nn.Module):
 
     def encode(self, prompts: list[str], targets: list[str] | None = None, max_target_tokens: int = 96,
                side: str = "left") -> dict[str, torch.Tensor]:
-        tok = self.tokenizer
-        p_ids = [tok(p, add_special_tokens=False).input_ids for p in prompts]
-        t_ids = None
-        if targets is not None:
-            t_ids = [tok(t.strip(), add_special_tokens=False).input_ids[:max_target_tokens] + [tok.eos_token_id]
-                     for t in targets]
-        return pad_batch(p_ids, t_ids, tok.pad_token_id, side=side)
+        return encode_batch(self.tokenizer, prompts, targets, max_target_tokens, side)
 
     # ---- model ---------------------------------------------------------------------
     def _inputs(self, input_ids, user_vec, item_vec):
