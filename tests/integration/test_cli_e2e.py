@@ -84,7 +84,9 @@ def test_evaluate_generated_and_files(run_dir, tmp_path, capsys):
     assert (out / "metrics_by_activity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     preds = tmp_path / "p.txt"
     preds.write_text("the same text\nother words here\n")
-    assert main(["evaluate", "--predictions", str(preds), "--references", str(preds), "--out", str(tmp_path / "e2")]) == 0
+    refs = tmp_path / "r.txt"
+    refs.write_text(preds.read_text())
+    assert main(["evaluate", "--predictions", str(preds), "--references", str(refs), "--out", str(tmp_path / "e2")]) == 0
     same = json.loads((tmp_path / "e2" / "metrics.json").read_text())
     assert same["pepler"]["bleu1"] == pytest.approx(100.0) and same["pepler"]["rougeL_f"] == pytest.approx(100.0, abs=1e-3)
 
