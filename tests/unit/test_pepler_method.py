@@ -166,6 +166,8 @@ def test_continuous_training_resumes_after_a_time_limit(data_dir, tmp_path):
     cut = train_pepler(data_dir, str(tmp_path / "b"), TINY, cfg, TrainConfig(seed=1, max_minutes=0))
     assert not cut["complete"] and len(cut["history"]) == 1
     assert json.loads((tmp_path / "b" / "config.json").read_text())["stopped"] == "max_minutes"  # usable now
+    again = train_pepler(data_dir, str(tmp_path / "b"), TINY, cfg, TrainConfig(seed=1, max_minutes=0))
+    assert again == cut  # the same budget again: the saved run, no more training
     resumed = train_pepler(data_dir, str(tmp_path / "b"), TINY, cfg, TrainConfig(seed=1, max_minutes=None))
     assert [h["valid_loss"] for h in resumed["history"]] == [h["valid_loss"] for h in full["history"]]
     assert "stopped" not in json.loads((tmp_path / "b" / "config.json").read_text())

@@ -370,12 +370,12 @@ def train_pepler(data: str, out: str, model: ModelConfig | None = None, pepler: 
     wanted = {"method": "pepler", "model": asdict(model), "pepler": asdict(pepler), "train": asdict(train)}
     if (out_dir / "config.json").exists() and read_json(out_dir / "config.json").get("complete"):
         done = read_json(out_dir / "config.json")
-        if done.get("stopped") == "max_minutes" and (out_dir / "checkpoint").is_dir() and _same_but_budget(done, wanted):
-            pass  # a run cut by its time budget continues under a new budget
-        elif any(done.get(k) != v for k, v in wanted.items()):
-            raise WhyrecError(f"{out_dir} already holds a PEPLER run with another config; choose another --out")
-        else:
+        same = all(done.get(k) == v for k, v in wanted.items())
+        if same:
             return read_json(out_dir / "training_log.json")
+        resumable = done.get("stopped") == "max_minutes" and (out_dir / "checkpoint").is_dir()
+        if not (resumable and _same_but_budget(done, wanted)):  # else: continue under the new budget
+            raise WhyrecError(f"{out_dir} already holds a PEPLER run with another config; choose another --out")
     seed_everything(train.seed)
     ds = RecDataset.load(data)
     llm, tok = load_model(model)
