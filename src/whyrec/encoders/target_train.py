@@ -231,20 +231,12 @@ def _save_checkpoint(out: Path, model, opt, best: dict, state: dict) -> None:
 
 def _load_checkpoint(out: Path, resume_key: dict, model, opt):
     """Restore weights, AdamW and torch RNG in place; (best weights, state) or None if unusable."""
-    from safetensors import safe_open
+    from whyrec.encoders.train import read_checkpoint
 
-    if not (out / CHECKPOINT).is_file():
+    read = read_checkpoint(out / CHECKPOINT, resume_key)
+    if read is None:
         return None
-    try:
-        with safe_open(str(out / CHECKPOINT), framework="pt") as f:
-            meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
-        state = json.loads(meta["state"])
-    except Exception as e:  # a truncated or foreign file: start over
-        log.warning("ignoring unreadable checkpoint %s (%s)", out / CHECKPOINT, e)
-        return None
-    if state.get("resume_key") != resume_key:
-        log.warning("checkpoint %s was made with another config or data; starting over", out / CHECKPOINT)
-        return None
+    tensors, state, meta = read
     device = next(model.parameters()).device
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     optim: dict = {"state": {}, "param_groups": json.loads(meta["param_groups"])}

@@ -118,17 +118,16 @@ def _save_checkpoint(out: Path, model: LightGCN, opt: torch.optim.Optimizer, bes
         save_file(tensors, str(tmp), metadata=meta)
 
 
-def _load_checkpoint(out: Path, resume_key: dict, model: LightGCN, opt: torch.optim.Optimizer):
-    """Restore weights/optimizer in place; return (best tensors, state) or None if unusable."""
+def read_checkpoint(path: Path, resume_key: dict) -> tuple[dict, dict, dict] | None:
+    """(tensors, state, metadata) of a safetensors checkpoint whose metadata holds a JSON `state`, or None
+    when it is missing, unreadable, or was written for another config or data (`resume_key`)."""
     from safetensors import safe_open
 
-    path = out / CHECKPOINT
     if not path.is_file():
         return None
     try:
         with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata()
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
         state = json.loads(meta["state"])
     except Exception as e:  # a truncated or foreign file: start over
         log.warning("ignoring unreadable checkpoint %s (%s)", path, e)
@@ -136,6 +135,15 @@ def _load_checkpoint(out: Path, resume_key: dict, model: LightGCN, opt: torch.op
     if state.get("resume_key") != resume_key:
         log.warning("checkpoint %s was made with another config or data; starting over", path)
         return None
+    return tensors, state, meta
+
+
+def _load_checkpoint(out: Path, resume_key: dict, model: LightGCN, opt: torch.optim.Optimizer):
+    """Restore weights/optimizer in place; return (best tensors, state) or None if unusable."""
+    read = read_checkpoint(out / CHECKPOINT, resume_key)
+    if read is None:
+        return None
+    tensors, state, meta = read
     device = model.user_ego.device
     with torch.no_grad():
         model.user_ego.copy_(tensors["user_ego"])

@@ -108,21 +108,12 @@ def _save_checkpoint(out: Path, model: VaeGmm, opt, state: dict) -> None:
 
 def _load_checkpoint(out: Path, resume_key: dict, model: VaeGmm, config: VaeGmmConfig):
     """Restore the weights in place; return (optimizer, state), or None if unusable."""
-    from safetensors import safe_open
+    from whyrec.encoders.train import read_checkpoint
 
-    path = out / CHECKPOINT
-    if not path.is_file():
+    read = read_checkpoint(out / CHECKPOINT, resume_key)
+    if read is None:
         return None
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
-        state = json.loads(meta["state"])
-    except Exception as e:  # a truncated or foreign file: start over
-        log.warning("ignoring unreadable checkpoint %s (%s)", path, e)
-        return None
-    if state.get("resume_key") != resume_key:
-        log.warning("checkpoint %s was made with another config or data; starting over", path)
-        return None
+    tensors, state, meta = read
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     opt = _optimizer(model, state["phase"], config)
     optim: dict = {"state": {}, "param_groups": json.loads(meta["param_groups"])}
