@@ -148,13 +148,14 @@ def benchmark_explain(data: str, out: str, methods: tuple[str, ...] | list[str] 
                       generation: GenerationConfig | None = None, split: str = "test", max_pairs: int | None = 200,
                       seed: int = 0, smooth: bool = False, bertscore: bool = False, device: str = "auto",
                       vae: str | None = None, vae_config: VaeGmmConfig | None = None,
-                      gavamoe: GaVaMoEConfig | None = None) -> dict:
+                      gavamoe: GaVaMoEConfig | None = None, groups: bool = True) -> dict:
     """Train (or reuse) every method, generate for the same pairs, score, write the comparison.
 
     `runs` adds already-trained explainer/PEPLER folders as `NAME=FOLDER`; `external` adds
     other systems' prediction files as `NAME=PRED[:REF]`. XRec uses `encoder` (LightGCN) and
     GaVaMoE `vae` (stage 1); each is trained into `out` when not given. Writes
-    out/comparison.{md,json}.
+    out/comparison.{md,json}; with `groups`, also every system's metrics by user activity
+    (out/by_activity.{md,png}).
     """
     from whyrec.data.dataset import RecDataset
     from whyrec.eval.features import feature_metrics, feature_set_from_records
@@ -165,7 +166,7 @@ def benchmark_explain(data: str, out: str, methods: tuple[str, ...] | list[str] 
     out_dir, ds = Path(out), RecDataset.load(data)
     pairs = select_pairs(ds, split, max_pairs, seed)
     refs = pairs[S.EXPLANATION].astype(str).tolist()
-    rows, skipped = {}, {}
+    rows, skipped, predictions = {}, {}, {}
     feature_set = feature_set_from_records(ds) if S.FEATURE in ds.interactions else set()
     gt_features = pairs[S.FEATURE].fillna("").astype(str).tolist() if S.FEATURE in pairs else []
 
@@ -175,6 +176,7 @@ def benchmark_explain(data: str, out: str, methods: tuple[str, ...] | list[str] 
             metrics["features"] = feature_metrics(preds, gt_features, feature_set)
         rows[name] = {"metrics": metrics, "train": _train_summary(train_log), "generate_s_per_pair":
                       None if secs is None else round(secs / max(1, len(preds)), 3)}
+        predictions[name] = preds
 
     for spec in external:
         name, preds = external_predictions(spec, pairs)
@@ -213,12 +215,50 @@ def benchmark_explain(data: str, out: str, methods: tuple[str, ...] | list[str] 
     result = {"data": data, "split": split, "n_pairs": len(pairs), "seed": seed, "rows": rows, "skipped": skipped}
     if rows:
         result["metric_versions"] = metric_versions(next(iter(rows.values()))["metrics"], smooth)
+    if rows and groups:
+        result["by_activity"] = activity_breakdown(ds, pairs, predictions, refs, out_dir, smooth)
     write_json(out_dir / "comparison.json", result)
     write_text(out_dir / "comparison.md", comparison_table(result))
     write_run_info(out_dir, {"data": data, "methods": list(methods), "runs": list(runs), "external": list(external),
                              "model": asdict(model), "train": asdict(train), "generation": asdict(generation),
                              "split": split, "max_pairs": max_pairs, "seed": seed}, command="benchmark explain")
     return result
+
+
+def activity_breakdown(ds, pairs: pd.DataFrame, predictions: dict[str, list[str]], refs: list[str],
+                       out_dir: Path, smooth: bool = False) -> dict:
+    """Each system's PEPLER metrics per user-activity quintile and for zero-shot users (XRec §4.4).
+
+    The groups are drawn once from the shared pairs, so every system is scored on the same
+    users in each group: this is the table that tests a claim of robustness for sparse users.
+    """
+    from functools import partial
+
+    from whyrec.eval.groups import activity_groups, grouped_metrics, plot_systems_by_group
+    from whyrec.eval.text import pepler_text_metrics
+
+    inter = ds.interactions
+    train_users = inter.loc[inter[S.SPLIT] == S.TRAIN, S.USER].astype(str).tolist()
+    users = pairs[S.USER].astype(str).tolist()
+    seen = set(train_users)  # groups split the users with training activity; the others are zero-shot
+    labels = activity_groups(train_users, users, n_groups=min(5, max(1, len(set(users) & seen))))
+    metric_fn = partial(pepler_text_metrics, smooth=smooth)
+    grouped = {name: grouped_metrics(preds, refs, labels, metric_fn) for name, preds in predictions.items()}
+    plot_systems_by_group(grouped, path=out_dir / "by_activity.png")
+    write_text(out_dir / "by_activity.md", activity_table(grouped))
+    return grouped
+
+
+def activity_table(grouped: dict[str, dict]) -> str:
+    """Markdown: BLEU-4 / ROUGE-L F / USR of every system (rows) in every activity group (columns)."""
+    names = list(grouped)
+    group_names = list(next(iter(grouped.values())))
+    head = ["system", "metric"] + [f"{g} (n={grouped[names[0]][g]['n']})" for g in group_names]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in names:
+        for key, label in (("bleu4", "BLEU-4"), ("rougeL_f", "ROUGE-L F"), ("usr", "USR")):
+            lines.append("| " + " | ".join([name, label] + [f"{grouped[name][g][key]:.3f}" for g in group_names]) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _encoder(data: str, folder: Path, cfg: LightGCNConfig, device: str) -> str:

@@ -39,3 +39,25 @@ def test_unavailable_methods_name_the_reason():
     assert unavailable("xrec", Data) is None
     with pytest.raises(WhyrecError, match="unknown benchmark method 'gpt'"):
         unavailable("gpt", Data)
+
+
+def test_activity_breakdown_scores_every_system_on_the_same_groups(tmp_path):
+    from types import SimpleNamespace
+
+    from whyrec.benchmark import activity_breakdown
+    from whyrec.data import schema as S
+
+    # u1 has 1 training interaction, u2 has 3, u3 none (zero-shot).
+    inter = pd.DataFrame({S.USER: ["u1", "u2", "u2", "u2", "u3"], S.ITEM: list("abcde"),
+                          S.SPLIT: [S.TRAIN] * 4 + [S.TEST]})
+    pairs = pd.DataFrame({S.USER: ["u1", "u2", "u3"], S.ITEM: ["x", "y", "z"]})
+    refs = ["the tone is warm and clear", "strings feel cheap but fine", "a sturdy stand for the price"]
+    preds = {"copy": list(refs), "sparse-miss": ["nothing alike here at all", refs[1], refs[2]]}
+    grouped = activity_breakdown(SimpleNamespace(interactions=inter), pairs, preds, refs, tmp_path)
+    assert list(grouped["copy"]) == ["G1 (sparsest)", "G2 (densest)", "zero-shot"]
+    assert grouped["copy"]["G1 (sparsest)"]["bleu1"] == pytest.approx(100.0)
+    assert grouped["sparse-miss"]["G1 (sparsest)"]["bleu1"] == 0.0
+    assert grouped["sparse-miss"]["G2 (densest)"]["bleu1"] == pytest.approx(100.0)
+    table = (tmp_path / "by_activity.md").read_text()
+    assert "| sparse-miss | BLEU-4 | 0.000 |" in table and "G1 (sparsest) (n=1)" in table
+    assert (tmp_path / "by_activity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -141,3 +141,38 @@ def plot_groups(
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)  # the temp name ends in .tmp: say png
     return path
+
+
+def plot_systems_by_group(
+    grouped: Mapping[str, Mapping[str, Mapping]],
+    metrics: Sequence[str] = ("bleu4", "rougeL_f", "usr"),
+    path: str | Path = "by_activity.png",
+) -> Path:
+    """One line per system across the activity groups, a panel per metric (PNG).
+
+    `grouped` maps system name -> `grouped_metrics(...)` output; all systems share groups.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if not grouped:
+        raise WhyrecError("no systems to plot")
+    first = next(iter(grouped.values()))
+    names = list(first)
+    labels = [f"{g}\n{first[g].get('n', '?')} pairs" for g in names]
+    fig = Figure(figsize=(4.6 * len(metrics), 4.0), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    for ax, metric in zip(axes, metrics):
+        for system, groups in grouped.items():
+            values = [groups[g][metric] if _numeric(groups.get(g, {}).get(metric)) else float("nan") for g in names]
+            ax.plot(range(len(names)), values, marker="o", label=system)
+        ax.set_xticks(range(len(names)), labels, fontsize=7)
+        ax.set_title(metric)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Metrics by user activity: sparsest group left, zero-shot users last")
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    return path
