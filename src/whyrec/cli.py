@@ -438,7 +438,7 @@ def benchmark_explain(data: str, out: str, methods: str = "all", encoder: str | 
                       generation: GenerationConfig = GenerationConfig(max_new_tokens=80), split: str = "test",
                       max_pairs: int | None = 200, seed: int = 0, smooth: bool = False, bertscore: bool = False,
                       device: str = "auto", vae: str | None = None, vae_config: VaeGmmConfig = VaeGmmConfig(),
-                      gavamoe: GaVaMoEConfig = GaVaMoEConfig()):
+                      gavamoe: GaVaMoEConfig = GaVaMoEConfig(), groups: bool = True):
     """Head-to-head: every explanation method on the same pairs of one dataset, one comparison table.
 
     Writes out/comparison.md and out/comparison.json (+ predictions/ and methods/ folders). Re-running
@@ -460,6 +460,8 @@ def benchmark_explain(data: str, out: str, methods: str = "all", encoder: str | 
         smooth: smoothed BLEU.
         bertscore: add BERTScore F1 (packaged MiniLM).
         device: auto, cpu or cuda.
+        groups: also score every system by user-activity quintile and zero-shot users
+            (out/by_activity.md and .png): the sparse-user robustness check.
     """
     from whyrec.benchmark import EXPLANATION_METHODS
     from whyrec.benchmark import benchmark_explain as _bench
@@ -469,8 +471,10 @@ def benchmark_explain(data: str, out: str, methods: str = "all", encoder: str | 
                     external=_split_specs(external), model=model, xrec=xrec, pepler=pepler, train=train,
                     lightgcn=lightgcn, generation=generation, split=split, max_pairs=max_pairs, seed=seed,
                     smooth=smooth, bertscore=bertscore, device=device, vae=vae, vae_config=vae_config,
-                    gavamoe=gavamoe)
+                    gavamoe=gavamoe, groups=groups)
     print((Path(out) / "comparison.md").read_text(), end="")
+    if (Path(out) / "by_activity.md").exists():
+        print("\nBy user activity:\n" + (Path(out) / "by_activity.md").read_text(), end="")
     if result["skipped"]:
         print(f"skipped: {result['skipped']}", file=sys.stderr)
 
