@@ -109,10 +109,13 @@ class LightGCN(nn.Module):
         out = _Propagate.apply(self.adj, ego, self.config.n_layers, self.config.layer_combine)
         return out[: self.n_users], out[self.n_users :]
 
-    def bpr_loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    def bpr_loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor,
+                 reg_scale: float = 1.0) -> torch.Tensor:
         """-mean log σ(s⁺ - s⁻) + weight_decay · (‖u‖² + ‖i⁺‖² + ‖i⁻‖²) summed over the batch.
 
-        The L2 sum is not divided by the batch size (as in XRec, weight_decay 1e-6).
+        The L2 sum is not divided by the batch size (as in XRec, weight_decay 1e-6). A rank
+        holding n of a global batch of N triples passes reg_scale = N / n, so the example-weighted
+        mean of the ranks' losses is the global batch's loss.
         """
         user_emb, item_emb = self()
         u, p, n = user_emb[users], item_emb[pos], item_emb[neg]  # [B, d] each
@@ -120,7 +123,7 @@ class LightGCN(nn.Module):
         bpr = -F.logsigmoid(diff).mean()
         ego_u, ego_p, ego_n = self.user_ego[users], self.item_ego[pos], self.item_ego[neg]  # [B, d] each
         reg = ego_u.square().sum() + ego_p.square().sum() + ego_n.square().sum()
-        return bpr + self.config.weight_decay * reg
+        return bpr + self.config.weight_decay * (reg * reg_scale if reg_scale != 1.0 else reg)
 
     @torch.no_grad()
     def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:

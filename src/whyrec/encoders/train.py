@@ -28,6 +28,14 @@ from tqdm.auto import tqdm
 from whyrec.config import LightGCNConfig
 from whyrec.data import schema as S
 from whyrec.data.dataset import RecDataset
+from whyrec.distributed import (
+    broadcast_parameters,
+    data_parallel_step,
+    device_for_rank,
+    distributed_run,
+    is_main,
+    world_size,
+)
 from whyrec.encoders.lightgcn import LightGCN, interaction_matrix
 from whyrec.eval.ranking import evaluate_popularity, evaluate_ranking
 from whyrec.utils import (
@@ -159,18 +167,27 @@ def _load_checkpoint(out: Path, resume_key: dict, model: LightGCN, opt: torch.op
 
 # ---------------------------------------------------------------- training
 def _run_epoch(model: LightGCN, opt: torch.optim.Optimizer, triples: list[torch.Tensor], batch_size: int) -> float:
-    """One pass of BPR steps; each step propagates over the whole graph once. Mean loss."""
+    """One pass of BPR steps; each step propagates over the whole graph once. Mean loss.
+
+    Under torchrun each rank computes the BPR terms of its shard of every global batch (the
+    graph propagation is repeated on every rank) and the gradients are averaged over ranks.
+    """
     model.train()
     users, pos, neg = triples
-    total = 0.0
-    for start in tqdm(range(0, len(users), batch_size), desc="batches", leave=False, disable=None):
-        sl = slice(start, start + batch_size)
-        loss = model.bpr_loss(users[sl], pos[sl], neg[sl])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        total += loss.item() * len(users[sl])
-    return total / len(users)
+    params = [p for p in model.parameters() if p.requires_grad]
+    total, n = 0.0, len(users)
+    for start in tqdm(range(0, n, batch_size), desc="batches", leave=False, disable=None if is_main() else True):
+        rows = range(start, min(start + batch_size, n))
+
+        def loss_fn(idx: list[int], size: int = len(rows)):
+            if len(idx) == size:  # the whole batch: a plain slice, as single-process runs always did
+                sl = slice(idx[0], idx[0] + size)
+                return model.bpr_loss(users[sl], pos[sl], neg[sl])
+            i = torch.as_tensor(idx, device=users.device)
+            return model.bpr_loss(users[i], pos[i], neg[i], reg_scale=size / len(idx)), len(idx)
+
+        total += data_parallel_step(params, opt, [rows], loss_fn) * len(rows)
+    return total / n
 
 
 def _evaluate(model: LightGCN, pairs, train: sp.csr_matrix, ks) -> dict | None:
@@ -224,7 +241,12 @@ def train_encoder(data: str, out: str, encoder: str = "lightgcn", config: LightG
     if encoder != "lightgcn":
         raise WhyrecError(f"unknown encoder {encoder!r}; train_encoder supports: lightgcn")
     config = config or LightGCNConfig()
-    out, device = Path(out), resolve_device(device)
+    out, device = Path(out), device_for_rank(resolve_device(device))
+    with distributed_run(device):
+        return _train(data, out, config, device, resume, num_threads)
+
+
+def _train(data: str, out: Path, config: LightGCNConfig, device: str, resume: bool, num_threads: int | None) -> dict:
     dset = _load_data(data, config)
     cfg = dataclasses.asdict(config)
     fingerprint = {"config": cfg, "data": dset.digest}
@@ -246,6 +268,7 @@ def train_encoder(data: str, out: str, encoder: str = "lightgcn", config: LightG
     if resume and (restored := _load_checkpoint(out, resume_key, model, opt)) is not None:
         best, state = restored
         rng.bit_generator.state = state["rng"]
+    broadcast_parameters(model)
 
     with _torch_threads(num_threads if device == "cpu" else None):
         state = _fit(model, opt, dset, config, rng, best, state, out)
@@ -258,7 +281,7 @@ def _fit(model, opt, dset: _Data, config: LightGCNConfig, rng, best: dict, state
     candidates = np.flatnonzero(dset.train.getnnz(axis=0) > 0)  # items seen in train (XRec)
     device = model.user_ego.device
     bar = tqdm(range(state["epoch"], config.epochs), initial=state["epoch"], total=config.epochs,
-               desc="lightgcn", disable=None)
+               desc="lightgcn", disable=None if is_main() else True)
     for epoch in bar:
         if state["bad_evals"] >= config.patience:
             break
@@ -275,7 +298,8 @@ def _fit(model, opt, dset: _Data, config: LightGCNConfig, rng, best: dict, state
         state["epoch"] = epoch + 1
         state["history"].append(record)
         state["rng"] = rng.bit_generator.state
-        _save_checkpoint(out, model, opt, best, state)
+        if is_main():
+            _save_checkpoint(out, model, opt, best, state)
         bar.set_postfix(loss=f"{loss:.4f}", **{f"best_val_recall@{config.eval_k}": f"{max(state['best_metric'], 0):.4f}"})
     bar.close()
     return state
@@ -316,9 +340,12 @@ def _finish(model, dset: _Data, config, best: dict, state: dict, out: Path, data
         "n_users": dset.train.shape[0], "n_items": dset.train.shape[1], "n_train": int(dset.train.nnz),
         "history": state["history"], "fingerprint": fingerprint,
     }
+    if not is_main():  # rank 0 writes the folder
+        return metrics
     card = {"data": str(data), "n_train": int(dset.train.nnz), "best_epoch": metrics["best_epoch"], "valid": valid}
     model.save_pretrained(out, dset.user2idx, dset.item2idx, dset.train, card=card)
-    run = {"data": str(data), "encoder": "lightgcn", "device": device, "config": dataclasses.asdict(config)}
+    run = {"data": str(data), "encoder": "lightgcn", "device": device, "world_size": world_size(),
+           "config": dataclasses.asdict(config)}
     write_run_info(out, run, command=f"whyrec train encoder --data {data} --out {out}")
     write_json(out / "metrics.json", metrics)  # last: marks the folder as finished
     return metrics
