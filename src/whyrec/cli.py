@@ -550,6 +550,35 @@ def quickstart(out: str = "runs/quickstart", users: int = 3, k: int = 5, eval_pa
                    lightgcn=lightgcn, max_users=max_users, device=device)
 
 
+def serve(run: str, host: str = "127.0.0.1", port: int = 8000, device: str = "auto",
+          generation: GenerationConfig = GenerationConfig(), cache: str | None = "auto", max_batch: int = 8,
+          max_wait_ms: float = 10.0, max_queue: int = 256, timeout_s: float = 120.0, max_body_bytes: int = 65536):
+    """Serve recommendations with explanations: HTTP API, web page at /, OpenAPI schema at /openapi.json.
+
+    Needs the serve extra (pip install 'whyrec[serve]'). Refuses folders with missing or extra files
+    or id maps that do not match the embeddings.
+
+    Args:
+        run: a run folder (with explainer/) or an explainer folder (method xrec).
+        host: address to listen on (127.0.0.1: this machine only).
+        port: TCP port.
+        device: auto, cpu or cuda.
+        cache: SQLite file of generated explanations, kept across restarts ('auto': ~/.cache/whyrec/serve/
+            explanations.sqlite; 'none': memory only).
+        max_batch: explanations generated together at most (concurrent requests are merged).
+        max_wait_ms: how long the batcher waits for more requests once one arrives.
+        max_queue: waiting explanations at most; requests beyond it get HTTP 503.
+        timeout_s: per-request wait limit for an explanation (HTTP 504 after it).
+        max_body_bytes: larger request bodies get HTTP 413.
+    """
+    from whyrec.serve.server import run_server
+    from whyrec.serve.settings import ServeSettings
+
+    run_server(run, host, port, device=device, generation=generation, cache=cache,
+               settings=ServeSettings(max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
+                                      timeout_s=timeout_s, max_body_bytes=max_body_bytes))
+
+
 def list_():
     """Print registered datasets, encoders, methods and models, one per line as `kind name`."""
     from whyrec.registry import ALL
@@ -569,6 +598,7 @@ COMMANDS = {
     "benchmark": {"explain": benchmark_explain},
     "cluster": cluster,
     "quickstart": quickstart,
+    "serve": serve,
     "list": list_,
 }
 
