@@ -106,6 +106,16 @@ class TrainConfig:
     """Use at most this many training explanations (sampled with the seed)."""
     min_rating: float | None = None
     """Train only on pairs rated at least this (XRec keeps stars > 3); None keeps all."""
+    grad_accum_steps: int = 1
+    """Batches of `batch_size` whose gradients are summed before each optimizer step (effective
+    batch batch_size x grad_accum_steps, token-weighted as one batch; GaVaMoE: 16). Under
+    torchrun every batch is split over the processes, so the result does not depend on N."""
+    max_grad_norm: float | None = None
+    """Clip the global gradient norm to this before each step (GaVaMoE: 0.3); None: no clipping."""
+    gradient_checkpointing: bool = False
+    """Recompute the LLM's activations in the backward pass: much less memory, ~30% slower."""
+    bf16: bool = False
+    """Autocast the forward to bfloat16 (mixed precision; `model.dtype` sets the stored weights)."""
     seed: int = 42
 
 

@@ -76,10 +76,11 @@ def shard(indices: Sequence, r: int | None = None, n: int | None = None) -> list
     return list(indices[r::n])
 
 
-def any_rank(flag: bool, device: str | torch.device = "cpu") -> bool:
+def any_rank(flag: bool) -> bool:
     """True if `flag` is true on any rank (e.g. a time budget), so all ranks stop together."""
     if not dist.is_initialized():
         return flag
+    device = f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu"  # NCCL: GPU tensors
     t = torch.tensor([float(flag)], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())

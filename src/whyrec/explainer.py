@@ -99,15 +99,33 @@ def build_module(method: str, model_cfg: ModelConfig, method_cfg: XRecConfig, en
 def train_explainer(data: str, encoder: str, out: str, method: str = "xrec",
                     model: ModelConfig | None = None, xrec: XRecConfig | None = None,
                     train: TrainConfig | None = None, resume: bool = True) -> dict:
-    """Train the method's trainable parts on the dataset's train explanations; save to `out`."""
+    """Train the method's trainable parts on the dataset's train explanations; save to `out`.
+
+    Under torchrun each process trains on its shard of every batch (`whyrec.distributed`);
+    rank 0 writes the checkpoints and the folder.
+    """
+    from whyrec.distributed import device_for_rank, distributed_run
+    from whyrec.utils import resolve_device
+
+    model = model or ModelConfig()
+    device = device_for_rank(resolve_device(model.device))
+    with distributed_run(device):
+        return _train_explainer(data, encoder, out, method, model, xrec, train, resume, device)
+
+
+def _train_explainer(data, encoder, out, method, model: ModelConfig, xrec, train, resume, device: str) -> dict:
+    from dataclasses import replace
+
     from whyrec.data.dataset import RecDataset
+    from whyrec.distributed import is_main, world_size
     from whyrec.encoders.artifact import load_encoder
     from whyrec.llm.trainer import train_loop
 
-    model, xrec, train = model or ModelConfig(), xrec or XRecConfig(), train or TrainConfig()
+    xrec, train = xrec or XRecConfig(), train or TrainConfig()
     out_dir = Path(out)
     if (out_dir / "config.json").exists() and read_json(out_dir / "config.json").get("complete"):
         done = read_json(out_dir / "config.json")
+        done["train"] = {**asdict(TrainConfig()), **(done.get("train") or {})}  # fields added later: defaults
         wanted = {"method": method, "model": asdict(model), "xrec": asdict(xrec), "train": asdict(train)}
         if any(done.get(k) != v for k, v in wanted.items()):
             raise WhyrecError(f"{out_dir} already holds an explainer trained with another config; "
@@ -122,7 +140,7 @@ def train_explainer(data: str, encoder: str, out: str, method: str = "xrec",
     if len(records) == 0:
         raise WhyrecError(f"{data} has no training explanations (split 'train')")
     seed_everything(train.seed)
-    module = build_module(method, model, xrec, enc.dim)
+    module = build_module(method, replace(model, device=device), xrec, enc.dim)
     expl = Explainer(module, enc, ds.items, ds.users, {})
     users, items = records[S.USER].astype(str).tolist(), records[S.ITEM].astype(str).tolist()
     user_vec, item_vec = expl.vectors(users, items)
@@ -130,19 +148,23 @@ def train_explainer(data: str, encoder: str, out: str, method: str = "xrec",
     tok = module.tokenizer
     lengths = [len(p) + len(t) for p, t in zip(prompts, targets)]  # characters: a cheap length proxy
 
-    def step(idx: list[int]) -> torch.Tensor:
+    def step(idx: list[int]) -> tuple[torch.Tensor, int]:
         batch = module.encode([prompts[k] for k in idx], [targets[k] for k in idx], train.max_target_tokens)
-        return module(batch["input_ids"], batch["attention_mask"], batch["labels"], user_vec[idx], item_vec[idx])
+        loss = module(batch["input_ids"], batch["attention_mask"], batch["labels"], user_vec[idx], item_vec[idx])
+        return loss, int((batch["labels"] != -100).sum())  # a mean over these target tokens
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_run_info(out_dir, {"data": data, "encoder": encoder, "method": method, "model": asdict(model),
-                             "xrec": asdict(xrec), "train": asdict(train)}, "train explainer")
+    if is_main():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_run_info(out_dir, {"data": data, "encoder": encoder, "method": method, "model": asdict(model),
+                                 "xrec": asdict(xrec), "train": asdict(train), "world_size": world_size()},
+                       "train explainer")
     state = train_loop(module, lengths, step, train, out_dir / "checkpoint", desc=f"train {method}", resume=resume)
     log = {"steps": state["step"], "examples": len(records), "elapsed_s": round(state["elapsed_s"], 1),
            "first_loss": _mean(state["losses"][:10]), "last_loss": _mean(state["losses"][-10:]),
-           "losses": state["losses"], "tokenizer_vocab": len(tok)}
-    save_explainer(out_dir, module, enc, encoder, ds, method, model, xrec, train, log)
-    shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)
+           "losses": state["losses"], "tokenizer_vocab": len(tok), "world_size": world_size()}
+    if is_main():
+        save_explainer(out_dir, module, enc, encoder, ds, method, model, xrec, train, log)
+        shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)
     return log
 
 

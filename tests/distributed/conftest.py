@@ -53,3 +53,18 @@ def tiny_data(tmp_path_factory) -> Path:
     assert main(["data", "prepare", "--source", "csv", "--path", str(root / "pairs.csv"),
                  "--out", str(root / "data")]) == 0
     return root / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tiny_data) -> Path:
+    out = tiny_data.parent / "encoder"
+    assert main(["train", "encoder", "--data", str(tiny_data), "--out", str(out),
+                 "--config", str(REPO / "configs/tiny/lightgcn.yaml")]) == 0
+    return out
+
+
+def xrec_args(data: Path, encoder: Path, out: Path, *extra: str) -> list[str]:
+    """Tiny XRec without dropout or gate noise, so runs differ only in how batches are split."""
+    return ["train", "explainer", "--method", "xrec", "--data", str(data), "--encoder", str(encoder),
+            "--out", str(out), "--config", str(REPO / "configs/tiny/xrec.yaml"),
+            "--xrec.dropout", "0.0", "--xrec.noisy_gate", "false", "--train.max_target_tokens", "64", *extra]

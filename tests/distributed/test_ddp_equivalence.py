@@ -4,8 +4,10 @@ import json
 
 import pytest
 import torch
-from conftest import REPO, whyrec
+from conftest import REPO, whyrec, xrec_args
 from safetensors.torch import load_file
+
+from whyrec.cli import main
 
 pytestmark = pytest.mark.distributed
 
@@ -17,7 +19,7 @@ def _weights(folder, name):
 def test_lightgcn_two_ranks_match_one(tiny_data, tmp_path):
     args = ["train", "encoder", "--data", str(tiny_data), "--config", str(REPO / "configs/tiny/lightgcn.yaml"),
             "--lightgcn.batch_size", "64", "--lightgcn.epochs", "3", "--lightgcn.patience", "10"]
-    whyrec([*args, "--out", str(tmp_path / "one")])
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
     two = whyrec([*args, "--out", str(tmp_path / "two")], nproc=2)
     a, b = _weights(tmp_path / "one", "model.safetensors"), _weights(tmp_path / "two", "model.safetensors")
     for key in ("user_ego", "item_ego", "user_emb", "item_emb"):
@@ -33,3 +35,20 @@ def test_lightgcn_two_ranks_match_one(tiny_data, tmp_path):
 
 def _world(folder) -> int:
     return json.loads((folder / "run_config.json").read_text())["config"]["world_size"]
+
+
+def test_xrec_two_ranks_match_one(tiny_data, tiny_encoder, tmp_path):
+    """Global batch 4 over 2 ranks, 2 accumulated batches per step, clipped: the single-process result."""
+    extra = ("--train.max_steps", "4", "--train.grad_accum_steps", "2", "--train.max_grad_norm", "0.5")
+    assert main(xrec_args(tiny_data, tiny_encoder, tmp_path / "one", *extra)) == 0
+    whyrec(xrec_args(tiny_data, tiny_encoder, tmp_path / "two", *extra), nproc=2)
+    a = _weights(tmp_path / "one", "adapter_model.safetensors")
+    b = _weights(tmp_path / "two", "adapter_model.safetensors")
+    assert a.keys() == b.keys() and any(k.startswith("user_adapter.") for k in a)
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], atol=2e-5, rtol=1e-4, msg=key)
+    la, lb = (json.loads((tmp_path / d / "training_log.json").read_text()) for d in ("one", "two"))
+    assert la["steps"] == lb["steps"] == 4
+    assert lb["losses"] == pytest.approx(la["losses"], rel=1e-4)
+    assert (la["world_size"], lb["world_size"]) == (1, 2)
+    assert not (tmp_path / "two" / "checkpoint").exists()

@@ -3,6 +3,11 @@
 Checkpoints hold only trainable tensors (safetensors), the optimizer state and a JSON
 state; they are written to a temp folder and renamed, so a kill never leaves a broken one.
 The batch order is a pure function of the seed, so a resumed run sees the same batches.
+
+Under torchrun (`whyrec.distributed`) every rank takes its shard of each batch, gradients are
+summed over ranks and weighted by target tokens, so N processes make the single-process update
+of the same global batch; rank 0 alone writes checkpoints. `grad_accum_steps` batches make one
+optimizer step, `max_grad_norm` clips it, `gradient_checkpointing` and `bf16` save memory.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from whyrec import distributed as D
 from whyrec.config import TrainConfig
 from whyrec.llm.collate import length_bucketed_order
 
@@ -54,39 +60,68 @@ def _load_checkpoint(ckpt: Path, module, optimizer) -> dict:
 
 def train_loop(module: torch.nn.Module, lengths: list[int], step_fn: Callable[[list[int]], torch.Tensor],
                cfg: TrainConfig, ckpt: Path, desc: str = "train", resume: bool = True) -> dict:
-    """Run Adam over `module`'s trainable parameters; `step_fn(indices)` returns the batch loss."""
+    """Run Adam over `module`'s trainable parameters.
+
+    `step_fn(indices)` returns the batch's mean loss, or `(mean loss, weight)` with the number
+    of target tokens it averages over, which makes sharded and accumulated batches exact.
+    `state["step"]` counts optimizer steps; a resumed run continues bit for bit.
+    """
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.lr)
+    accum = max(1, cfg.grad_accum_steps)
     per_epoch = math.ceil(len(lengths) / cfg.batch_size)
-    total = cfg.max_steps or max(1, math.ceil(per_epoch * cfg.epochs))
+    total = cfg.max_steps or max(1, math.ceil(per_epoch * cfg.epochs / accum))
     state = {"step": 0, "losses": [], "elapsed_s": 0.0}
     if resume and (ckpt / "trainer_state.json").exists():
         state = _load_checkpoint(ckpt, module, optimizer)
+    D.broadcast_parameters(module)
     batches: list[list[int]] = []
     epoch = 0
-    while len(batches) < total:
+    while len(batches) < total * accum:
         gen = torch.Generator().manual_seed(cfg.seed + epoch)
         batches += length_bucketed_order(lengths, cfg.batch_size, gen)
         epoch += 1
+    if cfg.gradient_checkpointing:
+        from whyrec.llm.checkpointing import enable_gradient_checkpointing
+
+        enable_gradient_checkpointing(module)
+    loss_fn = _autocast(step_fn, params) if cfg.bf16 else step_fn
+    world, rank = D.world_size(), D.rank()
     module.train()
     start = time.time() - state["elapsed_s"]
-    bar = tqdm(total=total, initial=state["step"], desc=desc, unit="step", dynamic_ncols=True)
+    bar = tqdm(total=total, initial=state["step"], desc=desc, unit="step", dynamic_ncols=True,
+               disable=None if D.is_main() else True)
     while state["step"] < total:
-        torch.manual_seed(cfg.seed * 100003 + state["step"])  # dropout/noise reproducible on resume
-        loss = step_fn(batches[state["step"]])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        step = state["step"]
+
+        def seed(m: int, step: int = step) -> None:  # dropout/noise reproducible on resume, distinct per rank
+            torch.manual_seed(cfg.seed * 100003 + (step * accum + m) * world + rank)
+
+        loss = D.data_parallel_step(params, optimizer, batches[step * accum:(step + 1) * accum], loss_fn,
+                                    cfg.max_grad_norm, seed)
         state["step"] += 1
-        state["losses"].append(round(loss.item(), 5))
+        state["losses"].append(round(loss, 5))
         state["elapsed_s"] = time.time() - start
         bar.update(1)
         bar.set_postfix(loss=f"{sum(state['losses'][-20:]) / len(state['losses'][-20:]):.3f}")
-        out_of_time = cfg.max_minutes is not None and state["elapsed_s"] > 60 * cfg.max_minutes
+        out_of_time = D.any_rank(cfg.max_minutes is not None and state["elapsed_s"] > 60 * cfg.max_minutes)
         if state["step"] % cfg.checkpoint_every == 0 or state["step"] == total or out_of_time:
-            _save_checkpoint(ckpt, module, optimizer, state)
+            if D.is_main():
+                _save_checkpoint(ckpt, module, optimizer, state)
+            D.barrier()
         if out_of_time:
             break
     bar.close()
     module.eval()
     return state
+
+
+def _autocast(step_fn: Callable, params: list[torch.Tensor]) -> Callable:
+    """Run `step_fn` under bfloat16 autocast on the parameters' device type."""
+    device_type = params[0].device.type if params else "cpu"
+
+    def run(idx):
+        with torch.autocast(device_type, dtype=torch.bfloat16):
+            return step_fn(idx)
+
+    return run

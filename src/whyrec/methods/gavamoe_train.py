@@ -99,15 +99,33 @@ def build_gavamoe(model: ModelConfig, cfg: GaVaMoEConfig, vae) -> GaVaMoE:
 
 def train_gavamoe(data: str, vae: str, out: str, model: ModelConfig | None = None, cfg: GaVaMoEConfig | None = None,
                   train: TrainConfig | None = None, resume: bool = True) -> dict:
-    """Train stage 2 on the dataset's train explanations with a trained stage-1 VAE; save to `out`."""
+    """Train stage 2 on the dataset's train explanations with a trained stage-1 VAE; save to `out`.
+
+    Under torchrun each process trains on its shard of every batch; rank 0 writes the folder.
+    """
+    from whyrec.distributed import device_for_rank, distributed_run
+    from whyrec.utils import resolve_device
+
+    model = model or ModelConfig()
+    device = device_for_rank(resolve_device(model.device))
+    with distributed_run(device):
+        return _train_gavamoe(data, vae, out, model, cfg, train, resume, device)
+
+
+def _train_gavamoe(data, vae, out, model: ModelConfig, cfg, train, resume: bool, device: str) -> dict:
+    from dataclasses import replace
+
     from whyrec.data.dataset import RecDataset
+    from whyrec.distributed import is_main, world_size
     from whyrec.llm.trainer import train_loop
 
-    model, cfg, train = model or ModelConfig(), cfg or GaVaMoEConfig(), train or TrainConfig()
+    cfg, train = cfg or GaVaMoEConfig(), train or TrainConfig()
     out_dir = Path(out)
     wanted = {"method": "gavamoe", "model": asdict(model), "gavamoe": asdict(cfg), "train": asdict(train)}
     if (out_dir / "config.json").exists() and read_json(out_dir / "config.json").get("complete"):
-        if any(read_json(out_dir / "config.json").get(k) != v for k, v in wanted.items()):
+        done = read_json(out_dir / "config.json")
+        done["train"] = {**asdict(TrainConfig()), **(done.get("train") or {})}  # fields added later: defaults
+        if any(done.get(k) != v for k, v in wanted.items()):
             raise WhyrecError(f"{out_dir} already holds a model trained with another config; choose another --out")
         return read_json(out_dir / "training_log.json")
     ds, art = RecDataset.load(data), _load_vae(vae, "cpu")
@@ -121,7 +139,7 @@ def train_gavamoe(data: str, vae: str, out: str, model: ModelConfig | None = Non
     if len(records) == 0:
         raise WhyrecError(f"{data} has no training explanations whose user and item the VAE {vae} knows")
     seed_everything(train.seed)
-    module = build_gavamoe(model, cfg, art)
+    module = build_gavamoe(replace(model, device=device), cfg, art)
     expl = GaVaMoEExplainer(module, art, ds.item_text(), known_pairs(ds), {})
     users, items = records[S.USER].astype(str).tolist(), records[S.ITEM].astype(str).tolist()
     user_vec, item_vec, clusters = expl.inputs(users, items)
@@ -129,20 +147,23 @@ def train_gavamoe(data: str, vae: str, out: str, model: ModelConfig | None = Non
     prompts, targets = expl.prompts(users, items, col(S.RATING), col(S.FEATURE)), records[S.EXPLANATION].astype(str).tolist()
     lengths = [len(p) + len(t) for p, t in zip(prompts, targets)]  # characters: a cheap length proxy
 
-    def step(idx: list[int]) -> torch.Tensor:
+    def step(idx: list[int]) -> tuple[torch.Tensor, int]:
         batch = module.encode([prompts[k] for k in idx], [targets[k] for k in idx], train.max_target_tokens)
-        return module(batch["input_ids"], batch["attention_mask"], batch["labels"], user_vec[idx], item_vec[idx],
+        loss = module(batch["input_ids"], batch["attention_mask"], batch["labels"], user_vec[idx], item_vec[idx],
                       clusters[idx])
+        return loss, int((batch["labels"] != -100).sum())  # a mean over these target tokens
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_run_info(out_dir, {"data": data, "vae": vae, **wanted}, "train gavamoe")
+    if is_main():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_run_info(out_dir, {"data": data, "vae": vae, **wanted, "world_size": world_size()}, "train gavamoe")
     state = train_loop(module, lengths, step, train, out_dir / "checkpoint", desc="train gavamoe", resume=resume)
     losses = state["losses"]
     log = {"steps": state["step"], "examples": len(records), "elapsed_s": round(state["elapsed_s"], 1),
            "first_loss": _mean(losses[:10]), "last_loss": _mean(losses[-10:]), "losses": losses,
-           "clusters": torch.bincount(clusters, minlength=art.n_clusters).tolist()}
-    save_gavamoe(out_dir, expl, vae, model, cfg, train, log, ds.meta.get("name", ""))
-    shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)
+           "clusters": torch.bincount(clusters, minlength=art.n_clusters).tolist(), "world_size": world_size()}
+    if is_main():
+        save_gavamoe(out_dir, expl, vae, model, cfg, train, log, ds.meta.get("name", ""))
+        shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)
     return log
 
 
