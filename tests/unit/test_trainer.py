@@ -72,3 +72,41 @@ def test_bucketed_order_covers_everything_once():
     batches = length_bucketed_order(lengths, 8, torch.Generator().manual_seed(0))
     flat = sorted(i for b in batches for i in b)
     assert flat == lengths and all(len(b) <= 8 for b in batches)
+
+
+def test_accumulation_equals_one_big_batch(tmp_path):
+    """2 accumulated batches of 4 (example-weighted) make the update of one batch of 8 on the same rows."""
+    torch.manual_seed(0)
+    a = nn.Linear(6, 1)
+    b = nn.Linear(6, 1)
+    b.load_state_dict(a.state_dict())
+    order = {}
+
+    def step_for(model):
+        def step(idx):
+            order.setdefault(id(model), []).append(list(idx))
+            return nn.functional.mse_loss(model(X[idx]), Y[idx])
+        return step
+
+    big = TrainConfig(lr=1e-2, batch_size=8, max_steps=3, seed=3)
+    acc = TrainConfig(lr=1e-2, batch_size=4, max_steps=3, seed=3, grad_accum_steps=2, max_grad_norm=100.0)
+    sa = train_loop(a, [1] * 40, step_for(a), big, tmp_path / "a")
+    # feed the accumulating run the big run's batches, split in halves
+    halves = [h for batch in order[id(a)] for h in (batch[:4], batch[4:])]
+    it = iter(halves)
+    sb = train_loop(b, [1] * 40, lambda idx: step_for(b)(next(it)), acc, tmp_path / "b")
+    assert sb["step"] == 3 and sb["losses"] == pytest.approx(sa["losses"], rel=1e-5)
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.allclose(p, q, atol=1e-6)
+
+
+def test_max_grad_norm_clips_the_update(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    model = nn.Linear(6, 1)
+    before = [p.detach().clone() for p in model.parameters()]
+    cfg = TrainConfig(lr=1.0, batch_size=8, max_steps=1, seed=0, max_grad_norm=1e-3)
+
+    monkeypatch.setattr(torch.optim, "Adam", torch.optim.SGD)  # with SGD the step length is the gradient norm
+    train_loop(model, [1] * 40, lambda idx: (100 * (model(X[idx]) - Y[idx])).square().mean(), cfg, tmp_path / "c")
+    moved = torch.cat([(p.detach() - q).reshape(-1) for p, q in zip(model.parameters(), before)]).norm()
+    assert float(moved) == pytest.approx(1e-3, rel=1e-3)

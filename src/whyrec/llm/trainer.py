@@ -42,6 +42,8 @@ def _save_checkpoint(ckpt: Path, module, optimizer, state: dict) -> None:
     (tmp / "trainer_state.json").write_text(json.dumps(state))
     old = ckpt.with_name(ckpt.name + ".old")
     if ckpt.exists():
+        if old.exists():
+            shutil.rmtree(old)
         ckpt.rename(old)
     tmp.rename(ckpt)
     if old.exists():
@@ -72,8 +74,10 @@ def train_loop(module: torch.nn.Module, lengths: list[int], step_fn: Callable[[l
     per_epoch = math.ceil(len(lengths) / cfg.batch_size)
     total = cfg.max_steps or max(1, math.ceil(per_epoch * cfg.epochs / accum))
     state = {"step": 0, "losses": [], "elapsed_s": 0.0}
-    if resume and (ckpt / "trainer_state.json").exists():
-        state = _load_checkpoint(ckpt, module, optimizer)
+    # A kill between the two renames of _save_checkpoint leaves only the previous one, as ".old".
+    found = next((c for c in (ckpt, ckpt.with_name(ckpt.name + ".old")) if (c / "trainer_state.json").exists()), None)
+    if resume and found is not None:
+        state = _load_checkpoint(found, module, optimizer)
     D.broadcast_parameters(module)
     batches: list[list[int]] = []
     epoch = 0

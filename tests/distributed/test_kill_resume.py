@@ -1,0 +1,48 @@
+"""SIGKILL mid-run, rerun the same command: the final weights equal an uninterrupted run's."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+from conftest import REPO, WHYREC, env, whyrec
+from safetensors.torch import load_file
+
+pytestmark = pytest.mark.distributed
+
+STEPS = 24
+
+
+def _args(data, encoder, out):
+    # dropout and gate noise stay on: the resumed run must also replay the random streams
+    return ["train", "explainer", "--method", "xrec", "--data", str(data), "--encoder", str(encoder),
+            "--out", str(out), "--config", str(REPO / "configs/tiny/xrec.yaml"), "--train.max_steps", str(STEPS),
+            "--train.checkpoint_every", "3", "--train.grad_accum_steps", "2", "--train.max_target_tokens", "32"]
+
+
+def test_sigkill_then_rerun_matches_uninterrupted(tiny_data, tiny_encoder, tmp_path):
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    whyrec(_args(tiny_data, tiny_encoder, ref))
+
+    proc = subprocess.Popen([WHYREC, *_args(tiny_data, tiny_encoder, killed)], env=env(), cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = killed / "checkpoint" / "trainer_state.json"
+    deadline = time.time() + 180
+    while not state.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait(30) == -signal.SIGKILL
+    step = json.loads(state.read_text())["step"]
+    assert 0 < step < STEPS and not (killed / "adapter_model.safetensors").exists()
+
+    whyrec(_args(tiny_data, tiny_encoder, killed))  # the same command resumes from the checkpoint
+    a, b = load_file(str(ref / "adapter_model.safetensors")), load_file(str(killed / "adapter_model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], atol=1e-6, rtol=0, msg=key)
+    la, lb = (json.loads((d / "training_log.json").read_text()) for d in (ref, killed))
+    assert lb["steps"] == STEPS and lb["losses"] == la["losses"]
+    assert not (killed / "checkpoint").exists()
