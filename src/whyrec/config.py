@@ -397,6 +397,14 @@ class RecExplainerConfig:
     """Stop after this many optimizer steps (overrides `epochs`); for CPU budgets."""
     max_minutes: float | None = None
     """Stop this run after this much wall time, writing a checkpoint; a rerun resumes."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory for 1024-token examples, ~30% slower."""
+    bf16: bool | None = None
+    """bfloat16 autocast; None: on when the GPU supports it (RecExplainer trained in bf16)."""
+    deepspeed: str | None = None
+    """DeepSpeed JSON for the Trainer (configs/distributed/ds_zero2.json, ds_zero3.json); launch with torchrun."""
+    fsdp: str | None = None
+    """FSDP settings JSON (configs/distributed/fsdp.json) for the Trainer; launch with torchrun."""
     seed: int = 2024
     """Seeds LoRA/connector init and the data order (RecExplainer: 2024)."""
 

@@ -165,3 +165,34 @@ def _reduce_gradients(params: list[torch.nn.Parameter], totals: torch.Tensor) ->
     weight = float(totals[1])
     for p, g, u in zip(params, grads, used):
         p.grad = (g.view_as(p) / weight).to(p.dtype) if u and weight > 0 else None
+
+
+def trainer_parallel_args(deepspeed: str | None, fsdp: str | None, bf16: bool | None,
+                          gradient_checkpointing: bool) -> dict:
+    """HF `TrainingArguments` keywords for the Trainer-based methods' memory/parallel switches.
+
+    Args:
+        deepspeed: path to a DeepSpeed JSON (ZeRO-2/3: configs/distributed/ds_zero*.json).
+        fsdp: path to an FSDP settings JSON (`fsdp_config`, configs/distributed/fsdp.json); turns FSDP on.
+        bf16: autocast to bfloat16; None = on when the GPU supports it.
+        gradient_checkpointing: recompute activations in the backward pass.
+    """
+    import json
+    from pathlib import Path
+
+    from whyrec.utils import WhyrecError
+
+    for name, path in (("deepspeed", deepspeed), ("fsdp", fsdp)):
+        if path is not None and not Path(path).is_file():
+            raise WhyrecError(f"{name} config {path} not found; see configs/distributed/")
+    if deepspeed and fsdp:
+        raise WhyrecError("choose DeepSpeed or FSDP, not both")
+    cuda = torch.cuda.is_available()
+    kw = {"bf16": (cuda and torch.cuda.is_bf16_supported()) if bf16 is None else bf16,
+          "activation_checkpointing": gradient_checkpointing}  # transformers 5 name
+    if deepspeed:
+        kw["deepspeed"] = str(deepspeed)
+    if fsdp:
+        kw["fsdp"] = True
+        kw["fsdp_config"] = json.loads(Path(fsdp).read_text())
+    return kw

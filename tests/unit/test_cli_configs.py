@@ -8,7 +8,9 @@ import yaml
 from whyrec import cli
 from whyrec.registry import ALL, Registry
 
-CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").rglob("*.yaml"))
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
+JSONS = sorted((ROOT / "configs").rglob("*.json"))
 
 
 def test_import_is_cheap():
@@ -31,6 +33,44 @@ def test_every_shipped_config_parses(path, capsys):
             for key, value in values.items():
                 if not isinstance(value, dict):
                     assert printed[section][key] == value, (section, key)
+
+
+@pytest.mark.parametrize("path", JSONS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_shipped_json_config_is_valid(path):
+    """DeepSpeed ZeRO JSONs leave batch/precision to the Trainer ("auto"); FSDP settings build
+    TrainingArguments; both go through the switch the Trainer-based methods use."""
+    import json
+
+    from transformers import TrainingArguments
+
+    from whyrec.distributed import trainer_parallel_args
+
+    cfg = json.loads(path.read_text())
+    if path.name.startswith("ds_"):
+        assert cfg["zero_optimization"]["stage"] == int(path.stem[-1])
+        for key in ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps"):
+            assert cfg[key] == "auto", key  # so they always agree with the whyrec config
+        assert trainer_parallel_args(str(path), None, False, False)["deepspeed"] == str(path)
+    else:
+        kw = trainer_parallel_args(None, str(path), False, True)
+        assert kw["fsdp"] is True and kw["activation_checkpointing"] is True
+        args = TrainingArguments(output_dir="/tmp/whyrec-fsdp-check", use_cpu=True, report_to="none",
+                                 fsdp=kw["fsdp"], fsdp_config=kw["fsdp_config"])
+        assert args.fsdp_config["transformer_layer_cls_to_wrap"] == cfg["transformer_layer_cls_to_wrap"]
+
+
+def test_distributed_yamls_point_at_shipped_files():
+    for path in sorted((ROOT / "configs" / "distributed").glob("*.yaml")):
+        shipped = yaml.safe_load(path.read_text())
+        for section in shipped.values():
+            for key in ("deepspeed", "fsdp"):
+                if isinstance(section, dict) and section.get(key):
+                    assert (ROOT / section[key]).is_file(), (path.name, section[key])
+
+
+def test_paper_gavamoe_uses_the_papers_optimisation():
+    train = yaml.safe_load((ROOT / "configs/paper/gavamoe.yaml").read_text())["train"]
+    assert (train["grad_accum_steps"], train["max_grad_norm"], train["gradient_checkpointing"]) == (16, 0.3, True)
 
 
 def test_list_prints_kind_name(capsys):

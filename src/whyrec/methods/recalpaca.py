@@ -91,6 +91,12 @@ class RecAlpacaConfig:
     """Stop this run after this much wall time, writing a checkpoint; a rerun resumes."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass: less memory for long prompts, ~30% slower."""
+    bf16: bool | None = None
+    """bfloat16 autocast (LoRA weights stay fp32); None: on when the GPU supports it."""
+    deepspeed: str | None = None
+    """DeepSpeed JSON for the Trainer (configs/distributed/ds_zero2.json, ds_zero3.json); launch with torchrun."""
+    fsdp: str | None = None
+    """FSDP settings JSON (configs/distributed/fsdp.json) for the Trainer; launch with torchrun."""
     seed: int = 42
     """Seeds the LoRA init, the validation split and the data order."""
 
@@ -188,6 +194,8 @@ def _training_args(cfg: RecAlpacaConfig, ckpt_dir: Path, has_val: bool):
     import torch
     from transformers import TrainingArguments
 
+    from whyrec.distributed import trainer_parallel_args
+
     cuda = torch.cuda.is_available()
     world = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun / accelerate launch
     return TrainingArguments(
@@ -200,9 +208,8 @@ def _training_args(cfg: RecAlpacaConfig, ckpt_dir: Path, has_val: bool):
         learning_rate=cfg.lr,
         warmup_steps=cfg.warmup_steps,
         optim="adamw_torch",
-        bf16=cuda and torch.cuda.is_bf16_supported(),  # autocast; LoRA weights stay fp32
         use_cpu=not cuda,
-        activation_checkpointing=cfg.gradient_checkpointing,  # transformers 5 name
+        **trainer_parallel_args(cfg.deepspeed, cfg.fsdp, cfg.bf16, cfg.gradient_checkpointing),
         logging_steps=cfg.logging_steps,
         logging_first_step=True,
         save_strategy="steps",

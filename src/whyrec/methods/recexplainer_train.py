@@ -99,13 +99,16 @@ def _trainer_class():
 def _training_args(cfg: RecExplainerConfig, ckpt_dir: Path):
     from transformers import TrainingArguments
 
+    from whyrec.distributed import trainer_parallel_args
+
     cuda = torch.cuda.is_available()
     return TrainingArguments(
         output_dir=str(ckpt_dir), per_device_train_batch_size=cfg.micro_batch_size,
         gradient_accumulation_steps=cfg.grad_accum, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps or -1,
         learning_rate=cfg.lr, warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio (transformers 5)
         weight_decay=cfg.weight_decay, optim="adamw_torch",
-        bf16=cuda and torch.cuda.is_bf16_supported(), use_cpu=not cuda,
+        # checkpointing is switched on in train_recexplainer: the Trainer's switch needs a PreTrainedModel
+        use_cpu=not cuda, **trainer_parallel_args(cfg.deepspeed, cfg.fsdp, cfg.bf16, gradient_checkpointing=False),
         logging_steps=cfg.logging_steps, logging_first_step=True,
         save_strategy="steps" if cfg.save_steps else "epoch", save_steps=cfg.save_steps or 500,
         save_total_limit=cfg.save_total_limit,
@@ -157,6 +160,10 @@ def train_recexplainer(target_path: str, out: str, model: ModelConfig | None = N
     seed_everything(cfg.seed)
     llm, tok = load_model(replace(model, device="cpu"))  # the Trainer moves it to this process's device
     module = RecExplainer(llm, tok, target, cfg)
+    if cfg.gradient_checkpointing:
+        from whyrec.llm.checkpointing import enable_gradient_checkpointing
+
+        enable_gradient_checkpointing(module)
     rows = [tokenize_chat(tok, e, cfg.max_length) for e in examples]
     rows = [r for r in rows if any(x != IGNORE_INDEX for x in r["labels"])]
     if not rows:
