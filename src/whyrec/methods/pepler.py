@@ -220,17 +220,34 @@ def _batches(n: int, size: int, generator: torch.Generator | None = None) -> lis
 
 def run_epoch(module: PEPLER, data: Examples, optimizer, batch_size: int, generator: torch.Generator,
               max_steps: int | None = None) -> float:
-    """One shuffled pass; returns the sample-weighted mean training objective."""
+    """One shuffled pass; returns the sample-weighted mean training objective.
+
+    Under torchrun each rank computes its shard of every batch (`whyrec.distributed`); the text
+    CE is a mean over predicted tokens and the rating MSE over examples, so a shard's loss is
+    weighted by its tokens and its MSE rescaled, which makes the summed gradients the batch's.
+    """
+    from whyrec.distributed import data_parallel_step
+
     module.train()
+    params = [p for p in module.parameters() if p.requires_grad]
+    # tokens the LM's shifted CE averages over: <bos> text <eos>, minus a <bos> at position 0
+    tokens = lambda rows: sum(len(data.texts[k]) + 1 + bool(module.soft or data.prompts[k]) for k in rows)  # noqa: E731
     total, seen = 0.0, 0
     for step, idx in enumerate(_batches(len(data), batch_size, generator)):
         if max_steps is not None and step >= max_steps:
             break
-        loss = module.objective(*module.losses(*data.rows(idx)))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total, seen = total + loss.item() * len(idx), seen + len(idx)
+
+        def loss_fn(part, idx=idx):
+            n, t = len(idx), tokens(idx)
+            text, rating = module.losses(*data.rows(part))
+            if len(part) == n:  # the whole batch (one process)
+                return module.objective(text, rating)
+            t_part = tokens(part)
+            rating = rating * (len(part) / n) * (t / t_part) if rating is not None else None
+            return module.objective(text, rating), t_part
+
+        loss = data_parallel_step(params, optimizer, [idx], loss_fn)
+        total, seen = total + loss * len(idx), seen + len(idx)
     module.eval()
     return total / max(seen, 1)
 
@@ -290,6 +307,8 @@ def fit(module: PEPLER, train: Examples, valid: Examples, cfg: PEPLERConfig, see
 
     from safetensors.torch import load_file
 
+    from whyrec import distributed as D
+
     state = {"phase": 0, "epoch": 0, "best": math.inf, "bad": 0, "history": [], "elapsed_s": 0.0}
     best: dict = {}
     resumed = resume and (ckpt / "state.json").exists()
@@ -319,13 +338,17 @@ def fit(module: PEPLER, train: Examples, valid: Examples, cfg: PEPLERConfig, see
             else:
                 state["bad"] += 1  # PEPLER never resets endure_count within a phase
             state["elapsed_s"] = time.time() - start
-            _save_progress(ckpt, module, optimizer, best, state)
-            if max_minutes is not None and state["elapsed_s"] > 60 * max_minutes:
+            if D.is_main():
+                _save_progress(ckpt, module, optimizer, best, state)
+            if D.any_rank(max_minutes is not None and state["elapsed_s"] > 60 * max_minutes):
+                D.barrier()
                 return {**state, "complete": False}
         module.load_state_dict(best, strict=False)
         # PEPLER resets the best loss and the patience counter for phase 2.
         state.update(phase=state["phase"] + 1, epoch=0, best=math.inf, bad=0)
-        _save_progress(ckpt, module, optimizer, best, state)
+        if D.is_main():
+            _save_progress(ckpt, module, optimizer, best, state)
+    D.barrier()
     return {**state, "complete": True}
 
 
@@ -352,24 +375,38 @@ def _sample(frame, n: int | None, seed: int):
 
 def train_pepler(data: str, out: str, model: ModelConfig | None = None, pepler: PEPLERConfig | None = None,
                  train: TrainConfig | None = None, resume: bool = True) -> dict:
+    """Train a PEPLER variant (see `_train_pepler`); under torchrun data parallel, rank 0 writes."""
+    from whyrec.distributed import device_for_rank, distributed_run
+    from whyrec.utils import resolve_device
+
+    model = model or ModelConfig()
+    device = device_for_rank(resolve_device(model.device))
+    with distributed_run(device):
+        return _train_pepler(data, out, model, pepler, train, resume, device)
+
+
+def _train_pepler(data: str, out: str, model: ModelConfig, pepler: PEPLERConfig | None,
+                  train: TrainConfig | None, resume: bool, device: str) -> dict:
     """Train a PEPLER variant on a RecDataset folder's train/valid explanations; save to `out`.
 
     From `train` (a `TrainConfig`) only `seed`, `max_steps` (per epoch), `max_minutes` and
     `max_train_examples` are used; lr, batch size and epochs come from `pepler`.
     """
-    from dataclasses import asdict
+    from dataclasses import asdict, replace
     from pathlib import Path
 
     from whyrec.data import schema as S
     from whyrec.data.dataset import RecDataset
+    from whyrec.distributed import is_main
     from whyrec.llm.load import load_model
     from whyrec.utils import WhyrecError, read_json, seed_everything, write_json, write_run_info
 
-    model, pepler, train = model or ModelConfig(), pepler or PEPLERConfig(), train or TrainConfig()
+    pepler, train = pepler or PEPLERConfig(), train or TrainConfig()
     out_dir = Path(out)
     wanted = {"method": "pepler", "model": asdict(model), "pepler": asdict(pepler), "train": asdict(train)}
     if (out_dir / "config.json").exists() and read_json(out_dir / "config.json").get("complete"):
         done = read_json(out_dir / "config.json")
+        done["train"] = {**asdict(TrainConfig()), **(done.get("train") or {})}  # fields added later: defaults
         same = all(done.get(k) == v for k, v in wanted.items())
         if same:
             return read_json(out_dir / "training_log.json")
@@ -378,7 +415,7 @@ def train_pepler(data: str, out: str, model: ModelConfig | None = None, pepler: 
             raise WhyrecError(f"{out_dir} already holds a PEPLER run with another config; choose another --out")
     seed_everything(train.seed)
     ds = RecDataset.load(data)
-    llm, tok = load_model(model)
+    llm, tok = load_model(replace(model, device=device))
     module = PEPLER(llm, tok, ds.n_users, ds.n_items, pepler)
     feats = train_features(ds)
     if pepler.variant == "discrete" and not feats["user"]:
@@ -389,11 +426,14 @@ def train_pepler(data: str, out: str, model: ModelConfig | None = None, pepler: 
     va = make_examples(module, valid_records, ds.user2idx, ds.item2idx, feats)
     if not len(tr) or not len(va):
         raise WhyrecError(f"PEPLER needs train and valid explanations (early stopping); got {len(tr)} and {len(va)}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_run_info(out_dir, wanted, "train pepler")
+    if is_main():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_run_info(out_dir, wanted, "train pepler")
     state = fit(module, tr, va, pepler, train.seed, out_dir / "checkpoint", resume, train.max_steps, train.max_minutes)
     log = {"history": state["history"], "complete": state["complete"], "train_examples": len(tr),
            "valid_examples": len(va), "epochs": state["epoch"], "elapsed_s": round(state["elapsed_s"], 1)}
+    if not is_main():  # rank 0 writes the folder
+        return log
     write_json(out_dir / "training_log.json", log)
     ratings = ds.interactions[S.RATING].dropna() if S.RATING in ds.interactions else None
     rating_range = [float(ratings.min()), float(ratings.max())] if ratings is not None and len(ratings) else None
