@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from conftest import free_port
+from dist_helpers import free_port
 
 from whyrec.distributed import data_parallel_step, shard
 

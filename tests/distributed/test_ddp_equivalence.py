@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import REPO, whyrec, xrec_args
+from dist_helpers import REPO, tiny_data, tiny_encoder, whyrec, xrec_args  # noqa: F401 (fixtures)
 from safetensors.torch import load_file
 
 from whyrec.cli import main
@@ -16,7 +16,7 @@ def _weights(folder, name):
     return load_file(str(folder / name))
 
 
-def test_lightgcn_two_ranks_match_one(tiny_data, tmp_path):
+def test_lightgcn_two_ranks_match_one(tiny_data, tmp_path):  # noqa: F811 (fixtures imported above)
     args = ["train", "encoder", "--data", str(tiny_data), "--config", str(REPO / "configs/tiny/lightgcn.yaml"),
             "--lightgcn.batch_size", "64", "--lightgcn.epochs", "3", "--lightgcn.patience", "10"]
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
@@ -37,7 +37,7 @@ def _world(folder) -> int:
     return json.loads((folder / "run_config.json").read_text())["config"]["world_size"]
 
 
-def test_xrec_two_ranks_match_one(tiny_data, tiny_encoder, tmp_path):
+def test_xrec_two_ranks_match_one(tiny_data, tiny_encoder, tmp_path):  # noqa: F811 (fixtures imported above)
     """Global batch 4 over 2 ranks, 2 accumulated batches per step, clipped: the single-process result."""
     extra = ("--train.max_steps", "4", "--train.grad_accum_steps", "2", "--train.max_grad_norm", "0.5")
     assert main(xrec_args(tiny_data, tiny_encoder, tmp_path / "one", *extra)) == 0

@@ -8,7 +8,7 @@ import time
 
 import pytest
 import torch
-from conftest import REPO, WHYREC, env, whyrec
+from dist_helpers import REPO, WHYREC, env, tiny_data, tiny_encoder, whyrec  # noqa: F401 (fixtures)
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.distributed
@@ -23,7 +23,7 @@ def _args(data, encoder, out):
             "--train.checkpoint_every", "3", "--train.grad_accum_steps", "2", "--train.max_target_tokens", "32"]
 
 
-def test_sigkill_then_rerun_matches_uninterrupted(tiny_data, tiny_encoder, tmp_path):
+def test_sigkill_then_rerun_matches_uninterrupted(tiny_data, tiny_encoder, tmp_path):  # noqa: F811 (fixtures imported above)
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     whyrec(_args(tiny_data, tiny_encoder, ref))
 

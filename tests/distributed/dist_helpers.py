@@ -1,4 +1,8 @@
-"""Helpers for the multi-process tests: a tiny dataset and launchers for `whyrec` under torchrun."""
+"""Helpers for the multi-process tests: a tiny dataset and launchers for `whyrec` under torchrun.
+
+Not a conftest.py: that name would shadow tests/conftest.py for `from conftest import ...`.
+Test modules import the fixtures they use from here.
+"""
 
 import os
 import random
