@@ -34,7 +34,8 @@ def data_prepare(source: str, out: str, path: str | None = None, split: str = "r
                  item_col: str = "item", rating_col: str | None = None, timestamp_col: str | None = None,
                  review_col: str | None = None, explanation_col: str | None = None, title_col: str | None = None,
                  extract_features: bool = False, feature_min_count: int = 5, k_core: int = 5,
-                 review_min_rating: float | None = None, on_error: str = "raise", text_test_size: int | None = None):
+                 review_min_rating: float | None = None, on_error: str = "raise", text_test_size: int | None = None,
+                 max_items: int | None = None):
     """Build a canonical dataset folder (Parquet + id maps) from a registered source.
 
     Args:
@@ -58,6 +59,8 @@ def data_prepare(source: str, out: str, path: str | None = None, split: str = "r
             PEPLER folds to OUT/pepler.
         feature_min_count: keep features mentioned in at least this many reviews.
         k_core: (raw reviews) keep users and items with at least this many reviews.
+        max_items: (raw reviews) keep only the this-many most-reviewed items, then sample --max_users among
+            users with at least --k_core of them (RecExplainer's Video Games: 2000 items, 4000 users, 5-core).
         review_min_rating: (raw reviews) drop reviews rated below this.
         on_error: (raw reviews) 'raise' on a malformed line, or 'skip' to drop and count it.
         text_test_size: (xrec) re-split the explanation records into train + this many test records
@@ -71,7 +74,7 @@ def data_prepare(source: str, out: str, path: str | None = None, split: str = "r
                               explanation_col=explanation_col, title_col=title_col,
                               extract_features=extract_features, feature_min_count=feature_min_count,
                               k_core=k_core, review_min_rating=review_min_rating, on_error=on_error,
-                              text_test_size=text_test_size)
+                              text_test_size=text_test_size, max_items=max_items)
     _print_json(summary)
 
 
@@ -327,9 +330,10 @@ def evaluate(out: str, predictions: str | None = None, references: str | None = 
              smooth: bool = False, run: str | None = None, data: str | None = None, split: str = "test",
              max_pairs: int | None = 200, generation: GenerationConfig = GenerationConfig(), device: str = "auto",
              bertscore: bool = False, bertscore_model: str | None = None, bertscore_layers: int | None = None,
-             judge: JudgeConfig = JudgeConfig(), grounding: bool = False, task: str = "explain",
+             judge: JudgeConfig | None = None, grounding: bool = False, task: str = "explain",
              recalpaca_json: str | None = None, field: str = "output2", k: int = 5, parser: str = "recalpaca",
-             encoder: str | None = None, prompt_reduction: str | None = None):
+             encoder: str | None = None, prompt_reduction: str | None = None, runs: str | None = None,
+             unaligned: bool = False, seed: int = 2023):
     """Score explanations (given files, or generated with --run/--data) or top-k recommendations (--task topk).
 
     Writes out/metrics.json ({"pepler": ..., "standard": ..., "n": ...}) and out/report.md;
@@ -351,12 +355,16 @@ def evaluate(out: str, predictions: str | None = None, references: str | None = 
         bertscore: also compute BERTScore P/R/F1 (mean and std) with a local encoder.
         bertscore_model: local HF encoder folder for BERTScore (default: the packaged all-MiniLM-L6-v2).
         bertscore_layers: encoder layer for BERTScore (default: BERTScore's tuned layer, e.g. 17 for roberta-large).
-        judge: LLM judge for GPTScore (off by default; --judge.backend openai|local).
+        judge: LLM judge for GPTScore (off by default; --judge.backend openai|local). With --task faithfulness,
+            the A-D rubric judge: by default the runs' own backbone (local); --judge.backend none skips it.
         grounding: with --run/--data, the hallucination rate of claims (titles, genres, people, review
             features) checked against the data.
         task: 'explain' (text metrics), 'topk' (titles parsed from generated recommendation lists) or
             'alignment' (a RecExplainer --run: item recovery, history coverage, next-item HR/NDCG@5,
-            graded ranking NDCG@5, Yes/No accuracy on --max_pairs of its target model's users).
+            graded ranking NDCG@5, Yes/No accuracy on --max_pairs of its target model's users; with --runs or
+            --unaligned, one table of every system: out/alignment.{md,json}) or 'faithfulness' (RecExplainer
+            --runs: explanations for --max_pairs high/low-scored items, A-D rubric, distinction and coherence
+            probes: out/explanations.jsonl, out/faithfulness.{md,json}).
         recalpaca_json: (topk) RecAlpaca-format JSON (records with testGT and a generated field).
             With --run (a RecAlpaca run folder, or 'none' for the bare backbone), answers are generated
             for its prompts first (--max_pairs users, --generation.max_new_tokens/batch_size/repetition_penalty).
@@ -369,6 +377,11 @@ def evaluate(out: str, predictions: str | None = None, references: str | None = 
             writes one): adds LightGCN and popularity baselines next to the prompt-order baseline.
         prompt_reduction: (topk, with --run) comma-separated shares of the history and candidate lists
             to keep (e.g. 0.1,0.25,0.5,0.75,1): writes prompt_reduction.{json,md,png} to --out.
+        runs: (alignment, faithfulness) comma-separated NAME=FOLDER RecExplainer runs aligned to the same
+            target, e.g. behaviour=DIR,intention=DIR,hybrid=DIR (a bare FOLDER is named by its mode).
+        unaligned: (alignment, faithfulness) add the un-aligned backbone (the first run's LLM with its LoRA
+            off, behaviour-mode prompts, no connectors) as a row.
+        seed: (alignment, faithfulness) seed of the user sample, the target's pos/neg picks and the templates.
     """
     if task == "topk":
         from whyrec.eval.topk import evaluate_recalpaca_json
@@ -404,10 +417,21 @@ def evaluate(out: str, predictions: str | None = None, references: str | None = 
         _print_json({"model": metrics, "baselines": baselines})
         return
     if task == "alignment":
-        _evaluate_alignment(run, out, max_pairs, generation, device)
+        _evaluate_alignment(run, out, max_pairs, generation, device, runs=runs, unaligned=unaligned, seed=seed)
+        return
+    if task == "faithfulness":
+        from whyrec.eval.alignment_table import parse_runs
+        from whyrec.eval.faithfulness import faithfulness
+
+        _print_json(faithfulness(parse_runs(runs, run), out, unaligned=unaligned, max_pairs=max_pairs, seed=seed,
+                                 judge=judge, batch_size=generation.batch_size,
+                                 max_new_tokens=generation.max_new_tokens,
+                                 min_new_tokens=min(150, generation.max_new_tokens), device=device)["probes"])
+        print((Path(out) / "faithfulness.md").read_text(), end="")
         return
     if task != "explain":
-        raise WhyrecError(f"unknown --task {task!r}; choose explain, topk or alignment")
+        raise WhyrecError(f"unknown --task {task!r}; choose explain, topk, alignment or faithfulness")
+    judge = judge or JudgeConfig()
     if run is not None and _run_method(run) == "pepler":
         from whyrec.methods.pepler import evaluate_pepler
 
@@ -501,16 +525,22 @@ def _split_specs(specs: str | None) -> list[str]:
 
 
 def _evaluate_alignment(run: str | None, out: str, max_users: int | None, generation: GenerationConfig,
-                        device: str) -> None:
+                        device: str, runs: str | None = None, unaligned: bool = False, seed: int = 2023) -> None:
     from whyrec.eval.alignment import alignment_examples, evaluate_alignment
+    from whyrec.eval.alignment_table import alignment_table, parse_runs, sample_users
     from whyrec.methods.recexplainer import load_recexplainer
     from whyrec.utils import write_json
 
+    if runs or unaligned:  # one table: every run and the un-aligned backbone on the same examples
+        alignment_table(parse_runs(runs, run), out, unaligned=unaligned, max_users=max_users, seed=seed,
+                        batch_size=generation.batch_size, max_new_tokens=generation.max_new_tokens, device=device)
+        print((Path(out) / "alignment.md").read_text(), end="")
+        return
     if run is None or _run_method(run) != "recexplainer":
         raise WhyrecError("--task alignment needs --run (a folder from `whyrec train explainer --method recexplainer`)")
     model = load_recexplainer(run, device=device)
-    users = sorted(model.target.user2idx)[:max_users] if max_users else sorted(model.target.user2idx)
-    metrics = evaluate_alignment(model, alignment_examples(model, users), batch_size=generation.batch_size,
+    users = sample_users(model.target, max_users, seed)  # the same users as the --runs table
+    metrics = evaluate_alignment(model, alignment_examples(model, users, seed=seed), batch_size=generation.batch_size,
                                  max_new_tokens=generation.max_new_tokens)
     metrics = {"run": run, "mode": model.cfg.mode, "n_users": len(users), "tasks": metrics}
     write_json(Path(out) / "metrics.json", metrics)

@@ -81,8 +81,8 @@ def read_metadata(meta_path: str | Path, asins: set[str], progress: bool = False
 
 
 def load_amazon_json(path: str | Path, k_core: int = 5, min_rating: float | None = None,
-                     max_users: int | None = None, seed: int = 42, meta_path: str | Path | None = None,
-                     require_review: bool = True, on_error: str = "raise",
+                     max_users: int | None = None, max_items: int | None = None, seed: int = 42,
+                     meta_path: str | Path | None = None, require_review: bool = True, on_error: str = "raise",
                      progress: bool = True) -> RecDataset:
     """A RecDataset (user, item, rating, timestamp, review, summary) from a raw review file.
 
@@ -93,6 +93,8 @@ def load_amazon_json(path: str | Path, k_core: int = 5, min_rating: float | None
         min_rating: keep reviews rated at least this (XRec keeps stars > 3: pass 4).
         max_users: sample this many users (seeded) before the k-core, as XRec and
             RecExplainer do, so fewer may remain after it.
+        max_items: keep only this many most-reviewed items, before the user sample;
+            users then need at least k_core of them to be sampled (RecExplainer: 2,000).
         meta_path: a metadata file (`meta_*.json[.gz]`) giving titles and descriptions;
             without it, or for items it lacks, the title is the ASIN.
         require_review: drop reviews with empty text (XRec drops them).
@@ -103,6 +105,6 @@ def load_amazon_json(path: str | Path, k_core: int = 5, min_rating: float | None
         return None if meta_path is None else read_metadata(meta_path, asins, progress)
 
     return load_reviews(JsonLines(Path(path)), FIELDS, k_core=k_core, min_rating=min_rating,
-                        max_users=max_users, seed=seed, require_review=require_review,
+                        max_users=max_users, max_items=max_items, seed=seed, require_review=require_review,
                         on_error=on_error, progress=progress, item_meta=item_meta,
                         meta={"metadata": Path(meta_path).name if meta_path else None})

@@ -61,7 +61,7 @@ def prepare_dataset(source: str, out: str, path: str | None = None, split: str =
                     explanation_col: str | None = None, title_col: str | None = None,
                     min_rating: float = 4.0, extract_features: bool = False, feature_min_count: int = 5,
                     k_core: int = 5, review_min_rating: float | None = None, on_error: str = "raise",
-                    text_test_size: int | None = None) -> dict:
+                    text_test_size: int | None = None, max_items: int | None = None) -> dict:
     """Build a dataset folder in `out` and return its summary.
 
     Args:
@@ -80,6 +80,8 @@ def prepare_dataset(source: str, out: str, path: str | None = None, split: str =
             + folds 1..5 to `out/pepler`.
         feature_min_count: features must be mentioned in at least this many reviews.
         k_core: (raw reviews) keep users and items with at least this many reviews, repeatedly.
+        max_items: (raw reviews) keep the this-many most-reviewed items first; only users with at
+            least k_core of them are sampled (RecExplainer's Video Games: 2,000 items, 4,000 users, 5-core).
         review_min_rating: (raw reviews) drop reviews rated below this (XRec/RecExplainer-style threshold).
         on_error: (raw reviews) 'raise' on a malformed line, or 'skip' to drop and count it.
         text_test_size: (xrec) re-split the explanation records into train and this many test rows
@@ -90,6 +92,8 @@ def prepare_dataset(source: str, out: str, path: str | None = None, split: str =
     config = dict(locals())  # the arguments exactly as given, for run_config.json
     if source not in SOURCES:
         raise WhyrecError(f"unknown source {source!r}; choose one of: {', '.join(SOURCES)}")
+    if max_items is not None and source not in RAW_REVIEWS:
+        raise WhyrecError(f"--max_items applies to raw reviews: --source {' or '.join(RAW_REVIEWS)}")
     if extract_features and source not in RAW_REVIEWS:
         raise WhyrecError(f"--extract_features needs raw review text: --source {' or '.join(RAW_REVIEWS)}")
     if split not in HOWS:
@@ -106,7 +110,8 @@ def prepare_dataset(source: str, out: str, path: str | None = None, split: str =
         start = time.perf_counter()
         if step == "load":
             ds = _load(source, path, seed, max_users, columns,
-                       {"k_core": k_core, "min_rating": review_min_rating, "on_error": on_error})
+                       {"k_core": k_core, "min_rating": review_min_rating, "on_error": on_error,
+                        "max_items": max_items})
         elif step == "split":
             ds = ensure_split(ds, split, seed)
             if text_test_size is not None:

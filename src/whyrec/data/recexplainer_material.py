@@ -10,6 +10,9 @@ each item's nearest item by embedding dot product (the `iid2sim` task).
 The thresholds are ranks over the user's unmasked items: `pos` is drawn from the best
 max(1, floor(0.2 n)) items and `neg` from the worst max(1, floor(0.5 n)), so a pos scores at
 least the 80th percentile and a neg strictly below the median whenever scores are distinct.
+
+`sequence_vectors` encodes any history prefix with a SASRec target, for RecExplainer's one
+uid2hist example per prefix (an MF user vector only knows the full history).
 """
 
 from __future__ import annotations
@@ -84,3 +87,23 @@ def similar_items(target: TargetModel, batch: int = 1024) -> dict[str, str]:
         nearest.append(sims.argmax(dim=1).cpu())
     nearest = torch.cat(nearest).tolist()
     return {target.idx2item[i]: target.idx2item[j] for i, j in enumerate(nearest)}
+
+
+def can_encode_prefixes(target) -> bool:
+    """Whether `sequence_vectors` works for this target: SASRec (or any target with its own)."""
+    return hasattr(target, "sequence_vectors") or hasattr(getattr(target, "model", None), "encode_histories")
+
+
+@torch.no_grad()
+def sequence_vectors(target, histories: list[list[str]]) -> torch.Tensor:
+    """[N, d] user vectors of item-id histories (oldest first), as if each were a user's whole
+    training history; the full history gives exactly `target.user_vectors([user])`."""
+    if hasattr(target, "sequence_vectors"):
+        return target.sequence_vectors(histories)
+    if not can_encode_prefixes(target):
+        raise WhyrecError(f"a {getattr(target, 'kind', type(target).__name__)} target cannot encode a history "
+                          "prefix (only SASRec can); use one example per user")
+    unknown = next((i for h in histories for i in h if str(i) not in target.item2idx), None)
+    if unknown is not None:
+        raise WhyrecError(f"unknown item {unknown!r} in a history: the target model knows {target.n_items} items")
+    return target.model.encode_histories([[target.item2idx[str(i)] for i in h] for h in histories])

@@ -58,6 +58,7 @@ TEMPLATES = {
 SUMMARY_PROMPT = ("Write a short summary, under 100 words, of this customer's tastes and interests as shown by "
                   "what they bought. Their purchase history, oldest first: {history}")
 _GENERAL_FILE = "general_chat.jsonl"
+MAX_PREFIXES = 10  # uid2hist prefixes kept per user (see uid2hist; ~ the paper's share of the mixture)
 
 
 def check_mode(mode: str) -> str:
@@ -116,19 +117,26 @@ def iid2sim(target, mode: str, similar: dict, items: Iterable[str] | None = None
 
 
 def uid2hist(target, mode: str, users: Iterable[str], max_hist_len: int = 9, prefixes: bool | None = None,
-             seed: int = 2023) -> list[dict]:
+             seed: int = 2023, max_prefixes: int | None = MAX_PREFIXES) -> list[dict]:
     """History reconstruction: the last `max_hist_len` titles, "; "-joined.
 
-    With `prefixes` (default: when the target can encode a prefix, `sequence_vectors`) one
-    example per history prefix, as RecExplainer does for SASRec; the `<user>` vector then
-    encodes that prefix. An MF user vector only knows the full history, so one example a user.
+    With `prefixes` (default: when the target can encode a prefix - SASRec,
+    `recexplainer_material.can_encode_prefixes`) one example per history prefix, as
+    RecExplainer does for SASRec; the `<user>` vector then encodes that prefix. Only the
+    `max_prefixes` most recent prefixes of a user are kept (None: all, as RecExplainer):
+    its 5-core Video Games histories are short, whereas on ML-1M (165 ratings a user on
+    average) every prefix would make uid2hist ~96% of the mixture. An MF user vector only
+    knows the full history, so one example a user.
     """
+    from whyrec.data.recexplainer_material import can_encode_prefixes
+
     rng, mode = random.Random(seed), check_mode(mode)
-    prefixes = hasattr(target, "sequence_vectors") if prefixes is None else prefixes
+    prefixes = can_encode_prefixes(target) if prefixes is None else prefixes
     out = []
     for u in users:
         hist = list(target.history(u))
-        for end in (range(1, len(hist) + 1) if prefixes else [len(hist)] if hist else []):
+        ends = range(max(1, len(hist) - max_prefixes + 1) if max_prefixes else 1, len(hist) + 1)
+        for end in (ends if prefixes else [len(hist)] if hist else []):
             prefix = hist[:end]
             q = _pick(rng, "uid2hist").format(user=render_user(target, u, mode, max_hist_len, prefix))
             out.append(_example("uid2hist", mode, u, prefix[-max_hist_len:], q,

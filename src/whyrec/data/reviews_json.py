@@ -7,9 +7,11 @@ codes, rating, record position, has-text flag: 17 bytes a review) plus the id st
 the filters run on those; a second pass reads the text and time of the surviving records.
 
 Filters, in the order XRec's `process/interaction.py` and RecExplainer's `filter_v3.py`
-apply them: rating threshold and empty reviews, a seeded user sample, then the iterative
-k-core. Repeated (user, item) pairs are dropped (first record kept) before the sample, so
-the k-core counts distinct pairs; XRec drops them only after its k-core.
+apply them: rating threshold and empty reviews, the `max_items` most reviewed items, a seeded
+user sample, then the iterative k-core. Repeated (user, item) pairs are dropped (first record
+kept) before the sample, so the k-core counts distinct pairs; XRec drops them only after its
+k-core. With `max_items`, as in `filter_v3.py`, only users with at least `k` of the kept items
+can be sampled (RecExplainer's Video Games: 2,000 items, 4,000 users, 5-core).
 """
 
 from __future__ import annotations
@@ -222,13 +224,25 @@ def _first_pairs(users: np.ndarray, items: np.ndarray, keep: np.ndarray, n_items
     return out
 
 
-def _sample(found: Scan, users: np.ndarray, keep: np.ndarray, max_users: int, seed: int) -> np.ndarray:
-    """`keep` restricted to a seeded sample of `max_users` users, drawn like `splits.sample_users`
-    (from the sorted id strings, so the sample does not depend on record order)."""
+def top_items_mask(items: np.ndarray, keep: np.ndarray, max_items: int, names: list[str]) -> np.ndarray:
+    """`keep` restricted to the `max_items` items with the most kept records (ties: smaller id string)."""
+    if max_items < 1:
+        raise WhyrecError(f"max_items must be at least 1, got {max_items}")
+    counts = np.bincount(items[keep], minlength=len(names))
+    order = sorted(np.flatnonzero(counts), key=lambda i: (-counts[i], names[i]))
+    return keep & np.isin(items, np.asarray(order[:max_items], dtype=items.dtype))
+
+
+def _sample(found: Scan, users: np.ndarray, keep: np.ndarray, max_users: int, seed: int,
+            min_rows: int = 1) -> np.ndarray:
+    """`keep` restricted to a seeded sample of `max_users` users among those with at least
+    `min_rows` kept records, drawn like `splits.sample_users` (from the sorted id strings, so
+    the sample does not depend on record order)."""
     if max_users < 1:
         raise WhyrecError(f"max_users must be at least 1, got {max_users}")
     names = np.array(list(found.user_ids), dtype=object)
-    candidates = np.sort(names[np.unique(users[keep])].astype(str))
+    degree = np.bincount(users[keep], minlength=len(names))
+    candidates = np.sort(names[np.flatnonzero(degree >= max(1, min_rows))].astype(str))
     if max_users >= len(candidates):
         return keep
     chosen = np.random.default_rng(seed).choice(candidates, size=max_users, replace=False)
@@ -237,7 +251,7 @@ def _sample(found: Scan, users: np.ndarray, keep: np.ndarray, max_users: int, se
 
 
 def filter_mask(found: Scan, k: int, min_rating: float | None, require_review: bool,
-                max_users: int | None, seed: int) -> tuple[np.ndarray, dict]:
+                max_users: int | None, seed: int, max_items: int | None = None) -> tuple[np.ndarray, dict]:
     """Boolean mask over the scanned records and how many records each step dropped."""
     users, items = np.frombuffer(found.users, np.int32), np.frombuffer(found.items, np.int32)
     ratings = np.frombuffer(found.ratings, np.float32)
@@ -246,7 +260,9 @@ def filter_mask(found: Scan, k: int, min_rating: float | None, require_review: b
         ("below_min_rating", min_rating is not None, lambda m: m & (ratings >= min_rating)),
         ("empty_review", require_review, lambda m: m & has_text),
         ("duplicate_pair", True, lambda m: _first_pairs(users, items, m, len(found.item_ids))),
-        ("not_sampled", max_users is not None, lambda m: _sample(found, users, m, max_users, seed)),
+        ("not_top_items", max_items is not None, lambda m: top_items_mask(items, m, max_items, list(found.item_ids))),
+        ("not_sampled", max_users is not None,
+         lambda m: _sample(found, users, m, max_users, seed, min_rows=k if max_items is not None else 1)),
         ("k_core", k > 1, lambda m: k_core_mask(users, items, m, k)),
     ]
     keep = np.ones(len(users), dtype=bool)
@@ -254,10 +270,11 @@ def filter_mask(found: Scan, k: int, min_rating: float | None, require_review: b
     for name, applies, step in steps:
         before = int(keep.sum())
         keep = step(keep) if applies else keep
-        dropped[name] = before - int(keep.sum())
+        if applies or name != "not_top_items":  # the item cap is listed only when asked for
+            dropped[name] = before - int(keep.sum())
     if not keep.any():
         raise WhyrecError(f"no reviews left after filtering (dropped: {dropped}); "
-                          "lower k_core or min_rating, or raise max_users")
+                          "lower k_core or min_rating, or raise max_users or max_items")
     return keep, dropped
 
 
@@ -296,6 +313,7 @@ def check_on_error(on_error: str) -> None:
 
 def load_reviews(records: Records, fields: Fields, *, k_core: int, min_rating: float | None,
                  max_users: int | None, seed: int, require_review: bool, on_error: str, progress: bool,
+                 max_items: int | None = None,
                  item_meta: Callable[[set[str]], pd.DataFrame | None] = lambda ids: None,
                  meta: dict | None = None) -> RecDataset:
     """Scan, filter, read the kept text and build the dataset (see the module docstring).
@@ -306,7 +324,7 @@ def load_reviews(records: Records, fields: Fields, *, k_core: int, min_rating: f
     """
     check_on_error(on_error)
     found = scan(records, fields, on_error, progress)
-    keep, dropped = filter_mask(found, k_core, min_rating, require_review, max_users, seed)
+    keep, dropped = filter_mask(found, k_core, min_rating, require_review, max_users, seed, max_items)
     text = _read_kept(records, fields, np.frombuffer(found.positions, np.uint32)[keep], progress)
     user_names = np.array(list(found.user_ids), dtype=object)
     item_names = np.array(list(found.item_ids), dtype=object)
@@ -323,6 +341,6 @@ def load_reviews(records: Records, fields: Fields, *, k_core: int, min_rating: f
     ids = inter[S.ITEM].unique().tolist()
     items = with_titles(ids, item_meta(set(ids)))
     info = {"source": fields.source, "file": records.name, "k_core": k_core, "min_rating": min_rating,
-            "max_users": max_users, "seed": seed, "require_review": require_review,
+            "max_users": max_users, "max_items": max_items, "seed": seed, "require_review": require_review,
             "lines": len(found.positions) + found.skipped, "dropped": dropped, **(meta or {})}
     return RecDataset(inter, items, None, meta=info)

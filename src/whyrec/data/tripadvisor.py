@@ -118,8 +118,9 @@ class HotelFiles:
 
 
 def load_tripadvisor_json(path: str | Path, k_core: int = 5, min_rating: float | None = None,
-                          max_users: int | None = None, seed: int = 42, require_review: bool = True,
-                          on_error: str = "raise", progress: bool = True) -> RecDataset:
+                          max_users: int | None = None, max_items: int | None = None, seed: int = 42,
+                          require_review: bool = True, on_error: str = "raise",
+                          progress: bool = True) -> RecDataset:
     """A RecDataset (user, item, rating, timestamp, review, summary) from TripAdvisor reviews.
 
     Args:
@@ -129,6 +130,7 @@ def load_tripadvisor_json(path: str | Path, k_core: int = 5, min_rating: float |
             reviews (iterated to a fixed point); 1 or less turns the filter off.
         min_rating: keep reviews whose overall rating is at least this.
         max_users: sample this many authors (seeded) before the k-core.
+        max_items: keep only this many most-reviewed hotels, before the author sample.
         require_review: drop reviews with empty text.
         on_error: 'raise' stops at the first malformed review or file, naming it; 'skip'
             drops and counts them (meta["dropped"]["malformed_lines"]).
@@ -139,6 +141,6 @@ def load_tripadvisor_json(path: str | Path, k_core: int = 5, min_rating: float |
     records: Records = HotelFiles(path) if path.is_dir() else JsonLines(path)
     titles = records.titles if isinstance(records, HotelFiles) else (lambda ids: None)
     return load_reviews(records, FIELDS, k_core=k_core, min_rating=min_rating, max_users=max_users,
-                        seed=seed, require_review=require_review, on_error=on_error,
+                        max_items=max_items, seed=seed, require_review=require_review, on_error=on_error,
                         progress=progress, item_meta=titles,
                         meta={"layout": "hotel files" if path.is_dir() else "json lines"})

@@ -90,8 +90,9 @@ def _inputs(path: Path, business_path: str | Path | None) -> tuple[Path, Path | 
 
 
 def load_yelp_json(path: str | Path, business_path: str | Path | None = None, k_core: int = 5,
-                   min_rating: float | None = None, max_users: int | None = None, seed: int = 42,
-                   require_review: bool = True, on_error: str = "raise", progress: bool = True) -> RecDataset:
+                   min_rating: float | None = None, max_users: int | None = None, max_items: int | None = None,
+                   seed: int = 42, require_review: bool = True, on_error: str = "raise",
+                   progress: bool = True) -> RecDataset:
     """A RecDataset (user, item, rating, timestamp, review) from Yelp's review file.
 
     Args:
@@ -103,6 +104,7 @@ def load_yelp_json(path: str | Path, business_path: str | Path | None = None, k_
             reviews (iterated to a fixed point); 1 or less turns the filter off.
         min_rating: keep reviews with at least this many stars.
         max_users: sample this many users (seeded) before the k-core.
+        max_items: keep only this many most-reviewed businesses, before the user sample.
         require_review: drop reviews with empty text.
         on_error: 'raise' stops at the first malformed line, naming it; 'skip' drops and
             counts malformed lines (meta["dropped"]["malformed_lines"]).
@@ -113,6 +115,6 @@ def load_yelp_json(path: str | Path, business_path: str | Path | None = None, k_
         return None if business is None else read_businesses(business, ids, progress)
 
     return load_reviews(JsonLines(reviews), FIELDS, k_core=k_core, min_rating=min_rating,
-                        max_users=max_users, seed=seed, require_review=require_review,
+                        max_users=max_users, max_items=max_items, seed=seed, require_review=require_review,
                         on_error=on_error, progress=progress, item_meta=item_meta,
                         meta={"metadata": business.name if business else None})

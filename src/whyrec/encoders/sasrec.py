@@ -81,6 +81,18 @@ class SASRec(nn.Module):
         """[B, d]: the last position's hidden state (the most recent item's)."""
         return self(seqs)[:, -1]
 
+    def encode_histories(self, histories: list[list[int]]) -> torch.Tensor:
+        """[B, d] user vectors of item-index histories (oldest first, the last max_seq_len kept):
+        what `user_vector` gives a user whose history is that prefix (RecExplainer's uid2hist)."""
+        L = self.config.max_seq_len
+        seqs = torch.zeros(len(histories), L, dtype=torch.long, device=self.item_emb.weight.device)  # [B, L]
+        for row, hist in enumerate(histories):
+            hist = list(hist)[-L:]
+            if not hist:
+                raise ValueError("an empty history has no SASRec user vector")
+            seqs[row, L - len(hist):] = torch.as_tensor(hist, dtype=torch.long) + 1  # left-padded, index + 1
+        return self.user_vector(seqs)
+
     def item_vectors(self) -> torch.Tensor:
         """[I, d] embeddings of the real items (row i = item index i; the padding row dropped)."""
         return self.item_emb.weight[1:]

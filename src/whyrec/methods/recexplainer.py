@@ -65,14 +65,16 @@ class RecExplainer(nn.Module):
     @torch.no_grad()
     def target_vectors(self, kind: str, specs: list[dict]) -> torch.Tensor:
         """(N, d_rec) target vectors; a spec with "history" is encoded as that prefix when the
-        target offers `sequence_vectors` (SASRec), else by its id."""
+        target can encode one (SASRec, `sequence_vectors`), else by its id."""
+        from whyrec.data.recexplainer_material import can_encode_prefixes, sequence_vectors
+
         t = self.target
         if kind == "item":
             return t.item_vectors([s["id"] for s in specs]).detach().float()
         out: list = [None] * len(specs)
-        seq = [k for k, s in enumerate(specs) if "history" in s and hasattr(t, "sequence_vectors")]
+        seq = [k for k, s in enumerate(specs) if "history" in s and can_encode_prefixes(t)]
         ids = [k for k in range(len(specs)) if k not in set(seq)]
-        for group, vecs in ((seq, lambda g: t.sequence_vectors([specs[k]["history"] for k in g])),
+        for group, vecs in ((seq, lambda g: sequence_vectors(t, [specs[k]["history"] for k in g])),
                             (ids, lambda g: t.user_vectors([specs[k]["id"] for k in g]))):
             if group:
                 for k, v in zip(group, vecs(group).detach().float()):
@@ -162,6 +164,44 @@ class RecExplainer(nn.Module):
     def connector_state(self) -> dict[str, torch.Tensor]:
         keep = ("user_connector.", "item_connector.")
         return {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items() if k.startswith(keep)}
+
+
+class UnalignedBackbone:
+    """The backbone of a loaded RecExplainer with the alignment switched off: the LoRA disabled
+    (peft's `disable_adapter`, which also restores any `modules_to_save`), no connectors
+    (behaviour-mode prompts hold no placeholders, and none are passed) and titles only - the
+    paper's vanilla-LLM row. Offers the same `generate` / `yes_no_logits` / `explain` as
+    RecExplainer, so the alignment metrics and the explanation study run on it unchanged.
+
+    The two placeholder tokens stay in the vocabulary (mean-initialised rows) but never occur
+    in its prompts.
+    """
+
+    def __init__(self, module: RecExplainer):
+        from dataclasses import replace
+
+        self.module, self.target, self.tokenizer = module, module.target, module.tokenizer
+        self.cfg = replace(module.cfg, mode="behaviour")
+
+    def adapter_off(self):
+        """Context in which the LoRA does nothing (a no-op when the run trained none)."""
+        from contextlib import nullcontext
+
+        return getattr(self.module.llm, "disable_adapter", nullcontext)()
+
+    def generate(self, messages_list, placeholders_list=None, *args, **kw):
+        with self.adapter_off():
+            return self.module.generate(messages_list, [[] for _ in messages_list], *args, **kw)
+
+    def yes_no_logits(self, messages_list, placeholders_list=None):
+        with self.adapter_off():
+            return self.module.yes_no_logits(messages_list, [[] for _ in messages_list])
+
+    def explain_messages(self, users: list[str], items: list[str]):
+        return RecExplainer.explain_messages(self, users, items)  # behaviour mode: titles only
+
+    def explain(self, users, items, max_new_tokens: int = 500, min_new_tokens: int = 150, batch_size: int = 8):
+        return RecExplainer.explain(self, users, items, max_new_tokens, min_new_tokens, batch_size)
 
 
 def _specs_for_positions(rows: list[int], placeholders: list[list[dict]], kind: str) -> list[dict]:

@@ -1,0 +1,156 @@
+"""RecExplainer's alignment table: aligned runs and the un-aligned backbone on the same examples.
+
+One row per RecExplainer run (e.g. behaviour / intention / hybrid, Lei et al., KDD 2024,
+METHODS §5.3) plus, on request, `un-aligned`: the first run's backbone with its LoRA disabled,
+asked in behaviour mode (titles only, no connectors; `UnalignedBackbone`). Every row sees the
+same seeded users and the same target-model material (computed once from the shared target),
+and the task generators draw their templates from the same seed, so each row answers the same
+(task, user, items, answer) examples, each phrased in its own mode. `examples_key` in the JSON
+is a digest of those tuples; it is equal across rows by construction.
+
+Runs must explain the same target model (their target/ folders are compared byte for byte).
+Models are loaded one at a time and released before the next is loaded.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+from whyrec.utils import WhyrecError, read_json, write_json, write_text
+
+UNALIGNED = "un-aligned"
+COLUMNS = (  # (task, metric, header)
+    ("iid2title", "accuracy", "item recovery acc"), ("uid2hist", "coverage", "history coverage"),
+    ("uid2next", "hr@5", "next-item HR@5"), ("uid2next", "ndcg@5", "next-item NDCG@5"),
+    ("uidiid2rank", "ndcg@5", "ranking NDCG@5"), ("uidiid2binary", "accuracy", "Yes/No acc"),
+)
+
+
+def parse_runs(runs: str | None, run: str | None = None) -> dict[str, str]:
+    """`name=DIR,name=DIR` (a bare DIR is named by its mode) plus `run` named by its mode."""
+    out: dict[str, str] = {}
+    for spec in [s.strip() for s in (runs or "").split(",") if s.strip()] + ([run] if run else []):
+        name, _, path = spec.rpartition("=")
+        if not name:
+            name = run_meta(path)["config"]["mode"]
+        if name in out or name == UNALIGNED:
+            raise WhyrecError(f"system name {name!r} is used twice (or is reserved); name runs NAME=DIR")
+        out[name] = path
+    if not out:
+        raise WhyrecError("give --run DIR or --runs NAME=DIR,... (folders from `whyrec train explainer "
+                          "--method recexplainer`)")
+    return out
+
+
+def run_meta(run: str) -> dict:
+    path = Path(run) / "config.json"
+    meta = read_json(path) if path.is_file() else {}
+    if meta.get("method") != "recexplainer":
+        raise WhyrecError(f"{run} is not a RecExplainer run folder (no config.json with method 'recexplainer')")
+    return meta
+
+
+def _fingerprint(run: str) -> str:
+    folder = Path(run) / run_meta(run)["target"]
+    digest = hashlib.sha256()
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(f.relative_to(folder).as_posix().encode() + b"\0" + f.read_bytes())
+    return digest.hexdigest()
+
+
+def load_shared_target(runs: dict[str, str]):
+    """The one target model every run explains (an error if their target/ folders differ)."""
+    from whyrec.methods.recexplainer import _load_target
+
+    prints = {name: _fingerprint(path) for name, path in runs.items()}
+    if len(set(prints.values())) > 1:
+        raise WhyrecError(f"the runs explain different target models ({', '.join(runs)}); compare runs "
+                          "aligned to the same target")
+    first = next(iter(runs.values()))
+    return _load_target(Path(first) / run_meta(first)["target"], "cpu")
+
+
+def sample_users(target, n: int | None, seed: int = 2023) -> list[str]:
+    """A seeded sample of `n` users with a training history (all when n is None), sorted."""
+    users = sorted(u for u in target.user2idx if len(target.history(u)) > 0)
+    if n is not None and n < len(users):
+        users = sorted(random.Random(seed).sample(users, n))
+    return users
+
+
+def for_each_system(runs: dict[str, str], fn: Callable, unaligned: bool, device: str = "auto",
+                    wanted: set[str] | None = None) -> None:
+    """fn(name, model) for each run in order, then `un-aligned` (the first run's backbone, LoRA
+    off) right after the first; a model is released before the next loads. Systems outside
+    `wanted` are skipped (not even loaded when possible)."""
+    import torch
+
+    from whyrec.methods.recexplainer import UnalignedBackbone, load_recexplainer
+
+    wanted = set(runs) | {UNALIGNED} if wanted is None else wanted
+    for k, (name, path) in enumerate(runs.items()):
+        need_base = unaligned and k == 0 and UNALIGNED in wanted
+        if name not in wanted and not need_base:
+            continue
+        model = load_recexplainer(path, device=device)
+        if name in wanted:
+            fn(name, model)
+        if need_base:
+            fn(UNALIGNED, UnalignedBackbone(model))
+        del model
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def examples_key(examples: list[dict]) -> str:
+    """Digest of the (task, user, items, answer) tuples: equal when rows see the same examples."""
+    rows = [(e["task"], e["user"], e["items"], e["messages"][-1]["content"]) for e in examples]
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
+
+
+def alignment_table(runs: dict[str, str], out: str, unaligned: bool = True, max_users: int | None = 200,
+                    seed: int = 2023, batch_size: int = 8, max_new_tokens: int = 200, device: str = "auto") -> dict:
+    """Alignment metrics of every system on the same examples; writes out/alignment.{json,md}."""
+    from whyrec.data.recexplainer_material import alignment_material
+    from whyrec.eval.alignment import alignment_examples, evaluate_alignment
+
+    target = load_shared_target(runs)
+    users = sample_users(target, max_users, seed)
+    topk = run_meta(next(iter(runs.values())))["config"].get("topk", 100)
+    material = alignment_material(target, users, topk=topk, seed=seed)
+    rows: dict[str, dict] = {}
+
+    def score(name: str, model) -> None:
+        examples = alignment_examples(model, users, material=material, seed=seed)
+        metrics = evaluate_alignment(model, examples, batch_size=batch_size, max_new_tokens=max_new_tokens)
+        rows[name] = {"run": runs.get(name, runs[next(iter(runs))] + " (LoRA off)"), "mode": model.cfg.mode,
+                      "examples_key": examples_key(examples), "tasks": metrics}
+
+    for_each_system(runs, score, unaligned, device)
+    result = {"n_users": len(users), "seed": seed, "max_new_tokens": max_new_tokens, "rows": rows}
+    write_json(Path(out) / "alignment.json", result)
+    write_text(Path(out) / "alignment.md", render_alignment(result))
+    return result
+
+
+def render_alignment(result: dict) -> str:
+    head = "| system | mode | " + " | ".join(h for _, _, h in COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 2)]
+    for name, row in result["rows"].items():
+        cells = [_cell(row["tasks"].get(task, {}).get(metric)) for task, metric, _ in COLUMNS]
+        lines.append(f"| {name} | {row['mode']} | " + " | ".join(cells) + " |")
+    first = next(iter(result["rows"].values()), {"tasks": {}})
+    counts = ", ".join(f"{t} {m['n']}" for t, m in first["tasks"].items())
+    lines += ["", f"{result['n_users']} users (seeded sample, seed {result['seed']}); examples per row: {counts}; "
+              f"greedy / 5-beam decoding, {result['max_new_tokens']} new tokens."]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value) -> str:
+    return "-" if value is None else f"{value:.4f}"
