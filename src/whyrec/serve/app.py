@@ -7,6 +7,7 @@ otherwise from the batcher, which writes them to the cache as soon as they are g
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
 from importlib.resources import files
 from typing import Annotated
 
@@ -49,6 +50,7 @@ def create_app(model: ServedModel, cache: ExplanationCache, settings: ServeSetti
 
     batcher = Batcher(generate, settings.max_batch, settings.max_wait_ms, settings.max_queue, settings.timeout_s)
 
+    @asynccontextmanager
     async def lifespan(_app):
         batcher.start()
         yield

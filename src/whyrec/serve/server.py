@@ -23,9 +23,9 @@ def build_app(run: str, device: str = "auto", generation: GenerationConfig | Non
     except ImportError:
         raise WhyrecError("`whyrec serve` needs the serve extra: pip install 'whyrec[serve]'") from None
     from whyrec.serve.app import create_app
-    from whyrec.serve.settings import ServeSettings
     from whyrec.serve.cache import ExplanationCache
     from whyrec.serve.model import ServedModel
+    from whyrec.serve.settings import ServeSettings
     from whyrec.serve.validate import check_artifact
 
     settings = settings or ServeSettings()
