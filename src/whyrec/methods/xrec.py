@@ -90,23 +90,21 @@ class XRec(nn.Module):
     def forward(self, input_ids, attention_mask, labels, user_vec, item_vec) -> torch.Tensor:
         """Mean token cross-entropy on the explanation tokens.
 
-        Batches are left-padded so every row's targets end at the last position; the LM head
-        (a 49k x 576 matmul for SmolLM2) then runs only on the last K positions instead of
-        the whole prompt, which is most of the sequence.
+        The decoder runs on the whole sequence, but the LM head (a 49k x 576 matmul for SmolLM2,
+        then a 49k-wide log-softmax) only on the positions whose next token is a target: not on
+        the prompt, which is most of the sequence, nor on the padding of shorter targets.
         """
         embeds, positions, vectors = self._inputs(input_ids, user_vec, item_vec)
         dev = embeds.device
         attention_mask, labels = attention_mask.to(dev), labels.to(dev)
-        first_target = int((labels != -100).float().argmax(1).min())
-        keep = input_ids.shape[1] - first_target + 1
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # same positions as generation
+        predicts = labels[:, 1:] != -100  # (B, T-1): position t predicts labels[:, t+1]
+        lm = self.llm.get_base_model() if hasattr(self.llm, "get_base_model") else self.llm  # under LoRA
         with self._injecting(positions, vectors, input_ids.shape[1]):
-            out = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids,
-                           logits_to_keep=keep)
-        logits = out.logits[:, :-1].float()  # (B, keep-1, V) predicts labels[:, -(keep-1):]
-        targets = labels[:, -(keep - 1):]
-        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                                                 ignore_index=-100)
+            hidden = lm.get_decoder()(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids,
+                                      use_cache=False).last_hidden_state  # (B, T, H)
+        logits = lm.get_output_embeddings()(hidden[:, :-1][predicts]).float()  # (n_targets, V)
+        return torch.nn.functional.cross_entropy(logits, labels[:, 1:][predicts])
 
     @torch.no_grad()
     def generate(self, input_ids, attention_mask, user_vec, item_vec, gen: GenerationConfig) -> list[str]:
