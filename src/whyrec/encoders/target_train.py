@@ -15,6 +15,12 @@ before the target), and those items are masked.
 Resumable like `whyrec.encoders.train`: out/checkpoint/checkpoint.safetensors (weights, best
 weights, AdamW state, torch RNG; counters and numpy RNG in its metadata) is replaced
 atomically after every epoch, so an interrupted CPU run resumes to the identical result.
+
+Under torchrun (`whyrec.distributed`) every rank takes its strided share of each global batch
+(MF's negatives are drawn for the whole batch, identically on every rank), SASRec's loss is
+weighted by its target positions and MF's by its examples, and the all-reduced gradient is
+clipped, so N processes make the single-process update. Rank 0 runs the validation ranking
+(its result is broadcast, so all ranks stop together), the final evaluation and every write.
 """
 
 from __future__ import annotations
@@ -30,11 +36,21 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
+import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from whyrec.data import schema as S
 from whyrec.data.dataset import RecDataset
 from whyrec.data.splits import has_valid_split, leave_last_out
+from whyrec.distributed import (
+    broadcast_parameters,
+    data_parallel_step,
+    device_for_rank,
+    distributed_run,
+    is_main,
+    rank,
+    world_size,
+)
 from whyrec.encoders.mf import MF, MFConfig
 from whyrec.encoders.sasrec import SASRec, SASRecConfig
 from whyrec.encoders.train import _cached
@@ -254,18 +270,48 @@ def _build(kind: str, config, n_users: int, n_items: int) -> SASRec | MF:
     return SASRec(config, n_items) if kind == "sasrec" else MF(config, n_users, n_items)
 
 
-def _run_epoch(target: TargetModel, opt, batches, config, progress: bool) -> float:
-    """One pass over `batches` (tuples of tensors for model.loss); mean loss per example."""
+def _run_epoch(target: TargetModel, opt, batches, config, progress: bool, epoch: int = 0) -> float:
+    """One pass over `batches` (tuples of tensors for model.loss); mean loss per example.
+
+    Under torchrun each rank takes its share of every batch (`data_parallel_step`, clipping the
+    all-reduced gradient) and draws its dropout from a stream of (seed, epoch, batch, rank).
+    """
     model, total, count = target.model, 0.0, 0
     model.train()
-    for batch in tqdm(batches, desc="batches", leave=False, disable=None if progress else True):
-        loss = model.loss(*batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        opt.step()
-        total, count = total + loss.item() * len(batch[0]), count + len(batch[0])
+    params, world = [p for p in model.parameters() if p.requires_grad], world_size()
+    for b, batch in enumerate(tqdm(batches, desc="batches", leave=False, disable=None if progress else True)):
+        n = len(batch[0])
+        if world == 1:  # the loop as it always was (the helper's clipped path rounds differently)
+            loss = model.loss(*batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            opt.step()
+            loss = loss.item()
+        else:
+            def seed(m: int, b: int = b) -> None:
+                torch.manual_seed(int(np.random.SeedSequence([config.seed, epoch, b, rank()]).generate_state(1, np.uint64)[0]))
+
+            loss = data_parallel_step(params, opt, [range(n)], lambda idx, batch=batch: _shard_loss(model, batch, idx),
+                                      config.grad_clip, seed)
+        total, count = total + loss * n, count + n
     return total / max(count, 1)
+
+
+def _shard_loss(model: SASRec | MF, batch: list[torch.Tensor], idx: list[int]) -> tuple[torch.Tensor, int]:
+    """(mean loss, what it averages over) of the rows `idx`: SASRec's target positions, MF's pairs."""
+    part = [t[torch.as_tensor(idx, device=t.device)] for t in batch]
+    weight = int((part[1] >= 0).sum()) if isinstance(model, SASRec) else len(idx)
+    return model.loss(*part), weight
+
+
+def _from_rank0(obj):
+    """Rank 0's picklable `obj` on every rank (`obj` itself in one process)."""
+    if not dist.is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def _batches(target: TargetModel, train, config, rng: np.random.Generator):
@@ -318,7 +364,12 @@ def train_target(data: str, out: str, encoder: str = "sasrec", config: SASRecCon
     config = config or CONFIGS[encoder]()
     if not isinstance(config, CONFIGS[encoder]):
         raise WhyrecError(f"encoder {encoder!r} needs a {CONFIGS[encoder].__name__}, got {type(config).__name__}")
-    out, device = Path(out), resolve_device(device)
+    out, device = Path(out), device_for_rank(resolve_device(device))
+    with distributed_run(device):
+        return _train(data, out, encoder, config, device, resume, progress and is_main())
+
+
+def _train(data: str, out: Path, encoder: str, config, device: str, resume: bool, progress: bool) -> dict:
     seqs = _load_sequences(data)
     cfg = dataclasses.asdict(config)
     fingerprint = {"encoder": encoder, "config": cfg, "data": seqs.digest}
@@ -337,6 +388,7 @@ def train_target(data: str, out: str, encoder: str = "sasrec", config: SASRecCon
     if resume and (restored := _load_checkpoint(out, resume_key, model, opt)) is not None:
         best, state = restored
         rng.bit_generator.state = state["rng"]
+    broadcast_parameters(model)
     target = TargetModel(encoder, model, seqs.user2idx, seqs.item2idx, seqs.indptr, seqs.items, seqs.titles)
     _fit(target, opt, seqs, config, rng, best, state, out, progress)
     return _finish(target, seqs, config, best, state, out, data, fingerprint, device)
@@ -354,10 +406,11 @@ def _fit(target: TargetModel, opt, seqs: _Seqs, config, rng, best: dict, state: 
         if state["bad_epochs"] >= config.patience:
             break
         tic = time.perf_counter()
-        loss = _run_epoch(target, opt, _batches(target, train, config, rng), config, progress)
+        loss = _run_epoch(target, opt, _batches(target, train, config, rng), config, progress, epoch=epoch)
         state["train_seconds"] += time.perf_counter() - tic
         record = {"epoch": epoch + 1, "loss": loss}
-        if (valid := _evaluate(target, seqs.valid, mask, (k,))) is not None:
+        valid = _from_rank0(_evaluate(target, seqs.valid, mask, (k,)) if is_main() else None)  # all decide alike
+        if valid is not None:
             record[f"valid_ndcg@{k}"] = valid[f"ndcg@{k}"]
             if valid[f"ndcg@{k}"] > state["best_metric"]:
                 state.update(best_metric=valid[f"ndcg@{k}"], best_epoch=epoch + 1, bad_epochs=0)
@@ -368,13 +421,16 @@ def _fit(target: TargetModel, opt, seqs: _Seqs, config, rng, best: dict, state: 
         state["epoch"] = epoch + 1
         state["history"].append(record)
         state["rng"] = rng.bit_generator.state
-        _save_checkpoint(out, target.model, opt, best, state)
+        if is_main():
+            _save_checkpoint(out, target.model, opt, best, state)
         bar.set_postfix(loss=f"{loss:.4f}", **{f"best_val_ndcg@{k}": f"{max(state['best_metric'], 0):.4f}"})
     bar.close()
 
 
 def _finish(target: TargetModel, seqs: _Seqs, config, best: dict, state: dict, out: Path, data: str,
             fingerprint: dict, device: str) -> dict:
+    if not is_main():  # rank 0 evaluates and writes the folder; the others take its metrics
+        return _from_rank0(None)
     if best:  # no validation split: keep the last weights
         target.model.load_state_dict(best)
     ks = tuple(sorted({*REPORT_KS, config.eval_k}))
@@ -396,10 +452,11 @@ def _finish(target: TargetModel, seqs: _Seqs, config, best: dict, state: dict, o
     }
     save_target(target, out, card=f"- data: {data}\n- split: {seqs.split_note}\n- best epoch: {metrics['best_epoch']}\n"
                                   f"- test (full ranking, history masked): {_short(metrics['test'])}\n")
-    run = {"data": str(data), "encoder": target.kind, "device": device, "config": dataclasses.asdict(config)}
+    run = {"data": str(data), "encoder": target.kind, "device": device, "world_size": world_size(),
+           "config": dataclasses.asdict(config)}
     write_run_info(out, run, command=f"whyrec train encoder --encoder {target.kind} --data {data} --out {out}")
     write_json(out / "metrics.json", metrics)  # last: marks the folder as finished
-    return metrics
+    return _from_rank0(metrics)
 
 
 def _short(m: dict | None) -> str:

@@ -77,8 +77,11 @@ class VaeGmm(nn.Module):
         return self.decoder(z)
 
     @staticmethod
-    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None):
-        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None,
+                       eps: torch.Tensor | None = None):
+        """z = μ + ε σ; ε ~ N(0, I) is drawn here unless given (data-parallel shards pass theirs)."""
+        if eps is None:
+            eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         return mu + eps * (0.5 * logvar).exp()
 
     # ------------------------------------------------------------ prior
@@ -119,10 +122,12 @@ class VaeGmm(nn.Module):
         mu, _ = self.encode(users, items)
         return F.cross_entropy(self.decode(mu), targets)
 
-    def elbo_terms(self, users, items, targets, generator: torch.Generator | None = None):
-        """(mean rating CE from one sampled z, mean VaDE KL); the loss is a weighted sum."""
+    def elbo_terms(self, users, items, targets, generator: torch.Generator | None = None,
+                   eps: torch.Tensor | None = None):
+        """(mean rating CE from one sampled z, mean VaDE KL); the loss is a weighted sum.
+        `eps` [B, L] fixes the noise of the sample (default: drawn from `generator` / torch's RNG)."""
         mu, logvar = self.encode(users, items)
-        z = self.reparameterize(mu, logvar, generator)
+        z = self.reparameterize(mu, logvar, generator, eps)
         return F.cross_entropy(self.decode(z), targets), self.kl(z, mu, logvar)
 
     @torch.no_grad()

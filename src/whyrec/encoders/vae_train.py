@@ -10,6 +10,13 @@ phase, epoch and history) is replaced atomically after every epoch. Each epoch r
 RNGs from (seed, phase, epoch), so a resumed run equals an uninterrupted one. The checkpoint
 stays valid when only `elbo_epochs` grows, which is how a run is extended. A finished folder
 whose metrics.json matches the config and data is returned without retraining.
+
+Under torchrun (`whyrec.distributed`) every rank takes its strided share of each global batch
+and the gradients of the per-pair mean losses are averaged over all pairs, so N processes make
+the single-process update. The ELBO's ε of a global batch is drawn from the shared per-epoch
+stream on every rank, as one process draws it, so a pair gets the same z whatever the number
+of processes (dropout masks come from a per-rank stream). The GMM is fitted once, on rank 0,
+and broadcast; rank 0 evaluates and writes the checkpoint, plot and folder.
 """
 
 from __future__ import annotations
@@ -18,14 +25,25 @@ import dataclasses
 import hashlib
 import json
 import logging
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from whyrec.data import schema as S
 from whyrec.data.dataset import RecDataset
+from whyrec.distributed import (
+    broadcast_parameters,
+    data_parallel_step,
+    device_for_rank,
+    distributed_run,
+    is_main,
+    rank,
+    world_size,
+)
 from whyrec.encoders.vae_gmm import N_RATINGS, VaeGmm, VaeGmmConfig, save_vae_gmm
 from whyrec.utils import WhyrecError, atomic_path, resolve_device, write_json, write_run_info
 
@@ -134,16 +152,63 @@ def _seed(config: VaeGmmConfig, phase: str, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+# ---------------------------------------------------------------- data parallel
+def _params(opt) -> list[torch.nn.Parameter]:
+    return [p for group in opt.param_groups for p in group["params"]]
+
+
+def _rows(idx: torch.Tensor, positions: list[int]) -> torch.Tensor:
+    """The pair indices at `positions` of the global batch `idx` (the whole batch as it is)."""
+    return idx if len(positions) == len(idx) else idx[torch.as_tensor(positions, device=idx.device)]
+
+
+def _rank_rng(*key: int):
+    """Under torchrun, the block's random draws (dropout) come from a stream of (key, rank) and torch's
+    RNG is left as it was, so the ε stream all ranks share stays in step. A no-op in one process."""
+    if world_size() == 1:
+        return nullcontext()
+    return _forked_rng(int(np.random.SeedSequence([*key, rank()]).generate_state(1, np.uint64)[0]))
+
+
+@contextmanager
+def _forked_rng(seed: int):
+    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_initialized() else []):
+        torch.manual_seed(seed)
+        yield
+
+
+def _from_rank0(obj):
+    """Rank 0's picklable `obj` on every rank (`obj` itself in one process)."""
+    if not dist.is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _all_sum(x: np.ndarray) -> np.ndarray:
+    """Element-wise sum of `x` over ranks (once per epoch, for the logged means)."""
+    if not dist.is_initialized():
+        return x
+    parts: list = [None] * world_size()
+    dist.all_gather_object(parts, x.tolist())
+    return np.sum(parts, axis=0)
+
+
+# ---------------------------------------------------------------- epochs
 def _pretrain_epoch(model: VaeGmm, opt, train: Pairs, config: VaeGmmConfig, epoch: int) -> dict:
+    """One pass of CE(decoder(μ), r - 1); under torchrun each rank takes its share of every batch."""
     model.train()
-    total = 0.0
-    for idx in _batches(len(train), config.pretrain_batch_size, _seed(config, "pretrain", epoch)):
+    params, total = _params(opt), 0.0
+    for b, idx in enumerate(_batches(len(train), config.pretrain_batch_size, _seed(config, "pretrain", epoch))):
         idx = idx.to(train.users.device)
-        loss = model.reconstruction_loss(train.users[idx], train.items[idx], train.targets[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        total += loss.item() * len(idx)
+
+        def loss_fn(pos: list[int], idx=idx, b=b) -> torch.Tensor:
+            i = _rows(idx, pos)
+            with _rank_rng(config.seed, 0, epoch, b):
+                return model.reconstruction_loss(train.users[i], train.items[i], train.targets[i])
+
+        total += data_parallel_step(params, opt, [range(len(idx))], loss_fn) * len(idx)
     return {"epoch": epoch + 1, "ce": total / len(train)}
 
 
@@ -154,15 +219,27 @@ def _elbo_epoch(model: VaeGmm, opt, train: Pairs, config: VaeGmmConfig, epoch: i
     lr = config.lr * config.lr_gamma ** (epoch // max(config.lr_step, 1))
     for group in opt.param_groups:
         group["lr"] = lr
-    sums = np.zeros(3)
-    for idx in _batches(len(train), config.batch_size, _seed(config, "elbo", epoch)):
+    params, world, sums = _params(opt), world_size(), np.zeros(3)
+    for b, idx in enumerate(_batches(len(train), config.batch_size, _seed(config, "elbo", epoch))):
         idx = idx.to(train.users.device)
-        ce, kl = model.elbo_terms(train.users[idx], train.items[idx], train.targets[idx])
-        loss = config.loss_scale * (recon_weight * ce + kl_weight * kl)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sums += np.array([loss.item(), ce.item(), kl.item()]) * len(idx)
+        # Under torchrun every rank draws the whole global batch's ε from the shared stream, as one
+        # process does, and keeps its shard's rows: a pair's z does not depend on the world size.
+        eps = None if world == 1 else torch.randn(len(idx), config.latent_dim, device=idx.device)
+        terms = [0.0, 0.0, 0]  # this rank's mean CE, mean KL, pairs
+
+        def loss_fn(pos: list[int], idx=idx, eps=eps, terms=terms, b=b) -> torch.Tensor:
+            i = _rows(idx, pos)
+            with _rank_rng(config.seed, 1, epoch, b):
+                ce, kl = model.elbo_terms(train.users[i], train.items[i], train.targets[i],
+                                          eps=None if eps is None else eps[torch.as_tensor(pos, device=eps.device)])
+            terms[:] = [ce.item(), kl.item(), len(pos)]
+            return config.loss_scale * (recon_weight * ce + kl_weight * kl)
+
+        loss = data_parallel_step(params, opt, [range(len(idx))], loss_fn)
+        ce, kl, n = terms
+        sums += np.array([loss, ce, kl]) * len(idx) if world == 1 else np.array([loss * len(idx), ce * n, kl * n])
+    if world > 1:
+        sums[1:] = _all_sum(sums[1:])  # CE and KL were summed over this rank's pairs only
     loss, ce, kl = (float(x) for x in sums / len(train))
     return {"epoch": epoch + 1, "loss": loss, "ce": ce, "kl": kl, "kl_weight": kl_weight, "lr": lr}
 
@@ -273,7 +350,12 @@ def train_vae_gmm(data: str, out: str, config: VaeGmmConfig | None = None, devic
         The metrics written to out/metrics.json.
     """
     config = config or VaeGmmConfig()
-    out, device = Path(out), resolve_device(device)
+    out, device = Path(out), device_for_rank(resolve_device(device))
+    with distributed_run(device):
+        return _train(data, out, config, device, resume, progress and is_main())
+
+
+def _train(data: str, out: Path, config: VaeGmmConfig, device: str, resume: bool, progress: bool) -> dict:
     dset = _load_data(data, device)
     cfg = dataclasses.asdict(config)
     cfg = json.loads(json.dumps(cfg))  # tuples -> lists, as they come back from JSON files
@@ -288,13 +370,17 @@ def train_vae_gmm(data: str, out: str, config: VaeGmmConfig | None = None, devic
                         "history": {"pretrain": [], "elbo": []}, "resume_key": resume_key}
     if resume and (restored := _load_checkpoint(out, resume_key, model, config)) is not None:
         opt, state = restored
+    broadcast_parameters(model)
     train = dset.splits[S.TRAIN]
     if state["phase"] == "pretrain":
         opt = opt or _optimizer(model, "pretrain", config)
         _pretrain(model, opt, train, config, state, out, progress)
-        state.update(phase="elbo", epoch=0, gmm=_init_prior(model, train, config))
+        gmm = _init_prior(model, train, config) if is_main() else None  # sklearn once, on rank 0
+        broadcast_parameters(model)  # rank 0's π, μ_c, log σ²_c (and copied log σ² head) everywhere
+        state.update(phase="elbo", epoch=0, gmm=_from_rank0(gmm))
         opt = _optimizer(model, "elbo", config)
-        _save_checkpoint(out, model, opt, state)
+        if is_main():
+            _save_checkpoint(out, model, opt, state)
     if state["phase"] == "elbo":  # also when a finished run is extended with more elbo_epochs
         bar = tqdm(range(state["epoch"], config.elbo_epochs), initial=state["epoch"], total=config.elbo_epochs,
                    desc="vae-gmm elbo", disable=None if progress else True)
@@ -302,7 +388,8 @@ def train_vae_gmm(data: str, out: str, config: VaeGmmConfig | None = None, devic
             record = _elbo_epoch(model, opt, train, config, epoch)
             state["history"]["elbo"].append(record)
             state["epoch"] = epoch + 1
-            _save_checkpoint(out, model, opt, state)
+            if is_main():
+                _save_checkpoint(out, model, opt, state)
             bar.set_postfix(loss=f"{record['loss']:.4f}", kl=f"{record['kl']:.3f}")
         bar.close()
     return _finish(model, dset, config, state, out, data, fingerprint, device)
@@ -322,7 +409,8 @@ def _pretrain(model: VaeGmm, opt, train: Pairs, config: VaeGmmConfig, state: dic
             state["bad_epochs"] += 1
         state["history"]["pretrain"].append(record)
         state["epoch"] = epoch + 1
-        _save_checkpoint(out, model, opt, state)
+        if is_main():
+            _save_checkpoint(out, model, opt, state)
         bar.set_postfix(ce=f"{record['ce']:.4f}")
     bar.close()
 
@@ -330,6 +418,8 @@ def _pretrain(model: VaeGmm, opt, train: Pairs, config: VaeGmmConfig, state: dic
 @torch.no_grad()
 def _finish(model: VaeGmm, dset: _Data, config: VaeGmmConfig, state: dict, out: Path, data: str,
             fingerprint: dict, device: str) -> dict:
+    if not is_main():  # rank 0 evaluates and writes the folder; the others take its metrics
+        return _from_rank0(None)
     train = dset.splits[S.TRAIN]
     splits = {name: evaluate(model, pairs) for name, pairs in dset.splits.items()}
     mu = latent_means(model, train)
@@ -346,10 +436,11 @@ def _finish(model: VaeGmm, dset: _Data, config: VaeGmmConfig, state: dict, out: 
         "n_users": len(dset.user2idx), "n_items": len(dset.item2idx), "fingerprint": fingerprint,
     }
     save_vae_gmm(model, out, dset.user2idx, dset.item2idx, card=_card(config, metrics, data))
-    run = {"data": str(data), "encoder": "vae_gmm", "device": device, "config": dataclasses.asdict(config)}
+    run = {"data": str(data), "encoder": "vae_gmm", "device": device, "world_size": world_size(),
+           "config": dataclasses.asdict(config)}
     write_run_info(out, run, command=f"whyrec cluster --data {data} --out {out}")
     write_json(out / "metrics.json", metrics)  # last: marks the folder as finished
-    return metrics
+    return _from_rank0(metrics)
 
 
 def _card(config: VaeGmmConfig, metrics: dict, data: str) -> str:
