@@ -1,0 +1,142 @@
+"""XRec-adapter training throughput with a frozen SmolLM2 on CPU, as a fraction of peak FLOP/s.
+
+    python benchmarks/xrec_train_throughput.py [--steps 6] [--batch_size 8] [--threads 2] [--profile]
+
+The step is `train_explainer`'s: XRec prompts (Amazon-books `tst.pkl` records) and their
+explanations, batches from `length_bucketed_order` (as `train_loop` draws them), `XRec.encode`
+(left padding, prompt masked out of the labels), `XRec.forward`, backward, Adam on the adapters.
+The LLM is frozen, so backward computes activation gradients only (no weight gradients); it
+still runs through all 30 layers because the adapted vectors enter every layer's q/k/v.
+
+Model FLOPs per step (useful work, padding excluded), per row of L real tokens of which t are
+targets: 4·N·L (N = 106.2M non-embedding matmul weights; 2 forward + 2 backward-to-input)
++ 12·layers·H·L² (attention scores and values, forward and backward; PaLM's convention, no
+causal discount) + 4·H·V·t (LM head on the target positions only: the loss needs no more).
+The CPU's peak is the best fp32 `torch.mm` (2048², same thread count) measured between the
+training steps, so machine load affects both; the table shows tokens/s, model FLOP/s and the
+fraction of that peak, plus the padding overhead. --profile prints torch.profiler's top ops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from explain_throughput import build_explainer  # noqa: E402
+
+from whyrec.llm.collate import length_bucketed_order  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def peak_matmul_flops(n: int = 2048, reps: int = 3) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(reps):
+        tic = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - tic)
+    return 2 * n**3 / best
+
+
+def model_flops(conf, batch: dict) -> tuple[float, float, int, int]:
+    """(useful FLOPs, executed FLOPs incl. padding, real tokens, padded tokens) of one step."""
+    h, layers, vocab = conf.hidden_size, conf.num_hidden_layers, conf.vocab_size
+    head = getattr(conf, "head_dim", None) or h // conf.num_attention_heads
+    q, kv = conf.num_attention_heads * head, conf.num_key_value_heads * head
+    n_matmul = layers * (h * q + 2 * h * kv + q * h + 3 * h * conf.intermediate_size)
+    lengths = batch["attention_mask"].sum(1).tolist()
+    targets = (batch["labels"] != -100).sum(1).tolist()
+    useful = sum(4 * n_matmul * L + 12 * layers * q * L * L + 4 * h * vocab * t for L, t in zip(lengths, targets))
+    B, T = batch["input_ids"].shape  # XRec.forward runs the LM head on the target positions only
+    executed = B * (4 * n_matmul * T + 12 * layers * q * T * T) + 4 * h * vocab * sum(targets)
+    return useful, executed, sum(lengths), B * T
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
+    p.add_argument("--steps", type=int, default=6, help="timed steps (after one warm-up step)")
+    p.add_argument("--batch_size", type=int, default=8, help="whyrec's TrainConfig default: 8")
+    p.add_argument("--max_target_tokens", type=int, default=96)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--examples", type=int, default=400, help="records to draw batches from")
+    p.add_argument("--profile", action="store_true", help="profile two extra steps with torch.profiler")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.set_num_threads(args.threads)
+
+    expl, users, items = build_explainer(args.shared, args.examples, args.seed)
+    from whyrec.data.xrec import xrec_records
+
+    records = xrec_records(args.shared / "xrec-amazon").sample(args.examples, random_state=args.seed)
+    module, conf = expl.module, expl.module.llm.config
+    prompts, targets = expl.prompts(users, items), records["explanation"].astype(str).tolist()
+    user_vec, item_vec = expl.vectors(users, items)
+    lengths = [len(a) + len(b) for a, b in zip(prompts, targets)]
+    batches = length_bucketed_order(lengths, args.batch_size, torch.Generator().manual_seed(args.seed))
+    params = [p for p in module.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=1e-4)
+    module.train()
+
+    def step(idx):
+        batch = module.encode([prompts[k] for k in idx], [targets[k] for k in idx], args.max_target_tokens)
+        loss = module(batch["input_ids"], batch["attention_mask"], batch["labels"], user_vec[idx], item_vec[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return batch, loss.item()
+
+    step(batches[0])  # warm-up
+    rows, peaks = [], [peak_matmul_flops()]
+    for k in range(1, args.steps + 1):
+        tic = time.perf_counter()
+        batch, loss = step(batches[k])
+        seconds = time.perf_counter() - tic
+        peaks.append(peak_matmul_flops())
+        useful, executed, real, padded = model_flops(conf, batch)
+        rows.append({"seconds": seconds, "useful": useful, "executed": executed, "real": real, "padded": padded,
+                     "targets": int((batch["labels"] != -100).sum()),
+                     "peak": max(peaks[-2:]), "loss": loss, "shape": tuple(batch["input_ids"].shape)})
+        print(f"step {k}: {tuple(batch['input_ids'].shape)} {seconds:.2f} s, loss {loss:.3f}, "
+              f"{useful / seconds / 1e9:.1f} GFLOP/s vs peak {rows[-1]['peak'] / 1e9:.1f}", flush=True)
+
+    secs = sum(r["seconds"] for r in rows)
+    useful_fs = sum(r["useful"] for r in rows) / secs
+    executed_fs = sum(r["executed"] for r in rows) / secs
+    peak = statistics.median(peaks)
+    frac = statistics.median(r["useful"] / r["seconds"] / r["peak"] for r in rows)
+    trainable = sum(p.numel() for p in params)
+    print(f"\nSmolLM2-135M-Instruct fp32 frozen, XRec adapters ({trainable:,} trainable), batch {args.batch_size}, "
+          f"{args.steps} steps, torch threads {args.threads}\n")
+    print("| quantity | value |")
+    print("|---|---|")
+    print(f"| peak fp32 matmul (torch.mm 2048², median of {len(peaks)}) | {peak / 1e9:.1f} GFLOP/s |")
+    print(f"| step time (mean) | {secs / len(rows):.2f} s |")
+    print(f"| real tokens/s (prompt + target, no padding) | {sum(r['real'] for r in rows) / secs:.0f} |")
+    print(f"| target tokens/s (loss tokens) | {sum(r['targets'] for r in rows) / secs:.0f} |")
+    print(f"| padding overhead (padded / real tokens) | {sum(r['padded'] for r in rows) / sum(r['real'] for r in rows):.3f} |")
+    print(f"| model FLOP/s (useful) | {useful_fs / 1e9:.1f} GFLOP/s |")
+    print(f"| executed FLOP/s (incl. padding) | {executed_fs / 1e9:.1f} GFLOP/s |")
+    print(f"| model FLOP/s / peak (median over steps, each vs its adjacent peak) | {100 * frac:.1f}% (goal ≥ 40%) |")
+
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for k in range(args.steps + 1, args.steps + 3):
+                step(batches[k % len(batches)])
+        print("\n" + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=18, max_name_column_width=48))
+
+
+if __name__ == "__main__":
+    main()
