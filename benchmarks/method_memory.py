@@ -1,0 +1,135 @@
+"""Peak RSS of training and serving each explanation method in its CPU configuration.
+
+    python benchmarks/method_memory.py [--methods xrec gavamoe pepler] [--users 60] [--steps 3]
+
+Every measurement is a fresh child process (`os.wait4` returns its `ru_maxrss`), on a tiny
+slice of real data: `--users` MovieLens-100K users prepared by `whyrec data prepare` (grounded
+explanations), a LightGCN encoder (3 epochs) and, for GaVaMoE, a VAE-GMM (2+2 epochs); these
+preparation runs are shared and measured too. "train" = build the method on the packaged
+SmolLM2-135M-Instruct and run `--steps` optimizer steps with the method's CPU config
+(`configs/cpu/{xrec,gavamoe}.yaml`; PEPLER: its defaults, 1 epoch, batch 16), then save the
+artifact. "serve" = load the saved artifact and explain 4 (user, item) pairs. RSS includes
+the ~0.5 GiB fp32 backbone and the Python/torch runtime (~0.4 GiB), so differences between
+methods are what their own parts add.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+GIB = 2**30
+METHODS = ("xrec", "gavamoe", "pepler")
+
+
+def _configs(method: str, steps: int):
+    from whyrec.config import GaVaMoEConfig, LoraConfig, PEPLERConfig, TrainConfig, XRecConfig
+
+    if method == "xrec":  # configs/cpu/xrec.yaml
+        return {"xrec": XRecConfig(item_noun="movie", max_prompt_words=40, lora=LoraConfig(enabled=False)),
+                "train": TrainConfig(lr=1e-3, batch_size=4, max_steps=steps, max_target_tokens=80,
+                                     checkpoint_every=10_000)}
+    if method == "gavamoe":  # configs/cpu/gavamoe.yaml
+        return {"gavamoe": GaVaMoEConfig(n_experts=4, top_k=2, upcycle=True, moe_layers=[24, 25, 26, 27, 28, 29],
+                                         use_feature=False, item_noun="movie"),
+                "train": TrainConfig(lr=3e-4, batch_size=4, max_steps=steps, max_target_tokens=64,
+                                     checkpoint_every=10_000)}
+    return {"pepler": PEPLERConfig(variant="continuous", epochs=1, epochs_phase2=1, batch_size=16),
+            "train": TrainConfig(max_steps=steps, checkpoint_every=10_000)}
+
+
+def child(job: str, work: Path, users: int, steps: int) -> None:
+    from whyrec.config import LightGCNConfig, ModelConfig, VaeGmmConfig
+
+    data, enc, vae = work / "data", work / "encoder", work / "vae"
+    if job == "prepare":
+        from whyrec.data.prepare import prepare_dataset
+        from whyrec.encoders.train import train_encoder
+
+        prepare_dataset(source="ml-100k", out=str(data), split="random", seed=42, max_users=users)
+        train_encoder(str(data), str(enc), config=LightGCNConfig(epochs=3))
+        return
+    if job == "cluster":
+        from whyrec.encoders.vae_train import train_vae_gmm
+
+        train_vae_gmm(str(data), str(vae), VaeGmmConfig(pretrain_epochs=2, elbo_epochs=2), device="cpu",
+                      progress=False)
+        return
+    kind, method = job.split(":")
+    out = work / method
+    model = ModelConfig(device="cpu")
+    cfg = _configs(method, steps)
+    if kind == "train":
+        if method == "xrec":
+            from whyrec.explainer import train_explainer
+
+            train_explainer(str(data), str(enc), str(out), model=model, xrec=cfg["xrec"], train=cfg["train"])
+        elif method == "gavamoe":
+            from whyrec.methods.gavamoe_train import train_gavamoe
+
+            train_gavamoe(str(data), str(vae), str(out), model=model, cfg=cfg["gavamoe"], train=cfg["train"])
+        else:
+            from whyrec.methods.pepler import train_pepler
+
+            train_pepler(str(data), str(out), model=model, pepler=cfg["pepler"], train=cfg["train"])
+        return
+    from whyrec.benchmark import _predict, select_pairs
+    from whyrec.config import GenerationConfig
+    from whyrec.data.dataset import RecDataset
+
+    pairs = select_pairs(RecDataset.load(data), "test", 4, seed=0)
+    _predict(out, str(data), pairs, GenerationConfig(max_new_tokens=48, batch_size=4), "cpu")
+
+
+def measure(job: str, args) -> dict:
+    cmd = [sys.executable, __file__, "--_child", job, "--work", str(args.work), "--users", str(args.users),
+           "--steps", str(args.steps)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(args.threads)}
+    tic = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read()
+    row = {"job": job, "seconds": time.perf_counter() - tic, "peak_rss": usage.ru_maxrss * 1024, "ok": proc.returncode == 0}
+    if not row["ok"]:
+        row["error"] = (err.strip().splitlines() or ["?"])[-1][:160]
+    print(f"  {job}: {row['seconds']:.0f} s, peak RSS {row['peak_rss'] / GIB:.2f} GiB"
+          + ("" if row["ok"] else f"  FAILED: {row['error']}"), flush=True)
+    return row
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--users", type=int, default=60, help="MovieLens-100K users in the data slice")
+    p.add_argument("--steps", type=int, default=3, help="optimizer steps per training run")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--work", type=Path, default=REPO / "runs" / "bench-method-memory")
+    p.add_argument("--_child", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args._child:
+        return child(args._child, args.work, args.users, args.steps)
+
+    jobs = ["prepare"] + (["cluster"] if "gavamoe" in args.methods else [])
+    jobs += [f"{kind}:{m}" for m in args.methods for kind in ("train", "serve")]
+    rows = [measure(job, args) for job in jobs]
+    print(f"\nML-100K slice of {args.users} users, SmolLM2-135M-Instruct fp32 on CPU, {args.steps} training steps, "
+          f"threads {args.threads}\n")
+    print("| method | stage | peak RSS (GiB) | wall (s) |")
+    print("|---|---|---|---|")
+    for r in rows:
+        name, _, stage = r["job"].partition(":")
+        label = (stage, name) if stage else ("(shared)", {"prepare": "data + LightGCN", "cluster": "VAE-GMM"}[name])
+        state = f"{r['peak_rss'] / GIB:.2f}" if r["ok"] else f"failed ({r['error']})"
+        print(f"| {label[0]} | {label[1]} | {state} | {r['seconds']:.0f} |")
+    (args.work / "results.json").write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
