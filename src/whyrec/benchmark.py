@@ -117,6 +117,14 @@ def _predict(folder: Path, data: str, pairs: pd.DataFrame, gen: GenerationConfig
     return load_explainer(str(folder), device=device).explain(pairs[S.USER].tolist(), pairs[S.ITEM].tolist(), gen)
 
 
+def _pepler_rating(folder: Path, pairs: pd.DataFrame, device: str) -> dict | None:
+    if json.loads((folder / "config.json").read_text()).get("method") != "pepler":
+        return None
+    from whyrec.methods.pepler import pepler_rating_metrics
+
+    return pepler_rating_metrics(folder, pairs, device)
+
+
 def external_predictions(spec: str, pairs: pd.DataFrame) -> tuple[str, list[str]]:
     """`NAME=PREDICTIONS[:REFERENCES]`: another system's outputs, re-linked to `pairs` by reference text
     when its references are given (XRec ships predictions in a different order), else paired in order."""
@@ -188,6 +196,9 @@ def benchmark_explain(data: str, out: str, methods: tuple[str, ...] | list[str] 
         preds, secs = _cached(out_dir / "predictions" / f"{_slug(name)}.jsonl",
                               lambda f=folder: _predict(Path(f), data, pairs, generation, device))
         score(name, preds, _read_log(Path(folder)), secs)
+        rating = _pepler_rating(Path(folder), pairs, device)
+        if rating:
+            rows[name]["metrics"]["rating"] = rating
     for method in methods:
         reason = unavailable(method, ds)
         if reason:
@@ -211,6 +222,10 @@ def benchmark_explain(data: str, out: str, methods: tuple[str, ...] | list[str] 
         preds, secs = _cached(out_dir / "predictions" / f"{method}.jsonl",
                               lambda f=folder: _predict(f, data, pairs, generation, device))
         score(method, preds, log, secs)
+        if method == "pepler-reg":
+            from whyrec.methods.pepler import pepler_rating_metrics
+
+            rows[method]["metrics"]["rating"] = pepler_rating_metrics(folder, pairs, device)
 
     result = {"data": data, "split": split, "n_pairs": len(pairs), "seed": seed, "rows": rows, "skipped": skipped}
     if rows:
@@ -296,6 +311,8 @@ def comparison_table(result: dict) -> str:
     feats = any("features" in r["metrics"] for r in result["rows"].values())
     head = ["system", "BLEU-1", "BLEU-4", "ROUGE-1 F", "ROUGE-2 F", "ROUGE-L F", "USR"] + (["BERTScore F1"] if bert else [])
     head += ["FMR", "FCR", "DIV"] if feats else []
+    rated = any(r["metrics"].get("rating") for r in result["rows"].values())
+    head += ["RMSE", "MAE"] if rated else []
     head += ["train steps (loss first→last)", "train min", "generate s/pair"]
     lines = [f"Explanations for {result['n_pairs']} '{result['split']}' pairs of {result['data']} (seed {result['seed']}).",
              "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -307,6 +324,9 @@ def comparison_table(result: dict) -> str:
         if feats:
             f = row["metrics"].get("features", {})
             cells += [f"{f[k]:.3f}" if k in f else "–" for k in ("fmr", "fcr", "div")]
+        if rated:
+            r = row["metrics"].get("rating") or {}
+            cells += [f"{r[k]:.4f}" if k in r else "–" for k in ("rmse", "mae")]
         steps = f"{t['steps']} ({t.get('first_loss', '?')}→{t.get('last_loss', '?')})" if "steps" in t else "–"
         cells += [steps, f"{t['elapsed_s'] / 60:.1f}" if "elapsed_s" in t else "–",
                   "–" if row["generate_s_per_pair"] is None else f"{row['generate_s_per_pair']:.2f}"]

@@ -158,6 +158,12 @@ def test_train_pepler_writes_the_artifact_and_metrics(data_dir, tmp_path):
     metrics = evaluate_pepler(out, data_dir, device="cpu")
     assert math.isfinite(metrics["rating"]["rmse"]) and {"fmr", "fcr", "div"} <= set(metrics["features"])
     assert json.loads((out / "metrics.json").read_text())["method"] == "pepler-reg"
+    # The benchmark's per-pair rating errors equal evaluate's on the same (test) rows.
+    from whyrec.data.dataset import RecDataset
+    from whyrec.methods.pepler import pepler_rating_metrics
+
+    test_rows = RecDataset.load(data_dir).explanation_records("test")
+    assert pepler_rating_metrics(out, test_rows, device="cpu") == pytest.approx(metrics["rating"])
 
 
 def test_continuous_training_resumes_after_a_time_limit(data_dir, tmp_path):

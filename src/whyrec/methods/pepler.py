@@ -539,6 +539,25 @@ def rating_errors(pred: torch.Tensor, truth: torch.Tensor, low: float, high: flo
     return {"rmse": float(err.pow(2).mean().sqrt()), "mae": float(err.abs().mean())}
 
 
+def _rating_metrics(module, ex, cfg: dict) -> dict[str, float] | None:
+    """RMSE/MAE of the rating head on `ex` (reg runs on rated data), else None."""
+    if module.cfg.variant != "reg" or ex.ratings is None or not cfg.get("rating_range"):
+        return None
+    with torch.no_grad():
+        pred = torch.cat([module.predict_rating(ex.users[t], ex.items[t]).cpu()
+                          for t in torch.arange(len(ex)).split(module.cfg.batch_size)])
+    return rating_errors(pred, ex.ratings, *cfg["rating_range"])
+
+
+def pepler_rating_metrics(out_dir, frame, device: str = "auto") -> dict[str, float] | None:
+    """RMSE/MAE of a `reg` run's rating head on the (user, item, rating) rows of `frame`."""
+    module, cfg = load_pepler_run(out_dir, device)
+    if module.cfg.variant != "reg":
+        return None
+    ex = make_examples(module, frame, cfg["user2idx"], cfg["item2idx"], cfg["features"])
+    return _rating_metrics(module, ex, cfg)
+
+
 def evaluate_pepler(out_dir, data: str, split: str = "test", max_pairs: int | None = None, out: str | None = None,
                     smooth: bool = False, device: str = "auto") -> dict:
     """Generate for a split and write `metrics.json` (+ predictions.jsonl) to `out` (default `out_dir`)."""
@@ -554,11 +573,9 @@ def evaluate_pepler(out_dir, data: str, split: str = "test", max_pairs: int | No
     feature_set = feature_set_from_records(ds) if "feature" in ds.interactions else set()
     if feature_set:
         metrics["features"] = feature_metrics(preds, feats, feature_set)
-    if module.cfg.variant == "reg" and ex.ratings is not None and cfg.get("rating_range"):
-        with torch.no_grad():
-            pred = torch.cat([module.predict_rating(ex.users[t], ex.items[t]).cpu()
-                              for t in torch.arange(len(ex)).split(module.cfg.batch_size)])
-        metrics["rating"] = rating_errors(pred, ex.ratings, *cfg["rating_range"])
+    rating = _rating_metrics(module, ex, cfg)
+    if rating:
+        metrics["rating"] = rating
     metrics.update(method=f"pepler-{module.cfg.variant}", split=split, metric_versions=metric_versions(metrics, smooth))
     target = Path(out or out_dir)
     write_json(target / "metrics.json", metrics)
