@@ -23,6 +23,8 @@ def _message(errors: list[dict]) -> str:
     first = errors[0]
     if first.get("type") == "json_invalid":
         return f"request body is not valid JSON ({first.get('msg')} at character {first['loc'][-1]})"
+    if tuple(first.get("loc", ())) == ("body",):  # the body as a whole, not one field
+        return "request body must be a JSON object, e.g. {\"user\": \"196\", \"item\": \"242\"}"
     where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "request"
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"{where}: {first.get('msg', 'invalid')}{more}"
