@@ -86,6 +86,16 @@ def any_rank(flag: bool) -> bool:
     return bool(t.item())
 
 
+def from_rank0(obj):
+    """Rank 0's `obj` on every rank (`obj` itself in one process). torch pickles it between
+    this run's own processes only, never from a file."""
+    if not dist.is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def broadcast_parameters(module: torch.nn.Module) -> None:
     """Copy rank 0's trainable parameters to every rank (seeded init makes them equal already;
     this guards against any nondeterministic initialisation)."""

@@ -36,7 +36,6 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
-import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from whyrec.data import schema as S
@@ -47,6 +46,7 @@ from whyrec.distributed import (
     data_parallel_step,
     device_for_rank,
     distributed_run,
+    from_rank0,
     is_main,
     rank,
     world_size,
@@ -305,15 +305,6 @@ def _shard_loss(model: SASRec | MF, batch: list[torch.Tensor], idx: list[int]) -
     return model.loss(*part), weight
 
 
-def _from_rank0(obj):
-    """Rank 0's picklable `obj` on every rank (`obj` itself in one process)."""
-    if not dist.is_initialized():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def _batches(target: TargetModel, train, config, rng: np.random.Generator):
     """Lazily shuffled minibatches; MF negatives are drawn uniformly from all items per batch."""
     device, order = target.device, rng.permutation(len(train[0]))
@@ -409,7 +400,7 @@ def _fit(target: TargetModel, opt, seqs: _Seqs, config, rng, best: dict, state: 
         loss = _run_epoch(target, opt, _batches(target, train, config, rng), config, progress, epoch=epoch)
         state["train_seconds"] += time.perf_counter() - tic
         record = {"epoch": epoch + 1, "loss": loss}
-        valid = _from_rank0(_evaluate(target, seqs.valid, mask, (k,)) if is_main() else None)  # all decide alike
+        valid = from_rank0(_evaluate(target, seqs.valid, mask, (k,)) if is_main() else None)  # all decide alike
         if valid is not None:
             record[f"valid_ndcg@{k}"] = valid[f"ndcg@{k}"]
             if valid[f"ndcg@{k}"] > state["best_metric"]:
@@ -430,7 +421,7 @@ def _fit(target: TargetModel, opt, seqs: _Seqs, config, rng, best: dict, state: 
 def _finish(target: TargetModel, seqs: _Seqs, config, best: dict, state: dict, out: Path, data: str,
             fingerprint: dict, device: str) -> dict:
     if not is_main():  # rank 0 evaluates and writes the folder; the others take its metrics
-        return _from_rank0(None)
+        return from_rank0(None)
     if best:  # no validation split: keep the last weights
         target.model.load_state_dict(best)
     ks = tuple(sorted({*REPORT_KS, config.eval_k}))
@@ -456,7 +447,7 @@ def _finish(target: TargetModel, seqs: _Seqs, config, best: dict, state: dict, o
            "config": dataclasses.asdict(config)}
     write_run_info(out, run, command=f"whyrec train encoder --encoder {target.kind} --data {data} --out {out}")
     write_json(out / "metrics.json", metrics)  # last: marks the folder as finished
-    return _from_rank0(metrics)
+    return from_rank0(metrics)
 
 
 def _short(m: dict | None) -> str:

@@ -40,6 +40,7 @@ from whyrec.distributed import (
     data_parallel_step,
     device_for_rank,
     distributed_run,
+    from_rank0,
     is_main,
     rank,
     world_size,
@@ -175,15 +176,6 @@ def _forked_rng(seed: int):
     with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_initialized() else []):
         torch.manual_seed(seed)
         yield
-
-
-def _from_rank0(obj):
-    """Rank 0's picklable `obj` on every rank (`obj` itself in one process)."""
-    if not dist.is_initialized():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 def _all_sum(x: np.ndarray) -> np.ndarray:
@@ -377,7 +369,7 @@ def _train(data: str, out: Path, config: VaeGmmConfig, device: str, resume: bool
         _pretrain(model, opt, train, config, state, out, progress)
         gmm = _init_prior(model, train, config) if is_main() else None  # sklearn once, on rank 0
         broadcast_parameters(model)  # rank 0's π, μ_c, log σ²_c (and copied log σ² head) everywhere
-        state.update(phase="elbo", epoch=0, gmm=_from_rank0(gmm))
+        state.update(phase="elbo", epoch=0, gmm=from_rank0(gmm))
         opt = _optimizer(model, "elbo", config)
         if is_main():
             _save_checkpoint(out, model, opt, state)
@@ -419,7 +411,7 @@ def _pretrain(model: VaeGmm, opt, train: Pairs, config: VaeGmmConfig, state: dic
 def _finish(model: VaeGmm, dset: _Data, config: VaeGmmConfig, state: dict, out: Path, data: str,
             fingerprint: dict, device: str) -> dict:
     if not is_main():  # rank 0 evaluates and writes the folder; the others take its metrics
-        return _from_rank0(None)
+        return from_rank0(None)
     train = dset.splits[S.TRAIN]
     splits = {name: evaluate(model, pairs) for name, pairs in dset.splits.items()}
     mu = latent_means(model, train)
@@ -440,7 +432,7 @@ def _finish(model: VaeGmm, dset: _Data, config: VaeGmmConfig, state: dict, out: 
            "config": dataclasses.asdict(config)}
     write_run_info(out, run, command=f"whyrec cluster --data {data} --out {out}")
     write_json(out / "metrics.json", metrics)  # last: marks the folder as finished
-    return _from_rank0(metrics)
+    return from_rank0(metrics)
 
 
 def _card(config: VaeGmmConfig, metrics: dict, data: str) -> str:
