@@ -62,7 +62,7 @@ def test_search_and_history(client, ids, app):
     assert found[0]["user"] == user and found[0]["n_history"] > 0  # the exact id ranks first
     detail = client.get(f"/users/{user}").json()
     assert len(detail["history"]) == found[0]["n_history"] and detail["profile"]
-    title = app.state.model.title(item)
+    title = app.state.model.catalog.title(item)
     hits = client.get("/items", params={"q": title[:6].lower()}).json()["items"]
     assert item in {h["item"] for h in hits} and all(title[:6].lower() in h["title"].lower() for h in hits)
     assert client.get("/items", params={"q": item}).json()["items"][0]["item"] == item  # id search

@@ -72,10 +72,12 @@ def test_id_map_from_other_data(copy):
 def test_corrupt_id_map_and_other_methods(copy, tmp_path):
     (copy / "encoder" / "user2idx.json").write_text("{not json")
     _refused(copy, "not valid JSON")
-    other = tmp_path / "pepler"
+    other = tmp_path / "other"
     other.mkdir()
+    (other / "config.json").write_text(json.dumps({"method": "peter"}))
+    _refused(other, "peter run", "xrec, gavamoe, pepler, recexplainer, recalpaca")
     (other / "config.json").write_text(json.dumps({"method": "pepler"}))
-    _refused(other, "pepler run", "method xrec")
+    _refused(other, "missing prompt.safetensors")
     _refused(tmp_path / "nowhere", "no such folder")
 
 

@@ -7,6 +7,7 @@ otherwise from the batcher, which writes them to the cache as soon as they are g
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import asynccontextmanager
 from importlib.resources import files
 from typing import Annotated
@@ -18,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from whyrec.serve.batcher import Batcher
 from whyrec.serve.cache import ExplanationCache
 from whyrec.serve.errors import BodyLimit, install_error_handlers
-from whyrec.serve.model import Pair, ServedModel, cold_key
+from whyrec.serve.model import Pair, ServedModel, Unsupported, cold_key
 from whyrec.serve.settings import ServeSettings
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128)]
@@ -43,9 +44,11 @@ class ColdStartRequest(BaseModel):
 def create_app(model: ServedModel, cache: ExplanationCache, settings: ServeSettings | None = None) -> FastAPI:
     settings = settings or ServeSettings()
 
-    def generate(pairs: list[Pair]) -> list[str]:  # the batcher's worker thread
-        texts = model.explain(pairs)
-        cache.put_many({(p.user, p.item): t for p, t in zip(pairs, texts)}, model.revision)
+    catalog = model.catalog
+
+    def generate(pairs: list[Pair]) -> list:  # the batcher's worker thread
+        texts = model.explain(pairs)  # an Unsupported in place of a text: that pair's request gets 409
+        cache.put_many({(p.user, p.item): t for p, t in zip(pairs, texts) if isinstance(t, str)}, model.revision)
         return texts
 
     batcher = Batcher(generate, settings.max_batch, settings.max_wait_ms, settings.max_queue, settings.timeout_s)
@@ -56,22 +59,24 @@ def create_app(model: ServedModel, cache: ExplanationCache, settings: ServeSetti
         yield
         await batcher.stop()
 
-    app = FastAPI(title="whyrec", version=model.revision, lifespan=lifespan,
+    # docs_url=None: FastAPI's /docs loads Swagger UI from a CDN and renders nothing offline; our
+    # /docs is a local page listing the operations from /openapi.json (static/docs.html).
+    app = FastAPI(title="whyrec", version=model.revision, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Recommendations with natural-language explanations from a whyrec explainer.")
     app.state.model, app.state.cache, app.state.batcher = model, cache, batcher
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
 
     def known_user(user: str) -> str:
-        if user not in model.enc.user2idx:
-            raise HTTPException(404, f"unknown user {user[:64]!r}: this model knows {model.enc.n_users} users; "
+        if not catalog.has_user(user):
+            raise HTTPException(404, f"unknown user {user[:64]!r}: this model knows {len(catalog.users)} users; "
                                      "search them with GET /users?q=")
         return user
 
     def known_items(items: list[str]) -> list[str]:
-        bad = [i for i in items if i not in model.enc.item2idx]
+        bad = [i for i in items if not catalog.has_item(i)]
         if bad:
-            raise HTTPException(404, f"unknown item {bad[0][:64]!r}: this model knows {model.enc.n_items} items; "
+            raise HTTPException(404, f"unknown item {bad[0][:64]!r}: this model knows {len(catalog.items)} items; "
                                      "search them with GET /items?q=")
         return items
 
@@ -85,12 +90,32 @@ def create_app(model: ServedModel, cache: ExplanationCache, settings: ServeSetti
         return out
 
     async def with_explanations(recs: list[dict], user: str, liked: tuple = ()) -> list[dict]:
-        got = await explain_pairs([Pair(user, r["item"], liked) for r in recs])
-        return [{**r, "explanation": got[(user, r["item"])][0], "cached": got[(user, r["item"])][1]} for r in recs]
+        got = await explain_pairs([Pair(user, r["item"], liked) for r in recs if "explanation" not in r])
+        return [r if "explanation" in r else {**r, "explanation": got[(user, r["item"])][0],
+                                              "cached": got[(user, r["item"])][1]} for r in recs]
+
+    async def ranked(user: str, k: int, explain: bool) -> list[dict]:
+        # In a thread: RecAlpaca's ranking is an LLM generation, and the event loop must keep answering.
+        recs = await asyncio.to_thread(model.recommend, user, k)
+        given = {(user, r["item"]): r["explanation"] for r in recs if "explanation" in r}
+        if given:  # explanations that came with the ranking (RecAlpaca's reasons): POST /explain finds them
+            cache.put_many(given, model.revision)
+        if explain:
+            return await with_explanations([{**r, "cached": False} if "explanation" in r else r for r in recs], user)
+        return [{key: v for key, v in r.items() if key != "explanation"} for r in recs]
+
+    def no_cold_start() -> None:
+        if not model.cold_start:
+            raise Unsupported(f"{model.info()['method']} knows only its trained users; cold start (items a new "
+                              "user liked) is served for XRec runs")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page():
         return (files("whyrec.serve") / "static" / "index.html").read_text(encoding="utf-8")
+
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    def docs():
+        return (files("whyrec.serve") / "static" / "docs.html").read_text(encoding="utf-8")
 
     @app.get("/health", summary="liveness: the process answers")
     def health():
@@ -112,23 +137,23 @@ def create_app(model: ServedModel, cache: ExplanationCache, settings: ServeSetti
 
     @app.get("/users", summary="search users by id or profile text")
     def users(q: Annotated[str, Query(max_length=200)] = "", limit: Annotated[int, Query(ge=1, le=100)] = 20):
-        return {"users": [{"user": u, "profile": model.explainer.user_profiles.get(u, ""),
-                           "n_history": len(model.history(u))} for u in model.search_users(q, limit)]}
+        return {"users": [{"user": u, "profile": catalog.profile(u), "n_history": len(catalog.history(u))}
+                          for u in catalog.search_users(q, limit)]}
 
     @app.get("/users/{user_id}", summary="a user's profile and training history")
     def user(user_id: PathId):
         known_user(user_id)
-        return {"user": user_id, "profile": model.explainer.user_profiles.get(user_id, ""),
-                "history": [{"item": i, "title": model.title(i)} for i in model.history(user_id)]}
+        return {"user": user_id, "profile": catalog.profile(user_id),
+                "history": [{"item": i, "title": catalog.title(i)} for i in catalog.history(user_id)]}
 
     @app.get("/users/{user_id}/recommendations", summary="top-k items, optionally each with an explanation")
     async def recommendations(user_id: PathId, k: K = 5, explain: bool = False):
-        recs = model.recommend(known_user(user_id), k)
-        return {"user": user_id, "k": k, "recommendations": await with_explanations(recs, user_id) if explain else recs}
+        return {"user": user_id, "k": k, "recommendations": await ranked(known_user(user_id), k, explain)}
 
     @app.post("/recommendations", summary="cold start: top-k for a new user given the items they liked")
     async def cold_recommendations(req: ColdStartRequest):
         liked = tuple(dict.fromkeys(known_items(req.liked)))
+        no_cold_start()
         recs = model.recommend_cold(list(liked), req.k)
         if req.explain:
             recs = await with_explanations(recs, cold_key(list(liked)), liked)
@@ -139,20 +164,21 @@ def create_app(model: ServedModel, cache: ExplanationCache, settings: ServeSetti
         if (req.user is None) == (req.liked is None):
             raise HTTPException(422, "give exactly one of 'user' (a known id) or 'liked' (items, cold start)")
         known_items([req.item] + (req.liked or []))
+        if req.liked is not None:
+            no_cold_start()
         liked = tuple(dict.fromkeys(req.liked or ()))
         user_key = known_user(req.user) if req.user is not None else cold_key(list(liked))
         text, cached = (await explain_pairs([Pair(user_key, req.item, liked)]))[(user_key, req.item)]
-        return {"user": req.user, "item": req.item, "title": model.title(req.item), "explanation": text,
+        return {"user": req.user, "item": req.item, "title": catalog.title(req.item), "explanation": text,
                 "cached": cached, "revision": model.revision}
 
     @app.get("/items", summary="search items by title or id")
     def items(q: Annotated[str, Query(max_length=200)] = "", limit: Annotated[int, Query(ge=1, le=100)] = 20):
-        return {"items": [{"item": i, "title": model.title(i)} for i in model.search_items(q, limit)]}
+        return {"items": [{"item": i, "title": catalog.title(i)} for i in catalog.search_items(q, limit)]}
 
     @app.get("/items/{item_id}", summary="an item's title and profile")
     def item(item_id: PathId):
         known_items([item_id])
-        return {"item": item_id, "title": model.title(item_id),
-                "profile": model.explainer.item_profiles.get(item_id, "")}
+        return {"item": item_id, "title": catalog.title(item_id), "profile": catalog.item_profile(item_id)}
 
     return app

@@ -94,5 +94,7 @@ class Batcher:
                     continue
                 if results is None:
                     fut.set_exception(error)
+                elif isinstance(results[n], Exception):  # this job alone failed (e.g. a pair the method cannot explain)
+                    fut.set_exception(results[n])
                 else:
                     fut.set_result(results[n])

@@ -8,7 +8,6 @@ models can share one file.
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 import threading
 import time
@@ -19,17 +18,6 @@ from whyrec.utils import WhyrecError
 SCHEMA = """CREATE TABLE IF NOT EXISTS explanations (
     user TEXT NOT NULL, item TEXT NOT NULL, revision TEXT NOT NULL, text TEXT NOT NULL,
     created REAL NOT NULL, PRIMARY KEY (user, item, revision))"""
-
-
-def model_revision(folder: Path, extra: str = "") -> str:
-    """Short sha256 of the files that decide the text, plus `extra` (decoding settings)."""
-    h = hashlib.sha256(extra.encode())
-    for name in ("config.json", "adapter_model.safetensors", "encoder/model.safetensors", "items.parquet",
-                 "users.parquet"):
-        with open(folder / name, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()[:16]
 
 
 class ExplanationCache:

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from whyrec.serve.batcher import QueueFull
+from whyrec.serve.model import Unsupported
 from whyrec.utils import WhyrecError
 
 
@@ -50,6 +51,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(WhyrecError)
     async def whyrec_error(_: Request, exc: WhyrecError):
         return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.exception_handler(Unsupported)
+    async def unsupported(_: Request, exc: Unsupported):
+        return JSONResponse({"detail": str(exc)}, status_code=409)
 
     @app.exception_handler(QueueFull)
     async def queue_full(_: Request, exc: QueueFull):

@@ -1,19 +1,19 @@
-"""The served model: an explainer folder read once, answering the API's questions.
+"""What the API asks of a served model, whatever the method: one small protocol, one catalog.
 
-Known users are scored by the encoder's user embeddings. A cold-start user, given as the
-items they liked, is placed at the mean of those items' embeddings: LightGCN's user
-embedding is itself an aggregate of its neighbours' item embeddings, so the mean is the
-closest no-training stand-in. The same vector feeds XRec's user adapter when such a user
-asks for explanations, with a profile listing the liked titles.
+Each method kind has its own adapter module in this package (`xrec`, `gavamoe`, `pepler`,
+`recexplainer`, `recalpaca`), chosen by `load.load_served` from the folder's config.json
+`method`. The adapters compose a `Catalog` (ids, titles, profiles, history and the search the
+page uses) instead of inheriting one, so each file says only what its method does differently:
+what recommends and what explains.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-
-from whyrec.config import GenerationConfig
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -30,97 +30,118 @@ def cold_key(liked: list[str]) -> str:
     return "cold:" + hashlib.sha256("\x1f".join(sorted(set(liked))).encode()).hexdigest()[:16]
 
 
-class ServedModel:
-    def __init__(self, folder: Path, device: str = "auto", generation: GenerationConfig | None = None):
-        import torch
+class Unsupported(Exception):
+    """The method cannot answer this request (HTTP 409 with this one-line message)."""
 
-        from whyrec.explainer import load_explainer
-        from whyrec.serve.cache import model_revision
 
-        self.folder, self.gen = folder, generation or GenerationConfig()
-        self.explainer = load_explainer(str(folder), device=device)
-        self.enc = self.explainer.encoder
-        self.idx2item = {v: k for k, v in self.enc.item2idx.items()}
-        self.revision = model_revision(folder, repr(sorted(asdict(self.gen).items())))
-        self.torch = torch
-        self.generate_calls = 0
+def revision(folder: Path, files: list[str], extra: str = "") -> str:
+    """Short sha256 of the files that decide the text, plus `extra` (decoding settings)."""
+    h = hashlib.sha256(extra.encode())
+    for name in files:
+        with open(folder / name, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]
 
-    # ---- lookups ------------------------------------------------------------------------
+
+@dataclass
+class Catalog:
+    """The ids a model knows, their text and history, and the search behind GET /users and /items."""
+
+    users: list[str]
+    items: list[str]
+    titles: dict[str, str] = field(default_factory=dict)
+    user_profiles: dict[str, str] = field(default_factory=dict)
+    item_profiles: dict[str, str] = field(default_factory=dict)
+    history_of: Callable[[str], list[str]] = lambda user: []
+
+    def __post_init__(self):
+        self._users, self._items = set(self.users), set(self.items)
+        self.users = sorted(self.users, key=lambda u: (len(u), u))  # "1" before "10" before "100"
+
+    def has_user(self, user: str) -> bool:
+        return user in self._users
+
+    def has_item(self, item: str) -> bool:
+        return item in self._items
+
     def title(self, item: str) -> str:
-        return self.explainer.titles.get(item) or item
+        return self.titles.get(item) or item
+
+    def profile(self, user: str) -> str:
+        return self.user_profiles.get(user, "")
+
+    def item_profile(self, item: str) -> str:
+        return self.item_profiles.get(item, "")
 
     def history(self, user: str) -> list[str]:
-        """The user's training items (what the encoder saw), in index order."""
-        row = self.enc.user2idx[user]
-        indptr = self.enc.train_csr.indptr
-        return [self.idx2item[int(i)] for i in self.enc.train_csr.indices[indptr[row]:indptr[row + 1]]]
+        return self.history_of(user)
 
     def search_items(self, q: str, limit: int) -> list[str]:
         q = q.casefold().strip()
-        exact = [i for i in self.enc.item2idx if i.casefold() == q]
-        hits = [i for i in self.enc.item2idx if q in self.title(i).casefold() and i not in exact]
+        exact = [i for i in self.items if i.casefold() == q]
+        hits = [i for i in self.items if q in self.title(i).casefold() and i not in exact]
         return (exact + hits)[:limit]
 
     def search_users(self, q: str, limit: int) -> list[str]:
         q = q.casefold().strip()
-        users = sorted(self.enc.user2idx, key=lambda u: (len(u), u))  # "1" before "10" before "100"
-        exact = [u for u in users if u.casefold() == q]
-        rest = [u for u in users if q in u.casefold() and u not in exact]
+        exact = [u for u in self.users if u.casefold() == q]
+        rest = [u for u in self.users if q in u.casefold() and u not in exact]
         if len(exact) + len(rest) < limit and q:  # then profile text ("nurse", "sci-fi")
-            rest += [u for u in users if q in self.explainer.user_profiles.get(u, "").casefold()
-                     and u not in exact and u not in rest]
+            rest += [u for u in self.users if q in self.profile(u).casefold() and u not in exact and u not in rest]
         return (exact + rest)[:limit]
 
-    # ---- recommendation -----------------------------------------------------------------
-    def recommend(self, user: str, k: int) -> list[dict]:
-        items, scores = self.enc.recommend(self.enc.user2idx[user], k)
-        return [{"item": self.idx2item[i], "title": self.title(self.idx2item[i]), "score": round(float(s), 4)}
-                for i, s in zip(items, scores)]
+    def rows(self, items: list[str], scores: list[float]) -> list[dict]:
+        """Ranked recommendation rows as the API returns them."""
+        return [{"item": i, "title": self.title(i), "score": round(float(s), 4)} for i, s in zip(items, scores)]
 
-    def cold_vector(self, liked: list[str]):
-        idx = [self.enc.item2idx[i] for i in liked]
-        return self.enc.item_emb[idx].mean(0)  # [d]
 
-    def recommend_cold(self, liked: list[str], k: int) -> list[dict]:
-        scores = self.enc.item_emb @ self.cold_vector(liked)  # [I]
-        seen = self.torch.tensor([self.enc.item2idx[i] for i in liked])
-        scores = scores.index_fill(0, seen, float("-inf"))
-        top = self.torch.topk(scores, min(k, self.enc.n_items - len(set(liked))))
-        return [{"item": self.idx2item[i], "title": self.title(self.idx2item[i]), "score": round(float(s), 4)}
-                for i, s in zip(top.indices.tolist(), top.values.tolist())]
+class ServedModel(Protocol):
+    """One loaded artifact behind the API. `explain` runs in the batcher's worker thread.
 
-    # ---- explanation (runs in the batcher's worker thread) ------------------------------
-    def explain(self, pairs: list[Pair]) -> list[str]:
-        """One generate pass per kind of user; the explainer batches by prompt length inside."""
-        self.generate_calls += 1
-        out = [""] * len(pairs)
-        known = [n for n, p in enumerate(pairs) if not p.liked]
-        cold = [n for n, p in enumerate(pairs) if p.liked]
-        with self.torch.inference_mode():
-            if known:
-                texts = self.explainer.explain([pairs[n].user for n in known], [pairs[n].item for n in known],
-                                               self.gen, progress=False)
-                for n, t in zip(known, texts):
-                    out[n] = t
-            if cold:
-                for n, t in zip(cold, self._explain_cold([pairs[n] for n in cold])):
-                    out[n] = t
-        return out
+    `recommend` rows may already carry an "explanation" (RecAlpaca's reasons); `explain` may put
+    an `Unsupported` in place of a text for a pair it cannot explain (answered 409).
+    """
 
-    def _explain_cold(self, pairs: list[Pair]) -> list[str]:
-        ex, torch = self.explainer, self.torch
-        module = ex.module
-        prompts = [module.prompt(self.title(p.item), "Liked " + ", ".join(self.title(i) for i in p.liked[:10]),
-                                 ex.item_profiles.get(p.item, "")) for p in pairs]
-        user_vec = torch.stack([self.cold_vector(list(p.liked)) for p in pairs])
-        item_vec = self.enc.item_emb[[self.enc.item2idx[p.item] for p in pairs]]
-        enc = module.encode(prompts, side="left")
-        return module.generate(enc["input_ids"], enc["attention_mask"], user_vec, item_vec, self.gen)
+    catalog: Catalog
+    revision: str
+    cold_start: bool  # POST /recommendations and /explain with "liked" (XRec only)
 
-    def info(self) -> dict:
-        cfg = self.explainer.meta
-        return {"method": cfg.get("method"), "backbone": cfg.get("model", {}).get("name_or_path"),
-                "dataset": cfg.get("dataset") or None, "steps": cfg.get("steps"), "revision": self.revision,
-                "n_users": self.enc.n_users, "n_items": self.enc.n_items, "encoder": self.enc.config.get("encoder"),
-                "encoder_dim": self.enc.dim, "training": cfg.get("train", {}), "method_config": cfg.get("xrec", {}),
-                "generation": asdict(self.gen), "folder": str(self.folder)}
+    def info(self) -> dict: ...
+
+    def recommend(self, user: str, k: int) -> list[dict]: ...
+
+    def recommend_cold(self, liked: list[str], k: int) -> list[dict]: ...
+
+    def explain(self, pairs: list[Pair]) -> list[str | Unsupported]: ...
+
+
+def top_unseen(torch, scores, seen: list[int], k: int) -> tuple[list[int], list[float]]:
+    """Indices and values of the k best scores [I] outside `seen`."""
+    if seen:
+        scores = scores.index_fill(0, torch.tensor(seen, dtype=torch.long), float("-inf"))
+    top = torch.topk(scores, min(k, len(scores) - len(set(seen))))
+    return top.indices.tolist(), top.values.tolist()
+
+
+def dataset_label(folder: Path, meta: dict) -> str | None:
+    """The dataset a folder was trained on: its recorded name, else the data folder's source, plus its path.
+
+    Older loaders (MovieLens) saved an empty name, so /info showed null; run_config.json still
+    records the data folder, whose dataset.json names the source.
+    """
+    import json
+
+    name, data = meta.get("dataset") or None, None
+    try:
+        data = json.loads((folder / "run_config.json").read_text())["config"].get("data")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    if not name and data and (Path(data) / "dataset.json").is_file():
+        try:
+            name = json.loads((Path(data) / "dataset.json").read_text()).get("source")
+        except (OSError, ValueError, AttributeError):
+            pass
+    if data:
+        return f"{name or Path(data).name} ({data})"
+    return name

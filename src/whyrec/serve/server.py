@@ -24,14 +24,14 @@ def build_app(run: str, device: str = "auto", generation: GenerationConfig | Non
         raise WhyrecError("`whyrec serve` needs the serve extra: pip install 'whyrec[serve]'") from None
     from whyrec.serve.app import create_app
     from whyrec.serve.cache import ExplanationCache
-    from whyrec.serve.model import ServedModel
+    from whyrec.serve.load import load_served
     from whyrec.serve.settings import ServeSettings
     from whyrec.serve.validate import check_artifact
 
     settings = settings or ServeSettings()
     folder = check_artifact(run)
     gen = replace(generation or GenerationConfig(), batch_size=settings.max_batch)
-    model = ServedModel(folder, device=device, generation=gen)
+    model = load_served(folder, device=device, generation=gen)
     store = ExplanationCache(None if cache in (None, "none") else default_cache_path() if cache == "auto" else cache)
     return create_app(model, store, settings)
 
@@ -41,7 +41,8 @@ def run_server(run: str, host: str, port: int, **kwargs) -> None:
 
     app = build_app(run, **kwargs)
     model = app.state.model
-    print(f"whyrec serve: {model.info()['method']} on {model.info()['backbone']} ({model.enc.n_users} users, "
-          f"{model.enc.n_items} items, revision {model.revision}); cache {app.state.cache.path or 'in memory'}; "
-          f"page at http://{host}:{port}/ , API schema at /openapi.json", flush=True)
+    info = model.info()
+    print(f"whyrec serve: {info['method']} on {info['backbone']} ({info['n_users']} users, "
+          f"{info['n_items']} items, revision {model.revision}); cache {app.state.cache.path or 'in memory'}; "
+          f"page at http://{host}:{port}/ , API at /docs", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)

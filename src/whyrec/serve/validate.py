@@ -12,11 +12,25 @@ from pathlib import Path
 
 from whyrec.utils import WhyrecError
 
-# What `save_explainer` and `save_lightgcn` write (explainer.py, encoders/artifact.py).
-REQUIRED = ("config.json", "adapter_model.safetensors", "items.parquet", "users.parquet")
-OPTIONAL = ("README.md", "run_config.json", "training_log.json")
+# What each method's training writes: (required, optional, subfolders). XRec: `save_explainer` and
+# `save_lightgcn`; GaVaMoE: `save_gavamoe`; PEPLER: `save_pepler` (+ `evaluate_pepler`'s outputs,
+# written beside the run by default); RecExplainer/RecAlpaca: the HF Trainer keeps `checkpoints/`.
+LAYOUTS = {
+    "xrec": (("config.json", "adapter_model.safetensors", "items.parquet", "users.parquet"),
+             ("README.md", "run_config.json", "training_log.json"), ("encoder",)),
+    "gavamoe": (("config.json", "adapter_model.safetensors", "items.parquet", "pairs.parquet"),
+                ("README.md", "run_config.json", "training_log.json"), ("vae",)),
+    "pepler": (("config.json", "prompt.safetensors", "user2idx.json", "item2idx.json", "features.json"),
+               ("README.md", "run_config.json", "training_log.json", "metrics.json", "predictions.jsonl"), ("lm",)),
+    "recexplainer": (("config.json", "connectors.safetensors", "train_log.json"),
+                     ("README.md", "run_config.json", "adapter_config.json", "adapter_model.safetensors"),
+                     ("target", "checkpoints")),
+    "recalpaca": (("config.json", "adapter_config.json", "adapter_model.safetensors"),
+                  ("README.md", "run_config.json", "train_log.json"), ("checkpoints",)),
+}
+# Id-mapped sub-artifacts: subfolder -> (required, optional) files; their config.json gives the row counts.
 ENCODER_REQUIRED = ("config.json", "model.safetensors", "user2idx.json", "item2idx.json")
-ENCODER_OPTIONAL = ("README.md", "run_config.json", "metrics.json")
+ENCODER_OPTIONAL = ("README.md", "run_config.json", "metrics.json", "titles.json")
 
 
 def explainer_dir(run: str | Path) -> Path:
@@ -52,23 +66,28 @@ def _id_map(path: Path, n_rows: int, kind: str) -> dict:
 
 
 def check_artifact(run: str | Path) -> Path:
-    """Validate the explainer folder under `run`; return its path or raise WhyrecError."""
-    import pandas as pd
-    from safetensors import safe_open
-
+    """Validate the servable folder under `run` (any method in LAYOUTS); return its path or raise WhyrecError."""
     path = explainer_dir(run)
     if not (path / "config.json").is_file():
         raise WhyrecError(f"{path} has no config.json; it is not an explainer folder")
-    method = json.loads((path / "config.json").read_text()).get("method")
-    if method not in ("xrec",) or not (path / "encoder").is_dir():
-        raise WhyrecError(f"{path} holds a {method or 'unknown'} run; `whyrec serve` serves explainer folders "
-                          "with a collaborative encoder (method xrec)")
-    _check_listing(path, REQUIRED, OPTIONAL, ("encoder",))
-    _check_listing(path / "encoder", ENCODER_REQUIRED, ENCODER_OPTIONAL)
-    with safe_open(str(path / "encoder" / "model.safetensors"), "pt") as f:
-        rows = {k: f.get_slice(k).get_shape()[0] for k in ("user_emb", "item_emb")}
-    users = _id_map(path / "encoder" / "user2idx.json", rows["user_emb"], "user")
-    items = _id_map(path / "encoder" / "item2idx.json", rows["item_emb"], "item")
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise WhyrecError(f"{path / 'config.json'} is not valid JSON ({e}); copy the whole folder again") from None
+    method = config.get("method") if isinstance(config, dict) else None
+    if method not in LAYOUTS:
+        raise WhyrecError(f"{path} holds a {method or 'unknown'} run; `whyrec serve` serves folders of "
+                          f"{', '.join(LAYOUTS)} (from `whyrec train explainer`)")
+    required, optional, subdirs = LAYOUTS[method]
+    _check_listing(path, required, optional, subdirs)
+    CHECKS[method](path, config)
+    return path
+
+
+def _check_xrec(path: Path, config: dict) -> None:
+    import pandas as pd
+
+    users, items = _check_ids(path / "encoder", "user_emb", "item_emb")
     known_items = set(pd.read_parquet(path / "items.parquet", columns=["item"])["item"].astype(str))
     known_users = set(pd.read_parquet(path / "users.parquet", columns=["user"])["user"].astype(str))
     for kind, ids, table in (("item", items, known_items), ("user", users, known_users)):
@@ -76,4 +95,58 @@ def check_artifact(run: str | Path) -> Path:
         if table and stray:  # an empty table (no profiles in the data) is legal: prompts fall back to ids
             raise WhyrecError(f"{len(stray)} {kind} ids of encoder/{kind}2idx.json (e.g. {stray[0]!r}) are not in "
                               f"{path / (kind + 's.parquet')}; the encoder was trained on other data")
-    return path
+
+
+def _check_gavamoe(path: Path, config: dict) -> None:
+    if config.get("vae") != "vae":
+        raise WhyrecError(f"{path / 'config.json'} points its VAE at {config.get('vae')!r}; "
+                          "serve needs the VAE folder copied into vae/ (re-train with a `whyrec cluster` folder)")
+    _check_ids(path / "vae", "user_emb.weight", "item_emb.weight")
+
+
+def _check_pepler(path: Path, config: dict) -> None:
+    if config.get("lm_saved") and not (path / "lm").is_dir():
+        raise WhyrecError(f"{path} is missing lm/ (its config.json says the LM was fine-tuned); copy the whole folder")
+    for kind in ("user", "item"):
+        _id_map(path / f"{kind}2idx.json", int(config.get(f"n_{kind}s", -1)), kind)
+
+
+def _check_recexplainer(path: Path, config: dict) -> None:
+    if config.get("config", {}).get("lora", {}).get("enabled", True):
+        missing = [f for f in ("adapter_config.json", "adapter_model.safetensors") if not (path / f).is_file()]
+        if missing:
+            raise WhyrecError(f"{path} is missing {', '.join(missing)} (the run trained a LoRA); copy the whole folder")
+    if config.get("target") != "target":
+        raise WhyrecError(f"{path / 'config.json'} points its target model at {config.get('target')!r}; "
+                          "serve needs a target folder copied into target/")
+    # The target's own resume checkpoint/ is copied along by `save_recexplainer`: legitimate there.
+    _check_ids(path / "target", None, None, subdirs=("checkpoint",))
+
+
+def _check_recalpaca(path: Path, config: dict) -> None:
+    folders = [Path(s) for s in config.get("instructions") or [] if (Path(s) / "instructions.jsonl").is_file()]
+    if not folders:
+        raise WhyrecError(f"{path} was trained on {', '.join(config.get('instructions') or ['nothing'])}, which holds "
+                          "no instructions.jsonl; serve builds each user's prompt from that `whyrec data "
+                          "instructions` folder, so it must stay where training found it")
+
+
+def _check_ids(folder: Path, user_rows: str | None, item_rows: str | None, subdirs: tuple = ()) -> tuple[dict, dict]:
+    """Listing and id maps of an encoder/VAE/target subfolder; rows from the tensors, else config.json."""
+    if not folder.is_dir():
+        raise WhyrecError(f"{folder.parent} is missing {folder.name}/; re-run `whyrec train explainer` "
+                          "or copy the whole folder")
+    _check_listing(folder, ENCODER_REQUIRED, ENCODER_OPTIONAL, subdirs)
+    if user_rows is not None:
+        from safetensors import safe_open
+
+        with safe_open(str(folder / "model.safetensors"), "pt") as f:
+            rows = {kind: f.get_slice(key).get_shape()[0] for kind, key in (("user", user_rows), ("item", item_rows))}
+    else:
+        config = json.loads((folder / "config.json").read_text())
+        rows = {kind: int(config.get(f"n_{kind}s", -1)) for kind in ("user", "item")}
+    return tuple(_id_map(folder / f"{kind}2idx.json", rows[kind], kind) for kind in ("user", "item"))
+
+
+CHECKS = {"xrec": _check_xrec, "gavamoe": _check_gavamoe, "pepler": _check_pepler,
+          "recexplainer": _check_recexplainer, "recalpaca": _check_recalpaca}

@@ -1,0 +1,72 @@
+"""GaVaMoE served: the stage-1 VAE ranks, the cluster-routed mixture of experts explains.
+
+GaVaMoE has no recommender of its own; its VAE decodes a (user, item) pair's latent into a
+distribution over the five rating classes. Ranked by that distribution's expectation
+(E[r] = sum_k p_k * k, from the posterior mean mu, the same deterministic latent the
+clusters use) over the items the user has no known pair with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from whyrec.config import GenerationConfig
+from whyrec.data import schema as S
+from whyrec.serve.model import Catalog, Pair, Unsupported, dataset_label, revision, top_unseen
+
+
+class GaVaMoEModel:
+    cold_start = False
+
+    def __init__(self, folder: Path, device: str = "auto", generation: GenerationConfig | None = None):
+        import pandas as pd
+        import torch
+
+        from whyrec.methods.gavamoe_train import load_gavamoe
+
+        self.folder, self.gen, self.torch = folder, generation or GenerationConfig(), torch
+        self.explainer = load_gavamoe(str(folder), device)
+        self.vae, meta = self.explainer.encoder, self.explainer.meta
+        self.idx2item = sorted(self.vae.item2idx, key=self.vae.item2idx.__getitem__)
+        pairs = pd.read_parquet(folder / "pairs.parquet", columns=[S.USER, S.ITEM])
+        self.seen = {u: g.tolist() for u, g in pairs.groupby(pairs[S.USER].astype(str))[S.ITEM]}
+        vae_weights = f"{meta['vae']}/model.safetensors" if meta["vae"] == "vae" else meta["vae"]
+        files = ["config.json", "adapter_model.safetensors", vae_weights, "items.parquet", "pairs.parquet"]
+        self.revision = revision(folder, files, repr(sorted(asdict(self.gen).items())))
+        self.catalog = Catalog(list(self.vae.user2idx), self.idx2item, self.explainer.titles,
+                               history_of=lambda u: [i for i in self.seen.get(u, []) if i in self.vae.item2idx])
+
+    def expected_ratings(self, user: str):
+        """E[rating] [I] of `user` with every item under the VAE's decoder (ratings 1..5)."""
+        torch, model = self.torch, self.vae.model
+        items = torch.arange(len(self.idx2item), device=model.mu_c.device)
+        users = torch.full_like(items, self.vae.user2idx[user])
+        with torch.inference_mode():
+            mu, _ = model.encode(users, items)  # [I, L]
+            probs = model.decode(mu).softmax(-1)  # [I, 5]
+            return (probs @ torch.arange(1, probs.shape[1] + 1, dtype=probs.dtype, device=probs.device)).cpu()
+
+    def recommend(self, user: str, k: int) -> list[dict]:
+        seen = [self.vae.item2idx[i] for i in self.catalog.history(user)]
+        idx, vals = top_unseen(self.torch, self.expected_ratings(user), seen, k)
+        return self.catalog.rows([self.idx2item[i] for i in idx], vals)
+
+    def recommend_cold(self, liked, k):
+        raise Unsupported("GaVaMoE serves only its trained users")  # the app checks cold_start first
+
+    def explain(self, pairs: list[Pair]) -> list[str]:
+        with self.torch.inference_mode():
+            return self.explainer.explain([p.user for p in pairs], [p.item for p in pairs], self.gen, progress=False)
+
+    def info(self) -> dict:
+        meta = self.explainer.meta
+        return {"method": "gavamoe", "backbone": meta["model"].get("name_or_path"),
+                "dataset": dataset_label(self.folder, meta), "steps": meta.get("steps"), "revision": self.revision,
+                "n_users": len(self.vae.user2idx), "n_items": len(self.idx2item), "encoder": "vae_gmm",
+                "encoder_dim": self.vae.dim, "n_clusters": self.vae.n_clusters, "training": meta.get("train", {}),
+                "method_config": meta.get("gavamoe", {}),
+                "recommends": "the stage-1 VAE's expected rating E[r] = sum_k p(r=k|mu) k for (user, item), "
+                              "over items without a known (user, item) pair; GaVaMoE itself only explains",
+                "explains": "GaVaMoE: the LLM with the pair's VAE vectors and experts routed by the pair's cluster",
+                "cold_start": False, "generation": asdict(self.gen), "folder": str(self.folder)}

@@ -1,0 +1,91 @@
+"""XRec served: LightGCN recommends, the MoE-adapted LLM explains.
+
+Known users are scored by the encoder's user embeddings. A cold-start user, given as the
+items they liked, is placed at the mean of those items' embeddings: LightGCN's user
+embedding is itself an aggregate of its neighbours' item embeddings, so the mean is the
+closest no-training stand-in. The same vector feeds XRec's user adapter when such a user
+asks for explanations, with a profile listing the liked titles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from whyrec.config import GenerationConfig
+from whyrec.serve.model import Catalog, Pair, dataset_label, revision
+
+FILES = ["config.json", "adapter_model.safetensors", "encoder/model.safetensors", "items.parquet", "users.parquet"]
+
+
+class XRecModel:
+    cold_start = True
+
+    def __init__(self, folder: Path, device: str = "auto", generation: GenerationConfig | None = None):
+        import torch
+
+        from whyrec.explainer import load_explainer
+
+        self.folder, self.gen, self.torch = folder, generation or GenerationConfig(), torch
+        self.explainer = load_explainer(str(folder), device=device)
+        self.enc = self.explainer.encoder
+        self.idx2item = {v: k for k, v in self.enc.item2idx.items()}
+        self.revision = revision(folder, FILES, repr(sorted(asdict(self.gen).items())))
+        self.catalog = Catalog(list(self.enc.user2idx), list(self.enc.item2idx), self.explainer.titles,
+                               self.explainer.user_profiles, self.explainer.item_profiles, self._history)
+        self.generate_calls = 0
+
+    def _history(self, user: str) -> list[str]:
+        """The user's training items (what the encoder saw), in index order."""
+        row, indptr = self.enc.user2idx[user], self.enc.train_csr.indptr
+        return [self.idx2item[int(i)] for i in self.enc.train_csr.indices[indptr[row]:indptr[row + 1]]]
+
+    def recommend(self, user: str, k: int) -> list[dict]:
+        items, scores = self.enc.recommend(self.enc.user2idx[user], k)
+        return self.catalog.rows([self.idx2item[i] for i in items], scores)
+
+    def cold_vector(self, liked: list[str]):
+        return self.enc.item_emb[[self.enc.item2idx[i] for i in liked]].mean(0)  # [d]
+
+    def recommend_cold(self, liked: list[str], k: int) -> list[dict]:
+        from whyrec.serve.model import top_unseen
+
+        scores = self.enc.item_emb @ self.cold_vector(liked)  # [I]
+        idx, vals = top_unseen(self.torch, scores, [self.enc.item2idx[i] for i in liked], k)
+        return self.catalog.rows([self.idx2item[i] for i in idx], vals)
+
+    def explain(self, pairs: list[Pair]) -> list[str]:
+        """One generate pass per kind of user; the explainer batches by prompt length inside."""
+        self.generate_calls += 1
+        out = [""] * len(pairs)
+        known = [n for n, p in enumerate(pairs) if not p.liked]
+        cold = [n for n, p in enumerate(pairs) if p.liked]
+        with self.torch.inference_mode():
+            if known:
+                texts = self.explainer.explain([pairs[n].user for n in known], [pairs[n].item for n in known],
+                                               self.gen, progress=False)
+                for n, t in zip(known, texts):
+                    out[n] = t
+            if cold:
+                for n, t in zip(cold, self._explain_cold([pairs[n] for n in cold])):
+                    out[n] = t
+        return out
+
+    def _explain_cold(self, pairs: list[Pair]) -> list[str]:
+        ex, module, title = self.explainer, self.explainer.module, self.catalog.title
+        prompts = [module.prompt(title(p.item), "Liked " + ", ".join(title(i) for i in p.liked[:10]),
+                                 ex.item_profiles.get(p.item, "")) for p in pairs]
+        user_vec = self.torch.stack([self.cold_vector(list(p.liked)) for p in pairs])
+        item_vec = self.enc.item_emb[[self.enc.item2idx[p.item] for p in pairs]]
+        enc = module.encode(prompts, side="left")
+        return module.generate(enc["input_ids"], enc["attention_mask"], user_vec, item_vec, self.gen)
+
+    def info(self) -> dict:
+        cfg = self.explainer.meta
+        return {"method": cfg.get("method"), "backbone": cfg.get("model", {}).get("name_or_path"),
+                "dataset": dataset_label(self.folder, cfg), "steps": cfg.get("steps"), "revision": self.revision,
+                "n_users": self.enc.n_users, "n_items": self.enc.n_items, "encoder": self.enc.config.get("encoder"),
+                "encoder_dim": self.enc.dim, "training": cfg.get("train", {}), "method_config": cfg.get("xrec", {}),
+                "recommends": "LightGCN encoder: dot product of user and item embeddings, training items excluded",
+                "explains": "XRec: the LLM with the encoder's user/item embeddings injected by the MoE adapter",
+                "cold_start": True, "generation": asdict(self.gen), "folder": str(self.folder)}
