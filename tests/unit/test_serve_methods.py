@@ -58,3 +58,21 @@ def test_gavamoe_ranks_by_the_vae_expected_rating(gavamoe):
     one = gavamoe.post("/explain", json={"user": "u0", "item": "i9"}).json()
     assert isinstance(one["explanation"], str) and one["title"] == "Film J"
     _unknown_ids_404(gavamoe)
+
+
+@pytest.fixture(scope="module")
+def recexplainer(tmp_path_factory):
+    yield from _client(T.tiny_recexplainer(tmp_path_factory))
+
+
+def test_recexplainer_ranks_by_its_target_and_explains(recexplainer):
+    info = recexplainer.get("/info").json()
+    assert info["method"] == "recexplainer" and "target model (mf)" in info["recommends"]
+    recs = _ranks_unseen(recexplainer, "u1")
+    target = recexplainer.app.state.model.target
+    assert recs[0]["score"] == pytest.approx(float(target.scores(["u1"])[0][target.item2idx[recs[0]["item"]]]), abs=1e-4)
+    assert [h["item"] for h in recexplainer.get("/users/u1").json()["history"]] == T.SEEN["u1"]
+    one = recexplainer.post("/explain", json={"user": "u1", "item": recs[0]["item"]}).json()
+    assert isinstance(one["explanation"], str) and one["cached"] is False
+    assert recexplainer.post("/explain", json={"user": "u1", "item": recs[0]["item"]}).json()["cached"] is True
+    _unknown_ids_404(recexplainer)

@@ -1,0 +1,63 @@
+"""RecExplainer served: the target model (SASRec/MF) recommends, the aligned LLM explains it.
+
+The target is the recommender RecExplainer was aligned to explain, so its ranking (history
+masked) is what the explanations are about. Explanations answer RecExplainer's own question
+("would this user like the item, and why, as the model sees it"; `EXPLAIN_QUESTION`), as
+`whyrec explain` and the faithfulness study ask it, with `--generation.max_new_tokens`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from whyrec.config import GenerationConfig
+from whyrec.serve.model import Catalog, Pair, Unsupported, dataset_label, revision
+
+
+class RecExplainerModel:
+    cold_start = False
+
+    def __init__(self, folder: Path, device: str = "auto", generation: GenerationConfig | None = None):
+        import json
+
+        import torch
+
+        from whyrec.methods.recexplainer import load_recexplainer
+
+        self.folder, self.gen, self.torch = folder, generation or GenerationConfig(), torch
+        self.module = load_recexplainer(folder, device=device)
+        self.target, self.meta = self.module.target, json.loads((folder / "config.json").read_text())
+        files = ["config.json", "connectors.safetensors", "target/model.safetensors"]
+        files += ["adapter_model.safetensors"] if (folder / "adapter_model.safetensors").is_file() else []
+        self.revision = revision(folder, files, repr(sorted(asdict(self.gen).items())))
+        self.catalog = Catalog(list(self.target.user2idx), list(self.target.idx2item), self.target.titles,
+                               history_of=self.target.history)
+
+    def recommend(self, user: str, k: int) -> list[dict]:
+        with self.torch.inference_mode():
+            scores = self.target.scores([user])[0]  # [I], the user's history at -inf
+        top = self.torch.topk(scores, min(k, int(self.torch.isfinite(scores).sum())))
+        return self.catalog.rows([self.target.idx2item[i] for i in top.indices.tolist()], top.values.tolist())
+
+    def recommend_cold(self, liked, k):
+        raise Unsupported("RecExplainer serves only its target model's users")  # the app checks cold_start first
+
+    def explain(self, pairs: list[Pair]) -> list[str]:
+        with self.torch.inference_mode():
+            return self.module.explain([p.user for p in pairs], [p.item for p in pairs],
+                                       max_new_tokens=self.gen.max_new_tokens, min_new_tokens=0,
+                                       batch_size=self.gen.batch_size)
+
+    def info(self) -> dict:
+        meta, cfg = self.meta, self.module.cfg
+        return {"method": "recexplainer", "backbone": meta["base_model"].get("name_or_path"),
+                "dataset": dataset_label(self.folder / "target", meta), "steps": None, "revision": self.revision,
+                "n_users": len(self.catalog.users), "n_items": len(self.catalog.items),
+                "encoder": meta.get("target_kind"), "encoder_dim": meta.get("target_dim"), "mode": cfg.mode,
+                "training": {}, "method_config": meta.get("config", {}),
+                "recommends": f"the target model ({meta.get('target_kind')}) RecExplainer was aligned to: "
+                              "dot-product scores, the user's history excluded",
+                "explains": f"the aligned LLM ({cfg.mode} mode) answering RecExplainer's explanation question "
+                            "(greedy; --generation.max_new_tokens)",
+                "cold_start": False, "generation": asdict(self.gen), "folder": str(self.folder)}
