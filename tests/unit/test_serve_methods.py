@@ -76,3 +76,36 @@ def test_recexplainer_ranks_by_its_target_and_explains(recexplainer):
     assert isinstance(one["explanation"], str) and one["cached"] is False
     assert recexplainer.post("/explain", json={"user": "u1", "item": recs[0]["item"]}).json()["cached"] is True
     _unknown_ids_404(recexplainer)
+
+
+@pytest.fixture(scope="module")
+def pepler_reg(tmp_path_factory):
+    yield from _client(T.tiny_pepler(tmp_path_factory, "reg"))
+
+
+@pytest.fixture(scope="module")
+def pepler_continuous(tmp_path_factory):
+    yield from _client(T.tiny_pepler(tmp_path_factory, "continuous"))
+
+
+def test_pepler_reg_ranks_by_its_rating_head(pepler_reg):
+    info = pepler_reg.get("/info").json()
+    assert info["method"] == "pepler" and info["variant"] == "reg" and "rating head" in info["recommends"]
+    recs = pepler_reg.get("/users/u2/recommendations", params={"k": 4}).json()["recommendations"]
+    assert len(recs) == 4 and all(1.0 <= r["score"] <= 5.0 for r in recs)
+    assert pepler_reg.get("/users/u2").json()["profile"] == "features: plot"
+    explained = pepler_reg.get("/users/u2/recommendations", params={"k": 2, "explain": "true"}).json()
+    assert all(isinstance(r["explanation"], str) for r in explained["recommendations"])
+    _unknown_ids_404(pepler_reg)
+
+
+def test_pepler_without_recommender_answers_409_and_explains_pairs(pepler_continuous):
+    info = pepler_continuous.get("/info").json()
+    assert info["method"] == "pepler" and info["variant"] == "continuous"
+    refused = pepler_continuous.get("/users/u0/recommendations")
+    assert refused.status_code == 409
+    assert refused.json()["detail"] == "this PEPLER variant explains given pairs only; use POST /explain"
+    one = pepler_continuous.post("/explain", json={"user": "u0", "item": "i4"})
+    assert one.status_code == 200 and isinstance(one.json()["explanation"], str)
+    assert pepler_continuous.get("/items", params={"q": "i4"}).json()["items"][0]["item"] == "i4"
+    _unknown_ids_404(pepler_continuous)

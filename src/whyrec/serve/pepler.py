@@ -1,0 +1,88 @@
+"""PEPLER served: the LM with its ID (or feature-word) prompt explains given (user, item) pairs.
+
+Only the `reg` variant has a recommender, its rating head (MF dot product or MLP over the ID
+prompts), clipped to the training data's rating range; `continuous` and `discrete` learned no
+scores, so their recommendations answer 409. A PEPLER folder keeps no titles or interactions
+(only id maps and each id's training feature words), so titles are the ids, a user's profile
+is their feature words, and no history is known to exclude from the ranking.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from whyrec.config import GenerationConfig
+from whyrec.methods.pepler import discrete_prompt
+from whyrec.serve.model import Catalog, Pair, Unsupported, dataset_label, revision
+
+NO_RECOMMENDER = "this PEPLER variant explains given pairs only; use POST /explain"
+
+
+class PEPLERModel:
+    cold_start = False
+
+    def __init__(self, folder: Path, device: str = "auto", generation: GenerationConfig | None = None):
+        import torch
+
+        from whyrec.methods.pepler import load_pepler_run
+
+        self.folder, self.gen, self.torch = folder, generation or GenerationConfig(), torch
+        self.module, self.cfg = load_pepler_run(folder, device)
+        self.user2idx, self.item2idx = self.cfg["user2idx"], self.cfg["item2idx"]
+        self.idx2item = sorted(self.item2idx, key=self.item2idx.__getitem__)
+        feats = self.cfg.get("features") or {}
+        self.feats = {kind: feats.get(kind, {}) for kind in ("user", "item")}
+        files = ["config.json", "prompt.safetensors"] + [f"lm/{p.name}" for p in sorted((folder / "lm").glob("*"))
+                                                         if p.is_file()]
+        # PEPLER decodes `words` tokens greedily whatever --generation says: only its own config counts.
+        self.revision = revision(folder, files)
+        describe = lambda words: "features: " + ", ".join(words) if words else ""  # noqa: E731
+        self.catalog = Catalog(list(self.user2idx), self.idx2item,
+                               user_profiles={u: describe(w) for u, w in self.feats["user"].items()},
+                               item_profiles={i: describe(w) for i, w in self.feats["item"].items()})
+
+    @property
+    def variant(self) -> str:
+        return self.module.cfg.variant
+
+    def recommend(self, user: str, k: int) -> list[dict]:
+        if self.variant != "reg":
+            raise Unsupported(NO_RECOMMENDER)
+        torch = self.torch
+        items = torch.arange(len(self.idx2item))
+        with torch.inference_mode():
+            scores = self.module.predict_rating(torch.full_like(items, self.user2idx[user]), items).float().cpu()
+        low, high = self.cfg.get("rating_range") or (float("-inf"), float("inf"))
+        top = torch.topk(scores, min(k, len(scores)))  # ranked unclipped; shown clipped like PEPLER's RMSE
+        return self.catalog.rows([self.idx2item[i] for i in top.indices.tolist()],
+                                 top.values.clamp(low, high).tolist())
+
+    def recommend_cold(self, liked, k):
+        raise Unsupported("PEPLER serves only its trained users")  # the app checks cold_start first
+
+    def explain(self, pairs: list[Pair]) -> list[str]:
+        torch, module = self.torch, self.module
+        users = torch.tensor([self.user2idx[p.user] for p in pairs])
+        items = torch.tensor([self.item2idx[p.item] for p in pairs])
+        prompts = [[] for _ in pairs]
+        if self.variant == "discrete":
+            prompts = [module.feature_ids(discrete_prompt(set(self.feats["user"].get(p.user, [])),
+                                                          set(self.feats["item"].get(p.item, [])),
+                                                          module.cfg.discrete_dedup)) for p in pairs]
+        with torch.inference_mode():
+            return [module.decode(ids) for ids in module.generate_ids(users, items, prompts)]
+
+    def info(self) -> dict:
+        cfg = self.cfg
+        recommends = ("the reg variant's rating head (predicted rating, clipped to the data's range); "
+                      "no history in the folder, so rated items are not excluded") if self.variant == "reg" \
+            else NO_RECOMMENDER
+        return {"method": "pepler", "variant": self.variant, "backbone": cfg["model"].get("name_or_path"),
+                "dataset": dataset_label(self.folder, cfg), "steps": None, "revision": self.revision,
+                "n_users": len(self.user2idx), "n_items": len(self.idx2item), "encoder": None, "encoder_dim": None,
+                "training": cfg.get("train", {}), "method_config": cfg.get("pepler", {}),
+                "recommends": recommends,
+                "explains": f"PEPLER ({self.variant}): greedy, at most {self.module.cfg.words} tokens "
+                            "(its own decoding; --generation is not used)",
+                "cold_start": False, "generation": {"max_new_tokens": self.module.cfg.words, "do_sample": False},
+                "folder": str(self.folder)}
