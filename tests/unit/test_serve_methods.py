@@ -109,3 +109,26 @@ def test_pepler_without_recommender_answers_409_and_explains_pairs(pepler_contin
     assert one.status_code == 200 and isinstance(one.json()["explanation"], str)
     assert pepler_continuous.get("/items", params={"q": "i4"}).json()["items"][0]["item"] == "i4"
     _unknown_ids_404(pepler_continuous)
+
+
+@pytest.fixture(scope="module")
+def recalpaca(tmp_path_factory):
+    yield from _client(T.tiny_recalpaca(tmp_path_factory))
+
+
+def test_recalpaca_picks_carry_their_reasons(recalpaca):
+    info = recalpaca.get("/info").json()
+    assert info["method"] == "recalpaca" and "picks" in info["recommends"]
+    plain = recalpaca.get("/users/u3/recommendations", params={"k": 3}).json()["recommendations"]
+    assert len(plain) == 3 and "explanation" not in plain[0] and set(T.ITEMS) >= {r["item"] for r in plain}
+    recs = recalpaca.get("/users/u3/recommendations", params={"k": 3, "explain": "true"}).json()["recommendations"]
+    assert [r["item"] for r in recs] == [r["item"] for r in plain] and all(r["explanation"] for r in recs)
+    assert recalpaca.app.state.batcher.calls == 0  # the reasons came with the ranking: no explain call
+    again = recalpaca.post("/explain", json={"user": "u3", "item": recs[0]["item"]}).json()
+    assert again["cached"] is True and again["explanation"] == recs[0]["explanation"]
+    model = recalpaca.app.state.model
+    model._answers["u4"] = '1. "Film C" - a gripping plot.'  # a known answer: one real pick, the rest fillers
+    assert recalpaca.post("/explain", json={"user": "u4", "item": "i2"}).json()["explanation"] == "a gripping plot."
+    refused = recalpaca.post("/explain", json={"user": "u4", "item": "i7"})
+    assert refused.status_code == 409 and "did not pick item 'i7'" in refused.json()["detail"]
+    _unknown_ids_404(recalpaca)
