@@ -583,13 +583,14 @@ def quickstart(out: str = "runs/quickstart", users: int = 3, k: int = 5, eval_pa
 def serve(run: str, host: str = "127.0.0.1", port: int = 8000, device: str = "auto",
           generation: GenerationConfig = GenerationConfig(), cache: str | None = "auto", max_batch: int = 8,
           max_wait_ms: float = 10.0, max_queue: int = 256, timeout_s: float = 120.0, max_body_bytes: int = 65536):
-    """Serve recommendations with explanations: HTTP API, web page at /, OpenAPI schema at /openapi.json.
+    """Serve recommendations with explanations: HTTP API, web page at /, API reference at /docs.
 
-    Needs the serve extra (pip install 'whyrec[serve]'). Refuses folders with missing or extra files
-    or id maps that do not match the embeddings.
+    Any method's trained folder (xrec, gavamoe, pepler, recexplainer, recalpaca; GET /info says what
+    recommends and what explains). Needs the serve extra (pip install 'whyrec[serve]'). Refuses folders
+    with missing or extra files or id maps that do not match the embeddings.
 
     Args:
-        run: a run folder (with explainer/) or an explainer folder (method xrec).
+        run: a run folder (with explainer/) or a method's trained folder (`whyrec train explainer --out`).
         host: address to listen on (127.0.0.1: this machine only).
         port: TCP port.
         device: auto, cpu or cuda.

@@ -50,6 +50,9 @@ def test_health_ready_info_and_schema(client, app):
     info = client.get("/info").json()
     assert info["method"] == "xrec" and info["backbone"] == "tiny-random-llama"
     assert info["n_users"] == 60 and info["training"]["max_steps"] == 6 and info["generation"]["max_new_tokens"] == 6
+    assert info["dataset"].startswith("ml-100k (") and "LightGCN" in info["recommends"]  # was null for MovieLens
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/openapi.json" in docs.text and "http" not in docs.text  # offline
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/users/{user_id}/recommendations", "/explain", "/recommendations", "/items", "/users", "/info"} <= set(paths)
     page = client.get("/")
