@@ -132,3 +132,23 @@ def test_recalpaca_picks_carry_their_reasons(recalpaca):
     refused = recalpaca.post("/explain", json={"user": "u4", "item": "i7"})
     assert refused.status_code == 409 and "did not pick item 'i7'" in refused.json()["detail"]
     _unknown_ids_404(recalpaca)
+
+
+def test_docs_page_works_offline_and_validation_per_method(gavamoe, tmp_path, tmp_path_factory):
+    import shutil
+
+    from whyrec.serve.validate import check_artifact
+    from whyrec.utils import WhyrecError
+
+    page = gavamoe.get("/docs")
+    assert page.status_code == 200 and "/openapi.json" in page.text and "http" not in page.text  # no external script or style
+    for build, drop, words in ((T.tiny_gavamoe, "vae/item2idx.json", "missing item2idx.json"),
+                               (lambda f: T.tiny_pepler(f, "reg"), "lm", "missing lm/"),
+                               (T.tiny_recexplainer, "connectors.safetensors", "missing connectors.safetensors"),
+                               (T.tiny_recalpaca, "adapter_model.safetensors", "missing adapter_model.safetensors")):
+        copy = tmp_path / drop.replace("/", "_")
+        shutil.copytree(build(tmp_path_factory), copy)
+        (shutil.rmtree if (copy / drop).is_dir() else (lambda p: p.unlink()))(copy / drop)
+        with pytest.raises(WhyrecError, match=words) as err:
+            check_artifact(copy)
+        assert "\n" not in str(err.value)
