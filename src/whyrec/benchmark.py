@@ -259,19 +259,19 @@ def activity_breakdown(ds, pairs: pd.DataFrame, predictions: dict[str, list[str]
     labels = activity_groups(train_users, users, n_groups=min(5, max(1, len(set(users) & seen))))
     metric_fn = partial(pepler_text_metrics, smooth=smooth)
     grouped = {name: grouped_metrics(preds, refs, labels, metric_fn) for name, preds in predictions.items()}
-    plot_systems_by_group(grouped, path=out_dir / "by_activity.png")
+    plot_systems_by_group(grouped, metrics=("bleu1", "rougeL_f", "usr"), path=out_dir / "by_activity.png")
     write_text(out_dir / "by_activity.md", activity_table(grouped))
     return grouped
 
 
 def activity_table(grouped: dict[str, dict]) -> str:
-    """Markdown: BLEU-4 / ROUGE-L F / USR of every system (rows) in every activity group (columns)."""
+    """Markdown: BLEU-1/4, ROUGE-L F and USR of every system (rows) in every activity group (columns)."""
     names = list(grouped)
     group_names = list(next(iter(grouped.values())))
     head = ["system", "metric"] + [f"{g} (n={grouped[names[0]][g]['n']})" for g in group_names]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in names:
-        for key, label in (("bleu4", "BLEU-4"), ("rougeL_f", "ROUGE-L F"), ("usr", "USR")):
+        for key, label in (("bleu1", "BLEU-1"), ("bleu4", "BLEU-4"), ("rougeL_f", "ROUGE-L F"), ("usr", "USR")):
             lines.append("| " + " | ".join([name, label] + [f"{grouped[name][g][key]:.3f}" for g in group_names]) + " |")
     return "\n".join(lines) + "\n"
 
