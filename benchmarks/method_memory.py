@@ -7,7 +7,8 @@ slice of real data: `--users` MovieLens-100K users prepared by `whyrec data prep
 explanations), a LightGCN encoder (3 epochs) and, for GaVaMoE, a VAE-GMM (2+2 epochs); these
 preparation runs are shared and measured too. "train" = build the method on the packaged
 SmolLM2-135M-Instruct and run `--steps` optimizer steps with the method's CPU config
-(`configs/cpu/{xrec,gavamoe}.yaml`; PEPLER: its defaults, 1 epoch, batch 16), then save the
+(`configs/cpu/{xrec,gavamoe}.yaml`; PEPLER: its defaults, 1 epoch, batch 16; RecAlpaca: LoRA
+r16 on 32 of the ML-100K Alpaca records, batch 8 in micro-batches of 4), then save the
 artifact. "serve" = load the saved artifact and explain 4 (user, item) pairs. RSS includes
 the ~0.5 GiB fp32 backbone and the Python/torch runtime (~0.4 GiB), so differences between
 methods are what their own parts add.
@@ -25,7 +26,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 GIB = 2**30
-METHODS = ("xrec", "gavamoe", "pepler")
+METHODS = ("xrec", "gavamoe", "pepler", "recalpaca")
 
 
 def _configs(method: str, steps: int):
@@ -63,6 +64,8 @@ def child(job: str, work: Path, users: int, steps: int) -> None:
         return
     kind, method = job.split(":")
     out = work / method
+    if method == "recalpaca":
+        return _recalpaca(kind, work, out, steps)
     model = ModelConfig(device="cpu")
     cfg = _configs(method, steps)
     if kind == "train":
@@ -85,6 +88,26 @@ def child(job: str, work: Path, users: int, steps: int) -> None:
 
     pairs = select_pairs(RecDataset.load(data), "test", 4, seed=0)
     _predict(out, str(data), pairs, GenerationConfig(max_new_tokens=48, batch_size=4), "cpu")
+
+
+def _recalpaca(kind: str, work: Path, out: Path, steps: int) -> None:
+    """RecAlpaca: LoRA on 32 of the ML-100K Alpaca records (../shared/data/ml100k-instructions)."""
+    from whyrec.config import ModelConfig
+    from whyrec.methods.recalpaca import RecAlpacaConfig, load_alpaca_records
+
+    records = load_alpaca_records(str(REPO.parent / "shared" / "data" / "ml100k-instructions" /
+                                      "ml_100k_instruct_data.json"))[:32]
+    if kind == "train":
+        from whyrec.methods.recalpaca import train_recalpaca
+
+        cfg = RecAlpacaConfig(batch_size=8, micro_batch_size=4, max_steps=steps, cutoff_len=512, save_steps=10_000)
+        (work / "recalpaca-32.json").write_text(json.dumps(records))
+        train_recalpaca(str(work / "recalpaca-32.json"), str(out), model=ModelConfig(device="cpu"), cfg=cfg)
+        return
+    from whyrec.methods.recalpaca_infer import load_recalpaca
+
+    model = load_recalpaca(str(out), device="cpu")
+    model.generate([(r["instruction"], r["input"]) for r in records[:4]], max_new_tokens=48)
 
 
 def measure(job: str, args) -> dict:
