@@ -14,6 +14,8 @@ Each example is rendered with the backbone's chat template; labels are -100 on t
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import random
 import shutil
@@ -36,6 +38,7 @@ from whyrec.utils import (
     write_text,
 )
 
+logger = logging.getLogger(__name__)
 CHECKPOINT_WEIGHTS = "trainable.safetensors"
 CARD = """# RecExplainer ({mode})
 
@@ -170,6 +173,13 @@ def train_recexplainer(target_path: str, out: str, model: ModelConfig | None = N
         raise WhyrecError(f"no training examples for mode {cfg.mode!r} (got {len(examples)} before cutting "
                           f"to max_length={cfg.max_length})")
     callbacks = [_time_budget_callback(cfg.max_minutes)] if cfg.max_minutes else []
+    if cfg.max_minutes and not cfg.max_steps:
+        planned = math.ceil(len(rows) / (cfg.micro_batch_size * cfg.grad_accum)) * cfg.epochs
+        # The schedule (warmup ratio, decay) spans every planned step; a short time budget would
+        # stop inside the warmup, at a learning rate near zero, and train nothing.
+        logger.warning("recexplainer: the LR schedule spans %d planned steps (%s epochs) but "
+                       "--recexplainer.max_minutes %s will stop long before; set --recexplainer.max_steps to the "
+                       "steps the budget allows so warmup and decay fit it", planned, cfg.epochs, cfg.max_minutes)
     trainer = _trainer_class()(model=module, args=_training_args(cfg, ckpt_dir), train_dataset=rows,
                                data_collator=ChatCollator(tok.pad_token_id), callbacks=callbacks)
     start_ckpt = last_complete_checkpoint(ckpt_dir) if resume and ckpt_dir.is_dir() else None
