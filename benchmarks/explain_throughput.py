@@ -1,6 +1,6 @@
 """Explanation generation throughput on CPU: whyrec's batched decoding vs batch size 1.
 
-    python benchmarks/explain_throughput.py [--n 16] [--batch_size 16] [--max_new_tokens 96] [--threads 2]
+    python benchmarks/explain_throughput.py [--n 32] [--batch_size 16] [--max_new_tokens 96] [--threads 1]
 
 XRec generates one explanation at a time (HF `generate`, batch size 1, METHODS §3.4). whyrec's
 `Explainer.explain` sorts the prompts by length and decodes `batch_size` of them at once
@@ -89,10 +89,10 @@ def run_llama_cpp(prompts: list[str], max_new_tokens: int, threads: int) -> dict
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
-    p.add_argument("--n", type=int, default=16, help="(user, item) pairs to explain with each system")
+    p.add_argument("--n", type=int, default=32, help="(user, item) pairs; two chunks of batch_size alternate the order")
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--max_new_tokens", type=int, default=96, help="XRec: 128; its explanations are <= 50 words")
-    p.add_argument("--threads", type=int, default=2, help="torch (and llama.cpp) CPU threads")
+    p.add_argument("--threads", type=int, default=1, help="torch (and llama.cpp) CPU threads (1: robust on a busy machine)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
