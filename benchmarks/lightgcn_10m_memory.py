@@ -1,17 +1,23 @@
 """LightGCN and whyrec's data pipeline on a synthetic power-law graph of 10M interactions: memory.
 
     python benchmarks/lightgcn_10m_memory.py [--interactions 10000000] [--users 1000000] [--items 300000] [--steps 2]
+                                             [--old_load 1]
 
 1. A child process writes a `RecDataset` folder (parquet) of `--interactions` distinct
    (user, item) pairs whose user activity and item popularity follow Zipf-like power laws
    (p(rank r) ∝ r^-0.9 for users, r^-1.0 for items; seeded), 98% train, 1% valid, 1% test.
 2. A fresh child process runs what `whyrec train encoder` runs, stage by stage, and records
    time and peak RSS (`ru_maxrss`, monotone) after each: loading the folder and building the
-   sparse train matrix (`whyrec.encoders.train._load_data`), building LightGCN (the normalised
+   sparse train matrix (`whyrec.encoders.train._load_data`: Parquet record batches of the id
+   columns -> arrow hash lookup into the saved id maps -> int32 arrays -> CSR), building LightGCN (the normalised
    adjacency, torch sparse CSR), one epoch's negative sampling for all edges, `--steps` BPR
    steps of the production epoch loop (`_run_epoch`: each step propagates over the whole
-   graph, forward and backward), and full-ranking evaluation of `--eval_users` test users.
+   graph, forward and backward), and full-ranking evaluation of `--eval_users` test users
+   (score blocks capped at `whyrec.eval.ranking.SCORE_BLOCK_BYTES`).
    An epoch is 9,766 steps at XRec's batch of 1,024, so only a few steps are run.
+3. With `--old_load 1`, a third child times the former in-memory load (`RecDataset.load`:
+   the whole table in pandas, ids as Python strings mapped through dicts, then the CSR) for
+   comparison; it must give the same CSR and splits (checked through the data digest).
 Peak RSS is the number to hold against the 24 GiB budget.
 """
 
@@ -65,6 +71,27 @@ def make_graph(out: Path, n_inter: int, n_users: int, n_items: int, seed: int) -
             "max_item_degree": int(np.bincount(items, minlength=n_items).max())}
 
 
+def old_load(data: Path) -> None:
+    """Child process: the in-memory load `_load_data` did before streaming; one JSON line."""
+    import hashlib
+
+    from whyrec.data import schema as S
+    from whyrec.data.dataset import RecDataset
+    from whyrec.encoders.lightgcn import interaction_matrix
+
+    tic = time.perf_counter()
+    ds = RecDataset.load(data)
+    pairs = {name: ds.index_pairs(ds.split(name)) for name in S.SPLITS}
+    train = interaction_matrix(*pairs[S.TRAIN], ds.n_users, ds.n_items)
+    seconds = time.perf_counter() - tic
+    h = hashlib.sha256()
+    for arr in (train.indptr, train.indices, *pairs[S.VALID], *pairs[S.TEST]):
+        h.update(np.ascontiguousarray(arr, dtype=np.int64).tobytes())
+    h.update(json.dumps([ds.user2idx, ds.item2idx], sort_keys=True).encode())
+    print(json.dumps({"stage": "former in-memory load (RecDataset.load + index_pairs + CSR)", "seconds": seconds,
+                      "peak_rss": peak_rss(), "digest": h.hexdigest()[:16]}), flush=True)
+
+
 def run_stages(data: Path, steps: int, eval_users: int, threads: int) -> None:
     """Child process: one JSON line per stage on stdout."""
     import torch
@@ -83,7 +110,7 @@ def run_stages(data: Path, steps: int, eval_users: int, threads: int) -> None:
 
     tic = time.perf_counter()
     dset = _load_data(str(data), config)
-    report("load dataset + train CSR", tic, train_edges=int(dset.train.nnz))
+    report("load dataset + train CSR (streaming)", tic, train_edges=int(dset.train.nnz), digest=dset.digest)
     tic = time.perf_counter()
     model = LightGCN(config, *dset.train.shape, dset.train, generator=torch.Generator().manual_seed(0))
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -122,8 +149,9 @@ def main() -> None:
     p.add_argument("--eval_users", type=int, default=2000)
     p.add_argument("--threads", type=int, default=1, help="as train_encoder's default")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--old_load", type=int, default=1, help="also time the former in-memory load (1) or not (0)")
     p.add_argument("--out", type=Path, default=REPO / "runs" / "bench-lightgcn-10m")
-    p.add_argument("--_child", choices=["make", "train"], help=argparse.SUPPRESS)
+    p.add_argument("--_child", choices=["make", "train", "old_load"], help=argparse.SUPPRESS)
     args = p.parse_args()
     data = args.out / f"data-{args.interactions}-{args.users}-{args.items}-s{args.seed}"
 
@@ -134,6 +162,8 @@ def main() -> None:
         return
     if args._child == "train":
         return run_stages(data, args.steps, args.eval_users, args.threads)
+    if args._child == "old_load":
+        return old_load(data)
 
     me = [sys.executable, __file__, *sys.argv[1:]]
     made = None
@@ -150,6 +180,13 @@ def main() -> None:
                   flush=True)
     if proc.wait():
         raise SystemExit(f"training child failed with exit code {proc.returncode}")
+    old = None
+    if args.old_load:
+        old = json.loads(subprocess.run([*me, "--_child", "old_load"], check=True, capture_output=True, text=True)
+                         .stdout.strip().splitlines()[-1])
+        print(f"  {old['stage']}: {old['seconds']:.1f} s, peak RSS {old['peak_rss'] / GIB:.2f} GiB", flush=True)
+        if old["digest"] != rows[0]["digest"]:
+            raise SystemExit(f"streaming and in-memory loads differ: digest {rows[0]['digest']} vs {old['digest']}")
     size = sum(f.stat().st_size for f in data.iterdir())
     print(f"\n{args.interactions:,} interactions, {args.users:,} users x {args.items:,} items (power law), "
           f"{rows[0]['train_edges']:,} train edges; dataset folder {size / 2**20:.0f} MiB; torch threads {args.threads}\n")
@@ -159,6 +196,10 @@ def main() -> None:
         print(f"| (separate process) generate + write the dataset | {made['seconds']:.1f} | {made['peak_rss'] / GIB:.2f} |")
     for r in rows:
         print(f"| {r['stage']} | {r['seconds']:.1f} | {r['peak_rss'] / GIB:.2f} |")
+    if old:
+        print(f"| (separate process) {old['stage']} | {old['seconds']:.1f} | {old['peak_rss'] / GIB:.2f} |")
+        print(f"\nstreaming load: {rows[0]['seconds']:.1f} s vs {old['seconds']:.1f} s in memory, "
+              f"same data digest {old['digest']} (identical CSR, splits and id maps)")
     steps = next(r for r in rows if "per_step" in r)
     print(f"\npeak RSS of training {max(r['peak_rss'] for r in rows) / GIB:.2f} GiB (budget 24 GiB); "
           f"{steps['per_step']:.1f} s per BPR step, so one epoch ≈ {steps['per_step'] * args.interactions / 1024 / 3600:.1f} h "

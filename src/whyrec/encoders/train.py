@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from whyrec.config import LightGCNConfig
 from whyrec.data import schema as S
-from whyrec.data.dataset import RecDataset
+from whyrec.data.dataset import read_index_pairs
 from whyrec.distributed import (
     broadcast_parameters,
     data_parallel_step,
@@ -96,21 +96,17 @@ class _Data:
 
 
 def _load_data(path: str, config: LightGCNConfig) -> _Data:
-    ds = RecDataset.load(path)
-    frames = {name: ds.split(name) for name in S.SPLITS}  # raises without a split column
-    if config.min_rating is not None:
-        if S.RATING not in ds.interactions:
-            raise WhyrecError(f"min_rating={config.min_rating} but {path} has no '{S.RATING}' column")
-        frames = {k: f[f[S.RATING] >= config.min_rating] for k, f in frames.items()}
-    if len(frames[S.TRAIN]) == 0:
-        raise WhyrecError(f"{path} has no '{S.TRAIN}' interactions (splits: {ds.summary()['splits']})")
-    train = interaction_matrix(*ds.index_pairs(frames[S.TRAIN]), ds.n_users, ds.n_items)
-    valid, test = ds.index_pairs(frames[S.VALID]), ds.index_pairs(frames[S.TEST])
+    """Integer splits and the train CSR, streamed from the folder's Parquet (no DataFrame of ids)."""
+    data = read_index_pairs(path, min_rating=config.min_rating)
+    if len(data.pairs[S.TRAIN][0]) == 0:
+        raise WhyrecError(f"{path} has no '{S.TRAIN}' interactions (splits: {data.split_counts})")
+    train = interaction_matrix(*data.pairs[S.TRAIN], len(data.user2idx), len(data.item2idx))
+    valid, test = (tuple(a.astype(np.int64) for a in data.pairs[s]) for s in (S.VALID, S.TEST))
     h = hashlib.sha256()
     for arr in (train.indptr, train.indices, *valid, *test):
         h.update(np.ascontiguousarray(arr, dtype=np.int64).tobytes())
-    h.update(json.dumps([ds.user2idx, ds.item2idx], sort_keys=True).encode())
-    return _Data(train, valid, test, ds.user2idx, ds.item2idx, h.hexdigest()[:16])
+    h.update(json.dumps([data.user2idx, data.item2idx], sort_keys=True).encode())
+    return _Data(train, valid, test, data.user2idx, data.item2idx, h.hexdigest()[:16])
 
 
 # ---------------------------------------------------------------- checkpoint
