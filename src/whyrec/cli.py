@@ -361,7 +361,8 @@ def evaluate(out: str, predictions: str | None = None, references: str | None = 
             features) checked against the data.
         task: 'explain' (text metrics), 'topk' (titles parsed from generated recommendation lists) or
             'alignment' (a RecExplainer --run: item recovery, history coverage, next-item HR/NDCG@5,
-            graded ranking NDCG@5, Yes/No accuracy on --max_pairs of its target model's users; with --runs or
+            graded ranking NDCG@5, Yes/No accuracy on --max_pairs of its target model's users and item
+            recovery on --max_pairs of its items (None: all); with --runs or
             --unaligned, one table of every system: out/alignment.{md,json}) or 'faithfulness' (RecExplainer
             --runs: explanations for --max_pairs high/low-scored items, A-D rubric, distinction and coherence
             probes: out/explanations.jsonl, out/faithfulness.{md,json}).
@@ -540,7 +541,8 @@ def _evaluate_alignment(run: str | None, out: str, max_users: int | None, genera
         raise WhyrecError("--task alignment needs --run (a folder from `whyrec train explainer --method recexplainer`)")
     model = load_recexplainer(run, device=device)
     users = sample_users(model.target, max_users, seed)  # the same users as the --runs table
-    metrics = evaluate_alignment(model, alignment_examples(model, users, seed=seed), batch_size=generation.batch_size,
+    metrics = evaluate_alignment(model, alignment_examples(model, users, seed=seed, max_items=max_users),
+                                 batch_size=generation.batch_size,
                                  max_new_tokens=generation.max_new_tokens)
     metrics = {"run": run, "mode": model.cfg.mode, "n_users": len(users), "tasks": metrics}
     write_json(Path(out) / "metrics.json", metrics)

@@ -100,10 +100,14 @@ def _batched(fn, examples: list[dict], batch_size: int, **kw) -> list:
     return out
 
 
-def alignment_examples(model, users: Sequence[str], material=None, seed: int = 2023) -> list[dict]:
+def alignment_examples(model, users: Sequence[str], material=None, seed: int = 2023,
+                       max_items: int | None = None) -> list[dict]:
     """The five evaluation tasks for `users` in the loaded model's mode, from its own target:
-    item recovery over every item, one full-history uid2hist per user (no prefixes), and the
+    item recovery over every item (or a seeded sample of `max_items`: on ML-1M every item is
+    3,883 generations per system), one full-history uid2hist per user (no prefixes), and the
     target's top-1 / top-5 / pos-neg material (`alignment_material` unless given)."""
+    import random
+
     from whyrec.data import recexplainer_tasks as T
 
     target, mode, hist = model.target, model.cfg.mode, model.cfg.max_hist_len
@@ -111,7 +115,10 @@ def alignment_examples(model, users: Sequence[str], material=None, seed: int = 2
         from whyrec.data.recexplainer_material import alignment_material
 
         material = alignment_material(target, list(users), topk=model.cfg.topk, seed=seed)
-    return (T.iid2title(target, mode, seed=seed) + T.uid2hist(target, mode, users, hist, prefixes=False, seed=seed)
+    items = sorted(target.item2idx)
+    if max_items is not None and len(items) > max_items:
+        items = sorted(random.Random(seed).sample(items, max_items))
+    return (T.iid2title(target, mode, items=items, seed=seed) + T.uid2hist(target, mode, users, hist, prefixes=False, seed=seed)
             + T.uid2next(target, mode, material, hist, seed) + T.uidiid2rank(target, mode, material, hist, seed)
             + T.uidiid2binary(target, mode, material, hist, seed))
 

@@ -127,7 +127,7 @@ def alignment_table(runs: dict[str, str], out: str, unaligned: bool = True, max_
     rows: dict[str, dict] = {}
 
     def score(name: str, model) -> None:
-        examples = alignment_examples(model, users, material=material, seed=seed)
+        examples = alignment_examples(model, users, material=material, seed=seed, max_items=max_users)
         metrics = evaluate_alignment(model, examples, batch_size=batch_size, max_new_tokens=max_new_tokens)
         rows[name] = {"run": runs.get(name, runs[next(iter(runs))] + " (LoRA off)"), "mode": model.cfg.mode,
                       "examples_key": examples_key(examples), "tasks": metrics}
