@@ -1,17 +1,24 @@
 """Explanation generation throughput on CPU: whyrec's batched decoding vs batch size 1.
 
     python benchmarks/explain_throughput.py [--n 32] [--batch_size 16] [--max_new_tokens 96] [--threads 1]
+        [--systems hf1,hfB,dropB,bf16B,bf16_1]
 
 XRec generates one explanation at a time (HF `generate`, batch size 1, METHODS §3.4). whyrec's
 `Explainer.explain` sorts the prompts by length and decodes `batch_size` of them at once
-(left-padded, KV cache, the q/k/v injection hooks on the prefill). Both run here through the
-same XRec module on the packaged SmolLM2-135M-Instruct (fp32, frozen, greedy, repetition
-penalty 1.1), on prompts built from XRec's Amazon-books test records (`tst.pkl`: title, user
-and item summaries); adapters are untrained and the collaborative vectors are seeded random
-64-d vectors: neither changes the cost of decoding. The pairs are processed in chunks of
-`batch_size`; each chunk runs batched and one by one, alternating which goes first, so machine
-load hits both alike. Tokens counted are the useful ones: each row up to and including its
-first EOS (padding after an early EOS is cost, not output).
+(left-padded, KV cache, the q/k/v injection hooks on the prefill). All systems run through the
+same XRec module on the packaged SmolLM2-135M-Instruct (frozen, greedy, repetition penalty 1.1),
+on prompts built from XRec's Amazon-books test records (`tst.pkl`: title, user and item
+summaries); adapters are untrained (the bf16 copy loads the same adapter weights) and the
+collaborative vectors are seeded random 64-d vectors: neither changes the cost of decoding.
+Systems (`--systems`):
+  hf1    HF generate, batch 1, fp32 (XRec's way; the baseline of every ratio)
+  hfB    HF generate, batch B, fp32 (whyrec before `drop_finished`: rows decode to the longest)
+  dropB  whyrec's loop, batch B, fp32: finished rows leave the batch and the KV cache
+  bf16B  as dropB with the LLM's weights in bfloat16 (`--model.dtype bfloat16`; AMX matmuls)
+  bf16_1 HF generate, batch 1, bf16 (the same-dtype baseline for bf16B)
+The pairs are processed in chunks of `batch_size`; each chunk runs every system, the order
+reversed on alternate chunks, so machine load hits all alike. Tokens counted are the useful
+ones: each row up to and including its first EOS.
 
 If `llama-cpp-python` is importable, the same GGUF model (Q4_1, the packaged file) generates
 from the same prompt text (placeholder tokens as plain text, no injection) one at a time: the
@@ -37,7 +44,7 @@ from whyrec.explainer import Explainer, build_module
 REPO = Path(__file__).resolve().parents[1]
 
 
-def build_explainer(shared: Path, n: int, seed: int) -> tuple[Explainer, list[str], list[str]]:
+def build_explainer(shared: Path, n: int, seed: int, dtype: str = "float32") -> tuple[Explainer, list[str], list[str]]:
     records = xrec_records(shared / "xrec-amazon").sample(n, random_state=seed).reset_index(drop=True)
     users = [str(u) for u in records["uid"]]
     items = [str(i) for i in records["iid"]]
@@ -48,23 +55,22 @@ def build_explainer(shared: Path, n: int, seed: int) -> tuple[Explainer, list[st
     encoder.item_emb = torch.randn(len(encoder.item2idx), 64, generator=gen) * 0.1
     item_frame = pd.DataFrame({S.ITEM: items, S.TITLE: records["title"], S.PROFILE: records["item_summary"]})
     user_frame = pd.DataFrame({S.USER: users, S.PROFILE: records["user_summary"]})
-    module = build_module("xrec", ModelConfig(device="cpu"), XRecConfig(item_noun="book"), 64)
+    torch.manual_seed(seed)  # the same adapter weights for every dtype
+    module = build_module("xrec", ModelConfig(device="cpu", dtype=dtype), XRecConfig(item_noun="book"), 64)
     module.eval()
     return Explainer(module, encoder, item_frame.drop_duplicates(S.ITEM), user_frame.drop_duplicates(S.USER), {}), users, items
 
 
 class TokenCounter:
-    """Wraps `llm.generate` to count useful new tokens (each row up to its first EOS)."""
+    """Wraps `module.generate_ids` to count useful new tokens (each row up to its first EOS)."""
 
-    def __init__(self, llm, eos_id: int):
-        self.llm, self.eos_id, self.tokens, self.inner = llm, eos_id, 0, llm.generate
-        llm.generate = self
+    def __init__(self, module):
+        self.tokens, self.inner = 0, module.generate_ids
+        module.generate_ids = self
 
     def __call__(self, *args, **kwargs):
-        out = self.inner(*args, **kwargs)  # (B, new) with inputs_embeds: only new tokens
-        is_eos = out == self.eos_id
-        first = torch.where(is_eos.any(1), is_eos.float().argmax(1) + 1, torch.full_like(out[:, 0], out.shape[1]))
-        self.tokens += int(first.sum())
+        out = self.inner(*args, **kwargs)
+        self.tokens += sum(len(r) for r in out)
         return out
 
 
@@ -86,59 +92,80 @@ def run_llama_cpp(prompts: list[str], max_new_tokens: int, threads: int) -> dict
     return {"seconds": time.perf_counter() - tic, "tokens": tokens, "n": len(prompts)}
 
 
+SYSTEMS = {  # key: (label, weights, batched, drop_finished)
+    "hf1": ("HF generate, batch 1, fp32 (XRec's way)", "float32", False, False),
+    "hfB": ("HF generate, batch {B}, fp32 (rows decode to the longest)", "float32", True, False),
+    "dropB": ("whyrec batch {B}, fp32, finished rows dropped", "float32", True, True),
+    "bf16B": ("whyrec batch {B}, bf16 weights, finished rows dropped", "bfloat16", True, True),
+    "bf16_1": ("HF generate, batch 1, bf16", "bfloat16", False, False),
+}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
-    p.add_argument("--n", type=int, default=32, help="(user, item) pairs; two chunks of batch_size alternate the order")
+    p.add_argument("--n", type=int, default=32, help="(user, item) pairs, in chunks of batch_size")
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--max_new_tokens", type=int, default=96, help="XRec: 128; its explanations are <= 50 words")
     p.add_argument("--threads", type=int, default=1, help="torch (and llama.cpp) CPU threads (1: robust on a busy machine)")
+    p.add_argument("--systems", default="hf1,hfB,dropB,bf16B", help=f"comma list of {', '.join(SYSTEMS)}")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
+    keys = args.systems.split(",")
+    if "hf1" not in keys:
+        keys.insert(0, "hf1")  # the baseline of every ratio
 
-    expl, users, items = build_explainer(args.shared, args.n, args.seed)
-    tok = expl.module.tokenizer
-    counter = TokenCounter(expl.module.llm, tok.eos_token_id)
-    systems = {"batched": GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size),
-               "batch 1": GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=1)}
-    totals = {k: {"seconds": 0.0, "tokens": 0, "n": 0} for k in systems}
-    texts: dict[str, list[str]] = {k: [] for k in systems}
-    expl.explain(users[:1], items[:1], systems["batch 1"], progress=False)  # warm-up
+    explainers, counters = {}, {}
+    for dtype in dict.fromkeys(SYSTEMS[k][1] for k in keys):
+        explainers[dtype], users, items = build_explainer(args.shared, args.n, args.seed, dtype)
+        counters[dtype] = TokenCounter(explainers[dtype].module)
+    tok = explainers["float32" if "float32" in explainers else dtype].module.tokenizer
+    gens = {k: GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size if SYSTEMS[k][2] else 1,
+                                drop_finished=SYSTEMS[k][3]) for k in keys}
+    totals = {k: {"seconds": 0.0, "tokens": 0, "n": 0} for k in keys}
+    texts: dict[str, list[str]] = {k: [] for k in keys}
+    for k in keys:  # warm-up
+        explainers[SYSTEMS[k][1]].explain(users[:1], items[:1], gens[k], progress=False)
     for c, s in enumerate(range(0, args.n, args.batch_size)):
         chunk = slice(s, s + args.batch_size)
-        for name in (("batched", "batch 1") if c % 2 == 0 else ("batch 1", "batched")):
-            counter.tokens = 0
+        for k in (keys if c % 2 == 0 else keys[::-1]):
+            dtype = SYSTEMS[k][1]
+            counters[dtype].tokens = 0
             tic = time.perf_counter()
-            texts[name] += expl.explain(users[chunk], items[chunk], systems[name], progress=False)
-            totals[name]["seconds"] += time.perf_counter() - tic
-            totals[name]["tokens"] += counter.tokens
-            totals[name]["n"] += len(users[chunk])
+            texts[k] += explainers[dtype].explain(users[chunk], items[chunk], gens[k], progress=False)
+            totals[k]["seconds"] += time.perf_counter() - tic
+            totals[k]["tokens"] += counters[dtype].tokens
+            totals[k]["n"] += len(users[chunk])
         print(f"chunk {c + 1}: " + ", ".join(f"{k} {v['seconds']:.0f} s / {v['tokens']} tok" for k, v in totals.items()),
               flush=True)
-    prompts = expl.prompts(users, items)
+    prompts = next(iter(explainers.values())).prompts(users, items)
     ceiling = run_llama_cpp(prompts, args.max_new_tokens, args.threads)
 
-    base = totals["batch 1"]
-    print(f"\nSmolLM2-135M-Instruct fp32, {args.n} XRec-amazon prompts "
+    base = totals["hf1"]
+    base_tps, base_eps = base["tokens"] / base["seconds"], base["n"] / base["seconds"]
+    print(f"\nSmolLM2-135M-Instruct, {args.n} XRec-amazon prompts "
           f"(mean {sum(len(tok(p).input_ids) for p in prompts) / len(prompts):.0f} tokens), greedy, "
           f"max_new_tokens {args.max_new_tokens}, torch threads {args.threads}\n")
-    print("| system | explanations/s | tokens/s | speed-up (tokens/s) |")
-    print("|---|---|---|---|")
-    rows = [(f"whyrec batched (batch {args.batch_size})", totals["batched"]),
-            ("HF generate, batch 1 (XRec's way)", base)]
+    print("| system | explanations/s | tokens/s | speed-up (explanations/s) | speed-up (tokens/s) |")
+    print("|---|---|---|---|---|")
+    rows = [(SYSTEMS[k][0].format(B=args.batch_size), totals[k]) for k in keys]
     if ceiling:
         rows.append(("llama-cpp-python, batch 1, Q4_1 GGUF (no injection)", ceiling))
     for label, t in rows:
-        tps = t["tokens"] / t["seconds"]
-        print(f"| {label} | {t['n'] / t['seconds']:.3f} | {tps:.1f} | {tps / (base['tokens'] / base['seconds']):.2f}× |")
+        eps, tps = t["n"] / t["seconds"], t["tokens"] / t["seconds"]
+        print(f"| {label} | {eps:.3f} | {tps:.1f} | {eps / base_eps:.2f}× | {tps / base_tps:.2f}× |")
     if not ceiling:
-        print("| llama-cpp-python | not installed (optional; compiles from source) | – | – |")
-    same = sum(a == b for a, b in zip(texts["batched"], texts["batch 1"], strict=True))
-    print(f"\nidentical greedy outputs batched vs batch 1: {same}/{args.n} "
-          "(left padding changes float rounding, so long generations can diverge)")
-    print(f"example: {texts['batched'][0][:200]!r}")
+        print("| llama-cpp-python | not installed (optional; compiles from source) | – | – | – |")
+    print()
+    for a, b in [("hfB", "hf1"), ("dropB", "hfB"), ("bf16B", "dropB"), ("bf16B", "bf16_1")]:
+        if a in texts and b in texts:
+            same = sum(x == y for x, y in zip(texts[a], texts[b], strict=True))
+            print(f"identical greedy outputs {a} vs {b}: {same}/{args.n}")
+    print("(left padding, batch shape and dtype change float rounding; greedy decoding amplifies it)")
+    for k in keys:
+        print(f"example {k}: {texts[k][0][:160]!r}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """XRec-adapter training throughput with a frozen SmolLM2 on CPU, as a fraction of peak FLOP/s.
 
     python benchmarks/xrec_train_throughput.py [--steps 6] [--batch_size 8] [--threads 2] [--profile]
+        [--variants eager,compile,bf16,compile_bf16]
 
 The step is `train_explainer`'s: XRec prompts (Amazon-books `tst.pkl` records) and their
 explanations, batches from `length_bucketed_order` (as `train_loop` draws them), `XRec.encode`
@@ -15,6 +16,12 @@ causal discount) + 4·H·V·t (LM head on the target positions only: the loss ne
 The CPU's peak is the best fp32 `torch.mm` (2048², same thread count) measured between the
 training steps, so machine load affects both; the table shows tokens/s, model FLOP/s and the
 fraction of that peak, plus the padding overhead. --profile prints torch.profiler's top ops.
+
+`--variants` runs each timed batch once per variant, the order reversed on alternate steps, so
+machine load hits all alike: eager fp32 (the reference), `compile` (`TrainConfig.compile`:
+`torch.compile` of each decoder layer, hooks traced in; compiled once in the warm-up, not timed),
+`bf16` (`TrainConfig.bf16`: bfloat16 autocast) and both. bf16 variants are reported against the
+bf16 `torch.mm` peak as well (AMX on this CPU), which is the honest denominator for them.
 """
 
 from __future__ import annotations
@@ -36,8 +43,8 @@ from whyrec.llm.collate import length_bucketed_order  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
-def peak_matmul_flops(n: int = 2048, reps: int = 3) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def peak_matmul_flops(n: int = 2048, reps: int = 3, dtype=torch.float32) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     torch.mm(a, b)
     best = float("inf")
     for _ in range(reps):
@@ -69,6 +76,7 @@ def main() -> None:
     p.add_argument("--max_target_tokens", type=int, default=96)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--examples", type=int, default=400, help="records to draw batches from")
+    p.add_argument("--variants", default="eager", help="comma list of eager, compile, bf16, compile_bf16")
     p.add_argument("--profile", action="store_true", help="profile two extra steps with torch.profiler")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -88,53 +96,74 @@ def main() -> None:
     opt = torch.optim.Adam(params, lr=1e-4)
     module.train()
 
-    def step(idx):
-        batch = module.encode([prompts[k] for k in idx], [targets[k] for k in idx], args.max_target_tokens)
-        loss = module(batch["input_ids"], batch["attention_mask"], batch["labels"], user_vec[idx], item_vec[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    from contextlib import ExitStack
+
+    from whyrec.llm.load import compiled_decoder_layers
+
+    def step(idx, variant="eager"):
+        with ExitStack() as stack:
+            if "compile" in variant:
+                stack.enter_context(compiled_decoder_layers(module.llm))
+            if "bf16" in variant:
+                stack.enter_context(torch.autocast("cpu", dtype=torch.bfloat16))
+            batch = module.encode([prompts[k] for k in idx], [targets[k] for k in idx], args.max_target_tokens)
+            loss = module(batch["input_ids"], batch["attention_mask"], batch["labels"], user_vec[idx], item_vec[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
         return batch, loss.item()
 
-    step(batches[0])  # warm-up
-    rows, peaks = [], [peak_matmul_flops()]
-    for k in range(1, args.steps + 1):
+    variants = args.variants.split(",")
+    warm = {}
+    for v in variants:  # warm-up (and compilation) on the first batch
         tic = time.perf_counter()
-        batch, loss = step(batches[k])
-        seconds = time.perf_counter() - tic
+        step(batches[0], v)
+        warm[v] = time.perf_counter() - tic
+        print(f"warm-up {v}: {warm[v]:.1f} s", flush=True)
+    rows = {v: [] for v in variants}
+    peaks, peaks16 = [peak_matmul_flops()], [peak_matmul_flops(dtype=torch.bfloat16)]
+    for k in range(1, args.steps + 1):
+        for v in (variants if k % 2 else variants[::-1]):
+            tic = time.perf_counter()
+            batch, loss = step(batches[k], v)
+            seconds = time.perf_counter() - tic
+            useful, executed, real, padded = model_flops(conf, batch)
+            rows[v].append({"seconds": seconds, "useful": useful, "executed": executed, "real": real, "padded": padded,
+                            "targets": int((batch["labels"] != -100).sum()), "loss": loss})
+            print(f"step {k} {v}: {tuple(batch['input_ids'].shape)} {seconds:.2f} s, loss {loss:.3f}, "
+                  f"{useful / seconds / 1e9:.1f} GFLOP/s", flush=True)
         peaks.append(peak_matmul_flops())
-        useful, executed, real, padded = model_flops(conf, batch)
-        rows.append({"seconds": seconds, "useful": useful, "executed": executed, "real": real, "padded": padded,
-                     "targets": int((batch["labels"] != -100).sum()),
-                     "peak": max(peaks[-2:]), "loss": loss, "shape": tuple(batch["input_ids"].shape)})
-        print(f"step {k}: {tuple(batch['input_ids'].shape)} {seconds:.2f} s, loss {loss:.3f}, "
-              f"{useful / seconds / 1e9:.1f} GFLOP/s vs peak {rows[-1]['peak'] / 1e9:.1f}", flush=True)
+        peaks16.append(peak_matmul_flops(dtype=torch.bfloat16))
+        for v in variants:  # each step against the better of its adjacent peaks
+            rows[v][-1]["peak"], rows[v][-1]["peak16"] = max(peaks[-2:]), max(peaks16[-2:])
 
-    secs = sum(r["seconds"] for r in rows)
-    useful_fs = sum(r["useful"] for r in rows) / secs
-    executed_fs = sum(r["executed"] for r in rows) / secs
-    peak = statistics.median(peaks)
-    frac = statistics.median(r["useful"] / r["seconds"] / r["peak"] for r in rows)
     trainable = sum(p.numel() for p in params)
     print(f"\nSmolLM2-135M-Instruct fp32 frozen, XRec adapters ({trainable:,} trainable), batch {args.batch_size}, "
-          f"{args.steps} steps, torch threads {args.threads}\n")
-    print("| quantity | value |")
-    print("|---|---|")
-    print(f"| peak fp32 matmul (torch.mm 2048², median of {len(peaks)}) | {peak / 1e9:.1f} GFLOP/s |")
-    print(f"| step time (mean) | {secs / len(rows):.2f} s |")
-    print(f"| real tokens/s (prompt + target, no padding) | {sum(r['real'] for r in rows) / secs:.0f} |")
-    print(f"| target tokens/s (loss tokens) | {sum(r['targets'] for r in rows) / secs:.0f} |")
-    print(f"| padding overhead (padded / real tokens) | {sum(r['padded'] for r in rows) / sum(r['real'] for r in rows):.3f} |")
-    print(f"| model FLOP/s (useful) | {useful_fs / 1e9:.1f} GFLOP/s |")
-    print(f"| executed FLOP/s (incl. padding) | {executed_fs / 1e9:.1f} GFLOP/s |")
-    print(f"| model FLOP/s / peak (median over steps, each vs its adjacent peak) | {100 * frac:.1f}% (goal ≥ 40%) |")
+          f"{args.steps} steps per variant, torch threads {args.threads}\n")
+    print(f"peak matmul (torch.mm 2048², median of {len(peaks)}): fp32 {statistics.median(peaks) / 1e9:.1f} GFLOP/s, "
+          f"bf16 {statistics.median(peaks16) / 1e9:.1f} GFLOP/s\n")
+    print("| variant | step (s, mean) | real tok/s | target tok/s | padding | model GFLOP/s | "
+          "% of fp32 peak | % of bf16 peak | speed-up vs eager (median per step) | warm-up (s) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for v in variants:
+        r = rows[v]
+        secs = sum(x["seconds"] for x in r)
+        frac = statistics.median(x["useful"] / x["seconds"] / x["peak"] for x in r)
+        frac16 = statistics.median(x["useful"] / x["seconds"] / x["peak16"] for x in r)
+        speed = statistics.median(a["seconds"] / b["seconds"] for a, b in zip(rows[variants[0]], r))
+        print(f"| {v} | {secs / len(r):.2f} | {sum(x['real'] for x in r) / secs:.0f} | "
+              f"{sum(x['targets'] for x in r) / secs:.0f} | {sum(x['padded'] for x in r) / sum(x['real'] for x in r):.3f} | "
+              f"{sum(x['useful'] for x in r) / secs / 1e9:.1f} | {100 * frac:.1f}% | {100 * frac16:.1f}% | "
+              f"{speed:.2f}× | {warm[v]:.0f} |")
+    print(f"\n(speed-up is against {variants[0]}; goal: ≥ 40% of peak; losses per variant, last step: "
+          + ", ".join(f"{v} {rows[v][-1]['loss']:.4f}" for v in variants) + ")")
 
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             for k in range(args.steps + 1, args.steps + 3):
-                step(batches[k % len(batches)])
+                step(batches[k % len(batches)], variants[-1])
         print("\n" + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=18, max_name_column_width=48))
 
 

@@ -116,6 +116,10 @@ class TrainConfig:
     """Recompute the LLM's activations in the backward pass: much less memory, ~30% slower."""
     bf16: bool = False
     """Autocast the forward to bfloat16 (mixed precision; `model.dtype` sets the stored weights)."""
+    compile: bool = False
+    """`torch.compile` each decoder layer of the LLM before training (fuses RMSNorm, RoPE, SiLU and
+    residual element-wise ops; the q/k/v injection hooks are traced into the compiled layers).
+    Costs a one-off compilation (minutes on CPU); sizes stay symbolic, so new batch shapes reuse it."""
     seed: int = 42
 
 
@@ -130,6 +134,11 @@ class GenerationConfig:
     top_p: float = 0.9
     batch_size: int = 16
     repetition_penalty: float = 1.1
+    drop_finished: bool = True
+    """XRec: decode with whyrec's KV-cached loop, which drops each row from the batch (and the cache)
+    once it emits EOS, so a batch stops paying for finished rows; False: HF `generate`, which
+    decodes every row until the longest one ends. Same greedy computation (float rounding can differ
+    as the batch shrinks); sampling draws differ, as finished rows no longer consume random numbers."""
 
 
 VARIANTS = ("continuous", "discrete", "reg")

@@ -1,5 +1,7 @@
 """XRec adapters and q/k/v injection on a tiny random Llama (METHODS §3.2-3.3)."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -181,3 +183,26 @@ def test_prompt_needs_one_token_each():
     bad = model.encode(["no special tokens here"], side="left")
     with pytest.raises(ValueError, match="exactly one"):
         model._inputs(bad["input_ids"], torch.randn(1, DIM), torch.randn(1, DIM))
+
+
+def test_dropping_finished_rows_matches_hf_generate():
+    """whyrec's decode loop (rows leave the batch and the KV cache at EOS) gives HF generate's greedy ids."""
+    model = build()
+    model.eval()
+    prompts = [model.prompt(t, u, i) for t, u, i in [("Toy Story (1995)", "likes animation", "a family film"),
+                                                     ("Heat (1995)", "likes crime thrillers a lot", "a heist film"),
+                                                     ("Fargo (1996)", "dark comedy", "snow"),
+                                                     ("Up (2009)", "likes animated films with old people", "a balloon")]]
+    b = model.encode(prompts, side="left")
+    u, i = torch.randn(4, DIM), torch.randn(4, DIM)
+    hf = GenerationConfig(max_new_tokens=12, repetition_penalty=1.1, drop_finished=False)
+    free = model.generate_ids(b["input_ids"], b["attention_mask"], u, i, hf)
+    # Make a token that row 0 emits early the EOS, so rows finish at different steps.
+    model.tokenizer.eos_token = model.tokenizer.convert_ids_to_tokens(free[0][2])
+    ref = model.generate_ids(b["input_ids"], b["attention_mask"], u, i, hf)
+    lengths = [len(r) for r in ref]
+    assert min(lengths) < max(lengths) == 12  # some rows stop early, some run to the end
+    dropped = model.generate_ids(b["input_ids"], b["attention_mask"], u, i, replace(hf, drop_finished=True))
+    assert dropped == ref
+    assert model.generate(b["input_ids"], b["attention_mask"], u, i, replace(hf, drop_finished=True)) == \
+        model.generate(b["input_ids"], b["attention_mask"], u, i, hf)

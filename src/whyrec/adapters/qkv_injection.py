@@ -49,10 +49,13 @@ class QKVInjector:
         self.kv_proj, self.q_proj = kv_proj, q_proj
         self._state = None
         self._handles = []
+        # One hook function per kind, shared by all layers: a `torch.compile`d layer then guards on
+        # the same function object in every layer and reuses one compiled graph for all of them.
+        hooks = {kind: self._make_hook(kind) for kind in "qkv"}
         for name, module in model.named_modules():
             for kind, proj in zip("qkv", names):
                 if name.endswith(f"self_attn.{proj}"):
-                    self._handles.append(module.register_forward_hook(self._make_hook(kind)))
+                    self._handles.append(module.register_forward_hook(hooks[kind]))
         if not self._handles:
             raise ValueError("found no self_attn.{q,k,v}_proj modules to hook")
 
@@ -61,10 +64,13 @@ class QKVInjector:
         return len(self._handles)
 
     @contextmanager
-    def active(self, positions: torch.Tensor, vectors: torch.Tensor, seq_len: int):
-        """positions: (B, P) token indices; vectors: (B, P, H) added there while seq_len matches."""
-        kv = self.kv_proj(vectors) if self.kv_proj is not None else vectors
-        q = self.q_proj(vectors) if self.q_proj is not None else vectors
+    def active(self, positions: torch.Tensor, vectors: torch.Tensor, seq_len: int | None):
+        """positions: (B, P) token indices; vectors: (B, P, H) added there in every forward whose
+        length is seq_len (the prefill; later decoding steps are skipped), or in all when None
+        (training: no cache, and no Python int for a compiled layer to specialise on)."""
+        # The maps keep their own dtype (fp32 adapters on a bf16 LLM); the hooks cast to the output's.
+        kv = self.kv_proj(vectors.to(self.kv_proj.weight.dtype)) if self.kv_proj is not None else vectors
+        q = self.q_proj(vectors.to(self.q_proj.weight.dtype)) if self.q_proj is not None else vectors
         self._state = (positions, {"q": q, "k": kv, "v": kv}, seq_len)
         try:
             yield
@@ -76,7 +82,7 @@ class QKVInjector:
             if self._state is None:
                 return None
             positions, vecs, seq_len = self._state
-            if output.shape[1] != seq_len:  # incremental decoding step: XRec injects at prefill only
+            if seq_len is not None and output.shape[1] != seq_len:  # decoding step: XRec injects at prefill only
                 return None
             vec = vecs[kind].to(output.dtype)  # (B, P, width)
             rows = torch.arange(output.shape[0], device=output.device).unsqueeze(1).expand_as(positions)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from whyrec.config import ModelConfig
@@ -62,6 +63,27 @@ def load_model(cfg: ModelConfig):
     model.to(device)
     model.eval()
     return model, tok
+
+
+@contextmanager
+def compiled_decoder_layers(model, dynamic: bool = True):
+    """`torch.compile` every decoder layer of a HF causal LM (or PEFT wrapper) in place while inside.
+
+    `nn.Module.compile` keeps the parameters and state_dict keys; forward hooks on the layers'
+    submodules (the q/k/v injection) are traced into the graph, and as the layers share their code
+    and hook functions one compiled graph (forward and backward) serves all of them. dynamic=True:
+    batch and sequence length stay symbolic, so new batch shapes do not recompile. On exit the
+    layers run eagerly again (generation with a KV cache is not compiled).
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    layers = list(base.get_decoder().layers)
+    for layer in layers:
+        layer.compile(dynamic=dynamic)
+    try:
+        yield len(layers)
+    finally:
+        for layer in layers:
+            layer._compiled_call_impl = None
 
 
 def _from_hf_dir(path: Path, dtype):

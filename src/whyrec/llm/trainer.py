@@ -17,6 +17,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 import torch
@@ -91,31 +92,37 @@ def train_loop(module: torch.nn.Module, lengths: list[int], step_fn: Callable[[l
         enable_gradient_checkpointing(module)
     loss_fn = _autocast(step_fn, params) if cfg.bf16 else step_fn
     world, rank = D.world_size(), D.rank()
-    module.train()
-    start = time.time() - state["elapsed_s"]
-    bar = tqdm(total=total, initial=state["step"], desc=desc, unit="step", dynamic_ncols=True,
-               disable=None if D.is_main() else True)
-    while state["step"] < total:
-        step = state["step"]
+    compiled = ExitStack()  # TrainConfig.compile: the decoder layers run compiled during the loop only
+    if cfg.compile:
+        from whyrec.llm.load import compiled_decoder_layers
 
-        def seed(m: int, step: int = step) -> None:  # dropout/noise reproducible on resume, distinct per rank
-            torch.manual_seed(cfg.seed * 100003 + (step * accum + m) * world + rank)
+        compiled.enter_context(compiled_decoder_layers(getattr(module, "llm", module)))
+    with compiled:
+        module.train()
+        start = time.time() - state["elapsed_s"]
+        bar = tqdm(total=total, initial=state["step"], desc=desc, unit="step", dynamic_ncols=True,
+                   disable=None if D.is_main() else True)
+        while state["step"] < total:
+            step = state["step"]
 
-        loss = D.data_parallel_step(params, optimizer, batches[step * accum:(step + 1) * accum], loss_fn,
-                                    cfg.max_grad_norm, seed)
-        state["step"] += 1
-        state["losses"].append(round(loss, 5))
-        state["elapsed_s"] = time.time() - start
-        bar.update(1)
-        bar.set_postfix(loss=f"{sum(state['losses'][-20:]) / len(state['losses'][-20:]):.3f}")
-        out_of_time = D.any_rank(cfg.max_minutes is not None and state["elapsed_s"] > 60 * cfg.max_minutes)
-        if state["step"] % cfg.checkpoint_every == 0 or state["step"] == total or out_of_time:
-            if D.is_main():
-                _save_checkpoint(ckpt, module, optimizer, state)
-            D.barrier()
-        if out_of_time:
-            break
-    bar.close()
+            def seed(m: int, step: int = step) -> None:  # dropout/noise reproducible on resume, distinct per rank
+                torch.manual_seed(cfg.seed * 100003 + (step * accum + m) * world + rank)
+
+            loss = D.data_parallel_step(params, optimizer, batches[step * accum:(step + 1) * accum], loss_fn,
+                                        cfg.max_grad_norm, seed)
+            state["step"] += 1
+            state["losses"].append(round(loss, 5))
+            state["elapsed_s"] = time.time() - start
+            bar.update(1)
+            bar.set_postfix(loss=f"{sum(state['losses'][-20:]) / len(state['losses'][-20:]):.3f}")
+            out_of_time = D.any_rank(cfg.max_minutes is not None and state["elapsed_s"] > 60 * cfg.max_minutes)
+            if state["step"] % cfg.checkpoint_every == 0 or state["step"] == total or out_of_time:
+                if D.is_main():
+                    _save_checkpoint(ckpt, module, optimizer, state)
+                D.barrier()
+            if out_of_time:
+                break
+        bar.close()
     module.eval()
     return state
 

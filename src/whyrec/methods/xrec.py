@@ -100,7 +100,7 @@ class XRec(nn.Module):
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # same positions as generation
         predicts = labels[:, 1:] != -100  # (B, T-1): position t predicts labels[:, t+1]
         lm = self.llm.get_base_model() if hasattr(self.llm, "get_base_model") else self.llm  # under LoRA
-        with self._injecting(positions, vectors, input_ids.shape[1]):
+        with self._injecting(positions, vectors, None):  # no cache: every forward is the full sequence
             hidden = lm.get_decoder()(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids,
                                       use_cache=False).last_hidden_state  # (B, T, H)
         logits = lm.get_output_embeddings()(hidden[:, :-1][predicts]).float()  # (n_targets, V)
@@ -109,7 +109,17 @@ class XRec(nn.Module):
     @torch.no_grad()
     def generate(self, input_ids, attention_mask, user_vec, item_vec, gen: GenerationConfig) -> list[str]:
         """Batched, KV-cached decoding from left-padded prompts."""
+        ids = self.generate_ids(input_ids, attention_mask, user_vec, item_vec, gen)
+        # Small backbones sometimes open with the prompt's trailing punctuation (": ...").
+        return [t.strip().lstrip(":;,.- ").strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+    @torch.no_grad()
+    def generate_ids(self, input_ids, attention_mask, user_vec, item_vec, gen: GenerationConfig) -> list[list[int]]:
+        """New token ids per row, up to and including its first EOS."""
         embeds, positions, vectors = self._inputs(input_ids, user_vec, item_vec)
+        attention_mask = attention_mask.to(embeds.device)
+        if gen.drop_finished:
+            return self._decode(embeds, attention_mask, positions, vectors, gen)
         kw = dict(max_new_tokens=gen.max_new_tokens, do_sample=gen.do_sample,
                   repetition_penalty=gen.repetition_penalty, pad_token_id=self.tokenizer.pad_token_id,
                   eos_token_id=self.tokenizer.eos_token_id)
@@ -121,9 +131,57 @@ class XRec(nn.Module):
         # quote titles and words from the prompt; HF warns about exactly that.
         with self._injecting(positions, vectors, input_ids.shape[1]), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*repetition_penalty.*")
-            out = self.llm.generate(inputs_embeds=embeds, attention_mask=attention_mask.to(embeds.device), **kw)
-        # Small backbones sometimes open with the prompt's trailing punctuation (": ...").
-        return [t.strip().lstrip(":;,.- ").strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+            out = self.llm.generate(inputs_embeds=embeds, attention_mask=attention_mask, **kw)
+        return [_until_eos(row, self.tokenizer.eos_token_id) for row in out.tolist()]
+
+    def _decode(self, embeds, attention_mask, positions, vectors, gen: GenerationConfig) -> list[list[int]]:
+        """HF `generate`'s greedy/sampling loop (same logits processors, positions and masks), but a
+        row leaves the batch and the KV cache at its EOS, so later steps run on live rows only."""
+        from transformers import DynamicCache
+        from transformers.generation.logits_process import (
+            LogitsProcessorList,
+            RepetitionPenaltyLogitsProcessor,
+            TemperatureLogitsWarper,
+            TopPLogitsWarper,
+        )
+
+        procs = LogitsProcessorList()
+        if gen.repetition_penalty != 1.0:  # on generated tokens only, as HF does with inputs_embeds
+            procs.append(RepetitionPenaltyLogitsProcessor(gen.repetition_penalty))
+        if gen.do_sample:
+            procs += [TemperatureLogitsWarper(gen.temperature), TopPLogitsWarper(gen.top_p)]
+        eos, dev = self.tokenizer.eos_token_id, embeds.device
+        mask = attention_mask.long()  # (B, T), grows by one column per step
+        position_ids = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        cache = DynamicCache(config=self.llm.config)
+        with self._injecting(positions, vectors, embeds.shape[1]):
+            logits = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, cache=cache,
+                              use_cache=True, logits_to_keep=1).logits
+        live = torch.arange(len(embeds), device=dev)  # original row of each batch row
+        seqs = torch.empty(len(embeds), 0, dtype=torch.long, device=dev)  # (live, steps) generated so far
+        out: list[list[int]] = [[] for _ in range(len(embeds))]
+        next_pos = position_ids[:, -1:] + 1  # (live, 1)
+        for step in range(gen.max_new_tokens):
+            scores = procs(seqs, logits[:, -1].float())
+            if gen.do_sample:
+                token = torch.multinomial(scores.softmax(-1), 1).squeeze(1)
+            else:
+                token = scores.argmax(-1)
+            seqs = torch.cat([seqs, token[:, None]], 1)
+            for row, t in zip(live.tolist(), token.tolist()):
+                out[row].append(t)
+            going = token != eos
+            if step == gen.max_new_tokens - 1 or not bool(going.any()):
+                break
+            if not bool(going.all()):  # drop the finished rows everywhere
+                keep = going.nonzero().squeeze(1)
+                live, seqs, token, mask, next_pos = live[keep], seqs[keep], token[keep], mask[keep], next_pos[keep]
+                cache.batch_select_indices(keep)
+            mask = torch.cat([mask, mask.new_ones(len(live), 1)], 1)
+            logits = self.llm(input_ids=token[:, None], attention_mask=mask, position_ids=next_pos, cache=cache,
+                              use_cache=True).logits
+            next_pos = next_pos + 1
+        return out
 
     def _injecting(self, positions, vectors, seq_len):
         if self.injector is None:
@@ -145,6 +203,10 @@ def _single_position(input_ids: torch.Tensor, token_id: int, name: str) -> torch
         bad = int((counts != 1).nonzero()[0])
         raise ValueError(f"row {bad} has {int(counts[bad])} {name} tokens; XRec prompts need exactly one")
     return hits.float().argmax(1)
+
+
+def _until_eos(row: list[int], eos: int) -> list[int]:
+    return row[:row.index(eos) + 1] if eos in row else row
 
 
 def _clip(text: str, words: int) -> str:
