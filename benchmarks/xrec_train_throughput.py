@@ -1,7 +1,7 @@
 """XRec-adapter training throughput with a frozen SmolLM2 on CPU, as a fraction of peak FLOP/s.
 
     python benchmarks/xrec_train_throughput.py [--steps 6] [--batch_size 8] [--threads 2] [--profile]
-        [--variants eager,compile,bf16,compile_bf16]
+        [--variants eager,compile,bf16,compile_bf16,bf16w,compile_bf16w]
 
 The step is `train_explainer`'s: XRec prompts (Amazon-books `tst.pkl` records) and their
 explanations, batches from `length_bucketed_order` (as `train_loop` draws them), `XRec.encode`
@@ -20,8 +20,10 @@ fraction of that peak, plus the padding overhead. --profile prints torch.profile
 `--variants` runs each timed batch once per variant, the order reversed on alternate steps, so
 machine load hits all alike: eager fp32 (the reference), `compile` (`TrainConfig.compile`:
 `torch.compile` of each decoder layer, hooks traced in; compiled once in the warm-up, not timed),
-`bf16` (`TrainConfig.bf16`: bfloat16 autocast) and both. bf16 variants are reported against the
-bf16 `torch.mm` peak as well (AMX on this CPU), which is the honest denominator for them.
+`bf16` (`TrainConfig.bf16`: bfloat16 autocast), `bf16w` (the frozen LLM's weights stored in
+bfloat16, `--model.dtype bfloat16`, adapters fp32: no per-step weight casts) and `compile_`
+combinations of these. bf16 variants are reported against the bf16 `torch.mm` peak as well
+(AMX on this CPU), which is the honest denominator for them.
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ def main() -> None:
     p.add_argument("--max_target_tokens", type=int, default=96)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--examples", type=int, default=400, help="records to draw batches from")
-    p.add_argument("--variants", default="eager", help="comma list of eager, compile, bf16, compile_bf16")
+    p.add_argument("--variants", default="eager", help="comma list of eager, compile, bf16, compile_bf16, bf16w, compile_bf16w")
     p.add_argument("--profile", action="store_true", help="profile two extra steps with torch.profiler")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -95,22 +97,31 @@ def main() -> None:
     params = [p for p in module.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=1e-4)
     module.train()
+    modules, opts = {"fp32": module}, {"fp32": opt}
+    if "bf16w" in args.variants:  # a bf16-weight copy of the LLM with the same adapters
+        twin = build_explainer(args.shared, args.examples, args.seed, "bfloat16")[0].module
+        twin.load_state_dict(module.adapter_state(), strict=False)
+        twin.train()
+        modules["bf16w"] = twin
+        opts["bf16w"] = torch.optim.Adam([p for p in twin.parameters() if p.requires_grad], lr=1e-4)
 
     from contextlib import ExitStack
 
     from whyrec.llm.load import compiled_decoder_layers
 
     def step(idx, variant="eager"):
+        key = "bf16w" if "bf16w" in variant else "fp32"
+        mod, op = modules[key], opts[key]
         with ExitStack() as stack:
             if "compile" in variant:
-                stack.enter_context(compiled_decoder_layers(module.llm))
-            if "bf16" in variant:
+                stack.enter_context(compiled_decoder_layers(mod.llm))
+            if "bf16" in variant.replace("bf16w", ""):
                 stack.enter_context(torch.autocast("cpu", dtype=torch.bfloat16))
-            batch = module.encode([prompts[k] for k in idx], [targets[k] for k in idx], args.max_target_tokens)
-            loss = module(batch["input_ids"], batch["attention_mask"], batch["labels"], user_vec[idx], item_vec[idx])
-            opt.zero_grad(set_to_none=True)
+            batch = mod.encode([prompts[k] for k in idx], [targets[k] for k in idx], args.max_target_tokens)
+            loss = mod(batch["input_ids"], batch["attention_mask"], batch["labels"], user_vec[idx], item_vec[idx])
+            op.zero_grad(set_to_none=True)
             loss.backward()
-            opt.step()
+            op.step()
         return batch, loss.item()
 
     variants = args.variants.split(",")
