@@ -118,7 +118,9 @@ def _predict(folder: Path, data: str, pairs: pd.DataFrame, gen: GenerationConfig
 
 
 def _pepler_rating(folder: Path, pairs: pd.DataFrame, device: str) -> dict | None:
-    if json.loads((folder / "config.json").read_text()).get("method") != "pepler":
+    """RMSE/MAE on the pairs for a PEPLER `reg` folder; None (nothing loaded) for any other folder."""
+    cfg = json.loads((folder / "config.json").read_text())
+    if cfg.get("method") != "pepler" or cfg.get("pepler", {}).get("variant") != "reg":
         return None
     from whyrec.methods.pepler import pepler_rating_metrics
 
@@ -222,10 +224,9 @@ def benchmark_explain(data: str, out: str, methods: tuple[str, ...] | list[str] 
         preds, secs = _cached(out_dir / "predictions" / f"{method}.jsonl",
                               lambda f=folder: _predict(f, data, pairs, generation, device))
         score(method, preds, log, secs)
-        if method == "pepler-reg":
-            from whyrec.methods.pepler import pepler_rating_metrics
-
-            rows[method]["metrics"]["rating"] = pepler_rating_metrics(folder, pairs, device)
+        rating = _pepler_rating(folder, pairs, device)
+        if rating:
+            rows[method]["metrics"]["rating"] = rating
 
     result = {"data": data, "split": split, "n_pairs": len(pairs), "seed": seed, "rows": rows, "skipped": skipped}
     if rows:
