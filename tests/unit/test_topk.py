@@ -1,6 +1,7 @@
 """Top-k evaluation of free-text recommendations (RecAlpaca, METHODS.md §6.3)."""
 
 import json
+import re
 import math
 import os
 import subprocess
@@ -340,12 +341,18 @@ def test_prompt_reduction_cuts_every_list_and_plots(shared_data, tmp_path):
     with pytest.raises(WhyrecError, match="must be in"):
         reduce_prompt(first["input"], 0)
 
-    def copy_the_list(prompts):  # a "model" that answers with the listed candidates, in order
-        return ["\n".join(f"{j}. {t}" for j, t in enumerate(candidates_from_prompt(x)[:5], 1)) for _, x in prompts]
+    def copy_the_list(prompts):  # a "model" that answers the named first pick, then the list in order
+        def picks(x):
+            top1 = re.search(r"first film to be selected is '+(.+?)'", x).group(1)
+            return [top1] + [t for t in candidates_from_prompt(x) if t != top1][:4]
+        return ["\n".join(f"{j}. {t}" for j, t in enumerate(picks(x), 1)) for _, x in prompts]
 
     table = prompt_reduction(None, path, tmp_path, fractions=(0.1, 1.0), max_users=4, generate=copy_the_list)
     assert [r["fraction"] for r in table] == [0.1, 1.0]
     assert table[0]["prompt_words"] < table[1]["prompt_words"]
     assert table[1]["recall@5"] > table[0]["recall@5"]  # fewer candidates listed, fewer hits
+    for row in table:  # a model that copies the list scores exactly the prompt-order baseline
+        assert row["precision@5"] == pytest.approx(row["prompt_order_precision@5"])
+        assert row["recall@5"] == pytest.approx(row["prompt_order_recall@5"])
     for name in ("prompt_reduction.json", "prompt_reduction.md", "prompt_reduction.png", "generations_0.1.jsonl"):
         assert (tmp_path / name).exists(), name

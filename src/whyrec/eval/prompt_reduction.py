@@ -4,7 +4,9 @@ Each RecAlpaca input carries bracketed title lists: the liked history ("score 5 
 disliked ones ("socre 2/1 out 5", the file's own spelling) and the 20 candidates ("likely to
 like"). Keeping a fraction of every list (10%...100%, at least one title, the named top-1
 always among the candidates) and re-running the model shows how much of the prompt it uses.
-Writes a table (JSON + markdown) and a plot of each metric against the kept fraction.
+Writes a table (JSON + markdown) and a plot of each metric against the kept fraction. Each
+row also scores the prompt-order baseline (the top-1, then the listed candidates) on the same
+reduced prompts, so the model's share of the score is visible at every size.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from whyrec.eval.titles import candidates_from_prompt
-from whyrec.eval.topk import evaluate_topk
+from whyrec.eval.topk import evaluate_topk, score_ranked
+from whyrec.eval.topk_baselines import prompt_order_titles
 from whyrec.utils import WhyrecError, atomic_path, read_json, write_json, write_text
 
 _LIST = re.compile(r"(?P<head>(?:out 5|likely to like):\s*)\[(?P<body>.*?)\](?=\s*(?:\n|\.|$))", re.DOTALL)
@@ -80,11 +83,16 @@ def prompt_reduction(run: str | None, test_json: str | Path, out: str | Path,
             write_text(cache, "".join(json.dumps({"generation": t}, ensure_ascii=False) + "\n" for t in texts))
         metrics, _ = evaluate_topk(texts, [candidates_from_prompt(x) for x in inputs],
                                    [r["testGT"] for r in rows], parser="robust")
+        baseline, _ = score_ranked([prompt_order_titles({"input": x, "top1": r.get("top1")}) for r, x in zip(rows, inputs)],
+                                   [r["testGT"] for r in rows], normalise=True, label="prompt-order")
         words = sum(len(x.split()) for x in inputs) / len(inputs)
-        table.append({"fraction": fraction, "prompt_words": round(words, 1), **{m: metrics[m] for m in METRICS}})
+        table.append({"fraction": fraction, "prompt_words": round(words, 1), **{m: metrics[m] for m in METRICS},
+                      **{f"prompt_order_{m}": baseline[m] for m in METRICS}})
     write_json(out / "prompt_reduction.json", {"run": run, "n_users": len(rows), "parser": "robust", "rows": table})
-    lines = ["| kept | prompt words | " + " | ".join(METRICS) + " |", "|---|---|" + "---|" * len(METRICS)]
-    lines += [f"| {r['fraction']:.0%} | {r['prompt_words']:.0f} | " + " | ".join(f"{r[m]:.4f}" for m in METRICS)
+    cols = list(METRICS) + [f"prompt_order_{m}" for m in METRICS[:2]]
+    lines = ["| kept | prompt words | " + " | ".join(c.replace("_", " ") for c in cols) + " |",
+             "|---|---|" + "---|" * len(cols)]
+    lines += [f"| {r['fraction']:.0%} | {r['prompt_words']:.0f} | " + " | ".join(f"{r[c]:.4f}" for c in cols)
               + " |" for r in table]
     write_text(out / "prompt_reduction.md", "\n".join(lines) + "\n")
     plot_reduction(table, out / "prompt_reduction.png")
@@ -100,8 +108,10 @@ def plot_reduction(table: list[dict], path: Path) -> None:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     xs = [100 * r["fraction"] for r in table]
-    for m in METRICS:
-        ax.plot(xs, [r[m] for r in table], marker="o", label=m)
+    for i, m in enumerate(METRICS):
+        ax.plot(xs, [r[m] for r in table], marker="o", color=f"C{i}", label=m)
+        if i < 2:  # precision and recall of the list order, for reference
+            ax.plot(xs, [r[f"prompt_order_{m}"] for r in table], ls="--", color=f"C{i}", label=f"prompt order {m}")
     ax.set_xlabel("history and candidates kept (%)")
     ax.set_ylabel("metric (robust title parser)")
     ax.set_title("RecAlpaca prompt reduction")
