@@ -178,7 +178,7 @@ def _reduce_gradients(params: list[torch.nn.Parameter], totals: torch.Tensor) ->
 
 
 def trainer_parallel_args(deepspeed: str | None, fsdp: str | None, bf16: bool | None,
-                          gradient_checkpointing: bool) -> dict:
+                          gradient_checkpointing: bool, hidden_size: int | None = None) -> dict:
     """HF `TrainingArguments` keywords for the Trainer-based methods' memory/parallel switches.
 
     Args:
@@ -186,6 +186,14 @@ def trainer_parallel_args(deepspeed: str | None, fsdp: str | None, bf16: bool | 
         fsdp: path to an FSDP settings JSON (`fsdp_config`, configs/distributed/fsdp.json); turns FSDP on.
         bf16: autocast to bfloat16; None = on when the GPU supports it.
         gradient_checkpointing: recompute activations in the backward pass.
+        hidden_size: the LLM's width, for a model the Trainer cannot read it from (RecExplainer
+            wraps the LLM in a plain module without `.config`): the DeepSpeed bucket sizes left
+            "auto" are filled from it as transformers would (else the Trainer raises "The model's
+            config file has neither `hidden_size` nor `hidden_sizes` entry").
+
+    FSDP needs a GPU: accelerate (1.15) turns the FSDP plugin on only for GPU-type devices, so on
+    CPU the Trainer silently trains with plain DDP instead; this logs a warning. DeepSpeed ZeRO-2/3
+    do run on CPU (DeepSpeed's CPU accelerator, tested with 2 gloo processes).
     """
     import json
     from pathlib import Path
@@ -201,8 +209,30 @@ def trainer_parallel_args(deepspeed: str | None, fsdp: str | None, bf16: bool | 
     kw = {"bf16": (cuda and torch.cuda.is_bf16_supported()) if bf16 is None else bf16,
           "activation_checkpointing": gradient_checkpointing}  # transformers 5 name
     if deepspeed:
-        kw["deepspeed"] = str(deepspeed)
+        kw["deepspeed"] = str(deepspeed) if hidden_size is None else _deepspeed_dict(deepspeed, hidden_size)
+    if fsdp and not cuda:
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "fsdp: accelerate applies FSDP on GPUs only; on this CPU the Trainer trains with plain DDP "
+            "(every rank holds the whole model). Use DeepSpeed ZeRO-3 to shard on CPU.")
     if fsdp:
         kw["fsdp"] = True
         kw["fsdp_config"] = json.loads(Path(fsdp).read_text())
     return kw
+
+
+def _deepspeed_dict(path: str, hidden_size: int) -> dict:
+    """The DeepSpeed JSON with its hidden-size-based "auto" entries filled (transformers' own rule)."""
+    import json
+    from pathlib import Path
+
+    cfg = json.loads(Path(path).read_text())
+    zero = cfg.get("zero_optimization", {})
+    rule = {"reduce_bucket_size": hidden_size * hidden_size,
+            "stage3_prefetch_bucket_size": int(0.9 * hidden_size * hidden_size),
+            "stage3_param_persistence_threshold": 10 * hidden_size}
+    for key, value in rule.items():
+        if zero.get(key) == "auto":
+            zero[key] = value
+    return cfg

@@ -99,7 +99,7 @@ def _trainer_class():
     return RecExplainerTrainer
 
 
-def _training_args(cfg: RecExplainerConfig, ckpt_dir: Path):
+def _training_args(cfg: RecExplainerConfig, ckpt_dir: Path, hidden_size: int | None = None):
     from transformers import TrainingArguments
 
     from whyrec.distributed import trainer_parallel_args
@@ -111,7 +111,8 @@ def _training_args(cfg: RecExplainerConfig, ckpt_dir: Path):
         learning_rate=cfg.lr, warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio (transformers 5)
         weight_decay=cfg.weight_decay, optim="adamw_torch",
         # checkpointing is switched on in train_recexplainer: the Trainer's switch needs a PreTrainedModel
-        use_cpu=not cuda, **trainer_parallel_args(cfg.deepspeed, cfg.fsdp, cfg.bf16, gradient_checkpointing=False),
+        use_cpu=not cuda, **trainer_parallel_args(cfg.deepspeed, cfg.fsdp, cfg.bf16, gradient_checkpointing=False,
+                                                  hidden_size=hidden_size),  # the module has no .config
         logging_steps=cfg.logging_steps, logging_first_step=True,
         save_strategy="steps" if cfg.save_steps else "epoch", save_steps=cfg.save_steps or 500,
         save_total_limit=cfg.save_total_limit,
@@ -180,7 +181,7 @@ def train_recexplainer(target_path: str, out: str, model: ModelConfig | None = N
         logger.warning("recexplainer: the LR schedule spans %d planned steps (%s epochs) but "
                        "--recexplainer.max_minutes %s will stop long before; set --recexplainer.max_steps to the "
                        "steps the budget allows so warmup and decay fit it", planned, cfg.epochs, cfg.max_minutes)
-    trainer = _trainer_class()(model=module, args=_training_args(cfg, ckpt_dir), train_dataset=rows,
+    trainer = _trainer_class()(model=module, args=_training_args(cfg, ckpt_dir, llm.config.hidden_size), train_dataset=rows,
                                data_collator=ChatCollator(tok.pad_token_id), callbacks=callbacks)
     start_ckpt = last_complete_checkpoint(ckpt_dir) if resume and ckpt_dir.is_dir() else None
     started = time.time()

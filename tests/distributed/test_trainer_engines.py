@@ -1,0 +1,93 @@
+"""DeepSpeed ZeRO-2 / ZeRO-3 through the HF Trainer on CPU: 2 torchrun processes (gloo) vs 1 process.
+
+RecAlpaca on the tiny random Llama (LoRA dropout 0), global batch 4: one process accumulates 2
+micro-batches of 2, two ZeRO ranks take one each with the shipped ZeRO JSON. Same losses and LoRA
+weights (ZeRO-3 gathers its partitioned weights for the save), and the saved adapter reloads. FSDP is not run: accelerate turns it on only for GPU
+devices, so on CPU the Trainer would silently train with DDP (`trainer_parallel_args` warns).
+"""
+
+import importlib.util
+import json
+import logging
+
+import pytest
+import torch
+from dist_helpers import REPO, whyrec
+from safetensors.torch import load_file
+
+from whyrec.cli import main
+
+pytestmark = pytest.mark.distributed
+
+needs_deepspeed = pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None,
+                                     reason="deepspeed is not installed (pip install -e '.[deepspeed]')")
+CANDIDATES = ["Fargo", "Brazil", "Star Wars", "Scream"]
+
+
+@pytest.fixture(scope="module")
+def engine_runs(tmp_path_factory):
+    """Runs by engine (None: one process, no engine), each made once, on first use."""
+    root = tmp_path_factory.mktemp("engines")
+    records = [{"instruction": "Recommend one movie.", "input": f"Liked: film {i}",
+                "output": f"1. {CANDIDATES[i % 4]} - a dark comedy."} for i in range(8)]
+    (root / "train.json").write_text(json.dumps(records))
+    done = {}
+
+    def run(engine: str | None):
+        if engine not in done:
+            out = root / (engine or "one")
+            extra = ["--recalpaca.deepspeed", str(REPO / f"configs/distributed/ds_{engine}.json")] if engine else []
+            args = ["train", "explainer", "--method", "recalpaca", "--data", str(root / "train.json"), "--out", str(out),
+                    "--model.name_or_path", "tiny-random-llama", "--model.device", "cpu",
+                    "--recalpaca.max_steps", "4", "--recalpaca.batch_size", "4", "--recalpaca.micro_batch_size", "2",
+                    "--recalpaca.lr", "0.01", "--recalpaca.warmup_steps", "0", "--recalpaca.logging_steps", "1",
+                    "--recalpaca.save_steps", "100", "--recalpaca.lora.dropout", "0.0", *extra]
+            if engine:
+                whyrec(args, nproc=2)
+            else:
+                assert main(args) == 0
+            done[engine] = out
+        return done[engine]
+
+    return run
+
+
+@needs_deepspeed
+@pytest.mark.parametrize("engine", ["zero2", "zero3"])
+def test_deepspeed_zero_two_ranks_match_one(engine_runs, engine):
+    from whyrec.methods.recalpaca_infer import load_recalpaca
+
+    ref, run = engine_runs(None), engine_runs(engine)
+    la, lb = (json.loads((d / "train_log.json").read_text()) for d in (ref, run))
+    losses = [v for _, v in la["losses"]]
+    assert lb["steps"] == la["steps"] == 4 and losses[-1] < losses[0]  # it trained
+    assert [v for _, v in lb["losses"]] == pytest.approx(losses, rel=1e-5)
+    a, b = (load_file(str(d / "adapter_model.safetensors")) for d in (ref, run))
+    assert a.keys() == b.keys() and any("lora_B" in k for k in a)
+    assert all(float(v.abs().sum()) > 0 for k, v in b.items() if "lora_B" in k)  # not empty ZeRO-3 shards
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], atol=1e-5, rtol=1e-4, msg=key)
+    model = load_recalpaca(run, device="cpu").model
+    loaded = {k: v for k, v in model.state_dict().items() if "lora_B" in k}
+    assert loaded and all(float(v.abs().sum()) > 0 for v in loaded.values())
+
+
+def test_fsdp_on_cpu_warns_that_it_runs_ddp(caplog, monkeypatch):
+    from whyrec.distributed import trainer_parallel_args
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with caplog.at_level(logging.WARNING, logger="whyrec.distributed"):
+        kw = trainer_parallel_args(None, str(REPO / "configs/distributed/fsdp.json"), False, False)
+    assert kw["fsdp"] is True
+    assert "plain DDP" in caplog.text
+
+
+def test_deepspeed_auto_buckets_filled_from_hidden_size():
+    """RecExplainer's module has no `.config`: the Trainer could not fill these "auto" entries."""
+    from whyrec.distributed import trainer_parallel_args
+
+    kw = trainer_parallel_args(str(REPO / "configs/distributed/ds_zero3.json"), None, False, False, hidden_size=32)
+    zero = kw["deepspeed"]["zero_optimization"]
+    assert (zero["reduce_bucket_size"], zero["stage3_prefetch_bucket_size"],
+            zero["stage3_param_persistence_threshold"]) == (1024, 921, 320)
+    assert kw["deepspeed"]["train_batch_size"] == "auto"  # batch entries still follow the whyrec config
