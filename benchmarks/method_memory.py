@@ -1,15 +1,16 @@
 """Peak RSS of training and serving each explanation method in its CPU configuration.
 
-    python benchmarks/method_memory.py [--methods xrec gavamoe pepler] [--users 60] [--steps 3]
+    python benchmarks/method_memory.py [--methods xrec gavamoe pepler recalpaca recexplainer] [--users 60] [--steps 3]
 
 Every measurement is a fresh child process (`os.wait4` returns its `ru_maxrss`), on a tiny
 slice of real data: `--users` MovieLens-100K users prepared by `whyrec data prepare` (grounded
-explanations), a LightGCN encoder (3 epochs) and, for GaVaMoE, a VAE-GMM (2+2 epochs); these
-preparation runs are shared and measured too. "train" = build the method on the packaged
+explanations), a LightGCN encoder (3 epochs), for GaVaMoE a VAE-GMM (2+2 epochs) and for
+RecExplainer a SASRec target (2 epochs); these preparation runs are shared and measured too. "train" = build the method on the packaged
 SmolLM2-135M-Instruct and run `--steps` optimizer steps with the method's CPU config
 (`configs/cpu/{xrec,gavamoe}.yaml`; PEPLER: its defaults, 1 epoch, batch 16; RecAlpaca: LoRA
-r16 on 32 of the ML-100K Alpaca records, batch 8 in micro-batches of 4), then save the
-artifact. "serve" = load the saved artifact and explain 4 (user, item) pairs. RSS includes
+r16 on 32 of the ML-100K Alpaca records, batch 8 in micro-batches of 4; RecExplainer: its
+defaults in hybrid mode - LoRA r16, connectors with 2,048 hidden units, max_length 1,024 - on 64
+of the slice's alignment examples, micro-batch 2 x 2 accumulated), then save the artifact. "serve" = load the saved artifact and explain 4 (user, item) pairs. RSS includes
 the ~0.5 GiB fp32 backbone and the Python/torch runtime (~0.4 GiB), so differences between
 methods are what their own parts add.
 """
@@ -26,7 +27,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 GIB = 2**30
-METHODS = ("xrec", "gavamoe", "pepler", "recalpaca")
+METHODS = ("xrec", "gavamoe", "pepler", "recalpaca", "recexplainer")
 
 
 def _configs(method: str, steps: int):
@@ -48,7 +49,7 @@ def _configs(method: str, steps: int):
 def child(job: str, work: Path, users: int, steps: int) -> None:
     from whyrec.config import LightGCNConfig, ModelConfig, VaeGmmConfig
 
-    data, enc, vae = work / "data", work / "encoder", work / "vae"
+    data, enc, vae, target = work / "data", work / "encoder", work / "vae", work / "target"
     if job == "prepare":
         from whyrec.data.prepare import prepare_dataset
         from whyrec.encoders.train import train_encoder
@@ -62,10 +63,18 @@ def child(job: str, work: Path, users: int, steps: int) -> None:
         train_vae_gmm(str(data), str(vae), VaeGmmConfig(pretrain_epochs=2, elbo_epochs=2), device="cpu",
                       progress=False)
         return
+    if job == "target":
+        from whyrec.config import SASRecConfig
+        from whyrec.encoders.target_train import train_target
+
+        train_target(str(data), str(target), "sasrec", SASRecConfig(epochs=2), device="cpu", progress=False)
+        return
     kind, method = job.split(":")
     out = work / method
     if method == "recalpaca":
         return _recalpaca(kind, work, out, steps)
+    if method == "recexplainer":
+        return _recexplainer(kind, data, target, out, steps)
     model = ModelConfig(device="cpu")
     cfg = _configs(method, steps)
     if kind == "train":
@@ -110,6 +119,27 @@ def _recalpaca(kind: str, work: Path, out: Path, steps: int) -> None:
     model.generate([(r["instruction"], r["input"]) for r in records[:4]], max_new_tokens=48)
 
 
+def _recexplainer(kind: str, data: Path, target: Path, out: Path, steps: int) -> None:
+    """RecExplainer, hybrid mode, on the SASRec target of the slice: align, then explain 4 test pairs."""
+    if kind == "train":
+        from whyrec.config import ModelConfig, RecExplainerConfig
+        from whyrec.methods.recexplainer_train import train_recexplainer
+
+        cfg = RecExplainerConfig(mode="hybrid", micro_batch_size=2, grad_accum=2, max_steps=steps, max_examples=64,
+                                 save_steps=10_000)
+        train_recexplainer(str(target), str(out), model=ModelConfig(device="cpu"), cfg=cfg, resume=False)
+        return
+    from whyrec.benchmark import select_pairs
+    from whyrec.data import schema as S
+    from whyrec.data.dataset import RecDataset
+    from whyrec.methods.recexplainer import load_recexplainer
+
+    pairs = select_pairs(RecDataset.load(data), "test", 4, seed=0)
+    module = load_recexplainer(out, device="cpu")
+    module.explain(pairs[S.USER].astype(str).tolist(), pairs[S.ITEM].astype(str).tolist(), max_new_tokens=48,
+                   min_new_tokens=0, batch_size=4)
+
+
 def measure(job: str, args) -> dict:
     cmd = [sys.executable, __file__, "--_child", job, "--work", str(args.work), "--users", str(args.users),
            "--steps", str(args.steps)]
@@ -139,7 +169,8 @@ def main() -> None:
     if args._child:
         return child(args._child, args.work, args.users, args.steps)
 
-    jobs = ["prepare"] + (["cluster"] if "gavamoe" in args.methods else [])
+    jobs = ["prepare"] + (["cluster"] if "gavamoe" in args.methods else []) + (
+        ["target"] if "recexplainer" in args.methods else [])
     jobs += [f"{kind}:{m}" for m in args.methods for kind in ("train", "serve")]
     rows = [measure(job, args) for job in jobs]
     print(f"\nML-100K slice of {args.users} users, SmolLM2-135M-Instruct fp32 on CPU, {args.steps} training steps, "
@@ -148,7 +179,8 @@ def main() -> None:
     print("|---|---|---|---|")
     for r in rows:
         name, _, stage = r["job"].partition(":")
-        label = (stage, name) if stage else ("(shared)", {"prepare": "data + LightGCN", "cluster": "VAE-GMM"}[name])
+        label = (stage, name) if stage else ("(shared)", {"prepare": "data + LightGCN", "cluster": "VAE-GMM",
+                                                            "target": "SASRec target"}[name])
         state = f"{r['peak_rss'] / GIB:.2f}" if r["ok"] else f"failed ({r['error']})"
         print(f"| {label[0]} | {label[1]} | {state} | {r['seconds']:.0f} |")
     (args.work / "results.json").write_text(json.dumps(rows, indent=1))
