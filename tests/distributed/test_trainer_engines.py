@@ -2,8 +2,9 @@
 
 RecAlpaca on the tiny random Llama (LoRA dropout 0), global batch 4: one process accumulates 2
 micro-batches of 2, two ZeRO ranks take one each with the shipped ZeRO JSON. Same losses and LoRA
-weights (ZeRO-3 gathers its partitioned weights for the save), and the saved adapter reloads. FSDP is not run: accelerate turns it on only for GPU
-devices, so on CPU the Trainer would silently train with DDP (`trainer_parallel_args` warns).
+weights (ZeRO-3 gathers its partitioned weights for the save), and the saved adapter reloads.
+RecExplainer (hybrid: connectors) under ZeRO-2 vs one process. FSDP is not run: accelerate turns
+it on only for GPU devices, so on CPU the Trainer would silently train with DDP (it warns).
 """
 
 import importlib.util
@@ -12,8 +13,9 @@ import logging
 
 import pytest
 import torch
-from dist_helpers import REPO, whyrec
+from dist_helpers import REPO, tiny_data, whyrec  # noqa: F401 (fixture)
 from safetensors.torch import load_file
+from test_ddp_encoders import _recexplainer, sasrec_one  # noqa: F401 (fixture)
 
 from whyrec.cli import main
 
@@ -70,6 +72,29 @@ def test_deepspeed_zero_two_ranks_match_one(engine_runs, engine):
     model = load_recalpaca(run, device="cpu").model
     loaded = {k: v for k, v in model.state_dict().items() if "lora_B" in k}
     assert loaded and all(float(v.abs().sum()) > 0 for v in loaded.values())
+
+
+@needs_deepspeed
+def test_recexplainer_zero2_two_ranks_match_one(sasrec_one, tmp_path):  # noqa: F811 (fixture imported above)
+    """Micro-batch 1 per rank: a rank whose example has no <item> still reduces the item connector
+    (before, gloo failed with "Received data size doesn't match expected size")."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(_recexplainer(sasrec_one, one, accum=2)) == 0
+    whyrec([*_recexplainer(sasrec_one, two, accum=1),
+            "--recexplainer.deepspeed", str(REPO / "configs/distributed/ds_zero2.json")], nproc=2)
+    la, lb = (json.loads((d / "train_log.json").read_text()) for d in (one, two))
+    assert la["steps"] == lb["steps"] == 3
+    assert [v for _, v in lb["losses"]] == pytest.approx([v for _, v in la["losses"]], rel=1e-4)
+    a, b = (load_file(str(d / "adapter_model.safetensors")) for d in (one, two))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], atol=2e-5, rtol=1e-4, msg=key)
+    # A connector no rank used in a step has no gradient in one process (AdamW skips it) but a zero
+    # one in DeepSpeed's flat buffers (Adam still moves it by its momentum): close, not equal.
+    a, b = (load_file(str(d / "connectors.safetensors")) for d in (one, two))
+    assert a.keys() == b.keys() and all(torch.isfinite(v).all() for v in b.values())
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], atol=5e-3, rtol=0, msg=key)
 
 
 def test_fsdp_on_cpu_warns_that_it_runs_ddp(caplog, monkeypatch):

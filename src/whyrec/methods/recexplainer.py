@@ -45,6 +45,12 @@ def connector(d_rec: int, hidden: int, d_model: int) -> nn.Sequential:
 class RecExplainer(nn.Module):
     """LLM (+LoRA) with connectors from a frozen target recommender."""
 
+    # DeepSpeed ZeRO reduces gradients per parameter as they arrive: a rank whose batch has no
+    # <user> (or <item>) token would skip that connector and the ranks' collectives would differ
+    # (gloo: "Received data size doesn't match expected size"). When set (train_recexplainer does,
+    # for DeepSpeed), an unused connector joins the graph with a zero contribution instead.
+    touch_unused_connectors: bool = False
+
     def __init__(self, llm, tokenizer, target, cfg: RecExplainerConfig):
         super().__init__()
         self.cfg, self.tokenizer = cfg, tokenizer
@@ -90,6 +96,9 @@ class RecExplainer(nn.Module):
         for kind, conn in (("user", self.user_connector), ("item", self.item_connector)):
             rows, cols = (input_ids == self.token_ids[kind]).nonzero(as_tuple=True)  # row-major order
             if len(rows) == 0:
+                if self.touch_unused_connectors and self.training:
+                    w = conn[0].weight
+                    extra = extra + 0.0 * conn(w.new_zeros(1, w.shape[1])).sum().to(embeds.dtype)
                 continue
             specs = _specs_for_positions(rows.tolist(), placeholders, kind)
             vec = self.target_vectors(kind, specs).to(embeds.device)  # (N, d_rec)

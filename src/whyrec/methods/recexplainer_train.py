@@ -164,6 +164,7 @@ def train_recexplainer(target_path: str, out: str, model: ModelConfig | None = N
     seed_everything(cfg.seed)
     llm, tok = load_model(replace(model, device="cpu"))  # the Trainer moves it to this process's device
     module = RecExplainer(llm, tok, target, cfg)
+    module.touch_unused_connectors = bool(cfg.deepspeed)  # ZeRO needs every rank to reduce every connector
     if cfg.gradient_checkpointing:
         from whyrec.llm.checkpointing import enable_gradient_checkpointing
 
