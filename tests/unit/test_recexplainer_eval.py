@@ -77,6 +77,28 @@ def test_alignment_table_same_examples_every_row(runs, tmp_path, capsys):
     assert counts["hybrid"] == {"iid2title": min(2, N_ITEMS), "uid2hist": 2, "uid2next": 2, "uidiid2rank": 2, "uidiid2binary": 4}
     md = (out / "alignment.md").read_text()
     assert sum(line.startswith("| ") for line in md.splitlines()) == 5 and "| un-aligned | behaviour |" in md and md in capsys.readouterr().out
+    assert sorted(p.name for p in (out / "systems").iterdir()) == sorted(f"{n}.json" for n in rows)
+
+
+def test_alignment_table_resumes_per_system(runs, tmp_path, monkeypatch):
+    """A rerun reuses every finished system's row; only missing or changed systems are scored again."""
+    import whyrec.eval.alignment as A
+
+    out = tmp_path / "align"
+    args = ["evaluate", "--task", "alignment", "--runs", spec(runs), "--unaligned", "--max_pairs", "2",
+            "--out", str(out), "--generation.max_new_tokens", "4", "--device", "cpu"]
+    assert main(args) == 0
+    first = json.loads((out / "alignment.json").read_text())
+    (out / "systems" / "intention.json").unlink()  # as if the run had been killed while scoring intention
+    scored = []
+    real = A.evaluate_alignment
+    monkeypatch.setattr(A, "evaluate_alignment", lambda model, ex, **kw: scored.append(model.cfg.mode) or real(model, ex, **kw))
+    assert main(args) == 0
+    assert scored == ["intention"]
+    again = json.loads((out / "alignment.json").read_text())
+    assert again == first and list(again["rows"]) == ["behaviour", "un-aligned", "intention", "hybrid"]
+    assert main(args[:-4] + ["--generation.max_new_tokens", "3", "--device", "cpu"]) == 0  # new decoding: all again
+    assert len(scored) == 1 + 4
 
 
 def test_unaligned_backbone_disables_the_lora(runs):

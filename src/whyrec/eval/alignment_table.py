@@ -18,6 +18,7 @@ import gc
 import hashlib
 import json
 import random
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -114,29 +115,70 @@ def examples_key(examples: list[dict]) -> str:
     return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
 
 
+def _file_name(name: str) -> str:
+    return re.sub(r"[^\w.-]", "_", name) + ".json"
+
+
+def _settings(runs: dict[str, str], name: str, users: list[str], seed: int, max_new_tokens: int) -> dict:
+    """What a system's cached row depends on: its run (weights and target), users, seed, decoding."""
+    path = runs.get(name, next(iter(runs.values())))
+    weights = hashlib.sha256()
+    for f in sorted(p for p in Path(path).glob("*.safetensors")):
+        weights.update(f.name.encode() + b"\0" + f.read_bytes())
+    return {"system": name, "run": str(path), "weights": weights.hexdigest()[:16], "target": _fingerprint(path)[:16],
+            "users": hashlib.sha256(json.dumps(users).encode()).hexdigest()[:16], "seed": seed,
+            "max_new_tokens": max_new_tokens}
+
+
 def alignment_table(runs: dict[str, str], out: str, unaligned: bool = True, max_users: int | None = 200,
                     seed: int = 2023, batch_size: int = 8, max_new_tokens: int = 200, device: str = "auto") -> dict:
-    """Alignment metrics of every system on the same examples; writes out/alignment.{json,md}."""
+    """Alignment metrics of every system on the same examples; writes out/alignment.{json,md}.
+
+    Each system's row is saved to out/systems/NAME.json as soon as it is scored and the table is
+    rewritten, so an interrupted run keeps what it finished; a rerun with the same runs, users,
+    seed and decoding skips those systems (any change re-scores them)."""
     from whyrec.data.recexplainer_material import alignment_material
     from whyrec.eval.alignment import alignment_examples, evaluate_alignment
 
     target = load_shared_target(runs)
     users = sample_users(target, max_users, seed)
     topk = run_meta(next(iter(runs.values())))["config"].get("topk", 100)
-    material = alignment_material(target, users, topk=topk, seed=seed)
+    order = list(runs)
+    if unaligned:
+        order.insert(1, UNALIGNED)
+    cache = Path(out) / "systems"
+    settings = {name: _settings(runs, name, users, seed, max_new_tokens) for name in order}
     rows: dict[str, dict] = {}
+    for name in order:
+        path = cache / _file_name(name)
+        saved = read_json(path) if path.is_file() else {}
+        if saved.get("settings") == settings[name]:
+            rows[name] = saved["row"]
+
+    def result() -> dict:
+        return {"n_users": len(users), "seed": seed, "max_new_tokens": max_new_tokens,
+                "rows": {name: rows[name] for name in order if name in rows}}
+
+    material = None
 
     def score(name: str, model) -> None:
+        nonlocal material
+        if material is None:  # computed once, only when some system still needs scoring
+            material = alignment_material(target, users, topk=topk, seed=seed)
         examples = alignment_examples(model, users, material=material, seed=seed, max_items=max_users)
         metrics = evaluate_alignment(model, examples, batch_size=batch_size, max_new_tokens=max_new_tokens)
         rows[name] = {"run": runs.get(name, runs[next(iter(runs))] + " (LoRA off)"), "mode": model.cfg.mode,
                       "examples_key": examples_key(examples), "tasks": metrics}
+        write_json(cache / _file_name(name), {"settings": settings[name], "row": rows[name]})
+        write_json(Path(out) / "alignment.json", result())
+        write_text(Path(out) / "alignment.md", render_alignment(result()))
 
-    for_each_system(runs, score, unaligned, device)
-    result = {"n_users": len(users), "seed": seed, "max_new_tokens": max_new_tokens, "rows": rows}
-    write_json(Path(out) / "alignment.json", result)
-    write_text(Path(out) / "alignment.md", render_alignment(result))
-    return result
+    todo = set(order) - set(rows)
+    if todo:
+        for_each_system(runs, score, unaligned, device, wanted=todo)
+    write_json(Path(out) / "alignment.json", result())
+    write_text(Path(out) / "alignment.md", render_alignment(result()))
+    return result()
 
 
 def render_alignment(result: dict) -> str:
