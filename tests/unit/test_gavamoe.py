@@ -120,6 +120,29 @@ def test_gradients_reach_trainable_parts_only():
     assert all(grads[n] is None for n in frozen)
 
 
+def test_upcycled_routers_start_without_gradient_and_get_one_after_a_step():
+    """Identical expert copies make the output independent of the routing weights, so routers get
+    no gradient on the first step; the experts' different gradients (each is weighted by its own
+    routing weight) break that symmetry, so from the second step on routers learn (sparse
+    upcycling needs no noise on the copies)."""
+    module = build()
+    enc = batch(module)
+    clusters = torch.tensor([0, 1])
+    params = [p for p in module.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=0.5)
+
+    def router_grad() -> float:
+        opt.zero_grad()
+        module(enc["input_ids"], enc["attention_mask"], enc["labels"], *VEC, clusters).backward()
+        return sum(float(p.grad.abs().sum()) for n, p in module.named_parameters() if "routers." in n and p.grad is not None)
+
+    first = router_grad()
+    expert_grads = [float(sum(p.grad.abs().sum() for p in e.parameters())) for e in module.moes[0].experts]
+    assert first < 1e-6 and max(expert_grads) > 0
+    opt.step()
+    assert router_grad() > 1e3 * max(first, 1e-9)
+
+
 def test_a_few_steps_lower_the_loss():
     module = build()
     enc = batch(module)
