@@ -1,9 +1,9 @@
 """Top-k evaluation of free-text recommendations (RecAlpaca, METHODS.md §6.3)."""
 
 import json
-import re
 import math
 import os
+import re
 import subprocess
 import sys
 
