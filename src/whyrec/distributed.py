@@ -210,13 +210,13 @@ def trainer_parallel_args(deepspeed: str | None, fsdp: str | None, bf16: bool | 
           "activation_checkpointing": gradient_checkpointing}  # transformers 5 name
     if deepspeed:
         kw["deepspeed"] = str(deepspeed) if hidden_size is None else _deepspeed_dict(deepspeed, hidden_size)
-    if fsdp and not cuda:
-        import logging
-
-        logging.getLogger(__name__).warning(
-            "fsdp: accelerate applies FSDP on GPUs only; on this CPU the Trainer trains with plain DDP "
-            "(every rank holds the whole model). Use DeepSpeed ZeRO-3 to shard on CPU.")
     if fsdp:
+        if not cuda:
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "fsdp: accelerate applies FSDP on GPUs only; on this CPU the Trainer trains with plain DDP "
+                "(every rank holds the whole model). Use DeepSpeed ZeRO-3 to shard on CPU.")
         kw["fsdp"] = True
         kw["fsdp_config"] = json.loads(Path(fsdp).read_text())
     return kw

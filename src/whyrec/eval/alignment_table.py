@@ -119,13 +119,14 @@ def _file_name(name: str) -> str:
     return re.sub(r"[^\w.-]", "_", name) + ".json"
 
 
-def _settings(runs: dict[str, str], name: str, users: list[str], seed: int, max_new_tokens: int) -> dict:
-    """What a system's cached row depends on: its run (weights and target), users, seed, decoding."""
+def _settings(runs: dict[str, str], name: str, users: list[str], seed: int, max_new_tokens: int,
+              target_print: str) -> dict:
+    """What a system's cached row depends on: its run (weights and the shared target), users, seed, decoding."""
     path = runs.get(name, next(iter(runs.values())))
     weights = hashlib.sha256()
     for f in sorted(p for p in Path(path).glob("*.safetensors")):
         weights.update(f.name.encode() + b"\0" + f.read_bytes())
-    return {"system": name, "run": str(path), "weights": weights.hexdigest()[:16], "target": _fingerprint(path)[:16],
+    return {"system": name, "run": str(path), "weights": weights.hexdigest()[:16], "target": target_print[:16],
             "users": hashlib.sha256(json.dumps(users).encode()).hexdigest()[:16], "seed": seed,
             "max_new_tokens": max_new_tokens}
 
@@ -147,7 +148,8 @@ def alignment_table(runs: dict[str, str], out: str, unaligned: bool = True, max_
     if unaligned:
         order.insert(1, UNALIGNED)
     cache = Path(out) / "systems"
-    settings = {name: _settings(runs, name, users, seed, max_new_tokens) for name in order}
+    target_print = _fingerprint(next(iter(runs.values())))  # load_shared_target checked every run has it
+    settings = {name: _settings(runs, name, users, seed, max_new_tokens, target_print) for name in order}
     rows: dict[str, dict] = {}
     for name in order:
         path = cache / _file_name(name)
