@@ -1,11 +1,11 @@
 """GaVaMoE cluster-count sweep (K = 2..5, METHODS §4): stage 1 per K, optionally stage 2, one table + plot.
 
     python benchmarks/gavamoe_k_sweep.py --data runs/mi --work runs/mi-ksweep --ks 2,3,4,5 \
-        [--stage2-minutes 4 --max-pairs 150]
+        [--stage2-steps 30 | --stage2-minutes 4] [--max-pairs 150]
 
 For each K: `whyrec cluster` (VAE-GMM, the given epochs) into WORK/vae-k{K}; its valid rating
 accuracy/RMSE, the cluster sizes and their balance (normalised entropy: 1 = equal sizes).
-With --stage2-minutes > 0, GaVaMoE stage 2 trains on each VAE for that budget (same seed,
+With --stage2-steps (or --stage2-minutes) > 0, GaVaMoE stage 2 trains on each VAE for that budget (same seed,
 same pairs, same LLM settings) and its explanations are scored with PEPLER's metrics, so the
 only thing that changes between rows is K. Writes WORK/k_sweep.{md,json,png}; every stage is
 cached, so a re-run only does what is missing.
@@ -52,11 +52,13 @@ def run_k(args, k: int) -> dict:
     stage1 = cluster_command(args.data, str(vae_dir), cfg, device=args.device)
     row = {"K": k, "cluster_sizes": stage1["cluster_sizes"], "balance": balance(stage1["cluster_sizes"]),
            "valid_accuracy": (stage1["valid"] or {}).get("accuracy"), "valid_rmse": (stage1["valid"] or {}).get("rmse")}
-    if args.stage2_minutes > 0:
+    if args.stage2_minutes > 0 or args.stage2_steps > 0:
         from whyrec.benchmark import benchmark_explain
 
         gav = GaVaMoEConfig(n_experts=args.experts, moe_layers=args.moe_layers, item_noun=args.item_noun)
-        train = TrainConfig(max_minutes=args.stage2_minutes, lr=3e-4, batch_size=4, max_target_tokens=64)
+        budget = ({"max_steps": args.stage2_steps, "max_minutes": None} if args.stage2_steps > 0
+                  else {"max_minutes": args.stage2_minutes})  # a step count is the fair budget across K
+        train = TrainConfig(**budget, lr=3e-4, batch_size=4, max_target_tokens=64)
         result = benchmark_explain(args.data, str(Path(args.work) / f"k{k}"), methods=["gavamoe"], vae=str(vae_dir),
                                    gavamoe=gav, train=train, max_pairs=args.max_pairs, seed=0, device=args.device,
                                    generation=GenerationConfig(max_new_tokens=48), groups=False)
@@ -105,7 +107,8 @@ def main(argv=None) -> None:
     p.add_argument("--ks", default="2,3,4,5")
     p.add_argument("--pretrain-epochs", type=int, default=50)
     p.add_argument("--elbo-epochs", type=int, default=30)
-    p.add_argument("--stage2-minutes", type=float, default=0.0)
+    p.add_argument("--stage2-minutes", type=float, default=0.0, help="stage-2 wall-time budget per K")
+    p.add_argument("--stage2-steps", type=int, default=0, help="stage-2 optimiser steps per K (wins over minutes)")
     p.add_argument("--max-pairs", type=int, default=150)
     p.add_argument("--experts", type=int, default=4)
     p.add_argument("--moe-layers", default="24,25,26,27,28,29")

@@ -59,3 +59,25 @@ def test_real_smollm2_generates_a_sentence():
     out = model.generate(**enc, max_new_tokens=20, do_sample=False)
     text = tok.decode(out[0, enc.input_ids.shape[1]:], skip_special_tokens=True)
     assert len(text.split()) >= 3
+
+
+
+def test_lm_head_gets_a_contiguous_input_so_no_weight_broadcast():
+    """torch broadcasts a frozen head weight to (B, H, V) for a strided (B, 1, H) input and runs a
+    bmm; load_model's pre-hook hands the head a contiguous input, which runs as one mm."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from whyrec.llm.load import contiguous_head_input
+
+    model, _ = load_model(ModelConfig("tiny-random-llama", device="cpu"))
+    model.requires_grad_(False)
+    head = model.get_output_embeddings()
+    last = torch.randn(4, 7, head.in_features)[:, -1:]  # the view logits_to_keep=1 takes
+    assert not last.is_contiguous()
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        out = head(last)
+    ops = {e.name for e in prof.events()}
+    assert "aten::mm" in ops and "aten::bmm" not in ops
+    assert torch.allclose(out, last @ head.weight.T, atol=1e-5)
+    contiguous_head_input(model)  # idempotent: still one hook
+    assert sum(h.__name__ == "_contiguous_args" for h in head._forward_pre_hooks.values()) == 1

@@ -62,7 +62,26 @@ def load_model(cfg: ModelConfig):
     _ensure_chat_and_pad(tok)
     model.to(device)
     model.eval()
+    contiguous_head_input(model)
     return model, tok
+
+
+def contiguous_head_input(model) -> None:
+    """Make the LM head's input contiguous before its matmul (idempotent; call again after resizing).
+
+    For generation HF computes logits on the last position only (`hidden[:, -1:]`, a strided
+    view). With a frozen head weight, torch's `linear` does not fold that (B, 1, H) view into one
+    matmul: it broadcasts the weight to (B, H, V), copies it and runs a bmm. With SmolLM2 on CPU a
+    batch of 32 then spends 11 s (bf16) or 0.5 s (fp32) in the head instead of 0.03 s.
+    """
+    head = model.get_output_embeddings()
+    if head is not None and not getattr(head, "_whyrec_contiguous_input", False):
+        head.register_forward_pre_hook(_contiguous_args)
+        head._whyrec_contiguous_input = True
+
+
+def _contiguous_args(module, args):
+    return tuple(a.contiguous() if hasattr(a, "contiguous") else a for a in args)
 
 
 @contextmanager

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from whyrec.llm.load import contiguous_head_input
+
 
 def add_tokens_mean_init(llm, tokenizer, tokens: list[str], additional_special: bool = False) -> None:
     """Add `tokens` to the tokenizer and the model; new rows are the mean row, so a rebuild is identical.
@@ -21,6 +23,7 @@ def add_tokens_mean_init(llm, tokenizer, tokens: list[str], additional_special: 
     old = llm.get_input_embeddings().weight.shape[0]
     if len(tokenizer) > old:
         llm.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        contiguous_head_input(llm)  # an untied head is a new module after resizing
         with torch.no_grad():
             emb = llm.get_input_embeddings().weight
             emb[old:] = emb[:old].mean(0)
