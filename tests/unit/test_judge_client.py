@@ -252,3 +252,30 @@ def test_local_client_no_repeat_ngram_blocks_repeats_and_keys_cache():
     # Different decoding options must not share cached answers.
     assert plain.cache_params() != guarded.cache_params()
     assert plain.cache_params() == {"max_tokens": 256, "dtype": config.dtype, "greedy": True}
+
+
+def test_local_constrained_rubric_grades_every_explanation_with_the_most_likely_letter():
+    import torch
+
+    from whyrec.config import ModelConfig
+    from whyrec.eval.judge import RUBRIC_LEVELS, rubric_prompt
+    from whyrec.llm.client import LocalHFClient, _apply_template
+
+    client = LocalHFClient(ModelConfig("tiny-random-llama", device="cpu"), batch_size=3)
+    contexts = [{"history": ["Halo 3"], "target_item": f"Forza {i}", "label": i % 2 == 0} for i in range(5)]
+    explanations = ["yes, racing", "no", "because the user likes shooters and cars", "maybe", "x " * 30]
+    result = rubric_judge(explanations, contexts, client, progress=False, constrained=True)
+    assert result["mode"] == "constrained" and result["unparsed"] == 0
+    assert set(result["labels"]) <= set(RUBRIC_LEVELS) and sum(result["counts"].values()) == 5
+    # each batched, left-padded pick is the argmax over the four letters for that prompt alone
+    model, tok = client._load()
+    letters = [tok("<score>" + lv, add_special_tokens=False).input_ids[-1] for lv in RUBRIC_LEVELS]
+    for expl, ctx, label in zip(explanations, contexts, result["labels"]):
+        conv = [{"role": "system", "content": "You are a helpful assistant."},
+                {"role": "user", "content": rubric_prompt(expl, ctx)}]
+        ids = tok(_apply_template(tok, conv) + "<score>", return_tensors="pt", add_special_tokens=False).input_ids
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0, -1, letters]
+        assert RUBRIC_LEVELS[int(logits.argmax())] == label
+    generated = rubric_judge(explanations[:2], contexts[:2], client, progress=False, max_tokens=4, constrained=False)
+    assert generated["mode"] == "generated"

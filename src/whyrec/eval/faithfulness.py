@@ -90,7 +90,8 @@ def rubric_by_system(rows: dict[str, list[dict]], judge: JudgeConfig) -> dict[st
     try:
         graded = rubric_judge([r["explanation"] for r in flat],
                               [{"history": r["history"], "target_item": r["title"], "label": r["label"]} for r in flat],
-                              client, cache, progress=False, max_tokens=judge.max_tokens)
+                              client, cache, progress=False, max_tokens=judge.max_tokens,
+                              constrained=judge.constrained)
     finally:
         if cache is not None:
             cache.close()
@@ -102,7 +103,7 @@ def rubric_by_system(rows: dict[str, list[dict]], judge: JudgeConfig) -> dict[st
         counts = {lv: parsed.count(lv) for lv in RUBRIC_LEVELS}
         out[name] = {**{lv: (counts[lv] / len(parsed) if parsed else None) for lv in RUBRIC_LEVELS},
                      "mean": statistics.fmean(RUBRIC_LEVELS.index(lab) + 1 for lab in parsed) if parsed else None,
-                     "counts": counts, "unparsed": len(mine) - len(parsed), "labels": mine}
+                     "counts": counts, "unparsed": len(mine) - len(parsed), "labels": mine, "mode": graded["mode"]}
     return out
 
 
@@ -168,7 +169,9 @@ def render_faithfulness(result: dict) -> str:
     if dist:
         lines.append(f"Distinction probe (which system wrote it): accuracy {fmt(dist['accuracy'])} vs chance "
                      f"{fmt(dist['chance'])} and majority {fmt(dist['majority_baseline'])} ({dist['n_test']} held out).")
-    judge = result["judge"]
+    judge, mode = result["judge"], next(iter((result["rubric"] or {}).values()), {}).get("mode")
+    how = {"constrained": " (grade = most probable A-D letter after '<score>')",
+           "generated": " (grade = first <score>X</score> tag of its reply)"}.get(mode, "")
     lines.append(f"{result['n_pairs']} pairs ({result['n_users']} users x pos/neg, seed {result['seed']}); judge: "
-                 + (f"{judge['backend']} {judge['model']}" if judge else "none") + ".")
+                 + (f"{judge['backend']} {judge['model']}{how}" if judge else "none") + ".")
     return "\n".join(lines) + "\n"

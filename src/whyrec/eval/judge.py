@@ -100,6 +100,10 @@ class JudgeConfig:
     """SQLite answer cache. None: $WHYREC_CACHE/chat_cache.sqlite."""
     use_cache: bool = True
     """Reuse cached answers (reruns are free and interrupted runs resume)."""
+    constrained: bool = True
+    """Local judge, rubric only: read the grade from the next-token probabilities of A/B/C/D after
+    '<score>' (every explanation gets one) instead of parsing generated text, which small local
+    models rarely format (SmolLM2-135M left 79 of 80 unparsed). Endpoints always generate."""
 
 
 def build_client(cfg: JudgeConfig) -> ChatClient:
@@ -177,9 +181,14 @@ def rubric_prompt(explanation: str, context: Mapping) -> str:
 
 
 def rubric_judge(explanations: Sequence[str], contexts: Sequence[Mapping], client: ChatClient,
-                 cache: ChatCache | None = None, progress: bool = True, max_tokens: int | None = None) -> dict:
+                 cache: ChatCache | None = None, progress: bool = True, max_tokens: int | None = None,
+                 constrained: bool = False) -> dict:
     """RecExplainer's A-D rubric. Returns the share of each level among parsed replies,
-    `counts`, `labels` per explanation (None where unparsable) and the `unparsed` count."""
+    `counts`, `labels` per explanation (None where unparsable), the `unparsed` count and `mode`.
+
+    `constrained` with a client that can `choose` (a local model): the grade is the level whose
+    tag letter is most probable right after '<score>' (mode 'constrained'); otherwise the judge
+    writes a reply and its first <score>X</score> tag is read (mode 'generated')."""
     if len(explanations) != len(contexts):
         raise WhyrecError(f"{len(explanations)} explanations but {len(contexts)} contexts; they must pair up")
     conversations: list[Messages] = [
@@ -187,12 +196,17 @@ def rubric_judge(explanations: Sequence[str], contexts: Sequence[Mapping], clien
          {"role": "user", "content": rubric_prompt(e, c)}]
         for e, c in zip(explanations, contexts)
     ]
-    replies = complete_many(client, conversations, cache, progress, max_tokens or RUBRIC_MAX_TOKENS, "rubric")
-    labels = [parse_rubric_label(r) for r in replies]
+    choose = getattr(client, "choose", None) if constrained else None
+    picks = choose(conversations, "<score>", RUBRIC_LEVELS, progress) if choose else None
+    if picks is not None:
+        labels, mode = [RUBRIC_LEVELS[p] for p in picks], "constrained"
+    else:
+        replies = complete_many(client, conversations, cache, progress, max_tokens or RUBRIC_MAX_TOKENS, "rubric")
+        labels, mode = [parse_rubric_label(r) for r in replies], "generated"
     counts = {level: labels.count(level) for level in RUBRIC_LEVELS}
     parsed = sum(counts.values())
     shares = {level: (counts[level] / parsed if parsed else None) for level in RUBRIC_LEVELS}
-    return {**shares, "counts": counts, "labels": labels, "unparsed": len(labels) - parsed}
+    return {**shares, "counts": counts, "labels": labels, "unparsed": len(labels) - parsed, "mode": mode}
 
 
 def judge_metrics(predictions: Sequence[str], references: Sequence[str], cfg: JudgeConfig,
@@ -211,7 +225,8 @@ def judge_metrics(predictions: Sequence[str], references: Sequence[str], cfg: Ju
         out = {"judge": judge,
                "gptscore": gpt_score(predictions, references, client, cache, progress, cfg.max_tokens)}
         if contexts is not None:
-            out["rubric"] = rubric_judge(predictions, contexts, client, cache, progress, cfg.max_tokens)
+            out["rubric"] = rubric_judge(predictions, contexts, client, cache, progress, cfg.max_tokens,
+                                         constrained=cfg.constrained)
     finally:
         if cache is not None:
             cache.close()

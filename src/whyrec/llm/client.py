@@ -253,6 +253,32 @@ class LocalHFClient:
         new = out[:, enc["input_ids"].shape[1]:]  # (batch, new_tokens)
         return [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
 
+    def choose(self, batch: Sequence[Messages], prefix: str, options: Sequence[str],
+               progress: bool = False) -> list[int] | None:
+        """Constrained answers: for each conversation, the index of the option the model finds most
+        likely as the next token once its reply opens with `prefix` (one forward pass, no text to
+        parse). None when the tokenizer does not split `prefix + option` into the prefix's tokens
+        plus one token per option, so the caller falls back to free generation."""
+        import torch
+        from tqdm.auto import tqdm
+
+        model, tok = self._load()
+        ids = [tok(prefix + o, add_special_tokens=False).input_ids for o in options]
+        head = tok(prefix, add_special_tokens=False).input_ids
+        if any(len(i) != len(head) + 1 or i[:-1] != head for i in ids) or len({i[-1] for i in ids}) < len(ids):
+            return None
+        option_ids = torch.tensor([i[-1] for i in ids])
+        tok.padding_side = "left"
+        picks: list[int] = []
+        for start in tqdm(range(0, len(batch), self.batch_size), disable=not progress, desc="choose"):
+            prompts = [_apply_template(tok, m) + prefix for m in batch[start:start + self.batch_size]]
+            enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+            positions = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)  # left padding: as generate does
+            with torch.inference_mode():
+                logits = model(**enc, position_ids=positions, logits_to_keep=1).logits[:, -1]
+            picks += logits[:, option_ids.to(logits.device)].argmax(-1).tolist()
+        return picks
+
 
 def _apply_template(tok, messages: Messages) -> str:
     try:
