@@ -52,3 +52,25 @@ def test_xrec_two_ranks_match_one(tiny_data, tiny_encoder, tmp_path):  # noqa: F
     assert lb["losses"] == pytest.approx(la["losses"], rel=1e-4)
     assert (la["world_size"], lb["world_size"]) == (1, 2)
     assert not (tmp_path / "two" / "checkpoint").exists()
+
+
+@pytest.mark.parametrize("variant", ["continuous", "reg"])
+def test_pepler_two_ranks_match_one(tiny_data, tmp_path, variant):  # noqa: F811 (fixtures imported above)
+    """PEPLER's own loop on 2 ranks (global batch 16, uneven last batch) equals 1 process: both phases of
+    `continuous`, and `reg`'s rescaled rating MSE."""
+    args = ["train", "explainer", "--method", "pepler", "--data", str(tiny_data), "--model.name_or_path",
+            "tiny-random-llama", "--model.device", "cpu", "--pepler.variant", variant, "--pepler.epochs", "2",
+            "--pepler.epochs_phase2", "1", "--pepler.batch_size", "16", "--pepler.words", "8"]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    whyrec([*args, "--out", str(tmp_path / "two")], nproc=2)
+    files = sorted(p.name for p in (tmp_path / "one").glob("*.safetensors"))
+    assert files and files == sorted(p.name for p in (tmp_path / "two").glob("*.safetensors"))
+    for name in files:
+        a, b = _weights(tmp_path / "one", name), _weights(tmp_path / "two", name)
+        assert a.keys() == b.keys()
+        for key in a:
+            torch.testing.assert_close(b[key], a[key], atol=2e-5, rtol=1e-4, msg=f"{name}:{key}")
+    la, lb = (json.loads((tmp_path / d / "training_log.json").read_text()) for d in ("one", "two"))
+    assert la["history"] and [h["train_loss"] for h in lb["history"]] == pytest.approx(
+        [h["train_loss"] for h in la["history"]], rel=1e-4)
+    assert _world(tmp_path / "one") == 1 and _world(tmp_path / "two") == 2

@@ -397,7 +397,7 @@ def _train_pepler(data: str, out: str, model: ModelConfig, pepler: PEPLERConfig 
 
     from whyrec.data import schema as S
     from whyrec.data.dataset import RecDataset
-    from whyrec.distributed import is_main
+    from whyrec.distributed import is_main, world_size
     from whyrec.llm.load import load_model
     from whyrec.utils import WhyrecError, read_json, seed_everything, write_json, write_run_info
 
@@ -428,10 +428,11 @@ def _train_pepler(data: str, out: str, model: ModelConfig, pepler: PEPLERConfig 
         raise WhyrecError(f"PEPLER needs train and valid explanations (early stopping); got {len(tr)} and {len(va)}")
     if is_main():
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_run_info(out_dir, wanted, "train pepler")
+        write_run_info(out_dir, {**wanted, "world_size": world_size()}, "train pepler")
     state = fit(module, tr, va, pepler, train.seed, out_dir / "checkpoint", resume, train.max_steps, train.max_minutes)
     log = {"history": state["history"], "complete": state["complete"], "train_examples": len(tr),
-           "valid_examples": len(va), "epochs": state["epoch"], "elapsed_s": round(state["elapsed_s"], 1)}
+           "valid_examples": len(va), "epochs": state["epoch"], "elapsed_s": round(state["elapsed_s"], 1),
+           "world_size": world_size()}
     if not is_main():  # rank 0 writes the folder
         return log
     write_json(out_dir / "training_log.json", log)
