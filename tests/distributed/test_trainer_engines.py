@@ -75,13 +75,14 @@ def test_deepspeed_zero_two_ranks_match_one(engine_runs, engine):
 
 
 @needs_deepspeed
-def test_recexplainer_zero2_two_ranks_match_one(sasrec_one, tmp_path):  # noqa: F811 (fixture imported above)
+@pytest.mark.parametrize("engine", ["zero2", "zero3"])
+def test_recexplainer_zero_two_ranks_match_one(sasrec_one, tmp_path, engine):  # noqa: F811 (fixture imported above)
     """Micro-batch 1 per rank: a rank whose example has no <item> still reduces the item connector
     (before, gloo failed with "Received data size doesn't match expected size")."""
     one, two = tmp_path / "one", tmp_path / "two"
     assert main(_recexplainer(sasrec_one, one, accum=2)) == 0
     whyrec([*_recexplainer(sasrec_one, two, accum=1),
-            "--recexplainer.deepspeed", str(REPO / "configs/distributed/ds_zero2.json")], nproc=2)
+            "--recexplainer.deepspeed", str(REPO / f"configs/distributed/ds_{engine}.json")], nproc=2)
     la, lb = (json.loads((d / "train_log.json").read_text()) for d in (one, two))
     assert la["steps"] == lb["steps"] == 3
     assert [v for _, v in lb["losses"]] == pytest.approx([v for _, v in la["losses"]], rel=1e-4)

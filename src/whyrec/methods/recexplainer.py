@@ -97,8 +97,9 @@ class RecExplainer(nn.Module):
             rows, cols = (input_ids == self.token_ids[kind]).nonzero(as_tuple=True)  # row-major order
             if len(rows) == 0:
                 if self.touch_unused_connectors and self.training:
-                    w = conn[0].weight
-                    extra = extra + 0.0 * conn(w.new_zeros(1, w.shape[1])).sum().to(embeds.dtype)
+                    # in_features, not weight.shape: a ZeRO-3 weight is an empty shard outside forward
+                    dummy = embeds.new_zeros(1, conn[0].in_features, dtype=torch.float32)
+                    extra = extra + 0.0 * conn(dummy).sum().to(embeds.dtype)
                 continue
             specs = _specs_for_positions(rows.tolist(), placeholders, kind)
             vec = self.target_vectors(kind, specs).to(embeds.device)  # (N, d_rec)

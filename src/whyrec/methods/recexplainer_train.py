@@ -89,8 +89,11 @@ def _trainer_class():
         def _save(self, output_dir=None, state_dict=None):
             if self.args.should_save:
                 os.makedirs(output_dir or self.args.output_dir, exist_ok=True)
-                save_file(trainable_state(self.model), os.path.join(output_dir or self.args.output_dir,
-                                                                    CHECKPOINT_WEIGHTS))
+                weights = trainable_state(self.model)
+                if state_dict is not None:  # ZeRO-3 hands over the gathered weights; ours are empty shards
+                    weights = {k: state_dict[k].detach().cpu().contiguous() if k in state_dict else v
+                               for k, v in weights.items()}
+                save_file(weights, os.path.join(output_dir or self.args.output_dir, CHECKPOINT_WEIGHTS))
 
         def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
             (model or self.model).load_state_dict(load_file(os.path.join(resume_from_checkpoint,
@@ -195,9 +198,24 @@ def train_recexplainer(target_path: str, out: str, model: ModelConfig | None = N
            "train_loss": result.training_loss, "steps": trainer.state.global_step,
            "elapsed_s": round(time.time() - started, 2), "resumed_from": start_ckpt.name if start_ckpt else None,
            "train_examples": len(rows), "tasks": counts, "losses": losses}
-    if trainer.is_world_process_zero():
-        save_recexplainer(module, out_dir, target_path, model, cfg, log)
+    with _gathered_trainable(module):  # every rank enters (a collective under ZeRO-3); rank 0 writes
+        if trainer.is_world_process_zero():
+            save_recexplainer(module, out_dir, target_path, model, cfg, log)
     return log
+
+
+def _gathered_trainable(module):
+    """Under DeepSpeed ZeRO-3 each rank holds a shard of every weight: gather the trainable ones (LoRA,
+    connectors) for the save. A no-op context otherwise."""
+    from contextlib import nullcontext
+
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if not is_deepspeed_zero3_enabled():
+        return nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters([p for p in module.parameters() if p.requires_grad], modifier_rank=None)
 
 
 def save_recexplainer(module: RecExplainer, out_dir: Path, target_path, model: ModelConfig,
