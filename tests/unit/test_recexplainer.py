@@ -257,6 +257,23 @@ def test_graded_ndcg_worked_example():
     assert A.graded_ndcg(["x", "y"], labels) == 0.0
 
 
+def test_chance_levels_by_hand():
+    """Random order of 1000/100/10/1/0: E[DCG] = (1111 / 5) * sum(1 / log2(r + 1), r = 1..5)."""
+    from whyrec.eval.alignment_table import render_alignment
+
+    discounts = [1 / math.log2(r + 2) for r in range(5)]
+    idcg = sum(g * d for g, d in zip((1000, 100, 10, 1, 0), discounts))
+    chance = A.chance_levels(n_items=898)
+    assert chance["uidiid2rank"]["ndcg@5"] == pytest.approx(1111 / 5 * sum(discounts) / idcg)
+    assert chance["uidiid2rank"]["ndcg@5"] == pytest.approx(0.6131, abs=1e-4)
+    assert chance["uid2next"]["hr@5"] == pytest.approx(5 / 898)
+    assert chance["uid2next"]["ndcg@5"] == pytest.approx(sum(discounts) / 898)
+    assert A.chance_levels(n_items=3)["uid2next"]["hr@5"] == 1.0
+    md = render_alignment({"n_users": 1, "seed": 0, "max_new_tokens": 8, "chance": chance,
+                           "rows": {"x": {"mode": "hybrid", "tasks": {"uidiid2rank": {"ndcg@5": 0.5, "n": 1}}}}})
+    assert "| chance (random guess) | - | - | - | 0.0056 | 0.0033 | 0.6131 | 0.5000 |" in md
+
+
 def test_yes_no_accuracy():
     assert A.yes_no_accuracy([[2.0, 1.0], [0.0, 1.0], [3.0, 0.0]], ["Yes", "No", "No"]) == pytest.approx(2 / 3)
 

@@ -75,6 +75,22 @@ def graded_ndcg(predicted: Sequence[str], labels: Sequence[str], relevance: Sequ
     return dcg / idcg if idcg > 0 else 0.0
 
 
+def chance_levels(n_items: int, relevance: Sequence[float] = GRADED_RELEVANCE, k: int = 5) -> dict:
+    """What guessing scores, for the table's reference row: ranking NDCG@k of a uniformly random
+    order of the candidates (the exact mean over every order: 0.613 for 1000/100/10/1/0), next-item
+    HR@k and NDCG@k of k distinct random items out of `n_items` (history exclusion ignored), and
+    Yes/No accuracy of a coin (the pairs are balanced: one positive, one negative per user)."""
+    from itertools import permutations
+
+    labels = [str(i) for i in range(len(relevance))]
+    orders = list(permutations(labels))
+    ndcg = sum(graded_ndcg(list(o), labels, relevance, k) for o in orders) / len(orders)
+    hit = min(1.0, k / max(1, n_items))
+    next_ndcg = sum(1 / math.log2(r + 2) for r in range(k)) / max(1, n_items)
+    return {"uid2next": {"hr@5": hit, "ndcg@5": next_ndcg}, "uidiid2rank": {"ndcg@5": ndcg},
+            "uidiid2binary": {"accuracy": 0.5}}
+
+
 def yes_no_accuracy(logits, labels: Sequence[bool | str]) -> float:
     """Accuracy of "Yes" when logit(Yes) > logit(No); `logits` is (N, 2) as [yes, no]."""
     rows = [(float(r[0]), float(r[1])) for r in logits]

@@ -139,7 +139,7 @@ def alignment_table(runs: dict[str, str], out: str, unaligned: bool = True, max_
     rewritten, so an interrupted run keeps what it finished; a rerun with the same runs, users,
     seed and decoding skips those systems (any change re-scores them)."""
     from whyrec.data.recexplainer_material import alignment_material
-    from whyrec.eval.alignment import alignment_examples, evaluate_alignment
+    from whyrec.eval.alignment import alignment_examples, chance_levels, evaluate_alignment
 
     target = load_shared_target(runs)
     users = sample_users(target, max_users, seed)
@@ -159,7 +159,7 @@ def alignment_table(runs: dict[str, str], out: str, unaligned: bool = True, max_
 
     def result() -> dict:
         return {"n_users": len(users), "seed": seed, "max_new_tokens": max_new_tokens,
-                "rows": {name: rows[name] for name in order if name in rows}}
+                "rows": {name: rows[name] for name in order if name in rows}, "chance": chance_levels(target.n_items)}
 
     material = None
 
@@ -189,6 +189,9 @@ def render_alignment(result: dict) -> str:
     for name, row in result["rows"].items():
         cells = [_cell(row["tasks"].get(task, {}).get(metric)) for task, metric, _ in COLUMNS]
         lines.append(f"| {name} | {row['mode']} | " + " | ".join(cells) + " |")
+    if result.get("chance"):
+        cells = [_cell(result["chance"].get(task, {}).get(metric)) for task, metric, _ in COLUMNS]
+        lines.append("| chance (random guess) | - | " + " | ".join(cells) + " |")
     first = next(iter(result["rows"].values()), {"tasks": {}})
     counts = ", ".join(f"{t} {m['n']}" for t, m in first["tasks"].items())
     lines += ["", f"{result['n_users']} users (seeded sample, seed {result['seed']}); examples per row: {counts}; "
