@@ -219,6 +219,11 @@ def test_train_lowers_loss_keeps_target_frozen_and_reloads(tmp_path, monkeypatch
     report = A.evaluate_alignment(loaded, probe + examples[:2] + [dict(examples[0], task="uid2next")],
                                   max_new_tokens=4)
     assert set(report) == {"iid2title", "uidiid2binary", "uid2next"} and report["uidiid2binary"]["n"] == 4
+    kept = A.evaluate_alignment(loaded, probe + [dict(examples[0], task="uid2next")], max_new_tokens=4,
+                                keep_outputs=True)
+    assert [len(o["output"]) for o in kept["uidiid2binary"]["outputs"]] == [2] * 4
+    assert len(kept["uid2next"]["outputs"][0]["output"]) == 5 and "outputs" not in report["uid2next"]
+    assert kept["uid2next"]["hr@5"] == report["uid2next"]["hr@5"]
     full = A.alignment_examples(loaded, ["u0", "u1"], material=material(target).head(2))
     assert {e["task"] for e in full} == {"iid2title", "uid2hist", "uid2next", "uidiid2rank", "uidiid2binary"}
     assert len(loaded.explain(["u0"], ["i1"], max_new_tokens=3, min_new_tokens=0)) == 1

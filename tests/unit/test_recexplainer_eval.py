@@ -76,7 +76,10 @@ def test_alignment_table_same_examples_every_row(runs, tmp_path, capsys):
     # --max_pairs caps item recovery too: a seeded sample of 2 items, not all N_ITEMS.
     assert counts["hybrid"] == {"iid2title": min(2, N_ITEMS), "uid2hist": 2, "uid2next": 2, "uidiid2rank": 2, "uidiid2binary": 4}
     md = (out / "alignment.md").read_text()
-    assert sum(line.startswith("| ") for line in md.splitlines()) == 5 and "| un-aligned | behaviour |" in md and md in capsys.readouterr().out
+    assert sum(line.startswith("| ") for line in md.splitlines()) == 6 and "| un-aligned | behaviour |" in md
+    kept = json.loads((out / "systems" / "hybrid.json").read_text())["row"]["tasks"]
+    assert [len(kept[t]["outputs"]) for t in ("uid2hist", "uid2next", "uidiid2binary")] == [2, 2, 4]
+    assert "| chance (random guess) | - |" in md and table["chance"]["uidiid2rank"]["ndcg@5"] == pytest.approx(0.6131, abs=1e-4) and md in capsys.readouterr().out
     assert sorted(p.name for p in (out / "systems").iterdir()) == sorted(f"{n}.json" for n in rows)
 
 

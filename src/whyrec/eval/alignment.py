@@ -139,32 +139,42 @@ def alignment_examples(model, users: Sequence[str], material=None, seed: int = 2
             + T.uidiid2binary(target, mode, material, hist, seed))
 
 
-def evaluate_alignment(model, examples: Sequence[dict], batch_size: int = 8, max_new_tokens: int = 200) -> dict:
+def evaluate_alignment(model, examples: Sequence[dict], batch_size: int = 8, max_new_tokens: int = 200,
+                       keep_outputs: bool = False) -> dict:
     """Score a loaded RecExplainer (`generate`, `yes_no_logits`) on task examples, per task.
 
-    Returns {task: {metric: value, "n": count}} for the tasks present; others are ignored.
+    Returns {task: {metric: value, "n": count}} for the tasks present; others are ignored. With
+    `keep_outputs`, each task also lists {"answer", "output"} per example (the 5 beams for
+    uid2next, the [Yes, No] logits for uidiid2binary), to see what a system actually answered.
     """
     by_task: dict[str, list[dict]] = {}
     for ex in examples:
         by_task.setdefault(ex["task"], []).append(ex)
     gen = lambda exs, **kw: _batched(model.generate, exs, batch_size, max_new_tokens=max_new_tokens, **kw)  # noqa: E731
     report: dict[str, dict] = {}
+    outputs: dict[str, list] = {}
     if exs := by_task.get("iid2title"):
-        report["iid2title"] = {"accuracy": item_recovery_accuracy(gen(exs), [_answer(e) for e in exs])}
+        outputs["iid2title"] = gen(exs)
+        report["iid2title"] = {"accuracy": item_recovery_accuracy(outputs["iid2title"], [_answer(e) for e in exs])}
     if exs := by_task.get("uid2hist"):
-        cov = [history_coverage(p, split_items(_answer(e))) for p, e in zip(gen(exs), exs)]
+        outputs["uid2hist"] = gen(exs)
+        cov = [history_coverage(p, split_items(_answer(e))) for p, e in zip(outputs["uid2hist"], exs)]
         report["uid2hist"] = {"coverage": sum(cov) / len(cov)}
     if exs := by_task.get("uid2next"):
-        beams = gen(exs, num_beams=5, num_return_sequences=5)
+        outputs["uid2next"] = beams = gen(exs, num_beams=5, num_return_sequences=5)
         scores = [next_item_hit_ndcg(b, _answer(e)) for b, e in zip(beams, exs)]
         report["uid2next"] = {"hr@5": sum(s[0] for s in scores) / len(scores),
                               "ndcg@5": sum(s[1] for s in scores) / len(scores)}
     if exs := by_task.get("uidiid2rank"):
-        nd = [graded_ndcg(split_items(p), split_items(_answer(e))) for p, e in zip(gen(exs), exs)]
+        outputs["uidiid2rank"] = gen(exs)
+        nd = [graded_ndcg(split_items(p), split_items(_answer(e))) for p, e in zip(outputs["uidiid2rank"], exs)]
         report["uidiid2rank"] = {"ndcg@5": sum(nd) / len(nd)}
     if exs := by_task.get("uidiid2binary"):
         logits = _batched(lambda m, p: list(model.yes_no_logits(m, p)), exs, batch_size)
+        outputs["uidiid2binary"] = [[float(v) for v in lg] for lg in logits]
         report["uidiid2binary"] = {"accuracy": yes_no_accuracy(logits, [_answer(e) for e in exs])}
     for task, metrics in report.items():
         metrics["n"] = len(by_task[task])
+        if keep_outputs:
+            metrics["outputs"] = [{"answer": _answer(e), "output": o} for e, o in zip(by_task[task], outputs[task])]
     return report

@@ -168,7 +168,8 @@ def alignment_table(runs: dict[str, str], out: str, unaligned: bool = True, max_
         if material is None:  # computed once, only when some system still needs scoring
             material = alignment_material(target, users, topk=topk, seed=seed)
         examples = alignment_examples(model, users, material=material, seed=seed, max_items=max_users)
-        metrics = evaluate_alignment(model, examples, batch_size=batch_size, max_new_tokens=max_new_tokens)
+        metrics = evaluate_alignment(model, examples, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                                     keep_outputs=True)  # in out/systems/NAME.json: what each system answered
         rows[name] = {"run": runs.get(name, runs[next(iter(runs))] + " (LoRA off)"), "mode": model.cfg.mode,
                       "examples_key": examples_key(examples), "tasks": metrics}
         write_json(cache / _file_name(name), {"settings": settings[name], "row": rows[name]})
