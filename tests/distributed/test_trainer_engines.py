@@ -96,6 +96,11 @@ def test_recexplainer_zero_two_ranks_match_one(sasrec_one, tmp_path, engine):  #
     assert a.keys() == b.keys() and all(torch.isfinite(v).all() for v in b.values())
     for key in a:
         torch.testing.assert_close(b[key], a[key], atol=5e-3, rtol=0, msg=key)
+    # the step-3 checkpoint holds real weights, not rank 0's ZeRO-3 shards (the Trainer's gathered state dict)
+    a, b = (load_file(str(d / "checkpoints" / "checkpoint-3" / "trainable.safetensors")) for d in (one, two))
+    assert a.keys() == b.keys() and all(b[k].shape == a[k].shape for k in a)
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], atol=5e-3, rtol=0, msg=key)
 
 
 def test_fsdp_on_cpu_warns_that_it_runs_ddp(caplog, monkeypatch):

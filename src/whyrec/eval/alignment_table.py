@@ -157,9 +157,11 @@ def alignment_table(runs: dict[str, str], out: str, unaligned: bool = True, max_
         if saved.get("settings") == settings[name]:
             rows[name] = saved["row"]
 
+    chance = chance_levels(target.n_items)
+
     def result() -> dict:
         return {"n_users": len(users), "seed": seed, "max_new_tokens": max_new_tokens,
-                "rows": {name: rows[name] for name in order if name in rows}, "chance": chance_levels(target.n_items)}
+                "rows": {name: rows[name] for name in order if name in rows}, "chance": chance}
 
     material = None
 
