@@ -6,6 +6,7 @@ Test modules import the fixtures they use from here.
 
 import os
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -30,6 +31,19 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def sigkill_run(proc: subprocess.Popen) -> None:
+    """SIGKILL a run and, under torchrun, every worker too: the elastic agent starts each worker in a
+    session of its own, so killing the agent's process group would leave the workers training."""
+    import psutil  # a dependency of accelerate
+
+    workers = psutil.Process(proc.pid).children(recursive=True)
+    proc.send_signal(signal.SIGKILL)
+    for p in workers:
+        p.send_signal(signal.SIGKILL)
+    assert proc.wait(30) == -signal.SIGKILL
+    assert not psutil.wait_procs(workers, timeout=30)[1], "a worker outlived SIGKILL"
 
 
 def whyrec(args: list[str], nproc: int = 1, timeout: float = 240) -> subprocess.CompletedProcess:

@@ -1,15 +1,13 @@
 """SIGKILL mid-run, rerun the same command: the final weights equal an uninterrupted run's."""
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
 
 import pytest
 import torch
-from dist_helpers import REPO, WHYREC, env, free_port, tiny_data, tiny_encoder, whyrec  # noqa: F401 (fixtures)
+from dist_helpers import REPO, WHYREC, env, free_port, sigkill_run, tiny_data, tiny_encoder, whyrec  # noqa: F401 (fixtures)
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.distributed
@@ -39,8 +37,7 @@ def test_sigkill_then_rerun_matches_uninterrupted(tiny_data, tiny_encoder, tmp_p
     deadline = time.time() + 180
     while not state.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGKILL)  # every rank at once, mid-step
-    assert proc.wait(30) == -signal.SIGKILL
+    sigkill_run(proc)  # the launcher and every rank at once, mid-step
     step = json.loads(state.read_text())["step"]
     assert 0 < step < STEPS and not (killed / "adapter_model.safetensors").exists()
 

@@ -10,14 +10,18 @@ it on only for GPU devices, so on CPU the Trainer would silently train with DDP 
 import importlib.util
 import json
 import logging
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
-from dist_helpers import REPO, tiny_data, whyrec  # noqa: F401 (fixture)
+from dist_helpers import REPO, WHYREC, env, free_port, sigkill_run, tiny_data, whyrec  # noqa: F401 (fixture)
 from safetensors.torch import load_file
 from test_ddp_encoders import _recexplainer, sasrec_one  # noqa: F401 (fixture)
 
 from whyrec.cli import main
+from whyrec.llm.hf_resume import last_complete_checkpoint
 
 pytestmark = pytest.mark.distributed
 
@@ -101,6 +105,42 @@ def test_recexplainer_zero_two_ranks_match_one(sasrec_one, tmp_path, engine):  #
     assert a.keys() == b.keys() and all(b[k].shape == a[k].shape for k in a)
     for key in a:
         torch.testing.assert_close(b[key], a[key], atol=5e-3, rtol=0, msg=key)
+
+
+@needs_deepspeed
+def test_recexplainer_zero3_sigkill_then_rerun_matches_uninterrupted(sasrec_one, tmp_path):  # noqa: F811
+    """ZeRO-3 on 2 ranks, the whole torchrun group killed after a mid-run checkpoint: the same command
+    resumes from DeepSpeed's partitioned optimizer state and ends with the uninterrupted run's weights."""
+    steps = 10  # 4 steps per epoch: the plan ends mid-epoch, where the Trainer alone overshoots on resume
+    extra = ["--recexplainer.deepspeed", str(REPO / "configs/distributed/ds_zero3.json"), "--recexplainer.max_steps",
+             str(steps), "--recexplainer.save_steps", "2", "--recexplainer.save_total_limit", "3"]
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    whyrec([*_recexplainer(sasrec_one, ref, accum=1), *extra], nproc=2)
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+              "--master_port", str(free_port()), WHYREC, *_recexplainer(sasrec_one, killed, accum=1), *extra]
+    proc = subprocess.Popen(launch, env=env(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    state = killed / "checkpoints" / "checkpoint-2" / "trainer_state.json"
+    deadline = time.time() + 240
+    while not state.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    sigkill_run(proc)  # agent and both workers at once
+    newest = last_complete_checkpoint(killed / "checkpoints")
+    assert newest is not None and int(newest.name.split("-")[1]) < steps  # killed mid-run
+    assert not (killed / "adapter_model.safetensors").exists()
+    assert list(newest.glob("global_step*"))  # DeepSpeed's own partitioned shards
+
+    whyrec([*_recexplainer(sasrec_one, killed, accum=1), *extra], nproc=2)
+    la, lb = (json.loads((d / "train_log.json").read_text()) for d in (ref, killed))
+    assert la["steps"] == lb["steps"] == steps and la["resumed_from"] is None and lb["resumed_from"] == newest.name
+    assert lb["train_loss"] == pytest.approx(la["train_loss"], abs=1e-5)  # the whole run's, resumed or not
+    for name in ("adapter_model.safetensors", "connectors.safetensors"):
+        a, b = (load_file(str(d / name)) for d in (ref, killed))
+        assert a.keys() == b.keys()
+        for key in a:
+            torch.testing.assert_close(b[key], a[key], atol=1e-6, rtol=1e-5, msg=f"{name}:{key}")
+    lora_b = [v for k, v in load_file(str(killed / "adapter_model.safetensors")).items() if "lora_B" in k]
+    assert lora_b and all(float(v.abs().sum()) > 0 for v in lora_b)  # gathered weights, not empty shards
 
 
 def test_fsdp_on_cpu_warns_that_it_runs_ddp(caplog, monkeypatch):

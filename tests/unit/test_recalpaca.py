@@ -4,16 +4,17 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from whyrec.config import LoraConfig, ModelConfig
 from whyrec.data.alpaca import IGNORE_INDEX, render_example
 from whyrec.eval.topk import evaluate_topk, load_recalpaca_json
+from whyrec.llm.hf_resume import last_complete_checkpoint
 from whyrec.llm.load import load_model
 from whyrec.methods import recalpaca_infer
 from whyrec.methods.recalpaca import (
     PadCollator,
     RecAlpacaConfig,
-    last_complete_checkpoint,
     load_alpaca_records,
     tokenize_records,
     train_recalpaca,
@@ -134,6 +135,16 @@ def test_resume_after_interruption(tmp_path):
     last = train_recalpaca(data, str(out), TINY, _tiny_cfg(max_steps=5))
     assert last["resumed_from"] == "checkpoint-3" and last["steps"] == 5
     assert json.loads((out / "train_log.json").read_text())["steps"] == 5
+    adapter = load_file(str(out / "adapter_model.safetensors"))
+
+    # Killed after the final checkpoint but before the outputs: the rerun trains no step past the
+    # plan (5 steps end mid-epoch, where the Trainer alone would take a 6th) and rewrites the same
+    # weights; the logged run loss still covers all five steps.
+    again = train_recalpaca(data, str(out), TINY, _tiny_cfg(max_steps=5))
+    assert again["resumed_from"] == "checkpoint-5" and again["steps"] == 5
+    assert again["train_loss"] == pytest.approx(last["train_loss"]) and again["losses"] == last["losses"]
+    for key, value in load_file(str(out / "adapter_model.safetensors")).items():
+        assert torch.equal(value, adapter[key]), key
 
 
 def test_config_and_record_errors(tmp_path):

@@ -27,6 +27,12 @@ from pathlib import Path
 
 from whyrec.config import LoraConfig, ModelConfig
 from whyrec.data.alpaca import IGNORE_INDEX, tokenize_example
+from whyrec.llm.hf_resume import (
+    last_complete_checkpoint,
+    run_train_loss,
+    stops_at_planned_end,
+    time_budget_callback,
+)
 from whyrec.utils import (
     WhyrecError,
     read_json,
@@ -165,31 +171,6 @@ class PadCollator:
 # ------------------------------------------------------------------ training
 
 
-def _time_budget_callback(max_minutes: float):
-    from transformers import TrainerCallback
-
-    class TimeBudget(TrainerCallback):
-        """Stop (and checkpoint) once this run has trained for `max_minutes`."""
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.start = time.monotonic()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if time.monotonic() - self.start > 60 * max_minutes:
-                control.should_training_stop = True
-                control.should_save = True
-
-    return TimeBudget()
-
-
-def last_complete_checkpoint(folder: Path) -> Path | None:
-    """Newest checkpoint-N with trainer_state.json, which the Trainer writes last (a kill
-    during a save leaves a newest folder without it)."""
-    found = [p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()
-             and (p / "trainer_state.json").is_file()]
-    return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
-
-
 def _training_args(cfg: RecAlpacaConfig, ckpt_dir: Path, has_val: bool):
     import torch
     from transformers import TrainingArguments
@@ -272,25 +253,25 @@ def train_recalpaca(instructions: str | list, out: str, model: ModelConfig | Non
     if cfg.gradient_checkpointing:
         llm.enable_input_require_grads()  # frozen embeddings: let checkpointed blocks get grads
     peft_model = _wrap_lora(llm, cfg.lora)
-    callbacks = [_time_budget_callback(cfg.max_minutes)] if cfg.max_minutes else []
-    trainer = Trainer(model=peft_model, args=_training_args(cfg, ckpt_dir, bool(val)),
+    callbacks = [time_budget_callback(cfg.max_minutes)] if cfg.max_minutes else []
+    trainer = stops_at_planned_end(Trainer)(model=peft_model, args=_training_args(cfg, ckpt_dir, bool(val)),
                       data_collator=PadCollator(tok.pad_token_id), train_dataset=train,
                       eval_dataset=val or None, callbacks=callbacks)
     start_ckpt = last_complete_checkpoint(ckpt_dir) if resume and ckpt_dir.is_dir() else None
     started = time.time()
-    result = trainer.train(resume_from_checkpoint=str(start_ckpt) if start_ckpt else None)
-    log = _train_log(trainer, result, time.time() - started, start_ckpt, len(train), len(val), dropped)
+    trainer.train(resume_from_checkpoint=str(start_ckpt) if start_ckpt else None)
+    log = _train_log(trainer, time.time() - started, start_ckpt, len(train), len(val), dropped)
     _save_run(trainer, out_dir, model, cfg, log, instructions)
     return log
 
 
-def _train_log(trainer, result, elapsed: float, start_ckpt, n_train: int, n_val: int, dropped: int) -> dict:
+def _train_log(trainer, elapsed: float, start_ckpt, n_train: int, n_val: int, dropped: int) -> dict:
     losses = [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]
     evals = [h["eval_loss"] for h in trainer.state.log_history if "eval_loss" in h]
     return {
         "first_loss": losses[0][1] if losses else None,
         "last_loss": losses[-1][1] if losses else None,
-        "train_loss": result.training_loss,
+        "train_loss": run_train_loss(trainer.state.log_history),
         "eval_loss": evals[-1] if evals else None,
         "steps": trainer.state.global_step,
         "max_steps": trainer.state.max_steps,

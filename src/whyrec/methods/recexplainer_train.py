@@ -27,7 +27,12 @@ import torch
 
 from whyrec.config import ModelConfig
 from whyrec.data.alpaca import IGNORE_INDEX
-from whyrec.methods.recalpaca import _time_budget_callback, last_complete_checkpoint
+from whyrec.llm.hf_resume import (
+    last_complete_checkpoint,
+    run_train_loss,
+    stops_at_planned_end,
+    time_budget_callback,
+)
 from whyrec.methods.recexplainer import METHOD, RecExplainer, RecExplainerConfig, _load_target
 from whyrec.utils import (
     WhyrecError,
@@ -99,7 +104,7 @@ def _trainer_class():
             (model or self.model).load_state_dict(load_file(os.path.join(resume_from_checkpoint,
                                                                          CHECKPOINT_WEIGHTS)), strict=False)
 
-    return RecExplainerTrainer
+    return stops_at_planned_end(RecExplainerTrainer)
 
 
 def _training_args(cfg: RecExplainerConfig, ckpt_dir: Path, hidden_size: int | None = None):
@@ -177,7 +182,7 @@ def train_recexplainer(target_path: str, out: str, model: ModelConfig | None = N
     if not rows:
         raise WhyrecError(f"no training examples for mode {cfg.mode!r} (got {len(examples)} before cutting "
                           f"to max_length={cfg.max_length})")
-    callbacks = [_time_budget_callback(cfg.max_minutes)] if cfg.max_minutes else []
+    callbacks = [time_budget_callback(cfg.max_minutes)] if cfg.max_minutes else []
     if cfg.max_minutes and not cfg.max_steps:
         planned = math.ceil(len(rows) / (cfg.micro_batch_size * cfg.grad_accum)) * cfg.epochs
         # The schedule (warmup ratio, decay) spans every planned step; a short time budget would
@@ -189,13 +194,13 @@ def train_recexplainer(target_path: str, out: str, model: ModelConfig | None = N
                                data_collator=ChatCollator(tok.pad_token_id), callbacks=callbacks)
     start_ckpt = last_complete_checkpoint(ckpt_dir) if resume and ckpt_dir.is_dir() else None
     started = time.time()
-    result = trainer.train(resume_from_checkpoint=str(start_ckpt) if start_ckpt else None)
+    trainer.train(resume_from_checkpoint=str(start_ckpt) if start_ckpt else None)
     losses = [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]
     counts: dict[str, int] = {}
     for e in examples:
         counts[e["task"]] = counts.get(e["task"], 0) + 1
     log = {"first_loss": losses[0][1] if losses else None, "last_loss": losses[-1][1] if losses else None,
-           "train_loss": result.training_loss, "steps": trainer.state.global_step,
+           "train_loss": run_train_loss(trainer.state.log_history), "steps": trainer.state.global_step,
            "elapsed_s": round(time.time() - started, 2), "resumed_from": start_ckpt.name if start_ckpt else None,
            "train_examples": len(rows), "tasks": counts, "losses": losses}
     with _gathered_trainable(module):  # every rank enters (a collective under ZeRO-3); rank 0 writes

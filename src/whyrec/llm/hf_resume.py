@@ -1,0 +1,64 @@
+"""Resuming runs of the Hugging Face Trainer (RecAlpaca, RecExplainer) after a crash or a kill.
+
+The Trainer checks `max_steps` only after an optimizer step, so a run killed between its last
+checkpoint and its final save would, on resume, train one step past the end whenever the plan
+does not end on an epoch boundary. `stops_at_planned_end` closes that gap; the run then just
+writes its outputs from the restored weights.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+
+def last_complete_checkpoint(folder: Path) -> Path | None:
+    """Newest checkpoint-N with trainer_state.json, which the Trainer writes last (a kill
+    during a save leaves a newest folder without it)."""
+    found = [p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()
+             and (p / "trainer_state.json").is_file()]
+    return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def stops_at_planned_end(trainer_cls: type) -> type:
+    """`trainer_cls` that runs no epoch once the restored global step has reached the plan."""
+
+    class PlannedEnd(trainer_cls):
+        def _run_epoch(self, *args, **kwargs):
+            if self.state.max_steps > 0 and self.state.global_step >= self.state.max_steps:
+                return None
+            return super()._run_epoch(*args, **kwargs)
+
+    PlannedEnd.__name__ = PlannedEnd.__qualname__ = trainer_cls.__name__
+    return PlannedEnd
+
+
+def run_train_loss(log_history: list[dict]) -> float | None:
+    """Mean loss over every logged step of the run, resumed parts included.
+
+    Each logged loss is the mean since the previous log, so weighting by the steps it covers gives
+    the mean over all steps up to the last log; the Trainer's own `training_loss` covers only the
+    steps of the last process (and is 0 when that process had none left to train).
+    """
+    total, prev = 0.0, 0
+    for h in log_history:
+        if "loss" in h:
+            total, prev = total + h["loss"] * (h["step"] - prev), h["step"]
+    return total / prev if prev else None
+
+
+def time_budget_callback(max_minutes: float):
+    from transformers import TrainerCallback
+
+    class TimeBudget(TrainerCallback):
+        """Stop (and checkpoint) once this run has trained for `max_minutes`."""
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start = time.monotonic()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if time.monotonic() - self.start > 60 * max_minutes:
+                control.should_training_stop = True
+                control.should_save = True
+
+    return TimeBudget()
