@@ -121,3 +121,23 @@ def test_recexplainer_trainer_two_ranks_match_one(sasrec_one, tmp_path):
     la, lb = _json(one / "train_log.json"), _json(two / "train_log.json")
     assert la["steps"] == lb["steps"] == 3
     assert [v for _, v in lb["losses"]] == pytest.approx([v for _, v in la["losses"]], rel=1e-4)
+
+
+# 240 training pairs in batches of 70: shards of 35 and a last batch of 30 (15 + 15).
+MF = ["--encoder", "mf", "--mf.dim", "8", "--mf.n_negatives", "5", "--mf.batch_size", "70", "--mf.epochs", "3",
+      "--mf.patience", "10", "--mf.lr", "0.01", "--device", "cpu"]
+
+
+def test_mf_two_ranks_match_one(tiny_data, tmp_path):  # noqa: F811 (fixture imported above)
+    """Pair-weighted sampled softmax with the negatives drawn for the whole global batch."""
+    from dist_helpers import whyrec
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(["train", "encoder", "--data", str(tiny_data), "--out", str(one), *MF]) == 0
+    whyrec(["train", "encoder", "--data", str(tiny_data), "--out", str(two), *MF], nproc=2)
+    _close(load_file(str(one / "model.safetensors")), load_file(str(two / "model.safetensors")), 1e-6, 1e-5)
+    ma, mb = _json(one / "metrics.json"), _json(two / "metrics.json")
+    losses = [h["loss"] for h in ma["history"]]
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    assert [h["loss"] for h in mb["history"]] == pytest.approx(losses, rel=1e-5)
+    assert mb["test"] == pytest.approx(ma["test"], abs=1e-6)

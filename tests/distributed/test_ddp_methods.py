@@ -1,5 +1,5 @@
 """Two torchrun processes (gloo) vs one for the training commands the other files leave out:
-GaVaMoE stage 2 (whyrec's own loop), RecAlpaca (the HF Trainer's DDP, no DeepSpeed) and the MF target.
+GaVaMoE stage 2 (whyrec's own loop) and RecAlpaca (the HF Trainer's DDP, no DeepSpeed).
 """
 
 import json
