@@ -83,8 +83,23 @@ def run_llama_cpp(prompts: list[str], max_new_tokens: int, threads: int) -> dict
 
     from whyrec.llm.load import SMOLLM2_DIST, SMOLLM2_GGUF
 
-    llm = Llama(model_path=str(distribution(SMOLLM2_DIST).locate_file(SMOLLM2_GGUF)), n_ctx=1024,
-                n_threads=threads, verbose=False)
+    import llama_cpp.llama as llama_module
+
+    # llama-cpp-python 0.3.36 segfaults in its first decode on this AMX CPU once the Q4_1 weights are
+    # repacked into the AMX buffer; the plain CPU buffer (no "extra buffer types") works.
+    defaults = llama_module.llama_cpp.llama_model_default_params
+
+    def no_repack():
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
+
+    llama_module.llama_cpp.llama_model_default_params = no_repack
+    try:
+        llm = Llama(model_path=str(distribution(SMOLLM2_DIST).locate_file(SMOLLM2_GGUF)), n_ctx=1024,
+                    n_threads=threads, verbose=False)
+    finally:
+        llama_module.llama_cpp.llama_model_default_params = defaults
     tokens, tic = 0, time.perf_counter()
     for p in prompts:
         out = llm(p, max_tokens=max_new_tokens, temperature=0.0, repeat_penalty=1.1)
