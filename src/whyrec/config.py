@@ -116,6 +116,10 @@ class TrainConfig:
     """Recompute the LLM's activations in the backward pass: much less memory, ~30% slower."""
     bf16: bool = False
     """Autocast the forward to bfloat16 (mixed precision; `model.dtype` sets the stored weights)."""
+    fsdp: bool = False
+    """Under torchrun, shard each frozen decoder layer's weights over the ranks (FSDP2 `fully_shard`):
+    ~1/N of the backbone per rank, one all-gather per layer per forward and backward; the adapters
+    stay whole on every rank, so the update is the unsharded one. Not with `compile`."""
     compile: bool = False
     """`torch.compile` each decoder layer of the LLM before training (fuses RMSNorm, RoPE, SiLU and
     residual element-wise ops; the q/k/v injection hooks are traced into the compiled layers).

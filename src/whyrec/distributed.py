@@ -109,7 +109,7 @@ def broadcast_parameters(module: torch.nn.Module) -> None:
 
 def data_parallel_step(params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer,
                        micro_batches: Sequence[Sequence], loss_fn: Callable, max_grad_norm: float | None = None,
-                       seed_fn: Callable[[int], None] | None = None) -> float:
+                       seed_fn: Callable[[int], None] | None = None, every_rank_runs: bool = False) -> float:
     """One optimizer step over a global batch given as micro-batches of indices.
 
     Args:
@@ -120,6 +120,8 @@ def data_parallel_step(params: list[torch.nn.Parameter], optimizer: torch.optim.
             is what the mean is over (target tokens, examples). Plain tensors weigh len(indices).
         max_grad_norm: clip the global gradient norm before the step (None: no clipping).
         seed_fn: called with a micro-batch counter before each forward (dropout seeding).
+        every_rank_runs: a rank with an empty shard of a micro-batch still runs a forward and
+            backward, of zero weight (FSDP-sharded layers gather inside every rank's forward).
     Returns:
         The weighted mean loss of the whole global batch (the same number on every rank).
     """
@@ -134,6 +136,9 @@ def data_parallel_step(params: list[torch.nn.Parameter], optimizer: torch.optim.
     totals = torch.zeros(2, dtype=torch.float64)  # [sum of loss * weight, sum of weight]
     for m, mb in enumerate(micro_batches):
         idx = shard(mb)
+        if not idx and every_rank_runs:
+            _zero_weight_pass(params, loss_fn, [mb[0]])
+            continue
         if not idx:  # a last batch smaller than the world: this rank only joins the reduction
             continue
         if seed_fn is not None:
@@ -146,6 +151,17 @@ def data_parallel_step(params: list[torch.nn.Parameter], optimizer: torch.optim.
         torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
     optimizer.step()
     return float(totals[0] / totals[1]) if totals[1] > 0 else float("nan")
+
+
+def _zero_weight_pass(params, loss_fn: Callable, idx: list) -> None:
+    """Forward and backward on `idx` that leave every gradient as it was (None stays None); the
+    next micro-batch reseeds, so the random draws here change nothing after it."""
+    untouched = [p.grad is None for p in params]
+    loss, _ = _split(loss_fn(idx), len(idx))
+    (loss * 0.0).backward()
+    for p, none in zip(params, untouched):
+        if none:
+            p.grad = None
 
 
 def _split(out, n: int) -> tuple[torch.Tensor, float]:

@@ -161,7 +161,8 @@ def _train_explainer(data, encoder, out, method, model: ModelConfig, xrec, train
     state = train_loop(module, lengths, step, train, out_dir / "checkpoint", desc=f"train {method}", resume=resume)
     log = {"steps": state["step"], "examples": len(records), "elapsed_s": round(state["elapsed_s"], 1),
            "first_loss": _mean(state["losses"][:10]), "last_loss": _mean(state["losses"][-10:]),
-           "losses": state["losses"], "tokenizer_vocab": len(tok), "world_size": world_size()}
+           "losses": state["losses"], "tokenizer_vocab": len(tok), "world_size": world_size(),
+           "fsdp_sharded_layers": state.get("sharded_layers", 0)}
     if is_main():
         save_explainer(out_dir, module, enc, encoder, ds, method, model, xrec, train, log)
         shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)

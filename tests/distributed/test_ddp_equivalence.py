@@ -37,11 +37,20 @@ def _world(folder) -> int:
     return json.loads((folder / "run_config.json").read_text())["config"]["world_size"]
 
 
-def test_xrec_two_ranks_match_one(tiny_data, tiny_encoder, tmp_path):  # noqa: F811 (fixtures imported above)
-    """Global batch 4 over 2 ranks, 2 accumulated batches per step, clipped: the single-process result."""
+# fsdp: the frozen decoder layers sharded over the 2 ranks; 7 examples in batches of 3 give a batch
+# of 1, where rank 1 has nothing and must still run (a zero-weight pass) for the layers' all-gathers.
+SHARDING = {"ddp": (), "fsdp": ("--train.fsdp", "true"),
+            "fsdp+checkpointing": ("--train.fsdp", "true", "--train.gradient_checkpointing", "true")}
+
+
+@pytest.mark.parametrize("sharding", list(SHARDING))
+def test_xrec_two_ranks_match_one(tiny_data, tiny_encoder, tmp_path, sharding):  # noqa: F811 (fixtures imported above)
+    """Global batch over 2 ranks, 2 accumulated batches per step, clipped: the single-process result."""
     extra = ("--train.max_steps", "4", "--train.grad_accum_steps", "2", "--train.max_grad_norm", "0.5")
+    if sharding != "ddp":
+        extra += ("--train.max_train_examples", "7", "--train.batch_size", "3")
     assert main(xrec_args(tiny_data, tiny_encoder, tmp_path / "one", *extra)) == 0
-    whyrec(xrec_args(tiny_data, tiny_encoder, tmp_path / "two", *extra), nproc=2)
+    whyrec(xrec_args(tiny_data, tiny_encoder, tmp_path / "two", *extra, *SHARDING[sharding]), nproc=2)
     a = _weights(tmp_path / "one", "adapter_model.safetensors")
     b = _weights(tmp_path / "two", "adapter_model.safetensors")
     assert a.keys() == b.keys() and any(k.startswith("user_adapter.") for k in a)
@@ -51,6 +60,7 @@ def test_xrec_two_ranks_match_one(tiny_data, tiny_encoder, tmp_path):  # noqa: F
     assert la["steps"] == lb["steps"] == 4
     assert lb["losses"] == pytest.approx(la["losses"], rel=1e-4)
     assert (la["world_size"], lb["world_size"]) == (1, 2)
+    assert (la["fsdp_sharded_layers"], lb["fsdp_sharded_layers"]) == (0, 0 if sharding == "ddp" else 2)
     assert not (tmp_path / "two" / "checkpoint").exists()
 
 

@@ -28,8 +28,10 @@ def _same_tensors(a_file, b_file, atol: float, rtol: float) -> dict:
     return a
 
 
-def test_gavamoe_stage2_two_ranks_match_one(tiny_data, tmp_path):  # noqa: F811 (fixture imported above)
-    """Cluster-gated MoE on the tiny Llama: global batch 4 over 2 ranks, 2 accumulated batches, clipped."""
+@pytest.mark.parametrize("fsdp", [False, True])
+def test_gavamoe_stage2_two_ranks_match_one(tiny_data, tmp_path, fsdp):  # noqa: F811 (fixture imported above)
+    """Cluster-gated MoE on the tiny Llama: global batch 4 over 2 ranks, 2 accumulated batches, clipped;
+    with fsdp the frozen layer weights are sharded while the experts inside those layers stay whole."""
     vae = tmp_path / "vae"
     assert main(["cluster", "--data", str(tiny_data), "--out", str(vae), *VAE]) == 0
     args = ["train", "explainer", "--method", "gavamoe", "--data", str(tiny_data), "--encoder", str(vae),
@@ -38,9 +40,10 @@ def test_gavamoe_stage2_two_ranks_match_one(tiny_data, tmp_path):  # noqa: F811 
             "--train.batch_size", "4", "--train.grad_accum_steps", "2", "--train.max_grad_norm", "0.5",
             "--train.lr", "0.01", "--train.max_target_tokens", "32"]
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
-    whyrec([*args, "--out", str(tmp_path / "two")], nproc=2)
+    whyrec([*args, "--out", str(tmp_path / "two"), "--train.fsdp", str(fsdp).lower()], nproc=2)
     la, lb = _json(tmp_path / "one" / "training_log.json"), _json(tmp_path / "two" / "training_log.json")
     assert la["steps"] == lb["steps"] == 4 and (la["world_size"], lb["world_size"]) == (1, 2)
+    assert lb["fsdp_sharded_layers"] == (2 if fsdp else 0)
     assert lb["losses"] == pytest.approx(la["losses"], rel=1e-4)
     weights = sorted(p.name for p in (tmp_path / "one").glob("*.safetensors"))
     assert weights == sorted(p.name for p in (tmp_path / "two").glob("*.safetensors"))

@@ -110,3 +110,20 @@ def test_max_grad_norm_clips_the_update(tmp_path, monkeypatch):
     train_loop(model, [1] * 40, lambda idx: (100 * (model(X[idx]) - Y[idx])).square().mean(), cfg, tmp_path / "c")
     moved = torch.cat([(p.detach() - q).reshape(-1) for p, q in zip(model.parameters(), before)]).norm()
     assert float(moved) == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_fsdp_finds_decoder_layers_and_refuses_compile(tmp_path, caplog):
+    from whyrec.config import ModelConfig
+    from whyrec.llm.load import load_model
+    from whyrec.llm.sharding import decoder_layers, shard_frozen_layers
+    from whyrec.utils import WhyrecError
+
+    llm, _ = load_model(ModelConfig(name_or_path="tiny-random-llama", device="cpu"))
+    wrapper = nn.ModuleDict({"llm": llm, "adapter": nn.Linear(2, 2)})  # layers found inside any module
+    assert [type(m).__name__ for m in decoder_layers(wrapper)] == ["LlamaDecoderLayer"] * 2
+    assert decoder_layers(nn.Linear(2, 2)) == []
+    assert shard_frozen_layers(wrapper) == 0 and "one process" in caplog.text  # nothing to shard alone
+
+    model, step = make()
+    with pytest.raises(WhyrecError, match="fsdp and train.compile"):
+        train_loop(model, [1] * 40, step, TrainConfig(fsdp=True, compile=True, max_steps=1), tmp_path / "c")

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from whyrec import distributed as D
 from whyrec.config import TrainConfig
 from whyrec.llm.collate import length_bucketed_order
+from whyrec.utils import WhyrecError
 
 
 def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -90,6 +91,14 @@ def train_loop(module: torch.nn.Module, lengths: list[int], step_fn: Callable[[l
         from whyrec.llm.checkpointing import enable_gradient_checkpointing
 
         enable_gradient_checkpointing(module)
+    sharded = False
+    if cfg.fsdp:
+        if cfg.compile:
+            raise WhyrecError("train.fsdp and train.compile cannot be combined; drop one of them")
+        from whyrec.llm.sharding import shard_frozen_layers
+
+        state["sharded_layers"] = shard_frozen_layers(module)
+        sharded = state["sharded_layers"] > 0
     loss_fn = _autocast(step_fn, params) if cfg.bf16 else step_fn
     world, rank = D.world_size(), D.rank()
     compiled = ExitStack()  # TrainConfig.compile: the decoder layers run compiled during the loop only
@@ -109,7 +118,7 @@ def train_loop(module: torch.nn.Module, lengths: list[int], step_fn: Callable[[l
                 torch.manual_seed(cfg.seed * 100003 + (step * accum + m) * world + rank)
 
             loss = D.data_parallel_step(params, optimizer, batches[step * accum:(step + 1) * accum], loss_fn,
-                                        cfg.max_grad_norm, seed)
+                                        cfg.max_grad_norm, seed, every_rank_runs=sharded)
             state["step"] += 1
             state["losses"].append(round(loss, 5))
             state["elapsed_s"] = time.time() - start

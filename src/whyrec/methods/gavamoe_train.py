@@ -160,7 +160,8 @@ def _train_gavamoe(data, vae, out, model: ModelConfig, cfg, train, resume: bool,
     losses = state["losses"]
     log = {"steps": state["step"], "examples": len(records), "elapsed_s": round(state["elapsed_s"], 1),
            "first_loss": _mean(losses[:10]), "last_loss": _mean(losses[-10:]), "losses": losses,
-           "clusters": torch.bincount(clusters, minlength=art.n_clusters).tolist(), "world_size": world_size()}
+           "clusters": torch.bincount(clusters, minlength=art.n_clusters).tolist(), "world_size": world_size(),
+           "fsdp_sharded_layers": state.get("sharded_layers", 0)}
     if is_main():
         save_gavamoe(out_dir, expl, vae, model, cfg, train, log, ds.meta.get("name", ""))
         shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)
