@@ -81,9 +81,9 @@ def run_llama_cpp(prompts: list[str], max_new_tokens: int, threads: int) -> dict
         return None
     from importlib.metadata import distribution
 
-    from whyrec.llm.load import SMOLLM2_DIST, SMOLLM2_GGUF
-
     import llama_cpp.llama as llama_module
+
+    from whyrec.llm.load import SMOLLM2_DIST, SMOLLM2_GGUF
 
     # llama-cpp-python 0.3.36 segfaults in its first decode on this AMX CPU once the Q4_1 weights are
     # repacked into the AMX buffer; the plain CPU buffer (no "extra buffer types") works.
