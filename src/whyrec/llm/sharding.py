@@ -55,7 +55,9 @@ def shard_frozen_layers(module: nn.Module) -> int:
     mesh = init_device_mesh(device.type, (D.world_size(),))
     for layer in layers:
         trainable = {p for p in layer.parameters() if p.requires_grad}
-        fully_shard(layer, mesh=mesh, ignored_params=trainable or None)
+        # Explicit: no FSDP module wraps the layers, so each is a root, and a root left on the default
+        # keeps its gathered weights from forward to backward: every layer would stay whole at once.
+        fully_shard(layer, mesh=mesh, reshard_after_forward=True, ignored_params=trainable or None)
     sharded = sum(p.numel() for layer in layers for p in layer.parameters() if not p.requires_grad)
     logger.info("train.fsdp: %d decoder layers, %.1fM frozen parameters sharded over %d ranks",
                 len(layers), sharded / 1e6, D.world_size())
