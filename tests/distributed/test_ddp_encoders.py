@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 import torch
-from dist_helpers import tiny_data  # noqa: F401 (fixture)
+from dist_helpers import tiny_data, whyrec  # noqa: F401 (fixture)
 from safetensors.torch import load_file
 from trace_calls import calls, traced_whyrec
 
@@ -51,6 +51,16 @@ def _only_rank0(log, expected: dict[str, int]) -> None:
     assert {k: counts[k] for k in expected} == expected
 
 
+def _same_target(one, two, atol: float, rtol: float) -> None:
+    """Two target folders: weights within tolerance, 3 falling epoch losses equal, same test metrics."""
+    _close(load_file(str(one / "model.safetensors")), load_file(str(two / "model.safetensors")), atol, rtol)
+    ma, mb = _json(one / "metrics.json"), _json(two / "metrics.json")
+    losses = [h["loss"] for h in ma["history"]]
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    assert [h["loss"] for h in mb["history"]] == pytest.approx(losses, rel=1e-5)
+    assert mb["test"] == pytest.approx(ma["test"], abs=1e-6)
+
+
 @pytest.fixture(scope="module")
 def sasrec_one(tiny_data, tmp_path_factory):  # noqa: F811 (fixture imported above)
     out = tmp_path_factory.mktemp("sasrec") / "one"
@@ -84,12 +94,7 @@ def test_sasrec_two_ranks_match_one(tiny_data, sasrec_one, tmp_path):  # noqa: F
     traced = [f"whyrec.encoders.target_train:{f}" for f in ("_save_checkpoint", "save_target", "write_json")]
     traced_whyrec(log, traced, ["train", "encoder", "--data", str(tiny_data), "--out", str(two), *SASREC])
     _only_rank0(log, {"_save_checkpoint": 3, "save_target": 1})
-    _close(load_file(str(sasrec_one / "model.safetensors")), load_file(str(two / "model.safetensors")), 2e-5, 1e-4)
-    ma, mb = _json(sasrec_one / "metrics.json"), _json(two / "metrics.json")
-    losses = [h["loss"] for h in ma["history"]]
-    assert len(losses) == 3 and losses[-1] < losses[0]
-    assert [h["loss"] for h in mb["history"]] == pytest.approx(losses, rel=1e-5)
-    assert mb["test"] == pytest.approx(ma["test"], abs=1e-6)
+    _same_target(sasrec_one, two, atol=2e-5, rtol=1e-4)
     assert _json(two / "run_config.json")["config"]["world_size"] == 2
 
 
@@ -130,14 +135,7 @@ MF = ["--encoder", "mf", "--mf.dim", "8", "--mf.n_negatives", "5", "--mf.batch_s
 
 def test_mf_two_ranks_match_one(tiny_data, tmp_path):  # noqa: F811 (fixture imported above)
     """Pair-weighted sampled softmax with the negatives drawn for the whole global batch."""
-    from dist_helpers import whyrec
-
     one, two = tmp_path / "one", tmp_path / "two"
     assert main(["train", "encoder", "--data", str(tiny_data), "--out", str(one), *MF]) == 0
     whyrec(["train", "encoder", "--data", str(tiny_data), "--out", str(two), *MF], nproc=2)
-    _close(load_file(str(one / "model.safetensors")), load_file(str(two / "model.safetensors")), 1e-6, 1e-5)
-    ma, mb = _json(one / "metrics.json"), _json(two / "metrics.json")
-    losses = [h["loss"] for h in ma["history"]]
-    assert len(losses) == 3 and losses[-1] < losses[0]
-    assert [h["loss"] for h in mb["history"]] == pytest.approx(losses, rel=1e-5)
-    assert mb["test"] == pytest.approx(ma["test"], abs=1e-6)
+    _same_target(one, two, atol=1e-6, rtol=1e-5)
