@@ -665,8 +665,10 @@ def normalise_argv(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from jsonargparse import CLI
+    from jsonargparse import CLI, set_parsing_settings
 
+    # config fields are documented by the docstring under each dataclass attribute: show those in --help
+    set_parsing_settings(docstring_parse_attribute_docstrings=True)
     argv = normalise_argv(sys.argv[1:] if argv is None else list(argv))
     commands = dict(COMMANDS)
     try:

@@ -104,6 +104,12 @@ def test_help_lists_options(capsys):
         assert opt in out
 
 
+def test_help_shows_each_config_fields_docstring(capsys):
+    assert cli.main(["train", "explainer", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps the lines
+    assert "Adam learning rate (XRec: 1e-4)" in out and "shard each frozen decoder layer's weights" in out
+
+
 def test_argument_errors_exit_2(capsys):
     assert cli.main(["recommend", "--user", "1"]) == 2  # --run missing
     assert "run" in capsys.readouterr().err
