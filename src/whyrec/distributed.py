@@ -136,10 +136,9 @@ def data_parallel_step(params: list[torch.nn.Parameter], optimizer: torch.optim.
     totals = torch.zeros(2, dtype=torch.float64)  # [sum of loss * weight, sum of weight]
     for m, mb in enumerate(micro_batches):
         idx = shard(mb)
-        if not idx and every_rank_runs:
-            _zero_weight_pass(params, loss_fn, [mb[0]])
-            continue
         if not idx:  # a last batch smaller than the world: this rank only joins the reduction
+            if every_rank_runs:
+                _zero_weight_pass(params, loss_fn, [mb[0]])
             continue
         if seed_fn is not None:
             seed_fn(m)

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def launch_cmd(args: list[str], nproc: int = 1) -> list[str]:
+    """The `whyrec` command line, or torchrun's with `nproc` ranks (gloo on CPU)."""
+    return [WHYREC, *args] if nproc == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--nnodes", "1",
+        "--master_addr", "127.0.0.1", "--master_port", str(free_port()), WHYREC, *args]
+
+
+def kill_when(path: Path, args: list[str], nproc: int, timeout: float = 240) -> None:
+    """Start the command and SIGKILL it (launcher and every rank) as soon as `path` exists."""
+    proc = subprocess.Popen(launch_cmd(args, nproc), env=env(), cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while not path.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    sigkill_run(proc)
+    assert path.exists(), f"{path} never appeared"
+
+
 def sigkill_run(proc: subprocess.Popen) -> None:
     """SIGKILL a run and, under torchrun, every worker too: the elastic agent starts each worker in a
     session of its own, so killing the agent's process group would leave the workers training."""
@@ -48,9 +67,7 @@ def sigkill_run(proc: subprocess.Popen) -> None:
 
 def whyrec(args: list[str], nproc: int = 1, timeout: float = 240) -> subprocess.CompletedProcess:
     """Run the `whyrec` CLI in a fresh process, or `nproc` of them through torchrun (gloo on CPU)."""
-    cmd = [WHYREC, *args] if nproc == 1 else [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--nnodes", "1",
-        "--master_addr", "127.0.0.1", "--master_port", str(free_port()), WHYREC, *args]
+    cmd = launch_cmd(args, nproc)
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env(), cwd=REPO)
     assert done.returncode == 0, f"{' '.join(cmd)}\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
     return done

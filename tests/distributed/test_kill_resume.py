@@ -1,13 +1,10 @@
 """SIGKILL mid-run, rerun the same command: the final weights equal an uninterrupted run's."""
 
 import json
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
-from dist_helpers import REPO, WHYREC, env, free_port, sigkill_run, tiny_data, tiny_encoder, whyrec  # noqa: F401 (fixtures)
+from dist_helpers import REPO, kill_when, tiny_data, tiny_encoder, whyrec  # noqa: F401 (fixtures)
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.distributed
@@ -24,20 +21,12 @@ def _args(data, encoder, out):
 
 @pytest.mark.parametrize("nproc", [1, 2])
 def test_sigkill_then_rerun_matches_uninterrupted(tiny_data, tiny_encoder, tmp_path, nproc):  # noqa: F811 (fixtures)
-    """One process, or torchrun with 2 gloo ranks whose whole process group (agent and workers) is killed."""
+    """One process, or torchrun with 2 gloo ranks, where the agent and both workers are killed."""
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     whyrec(_args(tiny_data, tiny_encoder, ref), nproc=nproc)
 
-    launch = [WHYREC] if nproc == 1 else [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node",
-                                          str(nproc), "--master_addr", "127.0.0.1", "--master_port",
-                                          str(free_port()), WHYREC]
-    proc = subprocess.Popen([*launch, *_args(tiny_data, tiny_encoder, killed)], env=env(), cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     state = killed / "checkpoint" / "trainer_state.json"
-    deadline = time.time() + 180
-    while not state.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    sigkill_run(proc)  # the launcher and every rank at once, mid-step
+    kill_when(state, _args(tiny_data, tiny_encoder, killed), nproc)  # mid-step, every rank at once
     step = json.loads(state.read_text())["step"]
     assert 0 < step < STEPS and not (killed / "adapter_model.safetensors").exists()
 

@@ -10,13 +10,10 @@ it on only for GPU devices, so on CPU the Trainer would silently train with DDP 
 import importlib.util
 import json
 import logging
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
-from dist_helpers import REPO, WHYREC, env, free_port, sigkill_run, tiny_data, whyrec  # noqa: F401 (fixture)
+from dist_helpers import REPO, kill_when, tiny_data, whyrec  # noqa: F401 (fixture)
 from safetensors.torch import load_file
 from test_ddp_encoders import _recexplainer, sasrec_one  # noqa: F401 (fixture)
 
@@ -116,15 +113,8 @@ def test_recexplainer_zero3_sigkill_then_rerun_matches_uninterrupted(sasrec_one,
              str(steps), "--recexplainer.save_steps", "2", "--recexplainer.save_total_limit", "3"]
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     whyrec([*_recexplainer(sasrec_one, ref, accum=1), *extra], nproc=2)
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-              "--master_port", str(free_port()), WHYREC, *_recexplainer(sasrec_one, killed, accum=1), *extra]
-    proc = subprocess.Popen(launch, env=env(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    state = killed / "checkpoints" / "checkpoint-2" / "trainer_state.json"
-    deadline = time.time() + 240
-    while not state.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    sigkill_run(proc)  # agent and both workers at once
+    kill_when(killed / "checkpoints" / "checkpoint-2" / "trainer_state.json",
+              [*_recexplainer(sasrec_one, killed, accum=1), *extra], nproc=2)  # agent and both workers
     newest = last_complete_checkpoint(killed / "checkpoints")
     assert newest is not None and int(newest.name.split("-")[1]) < steps  # killed mid-run
     assert not (killed / "adapter_model.safetensors").exists()

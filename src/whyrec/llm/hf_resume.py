@@ -21,7 +21,18 @@ def last_complete_checkpoint(folder: Path) -> Path | None:
 
 
 def stops_at_planned_end(trainer_cls: type) -> type:
-    """`trainer_cls` that runs no epoch once the restored global step has reached the plan."""
+    """`trainer_cls` that runs no epoch once the restored global step has reached the plan.
+
+    Hooks the Trainer's per-epoch method (`_run_epoch`, transformers 5); an older Trainer without it
+    gets a warning that the overshoot is not guarded against.
+    """
+    if not hasattr(trainer_cls, "_run_epoch"):
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "this transformers Trainer has no _run_epoch: a run resumed from its final checkpoint may train "
+            "one step past max_steps (upgrade transformers)")
+        return trainer_cls
 
     class PlannedEnd(trainer_cls):
         def _run_epoch(self, *args, **kwargs):

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from whyrec import distributed as D
 from whyrec.config import TrainConfig
 from whyrec.llm.collate import length_bucketed_order
+from whyrec.llm.sharding import shard_frozen_layers
 from whyrec.utils import WhyrecError
 
 
@@ -70,6 +71,8 @@ def train_loop(module: torch.nn.Module, lengths: list[int], step_fn: Callable[[l
     of target tokens it averages over, which makes sharded and accumulated batches exact.
     `state["step"]` counts optimizer steps; a resumed run continues bit for bit.
     """
+    if cfg.fsdp and cfg.compile:
+        raise WhyrecError("train.fsdp and train.compile cannot be combined; drop one of them")
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.lr)
     accum = max(1, cfg.grad_accum_steps)
@@ -91,14 +94,8 @@ def train_loop(module: torch.nn.Module, lengths: list[int], step_fn: Callable[[l
         from whyrec.llm.checkpointing import enable_gradient_checkpointing
 
         enable_gradient_checkpointing(module)
-    sharded = False
-    if cfg.fsdp:
-        if cfg.compile:
-            raise WhyrecError("train.fsdp and train.compile cannot be combined; drop one of them")
-        from whyrec.llm.sharding import shard_frozen_layers
-
-        state["sharded_layers"] = shard_frozen_layers(module)
-        sharded = state["sharded_layers"] > 0
+    # set on every run: a resumed state carries the value of the run that wrote the checkpoint
+    state["sharded_layers"] = shard_frozen_layers(module) if cfg.fsdp else 0
     loss_fn = _autocast(step_fn, params) if cfg.bf16 else step_fn
     world, rank = D.world_size(), D.rank()
     compiled = ExitStack()  # TrainConfig.compile: the decoder layers run compiled during the loop only
@@ -118,7 +115,8 @@ def train_loop(module: torch.nn.Module, lengths: list[int], step_fn: Callable[[l
                 torch.manual_seed(cfg.seed * 100003 + (step * accum + m) * world + rank)
 
             loss = D.data_parallel_step(params, optimizer, batches[step * accum:(step + 1) * accum], loss_fn,
-                                        cfg.max_grad_norm, seed, every_rank_runs=sharded)
+                                        cfg.max_grad_norm, seed,
+                                        every_rank_runs=state["sharded_layers"] > 0)
             state["step"] += 1
             state["losses"].append(round(loss, 5))
             state["elapsed_s"] = time.time() - start

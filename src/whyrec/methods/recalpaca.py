@@ -255,8 +255,8 @@ def train_recalpaca(instructions: str | list, out: str, model: ModelConfig | Non
     peft_model = _wrap_lora(llm, cfg.lora)
     callbacks = [time_budget_callback(cfg.max_minutes)] if cfg.max_minutes else []
     trainer = stops_at_planned_end(Trainer)(model=peft_model, args=_training_args(cfg, ckpt_dir, bool(val)),
-                      data_collator=PadCollator(tok.pad_token_id), train_dataset=train,
-                      eval_dataset=val or None, callbacks=callbacks)
+                                            data_collator=PadCollator(tok.pad_token_id), train_dataset=train,
+                                            eval_dataset=val or None, callbacks=callbacks)
     start_ckpt = last_complete_checkpoint(ckpt_dir) if resume and ckpt_dir.is_dir() else None
     started = time.time()
     trainer.train(resume_from_checkpoint=str(start_ckpt) if start_ckpt else None)
