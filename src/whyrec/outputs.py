@@ -1,0 +1,294 @@
+"""Output folders that are never overwritten or mixed silently.
+
+Every command that writes a folder enters `output_folder(out, kind, fingerprint)` at its
+library entry point and writes only into the path it yields. The folder carries a marker,
+`.whyrec.json` (kind, fingerprint of what produced it, whyrec version, state):
+
+    out missing or empty              -> created and written
+    marker of this kind, same print   -> reused: finished stages skip, checkpoints resume
+    marker with another kind/print    -> refused, naming the fields that differ
+    non-empty, no marker              -> refused (another tool's folder, or one written by an
+                                         earlier whyrec: what produced it cannot be verified)
+    out is a file / cannot be created -> refused, one line
+
+`overwrite=True` builds the new folder as a sibling `.NAME.partial-<id>` and swaps it in by
+renames only when the block succeeds: the old folder is never modified file by file, and a
+failed or killed overwrite leaves it as it was. (The swap is two renames; a kill between them
+leaves the old folder beside the new one as `.NAME.old-<id>`.)
+
+A fingerprint is a JSON-able dict of what affects the result (config fields, data digests,
+base model), built with `fingerprint_of` and `folder_digest`; it is stored whole so a refusal
+can name `train.lr (0.01 -> 0.5)`. Under torchrun rank 0 decides and every rank gets its path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from whyrec import __version__
+from whyrec.fingerprint import differences, digest, plain
+from whyrec.utils import WhyrecError, write_json
+
+MARKER = ".whyrec.json"
+# Fields that never change a result: where it runs, how often it logs or checkpoints, wall-time limits.
+HARMLESS_FIELDS = ("device", "max_minutes", "checkpoint_every", "save_steps", "save_total_limit",
+                   "logging_steps", "resume", "num_threads", "progress", "overwrite")
+# Not part of a folder's content digest: run records that differ between identical runs.
+UNDIGESTED = (MARKER, "run_config.json", "README.md", "training_log.json", "train_log.json")
+UNDIGESTED_DIRS = ("checkpoint", "checkpoints")
+
+
+class OutputConflict(WhyrecError):
+    """`out` holds something this command must not overwrite; `.differences` names what differs."""
+
+    def __init__(self, message: str, differences: list[str] | None = None):
+        super().__init__(message)
+        self.differences = differences or []
+
+
+def fingerprint_of(obj: Any, ignore: Iterable[str] = HARMLESS_FIELDS) -> Any:
+    """`obj` as plain JSON types without the keys named in `ignore`, at any depth."""
+    drop = set(ignore)
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k not in drop}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return strip(plain(obj))
+
+
+def folder_digest(path: str | os.PathLike) -> str:
+    """Short content digest of a file or folder (names and bytes; run records and checkpoints
+    left out), to fingerprint the data or encoder a run was trained on."""
+    path = Path(path)
+    h = hashlib.sha256()
+    if path.is_file():
+        files = [(path.name, path)]
+    elif path.is_dir():
+        files = []
+        for root, dirs, names in os.walk(path):
+            dirs[:] = sorted(d for d in dirs if d not in UNDIGESTED_DIRS and not d.startswith("."))
+            files += [(str(Path(root, n).relative_to(path)), Path(root, n)) for n in sorted(names)
+                      if n not in UNDIGESTED and not n.startswith(".")]
+    else:
+        raise WhyrecError(f"{path} does not exist; pass an existing file or folder")
+    for rel, file in files:
+        h.update(rel.encode() + b"\0")
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def read_marker(folder: str | os.PathLike) -> dict | None:
+    """The folder's marker (kind, fingerprint, state, whyrec_version, ...) or None if it has none."""
+    import json
+
+    try:
+        marker = json.loads((Path(folder) / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) else None
+
+
+@contextmanager
+def output_folder(out: str | os.PathLike, kind: str, fingerprint: Any, overwrite: bool = False) -> Iterator[Path]:
+    """Check `out` for `kind` + `fingerprint` and yield the folder to write into (see module doc).
+
+    On success the marker says `complete` (and an overwrite is swapped in); on an exception a
+    folder this call created and left empty is removed again, so a typo blocks nothing.
+    """
+    out = Path(out)
+    fingerprint = plain(fingerprint)
+    main = _is_main()
+    decided: dict[str, bool] = {}
+    work = Path(_from_rank0(lambda: _prepare(out, kind, fingerprint, overwrite, decided)))
+    try:
+        yield work
+    except BaseException:
+        if main:
+            _abandon(work, out, decided.get("created", False), decided.get("previous"))
+        raise
+    _barrier()
+    if main:
+        _write_marker(work, kind, fingerprint, "complete")
+        if work != out:
+            _swap(work, out)
+    _barrier()
+
+
+# ---------------------------------------------------------------- decisions (rank 0)
+def _prepare(out: Path, kind: str, fingerprint: Any, overwrite: bool, decided: dict) -> Path:
+    if out.is_file() or (out.exists() and not out.is_dir()):
+        raise OutputConflict(f"--out {out} is an existing file; pass a folder path (a new or empty folder)")
+    existing = _listing(out)
+    if existing == [MARKER] and (read_marker(out) or {}).get("state") != "complete":
+        existing = []  # a run that failed before writing anything: nothing to protect
+    decided["created"] = not out.exists()
+    decided["previous"] = read_marker(out) if existing and not overwrite else None
+    if existing and overwrite:
+        _remove_stale_partials(out)
+        work = out.with_name(f".{out.name}.partial-{uuid.uuid4().hex[:8]}")
+        _create(work, out)
+    elif existing:
+        _check_reusable(out, existing, kind, fingerprint)
+        work = out
+    else:
+        _create(out, out)
+        work = out
+    _write_marker(work, kind, fingerprint, "in-progress")
+    return work
+
+
+def _listing(out: Path) -> list[str]:
+    try:
+        return sorted(os.listdir(out)) if out.is_dir() else []
+    except PermissionError:
+        raise WhyrecError(f"--out {out}: permission denied reading the folder; choose a folder you can write") from None
+
+
+def _create(folder: Path, out: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise WhyrecError(f"cannot create --out {out} ({reason}); choose a folder you can write") from None
+
+
+def _check_reusable(out: Path, names: list[str], kind: str, fingerprint: Any) -> None:
+    how = "pass --overwrite to replace it, or choose another --out"
+    marker = read_marker(out)
+    if marker is None:
+        if "run_config.json" in names:
+            raise OutputConflict(f"--out {out} holds results of an earlier whyrec version (no {MARKER}), so what "
+                                 f"produced them cannot be checked; {how}")
+        shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        raise OutputConflict(f"--out {out} is not empty ({shown}) and was not written by whyrec; {how}")
+    if marker.get("kind") != kind:
+        raise OutputConflict(f"--out {out} holds a {marker.get('kind', 'unknown')} folder, not a {kind}; {how}")
+    diffs = differences(marker.get("fingerprint"), fingerprint)
+    if diffs:
+        state = "an unfinished" if marker.get("state") != "complete" else "a"
+        shown = ", ".join(diffs[:5]) + (f" and {len(diffs) - 5} more" if len(diffs) > 5 else "")
+        raise OutputConflict(f"--out {out} holds {state} {kind} made with another config: {shown}; "
+                             f"re-run with the same settings to reuse or resume it, {how}", diffs)
+
+
+def _write_marker(folder: Path, kind: str, fingerprint: Any, state: str) -> None:
+    marker = {"kind": kind, "state": state, "fingerprint": fingerprint, "fingerprint_digest": digest(fingerprint),
+              "whyrec_version": __version__, "updated": _now(), "pid": os.getpid(), "host": socket.gethostname()}
+    try:
+        write_json(folder / MARKER, marker)
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise WhyrecError(f"cannot write to --out {folder} ({reason}); choose a folder you can write") from None
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+# ---------------------------------------------------------------- endings
+def _abandon(work: Path, out: Path, created: bool, previous: dict | None) -> None:
+    """After a failure: drop an overwrite's partial folder; undo a marker nothing was written beside
+    (and the folder, if this call created it). Anything else stays, to resume."""
+    if work != out:
+        shutil.rmtree(work, ignore_errors=True)
+        return
+    try:
+        if previous is not None and previous.get("state") == "complete":
+            write_json(work / MARKER, previous)  # a rerun that failed: the earlier result's record stands
+            return
+        if os.listdir(work) == [MARKER]:
+            os.unlink(work / MARKER)
+            if created:
+                work.rmdir()
+    except OSError:
+        pass
+
+
+def _swap(work: Path, out: Path) -> None:
+    old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
+    try:
+        if out.exists():
+            os.rename(out, old)
+        os.rename(work, out)
+    except OSError as e:
+        raise WhyrecError(f"could not move the new {out.name} into place ({e.strerror}); it is in {work}") from None
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_stale_partials(out: Path) -> None:
+    """Partial folders of overwrites that were killed (their process is gone) are garbage."""
+    host = socket.gethostname()
+    for partial in out.parent.glob(f".{out.name}.partial-*"):
+        marker = read_marker(partial)
+        if marker and marker.get("host") == host and not _alive(int(marker.get("pid", 0))):
+            shutil.rmtree(partial, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# ---------------------------------------------------------------- torchrun
+def _distributed() -> bool:
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    import torch.distributed as dist
+
+    return dist.is_initialized()
+
+
+def _is_main() -> bool:
+    if not _distributed():
+        return True
+    from whyrec.distributed import is_main
+
+    return is_main()
+
+
+def _barrier() -> None:
+    if _distributed():
+        from whyrec.distributed import barrier
+
+        barrier()
+
+
+def _from_rank0(decide) -> str:
+    """Rank 0 runs `decide`; every rank gets its path, or raises its error."""
+    if not _distributed():
+        return str(decide())
+    from whyrec.distributed import from_rank0, is_main
+
+    result: tuple[str, str] = ("", "")
+    if is_main():
+        try:
+            result = ("ok", str(decide()))
+        except WhyrecError as e:
+            result = ("error", str(e))
+    result = from_rank0(result)
+    if result[0] == "error":
+        raise WhyrecError(result[1])
+    return result[1]
