@@ -105,17 +105,20 @@ def read_marker(folder: str | os.PathLike) -> dict | None:
 
 
 @contextmanager
-def output_folder(out: str | os.PathLike, kind: str, fingerprint: Any, overwrite: bool = False) -> Iterator[Path]:
+def output_folder(out: str | os.PathLike, kind: str, fingerprint: Any, overwrite: bool = False,
+                  resumable: bool = True) -> Iterator[Path]:
     """Check `out` for `kind` + `fingerprint` and yield the folder to write into (see module doc).
 
-    On success the marker says `complete` (and an overwrite is swapped in); on an exception a
+    `resumable=False` is for commands that always rebuild everything (data prepare, evaluate): a
+    folder they made with the same fingerprint is then rebuilt aside and swapped in like an
+    overwrite, so nothing of the earlier run can survive in it. On success the marker says `complete` (and an overwrite is swapped in); on an exception a
     folder this call created and left empty is removed again, so a typo blocks nothing.
     """
     out = Path(out)
     fingerprint = plain(fingerprint)
     main = _is_main()
     decided: dict[str, bool] = {}
-    work = Path(_from_rank0(lambda: _prepare(out, kind, fingerprint, overwrite, decided)))
+    work = Path(_from_rank0(lambda: _prepare(out, kind, fingerprint, overwrite, resumable, decided)))
     try:
         yield work
     except BaseException:
@@ -131,21 +134,21 @@ def output_folder(out: str | os.PathLike, kind: str, fingerprint: Any, overwrite
 
 
 # ---------------------------------------------------------------- decisions (rank 0)
-def _prepare(out: Path, kind: str, fingerprint: Any, overwrite: bool, decided: dict) -> Path:
+def _prepare(out: Path, kind: str, fingerprint: Any, overwrite: bool, resumable: bool, decided: dict) -> Path:
     if out.is_file() or (out.exists() and not out.is_dir()):
         raise OutputConflict(f"--out {out} is an existing file; pass a folder path (a new or empty folder)")
     existing = _listing(out)
     if existing == [MARKER] and (read_marker(out) or {}).get("state") != "complete":
         existing = []  # a run that failed before writing anything: nothing to protect
+    if existing and not overwrite:
+        _check_reusable(out, existing, kind, fingerprint)
+        overwrite = not resumable
     decided["created"] = not out.exists()
     decided["previous"] = read_marker(out) if existing and not overwrite else None
     if existing and overwrite:
         _remove_stale_partials(out)
         work = out.with_name(f".{out.name}.partial-{uuid.uuid4().hex[:8]}")
         _create(work, out)
-    elif existing:
-        _check_reusable(out, existing, kind, fingerprint)
-        work = out
     else:
         _create(out, out)
         work = out
