@@ -13,12 +13,19 @@ definitions in METHODS.md §2.3-2.4, not copied:
 
 These are not the numbers sacrebleu or rouge-score give; `standard_text_metrics` reports
 those separately so both kinds of paper can be compared against.
+
+Both score at most `MAX_TEXT_TOKENS` tokens of a text (its first ones): explanations are 20-100
+tokens, and a runaway generation or a file without line breaks must not turn the LCS of ROUGE-L
+(time O(n·m)) into minutes. Cut texts are counted in a warning and in the returned metrics
+(`truncated_texts`, `max_text_tokens`); the keys appear only when a text was cut.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -26,6 +33,9 @@ from typing import NamedTuple
 from whyrec.utils import WhyrecError
 
 Tokens = Sequence[str]
+
+MAX_TEXT_TOKENS = 2000
+"""Tokens of one text that any metric scores (the first ones); 20-100 is typical here."""
 
 # Kim (2014) CNN_sentence clean-up, in PEPLER's order: the order matters (":" becomes ","
 # only after "," runs were padded, ";" becomes "." before "." runs are padded). The third
@@ -156,6 +166,8 @@ def lcs_length(a: Tokens, b: Tokens) -> int:
     """
     if not a or not b:
         return 0
+    if len(b) > len(a):  # LCS is symmetric; masks over the shorter side take the fewest bits
+        a, b = b, a
     masks: dict[str, int] = {}
     for i, token in enumerate(b):
         masks[token] = masks.get(token, 0) | (1 << i)
@@ -217,6 +229,36 @@ def unique_sentence_ratio(hyps_tokens: Sequence[Tokens]) -> tuple[float, int]:
     return unique / len(hyps_tokens), unique
 
 
+# ---------------------------------------------------------------- the per-text token cap
+
+
+def _check_cap(max_tokens: int) -> None:
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise WhyrecError(f"max_tokens must be a positive integer, got {max_tokens!r}")
+
+
+def _capped(texts: Sequence[list[str]], max_tokens: int, cut: set[int]) -> list[list[str]]:
+    """Each token list cut to its first `max_tokens`; the indices of cut texts go into `cut`."""
+    out = []
+    for i, tokens in enumerate(texts):
+        if len(tokens) > max_tokens:
+            cut.add(i)
+            tokens = tokens[:max_tokens]
+        out.append(tokens)
+    return out
+
+
+def _note_truncation(metrics: dict, cut: int, total: int, max_tokens: int, family: str) -> dict:
+    if cut:
+        warnings.warn(
+            f"{cut} of {total} texts are longer than {max_tokens} tokens; {family} metrics score "
+            f"only their first {max_tokens} tokens",
+            stacklevel=3,
+        )
+        metrics |= {"truncated_texts": cut, "max_text_tokens": max_tokens}
+    return metrics
+
+
 # ---------------------------------------------------------------- entry points
 
 
@@ -238,48 +280,104 @@ def check_pairs(predictions: Sequence[str], references: Sequence[str]) -> None:
 
 
 def pepler_text_metrics(
-    predictions: Sequence[str], references: Sequence[str], smooth: bool = False
+    predictions: Sequence[str],
+    references: Sequence[str],
+    smooth: bool = False,
+    max_tokens: int = MAX_TEXT_TOKENS,
 ) -> dict[str, float]:
     """BLEU-1/4, ROUGE-1/2/L (f, p, r), USR/USN with PEPLER's definitions, plus `usr_raw`.
 
-    `usr_raw` is USR over raw `s.split()` tokens, which is how XRec reports it.
+    `usr_raw` is USR over raw `s.split()` tokens, which is how XRec reports it. Each text is
+    scored on its first `max_tokens` tokens (see the module docstring).
     """
     check_pairs(predictions, references)
-    hyps = [tokenize(p) for p in predictions]
-    refs = [tokenize(r) for r in references]
+    _check_cap(max_tokens)
+    cut_hyps: set[int] = set()
+    cut_refs: set[int] = set()
+    hyps = _capped([tokenize(p) for p in predictions], max_tokens, cut_hyps)
+    refs = _capped([tokenize(r) for r in references], max_tokens, cut_refs)
+    raw = _capped([p.split() for p in predictions], max_tokens, cut_hyps)
     # One pass of n-gram counting serves BLEU-1, BLEU-4 (orders 1-4) and ROUGE-1/2 (orders 1-2).
     stats = _all_pair_stats(hyps, refs, 4)
     hyp_len, ref_len = sum(map(len, hyps)), sum(map(len, refs))
     usr, usn = unique_sentence_ratio(hyps)
-    return {
+    metrics = {
         "bleu1": _bleu(stats, hyp_len, ref_len, 1, smooth),
         "bleu4": _bleu(stats, hyp_len, ref_len, 4, smooth),
         **_rouge(hyps, refs, stats),
         "usr": usr,
         "usn": usn,
-        "usr_raw": unique_sentence_ratio([p.split() for p in predictions])[0],
+        "usr_raw": unique_sentence_ratio(raw)[0],
     }
+    cut = len(cut_hyps) + len(cut_refs)
+    return _note_truncation(metrics, cut, 2 * len(predictions), max_tokens, "PEPLER")
+
+
+class _Pretokenized:
+    """A rouge-score tokenizer for texts tokenized (and capped) beforehand: passes lists through."""
+
+    def tokenize(self, tokens: list[str]) -> list[str]:
+        return tokens
+
+
+def _first_words(text: str, max_words: int) -> str:
+    """`text` up to the end of its `max_words`-th whitespace-separated word."""
+    ends = [m.end() for m in itertools.islice(re.finditer(r"\S+", text), max_words + 1)]
+    return text[: ends[max_words - 1]] if len(ends) > max_words else text
+
+
+def rouge_score_l(target: Tokens, prediction: Tokens) -> tuple[float, float, float]:
+    """rouge-score's ROUGE-L (F, P, R) for one pair, from the bit-parallel LCS.
+
+    rouge-score fills a len(target)×len(prediction) table of Python ints (one 1 MB line grew
+    it to 14.6 GB); the LCS length, and so every score, is the same.
+    """
+    from rouge_score.scoring import fmeasure
+
+    if not target or not prediction:
+        return 0.0, 0.0, 0.0
+    lcs = lcs_length(target, prediction)
+    precision, recall = lcs / len(prediction), lcs / len(target)
+    return fmeasure(precision, recall), precision, recall
 
 
 def standard_text_metrics(
-    predictions: Sequence[str], references: Sequence[str]
+    predictions: Sequence[str], references: Sequence[str], max_tokens: int = MAX_TEXT_TOKENS
 ) -> dict[str, float]:
-    """sacrebleu corpus BLEU (13a tokenizer) and rouge-score mean F1 (Porter stemmer), ×100."""
+    """sacrebleu corpus BLEU (13a tokenizer) and rouge-score mean F1 (Porter stemmer), ×100.
+
+    ROUGE scores the first `max_tokens` rouge-score tokens of each text; sacrebleu, which
+    tokenizes on its own, the text up to its `max_tokens`-th whitespace-separated word.
+    """
     check_pairs(predictions, references)
+    _check_cap(max_tokens)
     try:
         import sacrebleu
-        from rouge_score import rouge_scorer
+        from rouge_score import rouge_scorer, tokenizers
     except ImportError as e:
         raise WhyrecError(
             f"standard metrics need sacrebleu and rouge-score ({e.name} is missing): "
             "pip install 'whyrec[eval]'"
         ) from None
-    bleu = sacrebleu.corpus_bleu(list(predictions), [list(references)]).score
-    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    cut_preds: set[int] = set()
+    cut_refs: set[int] = set()
+    bleu_preds = [_first_words(p, max_tokens) for p in predictions]
+    bleu_refs = [_first_words(r, max_tokens) for r in references]
+    cut_preds.update(i for i, (a, b) in enumerate(zip(bleu_preds, predictions)) if len(a) < len(b))
+    cut_refs.update(i for i, (a, b) in enumerate(zip(bleu_refs, references)) if len(a) < len(b))
+    bleu = sacrebleu.corpus_bleu(bleu_preds, [bleu_refs]).score
+
+    stemmed = tokenizers.DefaultTokenizer(use_stemmer=True)  # what RougeScorer(use_stemmer=True) uses
+    preds = _capped([stemmed.tokenize(p) for p in predictions], max_tokens, cut_preds)
+    refs = _capped([stemmed.tokenize(r) for r in references], max_tokens, cut_refs)
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2"], tokenizer=_Pretokenized())
     sums = {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
-    for pred, ref in zip(predictions, references, strict=True):
+    for pred, ref in zip(preds, refs, strict=True):
         scores = scorer.score(ref, pred)  # rouge-score's order is (target, prediction)
-        for key in sums:
-            sums[key] += scores[key].fmeasure
+        sums["rouge1"] += scores["rouge1"].fmeasure
+        sums["rouge2"] += scores["rouge2"].fmeasure
+        sums["rougeL"] += rouge_score_l(ref, pred)[0]
     n = len(predictions)
-    return {"sacrebleu_bleu": bleu, **{f"{k}_f": 100.0 * v / n for k, v in sums.items()}}
+    metrics = {"sacrebleu_bleu": bleu, **{f"{k}_f": 100.0 * v / n for k, v in sums.items()}}
+    cut = len(cut_preds) + len(cut_refs)
+    return _note_truncation(metrics, cut, 2 * n, max_tokens, "sacrebleu/rouge-score")
