@@ -665,25 +665,25 @@ def normalise_argv(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; every failure ends as one `whyrec: error:` line (exit 2: fixable input, 1: a bug)."""
     from jsonargparse import CLI, set_parsing_settings
+
+    from whyrec.cli_errors import config_instantiators, parser_class, report
 
     # config fields are documented by the docstring under each dataclass attribute: show those in --help
     set_parsing_settings(docstring_parse_attribute_docstrings=True)
     argv = normalise_argv(sys.argv[1:] if argv is None else list(argv))
     commands = dict(COMMANDS)
     try:
-        CLI(commands, args=argv, as_positional=False, prog="whyrec")
-    except WhyrecError as e:
-        print(f"whyrec: error: {e}", file=sys.stderr)
-        return 2
-    except KeyError as e:  # registry lookups: the message lists valid names
-        print(f"whyrec: error: {e.args[0]}", file=sys.stderr)
-        return 2
-    except SystemExit as e:  # --help, --print_config and argument errors
+        CLI(commands, args=argv, as_positional=False, prog="whyrec", parser_class=parser_class(),
+            instantiators=config_instantiators())
+    except SystemExit as e:  # --help and --print_config
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     except KeyboardInterrupt:
         print("whyrec: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - report() tells user errors (exit 2) from bugs (exit 1)
+        return report(e, argv, commands)
     return 0
 
 
