@@ -42,6 +42,8 @@ MARKER = ".whyrec.json"
 # Fields that never change a result: where it runs, how often it logs or checkpoints, wall-time limits.
 HARMLESS_FIELDS = ("device", "max_minutes", "checkpoint_every", "save_steps", "save_total_limit",
                    "logging_steps", "resume", "num_threads", "progress", "overwrite")
+# Training budgets: a run may be continued with a larger one where that equals a fresh run with it.
+BUDGET_FIELDS = ("max_steps", "epochs")
 # Not part of a folder's content digest: run records that differ between identical runs.
 UNDIGESTED = (MARKER, "run_config.json", "README.md", "training_log.json", "train_log.json")
 UNDIGESTED_DIRS = ("checkpoint", "checkpoints")
@@ -93,6 +95,25 @@ def folder_digest(path: str | os.PathLike) -> str:
     return h.hexdigest()[:16]
 
 
+def check_finished(out: str | os.PathLike, kind: str, recorded: Any, wanted: Any) -> None:
+    """A finished run is reused only with the settings it finished with (e.g. its budget): its
+    checkpoints are gone, so it cannot be continued; raise naming what differs."""
+    diffs = differences(recorded, wanted)
+    if diffs:
+        raise OutputConflict(f"--out {destination(out)} holds a finished {kind} ({', '.join(diffs[:5])}); a finished "
+                             "run cannot be continued: pass --overwrite to retrain it, or choose another --out", diffs)
+
+
+def destination(work: str | os.PathLike) -> Path:
+    """Where a folder yielded by `output_folder` ends up: its own path, or for an overwrite's
+    `.NAME.partial-<id>` the NAME it replaces (for paths recorded inside the folder)."""
+    work = Path(work)
+    name, sep, rest = work.name.rpartition(".partial-")
+    if sep and name.startswith(".") and len(rest) == 8:
+        return work.with_name(name[1:])
+    return work
+
+
 def read_marker(folder: str | os.PathLike) -> dict | None:
     """The folder's marker (kind, fingerprint, state, whyrec_version, ...) or None if it has none."""
     import json
@@ -111,26 +132,38 @@ def output_folder(out: str | os.PathLike, kind: str, fingerprint: Any, overwrite
 
     `resumable=False` is for commands that always rebuild everything (data prepare, evaluate): a
     folder they made with the same fingerprint is then rebuilt aside and swapped in like an
-    overwrite, so nothing of the earlier run can survive in it. On success the marker says `complete` (and an overwrite is swapped in); on an exception a
-    folder this call created and left empty is removed again, so a typo blocks nothing.
+    overwrite, so nothing of the earlier run can survive in it. On success the marker says
+    `complete` (and an overwrite is swapped in); on an exception a folder this call created and
+    left empty is removed again, so a typo blocks nothing. A folder an enclosing `output_folder`
+    of this process is writing is yielded as it is: the outer command guards it.
     """
     out = Path(out)
+    if out.resolve() in _ACTIVE:
+        yield out
+        return
     fingerprint = plain(fingerprint)
     main = _is_main()
-    decided: dict[str, bool] = {}
-    work = Path(_from_rank0(lambda: _prepare(out, kind, fingerprint, overwrite, resumable, decided)))
+    decided: dict[str, Any] = {}
+    work = Path(_from_rank0(lambda: _prepare(out, kind, fingerprint, overwrite, resumable, decided),
+                            fallback=_partial(out) if overwrite else out))
+    _ACTIVE.add(work.resolve())
     try:
         yield work
     except BaseException:
         if main:
             _abandon(work, out, decided.get("created", False), decided.get("previous"))
         raise
+    finally:
+        _ACTIVE.discard(work.resolve())
     _barrier()
     if main:
         _write_marker(work, kind, fingerprint, "complete")
         if work != out:
             _swap(work, out)
     _barrier()
+
+
+_ACTIVE: set[Path] = set()  # folders an output_folder block of this process is writing
 
 
 # ---------------------------------------------------------------- decisions (rank 0)
@@ -144,16 +177,27 @@ def _prepare(out: Path, kind: str, fingerprint: Any, overwrite: bool, resumable:
         _check_reusable(out, existing, kind, fingerprint)
         overwrite = not resumable
     decided["created"] = not out.exists()
-    decided["previous"] = read_marker(out) if existing and not overwrite else None
-    if existing and overwrite:
+    decided["previous"] = read_marker(out) if not overwrite else None
+    if overwrite:
         _remove_stale_partials(out)
-        work = out.with_name(f".{out.name}.partial-{uuid.uuid4().hex[:8]}")
+        work = _partial(out)
         _create(work, out)
     else:
         _create(out, out)
         work = out
     _write_marker(work, kind, fingerprint, "in-progress")
     return work
+
+
+def _partial(out: Path) -> Path:
+    """The sibling an overwrite is built in; the same on every process of one torchrun launch
+    (they share the launcher as parent), so ranks that write checkpoint shards agree on it."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        launch = f"{os.getppid()}:{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
+        tag = hashlib.sha256(launch.encode()).hexdigest()[:8]
+    else:
+        tag = uuid.uuid4().hex[:8]
+    return out.with_name(f".{out.name}.partial-{tag}")
 
 
 def _listing(out: Path) -> list[str]:
@@ -256,8 +300,13 @@ def _alive(pid: int) -> bool:
 
 
 # ---------------------------------------------------------------- torchrun
-def _distributed() -> bool:
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+def _world() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _group() -> bool:
+    """A torch process group is up (whyrec's own loops); the HF Trainer starts its own later."""
+    if _world() <= 1:
         return False
     import torch.distributed as dist
 
@@ -265,24 +314,29 @@ def _distributed() -> bool:
 
 
 def _is_main() -> bool:
-    if not _distributed():
+    if _world() <= 1:
         return True
-    from whyrec.distributed import is_main
+    if _group():
+        from whyrec.distributed import is_main
 
-    return is_main()
+        return is_main()
+    return os.environ.get("RANK", "0") == "0"
 
 
 def _barrier() -> None:
-    if _distributed():
+    if _group():
         from whyrec.distributed import barrier
 
         barrier()
 
 
-def _from_rank0(decide) -> str:
-    """Rank 0 runs `decide`; every rank gets its path, or raises its error."""
-    if not _distributed():
+def _from_rank0(decide, fallback: Path) -> str:
+    """Rank 0 runs `decide`; every rank gets its path or raises its error. Without a process group
+    (yet) the other ranks take `fallback`; an error on rank 0 ends the launch."""
+    if _world() <= 1:
         return str(decide())
+    if not _group():
+        return str(decide()) if _is_main() else str(fallback)
     from whyrec.distributed import from_rank0, is_main
 
     result: tuple[str, str] = ("", "")
