@@ -5,10 +5,65 @@ Kept free of torch imports so the CLI can build its parser (and `--help`) cheapl
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import asdict, dataclass, field
+from typing import NoReturn
 
 from whyrec.data.recexplainer_tasks import MODES, TASKS  # plain tuples, no torch
 from whyrec.utils import WhyrecError
+
+
+# ---------------------------------------------------------------- field checks
+class ConfigError(WhyrecError, ValueError):
+    """A config field holds a value its code cannot use. `config` (the dataclass) and `field` let
+    the CLI name the option (`--train.lr`) in front of the message."""
+
+    def __init__(self, config: type, field: str, message: str):
+        super().__init__(message)
+        self.config, self.field = config, field
+
+
+_RULES = {"> 0": lambda v: v > 0, ">= 0": lambda v: v >= 0, ">= 1": lambda v: v >= 1,
+          "in [0, 1)": lambda v: 0 <= v < 1, "in (0, 1]": lambda v: 0 < v <= 1, "finite": lambda v: True}
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def check(cfg, rule: str, *names: str, optional: bool = False) -> None:
+    """Each named field of `cfg` must be a finite number obeying `rule` (a key of _RULES); `optional`
+    also admits None (the field's documented 'no limit' / 'default')."""
+    for name in names:
+        value = getattr(cfg, name)
+        if optional and value is None:
+            continue
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not (number and math.isfinite(value) and _RULES[rule](value)):
+            bound = "a finite number" if rule == "finite" else rule
+            fail(cfg, name, f"{name} must be {bound}{' or null' if optional else ''} (got {value!r})")
+
+
+def check_choice(cfg, name: str, choices) -> None:
+    value = getattr(cfg, name)
+    if value not in choices:
+        fail(cfg, name, f"unknown {name} {value!r}; choose one of: {', '.join(choices)}")
+
+
+def check_device(cfg, name: str = "device") -> None:
+    value = getattr(cfg, name)
+    if not (isinstance(value, str) and _DEVICE.fullmatch(value)):
+        fail(cfg, name, f"unknown {name} {value!r}; choose auto, cpu, cuda, cuda:N or mps")
+
+
+def check_text(cfg, *names: str) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if not (isinstance(value, str) and value.strip()):
+            fail(cfg, name, f"{name} must be a non-empty string (got {value!r})")
+
+
+def fail(cfg, name: str, message: str) -> NoReturn:
+    raise ConfigError(type(cfg), name, message)
 
 
 @dataclass
@@ -39,6 +94,13 @@ class LightGCNConfig:
     """Keep only interactions rated at least this for the graph (None keeps all)."""
     seed: int = 42
 
+    def __post_init__(self):
+        check(self, ">= 1", "dim", "batch_size", "epochs", "patience", "eval_every", "eval_k")
+        check(self, ">= 0", "n_layers", "weight_decay", "seed")  # 0 layers: plain embeddings (MF-BPR)
+        check(self, "> 0", "lr")
+        check(self, "finite", "min_rating", optional=True)
+        check_choice(self, "layer_combine", ("sum", "mean"))
+
 
 @dataclass
 class ModelConfig:
@@ -53,6 +115,11 @@ class ModelConfig:
     gguf_file: str | None = None
     """File name inside `name_or_path` when that is a folder holding a GGUF file."""
 
+    def __post_init__(self):
+        check_text(self, "name_or_path")
+        check_choice(self, "dtype", DTYPES)
+        check_device(self)
+
 
 @dataclass
 class LoraConfig:
@@ -63,6 +130,13 @@ class LoraConfig:
     alpha: int = 16
     dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+    def __post_init__(self):
+        check(self, ">= 1", "r")
+        check(self, "> 0", "alpha")
+        check(self, "in [0, 1)", "dropout")
+        if not self.target_modules:
+            fail(self, "target_modules", "target_modules must name at least one module (got [])")
 
 
 @dataclass
@@ -82,6 +156,11 @@ class XRecConfig:
     max_prompt_words: int = 60
     """Profiles are cut to this many words each to bound prompt length."""
     lora: LoraConfig = field(default_factory=LoraConfig)
+
+    def __post_init__(self):
+        check(self, ">= 1", "n_exps", "max_prompt_words")
+        check(self, "in [0, 1)", "dropout")
+        check_text(self, "item_noun")
 
 
 @dataclass
@@ -126,6 +205,15 @@ class TrainConfig:
     Costs a one-off compilation (minutes on CPU); sizes stay symbolic, so new batch shapes reuse it."""
     seed: int = 42
 
+    def __post_init__(self):
+        check(self, "> 0", "lr", "epochs")
+        check(self, ">= 1", "batch_size", "max_target_tokens", "checkpoint_every", "grad_accum_steps")
+        check(self, ">= 1", "max_steps", "max_train_examples", optional=True)
+        check(self, ">= 0", "max_minutes", optional=True)  # 0: stop (with a checkpoint) after the first step
+        check(self, "> 0", "max_grad_norm", optional=True)
+        check(self, "finite", "min_rating", optional=True)
+        check(self, ">= 0", "seed")
+
 
 @dataclass
 class GenerationConfig:
@@ -143,6 +231,11 @@ class GenerationConfig:
     once it emits EOS, so a batch stops paying for finished rows; False: HF `generate`, which
     decodes every row until the longest one ends. Same greedy computation (float rounding can differ
     as the batch shrinks); sampling draws differ, as finished rows no longer consume random numbers."""
+
+    def __post_init__(self):
+        check(self, ">= 1", "max_new_tokens", "batch_size")
+        check(self, "> 0", "temperature", "repetition_penalty")
+        check(self, "in (0, 1]", "top_p")
 
 
 VARIANTS = ("continuous", "discrete", "reg")
@@ -181,10 +274,11 @@ class PEPLERConfig:
     """reg with the MLP head: hidden width (PEPLER: 400)."""
 
     def __post_init__(self):
-        if self.variant not in VARIANTS:
-            raise ValueError(f"PEPLER variant {self.variant!r} unknown; choose one of {', '.join(VARIANTS)}")
-        if self.rating_head not in ("mf", "mlp"):
-            raise ValueError(f"rating_head {self.rating_head!r} unknown; choose 'mf' or 'mlp'")
+        check_choice(self, "variant", VARIANTS)
+        check_choice(self, "rating_head", ("mf", "mlp"))
+        check(self, ">= 1", "words", "epochs", "patience", "batch_size", "mlp_hidden")
+        check(self, ">= 0", "epochs_phase2", "text_reg", "rating_reg")  # epochs_phase2 0: LM stays frozen
+        check(self, "> 0", "lr", "lr_phase2", optional=True)
 
     @property
     def phase1_lr(self) -> float:
@@ -252,6 +346,19 @@ class VaeGmmConfig:
     """Training pairs per cluster drawn in latent.png (the original's t-SNE used 500)."""
     seed: int = 105
 
+    def __post_init__(self):
+        check(self, ">= 1", "n_clusters", "latent_dim", "embedding_dim", "n_layers", "n_heads", "ff_dim",
+              "pretrain_patience", "pretrain_batch_size", "elbo_epochs", "lr_step", "batch_size",
+              "kl_weight_every", "plot_points_per_cluster")
+        check(self, ">= 0", "pretrain_epochs", "kl_weight_start", "kl_weight_step", "kl_weight_max", "seed")
+        check(self, "> 0", "init_range", "pretrain_lr", "lr", "lr_gamma", "loss_scale")
+        check(self, ">= 0", "recon_weight", optional=True)
+        check(self, "in [0, 1)", "dropout")
+        if self.embedding_dim % self.n_heads:
+            fail(self, "n_heads", f"n_heads must divide embedding_dim {self.embedding_dim} (got {self.n_heads})")
+        if not all(isinstance(d, int) and d >= 1 for d in self.decoder_dims):
+            fail(self, "decoder_dims", f"decoder_dims must be widths >= 1 (got {self.decoder_dims!r})")
+
     def kl_weight(self, epoch: int) -> float:
         """KL weight of 0-based ELBO epoch `epoch`: 0.01, +0.005 every 5 epochs, capped at 0.1."""
         steps = epoch // max(self.kl_weight_every, 1)
@@ -296,6 +403,16 @@ class GaVaMoEConfig:
     lora: LoraConfig = field(default_factory=lambda: LoraConfig(enabled=True, r=8, alpha=16, dropout=0.1))
     """LoRA on attention q/k/v/o (paper: r 8, alpha 16, dropout 0.1)."""
 
+    def __post_init__(self):
+        check(self, ">= 1", "n_experts", "top_k", "max_prompt_words")
+        check(self, ">= 1", "n_clusters", "ffn_width", optional=True)
+        check(self, "finite", "positive_rating")
+        check_text(self, "item_noun")
+        if self.top_k > self.n_experts:
+            fail(self, "top_k", f"top_k must be <= n_experts {self.n_experts} (got {self.top_k})")
+        if self.moe_layers is not None and not all(isinstance(i, int) and i >= 0 for i in self.moe_layers):
+            fail(self, "moe_layers", f"moe_layers must be layer indices >= 0 or null (got {self.moe_layers!r})")
+
 
 @dataclass
 class SASRecConfig:
@@ -334,6 +451,15 @@ class SASRecConfig:
     seed: int = 3418
     """Seed of init, shuffling and dropout (RecExplainer: 3418)."""
 
+    def __post_init__(self):
+        check(self, ">= 1", "dim", "max_seq_len", "n_layers", "n_heads", "ffn_dim", "batch_size", "epochs",
+              "patience", "eval_k")
+        check(self, "in [0, 1)", "hidden_dropout", "attn_dropout")
+        check(self, "> 0", "init_std", "lr", "grad_clip")
+        check(self, ">= 0", "weight_decay", "seed")
+        if self.dim % self.n_heads:
+            fail(self, "n_heads", f"n_heads must divide dim {self.dim} (got {self.n_heads})")
+
 
 @dataclass
 class MFConfig:
@@ -361,6 +487,11 @@ class MFConfig:
     """Max global gradient norm (RecExplainer: 0.7468)."""
     seed: int = 436913
     """Seed of init, shuffling and negative sampling (RecExplainer: 436913)."""
+
+    def __post_init__(self):
+        check(self, ">= 1", "dim", "n_negatives", "batch_size", "epochs", "patience", "eval_k")
+        check(self, "> 0", "init_std", "lr", "grad_clip")
+        check(self, ">= 0", "weight_decay", "seed")
 
 
 @dataclass
@@ -422,9 +553,16 @@ class RecExplainerConfig:
     """Seeds LoRA/connector init and the data order (RecExplainer: 2024)."""
 
     def __post_init__(self):
-        if self.mode not in MODES:
-            raise WhyrecError(f"unknown RecExplainer mode {self.mode!r}; choose one of {', '.join(MODES)}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise WhyrecError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        check_choice(self, "mode", MODES)
+        check(self, "in [0, 1)", "warmup_ratio")
+        check(self, "> 0", "lr", "epochs")
+        check(self, ">= 1", "connector_hidden", "micro_batch_size", "grad_accum", "max_length", "max_hist_len",
+              "topk", "save_total_limit", "logging_steps")
+        check(self, ">= 1", "max_examples", "save_steps", "max_steps", optional=True)
+        check(self, ">= 0", "max_minutes", optional=True)
+        check(self, ">= 0", "weight_decay", "data_seed", "seed")
+        unknown = [t for t in self.tasks if t not in TASKS]
+        if unknown or not self.tasks:
+            fail(self, "tasks", f"tasks must be some of: {', '.join(TASKS)} (got {self.tasks!r})")
         if isinstance(self.lora, dict):
             self.lora = LoraConfig(**self.lora)

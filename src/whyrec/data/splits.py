@@ -7,18 +7,29 @@ Two protocols:
   to valid (sequential recommenders' protocol); ties in time are broken by the seed.
 
 Both are deterministic functions of (frame contents, seed), independent of row order.
+
+`ensure_split` is the one door every `whyrec data prepare` source goes through: before
+splitting it refuses (or, with on_error='skip', drops and counts) rows with bad ratings,
+timestamps or ids, and keeps one row per (user, item) pair (the latest by timestamp, else the
+last in the file), so a pair can never be in two splits; both split functions also assert it.
+A source that ships its own split (XRec, PEPLER folds, a table's `split` column) and puts a pair
+in two splits is refused, as that leaks evaluation pairs into training; with on_error='skip'
+only the latest row of each such pair is kept (counted as `cross_split_pairs`).
 """
 
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 import pandas as pd
 
 from whyrec.data import schema as S
-from whyrec.data.dataset import RecDataset
+from whyrec.data.dataset import RecDataset, check_on_error, drop_bad_rows
 from whyrec.utils import WhyrecError
 
 HOWS = ("random", "leave_last_out")
+log = logging.getLogger(__name__)
 
 
 def _ids(frame: pd.DataFrame, col: str) -> np.ndarray:
@@ -52,6 +63,7 @@ def random_split(frame: pd.DataFrame, ratios: tuple[float, float, float] = (0.8,
     labels[order[n_train + n_valid:]] = S.TEST
     out = frame.copy()
     out[S.SPLIT] = labels
+    check_disjoint(out)
     return out
 
 
@@ -79,7 +91,79 @@ def leave_last_out(frame: pd.DataFrame, seed: int = 42) -> pd.DataFrame:
     labels[order[enough & (from_end == 1)]] = S.VALID
     out = frame.copy()
     out[S.SPLIT] = labels
+    check_disjoint(out)
     return out
+
+
+# ---------------------------------------------------------------- one row per (user, item) pair
+def _pair_keys(frame: pd.DataFrame) -> np.ndarray:
+    users = pd.factorize(frame[S.USER].astype(str))[0].astype(np.int64)
+    items = pd.factorize(frame[S.ITEM].astype(str))[0].astype(np.int64)
+    return users * (int(items.max(initial=0)) + 1) + items
+
+
+def duplicate_rows(frame: pd.DataFrame) -> np.ndarray:
+    """Mask of the rows to drop so each (user, item) pair keeps one: its latest by timestamp (a
+    missing time counts as oldest), ties and untimed data keeping the last row in the file."""
+    keys, position = _pair_keys(frame), np.arange(len(frame))
+    if S.TIMESTAMP in frame:
+        when = frame[S.TIMESTAMP].rank(method="dense", na_option="top").to_numpy(np.float64)
+        order = np.lexsort((position, when, keys))
+    else:
+        order = np.lexsort((position, keys))
+    sorted_keys = keys[order]
+    last = np.r_[sorted_keys[1:] != sorted_keys[:-1], True]
+    drop = np.ones(len(frame), bool)
+    drop[order[last]] = False
+    return drop
+
+
+def pairs_in_several_splits(frame: pd.DataFrame) -> np.ndarray:
+    """Mask of the rows whose (user, item) pair also has a row in another split."""
+    if S.SPLIT not in frame or len(frame) == 0:
+        return np.zeros(len(frame), bool)
+    groups = pd.DataFrame({"pair": _pair_keys(frame), "split": pd.factorize(frame[S.SPLIT])[0]})
+    return (groups.groupby("pair")["split"].transform("nunique") > 1).to_numpy()
+
+
+def _overlap_example(frame: pd.DataFrame, mask: np.ndarray) -> str:
+    row = frame.iloc[int(np.flatnonzero(mask)[0])]
+    same = frame[(frame[S.USER] == row[S.USER]) & (frame[S.ITEM] == row[S.ITEM])]
+    return f"user {row[S.USER]!r}, item {row[S.ITEM]!r} in {' and '.join(sorted(set(same[S.SPLIT].astype(str))))}"
+
+
+def check_disjoint(frame: pd.DataFrame) -> None:
+    """Refuse a split that puts a (user, item) pair in two splits (train/test leakage)."""
+    several = pairs_in_several_splits(frame)
+    if several.any():
+        n = len(np.unique(_pair_keys(frame)[several]))
+        raise WhyrecError(f"{n} (user, item) pairs are in more than one split (e.g. {_overlap_example(frame, several)}); "
+                          "keep one row per pair before splitting (`whyrec data prepare` does)")
+
+
+def drop_duplicate_pairs(ds: RecDataset, on_error: str = "raise") -> RecDataset:
+    """One row per (user, item) pair (see `duplicate_rows`), the count in meta["cleaning"].
+
+    A pair the source's own split puts in two splits is refused (on_error='raise'), or reduced to
+    its latest row like any duplicate (on_error='skip', counted as cross_split_pairs)."""
+    check_on_error(on_error)
+    frame = ds.interactions
+    several = pairs_in_several_splits(frame)
+    crossing = len(np.unique(_pair_keys(frame)[several])) if several.any() else 0
+    if crossing and on_error == "raise":
+        raise WhyrecError(f"the source's own split puts {crossing} (user, item) pairs in more than one split "
+                          f"(e.g. {_overlap_example(frame, several)}), which leaks them from training into "
+                          "evaluation; fix the split, or pass --on_error skip to keep only the latest row of each pair")
+    drop = duplicate_rows(frame)
+    cleaning = dict(ds.meta.get("cleaning", {}))
+    cleaning["duplicates_removed"] = cleaning.get("duplicates_removed", 0) + int(drop.sum())
+    if crossing:
+        cleaning["cross_split_pairs"] = cleaning.get("cross_split_pairs", 0) + crossing
+    if drop.any():
+        log.warning("removed %d duplicated (user, item) rows, keeping the latest row of each pair", int(drop.sum()))
+        ds.interactions = frame[~drop].reset_index(drop=True)
+    ds.meta = {**ds.meta, "cleaning": cleaning}
+    return ds
 
 
 def has_valid_split(frame: pd.DataFrame) -> bool:
@@ -90,19 +174,26 @@ def has_valid_split(frame: pd.DataFrame) -> bool:
     return values <= set(S.SPLITS) and S.TRAIN in values
 
 
-def ensure_split(ds: RecDataset, how: str = "random", seed: int = 42) -> RecDataset:
-    """Give `ds` a split: an existing valid one is kept (XRec ships its own), else `how`.
+def ensure_split(ds: RecDataset, how: str = "random", seed: int = 42, on_error: str = "raise") -> RecDataset:
+    """Check and deduplicate the interactions, then give `ds` a split: an existing valid one is
+    kept (XRec ships its own), else `how`. No (user, item) pair ends up in two splits.
 
     Args:
         how: 'random' (80/10/10) or 'leave_last_out'.
+        on_error: 'raise' on rows with bad values or a pair the source's own split puts in two
+            splits; 'skip' drops such rows (keeping each pair's latest) and counts them.
     """
     if how not in HOWS:
         raise WhyrecError(f"unknown split {how!r}; choose one of: {', '.join(HOWS)}")
-    if has_valid_split(ds.interactions):
-        return ds
-    if S.SPLIT in ds.interactions:
+    check_on_error(on_error)
+    own = S.SPLIT in ds.interactions
+    if own and not has_valid_split(ds.interactions):
         bad = sorted(map(str, set(ds.interactions[S.SPLIT].dropna().unique()) - set(S.SPLITS)))
         raise WhyrecError(f"split column has values {bad or 'missing'}; use train/valid/test or drop the column")
+    ds = drop_duplicate_pairs(drop_bad_rows(ds, on_error), on_error)
+    if own:
+        check_disjoint(ds.interactions)
+        return ds
     split = random_split if how == "random" else leave_last_out
     ds.interactions = split(ds.interactions, seed=seed)
     ds.meta = {**ds.meta, "split": how, "split_seed": seed}

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from whyrec.data import schema as S
-from whyrec.data.dataset import RecDataset
+from whyrec.data.dataset import RecDataset, check_on_error, example_row
 from whyrec.utils import WhyrecError
 
 FORMATS = ("csv", "tsv", "jsonl", "json", "parquet")
@@ -120,7 +120,7 @@ def _resolve(frame: pd.DataFrame, path: Path, mapping: dict[str, tuple[str | Non
 def load_table(path: str | Path, user_col: str = "user", item_col: str = "item",
                rating_col: str | None = None, timestamp_col: str | None = None,
                review_col: str | None = None, explanation_col: str | None = None,
-               title_col: str | None = None, fmt: str | None = None) -> RecDataset:
+               title_col: str | None = None, fmt: str | None = None, on_error: str = "raise") -> RecDataset:
     """A RecDataset from one table of interactions (see the module docstring).
 
     Args:
@@ -129,7 +129,10 @@ def load_table(path: str | Path, user_col: str = "user", item_col: str = "item",
         rating_col, timestamp_col, review_col, explanation_col, title_col: optional columns;
             None picks up a column already named rating/timestamp/review/explanation/title.
         fmt: override the format implied by the extension.
+        on_error: 'raise' on rows without a user or item id; 'skip' keeps them with a blank id
+            for `ensure_split` (with on_error='skip') to drop and count with the other bad rows.
     """
+    check_on_error(on_error)
     path = Path(path)
     frame = read_table(path, fmt)
     mapping = {S.USER: (user_col, "--user_col"), S.ITEM: (item_col, "--item_col"),
@@ -138,8 +141,13 @@ def load_table(path: str | Path, user_col: str = "user", item_col: str = "item",
                S.TITLE: (title_col, "--title_col"), S.SPLIT: (None, "a 'split' column")}
     cols = _resolve(frame, path, mapping)
     inter = pd.DataFrame({S.USER: _as_ids(frame[cols[S.USER]]), S.ITEM: _as_ids(frame[cols[S.ITEM]])})
-    if S.RATING in cols:
-        inter[S.RATING] = _numbers(frame[cols[S.RATING]], "--rating_col").astype("float32")
+    missing = (inter[S.USER].isna() | inter[S.ITEM].isna()).to_numpy()
+    if missing.any() and on_error == "raise":
+        raise WhyrecError(f"{path.name}: empty user or item ids in {int(missing.sum())} rows (e.g. "
+                          f"{example_row(inter, missing)}); fill or drop them, or pass --on_error skip to drop them")
+    inter = inter.fillna("")  # on_error='skip': blank ids, dropped and counted by ensure_split
+    if S.RATING in cols:  # float64 until ensure_split has checked every value fits float32 (1e308 does not)
+        inter[S.RATING] = _numbers(frame[cols[S.RATING]], "--rating_col").astype("float64")
     if S.TIMESTAMP in cols:
         inter[S.TIMESTAMP] = _timestamps(frame[cols[S.TIMESTAMP]], "--timestamp_col")
     for text in (S.REVIEW, S.EXPLANATION):

@@ -105,6 +105,17 @@ class JudgeConfig:
     '<score>' (every explanation gets one) instead of parsing generated text, which small local
     models rarely format (SmolLM2-135M left 79 of 80 unparsed). Endpoints always generate."""
 
+    def __post_init__(self):
+        from whyrec.config import DTYPES, check, check_choice, check_device
+
+        check_choice(self, "backend", ("none", "openai", "local"))
+        check(self, "> 0", "timeout", "repetition_penalty")
+        check(self, ">= 0", "max_retries", "temperature", "no_repeat_ngram_size")  # temperature 0: reproducible
+        check(self, ">= 1", "concurrency", "batch_size")
+        check(self, ">= 1", "max_tokens", optional=True)
+        check_device(self)
+        check_choice(self, "dtype", DTYPES)
+
 
 def build_client(cfg: JudgeConfig) -> ChatClient:
     """The chat client `cfg` describes (also usable for teacher LLMs with the same fields)."""

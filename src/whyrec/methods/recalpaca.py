@@ -107,9 +107,17 @@ class RecAlpacaConfig:
     """Seeds the LoRA init, the validation split and the data order."""
 
     def __post_init__(self):
-        if self.micro_batch_size < 1 or self.batch_size % self.micro_batch_size:
-            raise WhyrecError(f"batch_size {self.batch_size} must be a multiple of micro_batch_size "
-                              f"{self.micro_batch_size}")
+        from whyrec.config import check, fail
+
+        check(self, "> 0", "lr", "epochs")
+        check(self, ">= 1", "batch_size", "micro_batch_size", "cutoff_len", "save_steps", "save_total_limit",
+              "logging_steps")
+        check(self, ">= 0", "warmup_steps", "val_set_size", "seed")  # val_set_size 0: no eval
+        check(self, ">= 1", "max_steps", optional=True)
+        check(self, ">= 0", "max_minutes", optional=True)
+        if self.batch_size % self.micro_batch_size:
+            fail(self, "batch_size", f"batch_size {self.batch_size} must be a multiple of micro_batch_size "
+                                     f"{self.micro_batch_size}")
 
 
 # ------------------------------------------------------------------ data
@@ -219,7 +227,7 @@ def _wrap_lora(llm, lc: LoraConfig):
 
 
 def train_recalpaca(instructions: str | list, out: str, model: ModelConfig | None = None,
-                    cfg: RecAlpacaConfig | None = None, resume: bool = True) -> dict:
+                    cfg: RecAlpacaConfig | None = None, resume: bool = True, overwrite: bool = False) -> dict:
     """Fine-tune `model` with LoRA on Alpaca records; write the adapter run folder `out`.
 
     Args:
@@ -228,16 +236,37 @@ def train_recalpaca(instructions: str | list, out: str, model: ModelConfig | Non
         out: run folder; checkpoints go to out/checkpoints.
         resume: continue from the newest complete checkpoint in out/checkpoints if any;
             False deletes those checkpoints and starts over.
+        overwrite: replace `out` if it holds another run (built beside it, then renamed). Without it
+            a folder made with another model, config (its step/epoch budget included: it shapes the
+            LR schedule) or instruction data is refused, naming what differs.
 
     Returns:
         The training log (also out/train_log.json): first/last loss, steps, elapsed seconds.
     """
+    from whyrec.outputs import fingerprint_of, output_folder
+
+    model, cfg = model or ModelConfig(), cfg or RecAlpacaConfig()
+    sources = instructions if isinstance(instructions, list) else [instructions]
+    fingerprint = {"method": "recalpaca", "model": fingerprint_of(model), "recalpaca": fingerprint_of(cfg),
+                   "instructions": [_records_digest(s) for s in sources]}
+    with output_folder(out, "recalpaca explainer", fingerprint, overwrite=overwrite) as work:
+        return _train(instructions, work, model, cfg, resume)
+
+
+def _records_digest(source) -> str | None:
+    """Digest of the file `load_alpaca_records` reads for `source` (None if missing: it says so)."""
+    from whyrec.outputs import folder_digest
+
+    path = Path(source) / "instructions.jsonl" if Path(source).is_dir() else Path(source)
+    return folder_digest(path) if path.is_file() else None
+
+
+def _train(instructions: str | list, out_dir: Path, model: ModelConfig, cfg: RecAlpacaConfig, resume: bool) -> dict:
     from transformers import Trainer
 
     from whyrec.llm.load import load_model
 
-    model, cfg = model or ModelConfig(), cfg or RecAlpacaConfig()
-    out_dir, ckpt_dir = Path(out), Path(out) / "checkpoints"
+    ckpt_dir = out_dir / "checkpoints"
     if not resume and ckpt_dir.exists() and os.environ.get("RANK", "0") == "0":
         shutil.rmtree(ckpt_dir)
     records = load_alpaca_records(instructions)
