@@ -35,7 +35,7 @@ def data_prepare(source: str, out: str, path: str | None = None, split: str = "r
                  review_col: str | None = None, explanation_col: str | None = None, title_col: str | None = None,
                  extract_features: bool = False, feature_min_count: int = 5, k_core: int = 5,
                  review_min_rating: float | None = None, on_error: str = "raise", text_test_size: int | None = None,
-                 max_items: int | None = None):
+                 max_items: int | None = None, overwrite: bool = False):
     """Build a canonical dataset folder (Parquet + id maps) from a registered source.
 
     Args:
@@ -65,6 +65,7 @@ def data_prepare(source: str, out: str, path: str | None = None, split: str = "r
         on_error: (raw reviews) 'raise' on a malformed line, or 'skip' to drop and count it.
         text_test_size: (xrec) re-split the explanation records into train + this many test records
             (XRec-amazon benchmark: 600 with --seed 0).
+        overwrite: replace --out if it holds anything else (built beside it, then renamed into place).
     """
     from whyrec.data.prepare import prepare_dataset
 
@@ -74,7 +75,7 @@ def data_prepare(source: str, out: str, path: str | None = None, split: str = "r
                               explanation_col=explanation_col, title_col=title_col,
                               extract_features=extract_features, feature_min_count=feature_min_count,
                               k_core=k_core, review_min_rating=review_min_rating, on_error=on_error,
-                              text_test_size=text_test_size, max_items=max_items)
+                              text_test_size=text_test_size, max_items=max_items, overwrite=overwrite)
     _print_json(summary)
 
 
@@ -104,7 +105,8 @@ def data_download(name: str | None = None, out: str | None = None, sha256: str |
 
 def data_profiles(data: str, out: str, teacher: JudgeConfig = JudgeConfig(backend="local"),
                   templates_dir: str | None = None, max_items: int | None = None, max_users: int | None = None,
-                  max_pairs: int | None = None, split: str = "random", seed: int = 42, max_tokens: int = 128):
+                  max_pairs: int | None = None, split: str = "random", seed: int = 42, max_tokens: int = 128,
+                  overwrite: bool = False):
     """XRec's data pipeline (METHODS §3.5): a teacher LLM writes item/user profiles and explanations.
 
     Output is an XRec-style dataset (profiles + per-pair explanation texts) that
@@ -121,6 +123,7 @@ def data_profiles(data: str, out: str, teacher: JudgeConfig = JudgeConfig(backen
         split: split to create if the data has none ('random' or 'leave_last_out').
         seed: seed of the split and the samples.
         max_tokens: reply length limit per call.
+        overwrite: replace --out if it holds anything else (rebuilt beside it, then renamed into place).
     """
     from whyrec.data.dataset import RecDataset
     from whyrec.data.splits import ensure_split
@@ -130,14 +133,14 @@ def data_profiles(data: str, out: str, teacher: JudgeConfig = JudgeConfig(backen
     ds = ensure_split(RecDataset.load(data), split, seed)
     cache = open_cache(teacher)
     result = write_profiles(ds, out, build_client(teacher), templates_dir, max_items, max_users, max_pairs,
-                            cache=cache, seed=seed, max_tokens=teacher.max_tokens or max_tokens)
+                            cache=cache, seed=seed, max_tokens=teacher.max_tokens or max_tokens, overwrite=overwrite)
     _print_json(result.meta["teacher"]["stages"])
 
 
 def data_instructions(out: str, source: str = "ml-100k", encoder: str | None = None,
                       teacher: JudgeConfig = JudgeConfig(backend="none"), exclude_test: str | None = "auto",
                       n_candidates: int = 20, max_users: int | None = None, holdout: float = 0.2,
-                      n_paraphrases: int = 20, seed: int = 0):
+                      n_paraphrases: int = 20, seed: int = 0, overwrite: bool = False):
     """RecAlpaca instruction data (METHODS §6.2): LightGCN candidates + profile + liked/disliked titles.
 
     Writes out/instructions.jsonl (Alpaca records + candidates + targets). Outputs come from a
@@ -157,6 +160,7 @@ def data_instructions(out: str, source: str = "ml-100k", encoder: str | None = N
         holdout: share of each user's ratings held out as targets when the encoder is trained here.
         n_paraphrases: instruction paraphrases the teacher writes.
         seed: seed of the split and samples.
+        overwrite: replace --out if it holds anything else (rebuilt beside it, then renamed into place).
     """
     from whyrec.data.instructions import SHARED_TEST, build_instructions
     from whyrec.data.movielens import load_ml1m, load_ml100k
@@ -172,13 +176,14 @@ def data_instructions(out: str, source: str = "ml-100k", encoder: str | None = N
     client = build_client(teacher) if teacher.backend != "none" else None
     path = build_instructions(out, encoder=encoder, teacher=client, exclude_test=exclude_test,
                               n_candidates=n_candidates, max_users=max_users, seed=seed, data=data, holdout=holdout,
-                              n_paraphrases=n_paraphrases, cache=open_cache(teacher) if client else None)
+                              n_paraphrases=n_paraphrases, cache=open_cache(teacher) if client else None,
+                              overwrite=overwrite)
     _print_json({"instructions": str(path), "records": sum(1 for _ in open(path, encoding="utf-8"))})
 
 
 def train_encoder(data: str, out: str, encoder: str = "lightgcn", lightgcn: LightGCNConfig = LightGCNConfig(),
                   sasrec: SASRecConfig = SASRecConfig(), mf: MFConfig = MFConfig(), device: str = "auto",
-                  resume: bool = True):
+                  resume: bool = True, overwrite: bool = False):
     """Train a collaborative encoder on a prepared dataset and save it as an artifact folder.
 
     Args:
@@ -188,23 +193,27 @@ def train_encoder(data: str, out: str, encoder: str = "lightgcn", lightgcn: Ligh
             split, full-ranking HR/NDCG@10, early stopping on valid NDCG@10).
         device: auto, cpu or cuda.
         resume: continue from out/checkpoint after an interruption.
+        overwrite: replace --out if it holds another run (built beside it, then renamed into place).
     """
     if encoder in ("sasrec", "mf"):
         from whyrec.encoders.target_train import train_target
 
         config = sasrec if encoder == "sasrec" else mf
-        _print_json(train_target(data=data, out=out, encoder=encoder, config=config, device=device, resume=resume))
+        _print_json(train_target(data=data, out=out, encoder=encoder, config=config, device=device, resume=resume,
+                                 overwrite=overwrite))
         return
     from whyrec.encoders.train import train_encoder as _train
 
-    _print_json(_train(data=data, out=out, encoder=encoder, config=lightgcn, device=device, resume=resume))
+    _print_json(_train(data=data, out=out, encoder=encoder, config=lightgcn, device=device, resume=resume,
+                       overwrite=overwrite))
 
 
 def train_explainer(data: str, out: str, encoder: str | None = None, method: str = "xrec",
                     model: ModelConfig = ModelConfig(), xrec: XRecConfig = XRecConfig(),
                     pepler: PEPLERConfig = PEPLERConfig(), train: TrainConfig = TrainConfig(),
                     recalpaca: RecAlpacaConfig = RecAlpacaConfig(), gavamoe: GaVaMoEConfig = GaVaMoEConfig(),
-                    recexplainer: RecExplainerConfig = RecExplainerConfig(), resume: bool = True):
+                    recexplainer: RecExplainerConfig = RecExplainerConfig(), resume: bool = True,
+                    overwrite: bool = False):
     """Train an explainer (the LLM side of a method) on the dataset's training explanations.
 
     Args:
@@ -216,6 +225,8 @@ def train_explainer(data: str, out: str, encoder: str | None = None, method: str
         out: explainer folder to write.
         method: registered method name (see `whyrec list`).
         resume: continue from out/checkpoint after an interruption.
+        overwrite: replace --out if it holds another run (built beside it, then renamed into place); without
+            it, a folder trained with another config, data or encoder is refused, naming what differs.
     """
     from whyrec.explainer import train_explainer as _train
     from whyrec.registry import METHODS
@@ -224,30 +235,32 @@ def train_explainer(data: str, out: str, encoder: str | None = None, method: str
     if method == "pepler":
         from whyrec.methods.pepler import train_pepler
 
-        log = train_pepler(data, out, model=model, pepler=pepler, train=train, resume=resume)
+        log = train_pepler(data, out, model=model, pepler=pepler, train=train, resume=resume, overwrite=overwrite)
     elif method == "recexplainer":
         from whyrec.methods.recexplainer_train import train_recexplainer
 
         if encoder is None:
             raise WhyrecError("--method recexplainer needs --encoder (a target model from "
                               "`whyrec train encoder --encoder sasrec|mf`)")
-        log = train_recexplainer(encoder, out, model=model, cfg=recexplainer, resume=resume)
+        log = train_recexplainer(encoder, out, model=model, cfg=recexplainer, resume=resume, overwrite=overwrite)
     elif method == "gavamoe":
         from whyrec.methods.gavamoe_train import train_gavamoe
 
         if encoder is None:
             raise WhyrecError("--method gavamoe needs --encoder (a VAE folder from `whyrec cluster`)")
-        log = train_gavamoe(data, encoder, out, model=model, cfg=gavamoe, train=train, resume=resume)
+        log = train_gavamoe(data, encoder, out, model=model, cfg=gavamoe, train=train, resume=resume,
+                            overwrite=overwrite)
     elif method == "recalpaca":
         from whyrec.methods.recalpaca import train_recalpaca
 
         sources = [p.strip() for p in data.split(",") if p.strip()]
         log = train_recalpaca(sources if len(sources) > 1 else sources[0], out, model=model, cfg=recalpaca,
-                              resume=resume)
+                              resume=resume, overwrite=overwrite)
     else:
         if encoder is None:
             raise WhyrecError(f"--method {method} needs --encoder (a folder from `whyrec train encoder`)")
-        log = _train(data, encoder, out, method=method, model=model, xrec=xrec, train=train, resume=resume)
+        log = _train(data, encoder, out, method=method, model=model, xrec=xrec, train=train, resume=resume,
+                     overwrite=overwrite)
     _print_json({k: v for k, v in log.items() if k not in ("losses", "history")})
 
 
@@ -333,7 +346,7 @@ def evaluate(out: str, predictions: str | None = None, references: str | None = 
              judge: JudgeConfig | None = None, grounding: bool = False, task: str = "explain",
              recalpaca_json: str | None = None, field: str = "output2", k: int = 5, parser: str = "recalpaca",
              encoder: str | None = None, prompt_reduction: str | None = None, runs: str | None = None,
-             unaligned: bool = False, seed: int = 2023):
+             unaligned: bool = False, seed: int = 2023, overwrite: bool = False):
     """Score explanations (given files, or generated with --run/--data) or top-k recommendations (--task topk).
 
     Writes out/metrics.json ({"pepler": ..., "standard": ..., "n": ...}) and out/report.md;
@@ -383,7 +396,33 @@ def evaluate(out: str, predictions: str | None = None, references: str | None = 
         unaligned: (alignment, faithfulness) add the un-aligned backbone (the first run's LLM with its LoRA
             off, behaviour-mode prompts, no connectors) as a row.
         seed: (alignment, faithfulness) seed of the user sample, the target's pos/neg picks and the templates.
+        overwrite: replace --out if it holds anything else (rebuilt beside it, then renamed into place); without
+            it, a folder holding another evaluation (other inputs or settings) is refused, naming what differs.
     """
+    from whyrec.outputs import output_folder
+
+    args = {k: v for k, v in locals().items() if k not in ("out", "overwrite")}
+    with output_folder(out, "evaluation", _evaluation_fingerprint(args), overwrite=overwrite) as work:
+        _evaluate(str(work), **args)
+
+
+def _evaluation_fingerprint(args: dict) -> dict:
+    """The evaluate options that shape its results, with the content of the files it reads."""
+    from whyrec.outputs import folder_digest
+
+    kept = {k: v for k, v in args.items() if k != "device"}
+    for name in ("predictions", "references", "recalpaca_json"):
+        if kept.get(name) and Path(kept[name]).exists():
+            kept[name] = {"path": str(Path(kept[name]).resolve()), "digest": folder_digest(kept[name])}
+    return kept
+
+
+def _evaluate(out: str, predictions: str | None, references: str | None, column: str | None, smooth: bool,
+              run: str | None, data: str | None, split: str, max_pairs: int | None, generation: GenerationConfig,
+              device: str, bertscore: bool, bertscore_model: str | None, bertscore_layers: int | None,
+              judge: JudgeConfig | None, grounding: bool, task: str, recalpaca_json: str | None, field: str, k: int,
+              parser: str, encoder: str | None, prompt_reduction: str | None, runs: str | None, unaligned: bool,
+              seed: int) -> None:
     if task == "topk":
         from whyrec.eval.topk import evaluate_recalpaca_json
 
@@ -504,7 +543,8 @@ def benchmark_explain(data: str, out: str, methods: str = "all", encoder: str | 
         print(f"skipped: {result['skipped']}", file=sys.stderr)
 
 
-def cluster(data: str, out: str, vae: VaeGmmConfig = VaeGmmConfig(), device: str = "auto", resume: bool = True):
+def cluster(data: str, out: str, vae: VaeGmmConfig = VaeGmmConfig(), device: str = "auto", resume: bool = True,
+            overwrite: bool = False):
     """GaVaMoE stage 1: train the rating VAE with a Gaussian-mixture prior and cluster users.
 
     Writes an artifact folder (config.json, model.safetensors, id maps, metrics.json with rating
@@ -515,10 +555,11 @@ def cluster(data: str, out: str, vae: VaeGmmConfig = VaeGmmConfig(), device: str
         out: VAE artifact folder (use it as --encoder of `whyrec train explainer --method gavamoe`).
         device: auto, cpu or cuda.
         resume: continue from out/checkpoint after an interruption.
+        overwrite: replace --out if it holds another run (built beside it, then renamed into place).
     """
     from whyrec.encoders.vae_train import cluster_command
 
-    _print_json(cluster_command(data, out, vae, device=device, resume=resume))
+    _print_json(cluster_command(data, out, vae, device=device, resume=resume, overwrite=overwrite))
 
 
 def _split_specs(specs: str | None) -> list[str]:
@@ -563,7 +604,7 @@ def quickstart(out: str = "runs/quickstart", users: int = 3, k: int = 5, eval_pa
                model: ModelConfig = ModelConfig(),
                train: TrainConfig = TrainConfig(lr=1e-3, batch_size=4, max_steps=60, max_target_tokens=64, min_rating=4.0),
                lightgcn: LightGCNConfig = LightGCNConfig(epochs=200, eval_every=2, patience=5),
-               max_users: int | None = None, device: str = "auto"):
+               max_users: int | None = None, device: str = "auto", overwrite: bool = False):
     """MovieLens-100K end to end: data, LightGCN, XRec on SmolLM2, top-k with explanations, metrics.
 
     Re-running reuses every finished stage in `out`.
@@ -575,11 +616,12 @@ def quickstart(out: str = "runs/quickstart", users: int = 3, k: int = 5, eval_pa
         eval_pairs: held-out pairs whose explanations are scored.
         max_users: use a seeded sample of this many MovieLens users (quicker).
         device: auto, cpu or cuda.
+        overwrite: replace --out if it holds a run with other settings (rebuilt beside it, then renamed).
     """
     from whyrec.quickstart import run_quickstart
 
     run_quickstart(out=out, n_users=users, k=k, eval_pairs=eval_pairs, model=model, train=train,
-                   lightgcn=lightgcn, max_users=max_users, device=device)
+                   lightgcn=lightgcn, max_users=max_users, device=device, overwrite=overwrite)
 
 
 def serve(run: str, host: str = "127.0.0.1", port: int = 8000, device: str = "auto",

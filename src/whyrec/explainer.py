@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from whyrec import __version__
 from whyrec.config import GenerationConfig, ModelConfig, TrainConfig, XRecConfig
 from whyrec.data import schema as S
+from whyrec.outputs import MARKER, destination
 from whyrec.utils import (
     WhyrecError,
     atomic_path,
@@ -98,19 +99,36 @@ def build_module(method: str, model_cfg: ModelConfig, method_cfg: XRecConfig, en
 
 def train_explainer(data: str, encoder: str, out: str, method: str = "xrec",
                     model: ModelConfig | None = None, xrec: XRecConfig | None = None,
-                    train: TrainConfig | None = None, resume: bool = True) -> dict:
+                    train: TrainConfig | None = None, resume: bool = True, overwrite: bool = False) -> dict:
     """Train the method's trainable parts on the dataset's train explanations; save to `out`.
 
     Under torchrun each process trains on its shard of every batch (`whyrec.distributed`);
-    rank 0 writes the checkpoints and the folder.
+    rank 0 writes the checkpoints and the folder. `out` is guarded by `whyrec.outputs`: a folder
+    made with another config, data or encoder is refused (naming what differs) unless `overwrite`.
+    An interrupted run may be continued with a larger train.max_steps/epochs (the batch order
+    is a prefix-stable function of the seed, so that equals a fresh run with it).
     """
     from whyrec.distributed import device_for_rank, distributed_run
+    from whyrec.outputs import output_folder
     from whyrec.utils import resolve_device
 
-    model = model or ModelConfig()
+    model, xrec, train = model or ModelConfig(), xrec or XRecConfig(), train or TrainConfig()
     device = device_for_rank(resolve_device(model.device))
     with distributed_run(device):
-        return _train_explainer(data, encoder, out, method, model, xrec, train, resume, device)
+        fingerprint = training_fingerprint(data, encoder, method, model, {"xrec": xrec}, train)
+        with output_folder(out, f"{method} explainer", fingerprint, overwrite=overwrite) as work:
+            return _train_explainer(data, encoder, work, method, model, xrec, train, resume, device)
+
+
+def training_fingerprint(data: str, encoder: str | None, method: str, model: ModelConfig, method_configs: dict,
+                         train) -> dict:
+    """What decides an explainer's weights: method, backbone, method and train config (without
+    device, logging, time limits or the step budget), and the content of the data and encoder."""
+    from whyrec.outputs import BUDGET_FIELDS, HARMLESS_FIELDS, fingerprint_of, folder_digest
+
+    return {"method": method, "model": fingerprint_of(model), **fingerprint_of(method_configs),
+            "train": fingerprint_of(train, HARMLESS_FIELDS + BUDGET_FIELDS), "data": folder_digest(data),
+            "encoder": folder_digest(encoder) if encoder else None}
 
 
 def _train_explainer(data, encoder, out, method, model: ModelConfig, xrec, train, resume, device: str) -> dict:
@@ -120,16 +138,13 @@ def _train_explainer(data, encoder, out, method, model: ModelConfig, xrec, train
     from whyrec.distributed import is_main, world_size
     from whyrec.encoders.artifact import load_encoder
     from whyrec.llm.trainer import train_loop
+    from whyrec.outputs import BUDGET_FIELDS, check_finished
 
-    xrec, train = xrec or XRecConfig(), train or TrainConfig()
     out_dir = Path(out)
     if (out_dir / "config.json").exists() and read_json(out_dir / "config.json").get("complete"):
-        done = read_json(out_dir / "config.json")
-        done["train"] = {**asdict(TrainConfig()), **(done.get("train") or {})}  # fields added later: defaults
-        wanted = {"method": method, "model": asdict(model), "xrec": asdict(xrec), "train": asdict(train)}
-        if any(done.get(k) != v for k, v in wanted.items()):
-            raise WhyrecError(f"{out_dir} already holds an explainer trained with another config; "
-                              "choose another --out or delete that folder")
+        done = {**asdict(TrainConfig()), **(read_json(out_dir / "config.json").get("train") or {})}
+        check_finished(out_dir, f"{method} explainer", {"train": {k: done[k] for k in BUDGET_FIELDS}},
+                       {"train": {k: getattr(train, k) for k in BUDGET_FIELDS}})
         return read_json(out_dir / "training_log.json")
     ds, enc = RecDataset.load(data), load_encoder(encoder)
     records = ds.explanation_records(S.TRAIN)
@@ -180,7 +195,7 @@ def save_explainer(out_dir: Path, module, enc, encoder_dir: str, ds, method, mod
         save_file(trainable_state(module), str(tmp))
     if Path(encoder_dir).resolve() != (out_dir / "encoder").resolve():
         shutil.copytree(encoder_dir, out_dir / "encoder", dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("checkpoint*"))
+                        ignore=shutil.ignore_patterns("checkpoint*", MARKER))
     item_cols = [c for c in (S.ITEM, S.TITLE, S.PROFILE, S.DESCRIPTION) if c in ds.items]
     user_cols = [c for c in (S.USER, S.PROFILE) if c in ds.users]
     for name, frame in (("items", ds.items[item_cols]), ("users", ds.users[user_cols])):
@@ -191,10 +206,11 @@ def save_explainer(out_dir: Path, module, enc, encoder_dir: str, ds, method, mod
         "method": method, "model": asdict(model), "xrec": asdict(xrec), "train": asdict(train), "encoder_dim": enc.dim,
         "dataset": ds.meta.get("name", ""), "whyrec_version": __version__, "steps": log["steps"], "complete": True,
     })
+    name = destination(out_dir).name
     (out_dir / "README.md").write_text(
         f"# whyrec explainer ({method})\n\nBackbone `{model.name_or_path}`, trained {log['steps']} steps on "
         f"{log['examples']} explanations; loss {log['first_loss']} -> {log['last_loss']}.\n\n"
-        f"Load with `whyrec.load_run('{out_dir.name}')` or `whyrec explain --run {out_dir.name} --user U --item I`.\n"
+        f"Load with `whyrec.load_run('{name}')` or `whyrec explain --run {name} --user U --item I`.\n"
     )
 
 

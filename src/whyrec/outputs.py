@@ -24,6 +24,7 @@ can name `train.lr (0.01 -> 0.5)`. Under torchrun rank 0 decides and every rank 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import socket
@@ -114,10 +115,20 @@ def destination(work: str | os.PathLike) -> Path:
     return work
 
 
+def frames_digest(*frames: Any) -> str:
+    """Short content digest of pandas DataFrames (columns and values), e.g. data loaded in memory."""
+    import pandas as pd
+
+    h = hashlib.sha256()
+    for frame in frames:
+        if frame is not None:
+            h.update(json.dumps([str(c) for c in frame.columns]).encode())
+            h.update(pd.util.hash_pandas_object(frame.astype(str), index=False).to_numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def read_marker(folder: str | os.PathLike) -> dict | None:
     """The folder's marker (kind, fingerprint, state, whyrec_version, ...) or None if it has none."""
-    import json
-
     try:
         marker = json.loads((Path(folder) / MARKER).read_text())
     except (OSError, ValueError):

@@ -15,19 +15,30 @@ from whyrec.config import GenerationConfig, LightGCNConfig, ModelConfig, TrainCo
 
 def run_quickstart(out: str = "runs/quickstart", n_users: int = 3, k: int = 5, eval_pairs: int = 24,
                    model: ModelConfig | None = None, train: TrainConfig | None = None,
-                   lightgcn: LightGCNConfig | None = None, max_users: int | None = None, device: str = "auto") -> dict:
+                   lightgcn: LightGCNConfig | None = None, max_users: int | None = None, device: str = "auto",
+                   overwrite: bool = False) -> dict:
+    """Run (or resume) the quickstart in `out`. A folder made with other settings is refused,
+    naming what differs, unless `overwrite` (then it is rebuilt aside and renamed into place)."""
+    from whyrec.outputs import fingerprint_of, output_folder
+
+    model = model or ModelConfig()
+    model = replace(model, device=device if device != "auto" else model.device)
+    train = train or TrainConfig(lr=1e-3, batch_size=4, max_steps=60, max_target_tokens=64, min_rating=4.0)
+    lightgcn = lightgcn or LightGCNConfig(epochs=200, eval_every=2, patience=5)
+    settings = {"model": model, "train": train, "lightgcn": lightgcn, "max_users": max_users, "eval_pairs": eval_pairs}
+    with output_folder(out, "quickstart", fingerprint_of(settings), overwrite=overwrite) as work:
+        return _run(Path(out), work, n_users, k, eval_pairs, model, train, lightgcn, max_users, device)
+
+
+def _run(root: Path, work: Path, n_users: int, k: int, eval_pairs: int, model: ModelConfig, train: TrainConfig,
+         lightgcn: LightGCNConfig, max_users: int | None, device: str) -> dict:
     from whyrec.api import evaluate_run, load_run
     from whyrec.data.dataset import RecDataset
     from whyrec.data.prepare import prepare_dataset
     from whyrec.encoders.train import train_encoder
     from whyrec.explainer import train_explainer
 
-    root = Path(out)
-    model = model or ModelConfig()
-    model = replace(model, device=device if device != "auto" else model.device)
-    train = train or TrainConfig(lr=1e-3, batch_size=4, max_steps=60, max_target_tokens=64, min_rating=4.0)
-    lightgcn = lightgcn or LightGCNConfig(epochs=200, eval_every=2, patience=5)
-    data_dir, enc_dir, expl_dir = root / "data", root / "encoder", root / "explainer"
+    data_dir, enc_dir, expl_dir = work / "data", work / "encoder", work / "explainer"
 
     _stage("1/5 data: MovieLens-100K + Wikidata metadata, grounded explanations")
     if not (data_dir / "dataset.json").exists():
@@ -54,7 +65,7 @@ def run_quickstart(out: str = "runs/quickstart", n_users: int = 3, k: int = 5, e
             print(f"  {rank}. {rec['title']}  (score {rec['score']:.2f})\n     {rec['explanation']}")
 
     _stage(f"5/5 metrics ({eval_pairs} held-out explanations; ranking on the test split)")
-    eval_dir = root / "eval"
+    eval_dir = work / "eval"
     if (eval_dir / "metrics.json").exists():
         text_metrics = json.loads((eval_dir / "metrics.json").read_text())
     else:

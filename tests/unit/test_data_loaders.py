@@ -338,7 +338,7 @@ def test_prepare_movielens_sample(tmp_path):
     assert summary["users"] == 25 and summary["splits"]["test"] == 25
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["interactions.parquet", "items.parquet", "users.parquet", "user2idx.json", "item2idx.json",
-         "dataset.json", "run_config.json"])
+         "dataset.json", "run_config.json", ".whyrec.json"])  # .whyrec.json: whyrec.outputs' marker
     ds = RecDataset.load(out)
     assert ds.interactions[S.EXPLANATION].str.len().min() > 20
     assert ds.users[S.PROFILE].str.len().min() > 20

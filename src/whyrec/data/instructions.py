@@ -109,7 +109,7 @@ def build_instructions(out: str, encoder: str | None = None, teacher=None,
                        progress: bool = True, *, data: RecDataset | None = None, holdout: float = 0.2,
                        encoder_config: LightGCNConfig | None = None, users: Sequence[str] | None = None,
                        n_paraphrases: int = 20, min_choices: int = N_CHOICES, chunk_size: int = 16,
-                       max_tokens: int = 400, cache=None) -> Path:
+                       max_tokens: int = 400, cache=None, overwrite: bool = False) -> Path:
     """Write RecAlpaca-style instruction data to `out/instructions.jsonl`; return that path.
 
     Args:
@@ -127,20 +127,50 @@ def build_instructions(out: str, encoder: str | None = None, teacher=None,
         users: only these user ids (before `max_users`).
         min_choices: a teacher answer must name at least this many candidates.
         max_tokens, chunk_size, cache: teacher answer cap, users per appended chunk, ChatCache.
+        overwrite: replace `out` if it holds anything else (built beside it, then renamed). Without
+            it, a folder written from other data, encoder, test file, seed or teacher is refused,
+            naming what differs (its records would be mixed in); `max_users`/`users` may grow.
     """
-    from tqdm.auto import tqdm
-
-    from whyrec.encoders.artifact import load_encoder
-    from whyrec.llm.client import complete_many
+    from whyrec.outputs import (
+        HARMLESS_FIELDS,
+        fingerprint_of,
+        folder_digest,
+        frames_digest,
+        output_folder,
+    )
 
     if n_candidates < N_CHOICES:
         raise WhyrecError(f"n_candidates={n_candidates} but a prompt asks for {N_CHOICES} movies")
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     if data is None:
         from whyrec.data.movielens import load_ml100k
 
         data = load_ml100k()
+    fingerprint = {
+        "data": frames_digest(data.interactions, data.items, data.users),
+        "encoder": folder_digest(encoder) if encoder else None,
+        "exclude_test": folder_digest(exclude_test) if exclude_test else None,
+        "n_candidates": n_candidates, "seed": seed, "holdout": holdout if encoder is None else None,
+        "encoder_config": fingerprint_of(encoder_config or DEFAULT_ENCODER, HARMLESS_FIELDS + ("epochs", "patience"))
+        if encoder is None else None,
+        "teacher": {"backend": teacher.backend_id.split(":")[0], "model": teacher.model} if teacher else None,
+        "n_paraphrases": n_paraphrases if teacher else None, "min_choices": min_choices,
+        "max_tokens": max_tokens if teacher else None}
+    with output_folder(out, "instruction data", fingerprint, overwrite=overwrite) as work:
+        return _build_instructions(work, encoder, teacher, exclude_test, n_candidates, max_users, seed, progress,
+                                   data, holdout, encoder_config, users, n_paraphrases, min_choices, chunk_size,
+                                   max_tokens, cache)
+
+
+def _build_instructions(out_dir: Path, encoder: str | None, teacher, exclude_test: str | None, n_candidates: int,
+                        max_users: int | None, seed: int, progress: bool, data: RecDataset, holdout: float,
+                        encoder_config: LightGCNConfig | None, users: Sequence[str] | None, n_paraphrases: int,
+                        min_choices: int, chunk_size: int, max_tokens: int, cache) -> Path:
+    from tqdm.auto import tqdm
+
+    from whyrec.encoders.artifact import load_encoder
+    from whyrec.llm.client import complete_many
+    from whyrec.outputs import destination
+
     match = match_test_users(exclude_test, data) if exclude_test else None
     banned = banned_items(data, match)
     inter = data.interactions
@@ -197,7 +227,8 @@ def build_instructions(out: str, encoder: str | None = None, teacher=None,
         counts["written"] += len(kept)
         for d in drops:
             counts["skipped"][d["reason"]] = counts["skipped"].get(d["reason"], 0) + 1
-    config = {"encoder": str(enc.path), "exclude_test": exclude_test, "n_candidates": n_candidates,
+    where = str(destination(out_dir) / "encoder") if encoder is None else str(enc.path)  # after an overwrite's rename
+    config = {"encoder": where, "exclude_test": exclude_test, "n_candidates": n_candidates,
               "max_users": max_users, "seed": seed, "holdout": holdout if encoder is None else None,
               "encoder_config": asdict(encoder_config or DEFAULT_ENCODER) if encoder is None else None,
               "n_paraphrases": n_paraphrases, "min_choices": min_choices, "max_tokens": max_tokens}

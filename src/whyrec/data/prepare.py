@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from whyrec.data import schema as S
 from whyrec.data.dataset import RecDataset
 from whyrec.data.splits import HOWS, ensure_split, resplit_texts, sample_users
+from whyrec.outputs import HARMLESS_FIELDS, fingerprint_of, output_folder
 from whyrec.utils import WhyrecError, write_run_info
 
 MOVIELENS = ("ml-100k", "ml-1m")
@@ -61,7 +62,8 @@ def prepare_dataset(source: str, out: str, path: str | None = None, split: str =
                     explanation_col: str | None = None, title_col: str | None = None,
                     min_rating: float = 4.0, extract_features: bool = False, feature_min_count: int = 5,
                     k_core: int = 5, review_min_rating: float | None = None, on_error: str = "raise",
-                    text_test_size: int | None = None, max_items: int | None = None) -> dict:
+                    text_test_size: int | None = None, max_items: int | None = None,
+                    overwrite: bool = False) -> dict:
     """Build a dataset folder in `out` and return its summary.
 
     Args:
@@ -88,8 +90,10 @@ def prepare_dataset(source: str, out: str, path: str | None = None, split: str =
             (600 gives the 2,400/600 XRec-amazon benchmark split); the graph keeps its own split.
         user_col, item_col, rating_col, timestamp_col, review_col, explanation_col, title_col:
             column names in your own table.
+        overwrite: replace a folder `out` that holds anything else (atomically: built beside it,
+            then renamed). Without it such a folder is refused; a rerun of the same command rebuilds it.
     """
-    config = dict(locals())  # the arguments exactly as given, for run_config.json
+    config = {k: v for k, v in locals().items() if k != "overwrite"}  # the arguments as given, for run_config.json
     if source not in SOURCES:
         raise WhyrecError(f"unknown source {source!r}; choose one of: {', '.join(SOURCES)}")
     if max_items is not None and source not in RAW_REVIEWS:
@@ -101,6 +105,20 @@ def prepare_dataset(source: str, out: str, path: str | None = None, split: str =
     columns = {"user_col": user_col, "item_col": item_col, "rating_col": rating_col,
                "timestamp_col": timestamp_col, "review_col": review_col,
                "explanation_col": explanation_col, "title_col": title_col}
+    fingerprint = {**fingerprint_of(config, HARMLESS_FIELDS + ("out",)),
+                   "path": str(Path(path).resolve()) if path else None}
+    with output_folder(out, "dataset", fingerprint, overwrite=overwrite, resumable=False) as work:
+        summary = _build(source, path, work, split, seed, max_users, explanations, columns, min_rating,
+                         extract_features, feature_min_count, k_core, review_min_rating, on_error,
+                         text_test_size, max_items)
+        write_run_info(work, {**config, "timings_s": summary.pop("_timings_s")}, command="data prepare")
+    return summary
+
+
+def _build(source: str, path: str | None, out: Path, split: str, seed: int, max_users: int | None,
+           explanations: bool, columns: dict, min_rating: float, extract_features: bool, feature_min_count: int,
+           k_core: int, review_min_rating: float | None, on_error: str, text_test_size: int | None,
+           max_items: int | None) -> dict:
     timings = {}
     steps = ["load", "split"] + (["profiles", "explanations"] if explanations and source in MOVIELENS else [])
     steps += (["features"] if extract_features else []) + ["save"]
@@ -129,10 +147,9 @@ def prepare_dataset(source: str, out: str, path: str | None = None, split: str =
             from whyrec.data.pepler import write_pepler
 
             ds = add_templates(ds, min_count=feature_min_count, seed=seed)
-            write_pepler(ds, Path(out) / "pepler", n_folds=5, seed=seed)
+            write_pepler(ds, out / "pepler", n_folds=5, seed=seed)
         else:
             ds.meta = {**ds.meta, "prepare": {"source": source, "split": split, "seed": seed}}
             ds.save(out)
         timings[step] = round(time.perf_counter() - start, 2)
-    write_run_info(Path(out), {**config, "timings_s": timings}, command="data prepare")
-    return ds.summary()
+    return {**ds.summary(), "_timings_s": timings}

@@ -295,7 +295,8 @@ def _priority(first: Sequence[str], rest: Sequence[str], cap: int | None) -> lis
 def write_profiles(ds: RecDataset, out: str | Path, client: ChatClient, templates_dir: str | Path | None = None,
                    max_items: int | None = None, max_users: int | None = None, max_pairs: int | None = None,
                    cache: ChatCache | None = None, progress: bool = True, chunk_size: int = 32,
-                   max_tokens: int = 128, limits: PromptLimits | None = None, seed: int = 42) -> RecDataset:
+                   max_tokens: int = 128, limits: PromptLimits | None = None, seed: int = 42,
+                   overwrite: bool = False) -> RecDataset:
     """Have `client` write item profiles, user profiles and explanations; save an XRec-style dataset.
 
     Args:
@@ -309,14 +310,29 @@ def write_profiles(ds: RecDataset, out: str | Path, client: ChatClient, template
         cache: a ChatCache shared across runs (the JSONL files already make reruns free).
         chunk_size: answers appended to the stage file at a time (work lost on a crash).
         max_tokens: answer length cap (50 words plus a JSON wrapper fit in 128 tokens).
+        overwrite: replace `out` if it holds anything else (built beside it, then renamed). Without it,
+            a folder written from other data, by another teacher or with other prompts is refused,
+            naming what differs (its answers would be mixed in). The caps and seed may change: answers
+            are kept per item, user and pair, so a rerun with larger caps adds to them.
 
     Returns:
         The dataset with items.profile, users.profile and `texts` (user, item, explanation, split);
         meta["teacher"] counts written, reused, retried and empty texts per stage.
     """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    from whyrec.outputs import frames_digest, output_folder
+
     templates, lim = load_templates(templates_dir), limits or PromptLimits()
+    fingerprint = {"data": frames_digest(ds.interactions, ds.items, ds.users), "teacher": {"backend": client.backend_id.split(":")[0], "model": client.model},
+                   "templates": {k: hashlib.sha256(v.encode()).hexdigest()[:12] for k, v in templates.items()},
+                   "limits": vars(lim), "max_tokens": max_tokens}
+    with output_folder(out, "teacher profiles", fingerprint, overwrite=overwrite) as work:
+        return _write(ds, work, client, templates, lim, max_items, max_users, max_pairs, cache, progress,
+                      chunk_size, max_tokens, seed)
+
+
+def _write(ds: RecDataset, out: Path, client: ChatClient, templates: dict[str, str], lim: PromptLimits,
+           max_items: int | None, max_users: int | None, max_pairs: int | None, cache: ChatCache | None,
+           progress: bool, chunk_size: int, max_tokens: int, seed: int) -> RecDataset:
     reviewed = _reviewed(ds)
     train = reviewed[reviewed[S.SPLIT] == S.TRAIN]
     pairs = _select_pairs(reviewed, max_pairs, seed)

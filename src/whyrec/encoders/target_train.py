@@ -55,6 +55,7 @@ from whyrec.encoders.mf import MF, MFConfig
 from whyrec.encoders.sasrec import SASRec, SASRecConfig
 from whyrec.encoders.train import _cached
 from whyrec.eval.ranking import evaluate_ranking
+from whyrec.outputs import destination, output_folder
 from whyrec.utils import (
     WhyrecError,
     atomic_path,
@@ -336,7 +337,7 @@ def _popularity(seqs: _Seqs, pairs, mask: sp.csr_matrix, ks) -> dict | None:
 
 
 def train_target(data: str, out: str, encoder: str = "sasrec", config: SASRecConfig | MFConfig | None = None,
-                 device: str = "auto", resume: bool = True, progress: bool = True) -> dict:
+                 device: str = "auto", resume: bool = True, progress: bool = True, overwrite: bool = False) -> dict:
     """Train RecExplainer's target recommender on a dataset folder and write its artifact to `out`.
 
     Args:
@@ -347,6 +348,8 @@ def train_target(data: str, out: str, encoder: str = "sasrec", config: SASRecCon
         device: "auto", "cpu", "cuda", ...
         resume: continue from out/checkpoint and reuse a finished run with the same config and data.
         progress: show tqdm bars.
+        overwrite: replace `out` if it holds another run (built beside it, then renamed). Without
+            it, a folder made with another config or data is refused, naming what differs.
     Returns:
         The metrics written to out/metrics.json.
     """
@@ -357,14 +360,18 @@ def train_target(data: str, out: str, encoder: str = "sasrec", config: SASRecCon
         raise WhyrecError(f"encoder {encoder!r} needs a {CONFIGS[encoder].__name__}, got {type(config).__name__}")
     out, device = Path(out), device_for_rank(resolve_device(device))
     with distributed_run(device):
-        return _train(data, out, encoder, config, device, resume, progress and is_main())
+        seqs = _load_sequences(data)
+        cfg = dataclasses.asdict(config)
+        # Checkpoints stay valid when only the stopping budget changes (that is how a run is extended).
+        trajectory = {k: v for k, v in cfg.items() if k not in ("epochs", "patience")}
+        with output_folder(out, f"{encoder} target model", {encoder: trajectory, "data": seqs.digest},
+                           overwrite=overwrite) as work:
+            return _train(data, work, encoder, seqs, config, device, resume, progress and is_main())
 
 
-def _train(data: str, out: Path, encoder: str, config, device: str, resume: bool, progress: bool) -> dict:
-    seqs = _load_sequences(data)
+def _train(data: str, out: Path, encoder: str, seqs: _Seqs, config, device: str, resume: bool, progress: bool) -> dict:
     cfg = dataclasses.asdict(config)
     fingerprint = {"encoder": encoder, "config": cfg, "data": seqs.digest}
-    # Checkpoints stay valid when only the stopping budget changes (that is how a run is extended).
     resume_key = {**fingerprint, "config": {k: v for k, v in cfg.items() if k not in ("epochs", "patience")}}
     if resume and (cached := _cached(out, fingerprint)) is not None:
         return cached
@@ -445,7 +452,7 @@ def _finish(target: TargetModel, seqs: _Seqs, config, best: dict, state: dict, o
                                   f"- test (full ranking, history masked): {_short(metrics['test'])}\n")
     run = {"data": str(data), "encoder": target.kind, "device": device, "world_size": world_size(),
            "config": dataclasses.asdict(config)}
-    write_run_info(out, run, command=f"whyrec train encoder --encoder {target.kind} --data {data} --out {out}")
+    write_run_info(out, run, command=f"whyrec train encoder --encoder {target.kind} --data {data} --out {destination(out)}")
     write_json(out / "metrics.json", metrics)  # last: marks the folder as finished
     return from_rank0(metrics)
 

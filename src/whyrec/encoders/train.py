@@ -38,6 +38,7 @@ from whyrec.distributed import (
 )
 from whyrec.encoders.lightgcn import LightGCN, interaction_matrix
 from whyrec.eval.ranking import evaluate_popularity, evaluate_ranking
+from whyrec.outputs import destination, output_folder
 from whyrec.utils import (
     WhyrecError,
     atomic_path,
@@ -217,7 +218,8 @@ def _torch_threads(n: int | None):
 
 
 def train_encoder(data: str, out: str, encoder: str = "lightgcn", config: LightGCNConfig | None = None,
-                  device: str = "auto", resume: bool = True, num_threads: int | None = 1) -> dict:
+                  device: str = "auto", resume: bool = True, num_threads: int | None = 1,
+                  overwrite: bool = False) -> dict:
     """Train a collaborative encoder on a dataset folder and write its artifact to `out`.
 
     Args:
@@ -231,6 +233,8 @@ def train_encoder(data: str, out: str, encoder: str = "lightgcn", config: LightG
         num_threads: CPU threads while training (None keeps torch's setting). One thread is
             fastest for this sparse, latency-bound loop on small CPUs: on a 2-core VM a step
             took 4x (XRec-amazon) to 30x (ML-100K) longer with 2 threads.
+        overwrite: replace `out` if it holds another run (built beside it, then renamed). Without
+            it, a folder made with another config or data is refused, naming what differs.
     Returns:
         The metrics written to out/metrics.json.
     """
@@ -239,16 +243,19 @@ def train_encoder(data: str, out: str, encoder: str = "lightgcn", config: LightG
     config = config or LightGCNConfig()
     out, device = Path(out), device_for_rank(resolve_device(device))
     with distributed_run(device):
-        return _train(data, out, config, device, resume, num_threads)
+        dset = _load_data(data, config)
+        cfg = dataclasses.asdict(config)
+        # Checkpoints stay valid when only the stopping budget changes (that is how a run is extended).
+        trajectory = {k: v for k, v in cfg.items() if k not in ("epochs", "patience")}
+        resume_key = {"config": trajectory, "data": dset.digest}
+        with output_folder(out, "lightgcn encoder", {"lightgcn": trajectory, "data": dset.digest},
+                           overwrite=overwrite) as work:
+            return _train(data, work, dset, config, device, resume, num_threads, resume_key)
 
 
-def _train(data: str, out: Path, config: LightGCNConfig, device: str, resume: bool, num_threads: int | None) -> dict:
-    dset = _load_data(data, config)
-    cfg = dataclasses.asdict(config)
-    fingerprint = {"config": cfg, "data": dset.digest}
-    # Checkpoints stay valid when only the stopping budget changes (that is how a run is extended).
-    trajectory = {k: v for k, v in cfg.items() if k not in ("epochs", "patience")}
-    resume_key = {"config": trajectory, "data": dset.digest}
+def _train(data: str, out: Path, dset: _Data, config: LightGCNConfig, device: str, resume: bool,
+           num_threads: int | None, resume_key: dict) -> dict:
+    fingerprint = {"config": dataclasses.asdict(config), "data": dset.digest}
     if resume and (cached := _cached(out, fingerprint)) is not None:
         return cached
 
@@ -342,6 +349,6 @@ def _finish(model, dset: _Data, config, best: dict, state: dict, out: Path, data
     model.save_pretrained(out, dset.user2idx, dset.item2idx, dset.train, card=card)
     run = {"data": str(data), "encoder": "lightgcn", "device": device, "world_size": world_size(),
            "config": dataclasses.asdict(config)}
-    write_run_info(out, run, command=f"whyrec train encoder --data {data} --out {out}")
+    write_run_info(out, run, command=f"whyrec train encoder --data {data} --out {destination(out)}")
     write_json(out / "metrics.json", metrics)  # last: marks the folder as finished
     return metrics

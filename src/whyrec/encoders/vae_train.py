@@ -46,6 +46,7 @@ from whyrec.distributed import (
     world_size,
 )
 from whyrec.encoders.vae_gmm import N_RATINGS, VaeGmm, VaeGmmConfig, save_vae_gmm
+from whyrec.outputs import destination, output_folder
 from whyrec.utils import WhyrecError, atomic_path, resolve_device, write_json, write_run_info
 
 log = logging.getLogger(__name__)
@@ -327,7 +328,7 @@ def _cached(out: Path, fingerprint: dict) -> dict | None:
 
 
 def train_vae_gmm(data: str, out: str, config: VaeGmmConfig | None = None, device: str = "auto",
-                  resume: bool = True, progress: bool = True) -> dict:
+                  resume: bool = True, progress: bool = True, overwrite: bool = False) -> dict:
     """Train the VAE-GMM on a dataset folder (rating column, train/valid/test split) into `out`.
 
     Args:
@@ -338,21 +339,25 @@ def train_vae_gmm(data: str, out: str, config: VaeGmmConfig | None = None, devic
         device: "auto", "cpu", "cuda", ...
         resume: continue from out/checkpoint and reuse a finished run with the same config.
         progress: show tqdm bars.
+        overwrite: replace `out` if it holds another run (built beside it, then renamed). Without
+            it, a folder made with another config or data is refused, naming what differs.
     Returns:
         The metrics written to out/metrics.json.
     """
     config = config or VaeGmmConfig()
     out, device = Path(out), device_for_rank(resolve_device(device))
     with distributed_run(device):
-        return _train(data, out, config, device, resume, progress and is_main())
+        dset = _load_data(data, device)
+        cfg = json.loads(json.dumps(dataclasses.asdict(config)))  # tuples -> lists, as they come back from JSON
+        resume_key = {"config": {k: v for k, v in cfg.items() if k != "elbo_epochs"}, "data": dset.digest}
+        with output_folder(out, "vae-gmm clustering", {"vae": resume_key["config"], "data": dset.digest},
+                           overwrite=overwrite) as work:
+            return _train(data, work, dset, config, cfg, resume_key, device, resume, progress and is_main())
 
 
-def _train(data: str, out: Path, config: VaeGmmConfig, device: str, resume: bool, progress: bool) -> dict:
-    dset = _load_data(data, device)
-    cfg = dataclasses.asdict(config)
-    cfg = json.loads(json.dumps(cfg))  # tuples -> lists, as they come back from JSON files
+def _train(data: str, out: Path, dset: _Data, config: VaeGmmConfig, cfg: dict, resume_key: dict, device: str,
+           resume: bool, progress: bool) -> dict:
     fingerprint = {"config": cfg, "data": dset.digest}
-    resume_key = {"config": {k: v for k, v in cfg.items() if k != "elbo_epochs"}, "data": dset.digest}
     if resume and (cached := _cached(out, fingerprint)) is not None:
         return cached
 
@@ -430,7 +435,7 @@ def _finish(model: VaeGmm, dset: _Data, config: VaeGmmConfig, state: dict, out: 
     save_vae_gmm(model, out, dset.user2idx, dset.item2idx, card=_card(config, metrics, data))
     run = {"data": str(data), "encoder": "vae_gmm", "device": device, "world_size": world_size(),
            "config": dataclasses.asdict(config)}
-    write_run_info(out, run, command=f"whyrec cluster --data {data} --out {out}")
+    write_run_info(out, run, command=f"whyrec cluster --data {data} --out {destination(out)}")
     write_json(out / "metrics.json", metrics)  # last: marks the folder as finished
     return from_rank0(metrics)
 
@@ -449,7 +454,7 @@ def _card(config: VaeGmmConfig, metrics: dict, data: str) -> str:
 
 
 def cluster_command(data: str, out: str, config: VaeGmmConfig = VaeGmmConfig(), device: str = "auto",  # noqa: B008
-                    resume: bool = True) -> dict:
+                    resume: bool = True, overwrite: bool = False) -> dict:
     """Train GaVaMoE's stage-1 VAE-GMM (the clusters that pick the stage-2 gates).
 
     Args:
@@ -458,10 +463,11 @@ def cluster_command(data: str, out: str, config: VaeGmmConfig = VaeGmmConfig(), 
         config: VAE-GMM hyperparameters (defaults: the original GaVaMoE values).
         device: "auto" (CUDA if present), "cpu", "cuda", ...
         resume: continue an interrupted run in `out` and reuse a finished one.
+        overwrite: replace `out` if it holds another run (built beside it, then renamed).
     Returns:
         A summary: cluster sizes, π, epochs run, valid/test rating accuracy and RMSE.
     """
-    metrics = train_vae_gmm(data, out, config, device=device, resume=resume)
+    metrics = train_vae_gmm(data, out, config, device=device, resume=resume, overwrite=overwrite)
     keep = ("n_clusters", "cluster_sizes", "pi", "pretrain_epochs_run", "elbo_epochs_run")
     scores = {name: {k: v for k, v in (metrics[name] or {}).items() if k in ("n", "accuracy", "rmse")} or None
               for name in ("valid", "test")}

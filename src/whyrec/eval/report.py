@@ -224,13 +224,17 @@ def evaluate_files(
     bertscore_model: str | None = None,
     bertscore_layers: int | None = None,
     judge=None,
+    overwrite: bool = False,
 ) -> dict:
     """Read both files, compute `evaluate_texts`, write `out/metrics.json` and `out/report.md`.
 
     Either side may be any format `read_texts` takes; PEPLER's generated.txt holds both, so
     it can be given twice. metrics.json also gets `"metric_versions"` (see `metric_versions`).
+    `out` is guarded by `whyrec.outputs`: a folder holding anything but this evaluation of the
+    same files and settings is refused unless `overwrite`.
     """
     from whyrec.eval.readers import is_pepler_generated, read_texts
+    from whyrec.outputs import fingerprint_of, folder_digest, output_folder
 
     if Path(predictions).resolve() == Path(references).resolve() and not is_pepler_generated(
         Path(predictions)
@@ -239,12 +243,16 @@ def evaluate_files(
             f"{predictions} is given as both predictions and references; only PEPLER's "
             "generated*.txt holds both sides"
         )
-    preds = read_texts(predictions, column, role="prediction")
-    refs = read_texts(references, column, role="reference")
-    metrics = evaluate_texts(preds, refs, smooth, bertscore, bertscore_model, bertscore_layers, judge)
-    metrics["metric_versions"] = metric_versions(metrics, smooth)
-    title = f"Explanation quality: {Path(predictions).name} vs {Path(references).name}"
-    out = Path(out)
-    write_json(out / "metrics.json", metrics)
-    write_text(out / "report.md", markdown_report(metrics, title, smooth=smooth))
+    inputs = {name: folder_digest(p) if Path(p).exists() else str(p)
+              for name, p in (("predictions", predictions), ("references", references))}
+    settings = {"column": column, "smooth": smooth, "bertscore": bertscore, "bertscore_model": bertscore_model,
+                "bertscore_layers": bertscore_layers, "judge": fingerprint_of(judge)}
+    with output_folder(out, "evaluation", {**inputs, **settings}, overwrite=overwrite) as work:
+        preds = read_texts(predictions, column, role="prediction")
+        refs = read_texts(references, column, role="reference")
+        metrics = evaluate_texts(preds, refs, smooth, bertscore, bertscore_model, bertscore_layers, judge)
+        metrics["metric_versions"] = metric_versions(metrics, smooth)
+        title = f"Explanation quality: {Path(predictions).name} vs {Path(references).name}"
+        write_json(work / "metrics.json", metrics)
+        write_text(work / "report.md", markdown_report(metrics, title, smooth=smooth))
     return metrics

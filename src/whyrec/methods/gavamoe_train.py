@@ -27,6 +27,7 @@ from whyrec import __version__
 from whyrec.config import GenerationConfig, LoraConfig, ModelConfig, TrainConfig
 from whyrec.data import schema as S
 from whyrec.methods.gavamoe import GaVaMoE, GaVaMoEConfig
+from whyrec.outputs import MARKER
 from whyrec.utils import (
     WhyrecError,
     atomic_path,
@@ -98,18 +99,23 @@ def build_gavamoe(model: ModelConfig, cfg: GaVaMoEConfig, vae) -> GaVaMoE:
 
 
 def train_gavamoe(data: str, vae: str, out: str, model: ModelConfig | None = None, cfg: GaVaMoEConfig | None = None,
-                  train: TrainConfig | None = None, resume: bool = True) -> dict:
+                  train: TrainConfig | None = None, resume: bool = True, overwrite: bool = False) -> dict:
     """Train stage 2 on the dataset's train explanations with a trained stage-1 VAE; save to `out`.
 
     Under torchrun each process trains on its shard of every batch; rank 0 writes the folder.
+    `out` is guarded like `whyrec.explainer.train_explainer`'s (fingerprint of config, data, VAE).
     """
     from whyrec.distributed import device_for_rank, distributed_run
+    from whyrec.explainer import training_fingerprint
+    from whyrec.outputs import output_folder
     from whyrec.utils import resolve_device
 
-    model = model or ModelConfig()
+    model, cfg, train = model or ModelConfig(), cfg or GaVaMoEConfig(), train or TrainConfig()
     device = device_for_rank(resolve_device(model.device))
     with distributed_run(device):
-        return _train_gavamoe(data, vae, out, model, cfg, train, resume, device)
+        fingerprint = training_fingerprint(data, vae, "gavamoe", model, {"gavamoe": cfg}, train)
+        with output_folder(out, "gavamoe explainer", fingerprint, overwrite=overwrite) as work:
+            return _train_gavamoe(data, vae, work, model, cfg, train, resume, device)
 
 
 def _train_gavamoe(data, vae, out, model: ModelConfig, cfg, train, resume: bool, device: str) -> dict:
@@ -118,15 +124,14 @@ def _train_gavamoe(data, vae, out, model: ModelConfig, cfg, train, resume: bool,
     from whyrec.data.dataset import RecDataset
     from whyrec.distributed import is_main, world_size
     from whyrec.llm.trainer import train_loop
+    from whyrec.outputs import BUDGET_FIELDS, check_finished
 
-    cfg, train = cfg or GaVaMoEConfig(), train or TrainConfig()
     out_dir = Path(out)
     wanted = {"method": "gavamoe", "model": asdict(model), "gavamoe": asdict(cfg), "train": asdict(train)}
     if (out_dir / "config.json").exists() and read_json(out_dir / "config.json").get("complete"):
-        done = read_json(out_dir / "config.json")
-        done["train"] = {**asdict(TrainConfig()), **(done.get("train") or {})}  # fields added later: defaults
-        if any(done.get(k) != v for k, v in wanted.items()):
-            raise WhyrecError(f"{out_dir} already holds a model trained with another config; choose another --out")
+        done = {**asdict(TrainConfig()), **(read_json(out_dir / "config.json").get("train") or {})}
+        check_finished(out_dir, "gavamoe explainer", {"train": {k: done[k] for k in BUDGET_FIELDS}},
+                       {"train": {k: getattr(train, k) for k in BUDGET_FIELDS}})
         return read_json(out_dir / "training_log.json")
     ds, art = RecDataset.load(data), _load_vae(vae, "cpu")
     records = ds.explanation_records(S.TRAIN)
@@ -192,7 +197,7 @@ def save_gavamoe(out_dir: Path, expl: GaVaMoEExplainer, vae_path: str, model: Mo
     src, dst = Path(vae_path), out_dir / "vae"
     if src.resolve() != dst.resolve():
         if src.is_dir():
-            shutil.copytree(src, dst, dirs_exist_ok=True, ignore=shutil.ignore_patterns("checkpoint*"))
+            shutil.copytree(src, dst, dirs_exist_ok=True, ignore=shutil.ignore_patterns("checkpoint*", MARKER))
         else:
             dst.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst / src.name)

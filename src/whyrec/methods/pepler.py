@@ -374,15 +374,26 @@ def _sample(frame, n: int | None, seed: int):
 
 
 def train_pepler(data: str, out: str, model: ModelConfig | None = None, pepler: PEPLERConfig | None = None,
-                 train: TrainConfig | None = None, resume: bool = True) -> dict:
-    """Train a PEPLER variant (see `_train_pepler`); under torchrun data parallel, rank 0 writes."""
+                 train: TrainConfig | None = None, resume: bool = True, overwrite: bool = False) -> dict:
+    """Train a PEPLER variant (see `_train_pepler`); under torchrun data parallel, rank 0 writes.
+
+    `out` is guarded by `whyrec.outputs`: a folder made with another model, PEPLER config, seed,
+    example cap or data is refused, naming what differs, unless `overwrite`.
+    """
     from whyrec.distributed import device_for_rank, distributed_run
+    from whyrec.outputs import BUDGET_FIELDS, fingerprint_of, folder_digest, output_folder
     from whyrec.utils import resolve_device
 
-    model = model or ModelConfig()
+    model, pepler, train = model or ModelConfig(), pepler or PEPLERConfig(), train or TrainConfig()
     device = device_for_rank(resolve_device(model.device))
     with distributed_run(device):
-        return _train_pepler(data, out, model, pepler, train, resume, device)
+        # only these train fields reach PEPLER; its budget (max_steps, max_minutes) may change between runs
+        fingerprint = {"method": "pepler", "model": fingerprint_of(model), "pepler": fingerprint_of(pepler),
+                       "train": {k: getattr(train, k) for k in ("seed", "max_train_examples")},
+                       "data": folder_digest(data)}
+        fingerprint["pepler"] = {k: v for k, v in fingerprint["pepler"].items() if k not in BUDGET_FIELDS}
+        with output_folder(out, "pepler explainer", fingerprint, overwrite=overwrite) as work:
+            return _train_pepler(data, str(work), model, pepler, train, resume, device)
 
 
 def _train_pepler(data: str, out: str, model: ModelConfig, pepler: PEPLERConfig | None,
@@ -399,20 +410,22 @@ def _train_pepler(data: str, out: str, model: ModelConfig, pepler: PEPLERConfig 
     from whyrec.data.dataset import RecDataset
     from whyrec.distributed import is_main, world_size
     from whyrec.llm.load import load_model
+    from whyrec.outputs import check_finished
     from whyrec.utils import WhyrecError, read_json, seed_everything, write_json, write_run_info
 
     pepler, train = pepler or PEPLERConfig(), train or TrainConfig()
     out_dir = Path(out)
     wanted = {"method": "pepler", "model": asdict(model), "pepler": asdict(pepler), "train": asdict(train)}
     if (out_dir / "config.json").exists() and read_json(out_dir / "config.json").get("complete"):
-        done = read_json(out_dir / "config.json")
-        done["train"] = {**asdict(TrainConfig()), **(done.get("train") or {})}  # fields added later: defaults
-        same = all(done.get(k) == v for k, v in wanted.items())
-        if same:
+        done = read_json(out_dir / "config.json")  # the rest of its config matches: output_folder checked
+        budget = ("max_minutes", "max_steps")
+        budget_done = {k: (done.get("train") or {}).get(k) for k in budget}
+        budget_now = {k: getattr(train, k) for k in budget}
+        if budget_done == budget_now:
             return read_json(out_dir / "training_log.json")
         resumable = done.get("stopped") == "max_minutes" and (out_dir / "checkpoint").is_dir()
-        if not (resumable and _same_but_budget(done, wanted)):  # else: continue under the new budget
-            raise WhyrecError(f"{out_dir} already holds a PEPLER run with another config; choose another --out")
+        if not resumable:  # else: continue under the new budget
+            check_finished(out_dir, "pepler explainer", {"train": budget_done}, {"train": budget_now})
     seed_everything(train.seed)
     ds = RecDataset.load(data)
     llm, tok = load_model(replace(model, device=device))
@@ -451,14 +464,6 @@ def _train_pepler(data: str, out: str, model: ModelConfig, pepler: PEPLERConfig 
 
         shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)
     return log
-
-
-def _same_but_budget(done: dict, wanted: dict) -> bool:
-    """Same run except for the time / step budget in `train`."""
-    budget = ("max_minutes", "max_steps")
-    train_done = {k: v for k, v in (done.get("train") or {}).items() if k not in budget}
-    train_now = {k: v for k, v in wanted["train"].items() if k not in budget}
-    return train_done == train_now and all(done.get(k) == v for k, v in wanted.items() if k != "train")
 
 
 def save_pepler(module: PEPLER, out_dir, config: dict, user2idx: dict, item2idx: dict, feats: dict) -> None:

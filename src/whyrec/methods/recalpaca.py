@@ -237,17 +237,18 @@ def train_recalpaca(instructions: str | list, out: str, model: ModelConfig | Non
         resume: continue from the newest complete checkpoint in out/checkpoints if any;
             False deletes those checkpoints and starts over.
         overwrite: replace `out` if it holds another run (built beside it, then renamed). Without it
-            a folder made with another model, config (its step/epoch budget included: it shapes the
-            LR schedule) or instruction data is refused, naming what differs.
+            a folder made with another model, config or instruction data is refused, naming what
+            differs. max_steps/epochs may change: that is how a run is extended (the LR schedule
+            then spans the new budget from the resumed step on).
 
     Returns:
         The training log (also out/train_log.json): first/last loss, steps, elapsed seconds.
     """
-    from whyrec.outputs import fingerprint_of, output_folder
+    from whyrec.outputs import BUDGET_FIELDS, HARMLESS_FIELDS, fingerprint_of, output_folder
 
     model, cfg = model or ModelConfig(), cfg or RecAlpacaConfig()
     sources = instructions if isinstance(instructions, list) else [instructions]
-    fingerprint = {"method": "recalpaca", "model": fingerprint_of(model), "recalpaca": fingerprint_of(cfg),
+    fingerprint = {"method": "recalpaca", "model": fingerprint_of(model), "recalpaca": fingerprint_of(cfg, HARMLESS_FIELDS + BUDGET_FIELDS),
                    "instructions": [_records_digest(s) for s in sources]}
     with output_folder(out, "recalpaca explainer", fingerprint, overwrite=overwrite) as work:
         return _train(instructions, work, model, cfg, resume)

@@ -27,6 +27,7 @@ import torch
 
 from whyrec.config import ModelConfig
 from whyrec.data.alpaca import IGNORE_INDEX
+from whyrec.fingerprint import digest
 from whyrec.llm.hf_resume import (
     last_complete_checkpoint,
     run_train_loss,
@@ -34,6 +35,7 @@ from whyrec.llm.hf_resume import (
     time_budget_callback,
 )
 from whyrec.methods.recexplainer import METHOD, RecExplainer, RecExplainerConfig, _load_target
+from whyrec.outputs import MARKER
 from whyrec.utils import (
     WhyrecError,
     read_json,
@@ -143,7 +145,8 @@ def _mixture(target, cfg: RecExplainerConfig, users, teacher) -> list[dict]:
 
 def train_recexplainer(target_path: str, out: str, model: ModelConfig | None = None,
                        cfg: RecExplainerConfig | None = None, users: list[str] | None = None,
-                       examples: list[dict] | None = None, teacher=None, resume: bool = True) -> dict:
+                       examples: list[dict] | None = None, teacher=None, resume: bool = True,
+                       overwrite: bool = False) -> dict:
     """Align `model` with the target recommender at `target_path`; write the run folder `out`.
 
     Args:
@@ -152,14 +155,35 @@ def train_recexplainer(target_path: str, out: str, model: ModelConfig | None = N
         examples: a ready task mixture (`whyrec.data.recexplainer_tasks`) instead of building one.
         teacher: chat client for the optional uid2summary task.
         resume: continue from the newest complete checkpoint; False starts over.
+        overwrite: replace `out` if it holds another run (built beside it, then renamed). Without it
+            a folder made with another model, config, target, users or examples is refused, naming
+            what differs. max_steps/epochs may change: that is how a run is extended (the LR
+            schedule then spans the new budget from the resumed step on).
 
     Returns:
         The training log (also out/train_log.json).
     """
-    from whyrec.llm.load import load_model
+    from whyrec.outputs import (
+        BUDGET_FIELDS,
+        HARMLESS_FIELDS,
+        fingerprint_of,
+        folder_digest,
+        output_folder,
+    )
 
     model, cfg = model or ModelConfig(), cfg or RecExplainerConfig()
-    out_dir, ckpt_dir = Path(out), Path(out) / "checkpoints"
+    fingerprint = {"method": METHOD, "model": fingerprint_of(model), "recexplainer": fingerprint_of(cfg, HARMLESS_FIELDS + BUDGET_FIELDS),
+                   "target": folder_digest(target_path), "users": digest(users) if users is not None else None,
+                   "examples": digest(examples) if examples is not None else None}
+    with output_folder(out, f"{METHOD} explainer", fingerprint, overwrite=overwrite) as work:
+        return _train(target_path, work, model, cfg, users, examples, teacher, resume)
+
+
+def _train(target_path: str, out_dir: Path, model: ModelConfig, cfg: RecExplainerConfig, users: list[str] | None,
+           examples: list[dict] | None, teacher, resume: bool) -> dict:
+    from whyrec.llm.load import load_model
+
+    ckpt_dir = out_dir / "checkpoints"
     if not resume and ckpt_dir.exists() and os.environ.get("RANK", "0") == "0":
         shutil.rmtree(ckpt_dir)
     target = _load_target(target_path, "cpu")
@@ -242,7 +266,8 @@ def save_recexplainer(module: RecExplainer, out_dir: Path, target_path, model: M
     src, dst = Path(target_path), out_dir / "target"
     if src.resolve() != dst.resolve():
         shutil.rmtree(dst, ignore_errors=True)
-        shutil.copytree(src, dst) if src.is_dir() else (dst.mkdir(), shutil.copy2(src, dst / src.name))
+        shutil.copytree(src, dst, ignore=shutil.ignore_patterns(MARKER)) if src.is_dir() else (
+            dst.mkdir(), shutil.copy2(src, dst / src.name))
     target_ref = "target" if src.is_dir() else f"target/{src.name}"
     resolved = {"method": METHOD, "base_model": asdict(model), "config": asdict(cfg), "target": target_ref,
                 "target_kind": getattr(module.target, "kind", None), "target_dim": module.target.dim}
