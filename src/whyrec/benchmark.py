@@ -3,19 +3,37 @@
 Each row is scored on exactly the same (user, item, reference) records: a seeded sample of a
 split's explanation records, drawn once. Methods that a dataset cannot support (PEPLER's
 discrete prompt without feature words, the rating head without ratings) are listed as skipped
-with the reason rather than silently dropped. Predictions are cached per row in
-`out/predictions/`, so an interrupted benchmark resumes where it stopped.
+with the reason rather than silently dropped.
+
+Predictions are cached per row in `out/predictions/<method>.jsonl`: each row names its user and
+item, rows are appended (and fsynced) chunk by chunk as they are generated, so an interrupted
+benchmark resumes where it stopped. Every cached result is keyed by what produced it (data
+digest, the exact pairs, model config and weights, method configs, the trained folder; see
+`whyrec.benchmark_cache`): when any of them differs it is recomputed, never scored against
+other pairs. Methods, the LightGCN encoder and the VAE are trained into out/methods/<method>,
+out/encoder and out/vae, and retrained (then swapped in) when their config or data change.
 """
 
 from __future__ import annotations
 
 import json
-import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
 
+from whyrec.benchmark_cache import (
+    Generator,
+    cached_predictions,
+    data_key,
+    model_key,
+    pairs_key,
+    read_log,
+    settings,
+    trained_folder,
+)
+from whyrec.benchmark_tables import activity_table, comparison_table, train_summary
 from whyrec.config import (
     GaVaMoEConfig,
     GenerationConfig,
@@ -27,6 +45,7 @@ from whyrec.config import (
     XRecConfig,
 )
 from whyrec.data import schema as S
+from whyrec.identity import run_identity, tree_identity
 from whyrec.utils import WhyrecError, write_json, write_run_info, write_text
 
 EXPLANATION_METHODS = ("xrec", "xrec-lora", "gavamoe", "pepler-continuous", "pepler-discrete", "pepler-reg",
@@ -56,18 +75,7 @@ def unavailable(method: str, ds) -> str | None:
     return None
 
 
-def _cached(path: Path, make) -> tuple[list[str], float]:
-    if path.exists():
-        rows = [json.loads(line) for line in path.read_text().splitlines()]
-        return [r["prediction"] for r in rows], rows[0]["seconds"] if rows else 0.0
-    start = time.perf_counter()
-    preds = make()
-    secs = time.perf_counter() - start
-    write_text(path, "".join(json.dumps({"prediction": p, "seconds": secs}) + "\n" for p in preds))
-    return preds, secs
-
-
-def zero_shot(ds, pairs: pd.DataFrame, model: ModelConfig, gen: GenerationConfig, noun: str) -> list[str]:
+def zero_shot(ds, model: ModelConfig, gen: GenerationConfig, noun: str) -> Generator:
     """The backbone alone, prompted with the same title and profiles XRec's prompt carries."""
     from whyrec.llm.client import LocalHFClient, complete_many
 
@@ -77,44 +85,85 @@ def zero_shot(ds, pairs: pd.DataFrame, model: ModelConfig, gen: GenerationConfig
         return dict(zip(frame[key].astype(str), frame[col].fillna("").astype(str)))
 
     titles, item_prof, user_prof = text(ds.items, S.ITEM, S.TITLE), text(ds.items, S.ITEM, S.PROFILE), text(ds.users, S.USER, S.PROFILE)
-    convs = []
-    for u, i in zip(pairs[S.USER].astype(str), pairs[S.ITEM].astype(str)):
-        user = (f"{noun} name: {titles.get(i, i)} user profile: {user_prof.get(u, '')} "
-                f"{noun} profile: {item_prof.get(i, '')}")
-        convs.append([{"role": "system", "content": ZERO_SHOT_SYSTEM.format(noun=noun)}, {"role": "user", "content": user}])
     client = LocalHFClient(model, max_tokens=gen.max_new_tokens, batch_size=gen.batch_size,
                            repetition_penalty=gen.repetition_penalty)
-    return complete_many(client, convs, cache=None, progress=True, max_tokens=gen.max_new_tokens, desc="zero-shot")
+    client._load()  # here, so that loading is not counted as generation time
+
+    def generate(pairs: pd.DataFrame) -> list[str]:
+        convs = []
+        for u, i in zip(pairs[S.USER].astype(str), pairs[S.ITEM].astype(str)):
+            user = (f"{noun} name: {titles.get(i, i)} user profile: {user_prof.get(u, '')} "
+                    f"{noun} profile: {item_prof.get(i, '')}")
+            convs.append([{"role": "system", "content": zero_shot_prompt(noun)}, {"role": "user", "content": user}])
+        return complete_many(client, convs, cache=None, progress=False, max_tokens=gen.max_new_tokens)
+
+    return generate
 
 
-def _train(method: str, data: str, encoder: str | None, folder: Path, model: ModelConfig, cfgs: dict,
+def zero_shot_prompt(noun: str) -> str:
+    return ZERO_SHOT_SYSTEM.format(noun=noun)
+
+
+def _method_config(method: str, cfgs: dict):
+    """The config a benchmark method trains with: PEPLER's variant, XRec with or without LoRA."""
+    if method.startswith("pepler-"):
+        return PEPLERConfig(**{**asdict(cfgs["pepler"]), "variant": method[7:]})
+    if method == "gavamoe":
+        return cfgs["gavamoe"]
+    xrec = cfgs["xrec"]
+    cfg = XRecConfig(**{**asdict(xrec), "lora": xrec.lora})
+    cfg.lora = type(xrec.lora)(**{**asdict(xrec.lora), "enabled": method == "xrec-lora"})
+    return cfg
+
+
+def _train(method: str, data: str, encoder: str | None, folder: str, model: ModelConfig, cfg,
            train: TrainConfig) -> dict:
     if method.startswith("pepler-"):
         from whyrec.methods.pepler import train_pepler
 
-        variant = PEPLERConfig(**{**asdict(cfgs["pepler"]), "variant": method[7:]})
-        return train_pepler(data, str(folder), model=model, pepler=variant, train=train)
+        return train_pepler(data, folder, model=model, pepler=cfg, train=train)
     if method == "gavamoe":
         from whyrec.methods.gavamoe_train import train_gavamoe
 
-        return train_gavamoe(data, encoder, str(folder), model=model, cfg=cfgs["gavamoe"], train=train)
+        return train_gavamoe(data, encoder, folder, model=model, cfg=cfg, train=train)
     from whyrec.explainer import train_explainer
 
-    xrec = cfgs["xrec"]
-    cfg = XRecConfig(**{**asdict(xrec), "lora": xrec.lora})
-    cfg.lora = type(xrec.lora)(**{**asdict(xrec.lora), "enabled": method == "xrec-lora"})
-    return train_explainer(data, encoder, str(folder), model=model, xrec=cfg, train=train)
+    return train_explainer(data, encoder, folder, model=model, xrec=cfg, train=train)
 
 
-def _predict(folder: Path, data: str, pairs: pd.DataFrame, gen: GenerationConfig, device: str) -> list[str]:
+def folder_generator(folder: Path, data: str, gen: GenerationConfig, device: str) -> tuple[int, Callable[[], Generator]]:
+    """(chunk size, loader of the generator) for a trained explainer or PEPLER folder."""
     cfg = json.loads((folder / "config.json").read_text())
     if cfg.get("method") == "pepler":
-        from whyrec.methods.pepler import generate_pepler
+        return int(cfg.get("pepler", {}).get("batch_size") or 128), lambda: _pepler_generator(folder, device)
 
-        return generate_pepler(folder, data, frame=pairs, device=device)[0]
-    from whyrec.explainer import load_explainer
+    def load() -> Generator:
+        from whyrec.explainer import load_explainer
 
-    return load_explainer(str(folder), device=device).explain(pairs[S.USER].tolist(), pairs[S.ITEM].tolist(), gen)
+        explainer = load_explainer(str(folder), device=device)
+        return lambda pairs: explainer.explain(pairs[S.USER].tolist(), pairs[S.ITEM].tolist(), gen, progress=False)
+
+    return gen.batch_size, load
+
+
+def _pepler_generator(folder: Path, device: str) -> Generator:
+    from whyrec.methods.pepler import load_pepler_run, make_examples
+
+    module, cfg = load_pepler_run(folder, device)
+
+    def generate(pairs: pd.DataFrame) -> list[str]:
+        ex = make_examples(module, pairs, cfg["user2idx"], cfg["item2idx"], cfg["features"])
+        users, items, prompts, _, _ = ex.rows(list(range(len(pairs))))
+        return [module.decode(ids) for ids in module.generate_ids(users, items, prompts)]
+
+    return generate
+
+
+def _is_pepler(folder: Path) -> bool:
+    try:
+        return json.loads((folder / "config.json").read_text()).get("method") == "pepler"
+    except (OSError, ValueError):
+        return False
 
 
 def _pepler_rating(folder: Path, pairs: pd.DataFrame, device: str) -> dict | None:
@@ -158,87 +207,142 @@ def benchmark_explain(data: str, out: str, methods: tuple[str, ...] | list[str] 
                       generation: GenerationConfig | None = None, split: str = "test", max_pairs: int | None = 200,
                       seed: int = 0, smooth: bool = False, bertscore: bool = False, device: str = "auto",
                       vae: str | None = None, vae_config: VaeGmmConfig | None = None,
-                      gavamoe: GaVaMoEConfig | None = None, groups: bool = True) -> dict:
+                      gavamoe: GaVaMoEConfig | None = None, groups: bool = True, overwrite: bool = False) -> dict:
     """Train (or reuse) every method, generate for the same pairs, score, write the comparison.
 
     `runs` adds already-trained explainer/PEPLER folders as `NAME=FOLDER`; `external` adds
     other systems' prediction files as `NAME=PRED[:REF]`. XRec uses `encoder` (LightGCN) and
     GaVaMoE `vae` (stage 1); each is trained into `out` when not given. Writes
     out/comparison.{md,json}; with `groups`, also every system's metrics by user activity
-    (out/by_activity.{md,png}).
+    (out/by_activity.{md,png}). `out` is reused across runs (its caches are keyed, see the
+    module doc); a folder another command made is refused unless `overwrite`.
     """
     from whyrec.data.dataset import RecDataset
-    from whyrec.eval.features import feature_metrics, feature_set_from_records
-    from whyrec.eval.report import evaluate_texts, metric_versions
+    from whyrec.outputs import output_folder
 
     model, xrec, pepler = model or ModelConfig(), xrec or XRecConfig(), pepler or PEPLERConfig()
     train, generation = train or TrainConfig(max_minutes=10), generation or GenerationConfig(max_new_tokens=80)
-    out_dir, ds = Path(out), RecDataset.load(data)
+    ds = RecDataset.load(data)
     pairs = select_pairs(ds, split, max_pairs, seed)
-    refs = pairs[S.EXPLANATION].astype(str).tolist()
-    rows, skipped, predictions = {}, {}, {}
-    feature_set = feature_set_from_records(ds) if S.FEATURE in ds.interactions else set()
-    gt_features = pairs[S.FEATURE].fillna("").astype(str).tolist() if S.FEATURE in pairs else []
-
-    def score(name: str, preds: list[str], train_log: dict | None, secs: float | None) -> None:
-        metrics = evaluate_texts(preds, refs, smooth=smooth, bertscore=bertscore)
-        if feature_set and gt_features:  # review data with PEPLER templates: FMR/FCR/DIV as well
-            metrics["features"] = feature_metrics(preds, gt_features, feature_set)
-        rows[name] = {"metrics": metrics, "train": _train_summary(train_log), "generate_s_per_pair":
-                      None if secs is None else round(secs / max(1, len(preds)), 3)}
-        predictions[name] = preds
-
-    for spec in external:
-        name, preds = external_predictions(spec, pairs)
-        score(name, preds, None, None)
-    for spec in runs:
-        name, sep, folder = spec.partition("=")
-        if not sep or not (Path(folder) / "config.json").exists():
-            raise WhyrecError(f"--runs {spec!r}: write NAME=FOLDER with a trained explainer or PEPLER folder")
-        preds, secs = _cached(out_dir / "predictions" / f"{_slug(name)}.jsonl",
-                              lambda f=folder: _predict(Path(f), data, pairs, generation, device))
-        score(name, preds, _read_log(Path(folder)), secs)
-        rating = _pepler_rating(Path(folder), pairs, device)
-        if rating:
-            rows[name]["metrics"]["rating"] = rating
-    for method in methods:
-        reason = unavailable(method, ds)
-        if reason:
-            skipped[method] = reason
-            continue
-        if method == "zero-shot":
-            preds, secs = _cached(out_dir / "predictions" / "zero-shot.jsonl",
-                                  lambda: zero_shot(ds, pairs, model, generation, xrec.item_noun))
-            score(f"zero-shot {model.name_or_path}", preds, None, secs)
-            continue
-        if method.startswith("xrec") and encoder is None:
-            encoder = _encoder(data, out_dir / "encoder", lightgcn or LightGCNConfig(), device)
-        if method == "gavamoe" and vae is None:
-            from whyrec.encoders.vae_train import train_vae_gmm
-
-            train_vae_gmm(data, str(out_dir / "vae"), vae_config or VaeGmmConfig(), device=device)
-            vae = str(out_dir / "vae")
-        folder = out_dir / "methods" / method
+    skipped = {m: why for m in methods if (why := unavailable(m, ds))}
+    run_folders = [_run_spec(spec) for spec in runs]
+    with output_folder(out, "benchmark explain", {}, overwrite=overwrite) as out_dir:
+        bench = _Bench(out_dir, data, ds, pairs, generation, device, smooth, bertscore)
+        for spec in external:
+            bench.score(*external_predictions(spec, pairs), None, None)
+        for name, folder in run_folders:
+            bench.folder(name, folder, read_log(folder), None)
         cfgs = {"xrec": xrec, "pepler": pepler, "gavamoe": gavamoe or GaVaMoEConfig()}
-        log = _train(method, data, vae if method == "gavamoe" else encoder, folder, model, cfgs, train)
-        preds, secs = _cached(out_dir / "predictions" / f"{method}.jsonl",
-                              lambda f=folder: _predict(f, data, pairs, generation, device))
-        score(method, preds, log, secs)
-        rating = _pepler_rating(folder, pairs, device)
-        if rating:
-            rows[method]["metrics"]["rating"] = rating
+        for method in (m for m in methods if m not in skipped):
+            if method == "zero-shot":
+                producer = {"model": model_key(model), "generation": settings(generation),
+                            "prompt": zero_shot_prompt(xrec.item_noun)}
+                preds, secs = bench.predictions("zero-shot", "zero-shot", producer, generation.batch_size,
+                                                lambda: zero_shot(ds, model, generation, xrec.item_noun))
+                bench.score(f"zero-shot {model.name_or_path}", preds, None, secs)
+                continue
+            if method.startswith("xrec") and encoder is None:
+                encoder = bench.encoder(lightgcn or LightGCNConfig())
+            if method == "gavamoe" and vae is None:
+                vae = bench.vae(vae_config or VaeGmmConfig())
+            bench.method(method, vae if method == "gavamoe" else encoder, model, _method_config(method, cfgs), train)
+        return bench.finish(ds, skipped, seed, groups, {
+            "data": data, "methods": list(methods), "runs": list(runs), "external": list(external),
+            "model": asdict(model), "train": asdict(train), "generation": asdict(generation),
+            "split": split, "max_pairs": max_pairs, "seed": seed})
 
-    result = {"data": data, "split": split, "n_pairs": len(pairs), "seed": seed, "rows": rows, "skipped": skipped}
-    if rows:
-        result["metric_versions"] = metric_versions(next(iter(rows.values()))["metrics"], smooth)
-    if rows and groups:
-        result["by_activity"] = activity_breakdown(ds, pairs, predictions, refs, out_dir, smooth)
-    write_json(out_dir / "comparison.json", result)
-    write_text(out_dir / "comparison.md", comparison_table(result))
-    write_run_info(out_dir, {"data": data, "methods": list(methods), "runs": list(runs), "external": list(external),
-                             "model": asdict(model), "train": asdict(train), "generation": asdict(generation),
-                             "split": split, "max_pairs": max_pairs, "seed": seed}, command="benchmark explain")
-    return result
+
+def _run_spec(spec: str) -> tuple[str, Path]:
+    name, sep, folder = spec.partition("=")
+    if not sep or not (Path(folder) / "config.json").exists():
+        raise WhyrecError(f"--runs {spec!r}: write NAME=FOLDER with a trained explainer or PEPLER folder")
+    return name, Path(folder)
+
+
+class _Bench:
+    """One benchmark run: the shared pairs, the keyed caches under `out_dir`, the scored rows."""
+
+    def __init__(self, out_dir: Path, data: str, ds, pairs: pd.DataFrame, generation: GenerationConfig,
+                 device: str, smooth: bool, bertscore: bool):
+        from whyrec.eval.features import feature_set_from_records
+
+        self.out_dir, self.data, self.pairs, self.generation, self.device = out_dir, data, pairs, generation, device
+        self.smooth, self.bertscore = smooth, bertscore
+        self.data_id = data_key(data)
+        self.base = {"data": self.data_id, "pairs": pairs_key(pairs)}
+        self.refs = pairs[S.EXPLANATION].astype(str).tolist()
+        self.rows: dict[str, dict] = {}
+        self.texts: dict[str, list[str]] = {}
+        self.feature_set = feature_set_from_records(ds) if S.FEATURE in ds.interactions else set()
+        self.gt_features = pairs[S.FEATURE].fillna("").astype(str).tolist() if S.FEATURE in pairs else []
+
+    def score(self, name: str, preds: list[str], train_log: dict | None, secs: float | None) -> None:
+        from whyrec.eval.features import feature_metrics
+        from whyrec.eval.report import evaluate_texts
+
+        metrics = evaluate_texts(preds, self.refs, smooth=self.smooth, bertscore=self.bertscore)
+        if self.feature_set and self.gt_features:  # review data with PEPLER templates: FMR/FCR/DIV as well
+            metrics["features"] = feature_metrics(preds, self.gt_features, self.feature_set)
+        self.rows[name] = {"metrics": metrics, "train": train_summary(train_log), "generate_s_per_pair":
+                           None if secs is None else round(secs / max(1, len(preds)), 3)}
+        self.texts[name] = preds
+
+    def predictions(self, name: str, file_stem: str, producer: dict, chunk: int,
+                    load: Callable[[], Generator]) -> tuple[list[str], float]:
+        path = self.out_dir / "predictions" / f"{_slug(file_stem)}.jsonl"
+        key = {**self.base, "system": name, **producer, "chunk": chunk}
+        return cached_predictions(path, key, self.pairs, chunk, load, label=f"predictions/{path.name}")
+
+    def folder(self, name: str, folder: Path, train_log: dict | None, trained: dict | None) -> None:
+        """Generate (or reuse) and score a trained explainer or PEPLER folder's predictions."""
+        chunk, load = folder_generator(folder, self.data, self.generation, self.device)
+        producer = {"folder": run_identity(folder), **({"trained": trained} if trained else {})}
+        if not _is_pepler(folder):  # PEPLER decodes its own `words` greedily; --generation does not apply
+            producer["generation"] = settings(self.generation)
+        preds, secs = self.predictions(name, name, producer, chunk, load)
+        self.score(name, preds, train_log, secs)
+        rating = _pepler_rating(folder, self.pairs, self.device)
+        if rating:
+            self.rows[name]["metrics"]["rating"] = rating
+
+    def method(self, method: str, encoder: str | None, model: ModelConfig, cfg, train: TrainConfig) -> None:
+        key = {"data": self.data_id, "method": method, "model": model_key(model), "config": settings(cfg),
+               "train": settings(train), **({"encoder": tree_identity(encoder)} if encoder else {})}
+        final = self.out_dir / "methods" / method
+        log = trained_folder(final, key, lambda work: _train(method, self.data, encoder, work, model, cfg, train),
+                             label=f"methods/{method}")
+        self.folder(method, final, log, key)
+
+    def encoder(self, cfg: LightGCNConfig) -> str:
+        from whyrec.encoders.train import train_encoder
+
+        final = self.out_dir / "encoder"
+        trained_folder(final, {"data": self.data_id, "lightgcn": settings(cfg)},
+                       lambda work: train_encoder(data=self.data, out=work, config=cfg, device=self.device), "encoder")
+        return str(final)
+
+    def vae(self, cfg: VaeGmmConfig) -> str:
+        from whyrec.encoders.vae_train import train_vae_gmm
+
+        final = self.out_dir / "vae"
+        trained_folder(final, {"data": self.data_id, "vae": settings(cfg)},
+                       lambda work: train_vae_gmm(self.data, work, cfg, device=self.device), "vae")
+        return str(final)
+
+    def finish(self, ds, skipped: dict, seed: int, groups: bool, run_info: dict) -> dict:
+        from whyrec.eval.report import metric_versions
+
+        rows, out_dir = self.rows, self.out_dir
+        result = {"data": self.data, "data_digest": self.data_id, "split": run_info["split"],
+                  "n_pairs": len(self.pairs), "seed": seed, "rows": rows, "skipped": skipped}
+        if rows:
+            result["metric_versions"] = metric_versions(next(iter(rows.values()))["metrics"], self.smooth)
+        if rows and groups:
+            result["by_activity"] = activity_breakdown(ds, self.pairs, self.texts, self.refs, out_dir, self.smooth)
+        write_json(out_dir / "comparison.json", result)
+        write_text(out_dir / "comparison.md", comparison_table(result))
+        write_run_info(out_dir, run_info, command="benchmark explain")
+        return result
 
 
 def activity_breakdown(ds, pairs: pd.DataFrame, predictions: dict[str, list[str]], refs: list[str],
@@ -265,72 +369,5 @@ def activity_breakdown(ds, pairs: pd.DataFrame, predictions: dict[str, list[str]
     return grouped
 
 
-def activity_table(grouped: dict[str, dict]) -> str:
-    """Markdown: BLEU-1/4, ROUGE-L F and USR of every system (rows) in every activity group (columns)."""
-    names = list(grouped)
-    group_names = list(next(iter(grouped.values())))
-    head = ["system", "metric"] + [f"{g} (n={grouped[names[0]][g]['n']})" for g in group_names]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name in names:
-        for key, label in (("bleu1", "BLEU-1"), ("bleu4", "BLEU-4"), ("rougeL_f", "ROUGE-L F"), ("usr", "USR")):
-            lines.append("| " + " | ".join([name, label] + [f"{grouped[name][g][key]:.3f}" for g in group_names]) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _encoder(data: str, folder: Path, cfg: LightGCNConfig, device: str) -> str:
-    from whyrec.encoders.train import train_encoder
-
-    train_encoder(data=data, out=str(folder), config=cfg, device=device)
-    return str(folder)
-
-
-def _read_log(folder: Path) -> dict | None:
-    for name in ("training_log.json", "train_log.json"):
-        if (folder / name).exists():
-            return json.loads((folder / name).read_text())
-    return None
-
-
-def _train_summary(log: dict | None) -> dict | None:
-    if not log:
-        return None
-    if log.get("history"):  # PEPLER logs epochs, not steps
-        hist = log["history"]
-        return {"steps": f"{len(hist)} epochs", "first_loss": hist[0]["train_loss"],
-                "last_loss": hist[-1]["train_loss"], **({"elapsed_s": log["elapsed_s"]} if "elapsed_s" in log else {})}
-    keys = ("steps", "first_loss", "last_loss", "elapsed_s")
-    return {k: log[k] for k in keys if k in log} or None
-
-
 def _slug(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in name).strip("-") or "run"
-
-
-def comparison_table(result: dict) -> str:
-    """Markdown: one row per system, PEPLER-definition metrics, training and generation cost."""
-    bert = any("bertscore" in r["metrics"] for r in result["rows"].values())
-    feats = any("features" in r["metrics"] for r in result["rows"].values())
-    head = ["system", "BLEU-1", "BLEU-4", "ROUGE-1 F", "ROUGE-2 F", "ROUGE-L F", "USR"] + (["BERTScore F1"] if bert else [])
-    head += ["FMR", "FCR", "DIV"] if feats else []
-    rated = any(r["metrics"].get("rating") for r in result["rows"].values())
-    head += ["RMSE", "MAE"] if rated else []
-    head += ["train steps (loss first→last)", "train min", "generate s/pair"]
-    lines = [f"Explanations for {result['n_pairs']} '{result['split']}' pairs of {result['data']} (seed {result['seed']}).",
-             "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, row in result["rows"].items():
-        m, t = row["metrics"]["pepler"], row["train"] or {}
-        cells = [name] + [f"{m[k]:.2f}" for k in ("bleu1", "bleu4", "rouge1_f", "rouge2_f", "rougeL_f")] + [f"{m['usr']:.3f}"]
-        if bert:
-            cells.append(f"{row['metrics']['bertscore']['bertscore_f1']:.4f}" if "bertscore" in row["metrics"] else "–")
-        if feats:
-            f = row["metrics"].get("features", {})
-            cells += [f"{f[k]:.3f}" if k in f else "–" for k in ("fmr", "fcr", "div")]
-        if rated:
-            r = row["metrics"].get("rating") or {}
-            cells += [f"{r[k]:.4f}" if k in r else "–" for k in ("rmse", "mae")]
-        steps = f"{t['steps']} ({t.get('first_loss', '?')}→{t.get('last_loss', '?')})" if "steps" in t else "–"
-        cells += [steps, f"{t['elapsed_s'] / 60:.1f}" if "elapsed_s" in t else "–",
-                  "–" if row["generate_s_per_pair"] is None else f"{row['generate_s_per_pair']:.2f}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += [f"\nSkipped: {m} ({why})" for m, why in result["skipped"].items()]
-    return "\n".join(lines) + "\n"

@@ -11,7 +11,6 @@ reduced prompts, so the model's share of the score is visible at every size.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Sequence
@@ -54,7 +53,10 @@ def prompt_reduction(run: str | None, test_json: str | Path, out: str | Path,
     """Generate and score at each kept fraction; rows of {fraction, prompt_words, metrics...}.
 
     `generate(prompts) -> texts` defaults to the RecAlpaca run's greedy generation; answers are
-    cached per fraction in out/generations_<fraction>.jsonl so an interrupted analysis resumes.
+    cached per fraction in out/generations_<fraction>.jsonl, appended batch by batch, so an
+    interrupted analysis resumes. Each file is keyed by what produced it (the run folder and its
+    base model, or the `generate` function; the test rows; the decoding settings) and each answer
+    by its prompt: any change regenerates instead of scoring another prompt's answers.
     """
     rows = read_json(test_json)
     if not isinstance(rows, list) or not all(isinstance(r, dict) and {"instruction", "input", "testGT"} <= r.keys()
@@ -63,24 +65,24 @@ def prompt_reduction(run: str | None, test_json: str | Path, out: str | Path,
     rows = rows[:max_users] if max_users else rows
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    custom = generate
     if generate is None:
         from whyrec.methods.recalpaca_infer import load_recalpaca
 
-        model = load_recalpaca(run, device=device)
+        loaded = []
 
-        def generate(prompts):
-            return model.generate(prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                  repetition_penalty=repetition_penalty, progress=True)
+        def generate(prompts):  # the model loads on the first batch that is not cached
+            if not loaded:
+                loaded.append(load_recalpaca(run, device=device))
+            return loaded[0].generate(prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                      repetition_penalty=repetition_penalty, progress=False)
 
+    producer = _producer(run, custom, max_new_tokens, repetition_penalty, batch_size)
     table = []
     for fraction in sorted(set(fractions)):
         inputs = [reduce_prompt(r["input"], fraction, r.get("top1")) for r in rows]
-        cache = out / f"generations_{fraction:g}.jsonl"
-        if cache.exists():
-            texts = [json.loads(line)["generation"] for line in cache.read_text().splitlines()]
-        else:
-            texts = generate([(r["instruction"], x) for r, x in zip(rows, inputs)])
-            write_text(cache, "".join(json.dumps({"generation": t}, ensure_ascii=False) + "\n" for t in texts))
+        texts = _generations(out / f"generations_{fraction:g}.jsonl", producer, fraction,
+                             [(r["instruction"], x) for r, x in zip(rows, inputs)], batch_size, generate)
         metrics, _ = evaluate_topk(texts, [candidates_from_prompt(x) for x in inputs],
                                    [r["testGT"] for r in rows], parser="robust")
         baseline, _ = score_ranked([prompt_order_titles({"input": x, "top1": r.get("top1")}) for r, x in zip(rows, inputs)],
@@ -97,6 +99,36 @@ def prompt_reduction(run: str | None, test_json: str | Path, out: str | Path,
     write_text(out / "prompt_reduction.md", "\n".join(lines) + "\n")
     plot_reduction(table, out / "prompt_reduction.png")
     return table
+
+
+def _producer(run: str | None, custom, max_new_tokens: int, repetition_penalty: float, batch_size: int) -> dict:
+    """What decides the generations besides the prompts: the model (or the caller's function)
+    and the decoding settings (the batch too: padding can change greedy decoding)."""
+    from whyrec.identity import run_identity
+
+    if custom is not None:
+        model = {"generate": f"{getattr(custom, '__module__', '')}.{getattr(custom, '__qualname__', repr(custom))}"}
+    else:
+        model = {"run": run_identity(run)}
+    return {**model, "max_new_tokens": max_new_tokens, "repetition_penalty": repetition_penalty,
+            "batch_size": batch_size}
+
+
+def _generations(path: Path, producer: dict, fraction: float, prompts: list[tuple[str, str]], batch_size: int,
+                 generate) -> list[str]:
+    """The answer to every prompt, from `path`'s rows when they were made by `producer`."""
+    from whyrec.fingerprint import digest
+    from whyrec.row_cache import cached_rows
+
+    ids = [(digest(list(p)),) for p in prompts]
+    key = {**producer, "fraction": fraction, "prompts": {"n": len(prompts), "digest": digest([i[0] for i in ids])}}
+
+    def make_chunk(start: int, stop: int) -> list[dict]:
+        texts = generate(prompts[start:stop])
+        return [{"prompt": i[0], "generation": str(t)} for i, t in zip(ids[start:stop], texts)]
+
+    rows = cached_rows(path, key, ids, ("prompt",), batch_size, make_chunk, label=path.name, progress=True)
+    return [r["generation"] for r in rows]
 
 
 def plot_reduction(table: list[dict], path: Path) -> None:

@@ -8,7 +8,9 @@ Two backends behind one duck-typed interface (`ChatClient`):
 - `LocalHFClient`: the model's chat template and batched greedy `generate` on a local HF model.
 
 `ChatCache` stores every answer in SQLite keyed by (backend, model, messages, params), so a
-rerun costs nothing and an interrupted run resumes; `complete_many` ties it together.
+rerun costs nothing and an interrupted run resumes; for a local model the params include the
+identity of the weights its name loads, so a retrained or replaced model is asked again.
+`complete_many` ties it together.
 XRec's GPTScore and RecExplainer's rubric judge (`whyrec.eval.judge`) and the profile writer
 of XRec's data pipeline use it.
 """
@@ -216,13 +218,26 @@ class LocalHFClient:
         # generate() options break the loops without giving up determinism.
         self.repetition_penalty, self.no_repeat_ngram_size = repetition_penalty, no_repeat_ngram_size
         self._loaded = None
+        self._weights: dict | None = None
 
     def cache_params(self, max_tokens: int | None = None) -> dict:
-        # Greedy decoding: the answer depends only on the weights, dtype, length cap and anti-repeat options.
+        # Greedy decoding: the answer depends only on the weights, dtype, length cap and anti-repeat options
+        # (the weights' identity is keyed by ChatCache.key through `weights_identity`).
         params = {"max_tokens": max_tokens or self.max_tokens, "dtype": self.model_config.dtype, "greedy": True}
         if self.repetition_penalty != 1.0 or self.no_repeat_ngram_size:
             params.update(repetition_penalty=self.repetition_penalty, no_repeat_ngram_size=self.no_repeat_ngram_size)
         return params
+
+    def weights_identity(self) -> dict:
+        """What `model_config` loads (see `whyrec.identity.model_identity`), computed once per client.
+
+        `self.model` is only a name: the weights behind it (a local folder retrained or replaced in
+        place, another GGUF file) must key the cache too, or they would get another model's answers."""
+        if self._weights is None:
+            from whyrec.identity import model_identity
+
+            self._weights = model_identity(self.model_config.name_or_path, self.model_config.gguf_file)
+        return self._weights
 
     def _load(self):
         if self._loaded is None:
@@ -291,7 +306,8 @@ def _apply_template(tok, messages: Messages) -> str:
 
 
 class ChatCache:
-    """Answers in an SQLite file, keyed by sha256 of (backend, model, messages, params); thread-safe."""
+    """Answers in an SQLite file, keyed by sha256 of (backend, model, messages, params[, local weights
+    identity]); thread-safe."""
 
     def __init__(self, path: str | os.PathLike | None = None):
         self.path = Path(path) if path else cache_dir() / "chat_cache.sqlite"
@@ -311,8 +327,11 @@ class ChatCache:
 
     @staticmethod
     def key(client: ChatClient, messages: Messages, max_tokens: int | None = None) -> str:
-        blob = json.dumps([client.backend_id, client.model, messages, client.cache_params(max_tokens)],
-                          sort_keys=True, ensure_ascii=False)
+        parts = [client.backend_id, client.model, messages, client.cache_params(max_tokens)]
+        weights = getattr(client, "weights_identity", None)
+        if weights is not None:  # a local model: its weights, not only its name (a server's model is its name)
+            parts.append(weights())
+        blob = json.dumps(parts, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def get_many(self, keys: Sequence[str]) -> dict[str, str]:
