@@ -8,6 +8,7 @@ otherwise from the batcher, which writes them to the cache as soon as they are g
 from __future__ import annotations
 
 import asyncio
+import re
 from contextlib import asynccontextmanager
 from importlib.resources import files
 from typing import Annotated
@@ -41,6 +42,29 @@ class ColdStartRequest(BaseModel):
     explain: bool = False
 
 
+# An absolute POSIX or Windows path: a whole string, inside parentheses (may hold spaces, as in
+# dataset_label's "ml-100k (/data/x)"), or a word elsewhere (not "user/item", not a URL's "//host").
+_ROOT = r"(?:/|[A-Za-z]:[\\/])"
+_ABSOLUTE_PATH = re.compile(rf"^{_ROOT}.*$|(?<=\(){_ROOT}[^()]*(?=\))|(?<![\w:/.~-]){_ROOT}[^\s()\[\]{{}}'\",;]+",
+                            re.DOTALL)
+
+
+def _last_name(match: re.Match) -> str:
+    return re.split(r"[\\/]", match.group().rstrip("\\/"))[-1]
+
+
+def without_absolute_paths(value):
+    """`value` with every absolute path in its strings cut to the last name: /info is public, the
+    server's folder layout (user names, mount points) is not."""
+    if isinstance(value, str):
+        return _ABSOLUTE_PATH.sub(_last_name, value)
+    if isinstance(value, dict):
+        return {k: without_absolute_paths(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [without_absolute_paths(v) for v in value]
+    return value
+
+
 def create_app(model: ServedModel, cache: ExplanationCache, settings: ServeSettings | None = None) -> FastAPI:
     settings = settings or ServeSettings()
 
@@ -64,7 +88,7 @@ def create_app(model: ServedModel, cache: ExplanationCache, settings: ServeSetti
     app = FastAPI(title="whyrec", version=model.revision, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Recommendations with natural-language explanations from a whyrec explainer.")
     app.state.model, app.state.cache, app.state.batcher = model, cache, batcher
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, read_timeout_s=settings.read_timeout_s)
     install_error_handlers(app)
 
     def known_user(user: str) -> str:
@@ -133,7 +157,7 @@ def create_app(model: ServedModel, cache: ExplanationCache, settings: ServeSetti
 
     @app.get("/info", summary="model: method, backbone, dataset, training config")
     def info():
-        return model.info()
+        return without_absolute_paths(model.info())
 
     @app.get("/users", summary="search users by id or profile text")
     def users(q: Annotated[str, Query(max_length=200)] = "", limit: Annotated[int, Query(ge=1, le=100)] = 20):

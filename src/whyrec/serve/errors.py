@@ -67,27 +67,41 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 class BodyLimit:
-    """ASGI middleware: refuse request bodies over `max_bytes` with 413 before the app parses them."""
+    """ASGI middleware: read the whole body within `read_timeout_s` and at most `max_bytes`, before the app.
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    Too large: 413. Not all there in time (a client that declared more bytes than it sends would
+    otherwise hold the connection open forever; uvicorn has no body timeout): 408. Both close the
+    connection, so the rest of the body is never read.
+    """
+
+    def __init__(self, app, max_bytes: int, read_timeout_s: float = 10.0):
+        self.app, self.max_bytes, self.read_timeout_s = app, max_bytes, read_timeout_s
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            return await self._refuse(send, f"request body over {self.max_bytes} bytes")
+        if declared is not None and not declared.strip().isdigit():  # h11 refuses these before us; httptools may not
+            return await _refuse(send, 400, f"Content-Length {declared[:20].decode('latin-1')!r} is not a number of bytes")
+        if declared is not None and int(declared) > self.max_bytes:
+            return await _refuse(send, 413, f"request body over {self.max_bytes} bytes")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.read_timeout_s
         chunks, size, more = [], 0, True
         while more:  # chunked uploads declare no length: count what actually arrives
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0))
+            except asyncio.TimeoutError:
+                expected = f"of {int(declared)} " if declared is not None else ""
+                return await _refuse(send, 408, f"request body not received within {self.read_timeout_s:g} s "
+                                                f"(got {size} {expected}bytes); send the whole body at once")
             if message["type"] != "http.request":
                 return
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             more = message.get("more_body", False)
             if size > self.max_bytes:
-                return await self._refuse(send, f"request body over {self.max_bytes} bytes")
+                return await _refuse(send, 413, f"request body over {self.max_bytes} bytes")
         body, sent = b"".join(chunks), False
 
         async def replay():
@@ -99,9 +113,16 @@ class BodyLimit:
 
         return await self.app(scope, replay, send)
 
-    @staticmethod
-    async def _refuse(send, detail: str):
-        data = json.dumps({"detail": detail}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
-        await send({"type": "http.response.body", "body": data})
+
+def json_error_bytes(status: int, detail: str) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """Headers and body of a `{"detail": ...}` error that closes the connection (the shape of every 4xx)."""
+    data = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+               (b"connection", b"close")]
+    return headers, data
+
+
+async def _refuse(send, status: int, detail: str) -> None:
+    headers, data = json_error_bytes(status, detail)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": data})

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, fields
+
+from whyrec.utils import WhyrecError
 
 
 @dataclass
@@ -17,3 +20,30 @@ class ServeSettings:
     """Per-request limit on waiting for an explanation (504 after it; generation goes on and is cached)."""
     max_body_bytes: int = 65536
     """Larger request bodies get 413 before parsing."""
+    read_timeout_s: float = 10.0
+    """Time a client has to send a request's headers, and again its body; slower ones get 408 and are closed."""
+    max_connections: int = 512
+    """Open connections at most (below the usual 1024 file limit); more get 503 and are closed at once."""
+    keep_alive_s: float = 5.0
+    """How long an idle connection stays open between requests."""
+
+    def __post_init__(self) -> None:
+        # Every limit is a count or a duration: zero, negative, NaN or a bool would disable it silently.
+        # max_wait_ms alone may be 0 (no waiting for more requests is a valid batching choice).
+        for field in fields(self):
+            name, value = field.name, getattr(self, field.name)
+            integral = field.type in ("int", int)
+            ok_type = not isinstance(value, bool) and isinstance(value, int if integral else int | float)
+            low = 0 if name == "max_wait_ms" else math.ulp(0)
+            if not ok_type or not (math.isfinite(value) and value >= low):
+                unit = "milliseconds" if name.endswith("_ms") else "seconds"
+                sign = "non-negative" if name == "max_wait_ms" else "positive"
+                kind = f"a {sign} integer" if integral else f"a {sign} number of {unit}"
+                raise WhyrecError(f"--{name} must be {kind}, got {value!r}")
+
+
+def check_port(port: object) -> int:
+    """`port` as a TCP port (0: any free one), or a one-line error (socket.bind raises OverflowError for -1)."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise WhyrecError(f"--port must be a TCP port from 1 to 65535 (or 0 for any free port), got {port!r}")
+    return port
