@@ -107,7 +107,7 @@ def duplicate_rows(frame: pd.DataFrame) -> np.ndarray:
     missing time counts as oldest), ties and untimed data keeping the last row in the file."""
     keys, position = _pair_keys(frame), np.arange(len(frame))
     if S.TIMESTAMP in frame:
-        when = frame[S.TIMESTAMP].rank(method="dense", na_option="top").to_numpy(np.float64)
+        when = pd.factorize(frame[S.TIMESTAMP], sort=True)[0]  # exact order even for ns times; missing: -1
         order = np.lexsort((position, when, keys))
     else:
         order = np.lexsort((position, keys))
@@ -122,8 +122,16 @@ def pairs_in_several_splits(frame: pd.DataFrame) -> np.ndarray:
     """Mask of the rows whose (user, item) pair also has a row in another split."""
     if S.SPLIT not in frame or len(frame) == 0:
         return np.zeros(len(frame), bool)
-    groups = pd.DataFrame({"pair": _pair_keys(frame), "split": pd.factorize(frame[S.SPLIT])[0]})
-    return (groups.groupby("pair")["split"].transform("nunique") > 1).to_numpy()
+    keys, split = _pair_keys(frame), pd.factorize(frame[S.SPLIT])[0]
+    order = np.lexsort((split, keys))
+    keys, split = keys[order], split[order]
+    # sorted by pair then split: a pair spans splits iff its first and last split differ
+    starts = np.r_[True, keys[1:] != keys[:-1]]
+    group = np.cumsum(starts) - 1
+    first, last = split[starts], split[np.r_[starts[1:], True]]
+    several = np.zeros(len(frame), bool)
+    several[order] = (first != last)[group]
+    return several
 
 
 def _overlap_example(frame: pd.DataFrame, mask: np.ndarray) -> str:
