@@ -125,6 +125,31 @@ def test_headers_that_never_end_get_408_and_are_closed(address):
     assert waited < READ_TIMEOUT + 3, f"closed after {waited:.1f} s"
 
 
+def test_dripped_headers_do_not_extend_the_deadline(address):
+    conn = _connect(address, b"GET /health HTTP/1.1\r\n")
+    started = time.monotonic()
+    try:
+        for _ in range(20):  # one byte every 0.2 s would keep a per-read timeout alive forever
+            time.sleep(0.2)
+            conn.sendall(b"X")
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    raw, _ = _read_until_closed(conn)
+    conn.close()
+    assert time.monotonic() - started < READ_TIMEOUT + 1.5
+    assert raw == b"" or _status_and_json(raw)[0] == 408
+
+
+def test_stalled_chunked_body_gets_408(address):
+    conn = _connect(address, b"POST /explain HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             b"5\r\n{\"use\r\n")
+    raw, waited = _read_until_closed(conn)
+    conn.close()
+    status, body = _status_and_json(raw)
+    assert status == 408 and "got 5 bytes" in body["detail"], body
+    assert waited < READ_TIMEOUT + 3
+
+
 def test_a_silent_connection_is_closed(address):
     conn = _connect(address)
     _, waited = _read_until_closed(conn)
