@@ -399,9 +399,9 @@ def evaluate(out: str, predictions: str | None = None, references: str | None = 
         overwrite: replace --out if it holds anything else (rebuilt beside it, then renamed into place); without
             it, a folder holding another evaluation (other inputs or settings) is refused, naming what differs.
     """
+    args = {k: v for k, v in locals().items() if k not in ("out", "overwrite")}
     from whyrec.outputs import output_folder
 
-    args = {k: v for k, v in locals().items() if k not in ("out", "overwrite")}
     with output_folder(out, "evaluation", _evaluation_fingerprint(args), overwrite=overwrite) as work:
         _evaluate(str(work), **args)
 
