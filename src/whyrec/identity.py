@@ -49,17 +49,22 @@ def _files(path: Path) -> list[tuple[str, Path]]:
 def run_identity(folder: str | os.PathLike) -> dict:
     """A trained run folder: its files and the base model its config.json names (adapters and
     prompts are trained on top of weights that live elsewhere)."""
+    ident: dict = {"files": tree_identity(folder)}
+    base = base_model_identity(folder)
+    return {**ident, "base_model": base} if base is not None else ident
+
+
+def base_model_identity(folder: str | os.PathLike) -> dict | None:
+    """`model_identity` of the model a run folder's config.json names under "model", else None."""
     import json
 
-    folder = Path(folder)
-    ident: dict = {"files": tree_identity(folder)}
     try:
-        model = json.loads((folder / "config.json").read_text()).get("model")
+        model = json.loads((Path(folder) / "config.json").read_text()).get("model")
     except (OSError, ValueError, AttributeError):
-        model = None
-    if isinstance(model, dict) and isinstance(model.get("name_or_path"), str):
-        ident["base_model"] = model_identity(model["name_or_path"], model.get("gguf_file"))
-    return ident
+        return None
+    if not isinstance(model, dict) or not isinstance(model.get("name_or_path"), str):
+        return None
+    return model_identity(model["name_or_path"], model.get("gguf_file"))
 
 
 def model_identity(name_or_path: str, gguf_file: str | None = None) -> dict:

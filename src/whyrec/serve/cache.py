@@ -1,9 +1,10 @@
 """Explanations cached per (user, item, model revision) in SQLite, so a restart keeps them.
 
 Generating one explanation costs seconds of CPU; looking one up costs microseconds. The
-revision (a hash of the weights, the config and the decoding settings) is part of the key, so
-a retrained model or other `--generation.*` settings never serve stale text, and several
-models can share one file.
+revision (`whyrec.serve.model.revision`: a hash of the run folder's trained weights, config and
+catalog files plus the decoding settings) is part of the key and of every lookup, so a
+retrained run or other `--generation.*` settings never serve stale text, and several models
+can share one file.
 """
 
 from __future__ import annotations
