@@ -18,9 +18,12 @@ class Run:
 
     def __init__(self, path: str | Path, device: str = "auto"):
         from whyrec.explainer import load_explainer
+        from whyrec.serve.validate import check_run, weights_fit
 
         self.path = Path(path)
-        self.explainer = load_explainer(str(path), device=device)
+        folder = check_run(path)  # a damaged folder is one clear error, not a traceback from deep in torch
+        with weights_fit(folder):
+            self.explainer = load_explainer(str(path), device=device)
 
     @property
     def encoder(self):

@@ -35,9 +35,9 @@ class UsageError(Exception):
 class ConfigValueError(Exception):
     """A config dataclass refused its values in `__post_init__` (e.g. "lr must be > 0 (got -1.0)")."""
 
-    def __init__(self, cls: type, message: str):
+    def __init__(self, cls: type, message: str, field: str | None = None):
         super().__init__(message)
-        self.cls, self.message = cls, message
+        self.cls, self.message, self.field = cls, message, field
 
 
 def parser_class() -> type:
@@ -63,8 +63,8 @@ def _build(cls: type, *args, **kwargs):
 
     try:
         return cls(*args, **kwargs)
-    except (ValueError, WhyrecError) as e:
-        raise ConfigValueError(cls, str(e)) from e
+    except (ValueError, WhyrecError) as e:  # config.ConfigError says which class and field it means
+        raise ConfigValueError(getattr(e, "config", cls), str(e), getattr(e, "field", None)) from e
 
 
 # ------------------------------------------------------------------ which command, which options
@@ -316,7 +316,8 @@ def config_value_line(err: ConfigValueError, inv: Invocation) -> str:
         return _one_line(err.message)
     names = [f.name for f in dataclasses.fields(err.cls)]
     hits = sorted((m.start(), n) for n in names if (m := re.search(rf"\b{re.escape(n)}\b", err.message)))
-    option = f"{groups[0]}.{hits[0][1]}" if hits else groups[0]
+    field = err.field if err.field in names else hits[0][1] if hits else None
+    option = f"{groups[0]}.{field}" if field else groups[0]
     file = None if inv.given(option) else inv.file_with_key(option)
     source = f" (key '{option}' in config file {file})" if file else ""
     return f"--{option}{source}: {_one_line(err.message)}"

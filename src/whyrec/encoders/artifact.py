@@ -17,7 +17,7 @@ import scipy.sparse as sp
 import torch
 
 from whyrec.config import LightGCNConfig
-from whyrec.utils import WhyrecError, atomic_path, read_json, write_json, write_text
+from whyrec.utils import WhyrecError, atomic_path, write_json, write_text
 
 FILES = ("config.json", "model.safetensors", "user2idx.json", "item2idx.json")
 TENSORS = ("user_emb", "item_emb", "train_indptr", "train_indices")
@@ -128,16 +128,16 @@ RETRAIN = "re-run `whyrec train encoder`"
 
 def _read_folder(path: str | Path, required: tuple[str, ...] = TENSORS) -> tuple[dict, dict, dict, dict]:
     """(config, tensors, user2idx, item2idx) of a folder, checked; WhyrecError says what is wrong."""
-    path = Path(path)
-    if not path.is_dir():
-        raise WhyrecError(f"encoder folder {path} not found; train one with `whyrec train encoder`")
+    from whyrec.serve.validate import check_weights, existing_folder, read_config, read_json_file
+
+    path = existing_folder(path, "encoder folder")
     missing = [f for f in FILES if not (path / f).is_file()]
     if missing:
         raise WhyrecError(f"encoder folder {path} is missing {', '.join(missing)}; {RETRAIN}")
-    config = read_json(path / "config.json")
-    kind = config.get("encoder") if isinstance(config, dict) else config
-    if kind != "lightgcn":
-        raise WhyrecError(f"{path / 'config.json'}: expected \"encoder\": \"lightgcn\", got {kind!r}")
+    config = read_config(path / "config.json", RETRAIN)
+    if config.get("encoder") != "lightgcn":
+        raise WhyrecError(f"{path / 'config.json'}: expected \"encoder\": \"lightgcn\", got {config.get('encoder')!r}")
+    check_weights(path / "model.safetensors", RETRAIN)  # truncated or not safetensors: named, before loading
     try:
         from safetensors.torch import load_file
 
@@ -147,7 +147,7 @@ def _read_folder(path: str | Path, required: tuple[str, ...] = TENSORS) -> tuple
     absent = [k for k in required if k not in tensors]
     if absent:
         raise WhyrecError(f"{path / 'model.safetensors'} lacks tensor(s) {', '.join(absent)}; {RETRAIN}")
-    user2idx, item2idx = read_json(path / "user2idx.json"), read_json(path / "item2idx.json")
+    user2idx, item2idx = (read_json_file(path / f"{kind}2idx.json", RETRAIN) for kind in ("user", "item"))
     _check_shapes(path, config, tensors, user2idx, item2idx)
     return config, tensors, user2idx, item2idx
 
@@ -161,13 +161,19 @@ def _check_shapes(path: Path, config: dict, tensors: dict, user2idx: dict, item2
                 "user_ego": (n_users, dim), "item_ego": (n_items, dim)}
     for name, shape in expected.items():
         if name in tensors and tuple(tensors[name].shape) != shape:
-            raise WhyrecError(f"{path}: {name} has shape {tuple(tensors[name].shape)}, config.json says {shape}")
+            raise WhyrecError(f"{path}: {name} has shape {tuple(tensors[name].shape)}, config.json says {shape}; "
+                              f"{RETRAIN}")
     indptr, indices = tensors["train_indptr"], tensors["train_indices"]
-    if int(indptr[-1]) != len(indices) or (len(indices) and int(indices.max()) >= n_items):
+    if (int(indptr[-1]) != len(indices) or (len(indices) and int(indices.max()) >= n_items)
+            or bool((indptr[1:] < indptr[:-1]).any()) or (len(indices) and int(indices.min()) < 0)):
         raise WhyrecError(f"{path}: train_indptr/train_indices do not form a [{n_users}, {n_items}] matrix; {RETRAIN}")
-    if len(user2idx) != n_users or len(item2idx) != n_items:
-        raise WhyrecError(f"{path}: id maps have {len(user2idx)} users / {len(item2idx)} items, "
-                          f"config.json says {n_users} / {n_items}")
+    for kind, mapping, n in (("user", user2idx, n_users), ("item", item2idx, n_items)):
+        rows = list(mapping.values()) if isinstance(mapping, dict) else [None]
+        if not all(type(r) is int for r in rows) or sorted(rows) != list(range(n)):
+            size = len(mapping) if isinstance(mapping, (dict, list)) else 0
+            raise WhyrecError(f"{path / f'{kind}2idx.json'} does not map {kind} ids onto rows 0..{n - 1} "
+                              f"({size} entries; config.json says {n}); the id map and model.safetensors "
+                              f"come from different trainings: {RETRAIN}")
 
 
 def _train_csr(config: dict, tensors: dict) -> sp.csr_matrix:

@@ -108,13 +108,21 @@ def compiled_decoder_layers(model, dynamic: bool = True):
 def _from_hf_dir(path: Path, dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from whyrec.serve.validate import check_weights
+
     if not (path / "config.json").exists():
         raise WhyrecError(f"{path} has no config.json; point --model.name_or_path at a HF model folder")
+    fix = "copy the model folder again (or re-train the run that wrote it)"
+    for weights in sorted(path.glob("*.safetensors")):
+        check_weights(weights, fix)  # truncated / not safetensors: named here, not deep in transformers
     try:
         tok = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    except (OSError, ValueError) as e:
-        raise WhyrecError(f"cannot load model from {path}: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # noqa: BLE001 - whatever transformers raises, the folder's files are at fault
+        reason = " ".join(str(e).split())[:240].rstrip(".") or type(e).__name__
+        if "ignore_mismatched_sizes" in reason:
+            reason = "its weights have other shapes than its config.json says"
+        raise WhyrecError(f"cannot load model from {path}: {reason}; {fix}") from e
     return model, tok
 
 

@@ -130,8 +130,10 @@ def load_recalpaca(path: str | Path | None, device: str = "auto",
     if path is None:
         model, tok = load_model(ModelConfig(**{**asdict(base_model or ModelConfig()), "device": device}))
         return RecAlpaca(model, tok)
-    path = Path(path)
-    cfg = read_json(path / "config.json")
+    from whyrec.serve.validate import check_run, read_config, weights_fit
+
+    path = check_run(path)  # missing folder, broken config.json or corrupt weights: one named error
+    cfg = read_config(path / "config.json")
     if cfg.get("method") != METHOD or not (path / "adapter_model.safetensors").is_file():
         raise WhyrecError(f"{path} is not a finished RecAlpaca run "
                           "(config.json with method 'recalpaca' + adapter files)")
@@ -140,7 +142,8 @@ def load_recalpaca(path: str | Path | None, device: str = "auto",
     model, tok = load_model(ModelConfig(**{**asdict(base), "device": device}))
     from peft import PeftModel
 
-    model = PeftModel.from_pretrained(model, str(path))
+    with weights_fit(path):
+        model = PeftModel.from_pretrained(model, str(path))
     model.eval()
     return RecAlpaca(model, tok)
 

@@ -247,27 +247,26 @@ def _load_target(path, device: str = "cpu"):
 
 def load_recexplainer(path, device: str = "auto") -> RecExplainer:
     """Rebuild a trained RecExplainer from its folder alone (adapter, connectors, target copy)."""
-    from pathlib import Path
-
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
     from whyrec.config import ModelConfig
     from whyrec.llm.load import load_model
-    from whyrec.utils import read_json
+    from whyrec.serve.validate import check_run, read_config, weights_fit
 
-    path = Path(path)
-    if not (path / "config.json").is_file() or read_json(path / "config.json").get("method") != METHOD:
+    path = check_run(path)  # missing folder, broken config.json or corrupt weights: one named error
+    if not (path / "config.json").is_file() or read_config(path / "config.json").get("method") != METHOD:
         raise WhyrecError(f"{path} is not a RecExplainer folder (no config.json with method {METHOD!r})")
-    meta = read_json(path / "config.json")
+    meta = read_config(path / "config.json")
     model = ModelConfig(**meta["base_model"])
     model.device = device if device != "auto" else model.device
     cfg = RecExplainerConfig(**meta["config"])
     llm, tok = load_model(model)
-    module = RecExplainer(llm, tok, _load_target(path / meta["target"], str(llm.device)), cfg)
-    if cfg.lora.enabled:
-        set_peft_model_state_dict(module.llm, load_file(str(path / "adapter_model.safetensors")))
-    missing = module.load_state_dict(load_file(str(path / "connectors.safetensors")), strict=False)
+    with weights_fit(path):
+        module = RecExplainer(llm, tok, _load_target(path / meta["target"], str(llm.device)), cfg)
+        if cfg.lora.enabled:
+            set_peft_model_state_dict(module.llm, load_file(str(path / "adapter_model.safetensors")))
+        missing = module.load_state_dict(load_file(str(path / "connectors.safetensors")), strict=False)
     if missing.unexpected_keys:
         raise WhyrecError(f"{path}/connectors.safetensors does not match its config ({missing.unexpected_keys[0]})")
     return module.eval()

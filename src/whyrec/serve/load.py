@@ -19,6 +19,9 @@ ADAPTERS = {  # method -> "module:class" in whyrec.serve
 
 def load_served(folder: Path, device: str = "auto", generation: GenerationConfig | None = None):
     """The adapter for a folder `validate.check_artifact` accepted (so the method is one of ADAPTERS)."""
+    from whyrec.serve.validate import weights_fit
+
     method = json.loads((folder / "config.json").read_text()).get("method")
     module, cls = ADAPTERS[method].split(":")
-    return getattr(import_module(f"whyrec.serve.{module}"), cls)(folder, device=device, generation=generation)
+    with weights_fit(folder):  # headers were checked; tensors of the wrong shape only show when loading
+        return getattr(import_module(f"whyrec.serve.{module}"), cls)(folder, device=device, generation=generation)
