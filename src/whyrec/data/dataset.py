@@ -255,3 +255,107 @@ def _keep_rows(ds: RecDataset, keep: np.ndarray) -> None:
             setattr(ds, table, frame[~frame[col].isin(blank)].reset_index(drop=True))
             kept = sorted((k for k in id2idx if k not in blank), key=id2idx.get)
             setattr(ds, "user2idx" if col == S.USER else "item2idx", {k: n for n, k in enumerate(kept)})
+
+
+# ---------------------------------------------------------------- streaming (user, item) indices
+@dataclass
+class IndexedPairs:
+    """Integer (user_idx, item_idx) pairs per split, read column-wise by `read_index_pairs`."""
+
+    pairs: dict[str, tuple[np.ndarray, np.ndarray]]  # split -> (users, items), file order
+    user2idx: dict[str, int]
+    item2idx: dict[str, int]
+    split_counts: dict[str, int]  # rows per split value, before the rating filter
+
+
+class _IdLookup:
+    """Vectorised raw id -> index through the saved map: arrow's hash lookup, no Python per row."""
+
+    def __init__(self, id2idx: dict[str, int], what: str):
+        import pyarrow as pa
+
+        self.what, self.n = what, len(id2idx)
+        self.keys = pa.array(list(id2idx), pa.large_string())  # dict order
+        values = np.fromiter(id2idx.values(), np.int64, count=self.n)
+        self.values = None if np.array_equal(values, np.arange(self.n)) else values  # None: position == index
+        self.dtype = np.int32 if self.n < 2**31 else np.int64
+
+    def __call__(self, column) -> np.ndarray:
+        import pyarrow.compute as pc
+
+        if column.null_count:
+            raise WhyrecError(f"interactions: empty {self.what} ids in {column.null_count} rows; drop or fill them")
+        pos = pc.index_in(pc.cast(column, "large_string"), value_set=self.keys)
+        if pos.null_count:
+            raise WhyrecError("interactions reference ids missing from user2idx/item2idx; rebuild the dataset")
+        pos = pos.to_numpy()
+        return (pos if self.values is None else self.values[pos]).astype(self.dtype, copy=False)
+
+
+def read_index_pairs(path: str | Path, min_rating: float | None = None, batch_rows: int = 1 << 20) -> IndexedPairs:
+    """The (user_idx, item_idx) pairs of each split of a dataset folder, streamed from Parquet.
+
+    Reads only the user, item, split (and rating) columns of interactions.parquet, `batch_rows`
+    rows at a time, and maps ids to the saved `user2idx`/`item2idx` indices with arrow's
+    vectorised hash lookup, so memory is bounded by the integer arrays, not by a DataFrame of
+    strings. Same pairs, in the same order, as `index_pairs(split(name))` after `load` (rows
+    with `rating < min_rating`, or no rating, dropped when `min_rating` is set).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    path = check_folder(path)
+    try:
+        parquet = pq.ParquetFile(path / "interactions.parquet")
+        names = parquet.schema_arrow.names
+    except Exception as e:  # pyarrow raises several types for corrupt files
+        raise WhyrecError(f"{path}: cannot read Parquet ({type(e).__name__}: {e}); re-run `whyrec data prepare`") from None
+    missing = [c for c in S.INTERACTION_REQUIRED if c not in names]
+    if missing:
+        raise WhyrecError(f"interactions: missing column(s) {', '.join(missing)} (have: {', '.join(names)}); "
+                          "map yours with --user_col/--item_col")
+    user2idx, item2idx = read_json(path / "user2idx.json"), read_json(path / "item2idx.json")
+    id_types = [parquet.schema_arrow.field(c).type for c in S.INTERACTION_REQUIRED]
+    id_types = [t.value_type if pa.types.is_dictionary(t) else t for t in id_types]
+    if not (user2idx and item2idx) or not all(pa.types.is_string(t) or pa.types.is_large_string(t)
+                                              or pa.types.is_integer(t) for t in id_types):
+        return _pairs_from_frame(path, min_rating)  # maps to derive or ids whose str() arrow can't mimic
+    if S.SPLIT not in names:
+        raise WhyrecError("dataset has no split column; run `whyrec data prepare` with --split")
+    if min_rating is not None and S.RATING not in names:
+        raise WhyrecError(f"min_rating={min_rating} but {path} has no '{S.RATING}' column")
+
+    users, items = _IdLookup(user2idx, "user"), _IdLookup(item2idx, "item")
+    columns = [S.USER, S.ITEM, S.SPLIT] + ([S.RATING] if min_rating is not None else [])
+    chunks: dict[str, list] = {name: [] for name in S.SPLITS}
+    counts: dict[str, int] = {}
+    rows = 0
+    for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
+        u, i, split = users(batch.column(S.USER)), items(batch.column(S.ITEM)), batch.column(S.SPLIT)
+        rows += batch.num_rows
+        for row in pc.value_counts(split).to_pylist():
+            if row["values"] is not None:
+                counts[row["values"]] = counts.get(row["values"], 0) + row["counts"]
+        keep = pc.greater_equal(batch.column(S.RATING), min_rating) if min_rating is not None else None
+        for name in S.SPLITS:
+            mask = pc.equal(split, name) if keep is None else pc.and_kleene(pc.equal(split, name), keep)
+            mask = pc.fill_null(mask, False).to_numpy(zero_copy_only=False)
+            chunks[name].append((u[mask], i[mask]))
+    if rows == 0:
+        raise WhyrecError("interactions: no interactions")
+    pairs = {name: tuple(np.concatenate([c[k] for c in parts]) if parts else np.zeros(0, users.dtype)
+                         for k in (0, 1)) for name, parts in chunks.items()}
+    return IndexedPairs(pairs, user2idx, item2idx, counts)
+
+
+def _pairs_from_frame(path: Path, min_rating: float | None) -> IndexedPairs:
+    """The in-memory path (RecDataset.load + index_pairs), for folders the streaming reader can't map."""
+    ds = RecDataset.load(path)
+    frames = {name: ds.split(name) for name in S.SPLITS}  # raises without a split column
+    if min_rating is not None:
+        if S.RATING not in ds.interactions:
+            raise WhyrecError(f"min_rating={min_rating} but {path} has no '{S.RATING}' column")
+        frames = {k: f[f[S.RATING] >= min_rating] for k, f in frames.items()}
+    pairs = {k: ds.index_pairs(f) for k, f in frames.items()}
+    return IndexedPairs(pairs, ds.user2idx, ds.item2idx, ds.summary()["splits"])
