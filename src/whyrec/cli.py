@@ -502,7 +502,7 @@ def benchmark_explain(data: str, out: str, methods: str = "all", encoder: str | 
                       generation: GenerationConfig = GenerationConfig(max_new_tokens=80), split: str = "test",
                       max_pairs: int | None = 200, seed: int = 0, smooth: bool = False, bertscore: bool = False,
                       device: str = "auto", vae: str | None = None, vae_config: VaeGmmConfig = VaeGmmConfig(),
-                      gavamoe: GaVaMoEConfig = GaVaMoEConfig(), groups: bool = True):
+                      gavamoe: GaVaMoEConfig = GaVaMoEConfig(), groups: bool = True, overwrite: bool = False):
     """Head-to-head: every explanation method on the same pairs of one dataset, one comparison table.
 
     Writes out/comparison.md and out/comparison.json (+ predictions/ and methods/ folders). Re-running
@@ -526,6 +526,7 @@ def benchmark_explain(data: str, out: str, methods: str = "all", encoder: str | 
         device: auto, cpu or cuda.
         groups: also score every system by user-activity quintile and zero-shot users
             (out/by_activity.md and .png): the sparse-user robustness check.
+        overwrite: replace --out if another command made it (rebuilt beside it, then renamed into place).
     """
     from whyrec.benchmark import EXPLANATION_METHODS
     from whyrec.benchmark import benchmark_explain as _bench
@@ -535,7 +536,7 @@ def benchmark_explain(data: str, out: str, methods: str = "all", encoder: str | 
                     external=_split_specs(external), model=model, xrec=xrec, pepler=pepler, train=train,
                     lightgcn=lightgcn, generation=generation, split=split, max_pairs=max_pairs, seed=seed,
                     smooth=smooth, bertscore=bertscore, device=device, vae=vae, vae_config=vae_config,
-                    gavamoe=gavamoe, groups=groups)
+                    gavamoe=gavamoe, groups=groups, overwrite=overwrite)
     print((Path(out) / "comparison.md").read_text(), end="")
     if (Path(out) / "by_activity.md").exists():
         print("\nBy user activity:\n" + (Path(out) / "by_activity.md").read_text(), end="")
