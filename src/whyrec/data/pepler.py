@@ -14,10 +14,10 @@ sentence, `feature` = its feature, plus `opinion` (the adjective), `sentiment` a
 (the raw `text`, when present); `split` comes from the chosen fold. Rows keep the order of
 `reviews.pickle`; records that no index file of the fold lists are dropped (and counted).
 
-Reading uses `safe_load_pickle`, a restricted unpickler: a pickle that needs anything beyond
-builtins, numpy or pandas is refused, so loading a downloaded folder runs no code. Writing a
-pickle is the format's requirement; the ones written here hold only builtin types (a list
-of dicts of str, float, int and tuples), which any unpickler reads without imports.
+Reading uses `load_plain_pickle`: a pickle that names any class or function at all is
+refused, so loading a downloaded folder runs no code. Writing a pickle is the format's
+requirement; the ones written here hold only builtin types (a list of dicts of str, float,
+int and tuples), which any unpickler reads without imports.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import pandas as pd
 
 from whyrec.data import schema as S
 from whyrec.data.dataset import RecDataset
-from whyrec.data.safe_pickle import safe_load_pickle
+from whyrec.data.safe_pickle import builtins_hint, load_plain_pickle
 from whyrec.data.splits import has_valid_split, random_split, sample_users
 from whyrec.utils import WhyrecError, atomic_path, write_text
 
@@ -70,12 +70,12 @@ def _check_record(i: int, record, where: Path) -> None:
 
 
 def read_reviews(path: str | Path) -> list[dict]:
-    """The checked record list of a `reviews.pickle` (restricted unpickling: no code runs).
+    """The checked record list of a `reviews.pickle` (builtin types only: no code runs).
 
     Record numbers in errors count from 0, like the positions in the index files.
     """
     path = Path(path)
-    records = safe_load_pickle(path)
+    records = load_plain_pickle(path, hint=builtins_hint(path))
     if not isinstance(records, list | tuple):
         raise WhyrecError(f"{path}: expected a list of review dicts, got {type(records).__name__}")
     if not records:

@@ -23,13 +23,19 @@ import pandas as pd
 
 from whyrec.data import schema as S
 from whyrec.data.dataset import RecDataset
-from whyrec.data.safe_pickle import safe_load_pickle
+from whyrec.data.safe_pickle import builtins_hint, load_plain_pickle, safe_load_pickle
 from whyrec.data.splits import sample_users
 from whyrec.utils import WhyrecError
 
 RECORD_COLUMNS = ("uid", "iid", "title", "user_summary", "item_summary", "explanation")
 RECORD_FILES = {S.TRAIN: "trn", S.VALID: "val", S.TEST: "tst"}
 TEXT_COLUMNS = (S.USER, S.ITEM, S.EXPLANATION, S.SPLIT)
+
+
+def records_hint(path: Path) -> str:
+    """How to turn a refused records pickle into one whyrec reads (a list of plain dicts)."""
+    return ("if you trust the file, rewrite it as plain records in a trusted Python: python -c \"import pickle, "
+            f"pandas as pd; pickle.dump(pd.read_pickle('{path}').to_dict('records'), open('{path}', 'wb'))\"")
 
 
 def xrec_records(path: str | Path, required: tuple[str, ...] = RECORD_COLUMNS) -> pd.DataFrame:
@@ -41,7 +47,7 @@ def xrec_records(path: str | Path, required: tuple[str, ...] = RECORD_COLUMNS) -
     path = Path(path)
     if path.is_dir():
         path = path / "tst.pkl"
-    data = safe_load_pickle(path)
+    data = safe_load_pickle(path, hint=records_hint(path))
     if isinstance(data, list) and all(isinstance(r, dict) for r in data):
         data = pd.DataFrame.from_records(data)
     if not isinstance(data, pd.DataFrame):
@@ -58,7 +64,7 @@ def xrec_records(path: str | Path, required: tuple[str, ...] = RECORD_COLUMNS) -
 def _para_dict(path: Path) -> dict | None:
     if not path.exists():
         return None
-    para = safe_load_pickle(path)
+    para = load_plain_pickle(path, hint=builtins_hint(path))  # only lists, dicts and ints: no globals at all
     keys = ("trn_user_nb", "user_num", "item_num")
     if not isinstance(para, dict) or any(k not in para for k in keys):
         have = ", ".join(map(str, para)) if isinstance(para, dict) else type(para).__name__

@@ -2,8 +2,8 @@
 
 One text per row, in order: plain text (one per line), JSON lines / a JSON list, CSV/TSV,
 Parquet, or a pickle (XRec ships `tst_pred.pkl` / `tst_ref.pkl` as pickled lists of
-strings). Pickles go through `safe_load_pickle`, which refuses anything but
-pandas/numpy/builtin objects. Every failure is one line naming the file and the fix.
+strings). Pickles go through `safe_load_pickle`, which runs no code from the file and refuses
+anything but pandas/numpy/builtin objects. Every failure is one line naming the file and the fix.
 Empty strings are kept: a model may generate nothing, and that must count against it.
 
 Two PEPLER formats are recognised by name, so `whyrec evaluate` takes them as they are:
@@ -230,7 +230,8 @@ def _read_pickle(path: Path, column: str | None) -> list[str]:
 
     from whyrec.data.safe_pickle import safe_load_pickle
 
-    data = safe_load_pickle(path)
+    data = safe_load_pickle(path, hint="if you trust the file, convert it in a trusted Python to a .jsonl or "
+                            ".txt file (one text per row) and pass that instead")
     if isinstance(data, pd.DataFrame):
         return _from_frame(data, path, column)
     if isinstance(data, pd.Series):
