@@ -52,7 +52,6 @@ def cached_predictions(path: Path, key: dict, pairs: pd.DataFrame, chunk_size: i
     return [r["prediction"] for r in rows], sum(float(r.get("seconds", 0.0)) for r in rows)
 
 
-KEY_FILE = "benchmark_key.json"
 # Where a model runs and how long a run may take never change what it produces.
 UNKEYED_FIELDS = ("device", "max_minutes", "checkpoint_every")
 
@@ -91,6 +90,12 @@ def changed(old, new) -> str:
     return ", ".join(diffs[:4]) + (f" and {len(diffs) - 4} more" if len(diffs) > 4 else "")
 
 
+def key_file(final: Path) -> Path:
+    """Where the key of a trained subfolder is kept: beside it, so the folder itself stays exactly
+    what its training command wrote (serve accepts only those files)."""
+    return final.with_name(f".{final.name}.key.json")
+
+
 def trained_folder(final: Path, key: dict, train: Callable[[str], dict | None], label: str) -> dict | None:
     """Reuse `final` if it was trained under `key`; else train into a sibling keyed by `key` (so a
     killed training resumes there) and swap it in. Returns the training log."""
@@ -103,16 +108,18 @@ def trained_folder(final: Path, key: dict, train: Callable[[str], dict | None], 
         note(label, f"{final} was trained with another config or data ({why}); training it again")
     work = final.with_name(f".{final.name}.training-{digest(key, 12)}")
     log = train(str(work))
-    write_json(work / KEY_FILE, key)
+    # The old key goes first: a kill between these steps leaves no key (retrain), never a wrong one.
+    key_file(final).unlink(missing_ok=True)
     _swap(work, final)
+    write_json(key_file(final), key)
     for stale in final.parent.glob(f".{final.name}.training-*"):  # other keys' unfinished trainings
         shutil.rmtree(stale, ignore_errors=True)
     return log if log is not None else read_log(final)
 
 
-def _read_key(folder: Path):
+def _read_key(final: Path):
     try:
-        return json.loads((folder / KEY_FILE).read_text())
+        return json.loads(key_file(final).read_text())
     except (OSError, ValueError):
         return None
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import whyrec_inprocess
+from cli_contract import whyrec_inprocess
 
 USERS, ITEMS = [f"u{k}" for k in range(6)], [f"i{k}" for k in range(10)]
 WORDS = "warm tone clear strings sturdy stand cheap pedal bright sound quiet case light neck".split()
@@ -240,11 +240,12 @@ def test_a_method_the_benchmark_trains_is_retrained_when_its_config_changes(data
     assert len(trained) == 2 and "config.words (4 -> 3)" in changed.err and "training it again" in changed.err
     assert json.loads((folder / "config.json").read_text())["pepler"]["words"] == 3
     assert "trained.config.words (4 -> 3)" in changed.err  # and its predictions are generated again
-    assert not list(folder.parent.glob(".pepler-continuous.*"))  # the new folder was swapped in whole
+    leftovers = [p.name for p in folder.parent.iterdir() if p.name != ".pepler-continuous.key.json"]
+    assert leftovers == ["pepler-continuous"]  # the new folder was swapped in whole
 
 
 def test_trained_folder_resumes_a_killed_training_and_keeps_the_old_folder_until_the_swap(tmp_path, capsys):
-    from whyrec.benchmark_cache import KEY_FILE, trained_folder
+    from whyrec.benchmark_cache import key_file, trained_folder
 
     final, calls = tmp_path / "methods" / "m", []
 
@@ -260,7 +261,8 @@ def test_trained_folder_resumes_a_killed_training_and_keeps_the_old_folder_until
         return run
 
     assert trained_folder(final, {"lr": 1}, train(1), "m") == {"steps": 2}
-    assert json.loads((final / KEY_FILE).read_text()) == {"lr": 1}
+    assert json.loads(key_file(final).read_text()) == {"lr": 1} and sorted(p.name for p in final.iterdir()) == [
+        "config.json", "training_log.json"]  # the folder holds only what its training wrote
     assert trained_folder(final, {"lr": 1}, train(1), "m") == {"steps": 2} and len(calls) == 1  # reused
     with pytest.raises(KeyboardInterrupt):
         trained_folder(final, {"lr": 2}, train(2, fail=True), "m")
@@ -268,7 +270,7 @@ def test_trained_folder_resumes_a_killed_training_and_keeps_the_old_folder_until
     assert trained_folder(final, {"lr": 2}, train(2), "m") == {"steps": 2}
     assert calls[-1] == calls[-2] != calls[0]  # the killed training resumed in its own keyed folder
     assert json.loads((final / "config.json").read_text()) == {"lr": 2}
-    assert sorted(p.name for p in final.parent.iterdir()) == ["m"]
+    assert sorted(p.name for p in final.parent.iterdir()) == [".m.key.json", "m"]
     assert "lr (1 -> 2)" in capsys.readouterr().err
 
 
