@@ -110,3 +110,22 @@ class _ChatHandler(BaseHTTPRequestHandler):
 
     def log_message(self, *args):  # keep test output clean
         pass
+
+
+@pytest.fixture
+def unchanged():
+    """`with unchanged(folder, ...):` asserts every folder is byte-identical after the block."""
+    from contextlib import contextmanager
+
+    from reliability.cli_contract import (
+        snapshot,  # tests/ is on sys.path; reliability/ has the helpers
+    )
+
+    @contextmanager
+    def check(*folders):
+        before = {str(f): snapshot(Path(f)) for f in folders}
+        yield
+        for f in folders:
+            assert snapshot(Path(f)) == before[str(f)], f"{f} changed"
+
+    return check

@@ -7,10 +7,8 @@ Content-Length. Limits are 1 s and 20 connections here so the whole file takes s
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import socket
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,7 +17,7 @@ import pytest
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'whyrec[serve]')")
 pytest.importorskip("uvicorn", reason="the serve extra is not installed (pip install 'whyrec[serve]')")
-from conftest import REPO, whyrec_inprocess  # noqa: E402
+from cli_contract import whyrec_inprocess  # noqa: E402
 
 from whyrec.config import GenerationConfig  # noqa: E402
 from whyrec.serve.settings import ServeSettings  # noqa: E402
@@ -30,18 +28,8 @@ SETTINGS = ServeSettings(read_timeout_s=READ_TIMEOUT, max_connections=MAX_CONNEC
 
 
 def _serve_tiny():
-    """tests/serve_tiny.py, whose `from conftest import` means tests/conftest.py (here it is this folder's)."""
-    if "serve_tiny" in sys.modules:
-        return sys.modules["serve_tiny"]
-    spec = importlib.util.spec_from_file_location("_whyrec_tests_conftest", REPO / "tests" / "conftest.py")
-    root = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(root)
-    local = sys.modules["conftest"]
-    sys.modules["conftest"] = root
-    try:
-        import serve_tiny
-    finally:
-        sys.modules["conftest"] = local
+    import serve_tiny  # tests/serve_tiny.py: builds and serves a tiny run
+
     return serve_tiny
 
 

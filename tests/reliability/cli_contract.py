@@ -1,4 +1,4 @@
-"""Helpers for the reliability corpus: run bad input through the real CLI, check what is left.
+"""Helpers for the reliability corpus (not named conftest: tests/conftest.py owns that module name): run bad input through the real CLI, check what is left.
 
 Every case asserts the same contract: exit code 2, exactly one `whyrec: error:` line on
 stderr (no traceback), and folders that existed before the command are byte-identical after.
@@ -12,8 +12,6 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-
-import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -67,18 +65,3 @@ def snapshot(folder: Path) -> dict[str, str]:
         rel = str(p.relative_to(folder))
         snap[rel] = "<dir>" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
     return snap
-
-
-@pytest.fixture
-def unchanged():
-    """`with unchanged(folder, ...):` asserts every folder is byte-identical after the block."""
-    from contextlib import contextmanager
-
-    @contextmanager
-    def check(*folders):
-        before = {str(f): snapshot(Path(f)) for f in folders}
-        yield
-        for f in folders:
-            assert snapshot(Path(f)) == before[str(f)], f"{f} changed"
-
-    return check
