@@ -14,7 +14,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import whyrec_inprocess
+from cli_contract import whyrec_inprocess
 
 from whyrec.data import schema as S
 from whyrec.data.dataset import RecDataset
@@ -61,12 +61,16 @@ def test_bad_rating_is_refused_with_count_and_example(tmp_path, capsys, cell, sh
     assert not out.exists()
 
 
-def test_infinite_timestamp_and_empty_id_are_refused(tmp_path, capsys):
+@pytest.mark.parametrize(("cell", "shown"), [("inf", "inf"), ("1e308", "1e+308"), ("-1e19", "-1e+19")])
+def test_timestamp_beyond_int64_is_refused(tmp_path, capsys, cell, shown):
     rows = good_rows()
-    rows[3]["timestamp"] = "inf"
+    rows[3]["timestamp"] = cell
     res, out = prepare(tmp_path, capsys, rows)
-    res.assert_one_line_error("1 of 40", "infinite timestamps", "timestamp inf")
+    res.assert_one_line_error("1 of 40", "infinite or out-of-range timestamps", f"timestamp {shown}")
     assert not out.exists()
+
+
+def test_empty_id_is_refused(tmp_path, capsys):
     rows = good_rows()
     rows[5]["user"] = ""  # an empty CSV cell
     res, out = prepare(tmp_path, capsys, rows)
@@ -128,7 +132,7 @@ def test_skip_drops_and_counts_bad_rows(tmp_path):
     assert len(ds.interactions) == 34
     assert ds.summary()["cleaning"]["bad_rows_skipped"] == {
         "empty item ids": 1, "ratings NaN or missing": 1, "ratings infinite or too large for float32": 2,
-        "negative ratings": 1, "infinite timestamps": 1}
+        "negative ratings": 1, "infinite or out-of-range timestamps": 1}
     assert "" not in ds.item2idx and sorted(ds.item2idx.values()) == list(range(ds.n_items))
     ds.save(tmp_path / "OUT")
     back = RecDataset.load(tmp_path / "OUT")

@@ -171,7 +171,8 @@ def rating_scale(meta: dict) -> tuple[float, float] | None:
 def bad_rows(frame: pd.DataFrame, scale: tuple[float, float] | None) -> dict[str, np.ndarray]:
     """What rules rows out -> a boolean mask per reason: empty ids, ratings that are NaN, infinite,
     beyond float32 (1e308 would be stored as inf) or off the scale (negative without one), and
-    infinite timestamps. A missing timestamp is allowed (only leave_last_out needs one)."""
+    timestamps that are infinite or beyond int64. A missing timestamp is allowed (only
+    leave_last_out needs one)."""
     reasons = {}
     for col in (S.USER, S.ITEM):
         ids = frame[col]
@@ -186,7 +187,7 @@ def bad_rows(frame: pd.DataFrame, scale: tuple[float, float] | None) -> dict[str
         else:
             reasons["negative ratings"] = finite & (rating < 0)
     if S.TIMESTAMP in frame and not pd.api.types.is_integer_dtype(frame[S.TIMESTAMP]):
-        reasons["infinite timestamps"] = np.isinf(_floats(frame[S.TIMESTAMP]))
+        reasons["infinite or out-of-range timestamps"] = np.abs(_floats(frame[S.TIMESTAMP])) >= 2.0**63
     return {reason: mask for reason, mask in reasons.items() if mask.any()}
 
 

@@ -89,7 +89,8 @@ def _timestamps(col: pd.Series, flag: str) -> pd.Series:
     """Numbers are kept (e.g. unix seconds); date strings become unix seconds."""
     numeric = pd.to_numeric(col, errors="coerce")
     if numeric.notna().sum() == col.notna().sum():
-        return numeric.astype("Int64") if (numeric.dropna() % 1 == 0).all() else numeric
+        whole = (numeric.dropna() % 1 == 0).all() and (numeric.dropna().abs() < 2**63).all()
+        return numeric.astype("Int64") if whole else numeric  # others: ensure_split refuses or keeps them
     when = pd.to_datetime(col, errors="coerce", format="mixed")
     bad = col[when.isna() & col.notna()]
     if len(bad):
