@@ -10,7 +10,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from conftest import REPO, whyrec_inprocess
+from cli_contract import REPO, whyrec_inprocess
 
 from whyrec import cli
 from whyrec.config import (
