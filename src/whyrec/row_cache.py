@@ -17,6 +17,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Hashable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ def cached_rows(path: str | os.PathLike, key: Any, ids: Sequence[tuple[Hashable,
     todo = [c for c in chunks if c not in done]
     from tqdm.auto import tqdm
 
-    with open(path, "a", encoding="utf-8") if todo else _nothing() as f:
+    with open(path, "a", encoding="utf-8") if todo else nullcontext() as f:  # nothing to do: file untouched
         for start, stop in tqdm(todo, desc=label, unit="chunk", disable=not progress or len(todo) < 2):
             made = make_chunk(start, stop)
             if len(made) != stop - start:
@@ -110,13 +111,3 @@ def _rewrite(path: Path, key: Any, lines: list[str]) -> None:
             f.write("".join(line + "\n" for line in [header, *lines]))
             f.flush()
             os.fsync(f.fileno())
-
-
-class _nothing:
-    """A stand-in file for a run with nothing to generate (the cache file is left untouched)."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None
