@@ -153,7 +153,7 @@ def build_instructions(out: str, encoder: str | None = None, teacher=None,
         "encoder_config": fingerprint_of(encoder_config or DEFAULT_ENCODER, HARMLESS_FIELDS + ("epochs", "patience"))
         if encoder is None else None,
         "teacher": {"backend": teacher.backend_id.split(":")[0], "model": teacher.model} if teacher else None,
-        "n_paraphrases": n_paraphrases if teacher else None, "min_choices": min_choices,
+        "min_choices": min_choices,  # not n_paraphrases: the first run's pool is saved and reused
         "max_tokens": max_tokens if teacher else None}
     with output_folder(out, "instruction data", fingerprint, overwrite=overwrite) as work:
         return _build_instructions(work, encoder, teacher, exclude_test, n_candidates, max_users, seed, progress,
