@@ -360,8 +360,6 @@ def test_serve_never_answers_from_another_revisions_cache(tmp_path):
     assert second != first and ask(True) == second
 
 
-@pytest.mark.xfail(strict=True, reason="serve.model.revision() hashes the run folder only, not the base model it "
-                   "names: needs the change in serve/model.py described in issue 17 §7's report")
 def test_serve_never_answers_for_a_replaced_base_model(tmp_path):
     pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'whyrec[serve]')")
     from whyrec.config import GenerationConfig

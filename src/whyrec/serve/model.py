@@ -10,10 +10,13 @@ what recommends and what explains.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+from whyrec.identity import base_model_identity
 
 
 @dataclass(frozen=True)
@@ -35,8 +38,10 @@ class Unsupported(Exception):
 
 
 def revision(folder: Path, files: list[str], extra: str = "") -> str:
-    """Short sha256 of the files that decide the text, plus `extra` (decoding settings)."""
+    """Short sha256 of the files that decide the text, `extra` (decoding settings) and the
+    identity of the base model the run's config.json names (a replaced backbone changes texts)."""
     h = hashlib.sha256(extra.encode())
+    h.update(json.dumps(base_model_identity(folder), sort_keys=True).encode())
     for name in files:
         with open(folder / name, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
