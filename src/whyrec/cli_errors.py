@@ -334,6 +334,7 @@ _OS_FIXES = {  # what to do about it (the OS's own reason is printed before)
     errno.ENOTDIR: "a part of the path is a file, not a folder; check the path",
     errno.ENOENT: "check the path",
     errno.ENOSPC: "free some space or write somewhere else",
+    errno.EFBIG: "the file outgrew the size limit (ulimit -f) or the file system's; write somewhere else",
     errno.EDQUOT: "free some space or write somewhere else",
     errno.EROFS: "write somewhere else",
     errno.ENAMETOOLONG: "choose a shorter path",
@@ -344,16 +345,24 @@ _OS_FIXES = {  # what to do about it (the OS's own reason is printed before)
 }
 
 
+def _errno(e: OSError) -> int | None:
+    """The errno, also when a library only wrote it into the message (pyarrow: '[errno 27] File too large')."""
+    found = re.search(r"\[errno (\d+)\]", str(e), re.I)
+    return e.errno if e.errno is not None else int(found.group(1)) if found else None
+
+
 def os_reason(e: OSError) -> str:
     """'<reason>; <fix>' of an OSError, without its path."""
     reason = (e.strerror or _one_line(str(e)) or type(e).__name__).rstrip(".")
-    fix = _OS_FIXES.get(e.errno)
+    fix = _OS_FIXES.get(_errno(e))
     return f"{reason[:1].lower()}{reason[1:]}; {fix}" if fix else reason
 
 
-def os_error_line(e: OSError) -> str:
+def os_error_line(e: OSError, argv: list[str] = ()) -> str:
     """'<path>: <reason>; <fix>' (the path first, as the OS reports it)."""
     paths = [str(p) for p in (e.filename, e.filename2) if p is not None]
+    if not paths and _errno(e) in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) and "--out" in argv[:-1]:
+        paths = [f"writing --out {argv[argv.index('--out') + 1]}"]  # a full disk reports no file name
     where = " -> ".join(paths)
     return f"{where}: {os_reason(e)}" if where else os_reason(e)
 
@@ -379,7 +388,7 @@ def report(exc: BaseException, argv: list[str], commands: dict) -> int:
     elif isinstance(exc, KeyError) and re.match(r"unknown \w+ .*choose one of", str(exc.args[0] if exc.args else "")):
         line, hint = _one_line(exc.args[0]), None  # a registry lookup: the message lists the valid names
     elif isinstance(exc, OSError):
-        line, hint = os_error_line(exc), None
+        line, hint = os_error_line(exc, argv), None
     elif isinstance(exc, UnicodeDecodeError):
         problem = inv.config_problem()
         line = problem if problem and "UTF-8" in problem else (f"an input file is not UTF-8 text ({exc.reason} at byte "

@@ -44,7 +44,13 @@ def explainer_dir(run: str | Path) -> Path:
 def _check_listing(folder: Path, required: tuple, optional: tuple, subdirs: tuple = ()) -> None:
     names = {p.name for p in folder.iterdir()}
     missing = [f for f in required if f not in names]
-    extra = sorted(names - set(required) - set(optional) - set(subdirs))
+    folders = [f for f in required if (folder / f).is_dir()]
+    if folders:
+        raise WhyrecError(f"{folder / folders[0]} is a folder where a file is expected; re-run `whyrec train "
+                          "explainer` or copy the whole folder")
+    from whyrec.outputs import MARKER  # what produced the folder: every output folder carries one
+
+    extra = sorted(names - set(required) - set(optional) - set(subdirs) - {MARKER})
     if missing:
         raise WhyrecError(f"{folder} is missing {', '.join(missing)}; re-run `whyrec train explainer` "
                           "or copy the whole folder")
@@ -235,8 +241,10 @@ def check_table(path: Path, fix: str = FIX) -> None:
 def check_files(folder: Path, fix: str = FIX) -> None:
     """Every safetensors, JSON and Parquet file under `folder` (resume checkpoints aside) opens cleanly."""
     for path in sorted(folder.rglob("*")):
-        if any(part in SKIPPED_DIRS for part in path.relative_to(folder).parts[:-1]) or not path.is_file():
+        if any(part in SKIPPED_DIRS for part in path.relative_to(folder).parts[:-1]):
             continue
+        if path.is_dir() and path.suffix in (".safetensors", ".json", ".parquet"):
+            raise WhyrecError(f"{path} is a folder where a file is expected; {fix}")
         if path.suffix == ".safetensors":
             check_weights(path, fix)
         elif path.suffix == ".json":
