@@ -236,13 +236,18 @@ def _check_reusable(out: Path, names: list[str], kind: str, fingerprint: Any) ->
         shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
         raise OutputConflict(f"--out {out} is not empty ({shown}) and was not written by whyrec; {how}")
     if marker.get("kind") != kind:
-        raise OutputConflict(f"--out {out} holds a {marker.get('kind', 'unknown')} folder, not a {kind}; {how}")
+        found = marker.get("kind", "unknown")
+        raise OutputConflict(f"--out {out} holds {_a(found)} {found} folder, not {_a(kind)} {kind}; {how}")
     diffs = differences(marker.get("fingerprint"), fingerprint)
     if diffs:
-        state = "an unfinished" if marker.get("state") != "complete" else "a"
+        state = "an unfinished" if marker.get("state") != "complete" else _a(kind)
         shown = ", ".join(diffs[:5]) + (f" and {len(diffs) - 5} more" if len(diffs) > 5 else "")
         raise OutputConflict(f"--out {out} holds {state} {kind} made with another config: {shown}; "
                              f"re-run with the same settings to reuse or resume it, {how}", diffs)
+
+
+def _a(noun: str) -> str:
+    return "an" if noun[:1].lower() in "aeiou" else "a"
 
 
 def _write_marker(folder: Path, kind: str, fingerprint: Any, state: str) -> None:

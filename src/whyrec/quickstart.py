@@ -26,7 +26,7 @@ def run_quickstart(out: str = "runs/quickstart", n_users: int = 3, k: int = 5, e
     train = train or TrainConfig(lr=1e-3, batch_size=4, max_steps=60, max_target_tokens=64, min_rating=4.0)
     lightgcn = lightgcn or LightGCNConfig(epochs=200, eval_every=2, patience=5)
     settings = {"model": model, "train": train, "lightgcn": lightgcn, "max_users": max_users, "eval_pairs": eval_pairs}
-    with output_folder(out, "quickstart", fingerprint_of(settings), overwrite=overwrite) as work:
+    with output_folder(out, "quickstart run", fingerprint_of(settings), overwrite=overwrite) as work:
         return _run(Path(out), work, n_users, k, eval_pairs, model, train, lightgcn, max_users, device)
 
 

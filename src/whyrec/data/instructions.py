@@ -155,7 +155,7 @@ def build_instructions(out: str, encoder: str | None = None, teacher=None,
         "teacher": {"backend": teacher.backend_id.split(":")[0], "model": teacher.model} if teacher else None,
         "min_choices": min_choices,  # not n_paraphrases: the first run's pool is saved and reused
         "max_tokens": max_tokens if teacher else None}
-    with output_folder(out, "instruction data", fingerprint, overwrite=overwrite) as work:
+    with output_folder(out, "instruction dataset", fingerprint, overwrite=overwrite) as work:
         return _build_instructions(work, encoder, teacher, exclude_test, n_candidates, max_users, seed, progress,
                                    data, holdout, encoder_config, users, n_paraphrases, min_choices, chunk_size,
                                    max_tokens, cache)

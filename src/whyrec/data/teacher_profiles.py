@@ -325,7 +325,7 @@ def write_profiles(ds: RecDataset, out: str | Path, client: ChatClient, template
     fingerprint = {"data": frames_digest(ds.interactions, ds.items, ds.users), "teacher": {"backend": client.backend_id.split(":")[0], "model": client.model},
                    "templates": {k: hashlib.sha256(v.encode()).hexdigest()[:12] for k, v in templates.items()},
                    "limits": vars(lim), "max_tokens": max_tokens}
-    with output_folder(out, "teacher profiles", fingerprint, overwrite=overwrite) as work:
+    with output_folder(out, "teacher-profile dataset", fingerprint, overwrite=overwrite) as work:
         return _write(ds, work, client, templates, lim, max_items, max_users, max_pairs, cache, progress,
                       chunk_size, max_tokens, seed)
 

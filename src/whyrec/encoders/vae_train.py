@@ -350,7 +350,7 @@ def train_vae_gmm(data: str, out: str, config: VaeGmmConfig | None = None, devic
         dset = _load_data(data, device)
         cfg = json.loads(json.dumps(dataclasses.asdict(config)))  # tuples -> lists, as they come back from JSON
         resume_key = {"config": {k: v for k, v in cfg.items() if k != "elbo_epochs"}, "data": dset.digest}
-        with output_folder(out, "vae-gmm clustering", {"vae": resume_key["config"], "data": dset.digest},
+        with output_folder(out, "vae-gmm model", {"vae": resume_key["config"], "data": dset.digest},
                            overwrite=overwrite) as work:
             return _train(data, work, dset, config, cfg, resume_key, device, resume, progress and is_main())
 
