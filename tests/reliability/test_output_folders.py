@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import snapshot, whyrec_inprocess
+from cli_contract import snapshot, whyrec_inprocess
 
 from whyrec.outputs import MARKER, read_marker
 

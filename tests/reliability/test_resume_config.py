@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import REPO, snapshot, whyrec_inprocess
+from cli_contract import REPO, snapshot, whyrec_inprocess
 
 from whyrec.outputs import MARKER, OutputConflict, read_marker
 
