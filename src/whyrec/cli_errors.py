@@ -1,11 +1,9 @@
 """Turn anything that stops a `whyrec` command into one `whyrec: error:` line and an exit code.
 
-jsonargparse reports a bad option by printing the whole usage block (over a hundred lines for
-`train explainer`) and, for some config-file mistakes, only a bare key (`error: 'train'`).
-`parser_class()` makes it raise `UsageError` instead; `usage_line` rewrites its message into
-one line naming the option or config key and what is expected. Exit codes: 2 for anything a
-user can cause (bad options, bad files, OS refusals), 1 for an unexpected exception (a bug:
-one line plus how to see the traceback), 130 for Ctrl-C.
+jsonargparse prints the whole usage block (100+ lines for `train explainer`) before an error, and
+for some config-file mistakes only a bare key (`error: 'train'`); `parser_class()` raises
+`UsageError` instead and `usage_line` names the option or config key and what it expects.
+Exit 2: anything a user can cause (options, files, OS refusals); 1: an unexpected exception.
 """
 
 from __future__ import annotations
@@ -13,12 +11,15 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import errno
+import inspect
 import os
 import re
 import sys
 import types
 import typing
 from pathlib import Path
+
+from whyrec.utils import WhyrecError
 
 USER_ERROR, BUG = 2, 1
 DEBUG_ENV = "WHYREC_DEBUG"
@@ -59,8 +60,6 @@ def config_instantiators() -> list[tuple]:
 def _build(cls: type, *args, **kwargs):
     if not dataclasses.is_dataclass(cls):
         return cls(*args, **kwargs)
-    from whyrec.utils import WhyrecError
-
     try:
         return cls(*args, **kwargs)
     except (ValueError, WhyrecError) as e:  # config.ConfigError says which class and field it means
@@ -85,20 +84,14 @@ def command_path(argv: list[str], commands: dict) -> tuple[list[str], object]:
 
 def option_types(func) -> dict[str, object]:
     """Dotted option name -> type hint, for a command function (config dataclasses expanded)."""
+    table: dict[str, object] = {}
     try:
         hints = typing.get_type_hints(func)
-    except Exception:  # an unresolvable annotation: no names to suggest, the messages stay generic
-        return {}
-    table: dict[str, object] = {}
-    for name in list(_parameters(func)):
-        _add_option(table, name, hints.get(name, object))
+        for name in inspect.signature(func).parameters:
+            _add_option(table, name, hints.get(name, object))
+    except Exception:  # an unresolvable annotation: fewer names to suggest, the messages stay generic
+        pass
     return table
-
-
-def _parameters(func) -> list[str]:
-    import inspect
-
-    return list(inspect.signature(func).parameters)
 
 
 def _add_option(table: dict, name: str, hint: object) -> None:
@@ -106,20 +99,15 @@ def _add_option(table: dict, name: str, hint: object) -> None:
     cls = _dataclass_in(hint)
     if cls is None:
         return
-    try:
-        fields = typing.get_type_hints(cls)
-    except Exception:
-        fields = {f.name: f.type for f in dataclasses.fields(cls)}
+    fields = typing.get_type_hints(cls)  # config dataclasses import every type they name
     for f in dataclasses.fields(cls):
         _add_option(table, f"{name}.{f.name}", fields.get(f.name, object))
 
 
 def _dataclass_in(hint: object) -> type | None:
     """The dataclass in `X` or `X | None`, else None."""
-    for candidate in (hint, *typing.get_args(hint)):
-        if isinstance(candidate, type) and dataclasses.is_dataclass(candidate):
-            return candidate
-    return None
+    return next((c for c in (hint, *typing.get_args(hint)) if isinstance(c, type) and dataclasses.is_dataclass(c)),
+                None)
 
 
 def describe_type(hint: object) -> str:
@@ -128,17 +116,12 @@ def describe_type(hint: object) -> str:
         return "null"
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         return " or ".join(describe_type(h) for h in typing.get_args(hint))
-    if typing.get_origin(hint) is typing.Literal:
-        return "one of " + ", ".join(repr(v) for v in typing.get_args(hint))
     words = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
     if hint in words:
         return words[hint]
     if _dataclass_in(hint) is not None:
         return "a mapping of its fields (or a YAML file of them)"
-    origin = typing.get_origin(hint)
-    if origin in (list, tuple, typing.Sequence):
-        return "a list"
-    return getattr(hint, "__name__", str(hint))
+    return "a list" if typing.get_origin(hint) in (list, tuple) else getattr(hint, "__name__", str(hint))
 
 
 # ------------------------------------------------------------------ what the command line says
@@ -161,10 +144,9 @@ class Invocation:
         for pos, tok in enumerate(argv):
             if seen < len(path) and tok == path[seen]:
                 seen += 1
-            elif tok == "--config" and pos + 1 < len(argv):
-                configs.append((Path(argv[pos + 1]), "".join(w + "." for w in path[seen:])))
-            elif tok.startswith("--config="):
-                configs.append((Path(tok.split("=", 1)[1]), "".join(w + "." for w in path[seen:])))
+            elif tok == "--config" and pos + 1 < len(argv) or tok.startswith("--config="):
+                file = tok.split("=", 1)[1] if "=" in tok else argv[pos + 1]
+                configs.append((Path(file), "".join(w + "." for w in path[seen:])))
         return cls(argv, path, node, option_types(node) if callable(node) else {}, configs)
 
     def relative(self, key: str) -> str:
@@ -228,12 +210,8 @@ def load_yaml(path: Path) -> tuple[object, str | None]:
 
 
 def _flat_keys(content: object, prefix: str = "") -> list[str]:
-    if not isinstance(content, dict):
-        return []
-    keys = []
-    for k, v in content.items():
-        keys += [f"{prefix}{k}", *_flat_keys(v, f"{prefix}{k}.")]
-    return keys
+    items = content.items() if isinstance(content, dict) else ()
+    return [key for k, v in items for key in (f"{prefix}{k}", *_flat_keys(v, f"{prefix}{k}."))]
 
 
 def closest(name: str, names) -> str | None:
@@ -275,9 +253,7 @@ def usage_line(err: UsageError, inv: Invocation) -> str:
         return (f"unknown command '{wrong.group(1)}' for `{where}`; choose one of {', '.join(choices)}"
                 + (f"; did you mean '{close[0]}'?" if close else ""))
     if m := re.search(r"does not accept option '([^']+)'|Option '([^']+)' is not accepted", msg):
-        key = inv.relative(m.group(1) or m.group(2))
-        close = closest(key, inv.options)
-        return inv.unknown_config_key() or f"unknown option '{key}'" + (f"; did you mean --{close}?" if close else "")
+        return inv.unknown_config_key() or _unknown_option(inv.relative(m.group(1) or m.group(2)), inv.options)
     if isinstance(err.cause, KeyError) or re.fullmatch(r"'[^']*'", msg):
         # jsonargparse 4.x loses the key of an unknown config entry under nested subcommands
         return inv.unknown_config_key() or f"unknown option or config key {msg}"
@@ -286,27 +262,32 @@ def usage_line(err: UsageError, inv: Invocation) -> str:
 
 def _value_line(key: str, detail: str, inv: Invocation) -> str:
     if m := re.search(r"NestedArg\(key='([^']+)'", detail):  # --judge.typo where judge is `X | None`
-        name = f"{key}.{m.group(1)}"
-        close = closest(name, inv.options)
-        return f"unknown option --{name}" + (f"; did you mean --{close}?" if close else "")
+        return _unknown_option(f"{key}.{m.group(1)}", inv.options)
     value = re.findall(r"(?:Given|Got) value: (.*)", detail)
     got = f", got {value[-1].strip()!r}" if value else ""
     if key in inv.options:
         expected = describe_type(inv.options[key])
     else:
         expected = "; ".join(re.findall(r"Expected an? ([^.\n]+)", detail)[:2]) or _one_line(detail)
-    file = None if inv.given(key) else inv.file_with_key(key)
-    source = f" (key '{key}' in config file {file})" if file else ""
-    return f"--{key}{source}: expected {expected}{got}"
+    return f"--{key}{_source(key, inv)}: expected {expected}{got}"
+
+
+def _source(option: str, inv: Invocation) -> str:
+    """' (key ... in config file F)' when the value came from a --config file, not the command line."""
+    file = None if inv.given(option) else inv.file_with_key(option)
+    return f" (key '{option}' in config file {file})" if file else ""
+
+
+def _unknown_option(name: str, options: dict) -> str:
+    close = closest(name, options)
+    return f"unknown option --{name}" + (f"; did you mean --{close}?" if close else "")
 
 
 def _unrecognized_line(tokens: list[str], options: dict) -> str:
     flags = [t for t in tokens if t.startswith("-")]
     if not flags:
         return f"unexpected argument {' '.join(tokens)!r}; options are given as --name value"
-    name = flags[0].split("=", 1)[0].lstrip("-")
-    close = closest(name, options)
-    return f"unknown option --{name}" + (f"; did you mean --{close}?" if close else "")
+    return _unknown_option(flags[0].split("=", 1)[0].lstrip("-"), options)
 
 
 def config_value_line(err: ConfigValueError, inv: Invocation) -> str:
@@ -318,24 +299,20 @@ def config_value_line(err: ConfigValueError, inv: Invocation) -> str:
     hits = sorted((m.start(), n) for n in names if (m := re.search(rf"\b{re.escape(n)}\b", err.message)))
     field = err.field if err.field in names else hits[0][1] if hits else None
     option = f"{groups[0]}.{field}" if field else groups[0]
-    file = None if inv.given(option) else inv.file_with_key(option)
-    source = f" (key '{option}' in config file {file})" if file else ""
-    return f"--{option}{source}: {_one_line(err.message)}"
+    return f"--{option}{_source(option, inv)}: {_one_line(err.message)}"
 
 
 # ------------------------------------------------------------------ everything else
 
 
 _OS_FIXES = {  # what to do about it (the OS's own reason is printed before)
-    errno.EACCES: "check its permissions or choose another location",
-    errno.EPERM: "check its permissions or choose another location",
+    **dict.fromkeys((errno.EACCES, errno.EPERM), "check its permissions or choose another location"),
     errno.EEXIST: "remove it or choose another path",
     errno.EISDIR: "pass a file, not a folder",
     errno.ENOTDIR: "a part of the path is a file, not a folder; check the path",
     errno.ENOENT: "check the path",
-    errno.ENOSPC: "free some space or write somewhere else",
+    **dict.fromkeys((errno.ENOSPC, errno.EDQUOT), "free some space or write somewhere else"),
     errno.EFBIG: "the file outgrew the size limit (ulimit -f) or the file system's; write somewhere else",
-    errno.EDQUOT: "free some space or write somewhere else",
     errno.EROFS: "write somewhere else",
     errno.ENAMETOOLONG: "choose a shorter path",
     errno.ENOTEMPTY: "empty it or choose another path",
@@ -374,8 +351,25 @@ def _one_line(text: str, limit: int = 400) -> str:
 
 def report(exc: BaseException, argv: list[str], commands: dict) -> int:
     """Print the one line for `exc` on stderr; return the exit code (2: the user can fix it, 1: a bug)."""
-    from whyrec.utils import WhyrecError
+    try:
+        exc, line, hint, code = describe(exc, argv, commands)
+    except Exception:  # wording the message failed: the error itself still goes out on one line
+        line, hint = _one_line(str(exc)) or type(exc).__name__, None
+        code = USER_ERROR if isinstance(exc, (UsageError, ConfigValueError, OSError)) else BUG
+    if os.environ.get(DEBUG_ENV, "").strip() not in ("", "0", "false"):
+        __import__("traceback").print_exception(exc, file=sys.stderr)
+    print(f"whyrec: error: {line}", file=sys.stderr)
+    if hint:
+        print(hint, file=sys.stderr)
+    return code
 
+
+def describe(exc: BaseException, argv: list[str], commands: dict) -> tuple[BaseException, str, str | None, int]:
+    """(the error meant, its line, a hint line or None, the exit code)."""
+    cause = exc
+    while cause is not None and not isinstance(cause, ConfigValueError):
+        cause = cause.__cause__  # jsonargparse re-raises a refused `X | None` section as its own ValueError
+    exc = cause or exc
     inv = Invocation.of(argv, commands)
     help_hint = "see '" + " ".join(["whyrec", *inv.path, "--help"]) + "'"
     code = USER_ERROR
@@ -390,21 +384,15 @@ def report(exc: BaseException, argv: list[str], commands: dict) -> int:
     elif isinstance(exc, OSError):
         line, hint = os_error_line(exc, argv), None
     elif isinstance(exc, UnicodeDecodeError):
-        problem = inv.config_problem()
-        line = problem if problem and "UTF-8" in problem else (f"an input file is not UTF-8 text ({exc.reason} at byte "
-                                                 f"{exc.start}); convert it to UTF-8 (e.g. `iconv -t UTF-8`)")
-        hint = None
+        problem = inv.config_problem()  # jsonargparse reads --config files without naming them on failure
+        in_config = bool(problem and "UTF-8" in problem)
+        line = problem if in_config else (f"an input file is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                                          "convert it to UTF-8 (e.g. `iconv -t UTF-8`)")
+        hint = help_hint if in_config else None
     else:
         code = BUG
         first = _one_line(str(exc).splitlines()[0] if str(exc) else "", 300)
         line = (f"unexpected {type(exc).__name__}" + (f": {first}" if first else "") +
                 f" (a bug in whyrec? re-run with {DEBUG_ENV}=1 for the traceback and report it)")
         hint = None
-    if os.environ.get(DEBUG_ENV, "").strip() not in ("", "0", "false"):
-        import traceback
-
-        traceback.print_exception(exc, file=sys.stderr)
-    print(f"whyrec: error: {line}", file=sys.stderr)
-    if hint:
-        print(hint, file=sys.stderr)
-    return code
+    return exc, line, hint, code

@@ -56,6 +56,8 @@ PARSE_CASES = [  # id, argv ({tmp}: a folder holding CONFIGS), words the error l
      ["--recexplainer.warmup_ratio", "neg_ratio.yaml", "[0, 1)"]),
     ("optional-section-typo", ["evaluate", "--out", "{tmp}/o", "--judge.backend", "none", "--judge.nonsens", "1"],
      ["--judge.nonsens"]),
+    ("optional-section-refused", ["evaluate", "--out", "{tmp}/o", "--judge.backend", "bogus"],
+     ["--judge.backend", "'bogus'", "openai"]),
     ("unknown-command", ["trian", "explainer"], ["'trian'", "did you mean 'train'"]),
     ("unknown-subcommand", ["train", "explainr"], ["'explainr'", "encoder, explainer"]),
     ("no-command", [], ["needs a command", "train"]),
