@@ -324,19 +324,24 @@ def test_serve_folder_check_refuses_before_loading(corrupt, needles, damaged):
     assert "\n" not in str(err.value) and all(w.lower() in str(err.value).lower() for w in needles), err.value
 
 
-def test_serve_refuses_corrupt_weights_through_the_entry_point(damaged):
+@pytest.mark.parametrize("case", ["corrupt-weights", "run-is-a-file"])
+def test_serve_refuses_through_the_entry_point(case, damaged, unchanged):
     pytest.importorskip("fastapi")
     _, copy, _ = damaged
     _truncate(ADAPTER, cut=64)(copy)
-    result = whyrec_subprocess(["serve", "--run", copy, "--port", "0", "--cache", "none"], timeout=120)
-    result.assert_one_line_error(ADAPTER, "truncated or corrupt")
+    run, needles = (copy, [ADAPTER, "truncated or corrupt"]) if case == "corrupt-weights" else \
+        (copy / "config.json", ["config.json", "a file, not a folder"])
+    with unchanged(copy):
+        result = whyrec_subprocess(["serve", "--run", run, "--port", "0", "--cache", "none"], timeout=120)
+    result.assert_one_line_error(*needles)
 
 
 @pytest.mark.parametrize("case", ["run-typo", "run-is-a-file", "data-is-a-file", "encoder-is-a-file",
-                                  "data-corrupt-parquet"])
-def test_wrong_paths(case, built, tmp_path, capsys, unchanged):
+                                  "data-corrupt-parquet", "k-negative", "k-zero", "predictions-not-utf8"])
+def test_wrong_paths_and_values(case, built, tmp_path, capsys, unchanged):
     root, user, _ = built
     (tmp_path / "notes.txt").write_text("not a folder\n")
+    (tmp_path / "preds.txt").write_bytes(b"caf\xe9 cr\xe8me\n")
     shutil.copytree(root / "data", tmp_path / "data")
     (tmp_path / "data" / "interactions.parquet").write_bytes(b"garbage")
     train = ["train", "explainer", "--out", str(tmp_path / "o"), "--config", str(REPO / "configs/tiny/xrec.yaml")]
@@ -350,6 +355,10 @@ def test_wrong_paths(case, built, tmp_path, capsys, unchanged):
                               ["notes.txt"]),
         "data-corrupt-parquet": (["train", "encoder", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "e")],
                                  ["Parquet"]),
+        "k-negative": (["recommend", "--run", str(root / "explainer"), "--user", user, "--k", "-1"], ["k", "-1"]),
+        "k-zero": (["recommend", "--run", str(root / "explainer"), "--user", user, "-k", "0"], ["k", "0"]),
+        "predictions-not-utf8": (["evaluate", "--predictions", str(tmp_path / "preds.txt"), "--references",
+                                  str(tmp_path / "notes.txt"), "--out", str(tmp_path / "ev")], ["preds.txt", "UTF-8"]),
     }[case]
     with unchanged(root, tmp_path / "data"):
         whyrec_inprocess(argv, capsys).assert_one_line_error(*needles)
