@@ -78,10 +78,9 @@ ALLOWED_GLOBALS: dict[tuple[str, str], str] = {
 REUSE_FACTOR = 16
 REUSE_ALLOWANCE = 64 * 2**20
 
-PANDAS_POLICY = "whyrec only unpickles pandas DataFrames/Series, numpy arrays and builtin lists/dicts/strings/numbers"
-PLAIN_POLICY = "this file may hold only builtin lists, dicts, tuples, strings and numbers"
-DEFAULT_HINT = ("if you trust the file, convert it in a trusted Python to Parquet or JSON, e.g. "
-                "pd.read_pickle(path).to_parquet(...) or json.dump(pickle.load(...), ...)")
+PANDAS_POLICY = "whyrec reads only pandas DataFrames/Series, numpy arrays and builtin types"
+PLAIN_POLICY = "this file may hold only builtin lists, dicts, strings and numbers"
+DEFAULT_HINT = "if you trust it, convert it in a trusted Python to Parquet or JSON (pd.read_pickle(f).to_parquet(...))"
 
 _OPCODE_NAMES = {op.code.encode("latin-1")[0]: op.name for op in pickletools.opcodes}
 _DATA_OPCODES = (
@@ -114,9 +113,8 @@ def safe_load_pickle(path: str | Path, hint: str | None = None) -> Any:
 
 def builtins_hint(path: Path) -> str:
     """How to re-save a refused pickle with builtin types only (numpy values become lists/ints)."""
-    return ("if you trust the file, re-save it with builtin types in a trusted Python: python -c \"import json, "
-            f"pickle; d = pickle.load(open('{path}', 'rb')); pickle.dump(json.loads(json.dumps(d, "
-            f"default=lambda o: o.tolist())), open('{path}', 'wb'))\"")
+    return (f"if you trust it, re-save it with builtin types: python -c \"import json,pickle; f='{path}'; pickle.dump("
+            "json.loads(json.dumps(pickle.load(open(f,'rb')), default=lambda o: o.tolist())), open(f,'wb'))\"")
 
 
 def _load(path: Path, plain: bool, hint: str | None) -> Any:
@@ -131,14 +129,15 @@ def _load(path: Path, plain: bool, hint: str | None) -> Any:
     unpickler = _Unpickler(data, plain)
     try:
         obj = unpickler.load()
-        if plain:
-            return obj
-        from whyrec.data.safe_pickle_objects import rebuild
+        from whyrec.data.safe_pickle_objects import check_plain, rebuild
 
+        if plain:
+            check_plain(obj)  # builtins only by construction; this bounds the nesting depth
+            return obj
         return rebuild(obj)
     except Refused as e:
         policy = PLAIN_POLICY if plain else PANDAS_POLICY
-        raise WhyrecError(f"{path}: refusing to unpickle {_one_line(e)}; {policy}. {hint or DEFAULT_HINT}") from None
+        raise WhyrecError(f"{path}: refusing to unpickle {_one_line(e)} ({policy}); {hint or DEFAULT_HINT}") from None
     except RecursionError:
         raise WhyrecError(f"{path}: the pickled data is nested too deeply to read safely") from None
     except MemoryError:

@@ -21,7 +21,10 @@ import numpy as np
 from whyrec.data.safe_pickle import Global, Refused, describe
 
 _TYPESTR = re.compile(r"b1|[iu][1248]|f[248]|c(8|16)|O8|[US][1-9][0-9]{0,8}")
-_SCALARS = (str, bytes, bytearray, int, float, complex, bool, type(None))
+_SCALARS = frozenset((str, bytes, bytearray, int, float, complex, bool, type(None)))
+_CONTAINERS = frozenset((list, tuple, dict, set, frozenset, np.ndarray))
+_FLAT = frozenset((list, tuple, set, frozenset))
+MAX_DEPTH = 100
 _STATEFUL = {"DataFrame", "Series", "SingleBlockManager", "BlockManager", "ArrowStringArray", "StringArray"}
 NEW_KINDS = {"DataFrame", "Series", "SingleBlockManager", "BlockManager", "ArrowStringArray"}
 _UNSET = object()
@@ -210,26 +213,32 @@ def set_state(u: Any, target: Any, state: Any) -> None:
 
 
 def check_plain(value: Any) -> None:
-    """Refuse anything but scalars, builtin containers and numpy arrays of them, at any depth."""
-    todo, seen = [value], set()
+    """Refuse anything but scalars, builtin containers and numpy arrays of them, or deep nesting.
+
+    Consumers print and walk what they read recursively; a list nested 10**5 deep (a few
+    hundred bytes of pickle) would end in a RecursionError there instead of one line here.
+    """
+    todo, seen = [(value, 0)], set()
     while todo:
-        item = todo.pop()
+        item, depth = todo.pop()
         if type(item) in _SCALARS:
             continue
-        if type(item) in (list, tuple, set, frozenset, dict, np.ndarray):
-            if id(item) in seen:
-                continue
-            seen.add(id(item))
-            if type(item) is dict:
-                todo.extend(item.keys())
-                todo.extend(item.values())
-            elif type(item) is np.ndarray:
-                if item.dtype.hasobject:
-                    todo.extend(item.ravel().tolist())
-            else:
-                todo.extend(item)
+        _need(type(item) in _CONTAINERS, f"a {describe(item)} inside the data")
+        if id(item) in seen:
             continue
-        raise Refused(f"a {describe(item)} inside the data")
+        seen.add(id(item))
+        _need(depth < MAX_DEPTH, f"data nested more than {MAX_DEPTH} levels deep")
+        if type(item) is np.ndarray:
+            if not item.dtype.hasobject:
+                continue
+            item = item.ravel().tolist()
+        elif type(item) is dict:
+            item = [*item.keys(), *item.values()]
+        if set(map(type, item)) <= _SCALARS:  # flat lists of numbers or strings: one C-speed pass
+            continue
+        for child in item:
+            if type(child) not in _SCALARS and not (type(child) in _FLAT and set(map(type, child)) <= _SCALARS):
+                todo.append((child, depth + 1))
 
 
 def rebuild(obj: Any) -> Any:

@@ -34,8 +34,8 @@ TEXT_COLUMNS = (S.USER, S.ITEM, S.EXPLANATION, S.SPLIT)
 
 def records_hint(path: Path) -> str:
     """How to turn a refused records pickle into one whyrec reads (a list of plain dicts)."""
-    return ("if you trust the file, rewrite it as plain records in a trusted Python: python -c \"import pickle, "
-            f"pandas as pd; pickle.dump(pd.read_pickle('{path}').to_dict('records'), open('{path}', 'wb'))\"")
+    return (f"if you trust it, re-save it as plain records: python -c \"import pickle,pandas as pd; f='{path}'; "
+            "pickle.dump(pd.read_pickle(f).to_dict('records'), open(f,'wb'))\"")
 
 
 def xrec_records(path: str | Path, required: tuple[str, ...] = RECORD_COLUMNS) -> pd.DataFrame:

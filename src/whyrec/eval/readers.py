@@ -230,8 +230,8 @@ def _read_pickle(path: Path, column: str | None) -> list[str]:
 
     from whyrec.data.safe_pickle import safe_load_pickle
 
-    data = safe_load_pickle(path, hint="if you trust the file, convert it in a trusted Python to a .jsonl or "
-                            ".txt file (one text per row) and pass that instead")
+    data = safe_load_pickle(path, hint="if you trust it, convert it in a trusted Python to .jsonl or .txt "
+                            "(one text per row) and pass that")
     if isinstance(data, pd.DataFrame):
         return _from_frame(data, path, column)
     if isinstance(data, pd.Series):
