@@ -337,7 +337,8 @@ def test_serve_refuses_through_the_entry_point(case, damaged, unchanged):
 
 
 @pytest.mark.parametrize("case", ["run-typo", "run-is-a-file", "data-is-a-file", "encoder-is-a-file",
-                                  "data-corrupt-parquet", "k-negative", "k-zero", "predictions-not-utf8"])
+                                  "data-corrupt-parquet", "k-negative", "k-zero", "predictions-not-utf8",
+                                  "device-unknown", "device-absent"])
 def test_wrong_paths_and_values(case, built, tmp_path, capsys, unchanged):
     root, user, _ = built
     (tmp_path / "notes.txt").write_text("not a folder\n")
@@ -359,7 +360,13 @@ def test_wrong_paths_and_values(case, built, tmp_path, capsys, unchanged):
         "k-zero": (["recommend", "--run", str(root / "explainer"), "--user", user, "-k", "0"], ["k", "0"]),
         "predictions-not-utf8": (["evaluate", "--predictions", str(tmp_path / "preds.txt"), "--references",
                                   str(tmp_path / "notes.txt"), "--out", str(tmp_path / "ev")], ["preds.txt", "UTF-8"]),
+        "device-unknown": (["recommend", "--run", str(root / "explainer"), "--user", user, "--device", "tpu"],
+                           ["--device 'tpu'", "cpu"]),
+        "device-absent": (["recommend", "--run", str(root / "explainer"), "--user", user, "--device", "cuda:7"],
+                          ["--device cuda:7", "--device cpu"]),
     }[case]
+    if case == "device-absent" and __import__("torch").cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
     with unchanged(root, tmp_path / "data"):
         whyrec_inprocess(argv, capsys).assert_one_line_error(*needles)
 

@@ -37,11 +37,31 @@ def resolve_dtype(name: str, device: str):
         raise WhyrecError(f"unknown dtype {name!r}; use auto, float32, bfloat16 or float16") from None
 
 
+def usable_device(device: str) -> str:
+    """`device` if torch can place a model there on this machine; else WhyrecError naming --device."""
+    import re
+
+    import torch
+
+    kind, _, index = device.partition(":")
+    if kind == "cuda" and re.fullmatch(r"\d*", index):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if int(index or 0) >= count:
+            raise WhyrecError(f"--device {device}: this machine has {count or 'no'} CUDA GPU(s) torch can use; "
+                              "pass --device cpu (or auto)")
+    elif kind == "mps" and not index:
+        if not torch.backends.mps.is_available():
+            raise WhyrecError(f"--device {device}: Apple's MPS is not available here; pass --device cpu (or auto)")
+    elif device != "cpu":
+        raise WhyrecError(f"--device {device!r}: unknown device; use auto, cpu, cuda, cuda:N or mps")
+    return device
+
+
 def load_model(cfg: ModelConfig):
     """Return (model, tokenizer) on the configured device, in eval mode."""
     from whyrec.registry import MODELS
 
-    device = resolve_device(cfg.device)
+    device = usable_device(resolve_device(cfg.device))
     dtype = resolve_dtype(cfg.dtype, device)
     name = cfg.name_or_path
     if name in MODELS:
