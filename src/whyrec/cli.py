@@ -694,10 +694,11 @@ def normalise_argv(argv: list[str]) -> list[str]:
              if p.annotation in ("bool", bool)}
     out = []
     for pos, tok in enumerate(argv):
-        if tok == "-k":
-            tok = "--k"
-        elif tok.startswith("--") and "=" not in tok and not tok.startswith("--print"):
-            tok = "--" + tok[2:].replace("-", "_")
+        if tok == "-k" or tok.startswith("-k="):
+            tok = "--k" + tok[2:]
+        elif tok.startswith("--") and not tok.startswith("--print"):
+            name, eq, value = tok.partition("=")  # the value after '=' keeps its dashes
+            tok = "--" + name[2:].replace("-", "_") + eq + value
         elif tok == "None":  # Python's spelling of "no limit" (jsonargparse reads YAML's null)
             tok = "null"
         nxt = argv[pos + 1] if pos + 1 < len(argv) else None
