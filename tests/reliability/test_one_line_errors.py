@@ -381,3 +381,9 @@ def test_disk_limit_through_the_entry_point(built, tmp_path):
     result = whyrec_subprocess(["data", "prepare", "--source", "ml-100k", "--out", out, "--max_users", "60"],
                                preexec_fn=small_files, timeout=300)
     result.assert_one_line_error("too large")
+
+
+def test_options_typed_with_equals_and_dashes_are_understood():
+    """`-k=3` and `--max-new-tokens=5` are what users type; they must not become 'unknown option' errors."""
+    assert cli.normalise_argv(["recommend", "-k=3", "--max-new-tokens=5", "--run=a-b"]) == \
+        ["recommend", "--k=3", "--max_new_tokens=5", "--run=a-b"]
