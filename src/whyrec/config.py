@@ -348,9 +348,11 @@ class VaeGmmConfig:
 
     def __post_init__(self):
         check(self, ">= 1", "n_clusters", "latent_dim", "embedding_dim", "n_layers", "n_heads", "ff_dim",
-              "pretrain_patience", "pretrain_batch_size", "elbo_epochs", "lr_step", "batch_size",
+              "pretrain_patience", "pretrain_batch_size", "lr_step", "batch_size",
               "kl_weight_every", "plot_points_per_cluster")
-        check(self, ">= 0", "pretrain_epochs", "kl_weight_start", "kl_weight_step", "kl_weight_max", "seed")
+        # elbo_epochs 0 keeps the pretrained autoencoder with its GMM initialisation (a real model, not random)
+        check(self, ">= 0", "pretrain_epochs", "elbo_epochs", "kl_weight_start", "kl_weight_step", "kl_weight_max",
+              "seed")
         check(self, "> 0", "init_range", "pretrain_lr", "lr", "lr_gamma", "loss_scale")
         check(self, ">= 0", "recon_weight", optional=True)
         check(self, "in [0, 1)", "dropout")

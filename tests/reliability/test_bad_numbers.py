@@ -140,7 +140,6 @@ def test_skip_drops_and_counts_bad_rows(tmp_path):
     assert json.loads((tmp_path / "OUT" / "dataset.json").read_text())["summary"]["cleaning"]["bad_rows_skipped"]
 
 
-@pytest.mark.xfail(strict=False, reason="needs prepare.py to pass on_error to load_table and ensure_split")
 def test_cli_on_error_skip_drops_and_counts(tmp_path, capsys):
     out = tmp_path / "OUT"
     res = whyrec_inprocess(["data", "prepare", "--source", "csv", "--path", bad_table(tmp_path), "--out", out,

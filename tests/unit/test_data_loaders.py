@@ -350,7 +350,8 @@ def test_prepare_table_and_xrec(tmp_path, xrec_dir):
     frame = pd.concat([MINE.assign(uid=f"u{k}", when=MINE["when"] + k) for k in range(5)])
     path = _write(frame, tmp_path / "mine.csv")
     summary = prepare_dataset("csv", str(tmp_path / "t"), path=str(path), split="leave_last_out", **FLAGS)
-    assert summary["splits"] == {"train": 10, "valid": 5, "test": 5}
+    # each user rates item x twice: the pair is kept once (latest), so 3 items a user, one per split
+    assert summary["splits"] == {"train": 5, "valid": 5, "test": 5}
     summary = prepare_dataset("xrec", str(tmp_path / "x"), path=str(xrec_dir), max_users=300)
     assert (tmp_path / "x" / "texts.parquet").exists() and summary["users"] == 15_349
 

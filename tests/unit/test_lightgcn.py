@@ -188,7 +188,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
 
 def test_early_stopping_keeps_best_epoch(tmp_path):
     data = community_dataset(tmp_path)
-    cfg = replace(TINY, lr=0.0, patience=2, epochs=50)  # nothing improves after the first eval
+    cfg = replace(TINY, lr=1e-12, patience=2, epochs=50)  # nothing improves after the first eval
     metrics = train_encoder(data, str(tmp_path / "out"), config=cfg, device="cpu")
     assert metrics["stopped_early"] and metrics["best_epoch"] == 1 and metrics["epochs_run"] == 3
 

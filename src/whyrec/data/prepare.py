@@ -26,7 +26,7 @@ SOURCES = MOVIELENS + ("xrec",) + REVIEWS + TABLES
 
 
 def _load(source: str, path: str | None, seed: int, max_users: int | None, columns: dict,
-          review_options: dict | None = None) -> RecDataset:
+          review_options: dict | None = None, on_error: str = "raise") -> RecDataset:
     if source in MOVIELENS:
         from whyrec.data.movielens import load_ml1m, load_ml100k
 
@@ -47,7 +47,7 @@ def _load(source: str, path: str | None, seed: int, max_users: int | None, colum
         return DATASETS.get(source)(path, max_users=max_users, seed=seed, **(review_options or {}))
     from whyrec.data.tabular import load_table
 
-    ds = load_table(path, fmt=source, **columns)
+    ds = load_table(path, fmt=source, on_error=on_error, **columns)
     if max_users is not None:
         inter = sample_users(ds.interactions, max_users, seed).reset_index(drop=True)
         items = ds.items[ds.items[S.ITEM].isin(set(inter[S.ITEM]))].reset_index(drop=True)
@@ -85,7 +85,8 @@ def prepare_dataset(source: str, out: str, path: str | None = None, split: str =
         max_items: (raw reviews) keep the this-many most-reviewed items first; only users with at
             least k_core of them are sampled (RecExplainer's Video Games: 2,000 items, 4,000 users, 5-core).
         review_min_rating: (raw reviews) drop reviews rated below this (XRec/RecExplainer-style threshold).
-        on_error: (raw reviews) 'raise' on a malformed line, or 'skip' to drop and count it.
+        on_error: 'raise' on a malformed line or a bad rating, timestamp or id (any source), or 'skip' to
+            drop and count them (the counts are in the summary under cleaning).
         text_test_size: (xrec) re-split the explanation records into train and this many test rows
             (600 gives the 2,400/600 XRec-amazon benchmark split); the graph keeps its own split.
         user_col, item_col, rating_col, timestamp_col, review_col, explanation_col, title_col:
@@ -129,9 +130,9 @@ def _build(source: str, path: str | None, out: Path, split: str, seed: int, max_
         if step == "load":
             ds = _load(source, path, seed, max_users, columns,
                        {"k_core": k_core, "min_rating": review_min_rating, "on_error": on_error,
-                        "max_items": max_items})
+                        "max_items": max_items}, on_error=on_error)
         elif step == "split":
-            ds = ensure_split(ds, split, seed)
+            ds = ensure_split(ds, split, seed, on_error=on_error)
             if text_test_size is not None:
                 ds = resplit_texts(ds, text_test_size, seed)
         elif step == "profiles":
