@@ -1,7 +1,7 @@
 """Hostile pickles through the real CLI: refused with one line, no code run, nothing written.
 
-Every payload below runs code (or corrupts memory) under a plain `pickle.loads`; the
-`test_corpus_*` tests prove that for the ones that run a command. Each is then handed to
+Every payload of hostile_payloads.py runs code (or corrupts memory) under a plain
+`pickle.loads`; the `test_corpus_*` tests prove that for the ones that run a command. Each is handed to
 `whyrec data prepare --source xrec` (as tst.pkl and as para_dict.pickle), `whyrec evaluate`
 (as --predictions) and `whyrec data prepare --source pepler` (as reviews.pickle): exit 2,
 one `whyrec: error:` line naming the file, no marker file, no output folder. Benign pickles
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copyreg
 import json
-import os
 import pickle
 import shlex
 import shutil
@@ -26,160 +25,16 @@ import numpy as np
 import pandas as pd
 import pytest
 from cli_contract import whyrec_inprocess, whyrec_subprocess
+from hostile_payloads import PAYLOADS, call, s
 
-from whyrec.data.safe_pickle import (
-    ALLOWED_GLOBALS,
-    builtins_hint,
-    load_plain_pickle,
-    safe_load_pickle,
-)
+from whyrec.data.safe_pickle import ALLOWED_GLOBALS, builtins_hint, load_plain_pickle
+from whyrec.data.safe_pickle import safe_load_pickle as load_pandas_pickle
+from whyrec.data.xrec import records_hint, xrec_records
 from whyrec.utils import WhyrecError
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "pickles"
 WRITERS = sorted(p for p in ASSETS.iterdir() if (p / "globals.json").is_file())
 PLAIN = ASSETS / "plain"
-
-
-# ---------------------------------------------------------------- hand-assembled opcodes
-
-
-def s(text: str) -> bytes:
-    data = text.encode()
-    return pickle.BINUNICODE + struct.pack("<I", len(data)) + data
-
-
-def g(module: str, name: str) -> bytes:
-    return s(module) + s(name) + pickle.STACK_GLOBAL  # protocol 4: `name` may be dotted
-
-
-def call(func: bytes, *args: bytes) -> bytes:
-    return func + pickle.MARK + b"".join(args) + pickle.TUPLE + pickle.REDUCE
-
-
-def program(body: bytes) -> bytes:
-    return pickle.PROTO + b"\x04" + body + pickle.STOP
-
-
-def eval_via_globals(function: bytes) -> bytes:
-    """Pushes eval, reached as function.__globals__['__builtins__']['eval'] with getattr alone."""
-    getattr_ = g("builtins", "getattr")
-    builtins_dict = call(call(getattr_, call(getattr_, function, s("__globals__")), s("get")), s("__builtins__"))
-    return call(call(getattr_, builtins_dict, s("get")), s("eval"))
-
-
-class Reduce:
-    def __init__(self, func, args):
-        self.func, self.args = func, args
-
-    def __reduce__(self):
-        return self.func, self.args
-
-
-def _frame_with_block_at(placement) -> bytes:
-    """A DataFrame of only allow-listed names whose one block claims column `placement`."""
-    from pandas._libs.internals import _unpickle_block
-    from pandas.core.internals.managers import BlockManager
-
-    block = Reduce(_unpickle_block, (np.arange(3, dtype="int64").reshape(1, 3), placement, 2))
-    mgr = Reduce(BlockManager, ((block,), [pd.Index(["a"]), pd.RangeIndex(3)]))
-    state = {"_mgr": mgr, "_typ": "dataframe", "_metadata": [], "attrs": {}, "_flags": {"allows_duplicate_labels": True}}
-    # DataFrame.__new__ then BUILD, as pandas writes it; protocol 3 has no FRAME or MEMOIZE to renumber
-    return program(g("pandas", "DataFrame") + pickle.EMPTY_TUPLE + pickle.NEWOBJ
-                   + pickle.dumps(state, protocol=3)[2:-1] + pickle.BUILD)
-
-
-def _lying_arrow_array() -> bytes:
-    import pyarrow as pa
-
-    offsets = pa.py_buffer(np.array([0, 1, 2], dtype=np.int64).tobytes())
-    data = (pa.large_string(), 10**6, 0, 0, [None, offsets, pa.py_buffer(b"ab")], [], None)
-    return pickle.dumps(Reduce(pa.lib._restore_array, (data,)), protocol=4)
-
-
-def _nested(marker: Path, suffix: str) -> str:
-    """A second file (.pkl or .npy) whose object array runs `touch marker` when unpickled."""
-    inner = marker.parent / f"inner{suffix}"
-    evil = np.array([Reduce(os.system, (_touch(marker),))], dtype=object)
-    if suffix == ".npy":
-        np.save(inner, evil, allow_pickle=True)
-    else:
-        inner.write_bytes(pickle.dumps(evil))
-    return str(inner)
-
-
-def _touch(marker: Path) -> str:
-    return f"touch {shlex.quote(str(marker))}"
-
-
-def _code(marker: Path) -> str:
-    return f"__import__('os').system({_touch(marker)!r})"
-
-
-def num(n: int) -> bytes:
-    return pickle.dumps(n, protocol=2)[2:-1]
-
-
-# type("X", (object,), {"__setstate__": os.system}): an instance's BUILD then runs os.system(state)
-SETSTATE_CLASS = (g("builtins", "type") + s("X") + g("builtins", "object") + pickle.TUPLE1 + pickle.EMPTY_DICT
-                  + s("__setstate__") + g("os", "system") + pickle.SETITEM + pickle.TUPLE3)
-
-# name -> (build(marker) -> pickle bytes, whether plain pickle.loads runs `touch marker`, what whyrec names)
-PAYLOADS = {
-    **{f"os.system-protocol-{p}": (lambda m, p=p: pickle.dumps(Reduce(os.system, (_touch(m),)), protocol=p), True,
-                                   "posix.system") for p in range(6)},
-    "os.system-by-module-name": (lambda m: b"cos\nsystem\n(V" + _touch(m).encode() + b"\ntR.", True, "os.system"),
-    "posix.system": (lambda m: program(call(g("posix", "system"), s(_touch(m)))), True, "posix.system"),
-    "subprocess.Popen": (lambda m: pickle.dumps(Reduce(subprocess.Popen, (["touch", str(m)],))), True, "subprocess.Popen"),
-    "subprocess.check_output": (lambda m: pickle.dumps(Reduce(subprocess.check_output, (["touch", str(m)],))), True,
-                                "subprocess.check_output"),
-    "builtins.eval": (lambda m: pickle.dumps(Reduce(eval, (_code(m),))), True, "builtins.eval"),
-    "builtins.exec": (lambda m: pickle.dumps(Reduce(exec, (_code(m),))), True, "builtins.exec"),
-    "builtins.open": (lambda m: program(call(g("builtins", "open"), s(str(m)), s("w"))), True, "builtins.open"),
-    "io.open": (lambda m: pickle.dumps(Reduce(open, (str(m), "w"))), True, "io.open"),
-    "builtins.__import__-then-getattr": (lambda m: program(call(call(g("builtins", "getattr"), call(g("builtins", "__import__"),
-                                                                s("os")), s("system")), s(_touch(m)))), True, "builtins.getattr"),
-    "getattr-chain-through-_reconstructor.__globals__": (
-        lambda m: program(call(eval_via_globals(g("copyreg", "_reconstructor")), s(_code(m)))), True, "builtins.getattr"),
-    "functools.partial-of-the-getattr-chain": (
-        lambda m: program(call(call(g("functools", "partial"), eval_via_globals(g("copyreg", "_reconstructor")), s(_code(m))))),
-        True, "functools.partial"),
-    "dotted-name-under-numpy": (lambda m: program(call(g("numpy", "lib._npyio_impl.os.system"), s(_touch(m)))), True,
-                                "numpy.lib._npyio_impl.os.system"),
-    "dotted-name-under-pandas": (lambda m: program(call(g("pandas", "io.common.os.system"), s(_touch(m)))), True,
-                                 "pandas.io.common.os.system"),
-    "dotted-name-under-pyarrow": (lambda m: program(call(g("pyarrow", "lib.os.system"), s(_touch(m)))), True,
-                                  "pyarrow.lib.os.system"),
-    "pandas.read_pickle-of-a-second-file": (lambda m: program(call(g("pandas", "read_pickle"), s(_nested(m, ".pkl")))), True,
-                                            "pandas.read_pickle"),
-    "numpy.load-with-allow_pickle": (lambda m: program(call(g("numpy", "load"), s(_nested(m, ".npy")), pickle.NONE,
-                                                            pickle.NEWTRUE)), True, "numpy.load"),
-    "INST": (lambda m: b"(V" + _touch(m).encode() + b"\nios\nsystem\n.", True, "os.system"),
-    "OBJ": (lambda m: b"(cos\nsystem\nV" + _touch(m).encode() + b"\no.", True, "os.system"),
-    "NEWOBJ-class-with-a-setstate-gadget": (lambda m: program(SETSTATE_CLASS + pickle.NEWOBJ + pickle.EMPTY_TUPLE
-                                                              + pickle.NEWOBJ + s(_touch(m)) + pickle.BUILD), True, "builtins.type"),
-    "NEWOBJ_EX-class-with-a-setstate-gadget": (
-        lambda m: program(SETSTATE_CLASS + pickle.EMPTY_DICT + pickle.NEWOBJ_EX + pickle.EMPTY_TUPLE + pickle.EMPTY_DICT
-                          + pickle.NEWOBJ_EX + s(_touch(m)) + pickle.BUILD), True, "builtins.type"),
-    "BUILD-slotstate-on-an-allowed-class": (lambda m: program(g("pandas", "DataFrame") + pickle.NONE + pickle.EMPTY_DICT
-                                                              + s("__len__") + g("numpy", "ndarray") + pickle.SETITEM
-                                                              + pickle.TUPLE2 + pickle.BUILD), False,
-                                            "setting the state of a pandas.DataFrame"),
-    "numpy-object-array-holding-a-hostile-pickle": (
-        lambda m: pickle.dumps(np.array([Reduce(os.system, (_touch(m),))], dtype=object), protocol=4), True, "posix.system"),
-    "PERSID": (lambda m: b"\x80\x02Pos.system\n.", False, "PERSID"),
-    "BINPERSID": (lambda m: program(s("os.system") + pickle.BINPERSID), False, "BINPERSID"),
-    "block-placed-out-of-bounds-by-array": (lambda m: _frame_with_block_at(np.array([5_000_000_000], dtype=np.intp)), False,
-                                            "placed outside its frame"),
-    "block-placed-out-of-bounds-by-slice": (lambda m: _frame_with_block_at(slice(5_000_000_000, 5_000_000_001, 1)), False,
-                                            "placed outside its frame"),
-    "arrow-array-longer-than-its-buffers": (lambda m: _lying_arrow_array(), False, "buffers do not match its length"),
-    "numpy-_reconstruct-of-80-GB": (lambda m: program(call(g("numpy._core.multiarray", "_reconstruct"), g("numpy", "ndarray"),
-                                                           num(10**10) + pickle.TUPLE1, pickle.SHORT_BINBYTES + b"\x01O")),
-                                    False, "numpy _reconstruct"),
-    "one-MB-string-referenced-200000-times": (lambda m: program(s("x" * 2**20) + pickle.MEMOIZE + pickle.EMPTY_LIST + pickle.MARK
-                                                                + (pickle.BINGET + b"\x00") * 200_000 + pickle.APPENDS),
-                                              False, "re-uses its objects"),
-}
 NAMES = list(PAYLOADS)
 
 
@@ -333,7 +188,7 @@ def test_out_of_bounds_block_crashes_plain_pandas(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, timeout=120)
     assert proc.returncode < 0, proc  # killed by a signal (SIGSEGV), not an exception
     with pytest.raises(WhyrecError, match="placed outside its frame"):
-        safe_load_pickle(path)
+        load_pandas_pickle(path)
 
 
 # ---------------------------------------------------------------- damaged files
@@ -348,7 +203,7 @@ DAMAGED = {
     "stack-underflow": (b"\x80\x04a.", "not a readable pickle"),
     "unknown-memo": (b"\x80\x04h\x07.", "not a readable pickle"),
     "huge-length-claim": (b"\x80\x04\x8d" + struct.pack("<Q", 2**62) + b"ab.", "truncated"),
-    "deep-nesting": (b"\x80\x04" + b"]" * 200_000 + b"a" * 199_999 + b".", "expected"),
+    "deep-nesting": (b"\x80\x04" + b"]" * 200_000 + b"a" * 199_999 + b".", "nested more than 100 levels"),
 }
 
 
@@ -357,7 +212,7 @@ def test_damaged_pickle_gives_one_line(tmp_path, name, capsys):
     data, needle = DAMAGED[name]
     (tmp_path / "x.pkl").write_bytes(data)
     args = ["evaluate", "--predictions", tmp_path / "x.pkl", "--references", PLAIN / "tst_pred.pkl", "--out", tmp_path / "out"]
-    whyrec_inprocess(args, capsys).assert_one_line_error("x.pkl", needle if name != "deep-nesting" else "")
+    whyrec_inprocess(args, capsys).assert_one_line_error("x.pkl", needle)
     assert not (tmp_path / "out").exists()
 
 
@@ -393,7 +248,7 @@ def _same(got, want) -> None:
 @pytest.mark.parametrize("path", [p for w in WRITERS for p in sorted(w.glob("*.pkl"))],
                          ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_fixture_pickles_from_every_writer_load_unchanged(path):
-    _same(safe_load_pickle(path), pickle.loads(path.read_bytes()))  # our own fixtures: trusted
+    _same(load_pandas_pickle(path), pickle.loads(path.read_bytes()))  # our own fixtures: trusted
 
 
 def test_plain_fixtures_load_through_the_no_globals_path():
@@ -421,16 +276,45 @@ def test_benign_folders_still_work_through_the_cli(tmp_path, capsys):
         assert any((tmp_path / f"out{i}").iterdir())
 
 
-def test_conversion_hint_turns_a_refused_file_into_one_that_loads(tmp_path):
+def _refused_but_trusted(kind: str, path: Path) -> tuple[bytes, object]:
+    if kind == "records":  # protocol 1 needs copyreg._reconstructor: refused
+        frame = pickle.loads((WRITERS[-1] / "tst.pkl").read_bytes())
+        return pickle.dumps(frame, protocol=1), lambda: pd.testing.assert_frame_equal(
+            xrec_records(path), frame.reset_index(drop=True), check_dtype=False)
+    para = pickle.loads((PLAIN / "para_dict.pickle").read_bytes())  # numpy ints: refused on the plain path
+    return pickle.dumps({**para, "user_num": np.int64(5)}), lambda: load_plain_pickle(path) == para or pytest.fail()
+
+
+@pytest.mark.parametrize("kind", ["records", "builtins"])
+def test_conversion_hint_turns_a_refused_file_into_one_that_loads(tmp_path, kind):
     """The command in the error message, run in a trusted Python, yields a file whyrec reads."""
-    para = pickle.loads((PLAIN / "para_dict.pickle").read_bytes())
-    path = tmp_path / "para_dict.pickle"
-    path.write_bytes(pickle.dumps({**para, "user_num": np.int64(5)}))  # numpy ints: refused on the plain path
-    with pytest.raises(WhyrecError, match="refusing to unpickle numpy") as refused:
-        load_plain_pickle(path, hint=builtins_hint(path))
+    path = tmp_path / ("tst.pkl" if kind == "records" else "para_dict.pickle")
+    data, check = _refused_but_trusted(kind, path)
+    path.write_bytes(data)
+    with pytest.raises(WhyrecError, match="refusing to unpickle") as refused:
+        (xrec_records if kind == "records" else lambda p: load_plain_pickle(p, hint=builtins_hint(p)))(path)
+    assert (records_hint if kind == "records" else builtins_hint)(path) in str(refused.value)
     command = str(refused.value).split("python -c ", 1)[1]
-    subprocess.run([sys.executable, "-c", shlex.split(command)[0]], check=True, timeout=60)
-    assert load_plain_pickle(path) == para
+    subprocess.run([sys.executable, "-c", shlex.split(command)[0]], check=True, timeout=120)
+    check()
+
+
+def test_loading_never_hands_the_file_to_an_unrestricted_unpickler(tmp_path, monkeypatch):
+    """No second pickle.load(s) anywhere on the way (numpy object arrays, pandas setstate, ...)."""
+    import _pickle
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("an unrestricted unpickler was called")
+
+    for module in (pickle, _pickle):
+        for name in ("load", "loads", "Unpickler"):
+            monkeypatch.setattr(module, name, forbidden)
+    for path in [p for w in WRITERS for p in sorted(w.glob("*.pkl"))]:
+        load_pandas_pickle(path)
+    for i, (build, _, _) in enumerate(PAYLOADS.values()):
+        (tmp_path / f"{i}.pkl").write_bytes(build(tmp_path / f"marker{i}"))
+        with pytest.raises(WhyrecError):
+            load_pandas_pickle(tmp_path / f"{i}.pkl")
 
 
 def test_real_shared_pickles_load_unchanged(shared_data):
@@ -439,6 +323,6 @@ def test_real_shared_pickles_load_unchanged(shared_data):
         pytest.skip(f"XRec's tst.pkl / para_dict.pickle absent under {shared_data}")
     for path in paths:
         want = pickle.loads(path.read_bytes())  # the team's public data folder: trusted
-        _same(safe_load_pickle(path), want)
+        _same(load_pandas_pickle(path), want)
         if not isinstance(want, pd.DataFrame | pd.Series | np.ndarray):  # builtins only: the plain path reads it too
             _same(load_plain_pickle(path), want)
