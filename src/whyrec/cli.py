@@ -721,7 +721,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         CLI(commands, args=argv, as_positional=False, prog="whyrec", parser_class=parser_class(),
             instantiators=config_instantiators())
-    except SystemExit as e:  # --help and --print_config
+    except SystemExit as e:  # --help and --print_config (a library's sys.exit("why") is one line too)
+        if isinstance(e.code, str):
+            print(f"whyrec: error: {' '.join(e.code.split())}", file=sys.stderr)
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     except KeyboardInterrupt:
         print("whyrec: interrupted; re-run the same command to resume", file=sys.stderr)
