@@ -387,3 +387,14 @@ def test_options_typed_with_equals_and_dashes_are_understood():
     """`-k=3` and `--max-new-tokens=5` are what users type; they must not become 'unknown option' errors."""
     assert cli.normalise_argv(["recommend", "-k=3", "--max-new-tokens=5", "--run=a-b"]) == \
         ["recommend", "--k=3", "--max_new_tokens=5", "--run=a-b"]
+
+
+def test_real_os_refusal_of_out(tmp_path, capsys):
+    """--out where even root may not write (sysfs refuses mkdir with EPERM): one line naming the folder."""
+    if not Path("/sys/kernel").is_dir():
+        pytest.skip("no sysfs here to refuse a folder")
+    (tmp_path / "p.txt").write_text("a b\nc d\n")
+    (tmp_path / "r.txt").write_text("a b\nc e\n")
+    argv = ["evaluate", "--predictions", tmp_path / "p.txt", "--references", tmp_path / "r.txt",
+            "--out", "/sys/whyrec-test/out"]
+    whyrec_inprocess(argv, capsys).assert_one_line_error("/sys/whyrec-test", "not permitted")
