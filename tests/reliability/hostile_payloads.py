@@ -153,6 +153,9 @@ PAYLOADS = {
     "numpy-_reconstruct-of-80-GB": (lambda m: program(call(g("numpy._core.multiarray", "_reconstruct"), g("numpy", "ndarray"),
                                                            pickle.dumps(10**10, 2)[2:-1] + pickle.TUPLE1, s("O"))),
                                     False, "numpy _reconstruct"),
+    "dict-with-100000-colliding-integer-keys": (lambda m: program(pickle.EMPTY_DICT + pickle.MARK + b"".join(
+        pickle.dumps(i * (2**61 - 1), 2)[2:-1] + pickle.NONE for i in range(1, 100_001)) + pickle.SETITEMS),
+        False, "a dict key that is an integer of 2**61 or more"),
     "one-MB-string-referenced-200000-times": (lambda m: program(s("x" * 2**20) + pickle.MEMOIZE + pickle.EMPTY_LIST + pickle.MARK
                                                                 + (pickle.BINGET + b"\x00") * 200_000 + pickle.APPENDS),
                                               False, "re-uses its objects"),

@@ -22,8 +22,8 @@ from whyrec.data.safe_pickle import Global, Refused, describe
 
 _TYPESTR = re.compile(r"b1|[iu][1248]|f[248]|c(8|16)|O8|[US][1-9][0-9]{0,8}")
 _SCALARS = frozenset((str, bytes, bytearray, int, float, complex, bool, type(None)))
-_CONTAINERS = frozenset((list, tuple, dict, set, frozenset, np.ndarray))
-_FLAT = frozenset((list, tuple, set, frozenset))
+_CONTAINERS = frozenset((list, tuple, dict, np.ndarray))
+_FLAT = frozenset((list, tuple))
 MAX_DEPTH = 100
 _STATEFUL = {"DataFrame", "Series", "SingleBlockManager", "BlockManager", "ArrowStringArray", "StringArray"}
 NEW_KINDS = {"DataFrame", "Series", "SingleBlockManager", "BlockManager", "ArrowStringArray"}
