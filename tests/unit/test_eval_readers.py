@@ -89,24 +89,13 @@ def test_pickled_list(tmp_path):
         read_texts(tmp_path / "dict.pkl")
 
 
-def _read_pandas_pickle(path, **kwargs):
-    try:
-        return read_texts(path, **kwargs)
-    except WhyrecError as e:
-        # pandas >= 3 pickles the top-level `pandas.Series` / `pandas.DataFrame` globals and
-        # pyarrow-backed string arrays, which safe_pickle's allow-list does not admit yet.
-        if re.search(r"refusing to unpickle (pandas\.(Series|DataFrame)\b|pyarrow\.)", str(e)):
-            pytest.xfail(f"safe_load_pickle refuses this pandas version's pickles: {e}")
-        raise
-
-
 def test_pickled_series_and_dataframe(tmp_path):
     pd.to_pickle(pd.Series(TEXTS), tmp_path / "s.pickle")
     pd.to_pickle(pd.DataFrame({"a": TEXTS, "b": TEXTS[::-1]}), tmp_path / "d.pkl")
-    assert _read_pandas_pickle(tmp_path / "s.pickle") == TEXTS
-    assert _read_pandas_pickle(tmp_path / "d.pkl", column="b") == TEXTS[::-1]
+    assert read_texts(tmp_path / "s.pickle") == TEXTS
+    assert read_texts(tmp_path / "d.pkl", column="b") == TEXTS[::-1]
     with raises("cannot tell which column holds the text (columns: a, b); pass --column"):
-        _read_pandas_pickle(tmp_path / "d.pkl")
+        read_texts(tmp_path / "d.pkl")
 
 
 # ---------------------------------------------------------------- malformed input
@@ -183,7 +172,8 @@ def test_evaluate_files_writes_metrics_and_report(tmp_path):
     )
     metrics = evaluate_files(tmp_path / "pred.txt", tmp_path / "ref.parquet", tmp_path / "out")
     assert set(metrics) == {"pepler", "standard", "n", "metric_versions"} and metrics["n"] == 2
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["metrics.json", "report.md"]
+    # .whyrec.json: the output-folder marker (what made the folder, so a rerun never mixes outputs)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".whyrec.json", "metrics.json", "report.md"]
     saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert saved["pepler"]["bleu1"] == pytest.approx(metrics["pepler"]["bleu1"])
     text = (tmp_path / "out" / "report.md").read_text()
