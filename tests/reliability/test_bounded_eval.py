@@ -14,7 +14,7 @@ import time
 import warnings
 
 import pytest
-from conftest import whyrec_subprocess
+from cli_contract import whyrec_subprocess
 
 from whyrec.eval.text import (
     MAX_TEXT_TOKENS,
