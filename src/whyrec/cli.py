@@ -62,7 +62,8 @@ def data_prepare(source: str, out: str, path: str | None = None, split: str = "r
         max_items: (raw reviews) keep only the this-many most-reviewed items, then sample --max_users among
             users with at least --k_core of them (RecExplainer's Video Games: 2000 items, 4000 users, 5-core).
         review_min_rating: (raw reviews) drop reviews rated below this.
-        on_error: (raw reviews) 'raise' on a malformed line, or 'skip' to drop and count it.
+        on_error: 'raise' on a malformed line or a bad rating, timestamp or id (any source), or 'skip' to
+            drop and count them (the counts are in the summary under cleaning).
         text_test_size: (xrec) re-split the explanation records into train + this many test records
             (XRec-amazon benchmark: 600 with --seed 0).
         overwrite: replace --out if it holds anything else (built beside it, then renamed into place).
@@ -324,7 +325,9 @@ def _recommend_recalpaca(run: str, user: str, k: int, device: str, instructions:
     from whyrec.methods.recalpaca_infer import load_recalpaca
 
     if instructions is None:
-        sources = json.loads((Path(run) / "config.json").read_text()).get("instructions") or []
+        from whyrec.serve.validate import read_config
+
+        sources = read_config(Path(run) / "config.json").get("instructions") or []
         folders = [s for s in sources if Path(s).is_dir()]
         if not folders:
             raise WhyrecError(f"{run} was not trained on an instruction folder; pass --instructions FOLDER")
@@ -410,7 +413,10 @@ def _evaluation_fingerprint(args: dict) -> dict:
     """The evaluate options that shape its results, with the content of the files it reads."""
     from whyrec.outputs import folder_digest
 
-    kept = {k: v for k, v in args.items() if k != "device"}
+    # The RecExplainer studies key their own rows by decoding settings and ask the judge afresh, so a
+    # rerun with other decoding or another judge continues in the same folder (only changed rows redone).
+    own_keys = ("generation", "judge") if args.get("task") in ("alignment", "faithfulness") else ()
+    kept = {k: v for k, v in args.items() if k != "device" and k not in own_keys}
     for name in ("predictions", "references", "recalpaca_json"):
         if kept.get(name) and Path(kept[name]).exists():
             kept[name] = {"path": str(Path(kept[name]).resolve()), "digest": folder_digest(kept[name])}
@@ -592,12 +598,11 @@ def _evaluate_alignment(run: str | None, out: str, max_users: int | None, genera
 
 
 def _run_method(run: str) -> str | None:
-    import json
-    from pathlib import Path
+    from whyrec.serve.validate import read_config
 
     for cfg in (Path(run) / "config.json", Path(run) / "explainer" / "config.json"):
-        if cfg.exists():
-            return json.loads(cfg.read_text()).get("method")
+        if cfg.is_file():
+            return read_config(cfg).get("method")
     return None
 
 
@@ -627,7 +632,8 @@ def quickstart(out: str = "runs/quickstart", users: int = 3, k: int = 5, eval_pa
 
 def serve(run: str, host: str = "127.0.0.1", port: int = 8000, device: str = "auto",
           generation: GenerationConfig = GenerationConfig(), cache: str | None = "auto", max_batch: int = 8,
-          max_wait_ms: float = 10.0, max_queue: int = 256, timeout_s: float = 120.0, max_body_bytes: int = 65536):
+          max_wait_ms: float = 10.0, max_queue: int = 256, timeout_s: float = 120.0, max_body_bytes: int = 65536,
+          read_timeout_s: float = 10.0, max_connections: int = 512, keep_alive_s: float = 5.0):
     """Serve recommendations with explanations: HTTP API, web page at /, API reference at /docs.
 
     Any method's trained folder (xrec, gavamoe, pepler, recexplainer, recalpaca; GET /info says what
@@ -646,13 +652,18 @@ def serve(run: str, host: str = "127.0.0.1", port: int = 8000, device: str = "au
         max_queue: waiting explanations at most; requests beyond it get HTTP 503.
         timeout_s: per-request wait limit for an explanation (HTTP 504 after it).
         max_body_bytes: larger request bodies get HTTP 413.
+        read_timeout_s: a request's headers and body must arrive within this many seconds (HTTP 408 after it).
+        max_connections: open connections at most; more are answered HTTP 503 and closed.
+        keep_alive_s: an idle kept-alive connection is closed after this many seconds.
     """
     from whyrec.serve.server import run_server
     from whyrec.serve.settings import ServeSettings
 
     run_server(run, host, port, device=device, generation=generation, cache=cache,
                settings=ServeSettings(max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
-                                      timeout_s=timeout_s, max_body_bytes=max_body_bytes))
+                                      timeout_s=timeout_s, max_body_bytes=max_body_bytes,
+                                      read_timeout_s=read_timeout_s, max_connections=max_connections,
+                                      keep_alive_s=keep_alive_s))
 
 
 def list_():

@@ -299,8 +299,6 @@ def test_damaged_run_folder(n, corrupt, needles, damaged, capsys, unchanged):
     _check_damage(damaged, corrupt, needles, n, capsys, unchanged)
 
 
-@pytest.mark.xfail(strict=True, reason="cli._run_method json.loads config.json before any loader; "
-                                       "needs read_config there (not this part's file)")
 @pytest.mark.parametrize("n, corrupt, needles", [(n, c[1], c[2]) for n, c in enumerate(CONFIG_JSON)],
                          ids=[c[0] for c in CONFIG_JSON])
 def test_broken_config_json(n, corrupt, needles, damaged, capsys, unchanged):

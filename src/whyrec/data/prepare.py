@@ -101,6 +101,8 @@ def prepare_dataset(source: str, out: str, path: str | None = None, split: str =
         raise WhyrecError(f"--max_items applies to raw reviews: --source {' or '.join(RAW_REVIEWS)}")
     if extract_features and source not in RAW_REVIEWS:
         raise WhyrecError(f"--extract_features needs raw review text: --source {' or '.join(RAW_REVIEWS)}")
+    if on_error not in ("raise", "skip"):
+        raise WhyrecError(f"--on_error {on_error!r}: choose raise or skip")
     if split not in HOWS:
         raise WhyrecError(f"unknown split {split!r}; choose one of: {', '.join(HOWS)}")
     columns = {"user_col": user_col, "item_col": item_col, "rating_col": rating_col,

@@ -494,9 +494,10 @@ def load_pepler_run(path, device: str = "auto") -> tuple[PEPLER, dict]:
     from safetensors.torch import load_file
 
     from whyrec.llm.load import load_model
+    from whyrec.serve.validate import check_run, weights_fit
     from whyrec.utils import WhyrecError, read_json
 
-    path = Path(path)
+    path = check_run(Path(path))  # config, weight headers and id maps checked before any model is built
     cfg = read_json(path / "config.json")
     if not cfg.get("complete") or cfg.get("method") != "pepler":
         raise WhyrecError(f"{path} is not a complete PEPLER folder; train one with train_pepler")
@@ -507,7 +508,8 @@ def load_pepler_run(path, device: str = "auto") -> tuple[PEPLER, dict]:
     llm, tok = load_model(model)
     module = PEPLER(llm, tok, cfg["n_users"], cfg["n_items"], PEPLERConfig(**cfg["pepler"]))
     weights = {k: v for k, v in load_file(path / "prompt.safetensors").items() if k != "_empty"}
-    result = module.load_state_dict(weights, strict=False)
+    with weights_fit(path):
+        result = module.load_state_dict(weights, strict=False)
     if result.unexpected_keys or [k for k in result.missing_keys if not k.startswith("llm.")]:
         raise WhyrecError(f"{path}/prompt.safetensors does not match its config.json")
     cfg.update(user2idx=read_json(path / "user2idx.json"), item2idx=read_json(path / "item2idx.json"),
