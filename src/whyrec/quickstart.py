@@ -1,7 +1,11 @@
 """The quickstart job: MovieLens-100K -> LightGCN -> XRec on SmolLM2 -> top-k with explanations.
 
 Each stage writes its own folder under `out` and is skipped when that folder is complete,
-so a second run only loads artifacts and generates.
+so a second run only loads artifacts and generates. Stages are reused only under the same
+`out` fingerprint: the model config and the identity of the weights it names (a local model
+retrained in place is another model), train, lightgcn, max_users and eval_pairs; a rerun that
+changes any of them is refused naming the field (or rebuilt aside with `overwrite`), so stage
+folders of two configs never mix. The number of users shown and k only change what is printed.
 """
 
 from __future__ import annotations
@@ -19,13 +23,15 @@ def run_quickstart(out: str = "runs/quickstart", n_users: int = 3, k: int = 5, e
                    overwrite: bool = False) -> dict:
     """Run (or resume) the quickstart in `out`. A folder made with other settings is refused,
     naming what differs, unless `overwrite` (then it is rebuilt aside and renamed into place)."""
+    from whyrec.identity import model_identity
     from whyrec.outputs import fingerprint_of, output_folder
 
     model = model or ModelConfig()
     model = replace(model, device=device if device != "auto" else model.device)
     train = train or TrainConfig(lr=1e-3, batch_size=4, max_steps=60, max_target_tokens=64, min_rating=4.0)
     lightgcn = lightgcn or LightGCNConfig(epochs=200, eval_every=2, patience=5)
-    settings = {"model": model, "train": train, "lightgcn": lightgcn, "max_users": max_users, "eval_pairs": eval_pairs}
+    settings = {"model": model, "weights": model_identity(model.name_or_path, model.gguf_file), "train": train,
+                "lightgcn": lightgcn, "max_users": max_users, "eval_pairs": eval_pairs}
     with output_folder(out, "quickstart run", fingerprint_of(settings), overwrite=overwrite) as work:
         return _run(Path(out), work, n_users, k, eval_pairs, model, train, lightgcn, max_users, device)
 
@@ -37,6 +43,7 @@ def _run(root: Path, work: Path, n_users: int, k: int, eval_pairs: int, model: M
     from whyrec.data.prepare import prepare_dataset
     from whyrec.encoders.train import train_encoder
     from whyrec.explainer import train_explainer
+    from whyrec.outputs import output_folder, read_marker
 
     data_dir, enc_dir, expl_dir = work / "data", work / "encoder", work / "explainer"
 
@@ -66,11 +73,15 @@ def _run(root: Path, work: Path, n_users: int, k: int, eval_pairs: int, model: M
 
     _stage(f"5/5 metrics ({eval_pairs} held-out explanations; ranking on the test split)")
     eval_dir = work / "eval"
-    if (eval_dir / "metrics.json").exists():
+    if (read_marker(eval_dir) or {}).get("state") == "complete" and (eval_dir / "metrics.json").is_file():
         text_metrics = json.loads((eval_dir / "metrics.json").read_text())
     else:
-        text_metrics = evaluate_run(str(expl_dir), str(data_dir), str(eval_dir), max_pairs=eval_pairs, generation=gen,
-                                    device=device)
+        # Its own marker: an evaluation that failed or was killed half-written is redone whole, not
+        # taken as done because metrics.json (written before the report and predictions) exists.
+        with output_folder(eval_dir, "quickstart evaluation", {"eval_pairs": eval_pairs, "generation": gen},
+                           resumable=False) as eval_work:
+            text_metrics = evaluate_run(str(expl_dir), str(data_dir), str(eval_work), max_pairs=eval_pairs,
+                                        generation=gen, device=device)
     summary = _summary(enc_metrics, text_metrics, log)
     for line in summary["lines"]:
         print("   ", line)

@@ -21,15 +21,19 @@ Deviations from XRec: reviews are clipped to `review_chars` characters and at mo
 explanation prompt also names the item title, and replies are cleaned (JSON wrappers
 stripped, one line, cut to 50 words) instead of parsed strictly.
 
-Each stage appends `{"id", "text"}` lines to `out/{items,users,explanations}.jsonl` as answers
-arrive and skips ids already there, so a rerun sends nothing and an interrupted run resumes;
-delete a JSONL file to regenerate that stage (e.g. after editing its template).
+Each stage appends `{"id", "prompt" (digest of the messages sent), "text"}` lines to
+`out/{items,users,explanations}.jsonl` as answers arrive: a rerun sends nothing, a killed run
+resumes. Nothing mixes: the folder's fingerprint holds the data digest, the teacher (backend,
+model, `cache_params` + max_tokens, a local model's weights identity), templates and limits, so
+changing one is refused by name (or rebuilt with --overwrite); a row is reused only for the same
+id and prompt digest, as caps and seed may change and alter prompts (a user's quotes item profiles).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +45,7 @@ import pandas as pd
 
 from whyrec.data import schema as S
 from whyrec.data.dataset import RecDataset
+from whyrec.fingerprint import digest
 from whyrec.llm.client import ChatCache, ChatClient, Messages, complete_many
 from whyrec.utils import WhyrecError
 
@@ -53,7 +58,6 @@ NO_TITLE = "(no title given)"
 
 
 # ---------------------------------------------------------------- templates and reply cleaning
-
 
 def load_templates(templates_dir: str | Path | None = None) -> dict[str, str]:
     """The three prompt templates; files in `templates_dir` override the shipped ones by name."""
@@ -107,17 +111,26 @@ def _clip(text, chars: int) -> str:
 
 # ---------------------------------------------------------------- resumable stages
 
-
 def read_done(path: Path) -> dict[str, str]:
-    """id -> text of a stage file; a torn last line (crash mid-write) is ignored."""
-    done: dict[str, str] = {}
-    if not path.exists():
-        return done
-    for line in path.read_text(encoding="utf-8").splitlines():
+    """id -> text of a stage file (the last row of each id); a torn last line is ignored."""
+    return {i: text for (i, _), text in _read_rows(path).items()}
+
+
+def _read_rows(path: Path, cut_torn: bool = False) -> dict[tuple[str, str | None], str]:
+    """(id, prompt digest) -> text of a stage file's rows; rows without a digest (an earlier whyrec)
+    get None, which matches no prompt. A torn last line (a kill mid-write) is ignored, and with
+    `cut_torn` cut off so the next appended row starts on a line of its own."""
+    done: dict[tuple[str, str | None], str] = {}
+    data = path.read_bytes() if path.exists() else b""
+    if cut_torn and data and not data.endswith(b"\n"):
+        with path.open("r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
+    for line in data.decode("utf-8", errors="replace").splitlines():
         try:
             row = json.loads(line)
-            done[str(row["id"])] = str(row["text"])
-        except (json.JSONDecodeError, KeyError, TypeError):
+            prompt = row.get("prompt")
+            done[(str(row["id"]), prompt if isinstance(prompt, str) else None)] = str(row["text"])
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
             continue
     return done
 
@@ -126,6 +139,7 @@ def _append(path: Path, rows: Sequence[dict]) -> None:
     with path.open("a", encoding="utf-8") as f:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
         f.flush()
+        os.fsync(f.fileno())
 
 
 @dataclass
@@ -152,18 +166,22 @@ class _Runner:
 
     def run(self, stage: str, jobs: Sequence[tuple[str, Callable[[], Messages]]],
             stats: StageStats) -> dict[str, str]:
-        """Answer every (id, prompt builder) not yet in the stage file; return id -> text for `jobs`."""
+        """Answer every (id, prompt builder) whose exact prompt the stage file has no answer to;
+        return id -> text for `jobs`."""
         from tqdm.auto import tqdm
 
         path = self.out / STAGE_FILES[stage]
-        done = read_done(path)
+        stored = _read_rows(path, cut_torn=True)
+        # Digests only: all prompts of a large dataset would not fit comfortably in memory.
+        prompts = {i: digest(build()) for i, build in jobs}
+        done = {i: stored[(i, prompts[i])] for i, _ in jobs if (i, prompts[i]) in stored}
         todo = [(i, build) for i, build in jobs if i not in done]
         stats.reused = len(jobs) - len(todo)
         with tqdm(total=len(jobs), initial=stats.reused, disable=not self.progress, desc=stage) as bar:
             for start in range(0, len(todo), self.chunk_size):
                 chunk = todo[start:start + self.chunk_size]
                 texts = self._answer([build() for _, build in chunk], stats)
-                rows = [{"id": i, "text": t} for (i, _), t in zip(chunk, texts)]
+                rows = [{"id": i, "prompt": prompts[i], "text": t} for (i, _), t in zip(chunk, texts)]
                 _append(path, rows)  # after each chunk: an interrupted run loses at most one chunk
                 done.update((r["id"], r["text"]) for r in rows)
                 bar.update(len(chunk))
@@ -186,7 +204,6 @@ class _Runner:
 
 
 # ---------------------------------------------------------------- what each stage asks
-
 
 @dataclass
 class PromptLimits:
@@ -261,7 +278,6 @@ def _pair_jobs(pairs: pd.DataFrame, items: pd.DataFrame, template: str, lim: Pro
 
 # ---------------------------------------------------------------- choosing what to write
 
-
 def _reviewed(ds: RecDataset) -> pd.DataFrame:
     """Interactions with review text, newest first, one row per (user, item)."""
     inter = ds.interactions
@@ -291,7 +307,6 @@ def _priority(first: Sequence[str], rest: Sequence[str], cap: int | None) -> lis
 
 # ---------------------------------------------------------------- entry point
 
-
 def write_profiles(ds: RecDataset, out: str | Path, client: ChatClient, templates_dir: str | Path | None = None,
                    max_items: int | None = None, max_users: int | None = None, max_pairs: int | None = None,
                    cache: ChatCache | None = None, progress: bool = True, chunk_size: int = 32,
@@ -310,10 +325,8 @@ def write_profiles(ds: RecDataset, out: str | Path, client: ChatClient, template
         cache: a ChatCache shared across runs (the JSONL files already make reruns free).
         chunk_size: answers appended to the stage file at a time (work lost on a crash).
         max_tokens: answer length cap (50 words plus a JSON wrapper fit in 128 tokens).
-        overwrite: replace `out` if it holds anything else (built beside it, then renamed). Without it,
-            a folder written from other data, by another teacher or with other prompts is refused,
-            naming what differs (its answers would be mixed in). The caps and seed may change: answers
-            are kept per item, user and pair, so a rerun with larger caps adds to them.
+        overwrite: replace `out` if it holds anything else (built beside it, then renamed); without
+            it a folder from other data, teacher or prompts is refused (see the module doc).
 
     Returns:
         The dataset with items.profile, users.profile and `texts` (user, item, explanation, split);
@@ -322,12 +335,20 @@ def write_profiles(ds: RecDataset, out: str | Path, client: ChatClient, template
     from whyrec.outputs import frames_digest, output_folder
 
     templates, lim = load_templates(templates_dir), limits or PromptLimits()
-    fingerprint = {"data": frames_digest(ds.interactions, ds.items, ds.users), "teacher": {"backend": client.backend_id.split(":")[0], "model": client.model},
-                   "templates": {k: hashlib.sha256(v.encode()).hexdigest()[:12] for k, v in templates.items()},
-                   "limits": vars(lim), "max_tokens": max_tokens}
+    digests = {k: hashlib.sha256(v.encode()).hexdigest()[:12] for k, v in templates.items()}
+    fingerprint = {"data": frames_digest(ds.interactions, ds.items, ds.users), "teacher": teacher_identity(client, max_tokens),
+                   "templates": digests, "limits": vars(lim), "max_tokens": max_tokens}
     with output_folder(out, "teacher-profile dataset", fingerprint, overwrite=overwrite) as work:
         return _write(ds, work, client, templates, lim, max_items, max_users, max_pairs, cache, progress,
                       chunk_size, max_tokens, seed)
+
+
+def teacher_identity(client: ChatClient, max_tokens: int) -> dict:
+    """What decides the teacher's answers besides the prompts (not the server URL: its port may change)."""
+    ident = {"backend": client.backend_id.split(":")[0], "model": client.model,
+             "params": client.cache_params(max_tokens)}
+    weights = getattr(client, "weights_identity", None)
+    return {**ident, "weights": weights()} if weights is not None else ident
 
 
 def _write(ds: RecDataset, out: Path, client: ChatClient, templates: dict[str, str], lim: PromptLimits,
@@ -373,10 +394,7 @@ def _assemble(ds: RecDataset, pairs: pd.DataFrame, item_profiles: dict[str, str]
 
 def _teacher_meta(client: ChatClient, templates: dict[str, str], stats: dict[str, StageStats],
                   lim: PromptLimits, max_tokens: int) -> dict:
-    return {
-        "backend": client.backend_id, "model": client.model, "max_words": MAX_WORDS, "max_tokens": max_tokens,
-        "limits": vars(lim),
-        # A hash per template records which prompt wording produced the texts.
-        "templates": {k: hashlib.sha256(v.encode()).hexdigest()[:12] for k, v in templates.items()},
-        "stages": {k: vars(v) for k, v in stats.items()},
-    }
+    return {"backend": client.backend_id, "model": client.model, "max_words": MAX_WORDS, "max_tokens": max_tokens,
+            "limits": vars(lim),
+            "templates": {k: hashlib.sha256(v.encode()).hexdigest()[:12] for k, v in templates.items()},
+            "stages": {k: vars(v) for k, v in stats.items()}}

@@ -148,21 +148,39 @@ def load_recalpaca(path: str | Path | None, device: str = "auto",
     return RecAlpaca(model, tok)
 
 
-def _done_rows(path: Path) -> dict[int, dict]:
-    """Rows already generated. A half-written last line (a kill mid-write) is dropped from
-    the file, so the rows appended next start on a line of their own."""
-    done = {}
-    if path.exists():
-        text = path.read_text()
-        for line in text.splitlines():
-            try:
-                row = json.loads(line)
-                done[int(row["user"])] = row
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                continue
-        if text and not text.endswith("\n"):
-            write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in done.values()))
-    return done
+def generation_key(path: str | Path | None, base_model: ModelConfig | None, max_new_tokens: int,
+                   repetition_penalty: float, batch_size: int) -> dict:
+    """What decides the answers besides the prompts: the run folder's files (adapter, config and the
+    base model it names), a base model passed over it, and the decoding settings (the batch too:
+    left padding can change greedy decoding)."""
+    from whyrec.benchmark_cache import model_key
+    from whyrec.identity import run_identity
+
+    base = base_model if base_model is not None or path is not None else ModelConfig()
+    return {"run": run_identity(path) if path is not None else None,
+            "base_model": model_key(base) if base is not None else None,
+            "decoding": {"max_new_tokens": max_new_tokens, "repetition_penalty": repetition_penalty,
+                         "batch_size": batch_size}}
+
+
+def _generations(gen_path: Path, key: dict, prompts: list[tuple[str, str]], batch_size: int, load) -> list[str]:
+    """The answer to every prompt, from `gen_path`'s rows made under `key` (matched by user index
+    and the prompt's digest), generating the missing batches with the model `load()` returns."""
+    from whyrec.fingerprint import digest
+    from whyrec.row_cache import cached_rows
+
+    ids = [(i, digest(list(p))) for i, p in enumerate(prompts)]
+    loaded: list = []
+
+    def make_chunk(start: int, stop: int) -> list[dict]:
+        if not loaded:  # the model loads on the first batch that is not cached
+            loaded.append(load())
+        texts = loaded[0].generate(prompts[start:stop], **key["decoding"])
+        return [{"user": u, "prompt": d, "generation": str(t)} for (u, d), t in zip(ids[start:stop], texts)]
+
+    rows = cached_rows(gen_path, key, ids, ("user", "prompt"), batch_size, make_chunk, label=str(gen_path),
+                       progress=True)
+    return [r["generation"] for r in rows]
 
 
 def evaluate_recalpaca(path: str | Path | None, test_json: str | Path, out: str | Path,
@@ -172,7 +190,11 @@ def evaluate_recalpaca(path: str | Path | None, test_json: str | Path, out: str 
                        repetition_penalty: float = 1.0) -> dict:
     """Generate answers for a RecAlpaca test JSON and score them (precision/recall/NDCG@k).
 
-    Writes out/generations.jsonl (appended per batch; a rerun skips users already there),
+    Writes out/generations.jsonl (a `whyrec.row_cache` file: its first line is the key of what made
+    the answers - the run folder's identity, the base model, max_new_tokens, repetition_penalty and
+    batch_size - and each row names its user and its prompt's digest; rows are appended per batch,
+    so a rerun generates only the batches missing under the same key, and a retrained run, other
+    decoding or other prompts generate again instead of reusing stale answers),
     out/metrics.json (one entry per title parser, see `whyrec.eval.topk`), out/per_user.jsonl
     and out/run_config.json. `field` picks the prompt: 'input' (what the original evaluated)
     or 'wTop1Input'. `path=None` evaluates `base_model` without an adapter.
@@ -184,24 +206,10 @@ def evaluate_recalpaca(path: str | Path | None, test_json: str | Path, out: str 
     records = data[:max_users] if max_users else data
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    gen_path = out / GENERATIONS
-    done = _done_rows(gen_path)
-    todo = [i for i in range(len(records)) if i not in done]
-    if todo:
-        model = load_recalpaca(path, device=device, base_model=base_model)
-        from tqdm.auto import tqdm
-
-        for s in tqdm(range(0, len(todo), batch_size), desc="evaluate", unit="batch"):
-            chunk = todo[s:s + batch_size]
-            texts = model.generate([(records[i]["instruction"], records[i][field]) for i in chunk],
-                                   max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                   repetition_penalty=repetition_penalty)
-            rows = [{"user": i, "generation": t, "top1": records[i].get("top1"),
-                     "testGT": records[i]["testGT"]} for i, t in zip(chunk, texts)]
-            with gen_path.open("a") as f:
-                f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-            done.update((r["user"], r) for r in rows)
-    texts = [done[i]["generation"] for i in range(len(records))]
+    key = generation_key(path, base_model, max_new_tokens, repetition_penalty, batch_size)
+    prompts = [(r["instruction"], r[field]) for r in records]
+    texts = _generations(out / GENERATIONS, key, prompts, batch_size,
+                         lambda: load_recalpaca(path, device=device, base_model=base_model))
     cands = [candidates_from_prompt(r[field]) for r in records]
     truth = [list(r["testGT"]) for r in records]
     metrics: dict = {"model": str(path) if path else (base_model or ModelConfig()).name_or_path,
