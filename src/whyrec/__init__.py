@@ -3,7 +3,7 @@
 Importing the package is cheap (no torch); heavy modules load on first use.
 """
 
-__version__ = "0.1.0"
+from whyrec._version import __version__
 
 
 def load_run(path):

@@ -18,7 +18,7 @@ class Run:
 
     def __init__(self, path: str | Path, device: str = "auto"):
         from whyrec.explainer import load_explainer
-        from whyrec.serve.validate import check_run, weights_fit
+        from whyrec.folders import check_run, weights_fit
 
         self.path = Path(path)
         folder = check_run(path)  # a damaged folder is one clear error, not a traceback from deep in torch

@@ -10,7 +10,6 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import NoReturn
 
-from whyrec.data.recexplainer_tasks import MODES, TASKS  # plain tuples, no torch
 from whyrec.utils import WhyrecError
 
 
@@ -494,6 +493,12 @@ class MFConfig:
         check(self, ">= 1", "dim", "n_negatives", "batch_size", "epochs", "patience", "eval_k")
         check(self, "> 0", "init_std", "lr", "grad_clip")
         check(self, ">= 0", "weight_decay", "seed")
+
+
+# RecExplainer's prompt modes and alignment tasks (built in whyrec.data.recexplainer_tasks, which
+# imports them from here: config sits below data and must not import it).
+MODES = ("behaviour", "intention", "hybrid")
+TASKS = ("iid2title", "iid2sim", "uid2hist", "uid2next", "uidiid2rank", "uidiid2binary", "uid2summary", "general")
 
 
 @dataclass

@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from whyrec import __version__
+from whyrec._version import __version__
 from whyrec.config import GenerationConfig, ModelConfig, TrainConfig, XRecConfig
 from whyrec.data import schema as S
 from whyrec.outputs import MARKER, destination

@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from whyrec import __version__
+from whyrec._version import __version__
 from whyrec.fingerprint import differences, digest, plain
 from whyrec.utils import WhyrecError, write_json
 

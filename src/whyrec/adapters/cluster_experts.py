@@ -42,6 +42,14 @@ class ClusterMoE(nn.Module):
     def n_clusters(self) -> int:
         return len(self.routers)
 
+    def forward_state(self) -> torch.Tensor | None:
+        """The cluster ids `forward` routes by (None outside `route_by`); gradient checkpointing snapshots them."""
+        return self.cluster_ids
+
+    def set_forward_state(self, state: torch.Tensor | None) -> None:
+        """Put back a `forward_state()` snapshot (while checkpointing recomputes a layer)."""
+        self.cluster_ids = state
+
     def route(self, x: torch.Tensor, cluster_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Top-k expert indices (B, T, k) and their weights (B, T, k), which sum to 1 per token."""
         gate = torch.stack([r.weight for r in self.routers])[cluster_ids]  # (B, E, H): each sample's router

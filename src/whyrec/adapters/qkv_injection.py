@@ -77,6 +77,14 @@ class QKVInjector:
         finally:
             self._state = None
 
+    def forward_state(self):
+        """What the hooks read now (None outside `active`); gradient checkpointing snapshots it."""
+        return self._state
+
+    def set_forward_state(self, state) -> None:
+        """Put back a `forward_state()` snapshot (while checkpointing recomputes a layer)."""
+        self._state = state
+
     def _make_hook(self, kind: str):
         def hook(module, inputs, output):
             if self._state is None:

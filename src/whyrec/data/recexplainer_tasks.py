@@ -26,12 +26,11 @@ import random
 from collections.abc import Callable, Iterable, Sequence
 from importlib import resources
 
+from whyrec.config import MODES, TASKS
 from whyrec.utils import WhyrecError
 
-MODES = ("behaviour", "intention", "hybrid")
 USER_TOKEN, ITEM_TOKEN = "<user>", "<item>"
 SEP = "; "
-TASKS = ("iid2title", "iid2sim", "uid2hist", "uid2next", "uidiid2rank", "uidiid2binary", "uid2summary", "general")
 
 TEMPLATES = {
     "iid2title": ["What is the title of the item {item}?", "Name the item {item}.",

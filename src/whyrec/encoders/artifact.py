@@ -128,7 +128,7 @@ RETRAIN = "re-run `whyrec train encoder`"
 
 def _read_folder(path: str | Path, required: tuple[str, ...] = TENSORS) -> tuple[dict, dict, dict, dict]:
     """(config, tensors, user2idx, item2idx) of a folder, checked; WhyrecError says what is wrong."""
-    from whyrec.serve.validate import check_weights, existing_folder, read_config, read_json_file
+    from whyrec.folders import check_weights, existing_folder, read_config, read_json_file
 
     path = existing_folder(path, "encoder folder")
     missing = [f for f in FILES if not (path / f).is_file()]

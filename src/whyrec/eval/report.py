@@ -81,7 +81,7 @@ def metric_versions(metrics: dict, smooth: bool = False) -> dict:
     metrics.json as `"metric_versions"`: the same name can mean numbers several points apart
     (PEPLER's vs sacrebleu's BLEU), and libraries change defaults between releases.
     """
-    from whyrec import __version__
+    from whyrec._version import __version__
 
     bleu = "pepler-bleu-add-one-smoothed" if smooth else "pepler-bleu"
     info: dict = {

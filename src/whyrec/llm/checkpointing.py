@@ -6,50 +6,59 @@ recomputes each decoder layer during the backward pass, after that block has clo
 would recompute the layers without the injection (silently wrong gradients) or without cluster
 ids (an error). `enable_gradient_checkpointing` switches checkpointing on for the HF models
 inside a module with a `context_fn` that snapshots that state when a layer runs forward and
-restores it while the layer is recomputed.
+restores it while the layer is recomputed. Holders of such state implement `ForwardState`
+(`forward_state()` / `set_forward_state(state)`); llm sits below adapters and imports none.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
+from typing import Any, Protocol, runtime_checkable
 
 from torch import nn
 
 
-def _state_holders(module: nn.Module) -> tuple[list, list]:
-    from whyrec.adapters.cluster_experts import ClusterMoE
-    from whyrec.adapters.qkv_injection import QKVInjector
+@runtime_checkable
+class ForwardState(Protocol):
+    """An object holding state that a forward pass reads (XRec's `QKVInjector`, GaVaMoE's
+    `ClusterMoE`); found by these two methods, so this layer needs to know no adapter."""
 
-    injectors = {id(v): v for m in module.modules() for v in vars(m).values() if isinstance(v, QKVInjector)}
-    moes = [m for m in module.modules() if isinstance(m, ClusterMoE)]
-    return list(injectors.values()), moes
+    def forward_state(self) -> Any: ...
+
+    def set_forward_state(self, state: Any) -> None: ...
+
+
+def _state_holders(module: nn.Module) -> list[ForwardState]:
+    """Submodules and plain attributes of submodules (an injector is not a module) with forward state."""
+    holders: dict[int, ForwardState] = {}
+    for m in module.modules():
+        for candidate in (m, *vars(m).values()):
+            if isinstance(candidate, ForwardState):
+                holders.setdefault(id(candidate), candidate)
+    return list(holders.values())
 
 
 @contextmanager
-def _restored(injectors: list, moes: list, snapshot: tuple):
-    saved = ([i._state for i in injectors], [m.cluster_ids for m in moes])
-    for inj, state in zip(injectors, snapshot[0]):
-        inj._state = state
-    for moe, ids in zip(moes, snapshot[1]):
-        moe.cluster_ids = ids
+def _restored(holders: list[ForwardState], snapshot: list):
+    saved = [h.forward_state() for h in holders]
+    for holder, state in zip(holders, snapshot):
+        holder.set_forward_state(state)
     try:
         yield
     finally:
-        for inj, state in zip(injectors, saved[0]):
-            inj._state = state
-        for moe, ids in zip(moes, saved[1]):
-            moe.cluster_ids = ids
+        for holder, state in zip(holders, saved):
+            holder.set_forward_state(state)
 
 
 def enable_gradient_checkpointing(module: nn.Module) -> int:
     """Checkpoint every decoder layer of the outermost HF models in `module`; returns how many."""
     from transformers import PreTrainedModel
 
-    injectors, moes = _state_holders(module)
+    holders = _state_holders(module)
 
     def context_fn():
-        snapshot = ([i._state for i in injectors], [m.cluster_ids for m in moes])
-        return nullcontext(), _restored(injectors, moes, snapshot)
+        snapshot = [h.forward_state() for h in holders]
+        return nullcontext(), _restored(holders, snapshot)
 
     outer: list[str] = []
     for name, sub in module.named_modules():

@@ -128,7 +128,7 @@ def compiled_decoder_layers(model, dynamic: bool = True):
 def _from_hf_dir(path: Path, dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from whyrec.serve.validate import check_weights
+    from whyrec.folders import check_weights
 
     if not (path / "config.json").exists():
         raise WhyrecError(f"{path} has no config.json; point --model.name_or_path at a HF model folder")

@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from whyrec import __version__
+from whyrec._version import __version__
 from whyrec.config import GenerationConfig, LoraConfig, ModelConfig, TrainConfig
 from whyrec.data import schema as S
 from whyrec.methods.gavamoe import GaVaMoE, GaVaMoEConfig

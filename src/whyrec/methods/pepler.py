@@ -493,8 +493,8 @@ def load_pepler_run(path, device: str = "auto") -> tuple[PEPLER, dict]:
 
     from safetensors.torch import load_file
 
+    from whyrec.folders import check_run, weights_fit
     from whyrec.llm.load import load_model
-    from whyrec.serve.validate import check_run, weights_fit
     from whyrec.utils import WhyrecError, read_json
 
     path = check_run(Path(path))  # config, weight headers and id maps checked before any model is built

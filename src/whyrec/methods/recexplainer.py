@@ -251,8 +251,8 @@ def load_recexplainer(path, device: str = "auto") -> RecExplainer:
     from safetensors.torch import load_file
 
     from whyrec.config import ModelConfig
+    from whyrec.folders import check_run, read_config, weights_fit
     from whyrec.llm.load import load_model
-    from whyrec.serve.validate import check_run, read_config, weights_fit
 
     path = check_run(path)  # missing folder, broken config.json or corrupt weights: one named error
     if not (path / "config.json").is_file() or read_config(path / "config.json").get("method") != METHOD:
