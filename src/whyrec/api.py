@@ -78,8 +78,30 @@ def _by_activity(ds, users: list[str], preds: list[str], refs: list[str], out: s
 
 def evaluate_run(run: str, data: str | None, out: str, split: str = "test", max_pairs: int | None = 200,
                  generation: GenerationConfig | None = None, device: str = "auto", smooth: bool = False,
-                 bertscore: bool = False, judge=None, grounding: bool = False) -> dict:
-    """Generate explanations for a split's pairs and score them against the references."""
+                 bertscore: bool = False, judge=None, grounding: bool = False, overwrite: bool = False) -> dict:
+    """Generate explanations for a split's pairs and score them against the references.
+
+    `out` is guarded like every output folder (whyrec.outputs): a folder holding another
+    evaluation is refused unless `overwrite`, and metrics.json is written last.
+    """
+    from whyrec.fingerprint import plain
+    from whyrec.identity import run_identity
+    from whyrec.outputs import fingerprint_of, folder_digest, output_folder
+    from whyrec.utils import WhyrecError
+
+    if data is None:
+        raise WhyrecError("--run needs --data (the dataset folder whose explanations are the references)")
+    generation = generation or GenerationConfig()
+    fingerprint = {"run": run_identity(run), "data": folder_digest(data), "split": split, "max_pairs": max_pairs,
+                   "generation": fingerprint_of(generation), "smooth": smooth, "bertscore": bertscore,
+                   "judge": plain(judge), "grounding": grounding}
+    with output_folder(out, "evaluation", fingerprint, overwrite=overwrite, resumable=False) as work:
+        return _evaluate_run(run, data, work, split, max_pairs, generation, device, smooth, bertscore, judge,
+                             grounding)
+
+
+def _evaluate_run(run, data, out_dir: Path, split, max_pairs, generation, device, smooth, bertscore, judge,
+                  grounding) -> dict:
     import pandas as pd
 
     from whyrec.data import schema as S
@@ -87,8 +109,6 @@ def evaluate_run(run: str, data: str | None, out: str, split: str = "test", max_
     from whyrec.eval.report import evaluate_texts, markdown_report, metric_versions
     from whyrec.utils import WhyrecError, write_json, write_text
 
-    if data is None:
-        raise WhyrecError("--run needs --data (the dataset folder whose explanations are the references)")
     ds = RecDataset.load(data)
     records = ds.explanation_records(split)
     loaded = load_run(run, device=device)
@@ -102,16 +122,16 @@ def evaluate_run(run: str, data: str | None, out: str, split: str = "test", max_
     preds = loaded.explain_many(users, items, generation)
     refs = records[S.EXPLANATION].astype(str).tolist()
     metrics = evaluate_texts(preds, refs, smooth=smooth, bertscore=bertscore, judge=judge)
-    metrics["groups"] = _by_activity(ds, users, preds, refs, out)
+    metrics["groups"] = _by_activity(ds, users, preds, refs, str(out_dir))
     if grounding:
         from whyrec.eval.grounding import grounding_report
 
         metrics["grounding"] = grounding_report(preds, users, items, ds)
         metrics["grounding_references"] = grounding_report(refs, users, items, ds)
     metrics["metric_versions"] = metric_versions(metrics, smooth)
-    out_dir = Path(out)
-    write_json(out_dir / "metrics.json", metrics)
-    write_text(out_dir / "report.md", markdown_report(metrics, f"Explanations of {run} on {split}"))
+    # metrics.json last: its presence means the whole evaluation was written
     frame = pd.DataFrame({"user": users, "item": items, "prediction": preds, "reference": refs})
     frame.to_json(out_dir / "predictions.jsonl", orient="records", lines=True, force_ascii=False)
+    write_text(out_dir / "report.md", markdown_report(metrics, f"Explanations of {run} on {split}"))
+    write_json(out_dir / "metrics.json", metrics)
     return metrics

@@ -27,7 +27,6 @@ from whyrec.benchmark_cache import (
     Generator,
     cached_predictions,
     data_key,
-    model_key,
     pairs_key,
     read_log,
     settings,
@@ -45,7 +44,7 @@ from whyrec.config import (
     XRecConfig,
 )
 from whyrec.data import schema as S
-from whyrec.identity import run_identity, tree_identity
+from whyrec.identity import model_key, run_identity, tree_identity
 from whyrec.utils import WhyrecError, write_json, write_run_info, write_text
 
 EXPLANATION_METHODS = ("xrec", "xrec-lora", "gavamoe", "pepler-continuous", "pepler-discrete", "pepler-reg",

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from whyrec.config import ModelConfig
 from whyrec.data import schema as S
 from whyrec.fingerprint import differences, digest, plain
-from whyrec.identity import model_identity, tree_identity
+from whyrec.identity import tree_identity
+from whyrec.outputs import fingerprint_of
 from whyrec.utils import write_json
 
 Generator = Callable[[pd.DataFrame], list[str]]
@@ -52,18 +52,9 @@ def cached_predictions(path: Path, key: dict, pairs: pd.DataFrame, chunk_size: i
     return [r["prediction"] for r in rows], sum(float(r.get("seconds", 0.0)) for r in rows)
 
 
-# Where a model runs and how long a run may take never change what it produces.
-UNKEYED_FIELDS = ("device", "max_minutes", "checkpoint_every")
-
-
 def settings(cfg) -> dict:
     """A config as plain JSON without the fields that cannot change a result."""
-    def strip(value):
-        if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if k not in UNKEYED_FIELDS}
-        return [strip(v) for v in value] if isinstance(value, list) else value
-
-    return strip(plain(cfg))
+    return fingerprint_of(cfg)
 
 
 def data_key(data: str | os.PathLike) -> str:
@@ -74,10 +65,6 @@ def pairs_key(pairs: pd.DataFrame) -> dict:
     """The exact evaluation rows: (user, item, reference) in order."""
     rows = zip(pairs[S.USER].astype(str), pairs[S.ITEM].astype(str), pairs[S.EXPLANATION].astype(str))
     return {"n": len(pairs), "digest": digest([list(r) for r in rows])}
-
-
-def model_key(model: ModelConfig) -> dict:
-    return {"config": settings(model), "weights": model_identity(model.name_or_path, model.gguf_file)}
 
 
 def note(label: str, what: str) -> None:

@@ -124,9 +124,11 @@ def training_fingerprint(data: str, encoder: str | None, method: str, model: Mod
                          train) -> dict:
     """What decides an explainer's weights: method, backbone, method and train config (without
     device, logging, time limits or the step budget), and the content of the data and encoder."""
+    from whyrec.identity import model_key
     from whyrec.outputs import BUDGET_FIELDS, HARMLESS_FIELDS, fingerprint_of, folder_digest
 
-    return {"method": method, "model": fingerprint_of(model), **fingerprint_of(method_configs),
+    # model_key: the backbone's weights too, so a local model retrained in place is not resumed onto
+    return {"method": method, "model": model_key(model), **fingerprint_of(method_configs),
             "train": fingerprint_of(train, HARMLESS_FIELDS + BUDGET_FIELDS), "data": folder_digest(data),
             "encoder": folder_digest(encoder) if encoder else None}
 

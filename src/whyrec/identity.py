@@ -98,3 +98,10 @@ def _package_version(dist: str) -> str | None:
         return version(dist)
     except PackageNotFoundError:
         return None
+
+
+def model_key(model) -> dict:
+    """A ModelConfig's result-shaping fields and the identity of the weights it names."""
+    from whyrec.outputs import fingerprint_of
+
+    return {"config": fingerprint_of(model), "weights": model_identity(model.name_or_path, model.gguf_file)}

@@ -145,12 +145,12 @@ def test_missing_or_corrupt_artifact_errors(tmp_path):
     folder = model.save_pretrained(tmp_path / "enc", {"a": 0, "b": 1}, {"w": 0, "x": 1, "y": 2, "z": 3})
     data = (folder / "model.safetensors").read_bytes()
     (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
-    with pytest.raises(WhyrecError, match="model.safetensors is unreadable"):
+    with pytest.raises(WhyrecError, match="model.safetensors is not a readable safetensors file"):
         load_encoder(folder)
     (folder / "item2idx.json").unlink()
     with pytest.raises(WhyrecError, match="missing item2idx.json"):
         load_encoder(folder)
-    with pytest.raises(WhyrecError, match="not found"):
+    with pytest.raises(WhyrecError, match="no such folder"):
         load_encoder(tmp_path / "nothing")
 
 

@@ -206,11 +206,11 @@ def test_evaluate_recalpaca_writes_metrics_and_resumes(shared_data, tmp_path, mo
         expected, _ = evaluate_topk(texts, cands, truth, parser=parser)
         assert saved[parser] == pytest.approx(expected) and metrics[parser] == saved[parser]
     assert saved["n_users"] == 3 and Fake.calls == 3
-    assert len((out / "generations.jsonl").read_text().splitlines()) == 3
+    assert len((out / "generations.jsonl").read_text().splitlines()) == 4  # the key line + 3 users
 
     # Rerun after a kill that lost the last user: only that user is generated again.
     lines = (out / "generations.jsonl").read_text().splitlines()
-    (out / "generations.jsonl").write_text("\n".join(lines[:2]) + "\n" + lines[2][:10])
+    (out / "generations.jsonl").write_text("\n".join(lines[:3]) + "\n" + lines[3][:10])
     evaluate_recalpaca("some/run", test_json, out, batch_size=2)
     assert Fake.calls == 4
     assert json.loads((out / "metrics.json").read_text()) == saved

@@ -130,7 +130,7 @@ def load_recalpaca(path: str | Path | None, device: str = "auto",
     if path is None:
         model, tok = load_model(ModelConfig(**{**asdict(base_model or ModelConfig()), "device": device}))
         return RecAlpaca(model, tok)
-    from whyrec.serve.validate import check_run, read_config, weights_fit
+    from whyrec.folders import check_run, read_config, weights_fit
 
     path = check_run(path)  # missing folder, broken config.json or corrupt weights: one named error
     cfg = read_config(path / "config.json")
@@ -153,8 +153,7 @@ def generation_key(path: str | Path | None, base_model: ModelConfig | None, max_
     """What decides the answers besides the prompts: the run folder's files (adapter, config and the
     base model it names), a base model passed over it, and the decoding settings (the batch too:
     left padding can change greedy decoding)."""
-    from whyrec.benchmark_cache import model_key
-    from whyrec.identity import run_identity
+    from whyrec.identity import model_key, run_identity
 
     base = base_model if base_model is not None or path is not None else ModelConfig()
     return {"run": run_identity(path) if path is not None else None,
