@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from whyrec.config import ModelConfig
-from whyrec.data import recexplainer_tasks as T
-from whyrec.eval import alignment as A
 from whyrec.eval.probes import coherence_probe, distinction_probe
+from whyrec.methods.recexplainer import alignment as A
+from whyrec.methods.recexplainer import tasks as T
 
 TINY = ModelConfig(name_or_path="tiny-random-llama", device="cpu", dtype="float32")
 
@@ -181,8 +181,8 @@ def test_placeholders_added_only_at_their_positions():
 
 
 def test_train_lowers_loss_keeps_target_frozen_and_reloads(tmp_path, monkeypatch):
-    from whyrec.methods import recexplainer as R
-    from whyrec.methods import recexplainer_train as RT
+    from whyrec.methods.recexplainer import model as R
+    from whyrec.methods.recexplainer import train as RT
 
     target = FakeTarget()
     before = (target.U.clone(), target.I.clone())
@@ -264,7 +264,7 @@ def test_graded_ndcg_worked_example():
 
 def test_chance_levels_by_hand():
     """Random order of 1000/100/10/1/0: E[DCG] = (1111 / 5) * sum(1 / log2(r + 1), r = 1..5)."""
-    from whyrec.eval.alignment_table import render_alignment
+    from whyrec.methods.recexplainer.alignment_table import render_alignment
 
     discounts = [1 / math.log2(r + 2) for r in range(5)]
     idcg = sum(g * d for g, d in zip((1000, 100, 10, 1, 0), discounts))

@@ -11,7 +11,7 @@ from conftest import FakeChatEndpoint, chat_reply
 
 from whyrec.cli import main
 from whyrec.config import ModelConfig
-from whyrec.data import recexplainer_tasks as T
+from whyrec.methods.recexplainer import tasks as T
 
 TINY = ModelConfig(name_or_path="tiny-random-llama", device="cpu", dtype="float32")
 N_USERS, N_ITEMS, HIST = 6, 14, 12
@@ -20,7 +20,7 @@ N_USERS, N_ITEMS, HIST = 6, 14, 12
 def tiny_target():
     """An untrained SASRec target (random weights are enough: the tests check plumbing)."""
     from whyrec.encoders.sasrec import SASRec, SASRecConfig
-    from whyrec.encoders.target_train import TargetModel
+    from whyrec.encoders.target_model import TargetModel
 
     torch.manual_seed(0)
     model = SASRec(SASRecConfig(dim=8, max_seq_len=5, n_layers=1, n_heads=2, ffn_dim=8), N_ITEMS).eval()
@@ -35,10 +35,10 @@ def runs(tmp_path_factory):
     """Three saved runs (one per mode) on one target, each with a random non-zero LoRA."""
     from peft.tuners.lora import LoraLayer
 
-    from whyrec.encoders.target_train import load_target, save_target
+    from whyrec.encoders.target_model import load_target, save_target
     from whyrec.llm.load import load_model
-    from whyrec.methods.recexplainer import RecExplainer, RecExplainerConfig
-    from whyrec.methods.recexplainer_train import save_recexplainer
+    from whyrec.methods.recexplainer.model import RecExplainer, RecExplainerConfig
+    from whyrec.methods.recexplainer.train import save_recexplainer
 
     root = tmp_path_factory.mktemp("recexplainer_runs")
     save_target(tiny_target(), root / "target")
@@ -85,7 +85,7 @@ def test_alignment_table_same_examples_every_row(runs, tmp_path, capsys):
 
 def test_alignment_table_resumes_per_system(runs, tmp_path, monkeypatch):
     """A rerun reuses every finished system's row; only missing or changed systems are scored again."""
-    import whyrec.eval.alignment as A
+    import whyrec.methods.recexplainer.alignment as A
 
     out = tmp_path / "align"
     args = ["evaluate", "--task", "alignment", "--runs", spec(runs), "--unaligned", "--max_pairs", "2",
@@ -108,7 +108,7 @@ def test_unaligned_backbone_disables_the_lora(runs):
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     from whyrec.llm.load import load_model
-    from whyrec.methods.recexplainer import (
+    from whyrec.methods.recexplainer.model import (
         RecExplainer,
         RecExplainerConfig,
         UnalignedBackbone,
@@ -170,7 +170,7 @@ def test_faithfulness_end_to_end(runs, tmp_path, capsys):
 
 
 def test_sasrec_prefix_vectors_and_uid2hist_prefixes():
-    from whyrec.data.recexplainer_material import can_encode_prefixes, sequence_vectors
+    from whyrec.methods.recexplainer.material import can_encode_prefixes, sequence_vectors
 
     target = tiny_target()
     full = target.history("u2")

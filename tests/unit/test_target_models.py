@@ -9,11 +9,12 @@ import pytest
 import torch
 
 import whyrec.encoders.target_train as tt
-from whyrec.data.recexplainer_material import alignment_material, similar_items
 from whyrec.data.splits import random_split
 from whyrec.encoders.mf import MF, MFConfig
 from whyrec.encoders.sasrec import SASRec, SASRecConfig
-from whyrec.encoders.target_train import TargetModel, load_target, save_target, train_target
+from whyrec.encoders.target_model import TargetModel, load_target, save_target
+from whyrec.encoders.target_train import train_target
+from whyrec.methods.recexplainer.material import alignment_material, similar_items
 from whyrec.utils import WhyrecError
 
 N_ITEMS = 30

@@ -1,4 +1,5 @@
-"""RecExplainer's target recommenders (Lei et al., KDD 2024; METHODS §5.1): train, save, load.
+"""RecExplainer's target recommenders (Lei et al., KDD 2024; METHODS §5.1): training. The loaded
+model, `save_target` and `load_target` are in `whyrec.encoders.target_model` (re-exported here).
 
 `train_target` fits SASRec or MF on each user's time-ordered TRAIN items with AdamW, gradient
 clipping and early stopping on validation NDCG@10 (full ranking, the user's history masked),
@@ -53,103 +54,23 @@ from whyrec.distributed import (
 )
 from whyrec.encoders.mf import MF, MFConfig
 from whyrec.encoders.sasrec import SASRec, SASRecConfig
+from whyrec.encoders.target_model import CONFIGS, TargetModel, _build, load_target, save_target  # noqa: F401 (load_target: old import path)
 from whyrec.encoders.train import _cached
 from whyrec.eval.ranking import evaluate_ranking
 from whyrec.outputs import destination, output_folder
 from whyrec.utils import (
     WhyrecError,
     atomic_path,
-    read_json,
     resolve_device,
     seed_everything,
     write_json,
     write_run_info,
-    write_text,
 )
 
 log = logging.getLogger(__name__)
-CONFIGS = {"sasrec": SASRecConfig, "mf": MFConfig}
 CHECKPOINT = "checkpoint/checkpoint.safetensors"
-FILES = ("config.json", "model.safetensors", "user2idx.json", "item2idx.json")
 REPORT_KS = (10, 20)
 SPLIT_SEED = 42  # whyrec's default split seed; it only breaks ties in time
-
-
-# ---------------------------------------------------------------- the loaded model
-class TargetModel:
-    """A trained target recommender plus each user's time-ordered training history."""
-
-    def __init__(self, kind: str, model: SASRec | MF, user2idx: dict[str, int], item2idx: dict[str, int],
-                 hist_indptr: np.ndarray, hist_items: np.ndarray, titles: dict[str, str] | None = None):
-        self.kind, self.model, self.user2idx, self.item2idx = kind, model, user2idx, item2idx
-        self.hist_indptr, self.hist_items = hist_indptr, hist_items  # CSR rows: item indices, oldest first
-        self.titles = titles or {}
-        self.idx2item = sorted(item2idx, key=item2idx.__getitem__)
-        self.idx2user = sorted(user2idx, key=user2idx.__getitem__)
-
-    @property
-    def dim(self) -> int:
-        return self.model.config.dim
-
-    @property
-    def n_items(self) -> int:
-        return len(self.item2idx)
-
-    def _index(self, ids: list[str], mapping: dict[str, int], what: str) -> np.ndarray:
-        missing = [i for i in map(str, ids) if i not in mapping]
-        if missing:
-            raise WhyrecError(f"unknown {what} {missing[0]!r}: the target model knows {len(mapping)} {what}s "
-                              f"(e.g. {', '.join(list(mapping)[:3])})")
-        return np.fromiter((mapping[str(i)] for i in ids), dtype=np.int64, count=len(ids))
-
-    def history(self, user: str) -> list[str]:
-        u = int(self._index([user], self.user2idx, "user")[0])
-        return [self.idx2item[i] for i in self.hist_items[self.hist_indptr[u]:self.hist_indptr[u + 1]]]
-
-    def _sequences(self, users: np.ndarray, append: np.ndarray | None = None) -> torch.Tensor:
-        """[B, L] left-padded last `max_seq_len` items (index + 1) of each user's history (+ `append` >= 0)."""
-        L = self.model.config.max_seq_len
-        out = np.zeros((len(users), L), dtype=np.int64)
-        for row, u in enumerate(users):
-            seq = self.hist_items[self.hist_indptr[u]:self.hist_indptr[u + 1]]
-            if append is not None and append[row] >= 0:
-                seq = np.append(seq, append[row])
-            seq = seq[-L:]
-            if len(seq) == 0:
-                raise WhyrecError(f"user {self.idx2user[u]!r} has no training history for SASRec to encode")
-            out[row, L - len(seq):] = seq + 1
-        return torch.from_numpy(out).to(self.device)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @torch.no_grad()
-    def _user_matrix(self, users: np.ndarray, append: np.ndarray | None = None, batch: int = 4096) -> torch.Tensor:
-        if self.kind == "mf":
-            return self.model.user_vectors(torch.from_numpy(users).to(self.device))
-        parts = [self.model.user_vector(self._sequences(users[s:s + batch], None if append is None else append[s:s + batch]))
-                 for s in range(0, len(users), batch)]
-        return torch.cat(parts) if parts else torch.zeros(0, self.dim, device=self.device)
-
-    def user_vectors(self, users: list[str]) -> torch.Tensor:
-        """[N, dim]: SASRec encodes the last max_seq_len train items; MF returns the user embedding."""
-        return self._user_matrix(self._index(users, self.user2idx, "user"))
-
-    @torch.no_grad()
-    def item_vectors(self, items: list[str] | None = None) -> torch.Tensor:
-        """[N, dim] item embeddings (all items in index order when `items` is None)."""
-        emb = self.model.item_vectors().detach()
-        return emb if items is None else emb[torch.from_numpy(self._index(items, self.item2idx, "item")).to(emb.device)]
-
-    def scores(self, users: list[str]) -> torch.Tensor:
-        """[N, n_items] dot-product scores, each user's training history set to -inf."""
-        idx = self._index(users, self.user2idx, "user")
-        scores = self._user_matrix(idx) @ self.item_vectors().T  # [N, I]
-        for row, u in enumerate(idx):
-            seen = torch.from_numpy(self.hist_items[self.hist_indptr[u]:self.hist_indptr[u + 1]]).to(scores.device)
-            scores[row, seen] = float("-inf")
-        return scores
 
 
 # ---------------------------------------------------------------- data
@@ -267,10 +188,6 @@ def _load_checkpoint(out: Path, resume_key: dict, model, opt):
 
 
 # ---------------------------------------------------------------- training
-def _build(kind: str, config, n_users: int, n_items: int) -> SASRec | MF:
-    return SASRec(config, n_items) if kind == "sasrec" else MF(config, n_users, n_items)
-
-
 def _run_epoch(target: TargetModel, opt, batches, config, progress: bool, epoch: int = 0) -> float:
     """One pass over `batches` (tuples of tensors for model.loss); mean loss per example.
 
@@ -459,55 +376,3 @@ def _finish(target: TargetModel, seqs: _Seqs, config, best: dict, state: dict, o
 
 def _short(m: dict | None) -> str:
     return "n/a" if m is None else ", ".join(f"{k} {m[k]:.4f}" for k in ("hit@10", "ndcg@10") if k in m)
-
-
-# ---------------------------------------------------------------- artifact
-def save_target(target: TargetModel, path: str | Path, card: str = "") -> Path:
-    """Write config.json (with "encoder"), model.safetensors (weights + histories), id maps,
-    titles.json and README.md; every file atomically, config.json last."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in target.model.state_dict().items()}
-    tensors |= {"hist_indptr": torch.from_numpy(target.hist_indptr.astype(np.int64)),
-                "hist_items": torch.from_numpy(target.hist_items.astype(np.int64))}
-    config = {"encoder": target.kind, **dataclasses.asdict(target.model.config),
-              "n_users": len(target.user2idx), "n_items": target.n_items}
-    path.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path / "model.safetensors") as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt", "encoder": target.kind})
-    write_json(path / "user2idx.json", target.user2idx)
-    write_json(path / "item2idx.json", target.item2idx)
-    write_json(path / "titles.json", target.titles)
-    write_text(path / "README.md", f"# {target.kind} target recommender (RecExplainer)\n\n{card}\n```python\n"
-               "from whyrec.encoders.target_train import load_target\nt = load_target('path/to/this/folder')\n"
-               "scores = t.scores(['some-user-id'])  # history masked\n```\n")
-    write_json(path / "config.json", config)
-    return path
-
-
-def load_target(path: str | Path, device: str = "cpu") -> TargetModel:
-    """Load a `train_target` folder (no other files needed) as a frozen, eval-mode `TargetModel`."""
-    from safetensors.torch import load_file
-
-    path, retrain = Path(path), "re-run `whyrec train encoder --encoder sasrec|mf`"
-    missing = [f for f in FILES if not (path / f).is_file()]
-    if missing:
-        raise WhyrecError(f"target model folder {path} is missing {', '.join(missing)}; {retrain}")
-    config = read_json(path / "config.json")
-    kind = config.get("encoder") if isinstance(config, dict) else None
-    if kind not in CONFIGS:
-        raise WhyrecError(f"{path / 'config.json'}: \"encoder\" is {kind!r}, expected one of {', '.join(CONFIGS)}")
-    fields = {f.name for f in dataclasses.fields(CONFIGS[kind])}
-    try:
-        model = _build(kind, CONFIGS[kind](**{k: v for k, v in config.items() if k in fields}),
-                       int(config["n_users"]), int(config["n_items"]))
-        tensors = load_file(str(path / "model.safetensors"))
-        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        indptr, items = tensors["hist_indptr"].numpy(), tensors["hist_items"].numpy()
-    except Exception as e:  # missing sizes, a truncated file, missing or mis-shaped tensors
-        raise WhyrecError(f"{path / 'model.safetensors'} does not fit config.json ({type(e).__name__}: {e}); {retrain}") from None
-    model.requires_grad_(False)
-    titles = read_json(path / "titles.json") if (path / "titles.json").is_file() else {}
-    return TargetModel(kind, model.to(device).eval(), read_json(path / "user2idx.json"),
-                       read_json(path / "item2idx.json"), indptr, items, titles)

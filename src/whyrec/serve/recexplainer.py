@@ -23,7 +23,7 @@ class RecExplainerModel:
 
         import torch
 
-        from whyrec.methods.recexplainer import load_recexplainer
+        from whyrec.methods.recexplainer.model import load_recexplainer
 
         self.folder, self.gen, self.torch = folder, generation or GenerationConfig(), torch
         self.module = load_recexplainer(folder, device=device)

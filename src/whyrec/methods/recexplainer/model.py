@@ -5,8 +5,8 @@ Linear(d_rec -> connector_hidden) -> GELU -> Linear(-> d_model), map its user/it
 into the LLM's embedding space, and their output is ADDED to the token embedding at each
 `<user>` / `<item>` position (`inputs_embeds`, input layer only; METHODS §5.2). LoRA on the
 attention projections and the connectors train; the LLM and the target stay frozen.
-Training lives in `whyrec.methods.recexplainer_train`; the tasks in
-`whyrec.data.recexplainer_tasks`.
+Training lives in `whyrec.methods.recexplainer.train`; the tasks in
+`whyrec.methods.recexplainer.tasks`.
 
 The target is held outside the module tree (not a submodule), so its weights are neither in
 the optimizer nor in the saved state, and its vectors are always computed under no_grad.
@@ -20,13 +20,13 @@ from torch import nn
 from whyrec.config import (
     RecExplainerConfig,  # noqa: F401 (re-exported; defined torch-free for the CLI)
 )
-from whyrec.data.recexplainer_tasks import (
+from whyrec.llm.tokens import add_tokens_mean_init
+from whyrec.methods.recexplainer.tasks import (
     ITEM_TOKEN,
     USER_TOKEN,
     render_item,
     render_user,
 )
-from whyrec.llm.tokens import add_tokens_mean_init
 from whyrec.utils import WhyrecError
 
 METHOD = "recexplainer"
@@ -72,7 +72,7 @@ class RecExplainer(nn.Module):
     def target_vectors(self, kind: str, specs: list[dict]) -> torch.Tensor:
         """(N, d_rec) target vectors; a spec with "history" is encoded as that prefix when the
         target can encode one (SASRec, `sequence_vectors`), else by its id."""
-        from whyrec.data.recexplainer_material import can_encode_prefixes, sequence_vectors
+        from whyrec.methods.recexplainer.material import can_encode_prefixes, sequence_vectors
 
         t = self.target
         if kind == "item":
@@ -240,7 +240,7 @@ def _wrap_lora(llm, cfg: RecExplainerConfig):
 
 
 def _load_target(path, device: str = "cpu"):
-    from whyrec.encoders.target_train import load_target
+    from whyrec.encoders.target_model import load_target
 
     return load_target(path, device)
 

@@ -25,14 +25,14 @@ import statistics
 from dataclasses import replace
 from pathlib import Path
 
-from whyrec.eval.alignment_table import (
+from whyrec.eval.judge import RUBRIC_LEVELS, JudgeConfig, build_client, open_cache, rubric_judge
+from whyrec.methods.recexplainer.alignment_table import (
     UNALIGNED,
     for_each_system,
     load_shared_target,
     run_meta,
     sample_users,
 )
-from whyrec.eval.judge import RUBRIC_LEVELS, JudgeConfig, build_client, open_cache, rubric_judge
 from whyrec.utils import WhyrecError, write_json, write_text
 
 EXPLANATIONS = "explanations.jsonl"
@@ -40,7 +40,7 @@ EXPLANATIONS = "explanations.jsonl"
 
 def explanation_pairs(target, users: list[str], topk: int = 100, seed: int = 2023, max_hist_len: int = 9) -> list[dict]:
     """Two rows a user, pos (label Yes) then neg (No), with the target's score and the judge's context."""
-    from whyrec.data.recexplainer_material import alignment_material
+    from whyrec.methods.recexplainer.material import alignment_material
 
     title = lambda i: target.titles.get(i, str(i))  # noqa: E731
     pairs = []

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from whyrec.encoders.target_train import TargetModel
+from whyrec.encoders.target_model import TargetModel
 from whyrec.utils import WhyrecError
 
 N_RANK = 5  # items in the ranking task (RecExplainer: 5)
@@ -50,7 +50,7 @@ def alignment_material(target: TargetModel, users: list[str] | None = None, topk
     """Per user: top1, top5 (sampled from the top-`topk`, in model order), pos/neg with scores.
 
     Args:
-        target: a loaded target recommender (`whyrec.encoders.target_train.load_target`).
+        target: a loaded target recommender (`whyrec.encoders.target_model.load_target`).
         users: user ids (default: every user with a training history, in index order).
         topk: the ranking depth `top5` is sampled from (RecExplainer: 100).
         seed: one numpy Generator drives all samples, user by user in the given order

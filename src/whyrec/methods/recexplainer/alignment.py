@@ -1,7 +1,7 @@
 """RecExplainer's alignment metrics (Lei et al., KDD 2024; `src/inference.py`, METHODS §5.3).
 
 Pure functions over generated text, plus `evaluate_alignment`, which runs a loaded
-RecExplainer on task examples (`whyrec.data.recexplainer_tasks`) and scores each task:
+RecExplainer on task examples (`whyrec.methods.recexplainer.tasks`) and scores each task:
 
 | task          | metric                                                          | decoding               |
 |---------------|-----------------------------------------------------------------|------------------------|
@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from whyrec.data.recexplainer_tasks import SEP
+from whyrec.methods.recexplainer.tasks import SEP
 from whyrec.utils import WhyrecError
 
 GRADED_RELEVANCE = (1000, 100, 10, 1, 0)
@@ -124,11 +124,11 @@ def alignment_examples(model, users: Sequence[str], material=None, seed: int = 2
     target's top-1 / top-5 / pos-neg material (`alignment_material` unless given)."""
     import random
 
-    from whyrec.data import recexplainer_tasks as T
+    import whyrec.methods.recexplainer.tasks as T
 
     target, mode, hist = model.target, model.cfg.mode, model.cfg.max_hist_len
     if material is None:
-        from whyrec.data.recexplainer_material import alignment_material
+        from whyrec.methods.recexplainer.material import alignment_material
 
         material = alignment_material(target, list(users), topk=model.cfg.topk, seed=seed)
     items = sorted(target.item2idx)

@@ -120,14 +120,14 @@ def uid2hist(target, mode: str, users: Iterable[str], max_hist_len: int = 9, pre
     """History reconstruction: the last `max_hist_len` titles, "; "-joined.
 
     With `prefixes` (default: when the target can encode a prefix - SASRec,
-    `recexplainer_material.can_encode_prefixes`) one example per history prefix, as
+    `material.can_encode_prefixes`) one example per history prefix, as
     RecExplainer does for SASRec; the `<user>` vector then encodes that prefix. Only the
     `max_prefixes` most recent prefixes of a user are kept (None: all, as RecExplainer):
     its 5-core Video Games histories are short, whereas on ML-1M (165 ratings a user on
     average) every prefix would make uid2hist ~96% of the mixture. An MF user vector only
     knows the full history, so one example a user.
     """
-    from whyrec.data.recexplainer_material import can_encode_prefixes
+    from whyrec.methods.recexplainer.material import can_encode_prefixes
 
     rng, mode = random.Random(seed), check_mode(mode)
     prefixes = can_encode_prefixes(target) if prefixes is None else prefixes
@@ -215,11 +215,11 @@ def build_alignment_tasks(target, users: Sequence[str], mode: str, tasks: Sequen
     if unknown:
         raise WhyrecError(f"unknown RecExplainer task {unknown[0]!r}; choose from {', '.join(TASKS)}")
     if material is None and {"uid2next", "uidiid2rank", "uidiid2binary"} & set(tasks):
-        from whyrec.data.recexplainer_material import alignment_material
+        from whyrec.methods.recexplainer.material import alignment_material
 
         material = alignment_material(target, list(users), seed=seed)
     if similar is None and "iid2sim" in tasks:
-        from whyrec.data.recexplainer_material import similar_items
+        from whyrec.methods.recexplainer.material import similar_items
 
         similar = similar_items(target)
     make: dict[str, Callable[[], list[dict]]] = {

@@ -66,7 +66,7 @@ def _fingerprint(run: str) -> str:
 
 def load_shared_target(runs: dict[str, str]):
     """The one target model every run explains (an error if their target/ folders differ)."""
-    from whyrec.methods.recexplainer import _load_target
+    from whyrec.methods.recexplainer.model import _load_target
 
     prints = {name: _fingerprint(path) for name, path in runs.items()}
     if len(set(prints.values())) > 1:
@@ -91,7 +91,7 @@ def for_each_system(runs: dict[str, str], fn: Callable, unaligned: bool, device:
     `wanted` are skipped (not even loaded when possible)."""
     import torch
 
-    from whyrec.methods.recexplainer import UnalignedBackbone, load_recexplainer
+    from whyrec.methods.recexplainer.model import UnalignedBackbone, load_recexplainer
 
     wanted = set(runs) | {UNALIGNED} if wanted is None else wanted
     for k, (name, path) in enumerate(runs.items()):
@@ -138,8 +138,12 @@ def alignment_table(runs: dict[str, str], out: str, unaligned: bool = True, max_
     Each system's row is saved to out/systems/NAME.json as soon as it is scored and the table is
     rewritten, so an interrupted run keeps what it finished; a rerun with the same runs, users,
     seed and decoding skips those systems (any change re-scores them)."""
-    from whyrec.data.recexplainer_material import alignment_material
-    from whyrec.eval.alignment import alignment_examples, chance_levels, evaluate_alignment
+    from whyrec.methods.recexplainer.alignment import (
+        alignment_examples,
+        chance_levels,
+        evaluate_alignment,
+    )
+    from whyrec.methods.recexplainer.material import alignment_material
 
     target = load_shared_target(runs)
     users = sample_users(target, max_users, seed)
