@@ -87,7 +87,7 @@ def child(job: str, work: Path, users: int, steps: int) -> None:
 
             train_gavamoe(str(data), str(vae), str(out), model=model, cfg=cfg["gavamoe"], train=cfg["train"])
         else:
-            from whyrec.methods.pepler import train_pepler
+            from whyrec.methods.pepler.train import train_pepler
 
             train_pepler(str(data), str(out), model=model, pepler=cfg["pepler"], train=cfg["train"])
         return

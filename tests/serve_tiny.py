@@ -77,8 +77,10 @@ def tiny_pepler(tmp_path_factory, variant: str) -> Path:
 
         import torch
 
+        from whyrec.config import PEPLERConfig
         from whyrec.llm.load import load_model
-        from whyrec.methods.pepler import PEPLER, PEPLERConfig, save_pepler
+        from whyrec.methods.pepler.artifact import save_pepler
+        from whyrec.methods.pepler.model import PEPLER
 
         torch.manual_seed(0)
         model, cfg = _tiny_model(), PEPLERConfig(variant=variant, words=5, epochs_phase2=0)

@@ -118,7 +118,7 @@ def _method_config(method: str, cfgs: dict):
 def _train(method: str, data: str, encoder: str | None, folder: str, model: ModelConfig, cfg,
            train: TrainConfig) -> dict:
     if method.startswith("pepler-"):
-        from whyrec.methods.pepler import train_pepler
+        from whyrec.methods.pepler.train import train_pepler
 
         return train_pepler(data, folder, model=model, pepler=cfg, train=train)
     if method == "gavamoe":
@@ -146,7 +146,8 @@ def folder_generator(folder: Path, data: str, gen: GenerationConfig, device: str
 
 
 def _pepler_generator(folder: Path, device: str) -> Generator:
-    from whyrec.methods.pepler import load_pepler_run, make_examples
+    from whyrec.methods.pepler.artifact import load_pepler_run
+    from whyrec.methods.pepler.train import make_examples
 
     module, cfg = load_pepler_run(folder, device)
 
@@ -170,7 +171,7 @@ def _pepler_rating(folder: Path, pairs: pd.DataFrame, device: str) -> dict | Non
     cfg = json.loads((folder / "config.json").read_text())
     if cfg.get("method") != "pepler" or cfg.get("pepler", {}).get("variant") != "reg":
         return None
-    from whyrec.methods.pepler import pepler_rating_metrics
+    from whyrec.methods.pepler.evaluate import pepler_rating_metrics
 
     return pepler_rating_metrics(folder, pairs, device)
 

@@ -186,9 +186,10 @@ def _tiny_pepler(folder: Path, seed: int, base: str = "tiny-random-llama") -> Pa
 
     import torch
 
-    from whyrec.config import ModelConfig
+    from whyrec.config import ModelConfig, PEPLERConfig
     from whyrec.llm.load import load_model
-    from whyrec.methods.pepler import PEPLER, PEPLERConfig, save_pepler
+    from whyrec.methods.pepler.artifact import save_pepler
+    from whyrec.methods.pepler.model import PEPLER
 
     torch.manual_seed(seed)
     model, cfg = ModelConfig(base, device="cpu", dtype="float32"), PEPLERConfig(words=4, epochs_phase2=0)
@@ -223,7 +224,7 @@ def test_a_given_run_folder_retrained_in_place_regenerates(data, tmp_path, capsy
 
 # ---------------------------------------------------------------- folders trained by the benchmark
 def test_a_method_the_benchmark_trains_is_retrained_when_its_config_changes(data, tmp_path, capsys, monkeypatch):
-    import whyrec.methods.pepler as P
+    import whyrec.methods.pepler.train as P
 
     trained: list[str] = []
     real = P.train_pepler

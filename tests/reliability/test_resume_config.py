@@ -120,7 +120,7 @@ def _methods(data: Path, other: Path, instructions: Path) -> dict:
     from whyrec.encoders.vae_train import train_vae_gmm
     from whyrec.explainer import train_explainer
     from whyrec.methods.gavamoe_train import train_gavamoe
-    from whyrec.methods.pepler import train_pepler
+    from whyrec.methods.pepler.train import train_pepler
     from whyrec.methods.recalpaca import RecAlpacaConfig, train_recalpaca
     from whyrec.methods.recexplainer_train import train_recexplainer
 
@@ -139,7 +139,7 @@ def _methods(data: Path, other: Path, instructions: Path) -> dict:
         "gavamoe": (lambda out, lr=0.01, **b: train_gavamoe(str(data), str(other), out, train=TrainConfig(lr=lr, **b)),
                     "whyrec.methods.gavamoe_train", "_train_gavamoe", "train.lr", {"epochs": 3.0}),
         "pepler": (lambda out, lr=0.01, **b: train_pepler(str(data), out, pepler=PEPLERConfig(lr=lr, **b)),
-                   "whyrec.methods.pepler", "_train_pepler", "pepler.lr", {"epochs": 7}),
+                   "whyrec.methods.pepler.train", "_train_pepler", "pepler.lr", {"epochs": 7}),
         "recexplainer": (lambda out, lr=0.01, **b: train_recexplainer(str(other), out, cfg=RecExplainerConfig(
             lr=lr, **b), examples=examples), "whyrec.methods.recexplainer_train", "_train", "recexplainer.lr",
                          {"max_steps": 99, "save_steps": 5}),

@@ -8,24 +8,14 @@ import pandas as pd
 import pytest
 import torch
 
-from whyrec.config import ModelConfig, TrainConfig
+from whyrec.config import ModelConfig, PEPLERConfig, TrainConfig
 from whyrec.data import schema as S
 from whyrec.data.dataset import RecDataset
 from whyrec.llm.load import load_model
-from whyrec.methods.pepler import (
-    PEPLER,
-    PEPLERConfig,
-    discrete_prompt,
-    evaluate_pepler,
-    fit,
-    generate_pepler,
-    load_pepler_run,
-    make_examples,
-    rating_errors,
-    save_pepler,
-    train_features,
-    train_pepler,
-)
+from whyrec.methods.pepler.artifact import load_pepler_run, save_pepler
+from whyrec.methods.pepler.evaluate import evaluate_pepler, generate_pepler, rating_errors
+from whyrec.methods.pepler.model import PEPLER, discrete_prompt
+from whyrec.methods.pepler.train import fit, make_examples, train_features, train_pepler
 
 torch.set_num_threads(1)
 TINY = ModelConfig("tiny-random-llama", device="cpu")
@@ -160,7 +150,7 @@ def test_train_pepler_writes_the_artifact_and_metrics(data_dir, tmp_path):
     assert json.loads((out / "metrics.json").read_text())["method"] == "pepler-reg"
     # The benchmark's per-pair rating errors equal evaluate's on the same (test) rows.
     from whyrec.data.dataset import RecDataset
-    from whyrec.methods.pepler import pepler_rating_metrics
+    from whyrec.methods.pepler.evaluate import pepler_rating_metrics
 
     test_rows = RecDataset.load(data_dir).explanation_records("test")
     assert pepler_rating_metrics(out, test_rows, device="cpu") == pytest.approx(metrics["rating"])
@@ -213,3 +203,21 @@ def test_left_padded_batch_generates_as_single_rows(data_dir, backbone):
     batched = module.generate_ids(users, items, prompts)
     single = [module.generate_ids(users[k:k + 1], items[k:k + 1], prompts[k:k + 1])[0] for k in range(4)]
     assert batched == single and sum(map(len, batched)) > 4 * 3  # real outputs, not instant eos
+
+
+def test_old_import_path_re_exports_lazily():
+    """`whyrec.methods.pepler` (cli.py, the registry entry) resolves each name to its submodule
+    without importing torch itself."""
+    import subprocess
+    import sys
+
+    import whyrec.methods.pepler as P
+    from whyrec.registry import METHODS
+
+    assert P.train_pepler is train_pepler and P.evaluate_pepler is evaluate_pepler and P.PEPLER is PEPLER
+    assert P.PEPLERConfig is PEPLERConfig and METHODS.get("pepler") is PEPLER
+    assert all(getattr(P, name) is not None for name in P.__all__)
+    with pytest.raises(AttributeError):
+        P.no_such_name  # noqa: B018
+    code = "import sys, whyrec.methods.pepler; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from whyrec.config import GenerationConfig
-from whyrec.methods.pepler import discrete_prompt
+from whyrec.methods.pepler.model import discrete_prompt
 from whyrec.serve.model import Catalog, Pair, Unsupported, dataset_label, revision
 
 NO_RECOMMENDER = "this PEPLER variant explains given pairs only; use POST /explain"
@@ -24,7 +24,7 @@ class PEPLERModel:
     def __init__(self, folder: Path, device: str = "auto", generation: GenerationConfig | None = None):
         import torch
 
-        from whyrec.methods.pepler import load_pepler_run
+        from whyrec.methods.pepler.artifact import load_pepler_run
 
         self.folder, self.gen, self.torch = folder, generation or GenerationConfig(), torch
         self.module, self.cfg = load_pepler_run(folder, device)

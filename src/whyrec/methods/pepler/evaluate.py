@@ -1,0 +1,83 @@
+"""PEPLER evaluation: greedy generation for a split, rating RMSE/MAE (reg) and `evaluate_pepler`."""
+
+from __future__ import annotations
+
+import torch
+
+from whyrec.methods.pepler.artifact import load_pepler_run
+from whyrec.methods.pepler.train import _batches, make_examples
+
+
+def generate_pepler(out_dir, data: str, split: str = "test", max_pairs: int | None = None,
+                    device: str = "auto", frame=None) -> tuple[list[str], list[str], list[str]]:
+    """(predictions, references truncated to `words` tokens, ground-truth features) for a split,
+    or for the explanation records in `frame` (e.g. the pairs a benchmark shares across methods)."""
+    preds, refs, feats, _, _ = _generate(out_dir, data, split, max_pairs, device, frame)
+    return preds, refs, feats
+
+
+def _generate(out_dir, data, split, max_pairs, device, frame=None):
+    from whyrec.data.dataset import RecDataset
+
+    module, cfg = load_pepler_run(out_dir, device)
+    ds = RecDataset.load(data)
+    if frame is None:
+        frame = ds.explanation_records(split)
+        frame = frame.head(max_pairs) if max_pairs is not None else frame
+    ex = make_examples(module, frame, cfg["user2idx"], cfg["item2idx"], cfg["features"])
+    preds: list[str] = []
+    for idx in _batches(len(ex), module.cfg.batch_size):
+        users, items, prompts, _, _ = ex.rows(idx)
+        preds += [module.decode(ids) for ids in module.generate_ids(users, items, prompts)]
+    return preds, ex.refs, ex.features, (module, ex, cfg), ds
+
+
+def rating_errors(pred: torch.Tensor, truth: torch.Tensor, low: float, high: float) -> dict[str, float]:
+    """RMSE and MAE with predictions clipped to [low, high] (PEPLER's reg.py)."""
+    err = pred.clamp(low, high) - truth
+    return {"rmse": float(err.pow(2).mean().sqrt()), "mae": float(err.abs().mean())}
+
+
+def _rating_metrics(module, ex, cfg: dict) -> dict[str, float] | None:
+    """RMSE/MAE of the rating head on `ex` (reg runs on rated data), else None."""
+    if module.cfg.variant != "reg" or ex.ratings is None or not cfg.get("rating_range"):
+        return None
+    with torch.no_grad():
+        pred = torch.cat([module.predict_rating(ex.users[t], ex.items[t]).cpu()
+                          for t in torch.arange(len(ex)).split(module.cfg.batch_size)])
+    return rating_errors(pred, ex.ratings, *cfg["rating_range"])
+
+
+def pepler_rating_metrics(out_dir, frame, device: str = "auto") -> dict[str, float] | None:
+    """RMSE/MAE of a `reg` run's rating head on the (user, item, rating) rows of `frame`."""
+    module, cfg = load_pepler_run(out_dir, device)
+    if module.cfg.variant != "reg":
+        return None
+    ex = make_examples(module, frame, cfg["user2idx"], cfg["item2idx"], cfg["features"])
+    return _rating_metrics(module, ex, cfg)
+
+
+def evaluate_pepler(out_dir, data: str, split: str = "test", max_pairs: int | None = None, out: str | None = None,
+                    smooth: bool = False, device: str = "auto") -> dict:
+    """Generate for a split and write `metrics.json` (+ predictions.jsonl) to `out` (default `out_dir`)."""
+    import json
+    from pathlib import Path
+
+    from whyrec.eval.features import feature_metrics, feature_set_from_records
+    from whyrec.eval.report import evaluate_texts, metric_versions
+    from whyrec.utils import write_json, write_text
+
+    preds, refs, feats, (module, ex, cfg), ds = _generate(out_dir, data, split, max_pairs, device)
+    metrics = evaluate_texts(preds, refs, smooth=smooth)
+    feature_set = feature_set_from_records(ds) if "feature" in ds.interactions else set()
+    if feature_set:
+        metrics["features"] = feature_metrics(preds, feats, feature_set)
+    rating = _rating_metrics(module, ex, cfg)
+    if rating:
+        metrics["rating"] = rating
+    metrics.update(method=f"pepler-{module.cfg.variant}", split=split, metric_versions=metric_versions(metrics, smooth))
+    target = Path(out or out_dir)
+    write_json(target / "metrics.json", metrics)
+    write_text(target / "predictions.jsonl", "".join(
+        json.dumps({"prediction": p, "reference": r, "feature": f}) + "\n" for p, r, f in zip(preds, refs, feats)))
+    return metrics
