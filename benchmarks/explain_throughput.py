@@ -39,7 +39,7 @@ import torch
 from whyrec.config import GenerationConfig, ModelConfig, XRecConfig
 from whyrec.data import schema as S
 from whyrec.data.xrec import xrec_records
-from whyrec.explainer import Explainer, build_module
+from whyrec.methods.xrec.artifact import Explainer, build_module
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -79,11 +79,11 @@ def child(job: str, work: Path, users: int, steps: int) -> None:
     cfg = _configs(method, steps)
     if kind == "train":
         if method == "xrec":
-            from whyrec.explainer import train_explainer
+            from whyrec.methods.xrec.train import train_explainer
 
             train_explainer(str(data), str(enc), str(out), model=model, xrec=cfg["xrec"], train=cfg["train"])
         elif method == "gavamoe":
-            from whyrec.methods.gavamoe_train import train_gavamoe
+            from whyrec.methods.gavamoe.train import train_gavamoe
 
             train_gavamoe(str(data), str(vae), str(out), model=model, cfg=cfg["gavamoe"], train=cfg["train"])
         else:

@@ -30,8 +30,9 @@ from whyrec.data.splits import resplit_texts
 from whyrec.data.xrec import load_xrec
 from whyrec.encoders.train import train_encoder
 from whyrec.eval.text import pepler_text_metrics
-from whyrec.explainer import load_explainer, train_explainer
-from whyrec.methods.xrec import EXPLAIN_TOKEN, ITEM_TOKEN, USER_TOKEN
+from whyrec.methods.xrec.artifact import load_explainer
+from whyrec.methods.xrec.model import EXPLAIN_TOKEN, ITEM_TOKEN, USER_TOKEN
+from whyrec.methods.xrec.train import train_explainer
 
 GEN = GenerationConfig(max_new_tokens=80, batch_size=16, repetition_penalty=1.1)
 

@@ -54,8 +54,8 @@ def tiny_gavamoe(tmp_path_factory) -> Path:
 
         from whyrec.config import TrainConfig, VaeGmmConfig
         from whyrec.encoders.vae_gmm import VaeGmm, load_vae_gmm, save_vae_gmm
-        from whyrec.methods import gavamoe_train as GT
-        from whyrec.methods.gavamoe import GaVaMoEConfig
+        from whyrec.methods.gavamoe import artifact as GT
+        from whyrec.methods.gavamoe.model import GaVaMoEConfig
 
         torch.manual_seed(0)
         cfg = VaeGmmConfig(n_clusters=2, latent_dim=4, embedding_dim=8, n_layers=1, n_heads=2, ff_dim=16,

@@ -17,8 +17,8 @@ class Run:
     """A trained explainer with its encoder: recommend items and explain them."""
 
     def __init__(self, path: str | Path, device: str = "auto"):
-        from whyrec.explainer import load_explainer
         from whyrec.folders import check_run, weights_fit
+        from whyrec.methods.xrec.artifact import load_explainer
 
         self.path = Path(path)
         folder = check_run(path)  # a damaged folder is one clear error, not a traceback from deep in torch

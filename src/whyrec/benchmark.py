@@ -122,10 +122,10 @@ def _train(method: str, data: str, encoder: str | None, folder: str, model: Mode
 
         return train_pepler(data, folder, model=model, pepler=cfg, train=train)
     if method == "gavamoe":
-        from whyrec.methods.gavamoe_train import train_gavamoe
+        from whyrec.methods.gavamoe.train import train_gavamoe
 
         return train_gavamoe(data, encoder, folder, model=model, cfg=cfg, train=train)
-    from whyrec.explainer import train_explainer
+    from whyrec.methods.xrec.train import train_explainer
 
     return train_explainer(data, encoder, folder, model=model, xrec=cfg, train=train)
 
@@ -137,7 +137,7 @@ def folder_generator(folder: Path, data: str, gen: GenerationConfig, device: str
         return int(cfg.get("pepler", {}).get("batch_size") or 128), lambda: _pepler_generator(folder, device)
 
     def load() -> Generator:
-        from whyrec.explainer import load_explainer
+        from whyrec.methods.xrec.artifact import load_explainer
 
         explainer = load_explainer(str(folder), device=device)
         return lambda pairs: explainer.explain(pairs[S.USER].tolist(), pairs[S.ITEM].tolist(), gen, progress=False)

@@ -42,7 +42,7 @@ def _run(root: Path, work: Path, n_users: int, k: int, eval_pairs: int, model: M
     from whyrec.data.dataset import RecDataset
     from whyrec.data.prepare import prepare_dataset
     from whyrec.encoders.train import train_encoder
-    from whyrec.explainer import train_explainer
+    from whyrec.methods.xrec.train import train_explainer
     from whyrec.outputs import output_folder, read_marker
 
     data_dir, enc_dir, expl_dir = work / "data", work / "encoder", work / "explainer"

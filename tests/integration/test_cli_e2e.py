@@ -95,7 +95,7 @@ def test_reload_gives_identical_outputs(run_dir):
     import torch
 
     from whyrec.config import GenerationConfig
-    from whyrec.explainer import load_explainer
+    from whyrec.methods.xrec.artifact import load_explainer
 
     user, item = _user_and_item(run_dir)
     gen = GenerationConfig(max_new_tokens=8, repetition_penalty=1.0)

@@ -259,14 +259,14 @@ class _Stages:
         import whyrec.api
         import whyrec.data.prepare
         import whyrec.encoders.train
-        import whyrec.explainer
+        import whyrec.methods.xrec.train
 
         self.calls: dict[str, int] = {}
         self.fail_eval = fail_eval
         monkeypatch.setattr(whyrec.data.prepare, "prepare_dataset", self.prepare)
         monkeypatch.setattr(whyrec.data.dataset.RecDataset, "load", staticmethod(lambda folder: _FakeData()))
         monkeypatch.setattr(whyrec.encoders.train, "train_encoder", self.encoder)
-        monkeypatch.setattr(whyrec.explainer, "train_explainer", self.explainer)
+        monkeypatch.setattr(whyrec.methods.xrec.train, "train_explainer", self.explainer)
         monkeypatch.setattr(whyrec.api, "load_run", lambda folder, device="auto": _FakeRun())
         monkeypatch.setattr(whyrec.api, "evaluate_run", self.evaluate)
 

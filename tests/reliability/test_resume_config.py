@@ -46,7 +46,7 @@ def encoder(data) -> Path:
 
 def test_xrec_resumed_with_another_lr_is_refused_and_resumes_with_the_same(data, encoder, tmp_path, capsys,
                                                                           monkeypatch, unchanged):
-    import whyrec.explainer as E
+    import whyrec.methods.xrec.train as E
 
     out = tmp_path / "explainer"
     train = ["train", "explainer", "--method", "xrec", "--data", data, "--encoder", encoder, "--out", out, *TINY_XREC]
@@ -118,11 +118,11 @@ def _methods(data: Path, other: Path, instructions: Path) -> dict:
     from whyrec.encoders.target_train import train_target
     from whyrec.encoders.train import train_encoder
     from whyrec.encoders.vae_train import train_vae_gmm
-    from whyrec.explainer import train_explainer
-    from whyrec.methods.gavamoe_train import train_gavamoe
+    from whyrec.methods.gavamoe.train import train_gavamoe
     from whyrec.methods.pepler.train import train_pepler
     from whyrec.methods.recalpaca import RecAlpacaConfig, train_recalpaca
     from whyrec.methods.recexplainer_train import train_recexplainer
+    from whyrec.methods.xrec.train import train_explainer
 
     examples = [{"task": "iid2title", "mode": "hybrid", "messages": []}]
     return {
@@ -135,9 +135,9 @@ def _methods(data: Path, other: Path, instructions: Path) -> dict:
         "vae-gmm": (lambda out, lr=0.01, **b: train_vae_gmm(str(data), out, VaeGmmConfig(lr=lr, **b)),
                     "whyrec.encoders.vae_train", "_train", "vae.lr", {"elbo_epochs": 99}),
         "xrec": (lambda out, lr=0.01, **b: train_explainer(str(data), str(other), out, train=TrainConfig(lr=lr, **b)),
-                 "whyrec.explainer", "_train_explainer", "train.lr", {"max_steps": 99, "max_minutes": 3}),
+                 "whyrec.methods.xrec.train", "_train_explainer", "train.lr", {"max_steps": 99, "max_minutes": 3}),
         "gavamoe": (lambda out, lr=0.01, **b: train_gavamoe(str(data), str(other), out, train=TrainConfig(lr=lr, **b)),
-                    "whyrec.methods.gavamoe_train", "_train_gavamoe", "train.lr", {"epochs": 3.0}),
+                    "whyrec.methods.gavamoe.train", "_train_gavamoe", "train.lr", {"epochs": 3.0}),
         "pepler": (lambda out, lr=0.01, **b: train_pepler(str(data), out, pepler=PEPLERConfig(lr=lr, **b)),
                    "whyrec.methods.pepler.train", "_train_pepler", "pepler.lr", {"epochs": 7}),
         "recexplainer": (lambda out, lr=0.01, **b: train_recexplainer(str(other), out, cfg=RecExplainerConfig(

@@ -6,7 +6,7 @@ import torch
 from whyrec.config import ModelConfig, TrainConfig, XRecConfig
 from whyrec.llm.load import load_model
 from whyrec.llm.trainer import train_loop
-from whyrec.methods.xrec import XRec
+from whyrec.methods.xrec.model import XRec
 
 pytestmark = pytest.mark.slow  # compiles forward and backward with inductor: ~1-2 min on 2 loaded cores
 

@@ -19,8 +19,9 @@ from whyrec.config import GenerationConfig, ModelConfig, TrainConfig
 from whyrec.data import schema as S
 from whyrec.data.dataset import RecDataset
 from whyrec.llm.load import load_model, tiny_tokenizer
-from whyrec.methods import gavamoe_train as GT
-from whyrec.methods.gavamoe import GaVaMoE, GaVaMoEConfig
+from whyrec.methods.gavamoe import artifact as GA
+from whyrec.methods.gavamoe import train as GT
+from whyrec.methods.gavamoe.model import GaVaMoE, GaVaMoEConfig
 from whyrec.utils import WhyrecError
 
 torch.set_num_threads(1)
@@ -198,7 +199,7 @@ def data_dir(tmp_path):
 
 
 def test_save_load_round_trip_gives_identical_generations(data_dir, monkeypatch):
-    monkeypatch.setattr(GT, "_load_vae", lambda path, device: FakeVAE())
+    monkeypatch.setattr(GA, "_load_vae", lambda path, device: FakeVAE())
     ds = RecDataset.load(data_dir / "data")
     module = build()
     with torch.no_grad():  # stand-in for training: move every trainable tensor away from its init
@@ -206,9 +207,9 @@ def test_save_load_round_trip_gives_identical_generations(data_dir, monkeypatch)
             if p.requires_grad:
                 p.add_(0.05 * torch.randn_like(p))
     module.eval()
-    expl = GT.GaVaMoEExplainer(module, FakeVAE(), ds.item_text(), GT.known_pairs(ds), {})
-    GT.save_gavamoe(data_dir / "out", expl, str(data_dir / "vae"), TINY, small_cfg(), TrainConfig(), {"steps": 0})
-    loaded = GT.load_gavamoe(str(data_dir / "out"), device="cpu")
+    expl = GA.GaVaMoEExplainer(module, FakeVAE(), ds.item_text(), GT.known_pairs(ds), {})
+    GA.save_gavamoe(data_dir / "out", expl, str(data_dir / "vae"), TINY, small_cfg(), TrainConfig(), {"steps": 0})
+    loaded = GA.load_gavamoe(str(data_dir / "out"), device="cpu")
     users, items, gen = ["u0", "u3", "u5"], ["i1", "i0", "i4"], GenerationConfig(max_new_tokens=8, batch_size=2)
     before = expl.explain(users, items, gen, progress=False)
     assert loaded.explain(users, items, gen, progress=False) == before and any(before)
@@ -216,7 +217,8 @@ def test_save_load_round_trip_gives_identical_generations(data_dir, monkeypatch)
 
 
 def test_train_gavamoe_writes_a_loadable_folder(data_dir, monkeypatch):
-    monkeypatch.setattr(GT, "_load_vae", lambda path, device: FakeVAE())
+    for mod in (GA, GT):  # training reads the VAE, loading the folder reads its copy
+        monkeypatch.setattr(mod, "_load_vae", lambda path, device: FakeVAE())
     out = data_dir / "run"
     train = TrainConfig(max_steps=3, batch_size=4, lr=1e-3, checkpoint_every=2)
     log = GT.train_gavamoe(str(data_dir / "data"), str(data_dir / "vae"), str(out), TINY, small_cfg(), train)
@@ -224,5 +226,5 @@ def test_train_gavamoe_writes_a_loadable_folder(data_dir, monkeypatch):
     assert {"config.json", "adapter_model.safetensors", "items.parquet", "pairs.parquet", "vae"} <= {p.name for p in out.iterdir()}
     assert not (out / "checkpoint").exists()
     assert json.loads((out / "config.json").read_text())["method"] == "gavamoe"
-    texts = GT.load_gavamoe(str(out), device="cpu").explain(["u1"], ["i2"], GenerationConfig(max_new_tokens=4), progress=False)
+    texts = GA.load_gavamoe(str(out), device="cpu").explain(["u1"], ["i2"], GenerationConfig(max_new_tokens=4), progress=False)
     assert len(texts) == 1

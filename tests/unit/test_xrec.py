@@ -9,7 +9,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from whyrec.adapters.moe_tokens import MoEAdaptor, count_parameters
 from whyrec.config import GenerationConfig, ModelConfig, XRecConfig
 from whyrec.llm.load import load_model, tiny_tokenizer
-from whyrec.methods.xrec import XRec
+from whyrec.methods.xrec.model import XRec
 
 DIM = 8
 

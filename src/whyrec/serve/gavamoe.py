@@ -23,7 +23,7 @@ class GaVaMoEModel:
         import pandas as pd
         import torch
 
-        from whyrec.methods.gavamoe_train import load_gavamoe
+        from whyrec.methods.gavamoe.artifact import load_gavamoe
 
         self.folder, self.gen, self.torch = folder, generation or GenerationConfig(), torch
         self.explainer = load_gavamoe(str(folder), device)

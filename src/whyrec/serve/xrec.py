@@ -24,7 +24,7 @@ class XRecModel:
     def __init__(self, folder: Path, device: str = "auto", generation: GenerationConfig | None = None):
         import torch
 
-        from whyrec.explainer import load_explainer
+        from whyrec.methods.xrec.artifact import load_explainer
 
         self.folder, self.gen, self.torch = folder, generation or GenerationConfig(), torch
         self.explainer = load_explainer(str(folder), device=device)

@@ -1,0 +1,18 @@
+"""What every method's training shares (torch-free): the fingerprint that guards an output folder."""
+
+from __future__ import annotations
+
+from whyrec.config import ModelConfig
+
+
+def training_fingerprint(data: str, encoder: str | None, method: str, model: ModelConfig, method_configs: dict,
+                         train) -> dict:
+    """What decides an explainer's weights: method, backbone, method and train config (without
+    device, logging, time limits or the step budget), and the content of the data and encoder."""
+    from whyrec.identity import model_key
+    from whyrec.outputs import BUDGET_FIELDS, HARMLESS_FIELDS, fingerprint_of, folder_digest
+
+    # model_key: the backbone's weights too, so a local model retrained in place is not resumed onto
+    return {"method": method, "model": model_key(model), **fingerprint_of(method_configs),
+            "train": fingerprint_of(train, HARMLESS_FIELDS + BUDGET_FIELDS), "data": folder_digest(data),
+            "encoder": folder_digest(encoder) if encoder else None}

@@ -1,0 +1,148 @@
+"""Save, load and run an XRec explainer as one self-contained artifact folder.
+
+An explainer folder is self-contained: it holds the method config, the trainable weights
+(safetensors), a copy of the collaborative encoder and the item/user text used in prompts,
+so `whyrec explain`/`recommend` and `whyrec.load_run` need nothing else.
+
+    explainer/
+      config.json               method, method config, backbone, encoder dim, steps
+      adapter_model.safetensors trainable weights (adapters, k/v maps, LoRA if enabled)
+      encoder/                  the LightGCN artifact (embeddings, id maps, train items)
+      items.parquet users.parquet   prompt text
+      README.md run_config.json training_log.json
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import pandas as pd
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from whyrec._version import __version__
+from whyrec.config import GenerationConfig, ModelConfig, XRecConfig
+from whyrec.data import schema as S
+from whyrec.outputs import MARKER, destination
+from whyrec.utils import WhyrecError, atomic_path, read_json, write_json
+
+ARTIFACT_FILES = ("config.json", "adapter_model.safetensors", "items.parquet", "users.parquet")
+
+
+class Explainer:
+    """A loaded explainer: the method module, the encoder and the prompt text."""
+
+    def __init__(self, module, encoder, items: pd.DataFrame, users: pd.DataFrame, meta: dict):
+        self.module, self.encoder, self.meta = module, encoder, meta
+        self.titles = dict(zip(items[S.ITEM].astype(str), items.get(S.TITLE, items[S.ITEM]).fillna("").astype(str)))
+        self.item_profiles = _text_map(items, S.ITEM, S.PROFILE)
+        self.user_profiles = _text_map(users, S.USER, S.PROFILE)
+
+    def prompts(self, users: list[str], items: list[str]) -> list[str]:
+        return [self.module.prompt(self.titles.get(i, i), self.user_profiles.get(u, ""), self.item_profiles.get(i, ""))
+                for u, i in zip(users, items)]
+
+    def vectors(self, users: list[str], items: list[str]):
+        enc = self.encoder
+        u_idx = [_index(enc.user2idx, u, "user") for u in users]
+        i_idx = [_index(enc.item2idx, i, "item") for i in items]
+        return enc.user_emb[u_idx], enc.item_emb[i_idx]
+
+    def explain(self, users: list[str], items: list[str], gen: GenerationConfig | None = None,
+                progress: bool = True) -> list[str]:
+        """Generate one explanation per (user, item), batched by prompt length."""
+        gen = gen or GenerationConfig()
+        users, items = [str(u) for u in users], [str(i) for i in items]
+        user_vec, item_vec = self.vectors(users, items)
+        prompts = self.prompts(users, items)
+        order = sorted(range(len(prompts)), key=lambda k: len(prompts[k]))
+        out: list[str] = [""] * len(prompts)
+        batches = [order[s:s + gen.batch_size] for s in range(0, len(order), gen.batch_size)]
+        for b in tqdm(batches, desc="explain", unit="batch", disable=not progress or len(batches) < 2):
+            enc = self.module.encode([prompts[k] for k in b], side="left")
+            texts = self.module.generate(enc["input_ids"], enc["attention_mask"], user_vec[b], item_vec[b], gen)
+            for k, t in zip(b, texts):
+                out[k] = t
+        return out
+
+
+def _text_map(frame: pd.DataFrame, key: str, col: str) -> dict[str, str]:
+    if frame is None or col not in frame:
+        return {}
+    return dict(zip(frame[key].astype(str), frame[col].fillna("").astype(str)))
+
+
+def _index(mapping: dict, key: str, kind: str) -> int:
+    try:
+        return mapping[key]
+    except KeyError:
+        raise WhyrecError(f"unknown {kind} id {key!r} ({len(mapping)} {kind}s known, e.g. {next(iter(mapping))!r})") from None
+
+
+def build_module(method: str, model_cfg: ModelConfig, method_cfg: XRecConfig, encoder_dim: int):
+    from whyrec.llm.load import load_model
+    from whyrec.registry import METHODS
+
+    llm, tok = load_model(model_cfg)
+    return METHODS.get(method)(llm, tok, encoder_dim, method_cfg)
+
+
+def save_explainer(out_dir: Path, module, enc, encoder_dir: str, ds, method, model, xrec, train, log) -> None:
+    from whyrec.llm.trainer import trainable_state
+
+    with atomic_path(out_dir / "adapter_model.safetensors") as tmp:
+        save_file(trainable_state(module), str(tmp))
+    if Path(encoder_dir).resolve() != (out_dir / "encoder").resolve():
+        shutil.copytree(encoder_dir, out_dir / "encoder", dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("checkpoint*", MARKER))
+    item_cols = [c for c in (S.ITEM, S.TITLE, S.PROFILE, S.DESCRIPTION) if c in ds.items]
+    user_cols = [c for c in (S.USER, S.PROFILE) if c in ds.users]
+    for name, frame in (("items", ds.items[item_cols]), ("users", ds.users[user_cols])):
+        with atomic_path(out_dir / f"{name}.parquet") as tmp:
+            frame.to_parquet(tmp, index=False)
+    write_json(out_dir / "training_log.json", log)
+    write_json(out_dir / "config.json", {
+        "method": method, "model": asdict(model), "xrec": asdict(xrec), "train": asdict(train), "encoder_dim": enc.dim,
+        "dataset": ds.meta.get("name", ""), "whyrec_version": __version__, "steps": log["steps"], "complete": True,
+    })
+    name = destination(out_dir).name
+    (out_dir / "README.md").write_text(
+        f"# whyrec explainer ({method})\n\nBackbone `{model.name_or_path}`, trained {log['steps']} steps on "
+        f"{log['examples']} explanations; loss {log['first_loss']} -> {log['last_loss']}.\n\n"
+        f"Load with `whyrec.load_run('{name}')` or `whyrec explain --run {name} --user U --item I`.\n"
+    )
+
+
+def load_explainer(path: str, device: str = "auto") -> Explainer:
+    from whyrec.encoders.artifact import load_encoder
+
+    path = Path(path)
+    if (path / "explainer").is_dir():  # a whole run folder
+        path = path / "explainer"
+    if (path / "config.json").exists() and read_json(path / "config.json").get("method") == "gavamoe":
+        # the one xrec -> gavamoe edge (lazy): goes when load_run asks the registry (issue 18 phase C)
+        from whyrec.methods.gavamoe.artifact import load_gavamoe
+
+        return load_gavamoe(str(path), device)
+    missing = [f for f in ARTIFACT_FILES if not (path / f).exists()]
+    if missing or not (path / "encoder").is_dir():
+        raise WhyrecError(f"{path} is not a complete explainer folder (missing {', '.join(missing) or 'encoder/'}); "
+                          "train one with `whyrec train explainer`")
+    cfg = read_json(path / "config.json")
+    model = ModelConfig(**cfg["model"])
+    model.device = device if device != "auto" else model.device
+    xrec = XRecConfig(**{k: v for k, v in cfg["xrec"].items() if k != "lora"})
+    from whyrec.config import LoraConfig
+
+    xrec.lora = LoraConfig(**cfg["xrec"].get("lora", {}))
+    enc = load_encoder(path / "encoder")
+    module = build_module(cfg["method"], model, xrec, cfg["encoder_dim"])
+    weights = load_file(str(path / "adapter_model.safetensors"))
+    result = module.load_state_dict(weights, strict=False)
+    if result.unexpected_keys:
+        raise WhyrecError(f"{path}/adapter_model.safetensors does not match the config (e.g. {result.unexpected_keys[0]})")
+    module.eval()
+    items, users = pd.read_parquet(path / "items.parquet"), pd.read_parquet(path / "users.parquet")
+    return Explainer(module, enc, items, users, cfg)
