@@ -102,18 +102,19 @@ def child(job: str, work: Path, users: int, steps: int) -> None:
 def _recalpaca(kind: str, work: Path, out: Path, steps: int) -> None:
     """RecAlpaca: LoRA on 32 of the ML-100K Alpaca records (../shared/data/ml100k-instructions)."""
     from whyrec.config import ModelConfig
-    from whyrec.methods.recalpaca import RecAlpacaConfig, load_alpaca_records
+    from whyrec.methods.recalpaca.config import RecAlpacaConfig
+    from whyrec.methods.recalpaca.train import load_alpaca_records
 
     records = load_alpaca_records(str(REPO.parent / "shared" / "data" / "ml100k-instructions" /
                                       "ml_100k_instruct_data.json"))[:32]
     if kind == "train":
-        from whyrec.methods.recalpaca import train_recalpaca
+        from whyrec.methods.recalpaca.train import train_recalpaca
 
         cfg = RecAlpacaConfig(batch_size=8, micro_batch_size=4, max_steps=steps, cutoff_len=512, save_steps=10_000)
         (work / "recalpaca-32.json").write_text(json.dumps(records))
         train_recalpaca(str(work / "recalpaca-32.json"), str(out), model=ModelConfig(device="cpu"), cfg=cfg)
         return
-    from whyrec.methods.recalpaca_infer import load_recalpaca
+    from whyrec.methods.recalpaca.model import load_recalpaca
 
     model = load_recalpaca(str(out), device="cpu")
     model.generate([(r["instruction"], r["input"]) for r in records[:4]], max_new_tokens=48)
@@ -123,7 +124,7 @@ def _recexplainer(kind: str, data: Path, target: Path, out: Path, steps: int) ->
     """RecExplainer, hybrid mode, on the SASRec target of the slice: align, then explain 4 test pairs."""
     if kind == "train":
         from whyrec.config import ModelConfig, RecExplainerConfig
-        from whyrec.methods.recexplainer_train import train_recexplainer
+        from whyrec.methods.recexplainer.train import train_recexplainer
 
         cfg = RecExplainerConfig(mode="hybrid", micro_batch_size=2, grad_accum=2, max_steps=steps, max_examples=64,
                                  save_steps=10_000)
@@ -132,7 +133,7 @@ def _recexplainer(kind: str, data: Path, target: Path, out: Path, steps: int) ->
     from whyrec.benchmark import select_pairs
     from whyrec.data import schema as S
     from whyrec.data.dataset import RecDataset
-    from whyrec.methods.recexplainer import load_recexplainer
+    from whyrec.methods.recexplainer.model import load_recexplainer
 
     pairs = select_pairs(RecDataset.load(data), "test", 4, seed=0)
     module = load_recexplainer(out, device="cpu")

@@ -58,7 +58,7 @@ def engine_runs(tmp_path_factory):
 @needs_deepspeed
 @pytest.mark.parametrize("engine", ["zero2", "zero3"])
 def test_deepspeed_zero_two_ranks_match_one(engine_runs, engine):
-    from whyrec.methods.recalpaca_infer import load_recalpaca
+    from whyrec.methods.recalpaca.model import load_recalpaca
 
     ref, run = engine_runs(None), engine_runs(engine)
     la, lb = (json.loads((d / "train_log.json").read_text()) for d in (ref, run))

@@ -381,8 +381,8 @@ def test_serve_never_answers_for_a_replaced_base_model(tmp_path):
 
 # ---------------------------------------------------------------- prompt reduction
 def test_prompt_reduction_cache_is_keyed_and_resumes(tmp_path, capsys):
-    from whyrec.eval.prompt_reduction import prompt_reduction
     from whyrec.eval.titles import candidates_from_prompt
+    from whyrec.methods.recalpaca.prompt_reduction import prompt_reduction
 
     rows = [{"instruction": "Pick five films.", "top1": f"A{k}", "testGT": [f"A{k}", f"C{k}"],
              "input": f"score 5 out 5: ['X{k}', 'Y{k}']\nlikely to like: "

@@ -49,7 +49,7 @@ def _test_json(tmp_path: Path, n: int = 5, changed: int | None = None) -> Path:
 @pytest.fixture
 def recalpaca(tmp_path, monkeypatch):
     """(run folder, test json, evaluate(**kw) -> the fake model used or None, generations path)."""
-    from whyrec.methods import recalpaca_infer
+    from whyrec.methods.recalpaca import model as recalpaca_infer
 
     run = tmp_path / "run"
     run.mkdir()

@@ -29,7 +29,7 @@ from whyrec.config import (
     XRecConfig,
 )
 from whyrec.eval.judge import JudgeConfig
-from whyrec.methods.recalpaca import RecAlpacaConfig
+from whyrec.methods.recalpaca.config import RecAlpacaConfig
 from whyrec.utils import WhyrecError
 
 ALL = (LightGCNConfig, ModelConfig, LoraConfig, XRecConfig, TrainConfig, GenerationConfig, PEPLERConfig,

@@ -120,8 +120,9 @@ def _methods(data: Path, other: Path, instructions: Path) -> dict:
     from whyrec.encoders.vae_train import train_vae_gmm
     from whyrec.methods.gavamoe.train import train_gavamoe
     from whyrec.methods.pepler.train import train_pepler
-    from whyrec.methods.recalpaca import RecAlpacaConfig, train_recalpaca
-    from whyrec.methods.recexplainer_train import train_recexplainer
+    from whyrec.methods.recalpaca.config import RecAlpacaConfig
+    from whyrec.methods.recalpaca.train import train_recalpaca
+    from whyrec.methods.recexplainer.train import train_recexplainer
     from whyrec.methods.xrec.train import train_explainer
 
     examples = [{"task": "iid2title", "mode": "hybrid", "messages": []}]
@@ -141,10 +142,10 @@ def _methods(data: Path, other: Path, instructions: Path) -> dict:
         "pepler": (lambda out, lr=0.01, **b: train_pepler(str(data), out, pepler=PEPLERConfig(lr=lr, **b)),
                    "whyrec.methods.pepler.train", "_train_pepler", "pepler.lr", {"epochs": 7}),
         "recexplainer": (lambda out, lr=0.01, **b: train_recexplainer(str(other), out, cfg=RecExplainerConfig(
-            lr=lr, **b), examples=examples), "whyrec.methods.recexplainer_train", "_train", "recexplainer.lr",
+            lr=lr, **b), examples=examples), "whyrec.methods.recexplainer.train", "_train", "recexplainer.lr",
                          {"max_steps": 99, "save_steps": 5}),
         "recalpaca": (lambda out, lr=0.01, **b: train_recalpaca(str(instructions), out, cfg=RecAlpacaConfig(lr=lr, **b)),
-                      "whyrec.methods.recalpaca", "_train", "recalpaca.lr", {"max_steps": 99, "logging_steps": 3}),
+                      "whyrec.methods.recalpaca.train", "_train", "recalpaca.lr", {"max_steps": 99, "logging_steps": 3}),
     }
 
 

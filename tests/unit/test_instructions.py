@@ -12,14 +12,14 @@ from conftest import FakeChatEndpoint, chat_reply, require_distribution
 
 from whyrec.config import LightGCNConfig
 from whyrec.data import schema as S
-from whyrec.data.alpaca import IGNORE_INDEX, render_prompt, tokenize_example
 from whyrec.data.dataset import RecDataset
-from whyrec.data.instruction_outputs import check_teacher_answer
-from whyrec.data.instruction_prompts import add_distinct, profile_text, render_input
-from whyrec.data.instructions import build_instructions
-from whyrec.data.recalpaca_testusers import match_test_users, parse_profile
-from whyrec.data.recalpaca_titles import parse_choices, same_title, title_list
 from whyrec.llm.client import OpenAICompatibleClient
+from whyrec.methods.recalpaca.alpaca import IGNORE_INDEX, render_prompt, tokenize_example
+from whyrec.methods.recalpaca.instructions.build import build_instructions
+from whyrec.methods.recalpaca.instructions.outputs import check_teacher_answer
+from whyrec.methods.recalpaca.instructions.prompts import add_distinct, profile_text, render_input
+from whyrec.methods.recalpaca.instructions.testusers import match_test_users, parse_profile
+from whyrec.methods.recalpaca.instructions.titles import parse_choices, same_title, title_list
 
 # ---------------------------------------------------------------- template and masking
 

@@ -7,23 +7,23 @@ import torch
 from safetensors.torch import load_file
 
 from whyrec.config import LoraConfig, ModelConfig
-from whyrec.data.alpaca import IGNORE_INDEX, render_example
 from whyrec.eval.topk import evaluate_topk, load_recalpaca_json
 from whyrec.llm.hf_resume import last_complete_checkpoint
 from whyrec.llm.load import load_model
-from whyrec.methods import recalpaca_infer
-from whyrec.methods.recalpaca import (
-    PadCollator,
-    RecAlpacaConfig,
-    load_alpaca_records,
-    tokenize_records,
-    train_recalpaca,
-)
-from whyrec.methods.recalpaca_infer import (
+from whyrec.methods.recalpaca import model as recalpaca_infer
+from whyrec.methods.recalpaca.alpaca import IGNORE_INDEX, render_example
+from whyrec.methods.recalpaca.config import RecAlpacaConfig
+from whyrec.methods.recalpaca.model import (
     RecAlpaca,
     evaluate_recalpaca,
     load_recalpaca,
     pick_recommendations,
+)
+from whyrec.methods.recalpaca.train import (
+    PadCollator,
+    load_alpaca_records,
+    tokenize_records,
+    train_recalpaca,
 )
 from whyrec.utils import WhyrecError
 
@@ -60,7 +60,7 @@ def _batch_loss(model, batch) -> float:
 
 
 def test_training_lowers_loss_and_adapter_reloads(tmp_path, monkeypatch):
-    from whyrec.methods import recalpaca
+    from whyrec.methods.recalpaca import train as recalpaca
 
     records = _records()
     base, tok = load_model(TINY)

@@ -310,7 +310,7 @@ def test_ndcg_ordered_is_independent_of_hash_seed():
 
 
 def test_prompt_order_baseline_on_shared_file(shared_data):
-    from whyrec.eval.topk_baselines import prompt_order_titles, recalpaca_baselines
+    from whyrec.methods.recalpaca.baselines import prompt_order_titles, recalpaca_baselines
 
     path = shared_data / "recalpaca-ml100k" / "ML100kEvaluationRecAlpaca.json"
     if not path.is_file():
@@ -325,8 +325,8 @@ def test_prompt_order_baseline_on_shared_file(shared_data):
 
 
 def test_prompt_reduction_cuts_every_list_and_plots(shared_data, tmp_path):
-    from whyrec.eval.prompt_reduction import prompt_reduction, reduce_prompt
     from whyrec.eval.titles import candidates_from_prompt
+    from whyrec.methods.recalpaca.prompt_reduction import prompt_reduction, reduce_prompt
 
     path = shared_data / "recalpaca-ml100k" / "ML100kEvaluationRecAlpaca.json"
     if not path.is_file():

@@ -24,7 +24,7 @@ class RecAlpacaModel:
     cold_start = False
 
     def __init__(self, folder: Path, device: str = "auto", generation: GenerationConfig | None = None):
-        from whyrec.methods.recalpaca_infer import load_recalpaca
+        from whyrec.methods.recalpaca.model import load_recalpaca
 
         self.folder, self.gen = folder, generation or GenerationConfig()
         self.meta = json.loads((folder / "config.json").read_text())
@@ -53,7 +53,7 @@ class RecAlpacaModel:
             return self._answers[user]
 
     def _picks(self, user: str, k: int) -> list[dict]:
-        from whyrec.methods.recalpaca_infer import pick_recommendations
+        from whyrec.methods.recalpaca.model import pick_recommendations
 
         rec = self.records[user]
         # Fillers follow the prompt's own ranking hint: its named first pick, then the listed order.

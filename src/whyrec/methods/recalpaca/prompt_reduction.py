@@ -18,7 +18,7 @@ from pathlib import Path
 
 from whyrec.eval.titles import candidates_from_prompt
 from whyrec.eval.topk import evaluate_topk, score_ranked
-from whyrec.eval.topk_baselines import prompt_order_titles
+from whyrec.methods.recalpaca.baselines import prompt_order_titles
 from whyrec.utils import WhyrecError, atomic_path, read_json, write_json, write_text
 
 _LIST = re.compile(r"(?P<head>(?:out 5|likely to like):\s*)\[(?P<body>.*?)\](?=\s*(?:\n|\.|$))", re.DOTALL)
@@ -67,7 +67,7 @@ def prompt_reduction(run: str | None, test_json: str | Path, out: str | Path,
     out.mkdir(parents=True, exist_ok=True)
     custom = generate
     if generate is None:
-        from whyrec.methods.recalpaca_infer import load_recalpaca
+        from whyrec.methods.recalpaca.model import load_recalpaca
 
         loaded = []
 

@@ -17,10 +17,10 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 from whyrec.config import ModelConfig
-from whyrec.data.alpaca import render_prompt
 from whyrec.eval.titles import candidates_from_prompt, match_to_candidates, parse_titles
 from whyrec.eval.topk import PARSERS, evaluate_topk
-from whyrec.methods.recalpaca import METHOD
+from whyrec.methods.recalpaca.alpaca import render_prompt
+from whyrec.methods.recalpaca.config import METHOD
 from whyrec.utils import WhyrecError, read_json, write_json, write_run_info, write_text
 
 GENERATIONS = "generations.jsonl"
@@ -44,7 +44,7 @@ class RecAlpaca:
 
         Args:
             prompts: an (instruction, input) pair is rendered with the Alpaca template; a
-                string is used verbatim (render it with `whyrec.data.alpaca.render_prompt`).
+                string is used verbatim (render it with `whyrec.methods.recalpaca.alpaca.render_prompt`).
             repetition_penalty: 1.0 is plain greedy; the original used 1.1 with beam search.
         """
         import torch

@@ -31,17 +31,17 @@ def _build(folder: Path, user: str) -> dict:
     import numpy as np
 
     from whyrec.data import schema as S
-    from whyrec.data.instruction_examples import (
+    from whyrec.data.movielens import load_ml100k
+    from whyrec.encoders.artifact import load_encoder
+    from whyrec.methods.recalpaca.instructions.examples import (
         ExampleContext,
         build_example,
         short_title_facts,
         split_from_encoder,
     )
-    from whyrec.data.instruction_prompts import instruction_pool
-    from whyrec.data.movielens import load_ml100k
-    from whyrec.data.recalpaca_testusers import banned_items, match_test_users
-    from whyrec.data.recalpaca_titles import short_title
-    from whyrec.encoders.artifact import load_encoder
+    from whyrec.methods.recalpaca.instructions.prompts import instruction_pool
+    from whyrec.methods.recalpaca.instructions.testusers import banned_items, match_test_users
+    from whyrec.methods.recalpaca.instructions.titles import short_title
 
     config = read_json(folder / "run.json")["config"]
     data = load_ml100k()

@@ -50,7 +50,7 @@ import pandas as pd
 from whyrec.config import LightGCNConfig
 from whyrec.data import schema as S
 from whyrec.data.dataset import RecDataset
-from whyrec.data.instruction_examples import (
+from whyrec.methods.recalpaca.instructions.examples import (
     DEFAULT_ENCODER,
     ExampleContext,
     build_example,
@@ -59,10 +59,19 @@ from whyrec.data.instruction_examples import (
     split_history,
     train_history_encoder,
 )
-from whyrec.data.instruction_outputs import check_teacher_answer, grounded_output, teacher_messages
-from whyrec.data.instruction_prompts import N_CHOICES, instruction_pool
-from whyrec.data.recalpaca_testusers import SHARED_TEST, TestMatch, banned_items, match_test_users
-from whyrec.data.recalpaca_titles import short_title
+from whyrec.methods.recalpaca.instructions.outputs import (
+    check_teacher_answer,
+    grounded_output,
+    teacher_messages,
+)
+from whyrec.methods.recalpaca.instructions.prompts import N_CHOICES, instruction_pool
+from whyrec.methods.recalpaca.instructions.testusers import (
+    SHARED_TEST,
+    TestMatch,
+    banned_items,
+    match_test_users,
+)
+from whyrec.methods.recalpaca.instructions.titles import short_title
 from whyrec.utils import WhyrecError, environment_info, write_json
 
 RECORDS, SKIPPED = "instructions.jsonl", "skipped.jsonl"

@@ -4,7 +4,7 @@ Every user's ratings are cut into a history (what the prompt shows and the encod
 on) and a held-out part. The candidates are the encoder's top items with the history masked,
 shown in a seeded shuffle (the test file does not list them by score either); the targets
 are the held-out items rated >= 4 among them. The output is written elsewhere
-(`whyrec.data.instruction_outputs`).
+(`whyrec.methods.recalpaca.instructions.outputs`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,13 @@ from whyrec.config import LightGCNConfig
 from whyrec.data import schema as S
 from whyrec.data.dataset import RecDataset
 from whyrec.data.grounded import ItemFacts, item_facts, pair_rng
-from whyrec.data.instruction_prompts import LIKED_MIN, N_CHOICES, profile_text, render_input
-from whyrec.data.recalpaca_titles import short_title
+from whyrec.methods.recalpaca.instructions.prompts import (
+    LIKED_MIN,
+    N_CHOICES,
+    profile_text,
+    render_input,
+)
+from whyrec.methods.recalpaca.instructions.titles import short_title
 from whyrec.utils import WhyrecError
 
 # Small enough for a CPU (a few minutes on ML-100K, one thread); RecAlpaca's notebook ran 1000 epochs.

@@ -65,9 +65,9 @@ def recalpaca_baselines(test_json: str | Path, encoder_dir: str | Path | None = 
     if encoder_dir is None:
         return results
     from whyrec.data import schema as S
-    from whyrec.data.recalpaca_testusers import match_test_users
-    from whyrec.data.recalpaca_titles import short_title
     from whyrec.encoders.artifact import load_encoder
+    from whyrec.methods.recalpaca.instructions.testusers import match_test_users
+    from whyrec.methods.recalpaca.instructions.titles import short_title
 
     if data is None:
         from whyrec.data.movielens import load_ml100k

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from whyrec.data import schema as S
 from whyrec.data.dataset import RecDataset
-from whyrec.data.instruction_prompts import LIKED_MIN
-from whyrec.data.recalpaca_titles import same_key, title_key, title_list
+from whyrec.methods.recalpaca.instructions.prompts import LIKED_MIN
+from whyrec.methods.recalpaca.instructions.titles import same_key, title_key, title_list
 from whyrec.utils import WhyrecError, read_json
 
 # ../shared/data next to the repository; absent outside the project's machine.

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from whyrec.data import schema as S
 from whyrec.data.grounded import UserEvidence, explain_pair, pair_rng
-from whyrec.data.instruction_examples import ExampleContext
-from whyrec.data.instruction_prompts import LIKED_MIN, N_CHOICES, fill, template
-from whyrec.data.recalpaca_titles import mentions, parse_choices
+from whyrec.methods.recalpaca.instructions.examples import ExampleContext
+from whyrec.methods.recalpaca.instructions.prompts import LIKED_MIN, N_CHOICES, fill, template
+from whyrec.methods.recalpaca.instructions.titles import mentions, parse_choices
 
 
 def teacher_messages(ex: dict) -> list[dict]:
