@@ -101,10 +101,10 @@ def tiny_recexplainer(tmp_path_factory) -> Path:
 
         from whyrec.config import MFConfig
         from whyrec.encoders.mf import MF
-        from whyrec.encoders.target_train import TargetModel, load_target, save_target
+        from whyrec.encoders.target_model import TargetModel, load_target, save_target
         from whyrec.llm.load import load_model
-        from whyrec.methods.recexplainer import RecExplainer, RecExplainerConfig
-        from whyrec.methods.recexplainer_train import save_recexplainer
+        from whyrec.methods.recexplainer.model import RecExplainer, RecExplainerConfig
+        from whyrec.methods.recexplainer.train import save_recexplainer
 
         torch.manual_seed(0)
         item2idx = {i: k for k, i in enumerate(ITEMS)}

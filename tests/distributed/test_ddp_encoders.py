@@ -114,7 +114,7 @@ def test_recexplainer_trainer_two_ranks_match_one(sasrec_one, tmp_path):
     """The HF Trainer's own DDP under torchrun: the same LoRA + connectors, written once by rank 0."""
     one, two, log = tmp_path / "one", tmp_path / "two", tmp_path / "calls.jsonl"
     assert main(_recexplainer(sasrec_one, one, accum=2)) == 0
-    traced = ["whyrec.methods.recexplainer_train:save_recexplainer", "safetensors.torch:save_file"]
+    traced = ["whyrec.methods.recexplainer.train:save_recexplainer", "safetensors.torch:save_file"]
     traced_whyrec(log, traced, _recexplainer(sasrec_one, two, accum=1))
     seen = calls(log)
     assert {c["rank"] for c in seen} == {0}, seen
