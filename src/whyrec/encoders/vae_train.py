@@ -17,12 +17,13 @@ the single-process update. The ELBO's ε of a global batch is drawn from the sha
 stream on every rank, as one process draws it, so a pair gets the same z whatever the number
 of processes (dropout masks come from a per-rank stream). The GMM is fitted once, on rank 0,
 and broadcast; rank 0 evaluates and writes the checkpoint, plot and folder.
+
+The pairs are read by `vae_data`; evaluation, plot and model card are in `vae_report`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 from contextlib import contextmanager, nullcontext
@@ -34,7 +35,6 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from whyrec.data import schema as S
-from whyrec.data.dataset import RecDataset
 from whyrec.distributed import (
     broadcast_parameters,
     data_parallel_step,
@@ -45,7 +45,9 @@ from whyrec.distributed import (
     rank,
     world_size,
 )
-from whyrec.encoders.vae_gmm import N_RATINGS, VaeGmm, VaeGmmConfig, save_vae_gmm
+from whyrec.encoders.vae_data import Pairs, _batches, _Data, _load_data
+from whyrec.encoders.vae_gmm import VaeGmm, VaeGmmConfig, save_vae_gmm
+from whyrec.encoders.vae_report import _card, evaluate, latent_means, plot_latent
 from whyrec.outputs import destination, output_folder
 from whyrec.utils import WhyrecError, atomic_path, resolve_device, write_json, write_run_info
 
@@ -53,56 +55,6 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint/checkpoint.safetensors"
 PLOT = "latent.png"
 PHASES = ("pretrain", "elbo")
-
-
-# ---------------------------------------------------------------- data
-@dataclasses.dataclass
-class Pairs:
-    users: torch.Tensor  # [N] long
-    items: torch.Tensor  # [N] long
-    targets: torch.Tensor  # [N] long, rounded rating - 1
-    ratings: torch.Tensor  # [N] float, the rating as given (RMSE is measured against it)
-
-    def __len__(self) -> int:
-        return len(self.users)
-
-
-@dataclasses.dataclass
-class _Data:
-    splits: dict[str, Pairs]
-    user2idx: dict[str, int]
-    item2idx: dict[str, int]
-    digest: str
-
-
-def _load_data(path: str, device: str) -> _Data:
-    ds = RecDataset.load(path)
-    if S.RATING not in ds.interactions:
-        raise WhyrecError(f"{path} has no '{S.RATING}' column; the VAE-GMM reconstructs ratings 1..5")
-    splits, h = {}, hashlib.sha256()
-    for name in S.SPLITS:
-        frame = ds.split(name)  # raises without a split column
-        rating = frame[S.RATING].to_numpy("float64", copy=True)
-        if np.isnan(rating).any():
-            raise WhyrecError(f"{path}: {int(np.isnan(rating).sum())} '{name}' interactions have no rating; drop them")
-        rounded = np.floor(rating + 0.5).astype(np.int64)  # round half up (np.rint rounds 2.5 to 2)
-        if len(rounded) and (rounded.min() < 1 or rounded.max() > N_RATINGS):
-            raise WhyrecError(f"{path}: ratings must round to 1..{N_RATINGS}, '{name}' has {rating.min()}..{rating.max()}")
-        users, items = ds.index_pairs(frame)
-        for arr in (users, items, rating):
-            h.update(np.ascontiguousarray(arr).tobytes())
-        splits[name] = Pairs(*(torch.from_numpy(np.array(a)).to(device) for a in (users, items, rounded - 1)),
-                             torch.from_numpy(rating).float().to(device))
-    if len(splits[S.TRAIN]) == 0:
-        raise WhyrecError(f"{path} has no '{S.TRAIN}' interactions (splits: {ds.summary()['splits']})")
-    h.update(json.dumps([ds.user2idx, ds.item2idx], sort_keys=True).encode())
-    return _Data(splits, ds.user2idx, ds.item2idx, h.hexdigest()[:16])
-
-
-def _batches(n: int, batch_size: int, generator: torch.Generator | None = None):
-    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    for start in range(0, n, batch_size):
-        yield order[start : start + batch_size]
 
 
 # ---------------------------------------------------------------- checkpoint
@@ -237,14 +189,6 @@ def _elbo_epoch(model: VaeGmm, opt, train: Pairs, config: VaeGmmConfig, epoch: i
     return {"epoch": epoch + 1, "loss": loss, "ce": ce, "kl": kl, "kl_weight": kl_weight, "lr": lr}
 
 
-@torch.no_grad()
-def latent_means(model: VaeGmm, pairs: Pairs, batch_size: int = 8192) -> torch.Tensor:
-    """μ of q(z|x) for every pair, [N, latent_dim], in eval mode."""
-    model.eval()
-    parts = [model.encode(pairs.users[i], pairs.items[i])[0] for i in _batches(len(pairs), batch_size)]
-    return torch.cat(parts) if parts else torch.empty(0, model.config.latent_dim)
-
-
 def fit_gmm(mu: np.ndarray, config: VaeGmmConfig):
     """The diagonal GaussianMixture that initialises the prior (random_state = config.seed)."""
     from sklearn.mixture import GaussianMixture
@@ -261,58 +205,6 @@ def _init_prior(model: VaeGmm, train: Pairs, config: VaeGmmConfig) -> dict:
     if config.copy_mu_to_logvar:
         model.logvar_head.load_state_dict(model.mu_head.state_dict())
     return {"converged": bool(gmm.converged_), "n_iter": int(gmm.n_iter_), "weights": gmm.weights_.tolist()}
-
-
-# ---------------------------------------------------------------- evaluation and plot
-@torch.no_grad()
-def evaluate(model: VaeGmm, pairs: Pairs, batch_size: int = 8192) -> dict | None:
-    """Rating accuracy (argmax class), RMSE of the expected rating Σ_k p_k k, cluster sizes (from μ)."""
-    if len(pairs) == 0:
-        return None
-    model.eval()
-    mu = latent_means(model, pairs, batch_size)  # [N, L]
-    probs = torch.cat([model.decode(mu[i]).softmax(-1) for i in _batches(len(pairs), batch_size)])  # [N, 5]
-    expected = probs @ torch.arange(1, N_RATINGS + 1, dtype=probs.dtype, device=probs.device)  # [N]
-    clusters = torch.cat([model.log_responsibilities(mu[i]).argmax(1) for i in _batches(len(pairs), batch_size)])
-    return {
-        "n": len(pairs),
-        "accuracy": (probs.argmax(1) == pairs.targets).float().mean().item(),
-        "rmse": ((expected - pairs.ratings) ** 2).mean().sqrt().item(),
-        "cluster_sizes": torch.bincount(clusters, minlength=model.config.n_clusters).tolist(),
-    }
-
-
-def plot_latent(mu: torch.Tensor, clusters: torch.Tensor, path: Path, per_cluster: int, seed: int) -> Path:
-    """PNG of μ projected on its first two principal components, up to `per_cluster` points per cluster.
-
-    Uses matplotlib's Agg canvas directly, so no pyplot state or global backend is touched.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    rng = np.random.default_rng(seed)
-    clusters_np = clusters.cpu().numpy()
-    keep = np.concatenate([rng.permutation(np.flatnonzero(clusters_np == c))[:per_cluster]
-                           for c in np.unique(clusters_np)])
-    x = mu[torch.from_numpy(keep).to(mu.device)].double().cpu()
-    x = x - x.mean(0)
-    _, _, vt = torch.linalg.svd(x, full_matrices=False)
-    xy = (x @ vt[:2].T).numpy()  # [n, <=2]
-    xy = np.pad(xy, ((0, 0), (0, 2 - xy.shape[1])))  # latent_dim 1 or a single point: y = 0
-    fig = Figure(figsize=(5.5, 4.5), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    for c in np.unique(clusters_np[keep]):
-        sel = clusters_np[keep] == c
-        ax.scatter(xy[sel, 0], xy[sel, 1], s=5, alpha=0.6, color=f"C{c % 10}",
-                   label=f"cluster {c} ({int((clusters_np == c).sum()):,} pairs)")
-    ax.set_xlabel("PC 1")
-    ax.set_ylabel("PC 2")
-    ax.legend(fontsize=7, markerscale=2)
-    ax.set_title(f"VAE-GMM latent μ of training pairs (≤{per_cluster} per cluster, PCA)", fontsize=9)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)  # the temp name ends in .tmp: say png
-    return path
 
 
 # ---------------------------------------------------------------- entry points
@@ -439,18 +331,6 @@ def _finish(model: VaeGmm, dset: _Data, config: VaeGmmConfig, state: dict, out: 
     write_json(out / "metrics.json", metrics)  # last: marks the folder as finished
     return from_rank0(metrics)
 
-
-def _card(config: VaeGmmConfig, metrics: dict, data: str) -> str:
-    valid = metrics["valid"] or metrics["train"]
-    return "\n".join([
-        "# vae_gmm", "", "GaVaMoE stage 1 (Tang et al., arXiv 2410.11841): rating VAE with a Gaussian-mixture prior.", "",
-        f"- data: {data}; users {metrics['n_users']:,}, items {metrics['n_items']:,}",
-        f"- K = {config.n_clusters}, latent {config.latent_dim}, ID embeddings {config.embedding_dim}",
-        f"- training cluster sizes: {metrics['cluster_sizes']}",
-        f"- {'valid' if metrics['valid'] else 'train'}: accuracy {valid['accuracy']:.4f}, RMSE {valid['rmse']:.4f}",
-        "", "```python", "from whyrec.encoders.vae_gmm import load_vae_gmm",
-        "vae = load_vae_gmm('path/to/this/folder')", "clusters = vae.cluster(['user-id'], ['item-id'])", "```", "",
-    ])
 
 
 def cluster_command(data: str, out: str, config: VaeGmmConfig = VaeGmmConfig(), device: str = "auto",  # noqa: B008
