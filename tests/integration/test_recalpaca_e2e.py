@@ -59,7 +59,7 @@ def test_evaluate_topk_with_the_run_and_baselines(recalpaca_run):
                  "--encoder", str(root / "data" / "encoder"), "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_users"] == 2 and {"recalpaca", "robust"} <= metrics.keys()
-    assert len((out / "generations.jsonl").read_text().splitlines()) == 2
+    assert len((out / "generations.jsonl").read_text().splitlines()) == 1 + 2  # row_cache key line + 2 rows
     systems = json.loads((out / "baselines.json").read_text())
     assert {"prompt-order", "lightgcn", "popularity"} <= systems.keys()
     assert systems["prompt-order"]["n_users"] == 2  # baselines are scored on the same users
