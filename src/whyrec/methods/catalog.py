@@ -1,0 +1,147 @@
+"""What serving asks of a loaded method, whatever the method: one small protocol, one catalog.
+
+Each method's served adapter lives in its package (`whyrec.methods.<name>.served`) and is
+chosen by `whyrec.serve.load.load_served` from the folder's config.json `method`. The adapters
+compose a `Catalog` (ids, titles, profiles, history and the search the page uses) instead of
+inheriting one, so each file says only what its method does differently: what recommends and
+what explains. Method-independent (imports only core), so every method package may use it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from whyrec.identity import base_model_identity
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One explanation job. `liked` is set (and `user` is a synthetic key) for cold-start users."""
+
+    user: str
+    item: str
+    liked: tuple[str, ...] = ()
+
+
+class Unsupported(Exception):
+    """The method cannot answer this request (HTTP 409 with this one-line message)."""
+
+
+def revision(folder: Path, files: list[str], extra: str = "") -> str:
+    """Short sha256 of the files that decide the text, `extra` (decoding settings) and the
+    identity of the base model the run's config.json names (a replaced backbone changes texts)."""
+    h = hashlib.sha256(extra.encode())
+    h.update(json.dumps(base_model_identity(folder), sort_keys=True).encode())
+    for name in files:
+        with open(folder / name, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class Catalog:
+    """The ids a model knows, their text and history, and the search behind GET /users and /items."""
+
+    users: list[str]
+    items: list[str]
+    titles: dict[str, str] = field(default_factory=dict)
+    user_profiles: dict[str, str] = field(default_factory=dict)
+    item_profiles: dict[str, str] = field(default_factory=dict)
+    history_of: Callable[[str], list[str]] = lambda user: []
+
+    def __post_init__(self):
+        self._users, self._items = set(self.users), set(self.items)
+        self.users = sorted(self.users, key=lambda u: (len(u), u))  # "1" before "10" before "100"
+
+    def has_user(self, user: str) -> bool:
+        return user in self._users
+
+    def has_item(self, item: str) -> bool:
+        return item in self._items
+
+    def title(self, item: str) -> str:
+        return self.titles.get(item) or item
+
+    def profile(self, user: str) -> str:
+        return self.user_profiles.get(user, "")
+
+    def item_profile(self, item: str) -> str:
+        return self.item_profiles.get(item, "")
+
+    def history(self, user: str) -> list[str]:
+        return self.history_of(user)
+
+    def search_items(self, q: str, limit: int) -> list[str]:
+        q = q.casefold().strip()
+        exact = [i for i in self.items if i.casefold() == q]
+        hits = [i for i in self.items if q in self.title(i).casefold() and i not in exact]
+        return (exact + hits)[:limit]
+
+    def search_users(self, q: str, limit: int) -> list[str]:
+        q = q.casefold().strip()
+        exact = [u for u in self.users if u.casefold() == q]
+        rest = [u for u in self.users if q in u.casefold() and u not in exact]
+        if len(exact) + len(rest) < limit and q:  # then profile text ("nurse", "sci-fi")
+            rest += [u for u in self.users if q in self.profile(u).casefold() and u not in exact and u not in rest]
+        return (exact + rest)[:limit]
+
+    def rows(self, items: list[str], scores: list[float]) -> list[dict]:
+        """Ranked recommendation rows as the API returns them."""
+        return [{"item": i, "title": self.title(i), "score": round(float(s), 4)} for i, s in zip(items, scores)]
+
+
+class ServedModel(Protocol):
+    """One loaded artifact behind the API. `explain` runs in the batcher's worker thread.
+
+    `recommend` rows may already carry an "explanation" (RecAlpaca's reasons); `explain` may put
+    an `Unsupported` in place of a text for a pair it cannot explain (answered 409).
+    """
+
+    catalog: Catalog
+    revision: str
+    cold_start: bool  # POST /recommendations and /explain with "liked" (XRec only)
+
+    def info(self) -> dict: ...
+
+    def recommend(self, user: str, k: int) -> list[dict]: ...
+
+    def recommend_cold(self, liked: list[str], k: int) -> list[dict]: ...
+
+    def explain(self, pairs: list[Pair]) -> list[str | Unsupported]: ...
+
+
+def top_unseen(torch, scores, seen: list[int], k: int) -> tuple[list[int], list[float]]:
+    """Indices and values of the k best scores [I] outside `seen`."""
+    if seen:
+        scores = scores.index_fill(0, torch.tensor(seen, dtype=torch.long), float("-inf"))
+    top = torch.topk(scores, min(k, len(scores) - len(set(seen))))
+    return top.indices.tolist(), top.values.tolist()
+
+
+def dataset_label(folder: Path, meta: dict) -> str | None:
+    """The dataset a folder was trained on: its recorded name, else the data folder's source, plus its path.
+
+    Older loaders (MovieLens) saved an empty name, so /info showed null; run_config.json still
+    records the data folder, whose dataset.json names the source.
+    """
+    import json
+
+    name, data = meta.get("dataset") or None, None
+    try:
+        data = json.loads((folder / "run_config.json").read_text())["config"].get("data")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    if not name and data and (Path(data) / "dataset.json").is_file():
+        try:
+            name = json.loads((Path(data) / "dataset.json").read_text()).get("source")
+        except (OSError, ValueError, AttributeError):
+            pass
+    if data:
+        return f"{name or Path(data).name} ({data})"
+    return name
