@@ -1,7 +1,7 @@
 """Explanations cached per (user, item, model revision) in SQLite, so a restart keeps them.
 
 Generating one explanation costs seconds of CPU; looking one up costs microseconds. The
-revision (`whyrec.serve.model.revision`: a hash of the run folder's trained weights, config and
+revision (`whyrec.methods.catalog.revision`: a hash of the run folder's trained weights, config and
 catalog files plus the decoding settings) is part of the key and of every lookup, so a
 retrained run or other `--generation.*` settings never serve stale text, and several models
 can share one file.

@@ -1,4 +1,4 @@
-"""Pick the served-model adapter from the folder's config.json `method` (one module per method)."""
+"""Pick the served-model adapter from the folder's config.json `method` (`whyrec.methods.<name>.served`)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from pathlib import Path
 
 from whyrec.config import GenerationConfig
 
-ADAPTERS = {  # method -> "module:class" in whyrec.serve
-    "xrec": "xrec:XRecModel",
-    "gavamoe": "gavamoe:GaVaMoEModel",
-    "pepler": "pepler:PEPLERModel",
-    "recexplainer": "recexplainer:RecExplainerModel",
-    "recalpaca": "recalpaca:RecAlpacaModel",
+ADAPTERS = {  # method -> "module:class"
+    "xrec": "whyrec.methods.xrec.served:XRecModel",
+    "gavamoe": "whyrec.methods.gavamoe.served:GaVaMoEModel",
+    "pepler": "whyrec.methods.pepler.served:PEPLERModel",
+    "recexplainer": "whyrec.methods.recexplainer.served:RecExplainerModel",
+    "recalpaca": "whyrec.methods.recalpaca.served:RecAlpacaModel",
 }
 
 
@@ -24,4 +24,4 @@ def load_served(folder: Path, device: str = "auto", generation: GenerationConfig
     method = json.loads((folder / "config.json").read_text()).get("method")
     module, cls = ADAPTERS[method].split(":")
     with weights_fit(folder):  # headers were checked; tensors of the wrong shape only show when loading
-        return getattr(import_module(f"whyrec.serve.{module}"), cls)(folder, device=device, generation=generation)
+        return getattr(import_module(module), cls)(folder, device=device, generation=generation)

@@ -13,7 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from whyrec.config import GenerationConfig
-from whyrec.serve.model import Catalog, Pair, dataset_label, revision
+from whyrec.methods.catalog import Catalog, Pair, dataset_label, revision, top_unseen
 
 FILES = ["config.json", "adapter_model.safetensors", "encoder/model.safetensors", "items.parquet", "users.parquet"]
 
@@ -48,8 +48,6 @@ class XRecModel:
         return self.enc.item_emb[[self.enc.item2idx[i] for i in liked]].mean(0)  # [d]
 
     def recommend_cold(self, liked: list[str], k: int) -> list[dict]:
-        from whyrec.serve.model import top_unseen
-
         scores = self.enc.item_emb @ self.cold_vector(liked)  # [I]
         idx, vals = top_unseen(self.torch, scores, [self.enc.item2idx[i] for i in liked], k)
         return self.catalog.rows([self.idx2item[i] for i in idx], vals)

@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from whyrec.config import GenerationConfig
-from whyrec.serve.model import Catalog, Pair, Unsupported, dataset_label, revision
+from whyrec.methods.catalog import Catalog, Pair, Unsupported, dataset_label, revision
 
 
 class RecExplainerModel:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from whyrec.config import GenerationConfig
 from whyrec.data import schema as S
-from whyrec.serve.model import Catalog, Pair, Unsupported, dataset_label, revision, top_unseen
+from whyrec.methods.catalog import Catalog, Pair, Unsupported, dataset_label, revision, top_unseen
 
 
 class GaVaMoEModel:

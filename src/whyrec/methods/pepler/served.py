@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from whyrec.config import GenerationConfig
+from whyrec.methods.catalog import Catalog, Pair, Unsupported, dataset_label, revision
 from whyrec.methods.pepler.model import discrete_prompt
-from whyrec.serve.model import Catalog, Pair, Unsupported, dataset_label, revision
 
 NO_RECOMMENDER = "this PEPLER variant explains given pairs only; use POST /explain"
 

@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 
 from whyrec.config import GenerationConfig
-from whyrec.serve.model import Catalog, Pair, Unsupported, revision
+from whyrec.methods.catalog import Catalog, Pair, Unsupported, revision
 
 FILLER = "(filled from the candidate list, not chosen by the model; no reason given)"
 
