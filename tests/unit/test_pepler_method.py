@@ -206,7 +206,7 @@ def test_left_padded_batch_generates_as_single_rows(data_dir, backbone):
 
 
 def test_old_import_path_re_exports_lazily():
-    """`whyrec.methods.pepler` (cli.py, the registry entry) resolves each name to its submodule
+    """`whyrec.methods.pepler` (old import path) resolves each name to its submodule
     without importing torch itself."""
     import subprocess
     import sys
@@ -215,7 +215,7 @@ def test_old_import_path_re_exports_lazily():
     from whyrec.registry import METHODS
 
     assert P.train_pepler is train_pepler and P.evaluate_pepler is evaluate_pepler and P.PEPLER is PEPLER
-    assert P.PEPLERConfig is PEPLERConfig and METHODS.get("pepler") is PEPLER
+    assert P.PEPLERConfig is PEPLERConfig and METHODS.get("pepler").config_class is PEPLERConfig
     assert all(getattr(P, name) is not None for name in P.__all__)
     with pytest.raises(AttributeError):
         P.no_such_name  # noqa: B018

@@ -83,10 +83,12 @@ def _index(mapping: dict, key: str, kind: str) -> int:
 
 def build_module(method: str, model_cfg: ModelConfig, method_cfg: XRecConfig, encoder_dim: int):
     from whyrec.llm.load import load_model
-    from whyrec.registry import METHODS
+    from whyrec.methods.xrec.model import XRec
 
+    if method != "xrec":  # config.json's "method"; the registry's entry is the method object, not the module
+        raise WhyrecError(f"{method!r} is not an XRec explainer (config.json \"method\" must be \"xrec\")")
     llm, tok = load_model(model_cfg)
-    return METHODS.get(method)(llm, tok, encoder_dim, method_cfg)
+    return XRec(llm, tok, encoder_dim, method_cfg)
 
 
 def save_explainer(out_dir: Path, module, enc, encoder_dir: str, ds, method, model, xrec, train, log) -> None:

@@ -1,0 +1,32 @@
+"""GaVaMoE's registered method object (`whyrec.registry.METHODS["gavamoe"]`); torch-free at import."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from whyrec.config import ModelConfig, TrainConfig
+from whyrec.config_methods import GaVaMoEConfig
+from whyrec.methods.base import not_wired, require_encoder
+
+
+class GaVaMoEMethod:
+    name = "gavamoe"
+    config_class = GaVaMoEConfig
+    needs_encoder = "a VAE folder from `whyrec cluster`"
+
+    def train(self, data: str, out: str, *, encoder: str | None = None, model: ModelConfig,
+              train: TrainConfig, config: GaVaMoEConfig, resume: bool = True, overwrite: bool = False) -> dict:
+        require_encoder(encoder, "--method gavamoe needs --encoder (a VAE folder from `whyrec cluster`)")
+        from whyrec.methods.gavamoe.train import train_gavamoe
+
+        return train_gavamoe(data, encoder, out, model=model, cfg=config, train=train, resume=resume,
+                             overwrite=overwrite)
+
+    def check(self, folder: Path) -> None:
+        not_wired(self.name, "check")
+
+    def load(self, folder: Path, device: str = "auto"):
+        not_wired(self.name, "load")
+
+
+METHOD = GaVaMoEMethod()
