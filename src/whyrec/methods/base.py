@@ -11,10 +11,12 @@ the method's heavy modules inside the call, so `import whyrec.cli` / `whyrec.reg
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from whyrec.config import ModelConfig, TrainConfig
+from whyrec.config import GenerationConfig, ModelConfig, TrainConfig
+from whyrec.folders import FIX, check_files, check_sections, read_config, read_json_file
 from whyrec.utils import WhyrecError
 
 
@@ -40,20 +42,15 @@ class Method(Protocol):
         ...
 
     def check(self, folder: Path) -> None:
-        """Placeholder (issue 18 phase C, not wired yet): serve-strength check of a trained folder,
-        WhyrecError on any problem (today: `whyrec.serve.validate.check_artifact`)."""
+        """Serve-strength check of a trained folder (the explainer folder itself, whose config.json
+        names this method): layout, config sections, readable files, id maps; WhyrecError on any
+        problem, before any model is built (`whyrec.serve.validate.check_artifact` calls it)."""
         ...
 
-    def load(self, folder: Path, device: str = "auto") -> Any:
-        """Placeholder (issue 18 phase C, not wired yet): the trained folder as a served model
-        (today: the adapters `serve/<name>.py`, moving to `methods/<name>/served.py`)."""
+    def load(self, folder: Path, device: str = "auto", **options) -> Any:
+        """The checked folder as a served model (`methods/<name>/served.py`). Options: `generation`
+        (a GenerationConfig or None); an unknown option is a WhyrecError."""
         ...
-
-
-def not_wired(method: str, what: str):
-    """What `check`/`load` do until phase C wires them: a WhyrecError that says so."""
-    raise WhyrecError(f"{method}: Method.{what} is not wired yet (issue 18 phase C); use the existing "
-                      f"{'whyrec.serve.validate.check_artifact' if what == 'check' else 'loaders'}")
 
 
 def require_encoder(encoder: str | None, message: str) -> str:
@@ -61,3 +58,86 @@ def require_encoder(encoder: str | None, message: str) -> str:
     if encoder is None:
         raise WhyrecError(message)
     return encoder
+
+
+def served_options(method: str, options: dict) -> GenerationConfig | None:
+    """The `generation` option of `Method.load` (None if not given); WhyrecError naming any other option."""
+    unknown = sorted(set(options) - {"generation"})
+    if unknown:
+        raise WhyrecError(f"{method}: unknown load option {unknown[0]!r}; the served model takes generation=")
+    return options.get("generation")
+
+
+# ---------------------------------------------------------------- serve-strength folder checks
+# Generic pieces of every method's `check` (file layout, id maps); each method's `check.py` names its
+# layout, config sections and extra rules. Torch-free: safetensors/pandas are imported inside.
+
+# Id-mapped sub-artifacts: subfolder -> (required, optional) files; their config.json gives the row counts.
+ENCODER_REQUIRED = ("config.json", "model.safetensors", "user2idx.json", "item2idx.json")
+ENCODER_OPTIONAL = ("README.md", "run_config.json", "metrics.json", "titles.json")
+
+
+def check_layout(path: Path, layout: tuple[tuple, tuple, tuple], sections: Mapping[str, str | type]) -> dict:
+    """The listing of `path` (layout: required files, optional files, subfolders), its config.json
+    sections and every weight/JSON/table file (corrupt ones fail here, before a model is built);
+    returns config.json."""
+    config = read_config(path / "config.json")
+    required, optional, subdirs = layout
+    check_listing(path, required, optional, subdirs)
+    check_sections(path / "config.json", config, sections=sections)
+    check_files(path)
+    return config
+
+
+def check_listing(folder: Path, required: tuple, optional: tuple, subdirs: tuple = ()) -> None:
+    """`folder` holds every `required` file and nothing outside required/optional/subdirs (and the output marker)."""
+    names = {p.name for p in folder.iterdir()}
+    missing = [f for f in required if f not in names]
+    folders = [f for f in required if (folder / f).is_dir()]
+    if folders:
+        raise WhyrecError(f"{folder / folders[0]} is a folder where a file is expected; re-run `whyrec train "
+                          "explainer` or copy the whole folder")
+    from whyrec.outputs import MARKER  # what produced the folder: every output folder carries one
+
+    extra = sorted(names - set(required) - set(optional) - set(subdirs) - {MARKER})
+    if missing:
+        raise WhyrecError(f"{folder} is missing {', '.join(missing)}; re-run `whyrec train explainer` "
+                          "or copy the whole folder")
+    if extra:
+        raise WhyrecError(f"{folder} has unexpected files {', '.join(extra)} (an interrupted training or copy?); "
+                          f"a servable folder holds only {', '.join(required + optional + subdirs)}")
+
+
+def check_id_map(path: Path, n_rows: int, kind: str) -> dict:
+    """The id -> row map in `path`; WhyrecError unless it maps onto rows 0..n_rows-1 exactly."""
+    mapping = read_json_file(path, "re-train the encoder or copy the whole folder again")
+    if not isinstance(mapping, dict) or sorted(mapping.values()) != list(range(n_rows)):
+        raise WhyrecError(f"{path} does not map {kind} ids onto rows 0..{n_rows - 1} of the embeddings "
+                          f"({len(mapping) if isinstance(mapping, dict) else 0} ids); the id map and "
+                          "model.safetensors come from different trainings")
+    return mapping
+
+
+def check_ids(folder: Path, user_rows: str | None, item_rows: str | None, subdirs: tuple = ()) -> tuple[dict, dict]:
+    """Listing and id maps of an encoder/VAE/target subfolder; rows from the tensors, else config.json."""
+    if not folder.is_dir():
+        raise WhyrecError(f"{folder.parent} is missing {folder.name}/; re-run `whyrec train explainer` "
+                          "or copy the whole folder")
+    check_listing(folder, ENCODER_REQUIRED, ENCODER_OPTIONAL, subdirs)
+    if user_rows is not None:
+        from safetensors import safe_open
+
+        with safe_open(str(folder / "model.safetensors"), "pt") as f:
+            rows = {kind: f.get_slice(key).get_shape()[0] for kind, key in (("user", user_rows), ("item", item_rows))}
+    else:
+        config = read_config(folder / "config.json")
+        rows = {kind: row_count(config, f"n_{kind}s", folder / "config.json") for kind in ("user", "item")}
+    return tuple(check_id_map(folder / f"{kind}2idx.json", rows[kind], kind) for kind in ("user", "item"))
+
+
+def row_count(config: dict, key: str, path: Path) -> int:
+    """config[key] as a row count (a non-negative int); WhyrecError naming the file otherwise."""
+    value = config.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise WhyrecError(f"{path}: \"{key}\" should be a count of rows, got {value!r}; {FIX}")
+    return value

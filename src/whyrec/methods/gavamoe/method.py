@@ -6,7 +6,7 @@ from pathlib import Path
 
 from whyrec.config import ModelConfig, TrainConfig
 from whyrec.config_methods import GaVaMoEConfig
-from whyrec.methods.base import not_wired, require_encoder
+from whyrec.methods.base import require_encoder, served_options
 
 
 class GaVaMoEMethod:
@@ -23,10 +23,18 @@ class GaVaMoEMethod:
                              overwrite=overwrite)
 
     def check(self, folder: Path) -> None:
-        not_wired(self.name, "check")
+        from whyrec.methods.gavamoe.check import check
 
-    def load(self, folder: Path, device: str = "auto"):
-        not_wired(self.name, "load")
+        check(Path(folder))
+
+    def load(self, folder: Path, device: str = "auto", **options):
+        """The served model (GaVaMoEModel) of a folder `check` accepted; options: generation."""
+        generation = served_options(self.name, options)
+        from whyrec.folders import weights_fit
+        from whyrec.methods.gavamoe.served import GaVaMoEModel
+
+        with weights_fit(Path(folder)):  # headers were checked; tensors of the wrong shape only show when loading
+            return GaVaMoEModel(Path(folder), device=device, generation=generation)
 
 
 METHOD = GaVaMoEMethod()

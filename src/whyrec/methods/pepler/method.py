@@ -6,7 +6,7 @@ from pathlib import Path
 
 from whyrec.config import ModelConfig, TrainConfig
 from whyrec.config_methods import PEPLERConfig
-from whyrec.methods.base import not_wired
+from whyrec.methods.base import served_options
 
 
 class PEPLERMethod:
@@ -21,10 +21,18 @@ class PEPLERMethod:
         return train_pepler(data, out, model=model, pepler=config, train=train, resume=resume, overwrite=overwrite)
 
     def check(self, folder: Path) -> None:
-        not_wired(self.name, "check")
+        from whyrec.methods.pepler.check import check
 
-    def load(self, folder: Path, device: str = "auto"):
-        not_wired(self.name, "load")
+        check(Path(folder))
+
+    def load(self, folder: Path, device: str = "auto", **options):
+        """The served model (PEPLERModel) of a folder `check` accepted; options: generation."""
+        generation = served_options(self.name, options)
+        from whyrec.folders import weights_fit
+        from whyrec.methods.pepler.served import PEPLERModel
+
+        with weights_fit(Path(folder)):  # headers were checked; tensors of the wrong shape only show when loading
+            return PEPLERModel(Path(folder), device=device, generation=generation)
 
 
 METHOD = PEPLERMethod()

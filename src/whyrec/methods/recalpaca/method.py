@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from whyrec.config import ModelConfig, TrainConfig
-from whyrec.methods.base import not_wired
+from whyrec.methods.base import served_options
 from whyrec.methods.recalpaca.config import RecAlpacaConfig
 
 
@@ -25,10 +25,18 @@ class RecAlpacaMethod:
                                resume=resume, overwrite=overwrite)
 
     def check(self, folder: Path) -> None:
-        not_wired(self.name, "check")
+        from whyrec.methods.recalpaca.check import check
 
-    def load(self, folder: Path, device: str = "auto"):
-        not_wired(self.name, "load")
+        check(Path(folder))
+
+    def load(self, folder: Path, device: str = "auto", **options):
+        """The served model (RecAlpacaModel) of a folder `check` accepted; options: generation."""
+        generation = served_options(self.name, options)
+        from whyrec.folders import weights_fit
+        from whyrec.methods.recalpaca.served import RecAlpacaModel
+
+        with weights_fit(Path(folder)):  # headers were checked; tensors of the wrong shape only show when loading
+            return RecAlpacaModel(Path(folder), device=device, generation=generation)
 
 
 METHOD = RecAlpacaMethod()
