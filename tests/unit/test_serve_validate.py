@@ -75,7 +75,7 @@ def test_corrupt_id_map_and_other_methods(copy, tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     (other / "config.json").write_text(json.dumps({"method": "peter"}))
-    _refused(other, "peter run", "xrec, gavamoe, pepler, recexplainer, recalpaca")
+    _refused(other, "peter run", "gavamoe, pepler, recalpaca, recexplainer, xrec")  # the registry's names
     (other / "config.json").write_text(json.dumps({"method": "pepler"}))
     _refused(other, "missing prompt.safetensors")
     _refused(tmp_path / "nowhere", "no such folder")

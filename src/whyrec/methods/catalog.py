@@ -1,7 +1,7 @@
 """What serving asks of a loaded method, whatever the method: one small protocol, one catalog.
 
-Each method's served adapter lives in its package (`whyrec.methods.<name>.served`) and is
-chosen by `whyrec.serve.load.load_served` from the folder's config.json `method`. The adapters
+Each method's served adapter lives in its package (`whyrec.methods.<name>.served`); the
+method object's `load` builds it (`whyrec.registry.method_of(folder).load(...)`). The adapters
 compose a `Catalog` (ids, titles, profiles, history and the search the page uses) instead of
 inheriting one, so each file says only what its method does differently: what recommends and
 what explains. Method-independent (imports only core), so every method package may use it.

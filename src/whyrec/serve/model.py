@@ -1,8 +1,8 @@
 """What the API asks of a served model: the generic pieces live in `whyrec.methods.catalog`
 (re-exported here for serve/app.py and tests), the cold-start cache key is serve's own.
 
-Each method's adapter is `whyrec.methods.<name>.served`, chosen by `load.load_served` from the
-folder's config.json `method`.
+Each method's adapter is `whyrec.methods.<name>.served`; `load.load_served` asks the registry
+for the folder's method object (`registry.method_of`) and its `load` builds the adapter.
 """
 
 from __future__ import annotations

@@ -31,13 +31,6 @@ from whyrec.utils import WhyrecError
 
 # Which methods exist and what each one's folder holds are the registry's and the methods' business
 # (`whyrec.methods.<name>.check`); this module adds the part every servable folder shares.
-# The order serve's refusal has always listed the built-in methods in (tests assert it); methods
-# registered later follow by name. Display only: nothing is chosen by name here.
-_LISTED = ("xrec", "gavamoe", "pepler", "recexplainer", "recalpaca")
-
-
-def _servable() -> list[str]:
-    return sorted(METHODS.names(), key=lambda n: (_LISTED.index(n) if n in _LISTED else len(_LISTED), n))
 
 
 def check_artifact(run: str | Path) -> Path:
@@ -49,6 +42,6 @@ def check_artifact(run: str | Path) -> Path:
     method = read_config(path / "config.json").get("method")
     if method not in METHODS:
         raise WhyrecError(f"{path} holds a {method or 'unknown'} run; `whyrec serve` serves folders of "
-                          f"{', '.join(_servable())} (from `whyrec train explainer`)")
+                          f"{', '.join(METHODS.names())} (from `whyrec train explainer`)")
     method_of(path).check(path)  # layout, config sections, readable files, id maps: before a model is built
     return path

@@ -1,8 +1,8 @@
 """XRec (Ma, Ren, Huang; EMNLP 2024): `model` (the nn.Module), `train` (train_explainer) and
 `artifact` (the saved folder: save_explainer, load_explainer, Explainer).
 
-Names are exported lazily (PEP 562) so `whyrec.registry`'s "whyrec.methods.xrec:XRec" and the
-old `whyrec.explainer` names resolve without importing torch at `import whyrec.methods.xrec`.
+`method` holds the registered method object (`whyrec.registry`: "whyrec.methods.xrec.method:METHOD").
+Names are exported lazily (PEP 562), so `import whyrec.methods.xrec` does not import torch.
 """
 
 from __future__ import annotations
