@@ -63,6 +63,35 @@ def load_run(path: str | Path, device: str = "auto") -> Run:
     return Run(path, device=device)
 
 
+def load_model(path: str | Path, device: str = "auto", generation: GenerationConfig | None = None):
+    """Any registered method's trained folder (or a run folder holding explainer/), checked and loaded
+    by its method object: `.recommend(user, k)`, `.explain([Pair(user, item)])`, `.info()`, `.catalog`."""
+    from whyrec.folders import explainer_dir
+    from whyrec.registry import method_of
+
+    folder = explainer_dir(path)
+    method = method_of(folder)
+    method.check(folder)  # a damaged folder is one clear error, not a traceback from deep in torch
+    return method.load(folder, device=device, generation=generation or GenerationConfig())
+
+
+def explain_pair(path: str | Path, user: str, item: str, generation: GenerationConfig | None = None,
+                 device: str = "auto") -> str:
+    """Why `user` would enjoy `item`, as the method in `path` explains it (any registered method)."""
+    from whyrec.methods.catalog import Pair, Unsupported
+    from whyrec.utils import WhyrecError
+
+    model = load_model(path, device=device, generation=generation)
+    for kind, name, known in (("user", user, model.catalog.has_user(str(user))),
+                              ("item", item, model.catalog.has_item(str(item)))):
+        if not known:
+            raise WhyrecError(f"unknown {kind} id {name!r}; the run in {path} does not know it")
+    text = model.explain([Pair(str(user), str(item))])[0]
+    if isinstance(text, Unsupported):
+        raise WhyrecError(str(text))
+    return text
+
+
 def _by_activity(ds, users: list[str], preds: list[str], refs: list[str], out: str) -> dict:
     """PEPLER metrics per user-activity quintile (+ zero-shot users), with a PNG plot (XRec §4.4)."""
     from whyrec.data import schema as S

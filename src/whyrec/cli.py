@@ -244,20 +244,14 @@ def explain(run: str, user: str, item: str, generation: GenerationConfig = Gener
     """Explain why `user` would enjoy `item`.
 
     Args:
-        run: a run folder (from quickstart) or an explainer folder.
+        run: a run folder (from quickstart) or any method's trained folder.
         user: raw user id.
         item: raw item id.
         device: auto, cpu or cuda.
     """
-    if _run_method(run) == "recexplainer":  # "will the user like it, and why", as its target model sees it
-        from whyrec.methods.recexplainer.model import load_recexplainer
+    from whyrec.api import explain_pair
 
-        print(load_recexplainer(run, device=device).explain([user], [item], max_new_tokens=generation.max_new_tokens,
-                                                            min_new_tokens=0)[0])
-        return
-    from whyrec.api import load_run
-
-    print(load_run(run, device=device).explain(user, item, generation=generation))
+    print(explain_pair(run, user, item, generation=generation, device=device))
 
 
 def recommend(run: str, user: str, k: int = 5, explain: bool = False,
@@ -453,12 +447,12 @@ def _evaluate(out: str, predictions: str | None, references: str | None, column:
     if task != "explain":
         raise WhyrecError(f"unknown --task {task!r}; choose explain, topk, alignment or faithfulness")
     judge = judge or JudgeConfig()
-    if run is not None and _run_method(run) == "pepler":
-        from whyrec.methods.pepler.evaluate import evaluate_pepler
-
+    own_evaluation = getattr(_run_method_object(run), "evaluate", None) if run is not None else None
+    if own_evaluation is not None:  # a method with its own metric suite (PEPLER)
         if data is None:
             raise WhyrecError("--run needs --data (the dataset folder whose explanations are the references)")
-        metrics = evaluate_pepler(run, data, split=split, max_pairs=max_pairs, out=out, smooth=smooth, device=device)
+        metrics = own_evaluation(run, data, out, split=split, max_pairs=max_pairs, smooth=smooth, device=device,
+                                 generation=generation, bertscore=bertscore, judge=judge, grounding=grounding)
     elif run is not None:
         from whyrec.api import evaluate_run
 
@@ -564,7 +558,7 @@ def _evaluate_alignment(run: str | None, out: str, max_users: int | None, genera
                         batch_size=generation.batch_size, max_new_tokens=generation.max_new_tokens, device=device)
         print((Path(out) / "alignment.md").read_text(), end="")
         return
-    if run is None or _run_method(run) != "recexplainer":
+    if run is None or "alignment" not in getattr(_run_method_object(run), "studies", ()):
         raise WhyrecError("--task alignment needs --run (a folder from `whyrec train explainer --method recexplainer`)")
     model = load_recexplainer(run, device=device)
     users = sample_users(model.target, max_users, seed)  # the same users as the --runs table
@@ -574,6 +568,14 @@ def _evaluate_alignment(run: str | None, out: str, max_users: int | None, genera
     metrics = {"run": run, "mode": model.cfg.mode, "n_users": len(users), "tasks": metrics}
     write_json(Path(out) / "metrics.json", metrics)
     _print_json(metrics)
+
+
+def _run_method_object(run: str):
+    """The registered method object of a run folder, or None (no config.json: the loaders say why)."""
+    from whyrec.registry import METHODS
+
+    name = _run_method(run)
+    return METHODS.get(name) if name in METHODS else None
 
 
 def _run_method(run: str) -> str | None:

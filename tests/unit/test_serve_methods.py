@@ -152,3 +152,18 @@ def test_docs_page_works_offline_and_validation_per_method(gavamoe, tmp_path, tm
         with pytest.raises(WhyrecError, match=words) as err:
             check_artifact(copy)
         assert "\n" not in str(err.value)
+
+
+def test_cli_explain_goes_through_each_methods_own_loader(tmp_path_factory, capsys):
+    """`whyrec explain` loads any method's folder through its registered method object (the
+    same model the server uses): PEPLER folders explain too, unknown ids are one error line."""
+    from whyrec.cli import main
+
+    pepler = T.tiny_pepler(tmp_path_factory, "continuous")
+    capsys.readouterr()
+    assert main(["explain", "--run", str(pepler), "--user", "u0", "--item", "i4", "--generation.max_new_tokens", "4",
+                 "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.strip() != ""
+    assert main(["explain", "--run", str(pepler), "--user", "nobody", "--item", "i4", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("whyrec: error:") == 1 and "unknown user id 'nobody'" in err

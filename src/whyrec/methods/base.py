@@ -74,7 +74,8 @@ def served_options(method: str, options: dict) -> GenerationConfig | None:
 
 # Id-mapped sub-artifacts: subfolder -> (required, optional) files; their config.json gives the row counts.
 ENCODER_REQUIRED = ("config.json", "model.safetensors", "user2idx.json", "item2idx.json")
-ENCODER_OPTIONAL = ("README.md", "run_config.json", "metrics.json", "titles.json")
+# latent.png: the VAE-GMM's cluster plot, copied with the VAE into every GaVaMoE folder
+ENCODER_OPTIONAL = ("README.md", "run_config.json", "metrics.json", "titles.json", "latent.png")
 
 
 def check_layout(path: Path, layout: tuple[tuple, tuple, tuple], sections: Mapping[str, str | type]) -> dict:

@@ -34,5 +34,13 @@ class PEPLERMethod:
         with weights_fit(Path(folder)):  # headers were checked; tensors of the wrong shape only show when loading
             return PEPLERModel(Path(folder), device=device, generation=generation)
 
+    def evaluate(self, folder: str, data: str, out: str, *, split: str, max_pairs: int | None, smooth: bool,
+                 device: str, **_generic) -> dict:
+        """PEPLER's own evaluation (its metric suite with feature and rating metrics on the first
+        `max_pairs` pairs); the generic options (generation, BERTScore, judge, grounding) do not apply."""
+        from whyrec.methods.pepler.evaluate import evaluate_pepler
+
+        return evaluate_pepler(folder, data, split=split, max_pairs=max_pairs, out=out, smooth=smooth, device=device)
+
 
 METHOD = PEPLERMethod()

@@ -13,6 +13,7 @@ class RecExplainerMethod:
     name = "recexplainer"
     config_class = RecExplainerConfig
     needs_encoder = "a target model from `whyrec train encoder --encoder sasrec|mf`"
+    studies = ("alignment", "faithfulness")  # `whyrec evaluate --task` studies that need this method's folders
 
     def train(self, data: str, out: str, *, encoder: str | None = None, model: ModelConfig,
               train: TrainConfig, config: RecExplainerConfig, resume: bool = True, overwrite: bool = False) -> dict:
