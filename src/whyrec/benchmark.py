@@ -16,7 +16,6 @@ out/encoder and out/vae, and retrained (then swapped in) when their config or da
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -45,10 +44,10 @@ from whyrec.config import (
 )
 from whyrec.data import schema as S
 from whyrec.identity import model_key, run_identity, tree_identity
+from whyrec.registry import method_of
 from whyrec.utils import WhyrecError, write_json, write_run_info, write_text
 
-EXPLANATION_METHODS = ("xrec", "xrec-lora", "gavamoe", "pepler-continuous", "pepler-discrete", "pepler-reg",
-                       "zero-shot")
+ZERO_SHOT = "zero-shot"  # the backbone alone: a baseline row, not a method
 ZERO_SHOT_SYSTEM = "Explain why the user would enjoy the {noun} within 50 words."
 
 
@@ -62,16 +61,36 @@ def select_pairs(ds, split: str, max_pairs: int | None, seed: int) -> pd.DataFra
     return records
 
 
-def unavailable(method: str, ds) -> str | None:
-    """Why `method` cannot run on `ds`, or None when it can."""
-    inter = ds.interactions
-    if method == "pepler-discrete" and (S.FEATURE not in inter or inter[S.FEATURE].fillna("").eq("").all()):
-        return "no feature words (prepare raw reviews with --extract_features)"
-    if method in ("pepler-reg", "gavamoe") and (S.RATING not in inter or inter[S.RATING].isna().all()):
-        return "no ratings" + (" (its VAE clusters users by reconstructing ratings)" if method == "gavamoe" else "")
-    if method not in EXPLANATION_METHODS:
-        raise WhyrecError(f"unknown benchmark method {method!r}; choose from: {', '.join(EXPLANATION_METHODS)}")
-    return None
+def benchmark_systems(configs: dict | None = None) -> dict[str, tuple]:
+    """Row name -> (method object, its config) for every registered method that offers benchmark
+    variants (XRec with and without LoRA, each PEPLER prompt, GaVaMoE); `configs` maps a method's
+    name to the config its variants start from (default: its config class's defaults)."""
+    from whyrec.registry import METHODS
+
+    rows: dict[str, tuple] = {}
+    for name in METHODS.names():
+        method = METHODS.get(name)
+        variants = getattr(method, "benchmark_variants", None)
+        if variants is not None:
+            base = (configs or {}).get(name) or method.config_class()
+            rows.update({row: (method, cfg) for row, cfg in variants(base).items()})
+    return rows
+
+
+def explanation_methods() -> tuple[str, ...]:
+    """Every benchmark row `--methods all` runs: the registered methods' variants and zero-shot."""
+    return (*benchmark_systems(), ZERO_SHOT)
+
+
+def unavailable(method: str, ds, systems: dict | None = None) -> str | None:
+    """Why benchmark row `method` cannot run on `ds`, or None when it can."""
+    if method == ZERO_SHOT:
+        return None
+    systems = systems if systems is not None else benchmark_systems()
+    if method not in systems:
+        raise WhyrecError(f"unknown benchmark method {method!r}; choose from: {', '.join(explanation_methods())}")
+    obj, cfg = systems[method]
+    return obj.unavailable(ds, cfg)
 
 
 def zero_shot(ds, model: ModelConfig, gen: GenerationConfig, noun: str) -> Generator:
@@ -103,77 +122,13 @@ def zero_shot_prompt(noun: str) -> str:
     return ZERO_SHOT_SYSTEM.format(noun=noun)
 
 
-def _method_config(method: str, cfgs: dict):
-    """The config a benchmark method trains with: PEPLER's variant, XRec with or without LoRA."""
-    if method.startswith("pepler-"):
-        return PEPLERConfig(**{**asdict(cfgs["pepler"]), "variant": method[7:]})
-    if method == "gavamoe":
-        return cfgs["gavamoe"]
-    xrec = cfgs["xrec"]
-    cfg = XRecConfig(**{**asdict(xrec), "lora": xrec.lora})
-    cfg.lora = type(xrec.lora)(**{**asdict(xrec.lora), "enabled": method == "xrec-lora"})
-    return cfg
-
-
-def _train(method: str, data: str, encoder: str | None, folder: str, model: ModelConfig, cfg,
-           train: TrainConfig) -> dict:
-    if method.startswith("pepler-"):
-        from whyrec.methods.pepler.train import train_pepler
-
-        return train_pepler(data, folder, model=model, pepler=cfg, train=train)
-    if method == "gavamoe":
-        from whyrec.methods.gavamoe.train import train_gavamoe
-
-        return train_gavamoe(data, encoder, folder, model=model, cfg=cfg, train=train)
-    from whyrec.methods.xrec.train import train_explainer
-
-    return train_explainer(data, encoder, folder, model=model, xrec=cfg, train=train)
-
-
-def folder_generator(folder: Path, data: str, gen: GenerationConfig, device: str) -> tuple[int, Callable[[], Generator]]:
-    """(chunk size, loader of the generator) for a trained explainer or PEPLER folder."""
-    cfg = json.loads((folder / "config.json").read_text())
-    if cfg.get("method") == "pepler":
-        return int(cfg.get("pepler", {}).get("batch_size") or 128), lambda: _pepler_generator(folder, device)
-
-    def load() -> Generator:
-        from whyrec.methods.xrec.artifact import load_explainer
-
-        explainer = load_explainer(str(folder), device=device)
-        return lambda pairs: explainer.explain(pairs[S.USER].tolist(), pairs[S.ITEM].tolist(), gen, progress=False)
-
-    return gen.batch_size, load
-
-
-def _pepler_generator(folder: Path, device: str) -> Generator:
-    from whyrec.methods.pepler.artifact import load_pepler_run
-    from whyrec.methods.pepler.train import make_examples
-
-    module, cfg = load_pepler_run(folder, device)
-
-    def generate(pairs: pd.DataFrame) -> list[str]:
-        ex = make_examples(module, pairs, cfg["user2idx"], cfg["item2idx"], cfg["features"])
-        users, items, prompts, _, _ = ex.rows(list(range(len(pairs))))
-        return [module.decode(ids) for ids in module.generate_ids(users, items, prompts)]
-
-    return generate
-
-
-def _is_pepler(folder: Path) -> bool:
-    try:
-        return json.loads((folder / "config.json").read_text()).get("method") == "pepler"
-    except (OSError, ValueError):
-        return False
-
-
-def _pepler_rating(folder: Path, pairs: pd.DataFrame, device: str) -> dict | None:
-    """RMSE/MAE on the pairs for a PEPLER `reg` folder; None (nothing loaded) for any other folder."""
-    cfg = json.loads((folder / "config.json").read_text())
-    if cfg.get("method") != "pepler" or cfg.get("pepler", {}).get("variant") != "reg":
-        return None
-    from whyrec.methods.pepler.evaluate import pepler_rating_metrics
-
-    return pepler_rating_metrics(folder, pairs, device)
+def folder_generator(folder: Path, gen: GenerationConfig, device: str) -> tuple[int, Callable[[], Generator]]:
+    """(chunk size, loader of the generator) for any trained folder whose method can be benchmarked."""
+    method = method_of(folder)
+    generator = getattr(method, "benchmark_generator", None)
+    if generator is None:
+        raise WhyrecError(f"{folder} holds a {method.name} run, which `benchmark explain` cannot generate with")
+    return generator(folder, gen, device)
 
 
 def external_predictions(spec: str, pairs: pd.DataFrame) -> tuple[str, list[str]]:
@@ -199,7 +154,7 @@ def external_predictions(spec: str, pairs: pd.DataFrame) -> tuple[str, list[str]
     return name, [by_ref[r] for r in wanted]
 
 
-def benchmark_explain(data: str, out: str, methods: tuple[str, ...] | list[str] = EXPLANATION_METHODS,
+def benchmark_explain(data: str, out: str, methods: tuple[str, ...] | list[str] | None = None,
                       encoder: str | None = None, runs: tuple[str, ...] | list[str] = (),
                       external: tuple[str, ...] | list[str] = (), model: ModelConfig | None = None,
                       xrec: XRecConfig | None = None, pepler: PEPLERConfig | None = None,
@@ -224,7 +179,9 @@ def benchmark_explain(data: str, out: str, methods: tuple[str, ...] | list[str] 
     train, generation = train or TrainConfig(max_minutes=10), generation or GenerationConfig(max_new_tokens=80)
     ds = RecDataset.load(data)
     pairs = select_pairs(ds, split, max_pairs, seed)
-    skipped = {m: why for m in methods if (why := unavailable(m, ds))}
+    systems = benchmark_systems({"xrec": xrec, "pepler": pepler, "gavamoe": gavamoe})
+    methods = explanation_methods() if methods is None else methods
+    skipped = {m: why for m in methods if (why := unavailable(m, ds, systems))}
     run_folders = [_run_spec(spec) for spec in runs]
     with output_folder(out, "benchmark explain", {}, overwrite=overwrite) as out_dir:
         bench = _Bench(out_dir, data, ds, pairs, generation, device, smooth, bertscore)
@@ -232,20 +189,22 @@ def benchmark_explain(data: str, out: str, methods: tuple[str, ...] | list[str] 
             bench.score(*external_predictions(spec, pairs), None, None)
         for name, folder in run_folders:
             bench.folder(name, folder, read_log(folder), None)
-        cfgs = {"xrec": xrec, "pepler": pepler, "gavamoe": gavamoe or GaVaMoEConfig()}
+        trained_encoders = {"lightgcn": encoder, "vae_gmm": vae}  # given, or trained here once when needed
+        encoder_trainers = {"lightgcn": lambda: bench.encoder(lightgcn or LightGCNConfig()),
+                            "vae_gmm": lambda: bench.vae(vae_config or VaeGmmConfig())}
         for method in (m for m in methods if m not in skipped):
-            if method == "zero-shot":
+            if method == ZERO_SHOT:
                 producer = {"model": model_key(model), "generation": settings(generation),
                             "prompt": zero_shot_prompt(xrec.item_noun)}
-                preds, secs = bench.predictions("zero-shot", "zero-shot", producer, generation.batch_size,
+                preds, secs = bench.predictions(ZERO_SHOT, ZERO_SHOT, producer, generation.batch_size,
                                                 lambda: zero_shot(ds, model, generation, xrec.item_noun))
-                bench.score(f"zero-shot {model.name_or_path}", preds, None, secs)
+                bench.score(f"{ZERO_SHOT} {model.name_or_path}", preds, None, secs)
                 continue
-            if method.startswith("xrec") and encoder is None:
-                encoder = bench.encoder(lightgcn or LightGCNConfig())
-            if method == "gavamoe" and vae is None:
-                vae = bench.vae(vae_config or VaeGmmConfig())
-            bench.method(method, vae if method == "gavamoe" else encoder, model, _method_config(method, cfgs), train)
+            obj, cfg = systems[method]
+            kind = getattr(obj, "benchmark_encoder", None)
+            if kind is not None and trained_encoders.get(kind) is None:
+                trained_encoders[kind] = encoder_trainers[kind]()
+            bench.method(method, obj, trained_encoders.get(kind) if kind else None, model, cfg, train)
         return bench.finish(ds, skipped, seed, groups, {
             "data": data, "methods": list(methods), "runs": list(runs), "external": list(external),
             "model": asdict(model), "train": asdict(train), "generation": asdict(generation),
@@ -295,21 +254,22 @@ class _Bench:
 
     def folder(self, name: str, folder: Path, train_log: dict | None, trained: dict | None) -> None:
         """Generate (or reuse) and score a trained explainer or PEPLER folder's predictions."""
-        chunk, load = folder_generator(folder, self.data, self.generation, self.device)
+        method = method_of(folder)
+        chunk, load = folder_generator(folder, self.generation, self.device)
         producer = {"folder": run_identity(folder), **({"trained": trained} if trained else {})}
-        if not _is_pepler(folder):  # PEPLER decodes its own `words` greedily; --generation does not apply
+        if getattr(method, "benchmark_uses_generation", True):  # PEPLER decodes its own length greedily
             producer["generation"] = settings(self.generation)
         preds, secs = self.predictions(name, name, producer, chunk, load)
         self.score(name, preds, train_log, secs)
-        rating = _pepler_rating(folder, self.pairs, self.device)
-        if rating:
-            self.rows[name]["metrics"]["rating"] = rating
+        extra = getattr(method, "benchmark_extra_metrics", None)
+        self.rows[name]["metrics"].update((extra and extra(folder, self.pairs, self.device)) or {})
 
-    def method(self, method: str, encoder: str | None, model: ModelConfig, cfg, train: TrainConfig) -> None:
+    def method(self, method: str, obj, encoder: str | None, model: ModelConfig, cfg, train: TrainConfig) -> None:
         key = {"data": self.data_id, "method": method, "model": model_key(model), "config": settings(cfg),
                "train": settings(train), **({"encoder": tree_identity(encoder)} if encoder else {})}
         final = self.out_dir / "methods" / method
-        log = trained_folder(final, key, lambda work: _train(method, self.data, encoder, work, model, cfg, train),
+        log = trained_folder(final, key, lambda work: obj.train(self.data, work, encoder=encoder, model=model,
+                                                                train=train, config=cfg),
                              label=f"methods/{method}")
         self.folder(method, final, log, key)
 

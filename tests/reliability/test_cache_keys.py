@@ -203,11 +203,11 @@ def _tiny_pepler(folder: Path, seed: int, base: str = "tiny-random-llama") -> Pa
 
 
 def test_a_given_run_folder_retrained_in_place_regenerates(data, tmp_path, capsys, monkeypatch):
-    import whyrec.benchmark as B
+    import whyrec.methods.pepler.artifact as A
 
-    loads: list[Path] = []
-    real = B._pepler_generator
-    monkeypatch.setattr(B, "_pepler_generator", lambda folder, device: loads.append(folder) or real(folder, device))
+    loads: list[Path] = []  # every load of the PEPLER folder (its method object's benchmark generator loads it)
+    real = A.load_pepler_run
+    monkeypatch.setattr(A, "load_pepler_run", lambda folder, device="auto": loads.append(folder) or real(folder, device))
     run, out = _tiny_pepler(tmp_path / "pepler", seed=0), tmp_path / "bench"
     args = _bench(data, out, "--max_pairs", "5", "--runs", f"mine={run}", methods="none")
     assert whyrec_inprocess(args, capsys).rc == 0 and len(loads) == 1

@@ -36,5 +36,26 @@ class GaVaMoEMethod:
         with weights_fit(Path(folder)):  # headers were checked; tensors of the wrong shape only show when loading
             return GaVaMoEModel(Path(folder), device=device, generation=generation)
 
+    # ---- benchmark hooks (whyrec.benchmark asks these; no method names outside this package)
+    benchmark_encoder = "vae_gmm"  # stage 1, trained by the benchmark when not given
+
+    def benchmark_variants(self, config: GaVaMoEConfig) -> dict:
+        return {self.name: config}
+
+    def unavailable(self, ds, config: GaVaMoEConfig) -> str | None:
+        from whyrec.methods.base import has_ratings
+
+        return None if has_ratings(ds) else "no ratings (its VAE clusters users by reconstructing ratings)"
+
+    def benchmark_generator(self, folder: Path, gen, device: str):
+        """(chunk size, loader of a pairs -> texts function) for a trained folder."""
+        def load():
+            from whyrec.methods.gavamoe.artifact import load_gavamoe
+
+            explainer = load_gavamoe(str(folder), device)
+            return lambda pairs: explainer.explain(pairs["user"].tolist(), pairs["item"].tolist(), gen, progress=False)
+
+        return gen.batch_size, load
+
 
 METHOD = GaVaMoEMethod()

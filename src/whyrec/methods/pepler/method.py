@@ -42,5 +42,57 @@ class PEPLERMethod:
 
         return evaluate_pepler(folder, data, split=split, max_pairs=max_pairs, out=out, smooth=smooth, device=device)
 
+    # ---- benchmark hooks (whyrec.benchmark asks these; no method names outside this package)
+    benchmark_encoder = None  # PEPLER learns its own ID embeddings
+    benchmark_uses_generation = False  # it decodes its own `words` greedily; --generation does not apply
+
+    def benchmark_variants(self, config: PEPLERConfig) -> dict:
+        """One row per prompt variant: continuous (ID soft prompt), discrete (feature words), reg."""
+        from dataclasses import replace
+
+        from whyrec.config_methods import VARIANTS
+
+        return {f"{self.name}-{v}": replace(config, variant=v) for v in VARIANTS}
+
+    def unavailable(self, ds, config: PEPLERConfig) -> str | None:
+        from whyrec.data import schema as S
+        from whyrec.methods.base import has_ratings
+
+        inter = ds.interactions
+        if config.variant == "discrete" and (S.FEATURE not in inter or inter[S.FEATURE].fillna("").eq("").all()):
+            return "no feature words (prepare raw reviews with --extract_features)"
+        if config.variant == "reg" and not has_ratings(ds):
+            return "no ratings"
+        return None
+
+    def benchmark_generator(self, folder: Path, gen, device: str):
+        """(PEPLER's own batch size, loader of a pairs -> texts function) for a trained folder."""
+        from whyrec.folders import read_config
+
+        def load():
+            from whyrec.methods.pepler.artifact import load_pepler_run
+            from whyrec.methods.pepler.train import make_examples
+
+            module, cfg = load_pepler_run(folder, device)
+
+            def generate(pairs) -> list[str]:
+                ex = make_examples(module, pairs, cfg["user2idx"], cfg["item2idx"], cfg["features"])
+                users, items, prompts, _, _ = ex.rows(list(range(len(pairs))))
+                return [module.decode(ids) for ids in module.generate_ids(users, items, prompts)]
+
+            return generate
+
+        return int(read_config(Path(folder) / "config.json").get("pepler", {}).get("batch_size") or 128), load
+
+    def benchmark_extra_metrics(self, folder: Path, pairs, device: str) -> dict | None:
+        """RMSE/MAE of a `reg` folder's rating head on the pairs; None (nothing loaded) otherwise."""
+        from whyrec.folders import read_config
+
+        if read_config(Path(folder) / "config.json").get("pepler", {}).get("variant") != "reg":
+            return None
+        from whyrec.methods.pepler.evaluate import pepler_rating_metrics
+
+        return {"rating": pepler_rating_metrics(folder, pairs, device)}
+
 
 METHOD = PEPLERMethod()

@@ -36,5 +36,28 @@ class XRecMethod:
         with weights_fit(Path(folder)):  # headers were checked; tensors of the wrong shape only show when loading
             return XRecModel(Path(folder), device=device, generation=generation)
 
+    # ---- benchmark hooks (whyrec.benchmark asks these; no method names outside this package)
+    benchmark_encoder = "lightgcn"  # the encoder kind the benchmark trains for it
+
+    def benchmark_variants(self, config: XRecConfig) -> dict:
+        """Benchmark rows: XRec's adapters on the frozen backbone, and with LoRA on it too."""
+        from dataclasses import replace
+
+        return {self.name: replace(config, lora=replace(config.lora, enabled=False)),
+                f"{self.name}-lora": replace(config, lora=replace(config.lora, enabled=True))}
+
+    def unavailable(self, ds, config: XRecConfig) -> str | None:
+        return None
+
+    def benchmark_generator(self, folder: Path, gen, device: str):
+        """(chunk size, loader of a pairs -> texts function) for a trained folder."""
+        def load():
+            from whyrec.methods.xrec.artifact import load_explainer
+
+            explainer = load_explainer(str(folder), device=device)
+            return lambda pairs: explainer.explain(pairs["user"].tolist(), pairs["item"].tolist(), gen, progress=False)
+
+        return gen.batch_size, load
+
 
 METHOD = XRecMethod()
