@@ -91,12 +91,13 @@ def child(job: str, work: Path, users: int, steps: int) -> None:
 
             train_pepler(str(data), str(out), model=model, pepler=cfg["pepler"], train=cfg["train"])
         return
-    from whyrec.benchmark import _predict, select_pairs
+    from whyrec.benchmark import folder_generator, select_pairs
     from whyrec.config import GenerationConfig
     from whyrec.data.dataset import RecDataset
 
     pairs = select_pairs(RecDataset.load(data), "test", 4, seed=0)
-    _predict(out, str(data), pairs, GenerationConfig(max_new_tokens=48, batch_size=4), "cpu")
+    _, load = folder_generator(out, GenerationConfig(max_new_tokens=48, batch_size=4), "cpu")
+    load()(pairs)
 
 
 def _recalpaca(kind: str, work: Path, out: Path, steps: int) -> None:

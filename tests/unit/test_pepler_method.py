@@ -154,12 +154,14 @@ def test_train_pepler_writes_the_artifact_and_metrics(data_dir, tmp_path):
 
     test_rows = RecDataset.load(data_dir).explanation_records("test")
     assert pepler_rating_metrics(out, test_rows, device="cpu") == pytest.approx(metrics["rating"])
-    from whyrec.benchmark import _pepler_rating  # the benchmark's column: reg folders only
+    # the benchmark's rating column: reg folders only
+    from whyrec.methods.pepler.method import METHOD
 
-    assert _pepler_rating(out, test_rows, "cpu") == pytest.approx(metrics["rating"])
+    assert METHOD.benchmark_extra_metrics(out, test_rows, "cpu")["rating"] == pytest.approx(metrics["rating"])
     (tmp_path / "other").mkdir()
-    (tmp_path / "other" / "config.json").write_text(json.dumps({"method": "xrec"}))
-    assert _pepler_rating(tmp_path / "other", test_rows, "cpu") is None
+    (tmp_path / "other" / "config.json").write_text(json.dumps({"method": "pepler",
+                                                                "pepler": {"variant": "continuous"}}))
+    assert METHOD.benchmark_extra_metrics(tmp_path / "other", test_rows, "cpu") is None
 
 
 def test_continuous_training_resumes_after_a_time_limit(data_dir, tmp_path):
