@@ -60,11 +60,13 @@ def require_encoder(encoder: str | None, message: str) -> str:
     return encoder
 
 
-def served_options(method: str, options: dict) -> GenerationConfig | None:
-    """The `generation` option of `Method.load` (None if not given); WhyrecError naming any other option."""
-    unknown = sorted(set(options) - {"generation"})
+def served_options(method: str, options: dict, also: tuple[str, ...] = ()) -> GenerationConfig | None:
+    """The `generation` option of `Method.load` (None if not given); WhyrecError naming any option
+    other than generation and the method's own `also`."""
+    unknown = sorted(set(options) - {"generation", *also})
     if unknown:
-        raise WhyrecError(f"{method}: unknown load option {unknown[0]!r}; the served model takes generation=")
+        takes = ", ".join(f"{o}=" for o in ("generation", *also))
+        raise WhyrecError(f"a {method} run takes no option {unknown[0]!r} (--{unknown[0]}); it takes {takes}")
     return options.get("generation")
 
 

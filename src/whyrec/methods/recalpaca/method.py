@@ -30,34 +30,16 @@ class RecAlpacaMethod:
         check(Path(folder))
 
     def load(self, folder: Path, device: str = "auto", **options):
-        """The served model (RecAlpacaModel) of a folder `check` accepted; options: generation."""
-        generation = served_options(self.name, options)
+        """The served model (RecAlpacaModel) of a folder `check` accepted; options: generation (default:
+        greedy, 400 new tokens, room for k titles with reasons) and instructions (the `whyrec data
+        instructions` folder to build prompts from; default: the first one the run was trained on)."""
+        generation = served_options(self.name, options, also=("instructions",))
         from whyrec.folders import weights_fit
         from whyrec.methods.recalpaca.served import RecAlpacaModel
 
         with weights_fit(Path(folder)):  # headers were checked; tensors of the wrong shape only show when loading
-            return RecAlpacaModel(Path(folder), device=device, generation=generation)
-
-    def recommend_with_reasons(self, run: str, user: str, k: int, *, device: str = "auto",
-                               instructions: str | None = None, max_new_tokens: int = 400) -> list[dict]:
-        """The LLM picks k of the user's LightGCN candidates with a reason each (rows: title, reason,
-        from_model); `instructions` defaults to the instruction folder the run was trained on."""
-        from whyrec.folders import read_config
-        from whyrec.methods.recalpaca.instructions.lookup import user_prompt
-        from whyrec.methods.recalpaca.model import load_recalpaca
-        from whyrec.utils import WhyrecError
-
-        if instructions is None:
-            sources = read_config(Path(run) / "config.json").get("instructions") or []
-            folders = [s for s in sources if Path(s).is_dir()]
-            if not folders:
-                raise WhyrecError(f"{run} was not trained on an instruction folder; pass --instructions FOLDER")
-            instructions = folders[0]
-        prompt = user_prompt(instructions, user)
-        # Fillers follow the prompt's own ranking hint: its named first pick, then the listed order.
-        cands = [prompt["top1"]] + [c for c in prompt["candidates"] if c != prompt["top1"]]
-        return load_recalpaca(run, device=device).recommend(prompt["instruction"], prompt["input"], cands, k=k,
-                                                            max_new_tokens=max_new_tokens)
+            return RecAlpacaModel(Path(folder), device=device, generation=generation,
+                                  instructions=options.get("instructions"))
 
 
 METHOD = RecAlpacaMethod()
