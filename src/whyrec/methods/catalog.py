@@ -54,13 +54,15 @@ class Catalog:
     user_profiles: dict[str, str] = field(default_factory=dict)
     item_profiles: dict[str, str] = field(default_factory=dict)
     history_of: Callable[[str], list[str]] = lambda user: []
+    also_user: Callable[[str], bool] = lambda user: False
+    """Users outside `users` the model can still answer for (RecAlpaca builds their prompt on demand)."""
 
     def __post_init__(self):
         self._users, self._items = set(self.users), set(self.items)
         self.users = sorted(self.users, key=lambda u: (len(u), u))  # "1" before "10" before "100"
 
     def has_user(self, user: str) -> bool:
-        return user in self._users
+        return user in self._users or self.also_user(user)
 
     def has_item(self, item: str) -> bool:
         return item in self._items

@@ -18,17 +18,28 @@ from whyrec.config import GenerationConfig
 from whyrec.methods.catalog import Catalog, Pair, Unsupported, revision
 
 FILLER = "(filled from the candidate list, not chosen by the model; no reason given)"
+ANSWER_TOKENS = 400  # default answer length: room for k titles, each with its reason
 
 
 class RecAlpacaModel:
     cold_start = False
 
-    def __init__(self, folder: Path, device: str = "auto", generation: GenerationConfig | None = None):
+    def __init__(self, folder: Path, device: str = "auto", generation: GenerationConfig | None = None,
+                 instructions: str | Path | None = None):
         from whyrec.methods.recalpaca.model import load_recalpaca
+        from whyrec.utils import WhyrecError
 
-        self.folder, self.gen = folder, generation or GenerationConfig()
+        self.folder, self.gen = folder, generation or GenerationConfig(max_new_tokens=ANSWER_TOKENS)
         self.meta = json.loads((folder / "config.json").read_text())
-        source = next(Path(s) for s in self.meta["instructions"] if (Path(s) / "instructions.jsonl").is_file())
+        if instructions is None:
+            found = [Path(s) for s in self.meta["instructions"] if (Path(s) / "instructions.jsonl").is_file()]
+            if not found:
+                raise WhyrecError(f"{folder} was not trained on an instruction folder that still exists; "
+                                  "pass --instructions FOLDER (from `whyrec data instructions`)")
+            instructions = found[0]
+        source = self.source = Path(instructions)
+        if not (source / "instructions.jsonl").is_file() or not (source / "run.json").is_file():
+            raise WhyrecError(f"{source} is not an instruction-data folder; build one with `whyrec data instructions`")
         self.records, titles = {}, {}
         for line in (source / "instructions.jsonl").read_text(encoding="utf-8").splitlines():
             rec = json.loads(line)
@@ -40,22 +51,40 @@ class RecAlpacaModel:
         self.revision = revision(folder, ["config.json", "adapter_model.safetensors", str(source / "instructions.jsonl")],
                                  repr(self.gen.max_new_tokens))
         self.catalog = Catalog(list(self.records), list(titles), titles,
-                               user_profiles={u: r["input"] for u, r in self.records.items()})
-        self._answers: dict[str, str] = {}
+                               user_profiles={u: r["input"] for u, r in self.records.items()},
+                               also_user=self._buildable)
+        self._answers: dict[tuple[str, int], str] = {}
         self._lock = threading.Lock()  # request threads and the batcher's worker share one model
+
+    def _buildable(self, user: str) -> bool:
+        """A user without a record still gets a prompt if the instruction folder's encoder knows them."""
+        from whyrec.utils import WhyrecError
+
+        try:
+            return bool(self._record(user))
+        except WhyrecError:
+            return False
+
+    def _record(self, user: str) -> dict:
+        if user not in self.records:
+            from whyrec.methods.recalpaca.instructions.lookup import user_prompt
+
+            self.records[user] = user_prompt(self.source, user)  # built the way the training prompts were
+        return self.records[user]
 
     def _answer(self, user: str) -> str:
         with self._lock:
-            if user not in self._answers:
-                rec = self.records[user]
-                self._answers[user] = self.model.generate([(rec["instruction"], rec["input"])],
+            key = (user, self.gen.max_new_tokens)  # Run may change the decoding between calls
+            if key not in self._answers:
+                rec = self._record(user)
+                self._answers[key] = self.model.generate([(rec["instruction"], rec["input"])],
                                                           max_new_tokens=self.gen.max_new_tokens, batch_size=1)[0]
-            return self._answers[user]
+            return self._answers[key]
 
     def _picks(self, user: str, k: int) -> list[dict]:
         from whyrec.methods.recalpaca.model import pick_recommendations
 
-        rec = self.records[user]
+        rec = self._record(user)
         # Fillers follow the prompt's own ranking hint: its named first pick, then the listed order.
         cands = [rec["top1"]] + [c for c in rec["candidates"] if c != rec["top1"]]
         return pick_recommendations(self._answer(user), cands, k)
@@ -63,7 +92,7 @@ class RecAlpacaModel:
     def recommend(self, user: str, k: int) -> list[dict]:
         rows = []
         for rank, pick in enumerate(self._picks(user, k), 1):
-            item = self.item_of[pick["title"]]
+            item = self.item_of.get(pick["title"], pick["title"])  # a built prompt's titles may have no id
             rows.append({"item": item, "title": pick["title"], "score": round(1 / rank, 4),
                          "from_model": pick["from_model"],
                          "explanation": (pick["reason"] or "(no reason given)") if pick["from_model"] else FILLER})
@@ -75,7 +104,7 @@ class RecAlpacaModel:
     def explain(self, pairs: list[Pair]) -> list[str | Unsupported]:
         out: list[str | Unsupported] = []
         for p in pairs:
-            rec = self.recommend(p.user, len(self.records[p.user]["candidates"]))
+            rec = self.recommend(p.user, len(self._record(p.user)["candidates"]))
             found = next((r["explanation"] for r in rec if r["item"] == p.item and r["from_model"]), None)
             out.append(found if found is not None else Unsupported(
                 f"RecAlpaca explains only the items it picks for a user (its reasons), and it did not pick item "
