@@ -91,55 +91,54 @@ def train_explainer(data: str, out: str, encoder: str | None = None, method: str
     _print_json({k: v for k, v in log.items() if k not in ("losses", "history")})
 
 
-def explain(run: str, user: str, item: str, generation: GenerationConfig = GenerationConfig(), device: str = "auto"):
+def explain(run: str, user: str, item: str, generation: GenerationConfig | None = None, device: str = "auto"):
     """Explain why `user` would enjoy `item`.
 
     Args:
         run: a run folder (from quickstart) or any method's trained folder.
         user: raw user id.
         item: raw item id.
+        generation: decoding settings (default: the method's own).
         device: auto, cpu or cuda.
     """
-    from whyrec.api import explain_pair
+    from whyrec.runs import explain_pair
 
     print(explain_pair(run, user, item, generation=generation, device=device))
 
 
-def recommend(run: str, user: str, k: int = 5, explain: bool = False,
-              generation: GenerationConfig = GenerationConfig(), device: str = "auto",
-              instructions: str | None = None, max_new_tokens: int = 400, method: str | None = None):
+def recommend(run: str, user: str, k: int = 5, explain: bool = False, generation: GenerationConfig | None = None,
+              device: str = "auto", instructions: str | None = None, method: str | None = None,
+              max_new_tokens: int | None = None):
     """Top-k items for a user (training items excluded), optionally each with an explanation.
 
-    For a RecAlpaca run, the LLM picks k of the user's LightGCN candidates and gives a reason for
-    each; picks outside the candidate set are dropped and, if needed, filled in candidate order
-    (marked "filled, not chosen by the model").
+    Every method recommends its own way (`whyrec serve` GET /info says how). A RecAlpaca run's LLM
+    picks k of the user's LightGCN candidates and gives a reason for each; picks outside the
+    candidate set are dropped and, if needed, filled in candidate order (marked as filled).
 
     Args:
-        run: a run folder (from quickstart), an explainer folder, or a RecAlpaca run folder.
+        run: a run folder (from quickstart) or any method's trained folder.
         user: raw user id.
         k: number of items.
-        explain: generate an explanation for each item.
+        explain: generate an explanation for each item (RecAlpaca always gives its reasons).
+        generation: decoding settings (default: the method's own; RecAlpaca: 400 new tokens).
         device: auto, cpu or cuda.
         instructions: (recalpaca) the `whyrec data instructions` folder to build the prompt from
             (default: the one the run was trained on).
-        max_new_tokens: (recalpaca) answer length limit.
         method: optional check that --run holds this method (e.g. recalpaca); it is read from the run.
+        max_new_tokens: renamed: use --generation.max_new_tokens.
     """
+    from whyrec.runs import load_run
+
+    if max_new_tokens is not None:
+        raise WhyrecError("--max_new_tokens is now --generation.max_new_tokens (one name for every command)")
     held = _run_method_object(run)
     if method is not None and (method not in METHODS or METHODS.get(method) is not held):
         raise WhyrecError(f"--run {run} holds a {getattr(held, 'name', 'unknown')} run, not {method}; pass its folder")
-    own = getattr(held, "recommend_with_reasons", None)
-    if own is not None:  # the LLM itself picks and gives reasons (RecAlpaca)
-        recs = own(run, user, k, device=device, instructions=instructions, max_new_tokens=max_new_tokens)
-        for rank, rec in enumerate(recs, 1):
-            reason = rec["reason"] if rec["from_model"] else "(filled from the candidate list, not chosen by the model)"
-            print(f"{rank}. {rec['title']}: {reason or '(no reason given)'}")
-        return
-    from whyrec.api import load_run
-
-    recs = load_run(run, device=device).recommend(user, k=k, explain=explain, generation=generation)
+    options = {"instructions": instructions} if instructions is not None else {}
+    recs = load_run(run, device=device, generation=generation, **options).recommend(user, k=k, explain=explain)
     for rank, rec in enumerate(recs, 1):
-        print(f"{rank}. {rec['title']} [{rec['item']}] score={rec['score']:.3f}")
+        label = rec["title"] if rec["item"] == rec["title"] else f"{rec['title']} [{rec['item']}]"
+        print(f"{rank}. {label} score={rec['score']:.3f}")
         if rec.get("explanation") is not None:
             print(f"   {rec['explanation']}")
 

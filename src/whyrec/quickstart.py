@@ -38,7 +38,7 @@ def run_quickstart(out: str = "runs/quickstart", n_users: int = 3, k: int = 5, e
 
 def _run(root: Path, work: Path, n_users: int, k: int, eval_pairs: int, model: ModelConfig, train: TrainConfig,
          lightgcn: LightGCNConfig, max_users: int | None, device: str) -> dict:
-    from whyrec.api import evaluate_run, load_run
+    from whyrec.runs import evaluate_run, load_run
     from whyrec.data.dataset import RecDataset
     from whyrec.data.prepare import prepare_dataset
     from whyrec.encoders.train import train_encoder
@@ -66,7 +66,7 @@ def _run(root: Path, work: Path, n_users: int, k: int, eval_pairs: int, model: M
     gen = GenerationConfig(max_new_tokens=60, batch_size=16)
     test_users = ds.split("test")["user"].astype(str).value_counts()
     for user in test_users.index[:n_users]:
-        prof = run.explainer.user_profiles.get(user, "")
+        prof = run.catalog.profile(user)
         print(f"\nuser {user}: {prof}")
         for rank, rec in enumerate(run.recommend(user, k=k, explain=True, generation=gen), 1):
             print(f"  {rank}. {rec['title']}  (score {rec['score']:.2f})\n     {rec['explanation']}")

@@ -256,7 +256,7 @@ class _Stages:
     writes its folder, records which settings made it and counts its calls."""
 
     def __init__(self, monkeypatch, fail_eval: bool = False):
-        import whyrec.api
+        import whyrec.runs
         import whyrec.data.prepare
         import whyrec.encoders.train
         import whyrec.methods.xrec.train
@@ -267,8 +267,8 @@ class _Stages:
         monkeypatch.setattr(whyrec.data.dataset.RecDataset, "load", staticmethod(lambda folder: _FakeData()))
         monkeypatch.setattr(whyrec.encoders.train, "train_encoder", self.encoder)
         monkeypatch.setattr(whyrec.methods.xrec.train, "train_explainer", self.explainer)
-        monkeypatch.setattr(whyrec.api, "load_run", lambda folder, device="auto": _FakeRun())
-        monkeypatch.setattr(whyrec.api, "evaluate_run", self.evaluate)
+        monkeypatch.setattr(whyrec.runs, "load_run", lambda folder, device="auto": _FakeRun())
+        monkeypatch.setattr(whyrec.runs, "evaluate_run", self.evaluate)
 
     def _count(self, stage: str, out: str, made_by: dict) -> None:
         self.calls[stage] = self.calls.get(stage, 0) + 1
@@ -307,8 +307,10 @@ class _FakeData:
 
 
 class _FakeRun:
-    class explainer:  # noqa: N801 - stands in for the attribute
-        user_profiles: dict = {}
+    class catalog:  # noqa: N801 - stands in for the attribute
+        @staticmethod
+        def profile(user):
+            return ""
 
     def recommend(self, user, k, explain, generation):
         return [{"title": "Fargo", "score": 1.0, "explanation": "dark"}]

@@ -18,6 +18,7 @@ from whyrec.methods.catalog import Catalog, Pair, Unsupported, dataset_label, re
 
 class GaVaMoEModel:
     cold_start = False
+    progress = False  # progress lines while explaining (whyrec.runs.Run turns them on for long jobs)
 
     def __init__(self, folder: Path, device: str = "auto", generation: GenerationConfig | None = None):
         import pandas as pd
@@ -57,7 +58,7 @@ class GaVaMoEModel:
 
     def explain(self, pairs: list[Pair]) -> list[str]:
         with self.torch.inference_mode():
-            return self.explainer.explain([p.user for p in pairs], [p.item for p in pairs], self.gen, progress=False)
+            return self.explainer.explain([p.user for p in pairs], [p.item for p in pairs], self.gen, progress=self.progress)
 
     def info(self) -> dict:
         meta = self.explainer.meta

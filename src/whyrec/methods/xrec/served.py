@@ -20,6 +20,7 @@ FILES = ["config.json", "adapter_model.safetensors", "encoder/model.safetensors"
 
 class XRecModel:
     cold_start = True
+    progress = False  # progress lines while explaining (whyrec.runs.Run turns them on for long jobs)
 
     def __init__(self, folder: Path, device: str = "auto", generation: GenerationConfig | None = None):
         import torch
@@ -61,7 +62,7 @@ class XRecModel:
         with self.torch.inference_mode():
             if known:
                 texts = self.explainer.explain([pairs[n].user for n in known], [pairs[n].item for n in known],
-                                               self.gen, progress=False)
+                                               self.gen, progress=self.progress)
                 for n, t in zip(known, texts):
                     out[n] = t
             if cold:

@@ -1,0 +1,194 @@
+"""Any method's trained folder as one Python object, and the generic evaluation of its explanations.
+
+The folder's own method object (`whyrec.registry.method_of`) checks and loads it, so a run of
+XRec, GaVaMoE, PEPLER, RecExplainer, RecAlpaca or a method registered by a user behaves the same
+here, in `whyrec recommend/explain/evaluate` and behind `whyrec serve`:
+
+    run = load_run("runs/quickstart")
+    run.recommend("196", k=5, explain=True)
+    run.explain("196", "242")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from whyrec.config import GenerationConfig
+
+
+def load_model(path: str | Path, device: str = "auto", generation: GenerationConfig | None = None, **options):
+    """The served model of any registered method's trained folder (or a run folder holding explainer/),
+    checked and loaded by its method object: `.recommend(user, k)`, `.explain([Pair])`, `.info()`, `.catalog`.
+
+    generation None: the method's own default decoding (e.g. RecAlpaca's long answer lists); `options`
+    are the method's own load options (RecAlpaca: instructions=FOLDER); an unknown one is a WhyrecError."""
+    from whyrec.folders import explainer_dir
+    from whyrec.registry import method_of
+
+    folder = explainer_dir(path)
+    method = method_of(folder)
+    method.check(folder)  # a damaged folder is one clear error, not a traceback from deep in torch
+    return method.load(folder, device=device, generation=generation, **options)
+
+
+class Run:
+    """A trained folder of any method: recommend items, explain pairs, describe itself.
+
+    `generation` given to a call replaces the decoding settings for that call only; without it the
+    settings given at load time (or the method's defaults) are used. PEPLER decodes its own way.
+    """
+
+    def __init__(self, path: str | Path, device: str = "auto", generation: GenerationConfig | None = None,
+                 **options):
+        self.path = Path(path)
+        self.model = load_model(path, device=device, generation=generation, **options)
+        self.catalog = self.model.catalog
+        self._default_gen = getattr(self.model, "gen", None)
+
+    def info(self) -> dict:
+        """What the run is: method, backbone, dataset, sizes, decoding (the same dict as GET /info)."""
+        return self.model.info()
+
+    def title(self, item: str) -> str:
+        return self.catalog.title(str(item))
+
+    def _check(self, user: str | None = None, item: str | None = None) -> None:
+        from whyrec.utils import WhyrecError
+
+        if user is not None and not self.catalog.has_user(user):
+            raise WhyrecError(f"unknown user id {user!r}; the run in {self.path} knows {len(self.catalog.users)} "
+                              "users (see `whyrec serve` GET /users or run.catalog.users)")
+        if item is not None and not self.catalog.has_item(item):
+            raise WhyrecError(f"unknown item id {item!r}; the run in {self.path} knows {len(self.catalog.items)} items")
+
+    def _decoding(self, generation: GenerationConfig | None) -> None:
+        if self._default_gen is not None or generation is not None:
+            self.model.gen = generation or self._default_gen
+
+    def explain(self, user: str, item: str, generation: GenerationConfig | None = None) -> str:
+        """Why `user` would enjoy `item`, as this run's method explains it."""
+        return self.explain_many([user], [item], generation)[0]
+
+    def explain_many(self, users: list[str], items: list[str], generation: GenerationConfig | None = None) -> list[str]:
+        """One explanation per (user, item) pair, generated in batches."""
+        from whyrec.methods.catalog import Pair, Unsupported
+        from whyrec.utils import WhyrecError
+
+        users, items = [str(u) for u in users], [str(i) for i in items]
+        for user in dict.fromkeys(users):
+            self._check(user=user)
+        for item in dict.fromkeys(items):
+            self._check(item=item)
+        self._decoding(generation)
+        if hasattr(self.model, "progress"):  # a long job shows progress, also in a log file
+            self.model.progress = len(users) > 8
+        texts = self.model.explain([Pair(u, i) for u, i in zip(users, items)])
+        refused = next((t for t in texts if isinstance(t, Unsupported)), None)
+        if refused is not None:
+            raise WhyrecError(str(refused))
+        return texts
+
+    def recommend(self, user: str, k: int = 5, explain: bool = False,
+                  generation: GenerationConfig | None = None) -> list[dict]:
+        """The method's top-k items for `user` (training items excluded), each a dict with item, title,
+        score and, with `explain` (or when the method gives reasons anyway, as RecAlpaca does), explanation."""
+        from whyrec.utils import WhyrecError
+
+        if k < 1:
+            raise WhyrecError(f"k must be at least 1 (got {k})")
+        user = str(user)
+        self._check(user=user)
+        self._decoding(generation)
+        recs = self.model.recommend(user, k)
+        todo = [r for r in recs if r.get("explanation") is None]
+        if explain and todo:
+            for rec, text in zip(todo, self.explain_many([user] * len(todo), [r["item"] for r in todo], generation)):
+                rec["explanation"] = text
+        return recs
+
+
+def load_run(path: str | Path, device: str = "auto", generation: GenerationConfig | None = None, **options) -> Run:
+    """Load any method's trained folder (a run folder with explainer/, or the method's folder itself);
+    `options`: the method's own load options (see `load_model`)."""
+    return Run(path, device=device, generation=generation, **options)
+
+
+def explain_pair(path: str | Path, user: str, item: str, generation: GenerationConfig | None = None,
+                 device: str = "auto") -> str:
+    """Why `user` would enjoy `item`, as the method in `path` explains it (any registered method)."""
+    return load_run(path, device=device, generation=generation).explain(user, item)
+
+
+def _by_activity(ds, users: list[str], preds: list[str], refs: list[str], out: str) -> dict:
+    """PEPLER metrics per user-activity quintile (+ zero-shot users), with a PNG plot (XRec §4.4)."""
+    from whyrec.data import schema as S
+    from whyrec.eval.groups import activity_groups, grouped_metrics, plot_groups
+    from whyrec.eval.text import pepler_text_metrics
+
+    train_users = ds.interactions.loc[ds.interactions[S.SPLIT] == S.TRAIN, S.USER].astype(str).tolist()
+    groups = activity_groups(train_users, users, n_groups=min(5, max(1, len(set(users)))))
+    grouped = grouped_metrics(preds, refs, groups, pepler_text_metrics)
+    plot_groups(grouped, path=Path(out) / "metrics_by_activity.png")
+    return grouped
+
+
+def evaluate_run(run: str, data: str | None, out: str, split: str = "test", max_pairs: int | None = 200,
+                 generation: GenerationConfig | None = None, device: str = "auto", smooth: bool = False,
+                 bertscore: bool = False, judge=None, grounding: bool = False, overwrite: bool = False) -> dict:
+    """Generate explanations for a split's pairs with any method's run and score them against the references.
+
+    `out` is guarded like every output folder (whyrec.outputs): a folder holding another
+    evaluation is refused unless `overwrite`, and metrics.json is written last.
+    """
+    from whyrec.fingerprint import plain
+    from whyrec.identity import run_identity
+    from whyrec.outputs import fingerprint_of, folder_digest, output_folder
+    from whyrec.utils import WhyrecError
+
+    if data is None:
+        raise WhyrecError("--run needs --data (the dataset folder whose explanations are the references)")
+    generation = generation or GenerationConfig()
+    fingerprint = {"run": run_identity(run), "data": folder_digest(data), "split": split, "max_pairs": max_pairs,
+                   "generation": fingerprint_of(generation), "smooth": smooth, "bertscore": bertscore,
+                   "judge": plain(judge), "grounding": grounding}
+    with output_folder(out, "evaluation", fingerprint, overwrite=overwrite, resumable=False) as work:
+        return _evaluate_run(run, data, work, split, max_pairs, generation, device, smooth, bertscore, judge,
+                             grounding)
+
+
+def _evaluate_run(run, data, out_dir: Path, split, max_pairs, generation, device, smooth, bertscore, judge,
+                  grounding) -> dict:
+    import pandas as pd
+
+    from whyrec.data import schema as S
+    from whyrec.data.dataset import RecDataset
+    from whyrec.eval.report import evaluate_texts, markdown_report, metric_versions
+    from whyrec.utils import WhyrecError, write_json, write_text
+
+    ds = RecDataset.load(data)
+    records = ds.explanation_records(split)
+    loaded = load_run(run, device=device)
+    catalog = loaded.catalog
+    known = records[S.USER].astype(str).map(catalog.has_user) & records[S.ITEM].astype(str).map(catalog.has_item)
+    records = records[known.astype(bool)]
+    if max_pairs and len(records) > max_pairs:
+        records = records.sample(max_pairs, random_state=0)
+    if len(records) == 0:
+        raise WhyrecError(f"no '{split}' explanations in {data} whose user and item the run knows")
+    users, items = records[S.USER].astype(str).tolist(), records[S.ITEM].astype(str).tolist()
+    preds = loaded.explain_many(users, items, generation)
+    refs = records[S.EXPLANATION].astype(str).tolist()
+    metrics = evaluate_texts(preds, refs, smooth=smooth, bertscore=bertscore, judge=judge)
+    metrics["groups"] = _by_activity(ds, users, preds, refs, str(out_dir))
+    if grounding:
+        from whyrec.eval.grounding import grounding_report
+
+        metrics["grounding"] = grounding_report(preds, users, items, ds)
+        metrics["grounding_references"] = grounding_report(refs, users, items, ds)
+    metrics["metric_versions"] = metric_versions(metrics, smooth)
+    # metrics.json last: its presence means the whole evaluation was written
+    frame = pd.DataFrame({"user": users, "item": items, "prediction": preds, "reference": refs})
+    frame.to_json(out_dir / "predictions.jsonl", orient="records", lines=True, force_ascii=False)
+    write_text(out_dir / "report.md", markdown_report(metrics, f"Explanations of {run} on {split}"))
+    write_json(out_dir / "metrics.json", metrics)
+    return metrics
