@@ -90,7 +90,8 @@ def unavailable(method: str, ds, systems: dict | None = None) -> str | None:
     if method not in systems:
         raise WhyrecError(f"unknown benchmark method {method!r}; choose from: {', '.join(explanation_methods())}")
     obj, cfg = systems[method]
-    return obj.unavailable(ds, cfg)
+    check = getattr(obj, "unavailable", None)  # optional: a method that runs on any dataset has none
+    return check(ds, cfg) if check is not None else None
 
 
 def zero_shot(ds, model: ModelConfig, gen: GenerationConfig, noun: str) -> Generator:
@@ -123,12 +124,24 @@ def zero_shot_prompt(noun: str) -> str:
 
 
 def folder_generator(folder: Path, gen: GenerationConfig, device: str) -> tuple[int, Callable[[], Generator]]:
-    """(chunk size, loader of the generator) for any trained folder whose method can be benchmarked."""
+    """(chunk size, loader of the generator) for any trained folder: the method's own
+    `benchmark_generator` if it has one, else its served model (`whyrec.runs.load_run`)."""
     method = method_of(folder)
     generator = getattr(method, "benchmark_generator", None)
-    if generator is None:
-        raise WhyrecError(f"{folder} holds a {method.name} run, which `benchmark explain` cannot generate with")
-    return generator(folder, gen, device)
+    if generator is not None:
+        return generator(folder, gen, device)
+    return gen.batch_size, lambda: _served_generator(folder, gen, device)
+
+
+def _served_generator(folder: Path, gen: GenerationConfig, device: str) -> Generator:
+    from whyrec.runs import load_run
+
+    run = load_run(folder, device=device, generation=gen)
+
+    def generate(pairs: pd.DataFrame) -> list[str]:
+        return run.explain_many(pairs[S.USER].astype(str).tolist(), pairs[S.ITEM].astype(str).tolist())
+
+    return generate
 
 
 def external_predictions(spec: str, pairs: pd.DataFrame) -> tuple[str, list[str]]:

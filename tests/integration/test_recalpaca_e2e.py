@@ -1,6 +1,7 @@
 """RecAlpaca through the CLI: instruction data -> LoRA (tiny model) -> recommend -> top-k evaluation."""
 
 import json
+import re
 
 import pytest
 from conftest import require_distribution
@@ -41,14 +42,19 @@ def test_recommend_stays_in_the_candidate_set(recalpaca_run, capsys):
     record = json.loads((root / "data" / "instructions.jsonl").open().readline())
     capsys.readouterr()
     assert main(["recommend", "--method", "recalpaca", "--run", str(root / "run"), "--user", record["user"], "-k", "5",
-                 "--max_new_tokens", "8", "--device", "cpu"]) == 0
-    lines = [line for line in capsys.readouterr().out.splitlines() if line[:2] in {f"{i}." for i in range(1, 6)}]
-    assert len(lines) == 5
-    titles = [line.split(". ", 1)[1].rsplit(": ", 1)[0] for line in lines]
+                 "--generation.max_new_tokens", "8", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    ranks = [n for n, line in enumerate(out) if line[:2] in {f"{i}." for i in range(1, 6)}]
+    assert len(ranks) == 5
+    titles = [re.sub(r"( \[[^\]]*\])? score=[0-9.]+$", "", out[n].split(". ", 1)[1]) for n in ranks]
     assert set(titles) <= set(record["candidates"]) and len(set(titles)) == 5
-    assert main(["recommend", "--method", "xrec", "--run", str(root / "run"), "--user", record["user"]]) == 2
+    reasons = [out[n + 1].strip() for n in ranks]  # RecAlpaca always gives its reason (or says it filled)
+    assert all(reasons)
     # An untrained tiny model names no candidate: the top-1 leads the honestly marked fillers.
-    assert titles[0] == record["top1"] or "chosen by the model" not in lines[0]
+    assert titles[0] == record["top1"] or "not chosen by the model" not in reasons[0]
+    assert main(["recommend", "--method", "xrec", "--run", str(root / "run"), "--user", record["user"]]) == 2
+    assert main(["recommend", "--run", str(root / "run"), "--user", record["user"], "--max_new_tokens", "8"]) == 2
+    assert "--generation.max_new_tokens" in capsys.readouterr().err
 
 
 def test_evaluate_topk_with_the_run_and_baselines(recalpaca_run):
