@@ -123,11 +123,6 @@ def load_explainer(path: str, device: str = "auto") -> Explainer:
     path = Path(path)
     if (path / "explainer").is_dir():  # a whole run folder
         path = path / "explainer"
-    if (path / "config.json").exists() and read_json(path / "config.json").get("method") == "gavamoe":
-        # the one xrec -> gavamoe edge (lazy): goes when load_run asks the registry (issue 18 phase C)
-        from whyrec.methods.gavamoe.artifact import load_gavamoe
-
-        return load_gavamoe(str(path), device)
     missing = [f for f in ARTIFACT_FILES if not (path / f).exists()]
     if missing or not (path / "encoder").is_dir():
         raise WhyrecError(f"{path} is not a complete explainer folder (missing {', '.join(missing) or 'encoder/'}); "
