@@ -106,8 +106,8 @@ def data_profiles(data: str, out: str, teacher: JudgeConfig = JudgeConfig(backen
     """
     from whyrec.data.dataset import RecDataset
     from whyrec.data.splits import ensure_split
-    from whyrec.data.teacher_profiles import write_profiles
-    from whyrec.eval.judge import build_client, open_cache
+    from whyrec.llm.judge_client import build_client, open_cache
+    from whyrec.teacher_profiles import write_profiles
 
     ds = ensure_split(RecDataset.load(data), split, seed)
     cache = open_cache(teacher)
@@ -142,7 +142,7 @@ def data_instructions(out: str, source: str = "ml-100k", encoder: str | None = N
         overwrite: replace --out if it holds anything else (rebuilt beside it, then renamed into place).
     """
     from whyrec.data.movielens import load_ml1m, load_ml100k
-    from whyrec.eval.judge import build_client, open_cache
+    from whyrec.llm.judge_client import build_client, open_cache
     from whyrec.methods.recalpaca.instructions.build import SHARED_TEST, build_instructions
 
     if source not in ("ml-100k", "ml-1m"):

@@ -160,11 +160,13 @@ def _evaluate(out: str, predictions: str | None, references: str | None, column:
                                device=device, smooth=smooth, bertscore=bertscore, judge=judge, grounding=grounding)
     elif predictions and (references or Path(predictions).name.startswith("generated")):
         from whyrec.eval.report import evaluate_files
+        from whyrec.llm.judge_client import LLMJudge
 
         references = references or predictions  # PEPLER's generated.txt holds both sides
 
         metrics = evaluate_files(predictions, references, out, column=column, smooth=smooth, bertscore=bertscore,
-                                 bertscore_model=bertscore_model, bertscore_layers=bertscore_layers, judge=judge)
+                                 bertscore_model=bertscore_model, bertscore_layers=bertscore_layers,
+                                 judge=LLMJudge(judge))
     else:
         raise WhyrecError("give --predictions and --references, or --run and --data")
     _print_json(metrics)

@@ -172,7 +172,7 @@ def _reviews() -> RecDataset:
 
 
 def _profiles(out: Path, client, **kw) -> RecDataset:
-    from whyrec.data.teacher_profiles import write_profiles
+    from whyrec.teacher_profiles import write_profiles
 
     return write_profiles(_reviews(), out, client, progress=False, **kw)
 
@@ -200,7 +200,7 @@ def test_teacher_changed_setting_is_refused_not_mixed(tmp_path, change, field):
 
 def test_teacher_local_model_retrained_in_place_is_refused(tmp_path):
     from whyrec.config import ModelConfig
-    from whyrec.data.teacher_profiles import teacher_identity
+    from whyrec.teacher_profiles import teacher_identity
     from whyrec.llm.client import LocalHFClient
 
     weights = tmp_path / "teacher-model"
@@ -234,7 +234,7 @@ def test_teacher_changed_caps_reask_changed_prompts_only(tmp_path):
 
 
 def test_teacher_torn_last_line_is_cut_and_resumed(tmp_path):
-    from whyrec.data.teacher_profiles import read_done
+    from whyrec.teacher_profiles import read_done
 
     out = tmp_path / "out"
     _profiles(out, EchoTeacher())

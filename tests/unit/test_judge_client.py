@@ -14,6 +14,7 @@ from conftest import FakeChatEndpoint, chat_reply
 
 from whyrec.eval.judge import (
     RECEXPLAINER_RUBRIC,
+    RUBRIC_LEVELS,
     XREC_SYSTEM_PROMPT,
     JudgeConfig,
     gpt_score,
@@ -23,6 +24,7 @@ from whyrec.eval.judge import (
     rubric_prompt,
 )
 from whyrec.llm.client import ChatCache, OpenAICompatibleClient, complete_many
+from whyrec.llm.judge_client import LLMJudge
 from whyrec.utils import WhyrecError
 
 
@@ -42,6 +44,11 @@ def client_for(srv: FakeChatEndpoint, **kw) -> OpenAICompatibleClient:
     return OpenAICompatibleClient(srv.base_url, "judge-model", api_key_env="WHYREC_TEST_KEY", **kw)
 
 
+def judge_for(client, cache: ChatCache | None = None) -> LLMJudge:
+    """`client` as the judge functions take it; no cache unless one is given (as the old cache=None)."""
+    return LLMJudge(JudgeConfig(backend="openai", use_cache=False), progress=False, client=client, cache=cache)
+
+
 def test_parse_score():
     assert parse_score("85") == 85
     assert parse_score("Score: 72.5/100") == 72.5
@@ -51,7 +58,7 @@ def test_parse_score():
 
 def test_gpt_score_sends_xrec_prompt_and_aggregates(server, monkeypatch):
     monkeypatch.setenv("WHYREC_TEST_KEY", "sk-test-123")
-    result = gpt_score(["80", "I'd say 60.", "not sure"], ["r1", "r2", "r3"], client_for(server), progress=False)
+    result = gpt_score(["80", "I'd say 60.", "not sure"], ["r1", "r2", "r3"], judge_for(client_for(server)))
     assert result["scores"] == [80.0, 60.0, None] and result["unparsed"] == 1
     assert result["gptscore_mean"] == pytest.approx(70.0)
     assert result["gptscore_std"] == pytest.approx(10.0)  # population std, as XRec's numpy
@@ -64,7 +71,7 @@ def test_gpt_score_sends_xrec_prompt_and_aggregates(server, monkeypatch):
 
 
 def test_all_unparsable_gives_none_not_a_crash(server):
-    result = gpt_score(["good", "bad"], ["r", "r"], client_for(server), progress=False)
+    result = gpt_score(["good", "bad"], ["r", "r"], judge_for(client_for(server)))
     assert result["gptscore_mean"] is None and result["unparsed"] == 2
 
 
@@ -119,10 +126,10 @@ def test_reply_without_content(server):
 def test_cache_makes_reruns_free(server, tmp_path):
     preds, refs = ["10", "20", "30", "10"], ["a", "b", "c", "a"]  # the last pair repeats the first
     with ChatCache(tmp_path / "cache.sqlite") as cache:
-        first = gpt_score(preds, refs, client_for(server), cache, progress=False)
+        first = gpt_score(preds, refs, judge_for(client_for(server), cache))
         assert server.requests == 3  # identical requests are sent once
     with ChatCache(tmp_path / "cache.sqlite") as cache:  # a new process would see the same file
-        second = gpt_score(preds, refs, client_for(server), cache, progress=False)
+        second = gpt_score(preds, refs, judge_for(client_for(server), cache))
         assert cache.hits == 4 and len(cache) == 3
     assert server.requests == 3 and second == first
     assert first["scores"] == [10, 20, 30, 10]
@@ -143,10 +150,10 @@ def test_interrupted_run_resumes(server, tmp_path):
     preds = [str(i) for i in range(6)]
     with ChatCache(tmp_path / "c.sqlite") as cache:
         with pytest.raises(WhyrecError, match="HTTP 400"):
-            gpt_score(preds, preds, client_for(server, concurrency=1), cache, progress=False)
+            gpt_score(preds, preds, judge_for(client_for(server, concurrency=1), cache))
         assert len(cache) == 2
         server.respond = echo_prediction
-        result = gpt_score(preds, preds, client_for(server, concurrency=1), cache, progress=False)
+        result = gpt_score(preds, preds, judge_for(client_for(server, concurrency=1), cache))
     assert result["scores"] == [0, 1, 2, 3, 4, 5]
     assert server.requests == 3 + 4  # only the missing answers were asked again
 
@@ -154,7 +161,7 @@ def test_interrupted_run_resumes(server, tmp_path):
 def test_concurrency_is_used_and_bounded(server):
     server.delay = 0.2
     start = time.monotonic()
-    result = gpt_score([str(i) for i in range(16)], ["r"] * 16, client_for(server, concurrency=8), progress=False)
+    result = gpt_score([str(i) for i in range(16)], ["r"] * 16, judge_for(client_for(server, concurrency=8)))
     elapsed = time.monotonic() - start
     assert result["scores"] == list(range(16))  # answers come back in input order
     assert 4 <= server.max_inflight <= 8
@@ -165,7 +172,7 @@ def test_rubric_judge(server):
     replies = ["<score>C</score>", "Fine. <score>d</score> overall", "<score>C</score>", "no idea"]
     server.respond = lambda n, p: chat_reply(replies[int(p["messages"][1]["content"][-1])])
     contexts = [{"history": ["Halo 3", "Gears of War"], "target_item": "Forza", "label": True}] * 4
-    result = rubric_judge([f"because {i}" for i in range(4)], contexts, client_for(server), progress=False)
+    result = rubric_judge([f"because {i}" for i in range(4)], contexts, judge_for(client_for(server)))
     assert result["labels"] == ["C", "D", "C", None] and result["unparsed"] == 1
     assert result["C"] == pytest.approx(2 / 3) and result["D"] == pytest.approx(1 / 3) and result["A"] == 0
     user = server.payloads[0]["messages"][1]["content"]
@@ -185,12 +192,57 @@ def test_rubric_prompt_has_four_levels_and_checks_context():
 def test_judge_metrics_from_config(server, tmp_path):
     cfg = JudgeConfig(backend="openai", base_url=server.base_url, model="m", api_key_env="",
                       cache_path=str(tmp_path / "c.sqlite"), max_retries=0)
-    out = judge_metrics(["90", "70"], ["a", "b"], cfg, progress=False)
+    out = judge_metrics(["90", "70"], ["a", "b"], LLMJudge(cfg, progress=False))
     assert out["gptscore"]["gptscore_mean"] == 80 and out["judge"]["model"] == "m"
     assert server.auth == [None, None]  # no key configured, no header sent
-    assert judge_metrics(["x"], ["y"], JudgeConfig()) == {}  # backend 'none' judges nothing
+    # The config's cache file was closed after the first run and is reopened by a new judge.
+    assert judge_metrics(["90", "70"], ["a", "b"], LLMJudge(cfg, progress=False)) == out
+    assert server.requests == 2
+    # backend 'none' judges nothing and builds no client (build_client refuses 'none')
+    assert judge_metrics(["x"], ["y"], LLMJudge(JudgeConfig())) == {}
     with pytest.raises(WhyrecError, match="must start with http"):
-        judge_metrics(["x"], ["y"], JudgeConfig(backend="openai", base_url="localhost:1"))
+        judge_metrics(["x"], ["y"], LLMJudge(JudgeConfig(backend="openai", base_url="localhost:1")))
+
+
+class ScriptedJudge:
+    """A judge with no LLM behind it: eval.judge needs only this shape, never a client."""
+
+    def __init__(self, replies, picks=None, backend="openai"):
+        self.config = JudgeConfig(backend=backend, constrained=picks is not None)
+        self.backend_id, self.model = "scripted", "script"
+        self.replies, self.picks, self.asked = replies, picks, []
+
+    def answer(self, conversations, max_tokens, desc):
+        self.asked.append((desc, max_tokens, len(conversations)))
+        return self.replies[:len(conversations)]
+
+    def choose(self, conversations, prefix, options):
+        assert prefix == "<score>" and tuple(options) == RUBRIC_LEVELS
+        return self.picks
+
+
+def test_judge_functions_take_any_object_of_the_judge_shape():
+    contexts = [{"history": "h", "target_item": "t", "label": True}] * 2
+    judge = ScriptedJudge(["55", "<score>B</score>"])
+    out = judge_metrics(["p1", "p2"], ["r1", "r2"], judge, contexts)
+    assert out["gptscore"]["scores"] == [55.0, None] and out["judge"]["model"] == "script"
+    assert out["rubric"]["labels"] == [None, "B"] and out["rubric"]["mode"] == "generated"
+    assert judge.asked == [("GPTScore", 64, 2), ("rubric", 500, 2)]
+    picked = ScriptedJudge([], picks=[3, 0])  # a judge that can choose is never asked to write
+    assert rubric_judge(["e1", "e2"], contexts, picked, constrained=True)["labels"] == ["D", "A"]
+    assert picked.asked == []
+    # a judge that cannot choose (an endpoint: None) writes its grades instead
+    assert rubric_judge(["e"], contexts[:1], ScriptedJudge(["<score>C</score>"]), constrained=True)["mode"] == "generated"
+
+
+def test_evaluate_texts_needs_the_judge_not_its_config():
+    from whyrec.eval.report import evaluate_texts
+
+    assert "gptscore" not in evaluate_texts(["a b"], ["a b"], judge=JudgeConfig())  # backend 'none'
+    with pytest.raises(WhyrecError, match=r"judge=whyrec\.llm\.judge_client\.LLMJudge\(config\)"):
+        evaluate_texts(["a b"], ["a b"], judge=JudgeConfig(backend="openai"))
+    scored = evaluate_texts(["a b"], ["a b"], judge=ScriptedJudge(["70"]))
+    assert scored["gptscore"]["gptscore_mean"] == 70 and scored["judge"]["backend"] == "scripted"
 
 
 def test_local_backend_with_tiny_model(tmp_path):
@@ -203,7 +255,7 @@ def test_local_backend_with_tiny_model(tmp_path):
     client = LocalHFClient(ModelConfig("tiny-random-llama", device="cpu"), batch_size=2)
     preds, refs = ["great strings", "a", "the sound is warm"], ["good strings", "b", "warm tone"]
     with ChatCache(tmp_path / "c.sqlite") as cache:
-        result = gpt_score(preds, refs, client, cache, progress=False)
+        result = gpt_score(preds, refs, judge_for(client, cache))
         convs = [[{"role": "system", "content": XREC_SYSTEM_PROMPT},
                   {"role": "user", "content": json.dumps({"prediction": p, "reference": r})}]
                  for p, r in zip(preds, refs)]
@@ -258,13 +310,12 @@ def test_local_constrained_rubric_grades_every_explanation_with_the_most_likely_
     import torch
 
     from whyrec.config import ModelConfig
-    from whyrec.eval.judge import RUBRIC_LEVELS, rubric_prompt
     from whyrec.llm.client import LocalHFClient, _apply_template
 
     client = LocalHFClient(ModelConfig("tiny-random-llama", device="cpu"), batch_size=3)
     contexts = [{"history": ["Halo 3"], "target_item": f"Forza {i}", "label": i % 2 == 0} for i in range(5)]
     explanations = ["yes, racing", "no", "because the user likes shooters and cars", "maybe", "x " * 30]
-    result = rubric_judge(explanations, contexts, client, progress=False, constrained=True)
+    result = rubric_judge(explanations, contexts, judge_for(client), constrained=True)
     assert result["mode"] == "constrained" and result["unparsed"] == 0
     assert set(result["labels"]) <= set(RUBRIC_LEVELS) and sum(result["counts"].values()) == 5
     # each batched, left-padded pick is the argmax over the four letters for that prompt alone
@@ -277,5 +328,5 @@ def test_local_constrained_rubric_grades_every_explanation_with_the_most_likely_
         with torch.no_grad():
             logits = model(input_ids=ids).logits[0, -1, letters]
         assert RUBRIC_LEVELS[int(logits.argmax())] == label
-    generated = rubric_judge(explanations[:2], contexts[:2], client, progress=False, max_tokens=4, constrained=False)
+    generated = rubric_judge(explanations[:2], contexts[:2], judge_for(client), max_tokens=4, constrained=False)
     assert generated["mode"] == "generated"

@@ -9,7 +9,7 @@ from conftest import FakeChatEndpoint, chat_reply
 
 from whyrec.data import schema as S
 from whyrec.data.dataset import RecDataset
-from whyrec.data.teacher_profiles import (
+from whyrec.teacher_profiles import (
     MAX_WORDS,
     PromptLimits,
     clean_reply,

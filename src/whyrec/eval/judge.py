@@ -15,7 +15,9 @@
   a reply that is exactly `<score>X</score>`; we take the first such tag anywhere in the reply,
   since smaller judges add words around it.
 
-The judge is a local HF model or any OpenAI-compatible endpoint (`whyrec.llm.client`).
+The judge is a local HF model or any OpenAI-compatible endpoint. This module only scores: it
+takes the judge as an object with the `Judge` shape (`whyrec.llm.judge_client.LLMJudge` builds
+one from a `JudgeConfig`), so eval never imports the LLM layer above it.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ import re
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from whyrec.llm.client import ChatCache, ChatClient, Messages, complete_many
 from whyrec.utils import WhyrecError
+
+Messages = list[dict[str, str]]  # one chat conversation: [{"role": ..., "content": ...}, ...]
 
 # evaluation/system_prompt.txt at HKUDS/XRec (read with f.read(): one newline, none at the end).
 XREC_SYSTEM_PROMPT = (
@@ -117,25 +121,22 @@ class JudgeConfig:
         check_choice(self, "dtype", DTYPES)
 
 
-def build_client(cfg: JudgeConfig) -> ChatClient:
-    """The chat client `cfg` describes (also usable for teacher LLMs with the same fields)."""
-    from whyrec.config import ModelConfig
-    from whyrec.llm.client import LocalHFClient, OpenAICompatibleClient
+class Judge(Protocol):
+    """What the judge functions ask of an LLM (`whyrec.llm.judge_client.LLMJudge` is one)."""
 
-    if cfg.backend == "openai":
-        return OpenAICompatibleClient(
-            cfg.base_url, cfg.model or "gpt-3.5-turbo", api_key_env=cfg.api_key_env, timeout=cfg.timeout,
-            max_retries=cfg.max_retries, concurrency=cfg.concurrency, temperature=cfg.temperature,
-        )
-    if cfg.backend == "local":
-        model = ModelConfig(cfg.model or "smollm2-135m-instruct", dtype=cfg.dtype, device=cfg.device)
-        return LocalHFClient(model, max_tokens=cfg.max_tokens or 256, batch_size=cfg.batch_size,
-                             repetition_penalty=cfg.repetition_penalty, no_repeat_ngram_size=cfg.no_repeat_ngram_size)
-    raise WhyrecError(f"judge backend {cfg.backend!r} cannot answer; use --judge.backend openai or local")
+    config: JudgeConfig
+    backend_id: str
+    """Identifies the backend, e.g. 'openai:https://api.openai.com/v1' or 'local'."""
+    model: str
 
+    def answer(self, conversations: Sequence[Messages], max_tokens: int, desc: str) -> list[str]:
+        """One reply per conversation, in order; `desc` labels the progress bar."""
+        ...
 
-def open_cache(cfg: JudgeConfig) -> ChatCache | None:
-    return ChatCache(cfg.cache_path) if cfg.use_cache else None
+    def choose(self, conversations: Sequence[Messages], prefix: str, options: Sequence[str]) -> list[int] | None:
+        """Per conversation, the index of the option most likely right after `prefix`; None when
+        the backend cannot tell (an endpoint), so the caller lets the judge write a reply."""
+        ...
 
 
 def parse_score(reply: str) -> float | None:
@@ -149,8 +150,8 @@ def parse_rubric_label(reply: str) -> str | None:
     return None if match is None else match.group(1).upper()
 
 
-def gpt_score(predictions: Sequence[str], references: Sequence[str], client: ChatClient,
-              cache: ChatCache | None = None, progress: bool = True, max_tokens: int | None = None) -> dict:
+def gpt_score(predictions: Sequence[str], references: Sequence[str], judge: Judge,
+              max_tokens: int | None = None) -> dict:
     """XRec's GPTScore: the judge rates each prediction's alignment with its reference, 0-100.
 
     Returns:
@@ -164,7 +165,7 @@ def gpt_score(predictions: Sequence[str], references: Sequence[str], client: Cha
          {"role": "user", "content": json.dumps({"prediction": p, "reference": r})}]
         for p, r in zip(predictions, references)
     ]
-    replies = complete_many(client, conversations, cache, progress, max_tokens or GPTSCORE_MAX_TOKENS, "GPTScore")
+    replies = judge.answer(conversations, max_tokens or GPTSCORE_MAX_TOKENS, "GPTScore")
     scores = [parse_score(r) for r in replies]
     valid = [s for s in scores if s is not None]
     return {
@@ -191,13 +192,12 @@ def rubric_prompt(explanation: str, context: Mapping) -> str:
     return RECEXPLAINER_RUBRIC.format(history, context["target_item"], label, explanation)
 
 
-def rubric_judge(explanations: Sequence[str], contexts: Sequence[Mapping], client: ChatClient,
-                 cache: ChatCache | None = None, progress: bool = True, max_tokens: int | None = None,
-                 constrained: bool = False) -> dict:
+def rubric_judge(explanations: Sequence[str], contexts: Sequence[Mapping], judge: Judge,
+                 max_tokens: int | None = None, constrained: bool = False) -> dict:
     """RecExplainer's A-D rubric. Returns the share of each level among parsed replies,
     `counts`, `labels` per explanation (None where unparsable), the `unparsed` count and `mode`.
 
-    `constrained` with a client that can `choose` (a local model): the grade is the level whose
+    `constrained` with a judge that can `choose` (a local model): the grade is the level whose
     tag letter is most probable right after '<score>' (mode 'constrained'); otherwise the judge
     writes a reply and its first <score>X</score> tag is read (mode 'generated')."""
     if len(explanations) != len(contexts):
@@ -207,12 +207,11 @@ def rubric_judge(explanations: Sequence[str], contexts: Sequence[Mapping], clien
          {"role": "user", "content": rubric_prompt(e, c)}]
         for e, c in zip(explanations, contexts)
     ]
-    choose = getattr(client, "choose", None) if constrained else None
-    picks = choose(conversations, "<score>", RUBRIC_LEVELS, progress) if choose else None
+    picks = judge.choose(conversations, "<score>", RUBRIC_LEVELS) if constrained else None
     if picks is not None:
         labels, mode = [RUBRIC_LEVELS[p] for p in picks], "constrained"
     else:
-        replies = complete_many(client, conversations, cache, progress, max_tokens or RUBRIC_MAX_TOKENS, "rubric")
+        replies = judge.answer(conversations, max_tokens or RUBRIC_MAX_TOKENS, "rubric")
         labels, mode = [parse_rubric_label(r) for r in replies], "generated"
     counts = {level: labels.count(level) for level in RUBRIC_LEVELS}
     parsed = sum(counts.values())
@@ -220,25 +219,18 @@ def rubric_judge(explanations: Sequence[str], contexts: Sequence[Mapping], clien
     return {**shares, "counts": counts, "labels": labels, "unparsed": len(labels) - parsed, "mode": mode}
 
 
-def judge_metrics(predictions: Sequence[str], references: Sequence[str], cfg: JudgeConfig,
-                  contexts: Sequence[Mapping] | None = None, progress: bool = True) -> dict:
+def judge_metrics(predictions: Sequence[str], references: Sequence[str], judge: Judge,
+                  contexts: Sequence[Mapping] | None = None) -> dict:
     """Everything `whyrec evaluate` reports for the judge: GPTScore, the rubric when contexts are
     given, and which judge produced them (for metrics.json). Empty when the backend is 'none'."""
+    cfg = judge.config
     if cfg.backend == "none":
         return {}
-    client = build_client(cfg)
-    cache = open_cache(cfg)
-    try:
-        judge = {"backend": client.backend_id, "model": client.model, "temperature": cfg.temperature,
-                 "prompts": "XRec GPTScore system prompt; whyrec A-D rubric after RecExplainer"}
-        if cfg.backend == "local":
-            judge["temperature"] = 0.0  # greedy decoding
-        out = {"judge": judge,
-               "gptscore": gpt_score(predictions, references, client, cache, progress, cfg.max_tokens)}
-        if contexts is not None:
-            out["rubric"] = rubric_judge(predictions, contexts, client, cache, progress, cfg.max_tokens,
-                                         constrained=cfg.constrained)
-    finally:
-        if cache is not None:
-            cache.close()
+    about = {"backend": judge.backend_id, "model": judge.model, "temperature": cfg.temperature,
+             "prompts": "XRec GPTScore system prompt; whyrec A-D rubric after RecExplainer"}
+    if cfg.backend == "local":
+        about["temperature"] = 0.0  # greedy decoding
+    out = {"judge": about, "gptscore": gpt_score(predictions, references, judge, cfg.max_tokens)}
+    if contexts is not None:
+        out["rubric"] = rubric_judge(predictions, contexts, judge, cfg.max_tokens, constrained=cfg.constrained)
     return out

@@ -108,6 +108,11 @@ def metric_versions(metrics: dict, smooth: bool = False) -> dict:
     return info
 
 
+def _judge_config(judge):
+    """The JudgeConfig of a judge (or the config itself): what metrics.json and fingerprints record."""
+    return getattr(judge, "config", judge)
+
+
 def _standard_available() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("sacrebleu", "rouge_score"))
 
@@ -123,8 +128,9 @@ def evaluate_texts(
 ) -> dict:
     """`{"pepler": {...}, "standard": {...}, "n": N}`; standard is skipped without `whyrec[eval]`.
 
-    With a `judge` (`whyrec.eval.judge.JudgeConfig` whose backend is not 'none'), also
-    `"judge"` and `"gptscore"` (XRec's 0-100 alignment score, mean and std).
+    With a `judge` (a `whyrec.eval.judge.Judge`, e.g. `whyrec.llm.judge_client.LLMJudge(config)`,
+    whose config's backend is not 'none'), also `"judge"` and `"gptscore"` (XRec's 0-100
+    alignment score, mean and std).
 
     With `bertscore`, also `"bertscore"`: P/R/F1 means and stds from a local encoder
     (`bertscore_model`, default the packaged all-MiniLM-L6-v2; `bertscore_layers`, default
@@ -137,9 +143,12 @@ def evaluate_texts(
         else {"skipped": INSTALL_HINT}
     )
     metrics = {"pepler": pepler, "standard": standard, "n": len(predictions)}
-    if judge is not None and judge.backend != "none":
+    if judge is not None and _judge_config(judge).backend != "none":
         from whyrec.eval.judge import judge_metrics
 
+        if not hasattr(judge, "answer"):  # eval builds no LLM client: the caller hands the judge in
+            raise WhyrecError("evaluate_texts needs the judge itself, not its JudgeConfig: pass "
+                              "judge=whyrec.llm.judge_client.LLMJudge(config)")
         metrics.update(judge_metrics(predictions, references, judge))
     if bertscore:
         from whyrec.eval.bertscore import bertscore as bertscore_metrics
@@ -246,7 +255,7 @@ def evaluate_files(
     inputs = {name: folder_digest(p) if Path(p).exists() else str(p)
               for name, p in (("predictions", predictions), ("references", references))}
     settings = {"column": column, "smooth": smooth, "bertscore": bertscore, "bertscore_model": bertscore_model,
-                "bertscore_layers": bertscore_layers, "judge": fingerprint_of(judge)}
+                "bertscore_layers": bertscore_layers, "judge": fingerprint_of(_judge_config(judge))}
     with output_folder(out, "evaluation", {**inputs, **settings}, overwrite=overwrite) as work:
         preds = read_texts(predictions, column, role="prediction")
         refs = read_texts(references, column, role="reference")

@@ -25,7 +25,8 @@ import statistics
 from dataclasses import replace
 from pathlib import Path
 
-from whyrec.eval.judge import RUBRIC_LEVELS, JudgeConfig, build_client, open_cache, rubric_judge
+from whyrec.eval.judge import RUBRIC_LEVELS, JudgeConfig, rubric_judge
+from whyrec.llm.judge_client import LLMJudge
 from whyrec.methods.recexplainer.alignment_table import (
     UNALIGNED,
     for_each_system,
@@ -86,15 +87,9 @@ def generate_explanations(runs: dict[str, str], pairs: list[dict], out: Path, un
 def rubric_by_system(rows: dict[str, list[dict]], judge: JudgeConfig) -> dict[str, dict]:
     """Per system: share of A/B/C/D among parsed grades, counts, mean grade (A=1 ... D=4), unparsed."""
     flat = [r for system_rows in rows.values() for r in system_rows]
-    client, cache = build_client(judge), open_cache(judge)
-    try:
-        graded = rubric_judge([r["explanation"] for r in flat],
-                              [{"history": r["history"], "target_item": r["title"], "label": r["label"]} for r in flat],
-                              client, cache, progress=False, max_tokens=judge.max_tokens,
-                              constrained=judge.constrained)
-    finally:
-        if cache is not None:
-            cache.close()
+    graded = rubric_judge([r["explanation"] for r in flat],
+                          [{"history": r["history"], "target_item": r["title"], "label": r["label"]} for r in flat],
+                          LLMJudge(judge, progress=False), max_tokens=judge.max_tokens, constrained=judge.constrained)
     labels, out, start = graded["labels"], {}, 0
     for name, system_rows in rows.items():
         mine = labels[start:start + len(system_rows)]
