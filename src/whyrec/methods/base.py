@@ -12,6 +12,7 @@ the method's heavy modules inside the call, so `import whyrec.cli` / `whyrec.reg
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -30,6 +31,10 @@ class Method(Protocol):
     """The dataclass of the method's own options (e.g. XRecConfig); its defaults must build."""
     needs_encoder: str | None
     """None, or what `--encoder` must be, in words (e.g. "a LightGCN folder from `whyrec train encoder`")."""
+    # Optional (not checked by isinstance, so a method without them still is a Method):
+    #   train_fields: frozenset[str] -- the TrainConfig fields its `train` honours; `check_train`
+    #       refuses a TrainConfig setting any other field away from its default (absent: none honoured);
+    #   train_instead: dict[str, str] -- per refused field, what to use instead (its error message).
 
     def train(self, data: str, out: str, *, encoder: str | None = None, model: ModelConfig,
               train: TrainConfig, config: Any, resume: bool = True, overwrite: bool = False) -> dict:
@@ -37,7 +42,9 @@ class Method(Protocol):
 
         data: the `--data` argument as given (a dataset folder, or the method's own kind of input);
         encoder: `--encoder` (WhyrecError if the method needs one and it is None); config: an
-        instance of `config_class`; train: the shared TrainConfig (a method may ignore fields).
+        instance of `config_class`; train: the shared TrainConfig. A method honours the fields it
+        names in `train_fields` and refuses any other set away from its default (`check_train`):
+        no `--train.*` option is silently ignored.
         """
         ...
 
@@ -58,6 +65,65 @@ def require_encoder(encoder: str | None, message: str) -> str:
     if encoder is None:
         raise WhyrecError(message)
     return encoder
+
+
+TRAIN_FIELDS = frozenset(f.name for f in fields(TrainConfig))
+"""Every TrainConfig field (what a method training through `whyrec.llm.trainer.train_loop` honours)."""
+
+
+def train_set(train: TrainConfig | None) -> list[str]:
+    """The TrainConfig fields `train` sets away from TrainConfig()'s defaults (None: none), in field order.
+
+    A field given on the command line at its default value cannot be told from one not given: such a
+    field counts as not set (the method then uses its own default, e.g. PEPLER's lr for `--train.lr 1e-4`).
+    """
+    if train is None:
+        return []
+    default = TrainConfig()
+    return [f.name for f in fields(TrainConfig) if getattr(train, f.name) != getattr(default, f.name)]
+
+
+def check_train(method, train: TrainConfig | None) -> None:
+    """WhyrecError (one line, naming the field and what to use instead) if `train` sets a field
+    `method` does not honour (not in its `train_fields`); the start of every method's `train`."""
+    honoured = getattr(method, "train_fields", frozenset())
+    refused = [f for f in train_set(train) if f not in honoured]
+    if refused:
+        instead = getattr(method, "train_instead", {}).get(refused[0]) or f"its own options: --{method.name}.*"
+        more = "".join(f", nor --train.{f}" for f in refused[1:])
+        raise WhyrecError(f"--method {method.name} does not use --train.{refused[0]} ({instead}){more}; "
+                          "leave it at its default")
+
+
+def train_values(train: TrainConfig | None, pairs: Mapping[str, str]) -> dict[str, tuple[str, Any]]:
+    """`apply_train`'s values: for each TrainConfig field in `pairs` ({train field: config field})
+    that `train` sets, {config field: ("--train.<field> <value>", value)}."""
+    given = train_set(train)
+    return {own: (f"--train.{name} {getattr(train, name)}", getattr(train, name))
+            for name, own in pairs.items() if name in given}
+
+
+def apply_train(method: str, config, values: Mapping[str, tuple[str, Any]]):
+    """`config` with fields replaced by the TrainConfig's values: `values` maps a field of `config`
+    to (the option that sets it, e.g. "--train.lr 0.0005", its value). One source of truth: if
+    `config` itself sets that field away from its class default to another value, WhyrecError
+    naming both options. The result is validated again (`replace` runs `__post_init__`)."""
+    default = type(config)()
+    changes = {}
+    for name, (option, value) in values.items():
+        own = getattr(config, name)
+        if own != getattr(default, name) and own != value:
+            raise WhyrecError(f"{option} and --{method}.{name} {own} disagree; give only one of them")
+        changes[name] = value
+    return replace(config, **changes) if changes else config
+
+
+def require_fsdp_settings(method: str, train: TrainConfig | None, fsdp: str | None) -> None:
+    """`fsdp` means FSDP sharding under torchrun for every method; an HF-Trainer method turns it on with
+    its settings file (`--<method>.fsdp`), so --train.fsdp true alone is refused, naming the file."""
+    if "fsdp" in train_set(train) and not fsdp:
+        raise WhyrecError(f"--method {method} shards through the HF Trainer's FSDP, which needs a settings "
+                          f"file: give --{method}.fsdp configs/distributed/fsdp.json (it turns FSDP on)")
 
 
 def served_options(method: str, options: dict, also: tuple[str, ...] = ()) -> GenerationConfig | None:

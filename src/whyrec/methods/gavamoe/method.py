@@ -6,17 +6,19 @@ from pathlib import Path
 
 from whyrec.config import ModelConfig, TrainConfig
 from whyrec.config_methods import GaVaMoEConfig
-from whyrec.methods.base import require_encoder, served_options
+from whyrec.methods.base import TRAIN_FIELDS, check_train, require_encoder, served_options
 
 
 class GaVaMoEMethod:
     name = "gavamoe"
     config_class = GaVaMoEConfig
     needs_encoder = "a VAE folder from `whyrec cluster`"
+    train_fields = TRAIN_FIELDS  # whyrec.llm.trainer.train_loop takes the whole TrainConfig
 
     def train(self, data: str, out: str, *, encoder: str | None = None, model: ModelConfig,
               train: TrainConfig, config: GaVaMoEConfig, resume: bool = True, overwrite: bool = False) -> dict:
         require_encoder(encoder, "--method gavamoe needs --encoder (a VAE folder from `whyrec cluster`)")
+        check_train(self, train)
         from whyrec.methods.gavamoe.train import train_gavamoe
 
         return train_gavamoe(data, encoder, out, model=model, cfg=config, train=train, resume=resume,

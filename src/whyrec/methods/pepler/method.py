@@ -6,16 +6,35 @@ from pathlib import Path
 
 from whyrec.config import ModelConfig, TrainConfig
 from whyrec.config_methods import PEPLERConfig
-from whyrec.methods.base import served_options
+from whyrec.methods.base import apply_train, check_train, served_options, train_values
 
 
 class PEPLERMethod:
     name = "pepler"
     config_class = PEPLERConfig
     needs_encoder = None  # learns its own ID embeddings
+    # TrainConfig fields its epoch loop honours: lr and batch_size in place of --pepler.lr/batch_size
+    # (`with_train`), max_steps as a cap on the steps of each epoch; the rest are refused (`check_train`).
+    train_fields = frozenset({"lr", "batch_size", "seed", "max_steps", "max_minutes", "max_train_examples"})
+    train_instead = {
+        "epochs": "use --pepler.epochs and --pepler.epochs_phase2, the most epochs of each phase; "
+                  "early stopping ends it sooner",
+        "max_target_tokens": "use --pepler.words, the explanation tokens kept and generated",
+        "checkpoint_every": "it writes a checkpoint after every epoch",
+        "min_rating": "it trains on every train explanation, as PEPLER did",
+        **dict.fromkeys(("grad_accum_steps", "max_grad_norm", "gradient_checkpointing", "bf16", "fsdp", "compile"),
+                        "its own AdamW epoch loop has no such switch; its options: --pepler.*"),
+    }
+
+    def with_train(self, config: PEPLERConfig, train: TrainConfig | None) -> PEPLERConfig:
+        """`config` with --train.lr / --train.batch_size as its lr / batch_size where they are set
+        (away from TrainConfig's defaults); PEPLERConfig's own values are the defaults otherwise."""
+        return apply_train(self.name, config, train_values(train, {"lr": "lr", "batch_size": "batch_size"}))
 
     def train(self, data: str, out: str, *, encoder: str | None = None, model: ModelConfig,
               train: TrainConfig, config: PEPLERConfig, resume: bool = True, overwrite: bool = False) -> dict:
+        check_train(self, train)
+        config = self.with_train(config, train)
         from whyrec.methods.pepler.train import train_pepler
 
         return train_pepler(data, out, model=model, pepler=config, train=train, resume=resume, overwrite=overwrite)

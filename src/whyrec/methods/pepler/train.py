@@ -255,7 +255,8 @@ def _train_pepler(data: str, out: str, model: ModelConfig, pepler: PEPLERConfig 
     """Train a PEPLER variant on a RecDataset folder's train/valid explanations; save to `out`.
 
     From `train` (a `TrainConfig`) only `seed`, `max_steps` (per epoch), `max_minutes` and
-    `max_train_examples` are used; lr, batch size and epochs come from `pepler`.
+    `max_train_examples` are used; lr, batch size and epochs come from `pepler` (the method object,
+    `whyrec.methods.pepler.method.METHOD`, puts --train.lr/batch_size there and refuses the rest).
     """
     from dataclasses import asdict, replace
     from pathlib import Path

@@ -6,17 +6,19 @@ from pathlib import Path
 
 from whyrec.config import ModelConfig, TrainConfig
 from whyrec.config_methods import XRecConfig
-from whyrec.methods.base import require_encoder, served_options
+from whyrec.methods.base import TRAIN_FIELDS, check_train, require_encoder, served_options
 
 
 class XRecMethod:
     name = "xrec"
     config_class = XRecConfig
     needs_encoder = "a LightGCN folder from `whyrec train encoder`"
+    train_fields = TRAIN_FIELDS  # whyrec.llm.trainer.train_loop takes the whole TrainConfig
 
     def train(self, data: str, out: str, *, encoder: str | None = None, model: ModelConfig,
               train: TrainConfig, config: XRecConfig, resume: bool = True, overwrite: bool = False) -> dict:
         require_encoder(encoder, f"--method {self.name} needs --encoder (a folder from `whyrec train encoder`)")
+        check_train(self, train)
         from whyrec.methods.xrec.train import train_explainer
 
         return train_explainer(data, encoder, out, method=self.name, model=model, xrec=config, train=train,
