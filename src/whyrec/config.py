@@ -82,7 +82,9 @@ class LoraConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings shared by LLM-side methods."""
+    """Optimisation settings shared by every method: XRec and GaVaMoE honour every field; PEPLER,
+    RecExplainer and RecAlpaca the fields their method object names (`train_fields`, see the method
+    pages) and refuse any other set away from its default (`whyrec.methods.base.check_train`)."""
 
     lr: float = 1e-4
     """Adam learning rate (XRec: 1e-4)."""
@@ -91,7 +93,7 @@ class TrainConfig:
     epochs: float = 1.0
     """Passes over the training explanations (XRec: 1)."""
     max_steps: int | None = None
-    """Stop after this many optimizer steps (overrides epochs)."""
+    """Stop after this many optimizer steps (overrides epochs; PEPLER: the most steps of each epoch)."""
     max_minutes: float | None = None
     """Stop after this much wall time (checkpoint written)."""
     max_target_tokens: int = 96
@@ -115,7 +117,9 @@ class TrainConfig:
     fsdp: bool = False
     """Under torchrun, shard each frozen decoder layer's weights over the ranks (FSDP2 `fully_shard`):
     ~1/N of the backbone per rank, one all-gather per layer per forward and backward; the adapters
-    stay whole on every rank, so the update is the unsharded one. Not with `compile`."""
+    stay whole on every rank, so the update is the unsharded one. Not with `compile`. RecExplainer and
+    RecAlpaca shard through the HF Trainer's FSDP, turned on by its settings file (`--recalpaca.fsdp
+    configs/distributed/fsdp.json`); there --train.fsdp true alone is refused."""
     compile: bool = False
     """`torch.compile` each decoder layer of the LLM before training (fuses RMSNorm, RoPE, SiLU and
     residual element-wise ops; the q/k/v injection hooks are traced into the compiled layers).
