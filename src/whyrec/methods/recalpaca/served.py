@@ -77,8 +77,10 @@ class RecAlpacaModel:
             key = (user, self.gen.max_new_tokens)  # Run may change the decoding between calls
             if key not in self._answers:
                 rec = self._record(user)
+                from whyrec.llm.generate import plain_greedy  # RecAlpaca answers greedily, unpenalised
+
                 self._answers[key] = self.model.generate([(rec["instruction"], rec["input"])],
-                                                          max_new_tokens=self.gen.max_new_tokens, batch_size=1)[0]
+                                                          plain_greedy(self.gen, "RecAlpaca"))[0]
             return self._answers[key]
 
     def _picks(self, user: str, k: int) -> list[dict]:
