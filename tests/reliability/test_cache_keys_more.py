@@ -275,8 +275,8 @@ class _Stages:
         Path(out).mkdir(parents=True, exist_ok=True)
         (Path(out) / "made_by.json").write_text(json.dumps(made_by, sort_keys=True))
 
-    def prepare(self, source, out, split, seed, max_users):
-        self._count("data", out, {"max_users": max_users})
+    def prepare(self, config, out, overwrite=False):
+        self._count("data", out, {"max_users": config.max_users})
         (Path(out) / "dataset.json").write_text("{}")
 
     def encoder(self, data, out, config, device):
