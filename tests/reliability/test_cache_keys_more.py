@@ -200,8 +200,8 @@ def test_teacher_changed_setting_is_refused_not_mixed(tmp_path, change, field):
 
 def test_teacher_local_model_retrained_in_place_is_refused(tmp_path):
     from whyrec.config import ModelConfig
-    from whyrec.teacher_profiles import teacher_identity
     from whyrec.llm.client import LocalHFClient
+    from whyrec.teacher_profiles import teacher_identity
 
     weights = tmp_path / "teacher-model"
     weights.mkdir()

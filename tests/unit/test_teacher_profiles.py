@@ -9,6 +9,7 @@ from conftest import FakeChatEndpoint, chat_reply
 
 from whyrec.data import schema as S
 from whyrec.data.dataset import RecDataset
+from whyrec.llm.client import ChatCache, OpenAICompatibleClient
 from whyrec.teacher_profiles import (
     MAX_WORDS,
     PromptLimits,
@@ -17,7 +18,6 @@ from whyrec.teacher_profiles import (
     read_done,
     write_profiles,
 )
-from whyrec.llm.client import ChatCache, OpenAICompatibleClient
 from whyrec.utils import WhyrecError
 
 
