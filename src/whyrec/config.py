@@ -138,26 +138,47 @@ class TrainConfig:
 
 @dataclass
 class GenerationConfig:
-    """Explanation decoding."""
+    """Explanation decoding: the one set of generation settings, turned into HF `generate` arguments
+    by `whyrec.llm.generate` for every method (same names on the CLI, `--generation.<field>`, in
+    the Python API and in `whyrec serve`)."""
 
     max_new_tokens: int = 64
+    min_new_tokens: int = 0
+    """End-of-sequence is blocked until this many new tokens (RecExplainer's study: 150); 0: no minimum."""
     do_sample: bool = False
     """Greedy by default (reproducible); sampling uses temperature/top_p."""
     temperature: float = 0.7
     top_p: float = 0.9
+    num_beams: int = 1
+    """Beam search width (RecExplainer's next-item task: 5); 1: greedy or sampling."""
     batch_size: int = 16
     repetition_penalty: float = 1.1
+    no_repeat_ngram_size: int = 0
+    """Never repeat an n-gram of this size (breaks the loops of small greedy models); 0: off."""
     drop_finished: bool = True
     """XRec: decode with whyrec's KV-cached loop, which drops each row from the batch (and the cache)
-    once it emits EOS, so a batch stops paying for finished rows; False: HF `generate`, which
-    decodes every row until the longest one ends. Same greedy computation (float rounding can differ
+    once it emits EOS, so a batch stops paying for finished rows; False (and always with num_beams > 1):
+    HF `generate`, which decodes every row until the longest one ends. Same greedy computation (float rounding can differ
     as the batch shrinks); sampling draws differ, as finished rows no longer consume random numbers."""
 
     def __post_init__(self):
-        check(self, ">= 1", "max_new_tokens", "batch_size")
+        check(self, ">= 1", "max_new_tokens", "batch_size", "num_beams")
+        check(self, ">= 0", "min_new_tokens", "no_repeat_ngram_size")
         check(self, "> 0", "temperature", "repetition_penalty")
         check(self, "in (0, 1]", "top_p")
+        if self.min_new_tokens > self.max_new_tokens:
+            fail(self, "min_new_tokens", f"min_new_tokens must not exceed max_new_tokens "
+                                         f"(got {self.min_new_tokens} > {self.max_new_tokens})")
 
+
+# Added to GenerationConfig by issue 18; at these values they change nothing, so a cache key leaves them out.
+_NEW_GENERATION_DEFAULTS = {"min_new_tokens": 0, "num_beams": 1, "no_repeat_ngram_size": 0}
+
+
+def generation_fingerprint(gen: GenerationConfig) -> dict:
+    """`gen` as a dict for cache keys and serve revisions: fields added later are left out while they
+    hold their no-op defaults, so explanations cached under an earlier version stay valid."""
+    return {k: v for k, v in asdict(gen).items() if _NEW_GENERATION_DEFAULTS.get(k, object()) != v}
 
 
 def to_dict(cfg) -> dict:

@@ -35,7 +35,8 @@ from itertools import islice
 from pathlib import Path
 from typing import Protocol
 
-from whyrec.config import ModelConfig
+from whyrec.config import GenerationConfig, ModelConfig
+from whyrec.llm.generate import generate
 from whyrec.utils import WhyrecError, cache_dir
 
 log = logging.getLogger(__name__)
@@ -253,18 +254,15 @@ class LocalHFClient:
 
     def _generate(self, chunk: Sequence[Messages], max_new_tokens: int) -> list[str]:
         import torch
-        from transformers import GenerationConfig
 
         model, tok = self._load()
         prompts = [_apply_template(tok, m) for m in chunk]
         tok.padding_side = "left"  # decoder-only batches must end where generation starts
         enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-        gen = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False,
-                               repetition_penalty=self.repetition_penalty,
-                               no_repeat_ngram_size=self.no_repeat_ngram_size,
-                               pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        gen = GenerationConfig(max_new_tokens=max_new_tokens, batch_size=self.batch_size,
+                               repetition_penalty=self.repetition_penalty, no_repeat_ngram_size=self.no_repeat_ngram_size)
         with torch.inference_mode():
-            out = model.generate(**enc, generation_config=gen)
+            out = generate(model, gen, tok, **enc)
         new = out[:, enc["input_ids"].shape[1]:]  # (batch, new_tokens)
         return [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
 

@@ -14,14 +14,13 @@ out of the prompt unless `use_feature=True`; the VAE vectors are inputs, not LoR
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 from torch import nn
 
 from whyrec.adapters.cluster_experts import install_cluster_moe, route_by
 from whyrec.config import GaVaMoEConfig, GenerationConfig  # noqa: F401 (GaVaMoEConfig re-exported)
 from whyrec.llm.collate import encode_batch
+from whyrec.llm.generate import generate
 from whyrec.llm.tokens import add_tokens_mean_init
 from whyrec.utils import WhyrecError
 
@@ -119,16 +118,9 @@ class GaVaMoE(nn.Module):
     def generate(self, input_ids, attention_mask, user_vec, item_vec, cluster_ids, gen: GenerationConfig) -> list[str]:
         """Batched, KV-cached decoding from left-padded prompts; greedy unless `gen.do_sample`."""
         embeds = self._embeds(input_ids, user_vec, item_vec)
-        kw = dict(max_new_tokens=gen.max_new_tokens, do_sample=gen.do_sample, num_beams=1,
-                  repetition_penalty=gen.repetition_penalty, pad_token_id=self.tokenizer.pad_token_id,
-                  eos_token_id=self.tokenizer.eos_token_id)
-        if gen.do_sample:
-            kw.update(temperature=gen.temperature, top_p=gen.top_p)
-        else:
-            kw.update(temperature=None, top_p=None, top_k=None)
-        with route_by(self.moes, cluster_ids), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*repetition_penalty.*")
-            out = self.llm.generate(inputs_embeds=embeds, attention_mask=attention_mask.to(embeds.device), **kw)
+        with route_by(self.moes, cluster_ids):
+            out = generate(self.llm, gen, self.tokenizer, inputs_embeds=embeds,
+                           attention_mask=attention_mask.to(embeds.device))
         return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
 
 

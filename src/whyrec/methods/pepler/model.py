@@ -8,8 +8,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from whyrec.config import PEPLERConfig
+from whyrec.config import GenerationConfig, PEPLERConfig
 from whyrec.llm.collate import IGNORE, pad_batch
+from whyrec.llm.generate import generate
 
 
 class MLPRating(nn.Module):
@@ -111,14 +112,15 @@ class PEPLER(nn.Module):
 
     @torch.no_grad()
     def generate_ids(self, users, items, prompts: list[list[int]]) -> list[list[int]]:
-        """Greedy, KV-cached decoding of at most `words` tokens from `[prompt] <bos>`; cut at eos."""
+        """Greedy, KV-cached decoding of at most `words` tokens from `[prompt] <bos>`; cut at eos.
+
+        PEPLER decodes this way by design (its paper's fixed-length greedy decode, `--pepler.words`),
+        so it takes no GenerationConfig from the caller; the one it builds goes through the same
+        `whyrec.llm.generate` as every other method."""
         enc = pad_batch([[*p, self.bos] for p in prompts], None, self.pad, side="left")
         embeds, mask, _ = self._embed(users, items, enc["input_ids"], enc["attention_mask"])
-        out = self.llm.generate(
-            inputs_embeds=embeds, attention_mask=mask, max_new_tokens=self.cfg.words, min_new_tokens=0,
-            do_sample=False, temperature=None, top_p=None, top_k=None, repetition_penalty=1.0,
-            pad_token_id=self.pad, eos_token_id=self.eos,
-        )
+        gen = GenerationConfig(max_new_tokens=self.cfg.words, repetition_penalty=1.0)  # greedy
+        out = generate(self.llm, gen, self.tokenizer, inputs_embeds=embeds, attention_mask=mask)
         # With only inputs_embeds, generate returns just the new tokens.
         return [seq[: seq.index(self.eos)] if self.eos in seq else seq for seq in out.tolist()]
 

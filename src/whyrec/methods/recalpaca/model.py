@@ -13,12 +13,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
-from whyrec.config import ModelConfig
+from whyrec.config import GenerationConfig, ModelConfig
 from whyrec.eval.titles import candidates_from_prompt, match_to_candidates, parse_titles
 from whyrec.eval.topk import PARSERS, evaluate_topk
+from whyrec.llm.generate import generate
 from whyrec.methods.recalpaca.alpaca import render_prompt
 from whyrec.methods.recalpaca.config import METHOD
 from whyrec.utils import WhyrecError, read_json, write_json, write_run_info, write_text
@@ -27,6 +28,8 @@ GENERATIONS = "generations.jsonl"
 MAX_NEW_TOKENS = 512
 """Default answer budget. The original allowed 1008; its 200 evaluated answers (`output2`)
 are 68-930 SmolLM2 tokens (median 334), and the five titles come first."""
+GENERATION = GenerationConfig(max_new_tokens=MAX_NEW_TOKENS, batch_size=8, repetition_penalty=1.0)
+"""RecAlpaca's default decoding: greedy, no repetition penalty, eight prompts a batch."""
 
 _LIST_LINE = re.compile(r"^\s*(?:\(?\d{1,2}[.):]|[-*•+])\s+(.+?)\s*$", re.MULTILINE)
 _REASON_LEAD = re.compile(r"""^["'”’*_]*\s*(?:\([^)]*\)\s*)*[-–—:|,.]*\s*""")
@@ -38,14 +41,15 @@ class RecAlpaca:
     def __init__(self, model, tokenizer):
         self.model, self.tokenizer = model, tokenizer
 
-    def generate(self, prompts: Sequence[str | tuple[str, str]], max_new_tokens: int = MAX_NEW_TOKENS,
-                 batch_size: int = 8, repetition_penalty: float = 1.0, progress: bool = False) -> list[str]:
-        """Greedy answers, one per prompt.
+    def generate(self, prompts: Sequence[str | tuple[str, str]], gen: GenerationConfig = GENERATION,
+                 progress: bool = False) -> list[str]:
+        """One answer per prompt, decoded as `gen` says (default: greedy, no repetition penalty,
+        `MAX_NEW_TOKENS`), `gen.batch_size` prompts a batch.
 
         Args:
             prompts: an (instruction, input) pair is rendered with the Alpaca template; a
                 string is used verbatim (render it with `whyrec.methods.recalpaca.alpaca.render_prompt`).
-            repetition_penalty: 1.0 is plain greedy; the original used 1.1 with beam search.
+            gen: repetition_penalty 1.0 is plain greedy; the original used 1.1 with beam search.
         """
         import torch
         from tqdm.auto import tqdm
@@ -57,27 +61,24 @@ class RecAlpaca:
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         answers: list[str] = [""] * len(texts)
         device = next(self.model.parameters()).device
-        for s in tqdm(range(0, len(order), batch_size), desc="generate", unit="batch", disable=not progress):
-            idx = order[s:s + batch_size]
+        for s in tqdm(range(0, len(order), gen.batch_size), desc="generate", unit="batch", disable=not progress):
+            idx = order[s:s + gen.batch_size]
             enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True).to(device)
             with torch.no_grad():
-                out = self.model.generate(
-                    **enc, max_new_tokens=max_new_tokens, do_sample=False,
-                    repetition_penalty=repetition_penalty, pad_token_id=tok.pad_token_id,
-                    eos_token_id=tok.eos_token_id)
+                out = generate(self.model, gen, tok, **enc)
             new = out[:, enc["input_ids"].shape[1]:]  # (B, generated) after the shared prompt width
             for i, row in zip(idx, new):
                 answers[i] = tok.decode(row, skip_special_tokens=True).strip()
         return answers
 
     def recommend(self, instruction: str, input: str, candidates: Sequence[str] | None = None,  # noqa: A002
-                  k: int = 5, max_new_tokens: int = MAX_NEW_TOKENS) -> list[dict]:
+                  k: int = 5, gen: GenerationConfig = GENERATION) -> list[dict]:
         """k candidates with reasons; see `pick_recommendations`. `candidates` defaults to the
         bracketed list after "likely to like:" in `input`."""
         candidates = list(candidates) if candidates else candidates_from_prompt(input)
         if not candidates:
             raise WhyrecError("no candidates given and none found in the input ('likely to like: [...]')")
-        text = self.generate([(instruction, input)], max_new_tokens=max_new_tokens, batch_size=1)[0]
+        text = self.generate([(instruction, input)], gen)[0]
         return pick_recommendations(text, candidates, k)
 
 
@@ -174,7 +175,7 @@ def _generations(gen_path: Path, key: dict, prompts: list[tuple[str, str]], batc
     def make_chunk(start: int, stop: int) -> list[dict]:
         if not loaded:  # the model loads on the first batch that is not cached
             loaded.append(load())
-        texts = loaded[0].generate(prompts[start:stop], **key["decoding"])
+        texts = loaded[0].generate(prompts[start:stop], replace(GENERATION, **key["decoding"]))
         return [{"user": u, "prompt": d, "generation": str(t)} for (u, d), t in zip(ids[start:stop], texts)]
 
     rows = cached_rows(gen_path, key, ids, ("user", "prompt"), batch_size, make_chunk, label=str(gen_path),

@@ -67,15 +67,18 @@ def prompt_reduction(run: str | None, test_json: str | Path, out: str | Path,
     out.mkdir(parents=True, exist_ok=True)
     custom = generate
     if generate is None:
-        from whyrec.methods.recalpaca.model import load_recalpaca
+        from dataclasses import replace
 
+        from whyrec.methods.recalpaca.model import GENERATION, load_recalpaca
+
+        decoding = replace(GENERATION, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                           repetition_penalty=repetition_penalty)
         loaded = []
 
         def generate(prompts):  # the model loads on the first batch that is not cached
             if not loaded:
                 loaded.append(load_recalpaca(run, device=device))
-            return loaded[0].generate(prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                      repetition_penalty=repetition_penalty, progress=False)
+            return loaded[0].generate(prompts, decoding, progress=False)
 
     producer = _producer(run, custom, max_new_tokens, repetition_penalty, batch_size)
     table = []

@@ -76,9 +76,9 @@ class RecAlpacaModel:
         with self._lock:
             key = (user, self.gen.max_new_tokens)  # Run may change the decoding between calls
             if key not in self._answers:
-                rec = self._record(user)
-                from whyrec.llm.generate import plain_greedy  # RecAlpaca answers greedily, unpenalised
+                from whyrec.llm.generate import plain_greedy
 
+                rec = self._record(user)  # answered greedily without repetition penalty, as RecAlpaca is evaluated
                 self._answers[key] = self.model.generate([(rec["instruction"], rec["input"])],
                                                           plain_greedy(self.gen, "RecAlpaca"))[0]
             return self._answers[key]

@@ -150,7 +150,14 @@ def evaluate_alignment(model, examples: Sequence[dict], batch_size: int = 8, max
     by_task: dict[str, list[dict]] = {}
     for ex in examples:
         by_task.setdefault(ex["task"], []).append(ex)
-    gen = lambda exs, **kw: _batched(model.generate, exs, batch_size, max_new_tokens=max_new_tokens, **kw)  # noqa: E731
+    from dataclasses import replace
+
+    from whyrec.config import GenerationConfig
+
+    # Greedy and unpenalised, as RecExplainer's evaluation decodes; uid2next keeps its 5 beams.
+    greedy = GenerationConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, repetition_penalty=1.0)
+    gen = lambda exs, beams=1: _batched(model.generate, exs, batch_size, gen=replace(greedy, num_beams=beams),  # noqa: E731
+                                        num_return_sequences=beams)
     report: dict[str, dict] = {}
     outputs: dict[str, list] = {}
     if exs := by_task.get("iid2title"):
@@ -161,7 +168,7 @@ def evaluate_alignment(model, examples: Sequence[dict], batch_size: int = 8, max
         cov = [history_coverage(p, split_items(_answer(e))) for p, e in zip(outputs["uid2hist"], exs)]
         report["uid2hist"] = {"coverage": sum(cov) / len(cov)}
     if exs := by_task.get("uid2next"):
-        outputs["uid2next"] = beams = gen(exs, num_beams=5, num_return_sequences=5)
+        outputs["uid2next"] = beams = gen(exs, beams=5)
         scores = [next_item_hit_ndcg(b, _answer(e)) for b, e in zip(beams, exs)]
         report["uid2next"] = {"hr@5": sum(s[0] for s in scores) / len(scores),
                               "ndcg@5": sum(s[1] for s in scores) / len(scores)}

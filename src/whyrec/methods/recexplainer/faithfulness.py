@@ -63,6 +63,8 @@ def _read_done(path: Path, gen: list[int]) -> dict[tuple, dict]:
 def generate_explanations(runs: dict[str, str], pairs: list[dict], out: Path, unaligned: bool, batch_size: int,
                           max_new_tokens: int, min_new_tokens: int, device: str) -> dict[str, list[dict]]:
     """Each system's explanation rows in pair order (appending new ones to out/explanations.jsonl)."""
+    from whyrec.methods.recexplainer.model import EXPLAIN_GENERATION  # torch: only when explaining
+
     gen = [max_new_tokens, min_new_tokens]
     done = _read_done(out / EXPLANATIONS, gen)
     names = list(runs) + ([UNALIGNED] if unaligned else [])
@@ -70,8 +72,9 @@ def generate_explanations(runs: dict[str, str], pairs: list[dict], out: Path, un
 
     def explain(name: str, model) -> None:
         todo = [p for p in pairs if (name, p["user"], p["item"]) not in done]
-        texts = model.explain([p["user"] for p in todo], [p["item"] for p in todo], max_new_tokens=max_new_tokens,
-                              min_new_tokens=min_new_tokens, batch_size=batch_size)
+        decode = replace(EXPLAIN_GENERATION, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+                         batch_size=batch_size)
+        texts = model.explain([p["user"] for p in todo], [p["item"] for p in todo], decode)
         with (out / EXPLANATIONS).open("a", encoding="utf-8") as f:
             for p, text in zip(todo, texts):
                 row = {"system": name, "mode": model.cfg.mode, **p, "explanation": text, "gen": gen}

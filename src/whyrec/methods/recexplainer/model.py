@@ -18,8 +18,10 @@ import torch
 from torch import nn
 
 from whyrec.config import (
+    GenerationConfig,
     RecExplainerConfig,  # noqa: F401 (re-exported; defined torch-free for the CLI)
 )
+from whyrec.llm.generate import generate
 from whyrec.llm.tokens import add_tokens_mean_init
 from whyrec.methods.recexplainer.tasks import (
     ITEM_TOKEN,
@@ -36,6 +38,10 @@ EXPLAIN_QUESTION = (
     "then explain the decision the way the recommendation model sees it, covering: the patterns and traits in "
     "the user's purchase history, and how the item agrees or conflicts with the user's preferences."
 )
+
+EXPLAIN_GENERATION = GenerationConfig(max_new_tokens=500, min_new_tokens=150, batch_size=8, repetition_penalty=1.0)
+"""How RecExplainer's explanation study decodes (METHODS §5.3): greedy, 150 to 500 new tokens, no
+repetition penalty (its backbone decodes plain greedy), eight prompts a batch."""
 
 
 def connector(d_rec: int, hidden: int, d_model: int) -> nn.Sequential:
@@ -124,19 +130,15 @@ class RecExplainer(nn.Module):
         return pad_batch(ids, None, tok.pad_token_id, side="left")
 
     @torch.no_grad()
-    def generate(self, messages_list: list[list[dict]], placeholders_list: list[list[dict]],
-                 max_new_tokens: int = 200, num_beams: int = 1, num_return_sequences: int = 1,
-                 min_new_tokens: int = 0) -> list[str] | list[list[str]]:
-        """Greedy (or beam) answers; a list of `num_return_sequences` strings per prompt when > 1."""
+    def generate(self, messages_list: list[list[dict]], placeholders_list: list[list[dict]], gen: GenerationConfig,
+                 num_return_sequences: int = 1) -> list[str] | list[list[str]]:
+        """Answers decoded as `gen` says (`gen.batch_size` is the caller's business: one batch here); a
+        list of `num_return_sequences` strings per prompt when > 1 (beam search, `gen.num_beams`)."""
         enc = self.encode_prompts(messages_list)
         embeds = self.embed(enc["input_ids"], placeholders_list)
-        tok = self.tokenizer
-        out = self.llm.generate(inputs_embeds=embeds, attention_mask=enc["attention_mask"].to(embeds.device),
-                                max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens or None,
-                                num_beams=num_beams, num_return_sequences=num_return_sequences, do_sample=False,
-                                temperature=None, top_p=None, top_k=None,
-                                pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-        texts = [t.strip() for t in tok.batch_decode(out, skip_special_tokens=True)]
+        out = generate(self.llm, gen, self.tokenizer, num_return_sequences=num_return_sequences,
+                       inputs_embeds=embeds, attention_mask=enc["attention_mask"].to(embeds.device))
+        texts = [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
         n = num_return_sequences
         return texts if n == 1 else [texts[k:k + n] for k in range(0, len(texts), n)]
 
@@ -160,15 +162,14 @@ class RecExplainer(nn.Module):
                for u, i in zip(users, items)]
         return msgs, phs
 
-    def explain(self, users: list[str], items: list[str], max_new_tokens: int = 500, min_new_tokens: int = 150,
-                batch_size: int = 8) -> list[str]:
-        """Answer RecExplainer's explanation question per (user, item), greedy (METHODS §5.3)."""
+    def explain(self, users: list[str], items: list[str], gen: GenerationConfig = EXPLAIN_GENERATION) -> list[str]:
+        """Answer RecExplainer's explanation question per (user, item), in batches of `gen.batch_size`;
+        by default decoded as the paper's study (greedy, 150-500 new tokens; METHODS §5.3)."""
         users, items = [str(u) for u in users], [str(i) for i in items]
         msgs, phs = self.explain_messages(users, items)
         out: list[str] = []
-        for s in range(0, len(msgs), batch_size):
-            out += self.generate(msgs[s:s + batch_size], phs[s:s + batch_size], max_new_tokens,
-                                 min_new_tokens=min_new_tokens)
+        for s in range(0, len(msgs), gen.batch_size):
+            out += self.generate(msgs[s:s + gen.batch_size], phs[s:s + gen.batch_size], gen)
         return out
 
     def connector_state(self) -> dict[str, torch.Tensor]:
@@ -210,8 +211,8 @@ class UnalignedBackbone:
     def explain_messages(self, users: list[str], items: list[str]):
         return RecExplainer.explain_messages(self, users, items)  # behaviour mode: titles only
 
-    def explain(self, users, items, max_new_tokens: int = 500, min_new_tokens: int = 150, batch_size: int = 8):
-        return RecExplainer.explain(self, users, items, max_new_tokens, min_new_tokens, batch_size)
+    def explain(self, users, items, gen: GenerationConfig = EXPLAIN_GENERATION):
+        return RecExplainer.explain(self, users, items, gen)
 
 
 def _specs_for_positions(rows: list[int], placeholders: list[list[dict]], kind: str) -> list[dict]:

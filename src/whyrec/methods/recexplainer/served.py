@@ -3,7 +3,9 @@
 The target is the recommender RecExplainer was aligned to explain, so its ranking (history
 masked) is what the explanations are about. Explanations answer RecExplainer's own question
 ("would this user like the item, and why, as the model sees it"; `EXPLAIN_QUESTION`), as
-`whyrec explain` and the faithfulness study ask it, with `--generation.max_new_tokens`.
+`whyrec explain` and the faithfulness study ask it, decoded greedily without a repetition penalty
+(as RecExplainer is evaluated) from the served GenerationConfig: max_new_tokens, min_new_tokens,
+num_beams, no_repeat_ngram_size and batch_size apply; do_sample is refused.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from whyrec.config import GenerationConfig
+from whyrec.config import GenerationConfig, generation_fingerprint
+from whyrec.llm.generate import plain_greedy
 from whyrec.methods.catalog import Catalog, Pair, Unsupported, dataset_label, revision
 
 
@@ -26,11 +29,12 @@ class RecExplainerModel:
         from whyrec.methods.recexplainer.model import load_recexplainer
 
         self.folder, self.gen, self.torch = folder, generation or GenerationConfig(), torch
+        plain_greedy(self.gen, "RecExplainer")  # sampling fails before the model loads, not at a request
         self.module = load_recexplainer(folder, device=device)
         self.target, self.meta = self.module.target, json.loads((folder / "config.json").read_text())
         files = ["config.json", "connectors.safetensors", "target/model.safetensors"]
         files += ["adapter_model.safetensors"] if (folder / "adapter_model.safetensors").is_file() else []
-        self.revision = revision(folder, files, repr(sorted(asdict(self.gen).items())))
+        self.revision = revision(folder, files, repr(sorted(generation_fingerprint(self.gen).items())))
         self.catalog = Catalog(list(self.target.user2idx), list(self.target.idx2item), self.target.titles,
                                history_of=self.target.history)
 
@@ -46,8 +50,7 @@ class RecExplainerModel:
     def explain(self, pairs: list[Pair]) -> list[str]:
         with self.torch.inference_mode():
             return self.module.explain([p.user for p in pairs], [p.item for p in pairs],
-                                       max_new_tokens=self.gen.max_new_tokens, min_new_tokens=0,
-                                       batch_size=self.gen.batch_size)
+                                       plain_greedy(self.gen, "RecExplainer"))
 
     def info(self) -> dict:
         meta, cfg = self.meta, self.module.cfg
@@ -60,4 +63,6 @@ class RecExplainerModel:
                               "dot-product scores, the user's history excluded",
                 "explains": f"the aligned LLM ({cfg.mode} mode) answering RecExplainer's explanation question "
                             "(greedy; --generation.max_new_tokens)",
-                "cold_start": False, "generation": asdict(self.gen), "folder": str(self.folder)}
+                "cold_start": False, "generation": asdict(plain_greedy(self.gen, "RecExplainer")),
+                "folder": str(self.folder)}
+

@@ -10,8 +10,6 @@ the explanation is the assistant turn of the model's own chat template (XRec put
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 from torch import nn
 
@@ -19,6 +17,7 @@ from whyrec.adapters.moe_tokens import MoEAdaptor
 from whyrec.adapters.qkv_injection import QKVInjector, kv_width, q_width
 from whyrec.config import GenerationConfig, XRecConfig
 from whyrec.llm.collate import encode_batch
+from whyrec.llm.generate import generate, logits_processors
 from whyrec.llm.tokens import add_tokens_mean_init
 
 USER_TOKEN, ITEM_TOKEN, EXPLAIN_TOKEN = "<USER_EMBED>", "<ITEM_EMBED>", "<EXPLAIN_POS>"
@@ -118,38 +117,21 @@ class XRec(nn.Module):
         """New token ids per row, up to and including its first EOS."""
         embeds, positions, vectors = self._inputs(input_ids, user_vec, item_vec)
         attention_mask = attention_mask.to(embeds.device)
-        if gen.drop_finished:
+        if gen.drop_finished and gen.num_beams == 1:  # beam search is HF's alone
             return self._decode(embeds, attention_mask, positions, vectors, gen)
-        kw = dict(max_new_tokens=gen.max_new_tokens, do_sample=gen.do_sample,
-                  repetition_penalty=gen.repetition_penalty, pad_token_id=self.tokenizer.pad_token_id,
-                  eos_token_id=self.tokenizer.eos_token_id)
-        if gen.do_sample:
-            kw.update(temperature=gen.temperature, top_p=gen.top_p)
-        else:
-            kw.update(temperature=None, top_p=None, top_k=None)
-        # The repetition penalty then covers generated tokens only, so explanations may still
-        # quote titles and words from the prompt; HF warns about exactly that.
-        with self._injecting(positions, vectors, input_ids.shape[1]), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*repetition_penalty.*")
-            out = self.llm.generate(inputs_embeds=embeds, attention_mask=attention_mask, **kw)
+        # With inputs_embeds the repetition penalty covers generated tokens only, so explanations
+        # may still quote titles and words from the prompt.
+        with self._injecting(positions, vectors, input_ids.shape[1]):
+            out = generate(self.llm, gen, self.tokenizer, inputs_embeds=embeds, attention_mask=attention_mask)
         return [_until_eos(row, self.tokenizer.eos_token_id) for row in out.tolist()]
 
     def _decode(self, embeds, attention_mask, positions, vectors, gen: GenerationConfig) -> list[list[int]]:
-        """HF `generate`'s greedy/sampling loop (same logits processors, positions and masks), but a
-        row leaves the batch and the KV cache at its EOS, so later steps run on live rows only."""
+        """HF `generate`'s greedy/sampling loop (the same logits processors, from `whyrec.llm.generate`,
+        positions and masks), but a row leaves the batch and the KV cache at its EOS, so later steps
+        run on live rows only."""
         from transformers import DynamicCache
-        from transformers.generation.logits_process import (
-            LogitsProcessorList,
-            RepetitionPenaltyLogitsProcessor,
-            TemperatureLogitsWarper,
-            TopPLogitsWarper,
-        )
 
-        procs = LogitsProcessorList()
-        if gen.repetition_penalty != 1.0:  # on generated tokens only, as HF does with inputs_embeds
-            procs.append(RepetitionPenaltyLogitsProcessor(gen.repetition_penalty))
-        if gen.do_sample:
-            procs += [TemperatureLogitsWarper(gen.temperature), TopPLogitsWarper(gen.top_p)]
+        procs = logits_processors(gen, self.tokenizer.eos_token_id)
         eos, dev = self.tokenizer.eos_token_id, embeds.device
         mask = attention_mask.long()  # (B, T), grows by one column per step
         position_ids = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
