@@ -178,6 +178,10 @@ def _evaluate_run(run, data, out_dir: Path, split, max_pairs, generation, device
     users, items = records[S.USER].astype(str).tolist(), records[S.ITEM].astype(str).tolist()
     preds = loaded.explain_many(users, items, generation)
     refs = records[S.EXPLANATION].astype(str).tolist()
+    if judge is not None:
+        from whyrec.llm.judge_client import LLMJudge
+
+        judge = LLMJudge(judge)  # eval scores with a judge object; building its LLM client is llm's job
     metrics = evaluate_texts(preds, refs, smooth=smooth, bertscore=bertscore, judge=judge)
     metrics["groups"] = _by_activity(ds, users, preds, refs, str(out_dir))
     if grounding:
