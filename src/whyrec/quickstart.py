@@ -38,13 +38,13 @@ def run_quickstart(out: str = "runs/quickstart", n_users: int = 3, k: int = 5, e
 
 def _run(root: Path, work: Path, n_users: int, k: int, eval_pairs: int, model: ModelConfig, train: TrainConfig,
          lightgcn: LightGCNConfig, max_users: int | None, device: str) -> dict:
-    from whyrec.runs import evaluate_run, load_run
     from whyrec.config_data import PrepareConfig
     from whyrec.data.dataset import RecDataset
     from whyrec.data.prepare import prepare_dataset
     from whyrec.encoders.train import train_encoder
     from whyrec.methods.xrec.train import train_explainer
     from whyrec.outputs import output_folder, read_marker
+    from whyrec.runs import evaluate_run, load_run
 
     data_dir, enc_dir, expl_dir = work / "data", work / "encoder", work / "explainer"
 

@@ -256,10 +256,10 @@ class _Stages:
     writes its folder, records which settings made it and counts its calls."""
 
     def __init__(self, monkeypatch, fail_eval: bool = False):
-        import whyrec.runs
         import whyrec.data.prepare
         import whyrec.encoders.train
         import whyrec.methods.xrec.train
+        import whyrec.runs
 
         self.calls: dict[str, int] = {}
         self.fail_eval = fail_eval

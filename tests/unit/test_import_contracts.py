@@ -54,3 +54,11 @@ def test_wrong_way_import_is_caught(tmp_path, module, line, broken):
     assert result.returncode == 1, result.stdout + result.stderr
     assert "whyrec layers BROKEN" in result.stdout
     assert broken in result.stdout
+
+
+def test_contracts_have_no_exceptions():
+    """Every wrong-way import was fixed, not listed: no contract carries ignore_imports."""
+    import tomllib
+
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    assert len(contracts) == 2 and not [c["name"] for c in contracts if c.get("ignore_imports")]
