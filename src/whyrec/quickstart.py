@@ -11,6 +11,7 @@ folders of two configs never mix. The number of users shown and k only change wh
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -47,6 +48,7 @@ def _run(root: Path, work: Path, n_users: int, k: int, eval_pairs: int, model: M
     from whyrec.runs import evaluate_run, load_run
 
     data_dir, enc_dir, expl_dir = work / "data", work / "encoder", work / "explainer"
+    _stage = _Stages()
 
     _stage("1/5 data: MovieLens-100K + Wikidata metadata, grounded explanations")
     if not (data_dir / "dataset.json").exists():
@@ -84,14 +86,33 @@ def _run(root: Path, work: Path, n_users: int, k: int, eval_pairs: int, model: M
             text_metrics = evaluate_run(str(expl_dir), str(data_dir), str(eval_work), max_pairs=eval_pairs,
                                         generation=gen, device=device)
     summary = _summary(enc_metrics, text_metrics, log)
+    summary["stage_seconds"] = _stage.done()
     for line in summary["lines"]:
         print("   ", line)
     print(f"\nartifacts in {root}/ (reuse: `whyrec recommend --run {root} --user 1 -k 5 --explain`)")
     return summary
 
 
-def _stage(text: str) -> None:
-    print(f"\n== {text}", flush=True)
+class _Stages:
+    """Prints each stage's title and, when the next one starts, how long the last one took."""
+
+    def __init__(self):
+        self.times: dict[str, float] = {}
+        self.current: tuple[str, float] | None = None
+
+    def __call__(self, text: str) -> None:
+        self.done()
+        print(f"\n== {text}", flush=True)
+        self.current = (text.split(" ", 1)[0], time.monotonic())
+
+    def done(self) -> dict[str, float]:
+        """Close the current stage (printing its time); the seconds per stage so far."""
+        if self.current is not None:
+            name, start = self.current
+            self.times[name] = round(time.monotonic() - start, 1)
+            print(f"   (stage {name} took {self.times[name]:.1f} s)", flush=True)
+            self.current = None
+        return dict(self.times)
 
 
 def _summary(enc: dict, text: dict, log: dict) -> dict:

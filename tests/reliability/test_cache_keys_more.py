@@ -375,3 +375,13 @@ def test_quickstart_half_written_evaluation_is_redone(tmp_path, monkeypatch):
     # ... so the rerun evaluates again (into a fresh folder) instead of reporting a half-written one.
     assert stages.calls["eval"] == 1 and (out / "eval" / "predictions.jsonl").is_file()
     assert read_marker(out / "eval")["state"] == "complete"
+
+
+def test_quickstart_prints_each_stage_time(tmp_path, monkeypatch, capsys):
+    _Stages(monkeypatch)
+    summary = _quickstart(tmp_path / "qs")
+    assert list(summary["stage_seconds"]) == ["1/5", "2/5", "3/5", "4/5", "5/5"]
+    assert all(0 <= s < 60 for s in summary["stage_seconds"].values())
+    out = capsys.readouterr().out
+    assert [line.split()[1] for line in out.splitlines() if line.strip().startswith("(stage ")] == \
+        ["1/5", "2/5", "3/5", "4/5", "5/5"]
