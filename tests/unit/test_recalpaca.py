@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from whyrec.config import LoraConfig, ModelConfig
+from whyrec.config import GenerationConfig, LoraConfig, ModelConfig
 from whyrec.eval.topk import evaluate_topk, load_recalpaca_json
 from whyrec.llm.hf_resume import last_complete_checkpoint
 from whyrec.llm.load import load_model
@@ -166,7 +166,7 @@ def test_recommend_keeps_candidates_only_and_fills_up(monkeypatch):
             "5. Fargo (1996) - again.\n"
             "6. star wars\n")
     model = RecAlpaca(model=None, tokenizer=None)
-    monkeypatch.setattr(model, "generate", lambda prompts, **kw: [text])
+    monkeypatch.setattr(model, "generate", lambda prompts, gen, **kw: [text])
     recs = model.recommend("Pick 5.", "Some profile.", CANDIDATES, k=5)
     assert [r["title"] for r in recs] == ["Fargo", "The Godfather: Part II", "Star Wars", "Brazil", "Scream"]
     assert [r["from_model"] for r in recs] == [True, True, True, False, False]
@@ -180,8 +180,9 @@ def test_batched_generation_matches_one_by_one():
     model, tok = load_model(TINY)
     rec = RecAlpaca(model, tok)
     prompts = [("Pick one.", "short"), ("Pick one movie for a user who liked many long films.", "")]
-    together = rec.generate(prompts, max_new_tokens=6, batch_size=2)
-    assert together == [rec.generate([p], max_new_tokens=6)[0] for p in prompts]
+    together = rec.generate(prompts, GenerationConfig(max_new_tokens=6, batch_size=2, repetition_penalty=1.0))
+    assert together == [rec.generate([p], GenerationConfig(max_new_tokens=6, batch_size=1, repetition_penalty=1.0))[0]
+                        for p in prompts]
 
 
 def test_evaluate_recalpaca_writes_metrics_and_resumes(shared_data, tmp_path, monkeypatch):
@@ -193,7 +194,7 @@ def test_evaluate_recalpaca_writes_metrics_and_resumes(shared_data, tmp_path, mo
     class Fake:  # answers each prompt with the original model's evaluated text
         calls = 0
 
-        def generate(self, prompts, **kw):
+        def generate(self, prompts, gen, **kw):
             Fake.calls += len(prompts)
             return [answers[inp] for _, inp in prompts]
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from whyrec.config import ModelConfig
+from whyrec.config import GenerationConfig, ModelConfig
 from whyrec.eval.probes import coherence_probe, distinction_probe
 from whyrec.methods.recexplainer import alignment as A
 from whyrec.methods.recexplainer import tasks as T
@@ -215,7 +215,8 @@ def test_train_lowers_loss_keeps_target_frozen_and_reloads(tmp_path, monkeypatch
     probe = examples[-4:]
     msgs, phs = [e["messages"] for e in probe], [e["placeholders"] for e in probe]
     torch.testing.assert_close(loaded.yes_no_logits(msgs, phs), trained.yes_no_logits(msgs, phs), rtol=0, atol=1e-6)
-    assert loaded.generate(msgs, phs, max_new_tokens=8) == trained.generate(msgs, phs, max_new_tokens=8)
+    greedy = GenerationConfig(max_new_tokens=8, repetition_penalty=1.0)
+    assert loaded.generate(msgs, phs, greedy) == trained.generate(msgs, phs, greedy)
     report = A.evaluate_alignment(loaded, probe + examples[:2] + [dict(examples[0], task="uid2next")],
                                   max_new_tokens=4)
     assert set(report) == {"iid2title", "uidiid2binary", "uid2next"} and report["uidiid2binary"]["n"] == 4
@@ -226,7 +227,7 @@ def test_train_lowers_loss_keeps_target_frozen_and_reloads(tmp_path, monkeypatch
     assert kept["uid2next"]["hr@5"] == report["uid2next"]["hr@5"]
     full = A.alignment_examples(loaded, ["u0", "u1"], material=material(target).head(2))
     assert {e["task"] for e in full} == {"iid2title", "uid2hist", "uid2next", "uidiid2rank", "uidiid2binary"}
-    assert len(loaded.explain(["u0"], ["i1"], max_new_tokens=3, min_new_tokens=0)) == 1
+    assert len(loaded.explain(["u0"], ["i1"], GenerationConfig(max_new_tokens=3, repetition_penalty=1.0))) == 1
 
     cfg.max_steps = 14  # a rerun resumes from the newest checkpoint
     log = RT.train_recexplainer(str(tmp_path / "target"), str(out), TINY, cfg, examples=examples)

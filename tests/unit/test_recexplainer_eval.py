@@ -10,7 +10,7 @@ import torch
 from conftest import FakeChatEndpoint, chat_reply
 
 from whyrec.cli import main
-from whyrec.config import ModelConfig
+from whyrec.config import GenerationConfig, ModelConfig
 from whyrec.methods.recexplainer import tasks as T
 
 TINY = ModelConfig(name_or_path="tiny-random-llama", device="cpu", dtype="float32")
@@ -131,7 +131,8 @@ def test_unaligned_backbone_disables_the_lora(runs):
     bare = RecExplainer(llm, tok, aligned.target, RecExplainerConfig(mode="behaviour", connector_hidden=16,
                                                                      lora={"enabled": False}))
     torch.testing.assert_close(without, bare.yes_no_logits(msgs, [[], []]), rtol=0, atol=1e-5)
-    assert base.generate(msgs, None, max_new_tokens=5) == bare.generate(msgs, [[], []], max_new_tokens=5)
+    greedy = GenerationConfig(max_new_tokens=5, repetition_penalty=1.0)
+    assert base.generate(msgs, None, greedy) == bare.generate(msgs, [[], []], greedy)
 
 
 def grades(n, payload):
