@@ -28,7 +28,8 @@ class FakeRecAlpaca:
     def __init__(self, tag: str, fail_on_call: int | None = None):
         self.tag, self.fail_on_call, self.calls, self.prompts = tag, fail_on_call, 0, []
 
-    def generate(self, prompts, max_new_tokens, batch_size, repetition_penalty, **kw):
+    def generate(self, prompts, gen, **kw):
+        max_new_tokens, batch_size, repetition_penalty = gen.max_new_tokens, gen.batch_size, gen.repetition_penalty
         self.calls += 1
         if self.calls == self.fail_on_call:
             raise KeyboardInterrupt  # a kill in the middle of the run
