@@ -52,7 +52,8 @@ class PEPLERConfig:
     rating_reg: float = 0.01
     """reg only: weight of the rating MSE (PEPLER's README uses 1.0 with the MLP head)."""
     lr: float | None = None
-    """AdamW lr of phase 1 (continuous) or the only phase; None = paper (1e-3; 1e-4 for discrete)."""
+    """AdamW lr of phase 1 (continuous) or the only phase; None = paper (1e-3; 1e-4 for discrete).
+    --train.lr set away from its default replaces it (`METHOD.with_train`)."""
     lr_phase2: float | None = None
     """continuous only: AdamW lr of phase 2 (prompt + LM); None = same as phase 1 (PEPLER)."""
     epochs: int = 100
@@ -63,7 +64,8 @@ class PEPLERConfig:
     """Stop a phase at the 5th epoch without a new best validation loss; like PEPLER's
     endure_count, the count is cumulative within a phase (not reset on improvement)."""
     batch_size: int = 128
-    """Sequences per step for training, validation and generation (PEPLER: 128)."""
+    """Sequences per step for training, validation and generation (PEPLER: 128); --train.batch_size
+    set away from its default replaces it."""
     discrete_dedup: bool = False
     """discrete only: True lists intersection then the symmetric difference (the evident intent)."""
     mlp_hidden: int = 400
@@ -137,7 +139,11 @@ TASKS = ("iid2title", "iid2sim", "uid2hist", "uid2next", "uidiid2rank", "uidiid2
 
 @dataclass
 class RecExplainerConfig:
-    """RecExplainer's alignment recipe; defaults are the paper's (`shell/train.sh`) unless noted."""
+    """RecExplainer's alignment recipe; defaults are the paper's (`shell/train.sh`) unless noted.
+
+    Its HF Trainer settings double some `--train.*` options: a --train option set away from its
+    default replaces the field it names (`METHOD.with_train`, e.g. --train.lr -> lr); giving both
+    with different values is an error."""
 
     mode: str = "hybrid"
     """behaviour (titles only, -B), intention (placeholders only, -I) or hybrid (both, -H)."""
@@ -189,7 +195,8 @@ class RecExplainerConfig:
     deepspeed: str | None = None
     """DeepSpeed JSON for the Trainer (configs/distributed/ds_zero2.json, ds_zero3.json); launch with torchrun."""
     fsdp: str | None = None
-    """FSDP settings JSON (configs/distributed/fsdp.json) for the Trainer; launch with torchrun."""
+    """FSDP settings JSON (configs/distributed/fsdp.json) for the Trainer; turns FSDP on (what
+    --train.fsdp true does for XRec, which here needs this file); launch with torchrun."""
     seed: int = 2024
     """Seeds LoRA/connector init and the data order (RecExplainer: 2024)."""
 

@@ -11,7 +11,11 @@ METHOD = "recalpaca"
 
 @dataclass
 class RecAlpacaConfig:
-    """RecAlpaca's training recipe; defaults are the original's unless noted."""
+    """RecAlpaca's training recipe; defaults are the original's unless noted.
+
+    Its HF Trainer settings double some `--train.*` options: a --train option set away from its
+    default replaces the field it names (`METHOD.with_train`, e.g. --train.lr -> lr); giving both
+    with different values is an error."""
 
     lora: LoraConfig = field(default_factory=lambda: LoraConfig(enabled=True, r=16, alpha=16, dropout=0.05))
     """LoRA on the attention projections (RecAlpaca: r=16, alpha=16, dropout 0.05, q/k/v/o)."""
@@ -58,7 +62,8 @@ class RecAlpacaConfig:
     deepspeed: str | None = None
     """DeepSpeed JSON for the Trainer (configs/distributed/ds_zero2.json, ds_zero3.json); launch with torchrun."""
     fsdp: str | None = None
-    """FSDP settings JSON (configs/distributed/fsdp.json) for the Trainer; launch with torchrun."""
+    """FSDP settings JSON (configs/distributed/fsdp.json) for the Trainer; turns FSDP on (what
+    --train.fsdp true does for XRec, which here needs this file); launch with torchrun."""
     seed: int = 42
     """Seeds the LoRA init, the validation split and the data order."""
 
