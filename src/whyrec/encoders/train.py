@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 import torch
-from tqdm.auto import tqdm
 
 from whyrec.config import LightGCNConfig
 from whyrec.data import schema as S
@@ -39,6 +38,7 @@ from whyrec.distributed import (
 from whyrec.encoders.lightgcn import LightGCN, interaction_matrix
 from whyrec.eval.ranking import evaluate_popularity, evaluate_ranking
 from whyrec.outputs import destination, output_folder
+from whyrec.progress import progress
 from whyrec.utils import (
     WhyrecError,
     atomic_path,
@@ -173,7 +173,7 @@ def _run_epoch(model: LightGCN, opt: torch.optim.Optimizer, triples: list[torch.
     users, pos, neg = triples
     params = [p for p in model.parameters() if p.requires_grad]
     total, n = 0.0, len(users)
-    for start in tqdm(range(0, n, batch_size), desc="batches", leave=False, disable=None if is_main() else True):
+    for start in progress(range(0, n, batch_size), desc="batches", unit="batch", leave=False, enabled=is_main()):
         rows = range(start, min(start + batch_size, n))
 
         def loss_fn(idx: list[int], size: int = len(rows)):
@@ -283,8 +283,8 @@ def _fit(model, opt, dset: _Data, config: LightGCNConfig, rng, best: dict, state
     items_all = dset.train.indices.astype(np.int64)  # [E]
     candidates = np.flatnonzero(dset.train.getnnz(axis=0) > 0)  # items seen in train (XRec)
     device = model.user_ego.device
-    bar = tqdm(range(state["epoch"], config.epochs), initial=state["epoch"], total=config.epochs,
-               desc="lightgcn", disable=None if is_main() else True)
+    bar = progress(range(state["epoch"], config.epochs), initial=state["epoch"], total=config.epochs,
+                   desc="lightgcn", unit="epoch", enabled=is_main())
     for epoch in bar:
         if state["bad_evals"] >= config.patience:
             break

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
 from whyrec import distributed as D
 from whyrec.config import TrainConfig
 from whyrec.llm.collate import length_bucketed_order
 from whyrec.llm.sharding import shard_frozen_layers
+from whyrec.progress import progress
 from whyrec.utils import WhyrecError
 
 
@@ -106,8 +106,7 @@ def train_loop(module: torch.nn.Module, lengths: list[int], step_fn: Callable[[l
     with compiled:
         module.train()
         start = time.time() - state["elapsed_s"]
-        bar = tqdm(total=total, initial=state["step"], desc=desc, unit="step", dynamic_ncols=True,
-                   disable=None if D.is_main() else True)
+        bar = progress(total=total, initial=state["step"], desc=desc, unit="step", enabled=D.is_main())
         while state["step"] < total:
             step = state["step"]
 

@@ -85,16 +85,16 @@ def run_epoch(module: PEPLER, data: Examples, optimizer, batch_size: int, genera
     CE is a mean over predicted tokens and the rating MSE over examples, so a shard's loss is
     weighted by its tokens and its MSE rescaled, which makes the summed gradients the batch's.
     """
-    from whyrec.distributed import data_parallel_step
+    from whyrec.distributed import data_parallel_step, is_main
+    from whyrec.progress import progress
 
     module.train()
     params = [p for p in module.parameters() if p.requires_grad]
     # tokens the LM's shifted CE averages over: <bos> text <eos>, minus a <bos> at position 0
     tokens = lambda rows: sum(len(data.texts[k]) + 1 + bool(module.soft or data.prompts[k]) for k in rows)  # noqa: E731
     total, seen = 0.0, 0
-    for step, idx in enumerate(_batches(len(data), batch_size, generator)):
-        if max_steps is not None and step >= max_steps:
-            break
+    batches = _batches(len(data), batch_size, generator)[:max_steps]
+    for idx in progress(batches, desc="pepler", unit="batch", leave=False, enabled=is_main()):
 
         def loss_fn(part, idx=idx):
             n, t = len(idx), tokens(idx)
@@ -167,6 +167,7 @@ def fit(module: PEPLER, train: Examples, valid: Examples, cfg: PEPLERConfig, see
     from safetensors.torch import load_file
 
     from whyrec import distributed as D
+    from whyrec.progress import progress
 
     state = {"phase": 0, "epoch": 0, "best": math.inf, "bad": 0, "history": [], "elapsed_s": 0.0}
     best: dict = {}
@@ -185,6 +186,8 @@ def fit(module: PEPLER, train: Examples, valid: Examples, cfg: PEPLERConfig, see
         elif resumed and best:  # killed at a phase boundary: start phase 2 from phase 1's best
             module.load_state_dict(best, strict=False)
         resumed = False
+        bar = progress(total=epochs, initial=state["epoch"], desc=f"pepler phase {state['phase'] + 1}/{len(phases)}",
+                       unit="epoch", enabled=D.is_main())
         while state["epoch"] < epochs and state["bad"] < cfg.patience:
             gen = torch.Generator().manual_seed(seed + 1000 * state["phase"] + state["epoch"])
             train_loss = run_epoch(module, train, optimizer, cfg.batch_size, gen, max_steps)
@@ -197,11 +200,15 @@ def fit(module: PEPLER, train: Examples, valid: Examples, cfg: PEPLERConfig, see
             else:
                 state["bad"] += 1  # PEPLER never resets endure_count within a phase
             state["elapsed_s"] = time.time() - start
+            bar.set_postfix(train_loss=f"{train_loss:.4f}", valid_loss=f"{val:.4f}")
+            bar.update(1)
             if D.is_main():
                 _save_progress(ckpt, module, optimizer, best, state)
             if D.any_rank(max_minutes is not None and state["elapsed_s"] > 60 * max_minutes):
+                bar.close()
                 D.barrier()
                 return {**state, "complete": False}
+        bar.close()
         module.load_state_dict(best, strict=False)
         # PEPLER resets the best loss and the patience counter for phase 2.
         state.update(phase=state["phase"] + 1, epoch=0, best=math.inf, bad=0)
