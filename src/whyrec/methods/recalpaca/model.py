@@ -52,7 +52,8 @@ class RecAlpaca:
             gen: repetition_penalty 1.0 is plain greedy; the original used 1.1 with beam search.
         """
         import torch
-        from tqdm.auto import tqdm
+
+        from whyrec.progress import progress as progress_bar
 
         texts = [p if isinstance(p, str) else render_prompt(*p) for p in prompts]
         tok = self.tokenizer
@@ -61,7 +62,7 @@ class RecAlpaca:
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         answers: list[str] = [""] * len(texts)
         device = next(self.model.parameters()).device
-        for s in tqdm(range(0, len(order), gen.batch_size), desc="generate", unit="batch", disable=not progress):
+        for s in progress_bar(range(0, len(order), gen.batch_size), desc="generate", unit="batch", enabled=progress):
             idx = order[s:s + gen.batch_size]
             enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True).to(device)
             with torch.no_grad():
