@@ -92,12 +92,20 @@ def _train_gavamoe(data, vae, out, model: ModelConfig, cfg, train, resume: bool,
 
 
 def known_pairs(ds) -> pd.DataFrame:
-    """(user, item[, rating, feature]) of every interaction and text record, last one winning."""
+    """(user, item, split[, rating, feature]) of every interaction and text record, last one winning."""
     frames = [f for f in (ds.interactions, ds.texts) if f is not None]
     cols = lambda f: [c for c in (S.USER, S.ITEM, S.RATING, S.FEATURE) if c in f]  # noqa: E731
     pairs = pd.concat([f[cols(f)] for f in frames], ignore_index=True)
     pairs[S.USER], pairs[S.ITEM] = pairs[S.USER].astype(str), pairs[S.ITEM].astype(str)
-    return pairs.drop_duplicates([S.USER, S.ITEM], keep="last")
+    pairs = pairs.drop_duplicates([S.USER, S.ITEM], keep="last")
+    # Each pair's split (the interaction's, else the text's, else train), kept in pairs.parquet so that
+    # serving leaves a user's valid/test items out of their recommendations.
+    split = {}
+    for f in frames[::-1]:
+        if S.SPLIT in f:
+            split.update(zip(zip(f[S.USER].astype(str), f[S.ITEM].astype(str)), f[S.SPLIT]))
+    return pairs.assign(**{S.SPLIT: [s if isinstance(s, str) else S.TRAIN for s in
+                                     map(split.get, zip(pairs[S.USER], pairs[S.ITEM]))]})
 
 
 def _mean(xs):
