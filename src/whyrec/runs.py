@@ -89,9 +89,14 @@ class Run:
         return texts
 
     def recommend(self, user: str, k: int = 5, explain: bool = False,
-                  generation: GenerationConfig | None = None) -> list[dict]:
-        """The method's top-k items for `user` (training items excluded), each a dict with item, title,
-        score and, with `explain` (or when the method gives reasons anyway, as RecAlpaca does), explanation."""
+                  generation: GenerationConfig | None = None, exclude: str = "all") -> list[dict]:
+        """The method's top-k items for `user`, each a dict with item, title, score and, with `explain`
+        (or when the method gives reasons anyway, as RecAlpaca does), explanation.
+
+        exclude: "all" leaves out every item the user interacted with (training and the valid/test
+        splits the run's folder or dataset folder lists); "train" only the training items, as
+        ranking evaluation does (`whyrec recommend --include_held_out`)."""
+        from whyrec.methods.catalog import recommend_for
         from whyrec.utils import WhyrecError
 
         if k < 1:
@@ -99,7 +104,7 @@ class Run:
         user = str(user)
         self._check(user=user)
         self._decoding(generation)
-        recs = self.model.recommend(user, k)
+        recs = recommend_for(self.model, user, k, exclude)
         todo = [r for r in recs if r.get("explanation") is None]
         if explain and todo:
             for rec, text in zip(todo, self.explain_many([user] * len(todo), [r["item"] for r in todo], generation)):

@@ -56,6 +56,9 @@ class Catalog:
     history_of: Callable[[str], list[str]] = lambda user: []
     also_user: Callable[[str], bool] = lambda user: False
     """Users outside `users` the model can still answer for (RecAlpaca builds their prompt on demand)."""
+    held_out_of: Callable[[str], list[str]] = lambda user: []
+    """Items the user interacted with that the model's `recommend` does not exclude by itself (the
+    valid/test splits): `recommend_for` drops them for a user asking for recommendations."""
 
     def __post_init__(self):
         self._users, self._items = set(self.users), set(self.items)
@@ -78,6 +81,9 @@ class Catalog:
 
     def history(self, user: str) -> list[str]:
         return self.history_of(user)
+
+    def held_out(self, user: str) -> list[str]:
+        return self.held_out_of(user)
 
     def search_items(self, q: str, limit: int) -> list[str]:
         q = q.casefold().strip()
@@ -118,6 +124,24 @@ class ServedModel(Protocol):
     def explain(self, pairs: list[Pair]) -> list[str | Unsupported]: ...
 
 
+EXCLUDE = ("all", "train")
+
+
+def recommend_for(model: ServedModel, user: str, k: int, exclude: str = "all") -> list[dict]:
+    """`model.recommend(user, k)` without anything the user interacted with (`exclude="all"`, what a
+    user asking for recommendations wants), or without training items only (`"train"`, the ranking
+    evaluation sees, where the held-out items are the answers). Asks the model for k + the held-out
+    count and drops those, so every method, a user-registered one included, behaves the same."""
+    from whyrec.utils import WhyrecError
+
+    if exclude not in EXCLUDE:
+        raise WhyrecError(f"exclude must be one of {', '.join(EXCLUDE)} (got {exclude!r})")
+    held = set(model.catalog.held_out(user)) if exclude == "all" else set()
+    if not held:
+        return model.recommend(user, k)
+    return [r for r in model.recommend(user, k + len(held)) if r["item"] not in held][:k]
+
+
 def top_unseen(torch, scores, seen: list[int], k: int) -> tuple[list[int], list[float]]:
     """Indices and values of the k best scores [I] outside `seen`."""
     if seen:
@@ -132,13 +156,7 @@ def dataset_label(folder: Path, meta: dict) -> str | None:
     Older loaders (MovieLens) saved an empty name, so /info showed null; run_config.json still
     records the data folder, whose dataset.json names the source.
     """
-    import json
-
-    name, data = meta.get("dataset") or None, None
-    try:
-        data = json.loads((folder / "run_config.json").read_text())["config"].get("data")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        pass
+    name, data = meta.get("dataset") or None, recorded_data(folder)
     if not name and data and (Path(data) / "dataset.json").is_file():
         try:
             name = json.loads((Path(data) / "dataset.json").read_text()).get("source")
@@ -147,3 +165,43 @@ def dataset_label(folder: Path, meta: dict) -> str | None:
     if data:
         return f"{name or Path(data).name} ({data})"
     return name
+
+
+def recorded_data(folder: Path) -> str | None:
+    """The dataset folder the training of `folder` read, as its run_config.json records it."""
+    try:
+        return json.loads((Path(folder) / "run_config.json").read_text())["config"].get("data")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def interactions_of(folder: Path, consequence: str = "only training items are excluded from recommendations"
+                    ) -> dict[str, dict[str, list[str]]] | None:
+    """Every user's items by split ({user: {split: [item]}}) from the dataset folder `folder` was
+    trained on: how folders saved before they kept their held-out items find them. None (and a
+    one-line notice ending in `consequence`) when that folder is gone."""
+    import sys
+
+    import pandas as pd
+
+    from whyrec.data import schema as S
+
+    data = recorded_data(folder)
+    path = Path(data) / "interactions.parquet" if data else None
+    if path is None or not path.is_file():
+        print(f"whyrec: {folder} does not list its users' valid/test items and its dataset folder "
+              f"({data or 'not recorded'}) is gone; {consequence}", file=sys.stderr)
+        return None
+    frame = pd.read_parquet(path, columns=[S.USER, S.ITEM, S.SPLIT]).astype(str)
+    out: dict[str, dict[str, list[str]]] = {}
+    for (user, split), items in frame.groupby([S.USER, S.SPLIT], sort=False)[S.ITEM]:
+        out.setdefault(user, {})[split] = items.tolist()
+    return out
+
+
+def held_out_lists(by_user: dict[str, dict[str, list[str]]] | None) -> dict[str, list[str]]:
+    """{user: items outside the training split} of `interactions_of`'s answer."""
+    from whyrec.data import schema as S
+
+    return {u: [i for split, items in splits.items() if split != S.TRAIN for i in items]
+            for u, splits in (by_user or {}).items()}

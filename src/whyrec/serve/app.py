@@ -17,6 +17,7 @@ from fastapi import FastAPI, HTTPException, Path, Query
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from whyrec.methods.catalog import recommend_for
 from whyrec.serve.batcher import Batcher
 from whyrec.serve.cache import ExplanationCache
 from whyrec.serve.errors import BodyLimit, install_error_handlers
@@ -118,9 +119,9 @@ def create_app(model: ServedModel, cache: ExplanationCache, settings: ServeSetti
         return [r if "explanation" in r else {**r, "explanation": got[(user, r["item"])][0],
                                               "cached": got[(user, r["item"])][1]} for r in recs]
 
-    async def ranked(user: str, k: int, explain: bool) -> list[dict]:
+    async def ranked(user: str, k: int, explain: bool, include_held_out: bool = False) -> list[dict]:
         # In a thread: RecAlpaca's ranking is an LLM generation, and the event loop must keep answering.
-        recs = await asyncio.to_thread(model.recommend, user, k)
+        recs = await asyncio.to_thread(recommend_for, model, user, k, "train" if include_held_out else "all")
         given = {(user, r["item"]): r["explanation"] for r in recs if "explanation" in r}
         if given:  # explanations that came with the ranking (RecAlpaca's reasons): POST /explain finds them
             cache.put_many(given, model.revision)
@@ -171,8 +172,11 @@ def create_app(model: ServedModel, cache: ExplanationCache, settings: ServeSetti
                 "history": [{"item": i, "title": catalog.title(i)} for i in catalog.history(user_id)]}
 
     @app.get("/users/{user_id}/recommendations", summary="top-k items, optionally each with an explanation")
-    async def recommendations(user_id: PathId, k: K = 5, explain: bool = False):
-        return {"user": user_id, "k": k, "recommendations": await ranked(known_user(user_id), k, explain)}
+    async def recommendations(user_id: PathId, k: K = 5, explain: bool = False, include_held_out: Annotated[
+            bool, Query(description="keep the user's valid/test items (evaluation); default: every item "
+                                    "the user interacted with is left out")] = False):
+        recs = await ranked(known_user(user_id), k, explain, include_held_out)
+        return {"user": user_id, "k": k, "recommendations": recs}
 
     @app.post("/recommendations", summary="cold start: top-k for a new user given the items they liked")
     async def cold_recommendations(req: ColdStartRequest):

@@ -15,6 +15,7 @@ z and added pi_c instead of log pi_c, so its ids were random from run to run (§
 from __future__ import annotations
 
 import shutil
+import threading
 from dataclasses import asdict
 from pathlib import Path
 
@@ -42,11 +43,29 @@ def _load_vae(path, device: str):
 class GaVaMoEExplainer:
     """A loaded GaVaMoE: module, VAE and prompt text. `.encoder` carries the id maps like XRec's."""
 
-    def __init__(self, module: GaVaMoE, vae, titles: dict[str, str], pairs: pd.DataFrame, meta: dict):
-        self.module, self.encoder, self.titles, self.meta = module, vae, titles, meta
+    def __init__(self, module: GaVaMoE | None, vae, titles: dict[str, str], pairs: pd.DataFrame, meta: dict,
+                 build=None):
+        """`module` None: `build()` makes it on first use (the LLM takes seconds to load and ranking needs
+        only the VAE); a lock keeps serve's worker thread and a request from building two."""
+        self._module, self._build, self._lock = module, build, threading.Lock()
+        self.encoder, self.titles, self.meta = vae, titles, meta
         keys = list(zip(pairs[S.USER].astype(str), pairs[S.ITEM].astype(str))) if len(pairs) else []
         col = lambda c: pairs[c].tolist() if c in pairs else [None] * len(keys)  # noqa: E731
         self.ratings, self.features = dict(zip(keys, col(S.RATING))), dict(zip(keys, col(S.FEATURE)))
+        # each pair's split (None: a folder saved before pairs.parquet kept it)
+        self.splits = dict(zip(keys, pairs[S.SPLIT].astype(str))) if S.SPLIT in pairs else None
+
+    @property
+    def module(self) -> GaVaMoE:
+        if self._module is None:
+            with self._lock:
+                if self._module is None:
+                    self._module = self._build()
+        return self._module
+
+    @property
+    def module_loaded(self) -> bool:
+        return self._module is not None
 
     def prompts(self, users: list[str], items: list[str], ratings=None, features=None) -> list[str]:
         """Ratings/features default to the known pair's (unknown pairs: positive mood, no feature)."""
@@ -112,6 +131,8 @@ def save_gavamoe(out_dir: Path, expl: GaVaMoEExplainer, vae_path: str, model: Mo
                           S.RATING: pd.to_numeric(pd.Series(list(expl.ratings.values()), dtype=object), errors="coerce")})
     if cfg.use_feature:
         pairs[S.FEATURE] = [expl.features.get(k) for k in expl.ratings]
+    if expl.splits is not None:  # serving leaves a user's valid/test items out of their recommendations
+        pairs[S.SPLIT] = [expl.splits.get(k, S.TRAIN) for k in expl.ratings]
     for name, frame in (("items", items), ("pairs", pairs)):
         with atomic_path(out_dir / f"{name}.parquet") as tmp:
             frame.to_parquet(tmp, index=False)
@@ -121,15 +142,38 @@ def save_gavamoe(out_dir: Path, expl: GaVaMoEExplainer, vae_path: str, model: Mo
         "vae": vae_ref, "vae_dim": expl.encoder.dim, "n_clusters": expl.encoder.n_clusters, "dataset": dataset,
         "whyrec_version": __version__, "steps": log.get("steps"), "complete": True,
     })
-    (out_dir / "README.md").write_text(
-        f"# whyrec GaVaMoE explainer\n\nBackbone `{model.name_or_path}`, {cfg.n_experts} experts (top-{cfg.top_k}) "
-        f"routed by {expl.encoder.n_clusters} VAE clusters; trained {log.get('steps')} steps, loss "
-        f"{log.get('first_loss')} -> {log.get('last_loss')}.\n"
-    )
+    (out_dir / "README.md").write_text(model_card(out_dir, expl, model, cfg, train, log, dataset))
 
 
-def load_gavamoe(path: str, device: str = "auto") -> GaVaMoEExplainer:
-    """Rebuild a saved GaVaMoE from its folder alone."""
+def model_card(out_dir: Path, expl: GaVaMoEExplainer, model: ModelConfig, cfg: GaVaMoEConfig, train: TrainConfig,
+               log: dict, dataset: str = "") -> str:
+    """README.md of a GaVaMoE folder: the variant (experts, routing, LoRA), backbone, data and training."""
+    from whyrec.methods.catalog import recorded_data
+
+    lora = cfg.lora
+    tuned = (f"LoRA r={lora.r} (alpha {lora.alpha}, dropout {lora.dropout}, on {', '.join(lora.target_modules)})"
+             if lora.enabled else "no LoRA (frozen backbone)")
+    variant = f"GaVaMoE, {cfg.n_experts} experts (top-{cfg.top_k}), {tuned}"
+    budget = f"max_steps {train.max_steps}" if train.max_steps else f"{train.epochs:g} epoch(s)"
+    vae = expl.encoder
+    return "\n".join([
+        f"# whyrec explainer: {variant}", "",
+        "- method: GaVaMoE (Tang et al., 2024): a VAE with a Gaussian-mixture prior clusters (user, item) "
+        "pairs; each cluster has its own router over MoE experts in the LLM's layers",
+        f"- backbone: `{model.name_or_path}` ({model.dtype}); {tuned}",
+        f"- stage 1: VAE-GMM, latent dim {vae.dim}, {vae.n_clusters} clusters (copied into vae/)",
+        f"- data: {recorded_data(out_dir) or dataset or 'unknown'} ({dataset or 'unnamed'}), "
+        f"{log.get('examples', '?')} training explanations; features in the prompt: {cfg.use_feature}",
+        f"- training: {log.get('steps')} steps ({budget}), batch {train.batch_size} x {train.grad_accum_steps} "
+        f"accumulation, lr {train.lr:g}, seed {train.seed}, {log.get('elapsed_s', '?')} s; "
+        f"loss {log.get('first_loss')} -> {log.get('last_loss')}", "",
+        f"Load with `whyrec.load_run('{out_dir.name}')` or `whyrec explain --run {out_dir.name} --user U --item I`.",
+        "",
+    ])
+
+
+def load_gavamoe(path: str, device: str = "auto", lazy: bool = False) -> GaVaMoEExplainer:
+    """Rebuild a saved GaVaMoE from its folder alone; `lazy`: the LLM is built on first use."""
     path = Path(path)
     missing = [f for f in ARTIFACT_FILES if not (path / f).exists()]
     if missing:
@@ -141,14 +185,23 @@ def load_gavamoe(path: str, device: str = "auto") -> GaVaMoEExplainer:
     cfg = GaVaMoEConfig(**{k: v for k, v in meta["gavamoe"].items() if k != "lora"})
     cfg.lora = LoraConfig(**meta["gavamoe"].get("lora", {}))
     vae = _load_vae(path / meta["vae"], "cpu")
-    module = build_gavamoe(model, cfg, vae)
-    weights = load_file(str(path / "adapter_model.safetensors"))
-    trainable = {n for n, p in module.named_parameters() if p.requires_grad}
-    bad = sorted(set(weights) - set(module.state_dict())) or sorted(trainable - set(weights))
-    if bad:
-        raise WhyrecError(f"{path}/adapter_model.safetensors does not match its config (e.g. {bad[0]})")
-    module.load_state_dict(weights, strict=False)
-    module.eval()
+    build = lambda: _load_module(path, model, cfg, vae)  # noqa: E731
     items = pd.read_parquet(path / "items.parquet")
     titles = dict(zip(items[S.ITEM].astype(str), items[S.TITLE].fillna("").astype(str)))
-    return GaVaMoEExplainer(module, vae, titles, pd.read_parquet(path / "pairs.parquet"), meta)
+    return GaVaMoEExplainer(None if lazy else build(), vae, titles, pd.read_parquet(path / "pairs.parquet"), meta,
+                            build=build)
+
+
+def _load_module(path: Path, model: ModelConfig, cfg: GaVaMoEConfig, vae) -> GaVaMoE:
+    from whyrec.folders import weights_fit
+
+    with weights_fit(path):  # also when built lazily, after the method's load returned
+        module = build_gavamoe(model, cfg, vae)
+        weights = load_file(str(path / "adapter_model.safetensors"))
+        trainable = {n for n, p in module.named_parameters() if p.requires_grad}
+        bad = sorted(set(weights) - set(module.state_dict())) or sorted(trainable - set(weights))
+        if bad:
+            raise WhyrecError(f"{path}/adapter_model.safetensors does not match its config (e.g. {bad[0]})")
+        module.load_state_dict(weights, strict=False)
+    module.eval()
+    return module

@@ -3,7 +3,8 @@
 GaVaMoE has no recommender of its own; its VAE decodes a (user, item) pair's latent into a
 distribution over the five rating classes. Ranked by that distribution's expectation
 (E[r] = sum_k p_k * k, from the posterior mean mu, the same deterministic latent the
-clusters use) over the items the user has no known pair with.
+clusters use) over the items the user has no training pair with; their valid/test pairs are left
+out too unless the caller keeps them (`recommend_for(..., exclude="train")`, as evaluation ranks).
 """
 
 from __future__ import annotations
@@ -13,7 +14,16 @@ from pathlib import Path
 
 from whyrec.config import GenerationConfig
 from whyrec.data import schema as S
-from whyrec.methods.catalog import Catalog, Pair, Unsupported, dataset_label, revision, top_unseen
+from whyrec.methods.catalog import (
+    Catalog,
+    Pair,
+    Unsupported,
+    dataset_label,
+    held_out_lists,
+    interactions_of,
+    revision,
+    top_unseen,
+)
 
 
 class GaVaMoEModel:
@@ -21,22 +31,36 @@ class GaVaMoEModel:
     progress = False  # progress lines while explaining (whyrec.runs.Run turns them on for long jobs)
 
     def __init__(self, folder: Path, device: str = "auto", generation: GenerationConfig | None = None):
-        import pandas as pd
         import torch
 
         from whyrec.methods.gavamoe.artifact import load_gavamoe
 
         self.folder, self.gen, self.torch = folder, generation or GenerationConfig(), torch
-        self.explainer = load_gavamoe(str(folder), device)
+        # The LLM loads on the first explanation: ranking, ids and titles need only the VAE.
+        self.explainer = load_gavamoe(str(folder), device, lazy=True)
         self.vae, meta = self.explainer.encoder, self.explainer.meta
         self.idx2item = sorted(self.vae.item2idx, key=self.vae.item2idx.__getitem__)
-        pairs = pd.read_parquet(folder / "pairs.parquet", columns=[S.USER, S.ITEM])
-        self.seen = {u: g.tolist() for u, g in pairs.groupby(pairs[S.USER].astype(str))[S.ITEM]}
+        self.seen, self.held = self._known_pairs(folder)
         vae_weights = f"{meta['vae']}/model.safetensors" if meta["vae"] == "vae" else meta["vae"]
         files = ["config.json", "adapter_model.safetensors", vae_weights, "items.parquet", "pairs.parquet"]
         self.revision = revision(folder, files, repr(sorted(asdict(self.gen).items())))
         self.catalog = Catalog(list(self.vae.user2idx), self.idx2item, self.explainer.titles,
-                               history_of=lambda u: [i for i in self.seen.get(u, []) if i in self.vae.item2idx])
+                               history_of=lambda u: [i for i in self.seen.get(u, []) if i in self.vae.item2idx],
+                               held_out_of=lambda u: self.held.get(u, []))
+
+    def _known_pairs(self, folder: Path) -> tuple[dict, dict]:
+        """({user: training items}, {user: valid/test items}) of pairs.parquet; a folder saved before it
+        kept each pair's split takes the splits from its dataset folder (else all pairs count as training)."""
+        splits = self.explainer.splits
+        if splits is None:
+            by_user = interactions_of(folder, "every known pair is excluded, also with include_held_out") or {}
+            held = {(u, i) for u, h in held_out_lists(by_user).items() for i in h}
+            splits = {key: S.VALID if key in held else S.TRAIN for key in self.explainer.ratings}
+        seen: dict[str, list[str]] = {}
+        held_out: dict[str, list[str]] = {}
+        for (user, item), split in splits.items():
+            (seen if split == S.TRAIN else held_out).setdefault(user, []).append(item)
+        return seen, held_out
 
     def expected_ratings(self, user: str):
         """E[rating] [I] of `user` with every item under the VAE's decoder (ratings 1..5)."""
@@ -68,6 +92,7 @@ class GaVaMoEModel:
                 "encoder_dim": self.vae.dim, "n_clusters": self.vae.n_clusters, "training": meta.get("train", {}),
                 "method_config": meta.get("gavamoe", {}),
                 "recommends": "the stage-1 VAE's expected rating E[r] = sum_k p(r=k|mu) k for (user, item), "
-                              "over items without a known (user, item) pair; GaVaMoE itself only explains",
+                              "over items the user has no training pair with (nor a valid/test one unless "
+                              "include_held_out); GaVaMoE itself only explains",
                 "explains": "GaVaMoE: the LLM with the pair's VAE vectors and experts routed by the pair's cluster",
                 "cold_start": False, "generation": asdict(self.gen), "folder": str(self.folder)}

@@ -15,6 +15,7 @@ so `whyrec explain`/`recommend` and `whyrec.load_run` need nothing else.
 from __future__ import annotations
 
 import shutil
+import threading
 from dataclasses import asdict
 from pathlib import Path
 
@@ -29,16 +30,34 @@ from whyrec.outputs import MARKER, destination
 from whyrec.utils import WhyrecError, atomic_path, read_json, write_json
 
 ARTIFACT_FILES = ("config.json", "adapter_model.safetensors", "items.parquet", "users.parquet")
+HELD_OUT = "held_out"  # users.parquet column: each user's valid/test items, excluded from recommendations
 
 
 class Explainer:
     """A loaded explainer: the method module, the encoder and the prompt text."""
 
-    def __init__(self, module, encoder, items: pd.DataFrame, users: pd.DataFrame, meta: dict):
-        self.module, self.encoder, self.meta = module, encoder, meta
+    def __init__(self, module, encoder, items: pd.DataFrame, users: pd.DataFrame, meta: dict, build=None):
+        """`module` None: `build()` makes it on first use (the LLM takes seconds to load and recommending
+        needs only the encoder); a lock keeps serve's worker thread and a request from building two."""
+        self._module, self._build, self._lock = module, build, threading.Lock()
+        self.encoder, self.meta = encoder, meta
         self.titles = dict(zip(items[S.ITEM].astype(str), items.get(S.TITLE, items[S.ITEM]).fillna("").astype(str)))
         self.item_profiles = _text_map(items, S.ITEM, S.PROFILE)
         self.user_profiles = _text_map(users, S.USER, S.PROFILE)
+        self.held_out = ({str(u): [str(i) for i in items] for u, items in zip(users[S.USER], users[HELD_OUT])}
+                         if users is not None and HELD_OUT in users else None)  # None: a folder saved before
+
+    @property
+    def module(self):
+        if self._module is None:
+            with self._lock:
+                if self._module is None:
+                    self._module = self._build()
+        return self._module
+
+    @property
+    def module_loaded(self) -> bool:
+        return self._module is not None
 
     def prompts(self, users: list[str], items: list[str]) -> list[str]:
         return [self.module.prompt(self.titles.get(i, i), self.user_profiles.get(u, ""), self.item_profiles.get(i, ""))
@@ -100,8 +119,7 @@ def save_explainer(out_dir: Path, module, enc, encoder_dir: str, ds, method, mod
         shutil.copytree(encoder_dir, out_dir / "encoder", dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns("checkpoint*", MARKER))
     item_cols = [c for c in (S.ITEM, S.TITLE, S.PROFILE, S.DESCRIPTION) if c in ds.items]
-    user_cols = [c for c in (S.USER, S.PROFILE) if c in ds.users]
-    for name, frame in (("items", ds.items[item_cols]), ("users", ds.users[user_cols])):
+    for name, frame in (("items", ds.items[item_cols]), ("users", _users_table(ds, enc))):
         with atomic_path(out_dir / f"{name}.parquet") as tmp:
             frame.to_parquet(tmp, index=False)
     write_json(out_dir / "training_log.json", log)
@@ -109,15 +127,50 @@ def save_explainer(out_dir: Path, module, enc, encoder_dir: str, ds, method, mod
         "method": method, "model": asdict(model), "xrec": asdict(xrec), "train": asdict(train), "encoder_dim": enc.dim,
         "dataset": ds.meta.get("name", ""), "whyrec_version": __version__, "steps": log["steps"], "complete": True,
     })
-    name = destination(out_dir).name
-    (out_dir / "README.md").write_text(
-        f"# whyrec explainer ({method})\n\nBackbone `{model.name_or_path}`, trained {log['steps']} steps on "
-        f"{log['examples']} explanations; loss {log['first_loss']} -> {log['last_loss']}.\n\n"
-        f"Load with `whyrec.load_run('{name}')` or `whyrec explain --run {name} --user U --item I`.\n"
-    )
+    (out_dir / "README.md").write_text(model_card(out_dir, enc, ds, model, xrec, train, log))
 
 
-def load_explainer(path: str, device: str = "auto") -> Explainer:
+def _users_table(ds, enc) -> pd.DataFrame:
+    """users.parquet: profiles for the prompt and each user's valid/test items (`HELD_OUT`), so the
+    folder alone can keep a user's held-out items out of their recommendations. Every encoder user
+    gets a row when the data has no user table (check.py wants all or none of them)."""
+    cols = [c for c in (S.USER, S.PROFILE) if c in ds.users]
+    users = ds.users[cols].copy() if len(ds.users) else pd.DataFrame({S.USER: list(enc.user2idx)})
+    inter = ds.interactions
+    held = inter[inter[S.SPLIT].astype(str) != S.TRAIN] if S.SPLIT in inter else inter.iloc[:0]
+    lists = held.groupby(held[S.USER].astype(str))[S.ITEM].agg(lambda s: s.astype(str).tolist()).to_dict()
+    users[HELD_OUT] = [lists.get(u, []) for u in users[S.USER].astype(str)]
+    return users
+
+
+def model_card(out_dir: Path, enc, ds, model: ModelConfig, xrec: XRecConfig, train, log: dict) -> str:
+    """README.md of an explainer folder: which variant of XRec, on what backbone, trained how and on what."""
+    from whyrec.methods.catalog import recorded_data
+
+    name, lora = destination(out_dir).name, xrec.lora
+    variant = (f"XRec + LoRA r={lora.r} (alpha {lora.alpha}, dropout {lora.dropout}, on {', '.join(lora.target_modules)})"
+               if lora.enabled else "XRec (frozen backbone, adapters only)")
+    budget = f"max_steps {train.max_steps}" if train.max_steps else f"{train.epochs:g} epoch(s)"
+    data = recorded_data(out_dir) or ds.meta.get("name") or "unknown"
+    return "\n".join([
+        f"# whyrec explainer: {variant}", "",
+        f"- method: XRec (Ma et al., EMNLP 2024), {variant}",
+        f"- backbone: `{model.name_or_path}` ({model.dtype})",
+        f"- collaborative encoder: {enc.config.get('encoder', 'lightgcn')}, dim {enc.dim}, {enc.n_users:,} users, "
+        f"{enc.n_items:,} items (copied into encoder/)",
+        f"- adapter: {xrec.n_exps} experts, dropout {xrec.dropout}, noisy gate {xrec.noisy_gate}, "
+        f"embeddings injected into q/k/v: {xrec.inject_qkv}",
+        f"- data: {data} ({ds.meta.get('name') or 'unnamed'}), {log['examples']:,} training explanations",
+        f"- training: {log['steps']} steps ({budget}), batch {train.batch_size} x {train.grad_accum_steps} "
+        f"accumulation, lr {train.lr:g}, seed {train.seed}, {log.get('elapsed_s', '?')} s, "
+        f"{log.get('world_size', 1)} process(es); loss {log['first_loss']} -> {log['last_loss']}", "",
+        f"Load with `whyrec.load_run('{name}')` or `whyrec explain --run {name} --user U --item I`.", "",
+    ])
+
+
+def load_explainer(path: str, device: str = "auto", lazy: bool = False) -> Explainer:
+    """The explainer in `path`; `lazy`: the LLM is built on first use (configs are still checked now)."""
+    from whyrec.config import LoraConfig
     from whyrec.encoders.artifact import load_encoder
 
     path = Path(path)
@@ -131,15 +184,21 @@ def load_explainer(path: str, device: str = "auto") -> Explainer:
     model = ModelConfig(**cfg["model"])
     model.device = device if device != "auto" else model.device
     xrec = XRecConfig(**{k: v for k, v in cfg["xrec"].items() if k != "lora"})
-    from whyrec.config import LoraConfig
-
     xrec.lora = LoraConfig(**cfg["xrec"].get("lora", {}))
     enc = load_encoder(path / "encoder")
-    module = build_module(cfg["method"], model, xrec, cfg["encoder_dim"])
-    weights = load_file(str(path / "adapter_model.safetensors"))
-    result = module.load_state_dict(weights, strict=False)
+    build = lambda: _load_module(path, cfg, model, xrec)  # noqa: E731
+    items, users = pd.read_parquet(path / "items.parquet"), pd.read_parquet(path / "users.parquet")
+    return Explainer(None if lazy else build(), enc, items, users, cfg, build=build)
+
+
+def _load_module(path: Path, cfg: dict, model: ModelConfig, xrec: XRecConfig):
+    from whyrec.folders import weights_fit
+
+    with weights_fit(path):  # also when built lazily, after the method's load returned
+        module = build_module(cfg["method"], model, xrec, cfg["encoder_dim"])
+        weights = load_file(str(path / "adapter_model.safetensors"))
+        result = module.load_state_dict(weights, strict=False)
     if result.unexpected_keys:
         raise WhyrecError(f"{path}/adapter_model.safetensors does not match the config (e.g. {result.unexpected_keys[0]})")
     module.eval()
-    items, users = pd.read_parquet(path / "items.parquet"), pd.read_parquet(path / "users.parquet")
-    return Explainer(module, enc, items, users, cfg)
+    return module

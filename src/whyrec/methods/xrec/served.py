@@ -13,7 +13,15 @@ from dataclasses import asdict
 from pathlib import Path
 
 from whyrec.config import GenerationConfig
-from whyrec.methods.catalog import Catalog, Pair, dataset_label, revision, top_unseen
+from whyrec.methods.catalog import (
+    Catalog,
+    Pair,
+    dataset_label,
+    held_out_lists,
+    interactions_of,
+    revision,
+    top_unseen,
+)
 
 FILES = ["config.json", "adapter_model.safetensors", "encoder/model.safetensors", "items.parquet", "users.parquet"]
 
@@ -28,12 +36,17 @@ class XRecModel:
         from whyrec.methods.xrec.artifact import load_explainer
 
         self.folder, self.gen, self.torch = folder, generation or GenerationConfig(), torch
-        self.explainer = load_explainer(str(folder), device=device)
+        # The LLM loads on the first explanation: ranking, ids and titles need only the encoder.
+        self.explainer = load_explainer(str(folder), device=device, lazy=True)
         self.enc = self.explainer.encoder
         self.idx2item = {v: k for k, v in self.enc.item2idx.items()}
         self.revision = revision(folder, FILES, repr(sorted(asdict(self.gen).items())))
+        held = self.explainer.held_out
+        if held is None:  # saved before folders kept them: the dataset folder it was trained on knows
+            held = held_out_lists(interactions_of(folder))
         self.catalog = Catalog(list(self.enc.user2idx), list(self.enc.item2idx), self.explainer.titles,
-                               self.explainer.user_profiles, self.explainer.item_profiles, self._history)
+                               self.explainer.user_profiles, self.explainer.item_profiles, self._history,
+                               held_out_of=lambda user: held.get(user, []))
         self.generate_calls = 0
 
     def _history(self, user: str) -> list[str]:
@@ -85,6 +98,7 @@ class XRecModel:
                 "dataset": dataset_label(self.folder, cfg), "steps": cfg.get("steps"), "revision": self.revision,
                 "n_users": self.enc.n_users, "n_items": self.enc.n_items, "encoder": self.enc.config.get("encoder"),
                 "encoder_dim": self.enc.dim, "training": cfg.get("train", {}), "method_config": cfg.get("xrec", {}),
-                "recommends": "LightGCN encoder: dot product of user and item embeddings, training items excluded",
+                "recommends": "LightGCN encoder: dot product of user and item embeddings, the user's training "
+                              "items excluded (and their valid/test items unless include_held_out)",
                 "explains": "XRec: the LLM with the encoder's user/item embeddings injected by the MoE adapter",
                 "cold_start": True, "generation": asdict(self.gen), "folder": str(self.folder)}
