@@ -81,7 +81,7 @@ class LogProgress:
         now = self.clock()
         if now - self.last >= self.interval:
             self.last = now
-            self._print(now)
+            self._print(now, done=self.total is not None and self.n >= self.total)
 
     def close(self) -> None:
         if self.closed:

@@ -119,8 +119,8 @@ def train_loop(module: torch.nn.Module, lengths: list[int], step_fn: Callable[[l
             state["step"] += 1
             state["losses"].append(round(loss, 5))
             state["elapsed_s"] = time.time() - start
-            bar.update(1)
             bar.set_postfix(loss=f"{sum(state['losses'][-20:]) / len(state['losses'][-20:]):.3f}")
+            bar.update(1)  # after the loss: a log line shows the loss of the step it counts
             out_of_time = D.any_rank(cfg.max_minutes is not None and state["elapsed_s"] > 60 * cfg.max_minutes)
             if state["step"] % cfg.checkpoint_every == 0 or state["step"] == total or out_of_time:
                 if D.is_main():

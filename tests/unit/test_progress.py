@@ -1,0 +1,106 @@
+"""Long loops report progress when stderr is a log file, not a terminal (whyrec.progress)."""
+
+import io
+import re
+from dataclasses import replace
+
+import pytest
+import torch
+from torch import nn
+
+import whyrec.progress as P
+from whyrec.config import TrainConfig
+from whyrec.llm.trainer import train_loop
+
+
+class Clock:
+    """A fake monotonic clock: each call returns the current time, `tick` moves it."""
+
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_log_lines_every_interval_and_a_last_line():
+    clock, log = Clock(), io.StringIO()
+    bar = P.progress(total=600, desc="train", unit="step", stream=log, interval=30, clock=clock)
+    assert isinstance(bar, P.LogProgress)
+    for step in range(600):
+        clock.t += 0.125  # 8 steps/s
+        bar.set_postfix(loss=f"{3 - step / 600:.2f}")
+        bar.update(1)
+    bar.close()
+    lines = log.getvalue().splitlines()
+    assert lines == ["train: step 240/600 (40%) loss 2.60 · 8.0 steps/s · ETA 45s",
+                     "train: step 480/600 (80%) loss 2.20 · 8.0 steps/s · ETA 15s",
+                     "train: step 600/600 (100%) loss 2.00 · 8.0 steps/s · done in 1m15s"]
+
+
+def test_slow_steps_show_seconds_per_step_and_resume_counts_only_new_steps():
+    clock, log = Clock(), io.StringIO()
+    bar = P.progress(range(5, 10), total=10, initial=5, desc="lightgcn", unit="epoch", stream=log, interval=10,
+                     clock=clock)
+    for _ in bar:
+        clock.t += 20
+    assert log.getvalue().splitlines() == [
+        "lightgcn: epoch 6/10 (60%) · 20.0 s/epoch · ETA 1m20s",
+        "lightgcn: epoch 7/10 (70%) · 20.0 s/epoch · ETA 1m00s",
+        "lightgcn: epoch 8/10 (80%) · 20.0 s/epoch · ETA 40s",
+        "lightgcn: epoch 9/10 (90%) · 20.0 s/epoch · ETA 20s",
+        "lightgcn: epoch 10/10 (100%) · 20.0 s/epoch · done in 1m40s",
+    ]  # the last step's line is the final one: close() does not repeat it
+
+
+def test_inner_loops_and_disabled_bars_stay_quiet():
+    log = io.StringIO()
+    for _ in P.progress(range(3), desc="batches", leave=False, stream=log, interval=60, clock=Clock()):
+        pass
+    for _ in P.progress(range(3), desc="rank 1", enabled=False, stream=log):
+        pass
+    assert log.getvalue() == ""
+
+
+def test_a_terminal_keeps_tqdm():
+    from tqdm import tqdm
+
+    bar = P.progress(total=3, desc="x", stream=Tty())
+    assert isinstance(bar, tqdm) and not bar.disable
+    bar.close()
+
+
+@pytest.mark.parametrize("seconds,text", [(0, "0s"), (59.4, "59s"), (150, "2m30s"), (3900, "1h05m")])
+def test_duration(seconds, text):
+    assert P.duration(seconds) == text
+
+
+def test_trainer_prints_step_loss_rate_eta_to_a_non_tty_stderr(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(P, "INTERVAL_S", 0.0)  # every step prints (the default is every 30 s)
+    torch.manual_seed(0)
+    model = nn.Linear(4, 1)
+    x, y = torch.randn(16, 4), torch.randn(16, 1)
+    train_loop(model, [1] * 16, lambda idx: nn.functional.mse_loss(model(x[idx]), y[idx]),
+               TrainConfig(lr=1e-2, batch_size=4, max_steps=3, seed=0), tmp_path / "ckpt", desc="xrec")
+    lines = capsys.readouterr().err.splitlines()
+    steps = [line for line in lines if line.startswith("xrec: step")]
+    assert [s.split()[2] for s in steps] == ["1/3", "2/3", "3/3"], lines
+    assert all(re.search(r"loss \d+\.\d{3} · [\d.]+ (steps/s|s/step)", s) for s in steps), steps
+    assert "ETA" in steps[0] and "done in" in steps[-1]
+
+
+def test_lightgcn_epochs_reach_the_log(tmp_path, capsys, monkeypatch):
+    from test_lightgcn import TINY, community_dataset
+
+    from whyrec.encoders.train import train_encoder
+
+    monkeypatch.setattr(P, "INTERVAL_S", 0.0)
+    train_encoder(community_dataset(tmp_path), str(tmp_path / "out"), config=replace(TINY, epochs=2), device="cpu")
+    err = capsys.readouterr().err
+    assert re.search(r"^lightgcn: epoch 1/2 \(50%\) loss \d\.\d{4} best_val_recall@5 \d\.\d{4}", err, re.M), err
+    assert re.search(r"^lightgcn: epoch 2/2 .*done in", err, re.M), err
