@@ -17,7 +17,7 @@ out/encoder and out/vae, and retrained (then swapped in) when their config or da
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import pandas as pd
@@ -44,10 +44,12 @@ from whyrec.config import (
 )
 from whyrec.data import schema as S
 from whyrec.identity import model_key, run_identity, tree_identity
+from whyrec.methods.base import check_train
 from whyrec.registry import method_of
 from whyrec.utils import WhyrecError, write_json, write_run_info, write_text
 
 ZERO_SHOT = "zero-shot"  # the backbone alone: a baseline row, not a method
+BUDGET = TrainConfig(max_minutes=10)  # every trained row's default budget
 ZERO_SHOT_SYSTEM = "Explain why the user would enjoy the {noun} within 50 words."
 
 
@@ -189,12 +191,15 @@ def benchmark_explain(data: str, out: str, methods: tuple[str, ...] | list[str] 
     from whyrec.outputs import output_folder
 
     model, xrec, pepler = model or ModelConfig(), xrec or XRecConfig(), pepler or PEPLERConfig()
-    train, generation = train or TrainConfig(max_minutes=10), generation or GenerationConfig(max_new_tokens=80)
+    train, generation = train or BUDGET, generation or GenerationConfig(max_new_tokens=80)
     ds = RecDataset.load(data)
     pairs = select_pairs(ds, split, max_pairs, seed)
     systems = benchmark_systems({"xrec": xrec, "pepler": pepler, "gavamoe": gavamoe})
     methods = explanation_methods() if methods is None else methods
     skipped = {m: why for m in methods if (why := unavailable(m, ds, systems))}
+    asked = _asked_of(train)
+    for method in (m for m in methods if m not in skipped and m != ZERO_SHOT):
+        check_train(systems[method][0], asked)  # a --train field some row refuses stops before any training
     run_folders = [_run_spec(spec) for spec in runs]
     with output_folder(out, "benchmark explain", {}, overwrite=overwrite) as out_dir:
         bench = _Bench(out_dir, data, ds, pairs, generation, device, smooth, bertscore)
@@ -222,6 +227,14 @@ def benchmark_explain(data: str, out: str, methods: tuple[str, ...] | list[str] 
             "data": data, "methods": list(methods), "runs": list(runs), "external": list(external),
             "model": asdict(model), "train": asdict(train), "generation": asdict(generation),
             "split": split, "max_pairs": max_pairs, "seed": seed})
+
+
+def _asked_of(train: TrainConfig) -> TrainConfig:
+    """The --train fields the user changed from the benchmark's BUDGET (on TrainConfig's defaults):
+    what a method must honour or refuse; the budget itself is the benchmark's, not the user's."""
+    changed = {f.name: getattr(train, f.name) for f in fields(TrainConfig)
+               if getattr(train, f.name) != getattr(BUDGET, f.name)}
+    return TrainConfig(**changed)
 
 
 def _run_spec(spec: str) -> tuple[str, Path]:

@@ -102,3 +102,12 @@ def test_http_api_serves_the_toy(trained):
         answer = client.post("/explain", json={"user": "u2", "item": "i5"}).json()
         assert answer["explanation"].startswith("Film 5 is popular")
         assert client.post("/recommendations", json={"liked": ["i1"], "k": 2}).status_code == 409
+
+
+def test_benchmark_refuses_a_train_field_before_training(trained):
+    """The toy honours no --train field: the benchmark stops before it trains anything."""
+    root, data, _ = trained
+    out = root / "bench-refused"
+    assert main(["benchmark", "explain", "--data", str(data), "--out", str(out), "--methods", "toy",
+                 "--train.lr", "0.5"]) == 2
+    assert not (out / "methods").exists()
