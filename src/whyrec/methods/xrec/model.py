@@ -120,7 +120,10 @@ class XRec(nn.Module):
         if gen.drop_finished and gen.num_beams == 1:  # beam search is HF's alone
             return self._decode(embeds, attention_mask, positions, vectors, gen)
         # With inputs_embeds the repetition penalty covers generated tokens only, so explanations
-        # may still quote titles and words from the prompt.
+        # may still quote titles and words from the prompt. Beam search prefills each row num_beams
+        # times (repeat_interleave), so the injected vectors are repeated the same way.
+        beams = gen.num_beams
+        positions, vectors = positions.repeat_interleave(beams, 0), vectors.repeat_interleave(beams, 0)
         with self._injecting(positions, vectors, input_ids.shape[1]):
             out = generate(self.llm, gen, self.tokenizer, inputs_embeds=embeds, attention_mask=attention_mask)
         return [_until_eos(row, self.tokenizer.eos_token_id) for row in out.tolist()]
