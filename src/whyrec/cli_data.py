@@ -14,7 +14,8 @@ def data_prepare(source: str, out: str, path: str | None = None, split: str = "r
                  review_col: str | None = None, explanation_col: str | None = None, title_col: str | None = None,
                  extract_features: bool = False, feature_min_count: int = 5, k_core: int = 5,
                  review_min_rating: float | None = None, on_error: str = "raise", text_test_size: int | None = None,
-                 max_items: int | None = None, min_rating: float = 4.0, overwrite: bool = False):
+                 max_items: int | None = None, min_rating: float = 4.0, items: str | None = None,
+                 item_id_col: str | None = None, item_title_col: str | None = None, overwrite: bool = False):
     """Build a canonical dataset folder (Parquet + id maps) from a registered source.
 
     Every option but --out and --overwrite is a field of `whyrec.config_data.PrepareConfig`, which
@@ -49,6 +50,10 @@ def data_prepare(source: str, out: str, path: str | None = None, split: str = "r
         text_test_size: (xrec) re-split the explanation records into train + this many test records
             (XRec-amazon benchmark: 600 with --seed 0).
         min_rating: (MovieLens) rating that counts as liked for profiles and grounded explanations.
+        items: (tables) a separate item file (e.g. MovieLens's movies.csv) joined on the item id: its
+            titles, and its other columns as item metadata.
+        item_id_col: column of --items holding the item id (default: the --item_col name).
+        item_title_col: column of --items holding the title (default: a column named 'title').
         overwrite: replace --out if it holds anything else (built beside it, then renamed into place).
     """
     # first, while locals() holds only the options

@@ -16,6 +16,7 @@ SOURCES = MOVIELENS + ("xrec",) + REVIEWS + TABLES
 # data.splits.HOWS; repeated here because config sits below data (a test keeps the two equal)
 SPLITS = ("random", "leave_last_out")
 COLUMNS = ("user_col", "item_col", "rating_col", "timestamp_col", "review_col", "explanation_col", "title_col")
+ITEM_TABLE = ("items", "item_id_col", "item_title_col")  # a separate item file joined on the item id (tables)
 
 
 @dataclass
@@ -75,6 +76,13 @@ class PrepareConfig:
     max_items: int | None = None
     """(raw reviews) keep the this-many most-reviewed items first; only users with at least k_core
     of them are sampled (RecExplainer's Video Games: 2,000 items, 4,000 users, 5-core)."""
+    items: str | None = None
+    """(tables) a separate item file (csv, tsv, jsonl, json or parquet, e.g. MovieLens's movies.csv)
+    joined on the item id: its title column gives the titles, its other columns are kept as item metadata."""
+    item_id_col: str | None = None
+    """Column of --items holding the item id (None: the same name as --item_col)."""
+    item_title_col: str | None = None
+    """Column of --items holding the title (None: a column named 'title', if any)."""
 
     def __post_init__(self):
         # the messages of the source-dependent checks predate this class: kept word for word
@@ -86,6 +94,10 @@ class PrepareConfig:
             fail(self, "max_items", f"--max_items applies to raw reviews: --source {raw}")
         if self.extract_features and self.source not in RAW_REVIEWS:
             fail(self, "extract_features", f"--extract_features needs raw review text: --source {raw}")
+        if self.items is None and (self.item_id_col is not None or self.item_title_col is not None):
+            fail(self, "item_id_col", "--item_id_col and --item_title_col name columns of --items: pass --items FILE")
+        if self.items is not None and self.source not in TABLES:
+            fail(self, "items", f"--items joins an item file to a table: --source {' or '.join(TABLES)}")
         if self.on_error not in ("raise", "skip"):
             fail(self, "on_error", f"--on_error {self.on_error!r}: choose raise or skip")
         check_choice(self, "split", SPLITS)
@@ -97,7 +109,7 @@ class PrepareConfig:
         check(self, "finite", "min_rating")
         check(self, "finite", "review_min_rating", optional=True)
         check_text(self, "user_col", "item_col")
-        for name in COLUMNS[2:]:
+        for name in COLUMNS[2:] + ITEM_TABLE:
             if getattr(self, name) is not None:
                 check_text(self, name)
         for name in ("explanations", "extract_features"):
@@ -105,8 +117,10 @@ class PrepareConfig:
                 fail(self, name, f"{name} must be true or false (got {getattr(self, name)!r})")
 
     def columns(self) -> dict[str, str | None]:
-        """The column-name fields, as `data.tabular.load_table` takes them."""
-        return {name: getattr(self, name) for name in COLUMNS}
+        """The column-name fields, as `data.tabular.load_table` takes them, and the item table's
+        fields when --items is given."""
+        names = COLUMNS + (ITEM_TABLE if self.items is not None else ())
+        return {name: getattr(self, name) for name in names}
 
 
 def _integers(cfg, *names: str, optional: bool = False) -> None:

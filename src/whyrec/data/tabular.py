@@ -121,7 +121,9 @@ def _resolve(frame: pd.DataFrame, path: Path, mapping: dict[str, tuple[str | Non
 def load_table(path: str | Path, user_col: str = "user", item_col: str = "item",
                rating_col: str | None = None, timestamp_col: str | None = None,
                review_col: str | None = None, explanation_col: str | None = None,
-               title_col: str | None = None, fmt: str | None = None, on_error: str = "raise") -> RecDataset:
+               title_col: str | None = None, fmt: str | None = None, on_error: str = "raise",
+               items: str | Path | None = None, item_id_col: str | None = None,
+               item_title_col: str | None = None) -> RecDataset:
     """A RecDataset from one table of interactions (see the module docstring).
 
     Args:
@@ -132,9 +134,13 @@ def load_table(path: str | Path, user_col: str = "user", item_col: str = "item",
         fmt: override the format implied by the extension.
         on_error: 'raise' on rows without a user or item id; 'skip' keeps them with a blank id
             for `ensure_split` (with on_error='skip') to drop and count with the other bad rows.
+        items: a separate item file (any of the formats above, e.g. MovieLens's movies.csv) joined
+            on the item id; its titles win over `title_col`'s and its other columns become item metadata.
+        item_id_col: its id column (None: the name `item_col` has); item_title_col: its title column
+            (None: a column named 'title', if any).
     """
     check_on_error(on_error)
-    path = Path(path)
+    path, item_file = Path(path), items
     frame = read_table(path, fmt)
     mapping = {S.USER: (user_col, "--user_col"), S.ITEM: (item_col, "--item_col"),
                S.RATING: (rating_col, "--rating_col"), S.TIMESTAMP: (timestamp_col, "--timestamp_col"),
@@ -163,7 +169,37 @@ def load_table(path: str | Path, user_col: str = "user", item_col: str = "item",
         untitled = sorted(set(inter[S.ITEM].dropna()) - set(items[S.ITEM]))
         items = pd.concat([items, pd.DataFrame({S.ITEM: untitled})], ignore_index=True)
     meta = {"source": "table", "file": path.name, "columns": {k: v for k, v in cols.items()}}
+    if item_file is not None:
+        items = join_items(Path(item_file), item_id_col or item_col, item_title_col, inter[S.ITEM], items)
+        meta["items_file"] = Path(item_file).name
     return RecDataset(inter, items, None, meta=meta)
+
+
+def join_items(path: Path, id_col: str, title_col: str | None, ids: pd.Series,
+               titled: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per interacted item: its title and metadata from the item file `path` (rows for
+    items not interacted with are left out; an item the file lacks keeps the `titled` title or none)."""
+    if not path.is_file():
+        raise WhyrecError(f"--items {path} not found")
+    table = read_table(path)
+    cols = _resolve(table, path, {S.ITEM: (id_col, "--item_id_col"), S.TITLE: (title_col, "--item_title_col")})
+    joined = pd.DataFrame({S.ITEM: _as_ids(table[cols[S.ITEM]])})
+    if S.TITLE in cols:
+        joined[S.TITLE] = table[cols[S.TITLE]].astype("string").astype(object).where(table[cols[S.TITLE]].notna(), None)
+    # every other column is item metadata (genres, year, ...), under its own name unless it would shadow ours
+    for col in table.columns:
+        if col not in cols.values() and str(col) not in (S.ITEM, S.TITLE):
+            joined[str(col)] = table[col]
+    joined = joined.dropna(subset=[S.ITEM]).drop_duplicates(S.ITEM)
+    wanted = sorted(set(ids.dropna()) - {""})
+    if wanted and not set(wanted) & set(joined[S.ITEM]):
+        raise WhyrecError(f"{path.name}: no id of column {cols[S.ITEM]!r} (--item_id_col) matches an item of the "
+                          f"interactions (e.g. {joined[S.ITEM].iloc[0]!r} there, {wanted[0]!r} here)")
+    out = pd.DataFrame({S.ITEM: wanted}).merge(joined, on=S.ITEM, how="left")
+    if titled is not None and S.TITLE in titled:  # the interaction table's titles fill the file's gaps
+        fallback = out[S.ITEM].map(dict(zip(titled[S.ITEM], titled[S.TITLE])))
+        out[S.TITLE] = out[S.TITLE].where(out[S.TITLE].notna(), fallback) if S.TITLE in out else fallback
+    return out
 
 
 def _checked_split(col: pd.Series, path: Path) -> pd.Series:
