@@ -138,9 +138,10 @@ class TrainConfig:
 
 @dataclass
 class GenerationConfig:
-    """Explanation decoding: the one set of generation settings, turned into HF `generate` arguments
-    by `whyrec.llm.generate` for every method (same names on the CLI, `--generation.<field>`, in
-    the Python API and in `whyrec serve`)."""
+    """Explanation decoding, one name per setting for every method (CLI `--generation.*`, API, serve).
+
+    `whyrec.llm.generate` turns it into HF `generate` arguments; PEPLER decodes `--pepler.words`
+    tokens greedily instead."""
 
     max_new_tokens: int = 64
     min_new_tokens: int = 0
@@ -153,6 +154,7 @@ class GenerationConfig:
     """Beam search width (RecExplainer's next-item task: 5); 1: greedy or sampling."""
     batch_size: int = 16
     repetition_penalty: float = 1.1
+    """XRec/GaVaMoE (on generated tokens only); served RecExplainer and RecAlpaca decode plain greedy (1.0)."""
     no_repeat_ngram_size: int = 0
     """Never repeat an n-gram of this size (breaks the loops of small greedy models); 0: off."""
     drop_finished: bool = True

@@ -11,7 +11,8 @@ from whyrec.utils import WhyrecError
 @dataclass
 class ServeSettings:
     max_batch: int = 8
-    """Explanations generated in one forward pass at most."""
+    """Explanations generated in one forward pass at most: the server's decoding batch, so it replaces
+    `--generation.batch_size` (every other `--generation.*` setting applies as given)."""
     max_wait_ms: float = 10.0
     """How long the batcher waits for more requests after the first one arrives."""
     max_queue: int = 256
