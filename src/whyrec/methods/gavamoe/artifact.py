@@ -184,6 +184,7 @@ def load_gavamoe(path: str, device: str = "auto", lazy: bool = False) -> GaVaMoE
     model.device = device if device != "auto" else model.device
     cfg = GaVaMoEConfig(**{k: v for k, v in meta["gavamoe"].items() if k != "lora"})
     cfg.lora = LoraConfig(**meta["gavamoe"].get("lora", {}))
+    _usable(model.device)  # a bad --device fails now, also when the LLM is built later
     vae = _load_vae(path / meta["vae"], "cpu")
     build = lambda: _load_module(path, model, cfg, vae)  # noqa: E731
     items = pd.read_parquet(path / "items.parquet")
@@ -205,3 +206,10 @@ def _load_module(path: Path, model: ModelConfig, cfg: GaVaMoEConfig, vae) -> GaV
         module.load_state_dict(weights, strict=False)
     module.eval()
     return module
+
+
+def _usable(device: str) -> None:
+    from whyrec.llm.load import usable_device
+    from whyrec.utils import resolve_device
+
+    usable_device(resolve_device(device))

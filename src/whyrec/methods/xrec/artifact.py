@@ -185,6 +185,7 @@ def load_explainer(path: str, device: str = "auto", lazy: bool = False) -> Expla
     model.device = device if device != "auto" else model.device
     xrec = XRecConfig(**{k: v for k, v in cfg["xrec"].items() if k != "lora"})
     xrec.lora = LoraConfig(**cfg["xrec"].get("lora", {}))
+    _usable(model.device)  # a bad --device fails now, also when the LLM is built later
     enc = load_encoder(path / "encoder")
     build = lambda: _load_module(path, cfg, model, xrec)  # noqa: E731
     items, users = pd.read_parquet(path / "items.parquet"), pd.read_parquet(path / "users.parquet")
@@ -202,3 +203,10 @@ def _load_module(path: Path, cfg: dict, model: ModelConfig, xrec: XRecConfig):
         raise WhyrecError(f"{path}/adapter_model.safetensors does not match the config (e.g. {result.unexpected_keys[0]})")
     module.eval()
     return module
+
+
+def _usable(device: str) -> None:
+    from whyrec.llm.load import usable_device
+    from whyrec.utils import resolve_device
+
+    usable_device(resolve_device(device))
