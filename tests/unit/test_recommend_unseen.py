@@ -1,0 +1,210 @@
+"""`recommend` for a user leaves out everything they interacted with (valid/test too), keeps the
+held-out items with exclude="train" / include_held_out, and XRec/GaVaMoE build their LLM only
+for the first explanation (issue 21). A real tiny XRec run (tests/serve_tiny.py) and tiny
+GaVaMoE folders written by its own save function."""
+
+import json
+import shutil
+import threading
+import time
+
+import pandas as pd
+import pytest
+import serve_tiny as T
+
+from whyrec.config import GenerationConfig
+from whyrec.methods.catalog import Pair, recommend_for
+from whyrec.methods.xrec import artifact as XA
+from whyrec.runs import load_run
+from whyrec.utils import WhyrecError
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return T.tiny_run(tmp_path_factory)
+
+
+def _splits(run, user):
+    inter = pd.read_parquet(run / "data" / "interactions.parquet").astype(str)
+    mine = inter[inter["user"] == user]
+    return set(mine.loc[mine["split"] == "train", "item"]), set(mine.loc[mine["split"] != "train", "item"])
+
+
+def _busiest_held_out_user(run) -> str:
+    inter = pd.read_parquet(run / "data" / "interactions.parquet").astype(str)
+    return inter[inter["split"] != "train"]["user"].value_counts().index[0]
+
+
+@pytest.fixture
+def builds(monkeypatch):
+    """How many times an XRec LLM module was built."""
+    calls = {"n": 0}
+    real = XA.build_module
+
+    def counting(*args, **kwargs):
+        calls["n"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(XA, "build_module", counting)
+    return calls
+
+
+def _check_exclusion(loaded, run, user):
+    train, held = _splits(run, user)
+    assert held, "the tiny data must give this user valid/test items"
+    everything = len(loaded.catalog.items)
+    default = [r["item"] for r in loaded.recommend(user, k=everything)]
+    kept = [r["item"] for r in loaded.recommend(user, k=everything, exclude="train")]
+    assert not set(default) & (train | held)
+    assert set(default) == set(loaded.catalog.items) - train - held  # nothing else is lost
+    assert held <= set(kept) and not set(kept) & train
+    top = [r["item"] for r in loaded.recommend(user, k=5)]
+    assert len(top) == 5 and top == [i for i in kept if i not in held][:5]  # same ranking, held-out dropped
+
+
+def test_recommend_leaves_out_held_out_items_unless_asked(run, builds):
+    loaded = load_run(run)
+    user = _busiest_held_out_user(run)
+    assert "held_out" in pd.read_parquet(run / "explainer" / "users.parquet").columns  # kept by the folder
+    _check_exclusion(loaded, run, user)
+    with pytest.raises(WhyrecError, match="exclude must be one of all, train"):
+        loaded.recommend(user, k=3, exclude="none")
+    assert builds["n"] == 0  # ranking needed no LLM
+
+
+def test_older_folder_finds_held_out_items_in_its_dataset_folder(run, tmp_path, capsys):
+    old = tmp_path / "explainer"
+    shutil.copytree(run / "explainer", old)
+    users = pd.read_parquet(old / "users.parquet")
+    users.drop(columns=["held_out"]).to_parquet(old / "users.parquet", index=False)
+    user = _busiest_held_out_user(run)
+    _check_exclusion(load_run(old), run, user)  # run_config.json names the dataset folder
+    assert capsys.readouterr().err == ""
+    record = json.loads((old / "run_config.json").read_text())
+    record["config"]["data"] = str(tmp_path / "gone")
+    (old / "run_config.json").write_text(json.dumps(record))
+    loaded = load_run(old)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "valid/test items" in err and "only training items are excluded" in err
+    train, held = _splits(run, user)
+    got = {r["item"] for r in loaded.recommend(user, k=len(loaded.catalog.items))}
+    assert held <= got and not got & train  # the evaluation behaviour, as the notice says
+
+
+def test_llm_is_built_only_for_the_first_explanation(run, builds):
+    loaded = load_run(run)
+    user = _busiest_held_out_user(run)
+    with pytest.raises(WhyrecError, match="unknown user id 'nobody'"):
+        loaded.recommend("nobody", k=3)
+    recs = loaded.recommend(user, k=2)
+    assert builds["n"] == 0 and not loaded.model.explainer.module_loaded and "explanation" not in recs[0]
+    assert loaded.info()["method"] == "xrec" and builds["n"] == 0
+    explained = loaded.recommend(user, k=2, explain=True)
+    assert builds["n"] == 1 and all(isinstance(r["explanation"], str) for r in explained)
+    loaded.explain(user, explained[0]["item"])
+    assert builds["n"] == 1  # built once, then kept
+
+
+def test_lazy_module_is_built_once_under_concurrent_first_calls():
+    made = []
+
+    def slow_build():
+        time.sleep(0.2)
+        made.append(object())
+        return made[-1]
+
+    expl = XA.Explainer(None, None, pd.DataFrame({"item": []}), pd.DataFrame({"user": []}), {}, build=slow_build)
+    seen = []
+    threads = [threading.Thread(target=lambda: seen.append(expl.module)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(made) == 1 and all(m is made[0] for m in seen) and expl.module_loaded
+
+
+def test_serve_leaves_out_held_out_items_unless_include_held_out(run):
+    pytest.importorskip("fastapi", reason="the serve extra is not installed")
+    from fastapi.testclient import TestClient
+
+    from whyrec.serve.server import build_app
+
+    user = _busiest_held_out_user(run)
+    train, held = _splits(run, user)
+    with TestClient(build_app(str(run), generation=GenerationConfig(max_new_tokens=4), cache="none")) as c:
+        url = f"/users/{user}/recommendations"
+        default = {r["item"] for r in c.get(url, params={"k": 100}).json()["recommendations"]}
+        kept = {r["item"] for r in c.get(url, params={"k": 100, "include_held_out": "true"}).json()["recommendations"]}
+        assert not default & (held | train) and held & kept and not kept & train
+
+
+def test_xrec_card_names_the_variant_and_its_training(run):
+    card = (run / "explainer" / "README.md").read_text()
+    config = json.loads((run / "explainer" / "config.json").read_text())
+    log = json.loads((run / "explainer" / "training_log.json").read_text())
+    lora = config["xrec"]["lora"]
+    variant = f"XRec + LoRA r={lora['r']}" if lora["enabled"] else "XRec (frozen backbone"
+    assert card.startswith(f"# whyrec explainer: {variant}")
+    assert config["model"]["name_or_path"] in card and f"{log['steps']} steps" in card
+    assert f"{log['examples']:,} training explanations" in card and str(run / "data") in card
+    assert f"lr {config['train']['lr']:g}" in card and "lightgcn" in card.lower()
+
+
+# ---- GaVaMoE: pairs.parquet keeps each pair's split; older folders without it keep every pair out
+@pytest.fixture(scope="module")
+def gavamoe(tmp_path_factory):
+    """The shared tiny GaVaMoE folder rewritten with a split per pair: each user's first item held out."""
+    from whyrec.data import schema as S
+
+    folder = tmp_path_factory.mktemp("gavamoe-splits") / "gavamoe"
+    shutil.copytree(T.tiny_gavamoe(tmp_path_factory), folder)
+    pairs = pd.read_parquet(folder / "pairs.parquet")
+    first = pairs.groupby("user").cumcount() == 0
+    pairs[S.SPLIT] = ["test" if f else "train" for f in first]
+    pairs.to_parquet(folder / "pairs.parquet", index=False)
+    return folder
+
+
+def test_gavamoe_ranks_without_held_out_pairs_and_without_its_llm(gavamoe):
+    from whyrec.registry import method_of
+
+    model = method_of(gavamoe).load(gavamoe, device="cpu")
+    assert not model.explainer.module_loaded
+    for user, items in T.SEEN.items():
+        held, train = {items[0]}, set(items[1:])
+        assert model.catalog.history(user) == items[1:] and model.catalog.held_out(user) == [items[0]]
+        default = {r["item"] for r in recommend_for(model, user, len(T.ITEMS))}
+        kept = {r["item"] for r in recommend_for(model, user, len(T.ITEMS), exclude="train")}
+        assert default == set(T.ITEMS) - train - held and kept == set(T.ITEMS) - train
+    assert not model.explainer.module_loaded
+    model.gen = GenerationConfig(max_new_tokens=2)
+    assert isinstance(model.explain([Pair("u0", "i5")])[0], str)
+    assert model.explainer.module_loaded
+
+
+def test_gavamoe_older_folder_keeps_every_known_pair_out(tmp_path_factory, capsys):
+    from whyrec.registry import method_of
+
+    folder = T.tiny_gavamoe(tmp_path_factory)  # no split column, no run_config.json
+    model = method_of(folder).load(folder, device="cpu")
+    assert "every known pair is excluded" in capsys.readouterr().err
+    for user, items in T.SEEN.items():
+        got = {r["item"] for r in recommend_for(model, user, len(T.ITEMS), exclude="train")}
+        assert got == set(T.ITEMS) - set(items)
+
+
+def test_gavamoe_card_names_the_variant_and_its_training(tmp_path_factory):
+    card = (T.tiny_gavamoe(tmp_path_factory) / "README.md").read_text()
+    assert card.startswith("# whyrec explainer: GaVaMoE, 2 experts (top-1)")
+    assert "tiny-random-llama" in card and "2 clusters" in card and "0 steps" in card
+
+
+def test_gavamoe_training_pairs_carry_their_split():
+    from whyrec.data import schema as S
+    from whyrec.methods.gavamoe.train import known_pairs
+
+    inter = pd.DataFrame({S.USER: ["a", "a", "b"], S.ITEM: ["x", "y", "x"], S.SPLIT: ["train", "test", "valid"]})
+    texts = pd.DataFrame({S.USER: ["a", "c"], S.ITEM: ["y", "z"], S.EXPLANATION: ["e", "f"]})  # no split column
+    ds = type("DS", (), {"interactions": inter, "texts": texts})()
+    pairs = known_pairs(ds).set_index([S.USER, S.ITEM])[S.SPLIT].to_dict()
+    assert pairs == {("a", "x"): "train", ("a", "y"): "test", ("b", "x"): "valid", ("c", "z"): "train"}
