@@ -10,6 +10,7 @@ import inspect
 import sys
 from pathlib import Path
 
+from whyrec.cli_common import encoder_summary, print_result, quiet_library_warnings
 from whyrec.cli_common import print_json as _print_json
 from whyrec.cli_common import run_method_object as _run_method_object
 from whyrec.cli_common import split_specs as _split_specs
@@ -35,7 +36,7 @@ from whyrec.utils import WhyrecError
 
 def train_encoder(data: str, out: str, encoder: str = "lightgcn", lightgcn: LightGCNConfig = LightGCNConfig(),
                   sasrec: SASRecConfig = SASRecConfig(), mf: MFConfig = MFConfig(), device: str = "auto",
-                  resume: bool = True, overwrite: bool = False):
+                  resume: bool = True, overwrite: bool = False, json: bool = False):
     """Train a collaborative encoder on a prepared dataset and save it as an artifact folder.
 
     Args:
@@ -46,18 +47,20 @@ def train_encoder(data: str, out: str, encoder: str = "lightgcn", lightgcn: Ligh
         device: auto, cpu or cuda.
         resume: continue from out/checkpoint after an interruption.
         overwrite: replace --out if it holds another run (built beside it, then renamed into place).
+        json: print out/metrics.json in full (for scripts) instead of the short summary.
     """
     if encoder in ("sasrec", "mf"):
         from whyrec.encoders.target_train import train_target
 
         config = sasrec if encoder == "sasrec" else mf
-        _print_json(train_target(data=data, out=out, encoder=encoder, config=config, device=device, resume=resume,
-                                 overwrite=overwrite))
-        return
-    from whyrec.encoders.train import train_encoder as _train
+        metrics = train_target(data=data, out=out, encoder=encoder, config=config, device=device, resume=resume,
+                               overwrite=overwrite)
+    else:
+        from whyrec.encoders.train import train_encoder as _train
 
-    _print_json(_train(data=data, out=out, encoder=encoder, config=lightgcn, device=device, resume=resume,
-                       overwrite=overwrite))
+        metrics = _train(data=data, out=out, encoder=encoder, config=lightgcn, device=device, resume=resume,
+                         overwrite=overwrite)
+    print_result(metrics, json, lambda: encoder_summary(metrics, out))
 
 
 def train_explainer(data: str, out: str, encoder: str | None = None, method: str = "xrec",
@@ -101,9 +104,16 @@ def explain(run: str, user: str, item: str, generation: GenerationConfig | None 
         generation: decoding settings (default: the method's own).
         device: auto, cpu or cuda.
     """
-    from whyrec.runs import explain_pair
+    from whyrec.runs import load_run
 
-    print(explain_pair(run, user, item, generation=generation, device=device))
+    loaded = load_run(run, device=device, generation=generation)
+    text = loaded.explain(user, item)
+    print(f"user {user} · {_item_label(item, loaded.title(item))}:")
+    print(text)
+
+
+def _item_label(item: str, title: str) -> str:
+    return title if str(item) == title else f"{title} [{item}]"
 
 
 def recommend(run: str, user: str, k: int = 5, explain: bool = False, generation: GenerationConfig | None = None,
@@ -135,10 +145,16 @@ def recommend(run: str, user: str, k: int = 5, explain: bool = False, generation
     if method is not None and (method not in METHODS or METHODS.get(method) is not held):
         raise WhyrecError(f"--run {run} holds a {getattr(held, 'name', 'unknown')} run, not {method}; pass its folder")
     options = {"instructions": instructions} if instructions is not None else {}
-    recs = load_run(run, device=device, generation=generation, **options).recommend(user, k=k, explain=explain)
+    loaded = load_run(run, device=device, generation=generation, **options)
+    recs = loaded.recommend(user, k=k)
+    if len(recs) < k:  # said before explaining: explaining a whole catalogue takes minutes
+        print(f"whyrec: note: k={k} capped to {len(recs):,} (all the items user {user} has not seen)", file=sys.stderr)
+    todo = [r for r in recs if r.get("explanation") is None] if explain else []
+    if todo:  # the served model shows progress for a long job (in logs too: whyrec.progress)
+        for rec, text in zip(todo, loaded.explain_many([user] * len(todo), [r["item"] for r in todo])):
+            rec["explanation"] = text
     for rank, rec in enumerate(recs, 1):
-        label = rec["title"] if rec["item"] == rec["title"] else f"{rec['title']} [{rec['item']}]"
-        print(f"{rank}. {label} score={rec['score']:.3f}")
+        print(f"{rank}. {_item_label(rec['item'], rec['title'])} score={rec['score']:.3f}")
         if rec.get("explanation") is not None:
             print(f"   {rec['explanation']}")
 
@@ -293,6 +309,17 @@ COMMANDS = {
     "serve": serve,
     "list": list_,
 }
+# one line per command group in `whyrec --help` (jsonargparse reads a group's "_help" key)
+GROUP_HELP = {
+    "data": "Get and prepare datasets: download, prepare, profiles, instructions.",
+    "train": "Train a collaborative encoder or an explainer (the LLM side of a method).",
+    "benchmark": "Compare methods on the same pairs of one dataset.",
+}
+
+
+def _with_help(tree: dict) -> dict:
+    return {name: {"_help": GROUP_HELP[name], **node} if isinstance(node, dict) else node
+            for name, node in tree.items()}
 
 
 def _functions(tree):
@@ -331,8 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = normalise_argv(sys.argv[1:] if argv is None else list(argv))
     commands = dict(COMMANDS)
     try:
-        CLI(commands, args=argv, as_positional=False, prog="whyrec", parser_class=parser_class(),
-            instantiators=config_instantiators())
+        with quiet_library_warnings():  # deprecation notices of transformers & co. (WHYREC_DEBUG=1 shows them)
+            CLI(_with_help(commands), args=argv, as_positional=False, prog="whyrec", parser_class=parser_class(),
+                instantiators=config_instantiators())
     except SystemExit as e:  # --help and --print_config (a library's sys.exit("why") is one line too)
         if isinstance(e.code, str):
             print(f"whyrec: error: {' '.join(e.code.split())}", file=sys.stderr)

@@ -23,6 +23,11 @@ USER_ERROR, BUG = 2, 1
 DEBUG_ENV = "WHYREC_DEBUG"
 
 
+def debugging() -> bool:
+    """WHYREC_DEBUG=1: tracebacks with errors, and the library warnings the CLI otherwise hides."""
+    return os.environ.get(DEBUG_ENV, "").strip() not in ("", "0", "false")
+
+
 class UsageError(Exception):
     """The command line or a config file does not fit the command's options (jsonargparse's complaint)."""
 
@@ -151,7 +156,7 @@ def report(exc: BaseException, argv: list[str], commands: dict) -> int:
     except Exception:  # wording the message failed: the error itself still goes out on one line
         line, hint = _one_line(str(exc)) or type(exc).__name__, None
         code = USER_ERROR if isinstance(exc, (UsageError, ConfigValueError, OSError)) else BUG
-    if os.environ.get(DEBUG_ENV, "").strip() not in ("", "0", "false"):
+    if debugging():
         __import__("traceback").print_exception(exc, file=sys.stderr)
     print(f"whyrec: error: {line}", file=sys.stderr)
     if hint:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
-from whyrec.cli_common import print_json as _print_json
+from whyrec.cli_common import print_result as _print_result
 from whyrec.cli_common import run_method_object as _run_method_object
+from whyrec.cli_common import table as _table
 from whyrec.config import GenerationConfig, ModelConfig
 from whyrec.eval.judge import JudgeConfig
 from whyrec.utils import WhyrecError
@@ -18,7 +20,7 @@ def evaluate(out: str, predictions: str | None = None, references: str | None = 
              judge: JudgeConfig | None = None, grounding: bool = False, task: str = "explain",
              recalpaca_json: str | None = None, field: str = "output2", k: int = 5, parser: str = "recalpaca",
              encoder: str | None = None, prompt_reduction: str | None = None, runs: str | None = None,
-             unaligned: bool = False, seed: int = 2023, overwrite: bool = False):
+             unaligned: bool = False, seed: int = 2023, overwrite: bool = False, json: bool = False):
     """Score explanations (given files, or generated with --run/--data) or top-k recommendations (--task topk).
 
     Writes out/metrics.json ({"pepler": ..., "standard": ..., "n": ...}) and out/report.md;
@@ -70,12 +72,14 @@ def evaluate(out: str, predictions: str | None = None, references: str | None = 
         seed: (alignment, faithfulness) seed of the user sample, the target's pos/neg picks and the templates.
         overwrite: replace --out if it holds anything else (rebuilt beside it, then renamed into place); without
             it, a folder holding another evaluation (other inputs or settings) is refused, naming what differs.
+        json: print the full results as JSON (for scripts) instead of the short report; both are in --out.
     """
-    args = {k: v for k, v in locals().items() if k not in ("out", "overwrite")}
+    args = {k: v for k, v in locals().items() if k not in ("out", "overwrite", "json")}
     from whyrec.outputs import output_folder
 
     with output_folder(out, "evaluation", _evaluation_fingerprint(args), overwrite=overwrite) as work:
-        _evaluate(str(work), **args)
+        result, human = _evaluate(str(work), **args)
+    _print_result(result, json, lambda: human(Path(out)))
 
 
 def _evaluation_fingerprint(args: dict) -> dict:
@@ -97,7 +101,8 @@ def _evaluate(out: str, predictions: str | None, references: str | None, column:
               device: str, bertscore: bool, bertscore_model: str | None, bertscore_layers: int | None,
               judge: JudgeConfig | None, grounding: bool, task: str, recalpaca_json: str | None, field: str, k: int,
               parser: str, encoder: str | None, prompt_reduction: str | None, runs: str | None, unaligned: bool,
-              seed: int) -> None:
+              seed: int) -> tuple[object, Callable[[Path], str]]:
+    """(the full results, a function of the final --out folder writing the short report)."""
     if task == "topk":
         from whyrec.eval.topk import evaluate_recalpaca_json
 
@@ -111,10 +116,10 @@ def _evaluate(out: str, predictions: str | None, references: str | None, column:
             if run is None:
                 raise WhyrecError("--prompt_reduction needs --run (a RecAlpaca run folder) to generate with")
             fractions = [float(f) for f in prompt_reduction.split(",") if f.strip()]
-            _print_json(_reduction(run, recalpaca_json, out, fractions, max_users=max_pairs,
-                                   batch_size=generation.batch_size, max_new_tokens=generation.max_new_tokens,
-                                   repetition_penalty=generation.repetition_penalty, device=device))
-            return
+            result = _reduction(run, recalpaca_json, out, fractions, max_users=max_pairs,
+                                batch_size=generation.batch_size, max_new_tokens=generation.max_new_tokens,
+                                repetition_penalty=generation.repetition_penalty, device=device)
+            return result, lambda folder: _report_file(folder, "prompt_reduction.md")
         if run is not None:  # generate with a RecAlpaca run (or the bare backbone: --run none)
             from whyrec.methods.recalpaca.model import evaluate_recalpaca
 
@@ -129,21 +134,18 @@ def _evaluate(out: str, predictions: str | None, references: str | None, column:
             label = f"{field} ({parser} parser)"
         baselines = recalpaca_baselines(recalpaca_json, encoder, k=k, max_users=max_pairs if run is not None else None)
         write_topk_report(out, {label: metrics, **baselines}, k)
-        _print_json({"model": metrics, "baselines": baselines})
-        return
+        return {"model": metrics, "baselines": baselines}, lambda folder: _report_file(folder, "report.md")
     if task == "alignment":
-        _evaluate_alignment(run, out, max_pairs, generation, device, runs=runs, unaligned=unaligned, seed=seed)
-        return
+        return _evaluate_alignment(run, out, max_pairs, generation, device, runs=runs, unaligned=unaligned,
+                                   seed=seed)
     if task == "faithfulness":
         from whyrec.methods.recexplainer.alignment_table import parse_runs
         from whyrec.methods.recexplainer.faithfulness import faithfulness
 
-        _print_json(faithfulness(parse_runs(runs, run), out, unaligned=unaligned, max_pairs=max_pairs, seed=seed,
-                                 judge=judge, batch_size=generation.batch_size,
-                                 max_new_tokens=generation.max_new_tokens,
-                                 min_new_tokens=min(150, generation.max_new_tokens), device=device)["probes"])
-        print((Path(out) / "faithfulness.md").read_text(), end="")
-        return
+        result = faithfulness(parse_runs(runs, run), out, unaligned=unaligned, max_pairs=max_pairs, seed=seed,
+                              judge=judge, batch_size=generation.batch_size, max_new_tokens=generation.max_new_tokens,
+                              min_new_tokens=min(150, generation.max_new_tokens), device=device)
+        return result["probes"], lambda folder: _report_file(folder, "faithfulness.md")
     if task != "explain":
         raise WhyrecError(f"unknown --task {task!r}; choose explain, topk, alignment or faithfulness")
     judge = judge or JudgeConfig()
@@ -169,11 +171,52 @@ def _evaluate(out: str, predictions: str | None, references: str | None, column:
                                  judge=LLMJudge(judge))
     else:
         raise WhyrecError("give --predictions and --references, or --run and --data")
-    _print_json(metrics)
+    return metrics, lambda folder: explanation_summary(metrics, folder)
+
+
+def _report_file(folder: Path, name: str) -> str:
+    return (folder / name).read_text() + f"\n(in {folder}; --json prints the full results)"
+
+
+def explanation_summary(metrics: dict, folder: Path) -> str:
+    """The short report of an explanation evaluation: report.md, plus grounding, per-activity-group
+    scores and PEPLER's feature/rating metrics when the evaluation has them."""
+    from whyrec.eval.report import markdown_report
+
+    report = folder / "report.md"
+    lines = [(report.read_text() if report.exists() else markdown_report(metrics, "Explanations")).rstrip("\n")]
+    if metrics.get("rating"):
+        lines += ["", "## Rating", "", *_table(["metric", "value"], [[k, v] for k, v in metrics["rating"].items()])]
+    if metrics.get("features"):
+        lines += ["", "## Features", "", *_table(["metric", "value"], [[k, v] for k, v in metrics["features"].items()
+                                                                       if isinstance(v, int | float)])]
+    if metrics.get("grounding"):
+        lines += ["", *_grounding_lines(metrics["grounding"], metrics.get("grounding_references"))]
+    if metrics.get("groups"):
+        cols = ["bleu1", "bleu4", "rouge1_f", "rougeL_f", "usr"]
+        rows = [[name, g.get("n"), *(g.get(c) for c in cols)] for name, g in metrics["groups"].items()]
+        lines += ["", "## By user activity (training interactions, sparse to dense)", "",
+                  *_table(["group", "pairs", *cols], rows)]
+    lines += ["", f"full metrics: {folder / 'metrics.json'} (--json prints them)"]
+    return "\n".join(lines)
+
+
+def _grounding_lines(pred: dict, refs: dict | None) -> list[str]:
+    def rate(g: dict) -> str:
+        r = g.get("hallucination_rate")
+        return "-" if r is None else f"{100 * r:.1f}% ({g['false_claims']} of {g['checked_claims']} claims)"
+
+    lines = ["## Grounding (claims checked against the data)", "",
+             f"Hallucination rate: {rate(pred)}; {pred.get('explanations_with_false_claim')} of "
+             f"{pred.get('explanations')} explanations have a false claim."]
+    if refs:
+        lines.append(f"References: {rate(refs)}.")
+    kinds = [[kind, v["checked"], v["false"], v["rate"]] for kind, v in pred.get("per_kind", {}).items() if v["checked"]]
+    return lines + (["", *_table(["claim kind", "checked", "false", "rate"], kinds)] if kinds else [])
 
 
 def _evaluate_alignment(run: str | None, out: str, max_users: int | None, generation: GenerationConfig,
-                        device: str, runs: str | None = None, unaligned: bool = False, seed: int = 2023) -> None:
+                        device: str, runs: str | None = None, unaligned: bool = False, seed: int = 2023):
     from whyrec.methods.recexplainer.alignment import alignment_examples, evaluate_alignment
     from whyrec.methods.recexplainer.alignment_table import (
         alignment_table,
@@ -184,10 +227,10 @@ def _evaluate_alignment(run: str | None, out: str, max_users: int | None, genera
     from whyrec.utils import write_json
 
     if runs or unaligned:  # one table: every run and the un-aligned backbone on the same examples
-        alignment_table(parse_runs(runs, run), out, unaligned=unaligned, max_users=max_users, seed=seed,
-                        batch_size=generation.batch_size, max_new_tokens=generation.max_new_tokens, device=device)
-        print((Path(out) / "alignment.md").read_text(), end="")
-        return
+        result = alignment_table(parse_runs(runs, run), out, unaligned=unaligned, max_users=max_users, seed=seed,
+                                 batch_size=generation.batch_size, max_new_tokens=generation.max_new_tokens,
+                                 device=device)
+        return result, lambda folder: _report_file(folder, "alignment.md")
     if run is None or "alignment" not in getattr(_run_method_object(run), "studies", ()):
         raise WhyrecError("--task alignment needs --run (a folder from `whyrec train explainer --method recexplainer`)")
     model = load_recexplainer(run, device=device)
@@ -197,4 +240,7 @@ def _evaluate_alignment(run: str | None, out: str, max_users: int | None, genera
                                  max_new_tokens=generation.max_new_tokens)
     metrics = {"run": run, "mode": model.cfg.mode, "n_users": len(users), "tasks": metrics}
     write_json(Path(out) / "metrics.json", metrics)
-    _print_json(metrics)
+    rows = [[task, name, value] for task, values in metrics["tasks"].items() for name, value in values.items()]
+    return metrics, lambda folder: "\n".join([f"{run} ({model.cfg.mode} mode), {len(users)} users", "",
+                                               *_table(["task", "metric", "value"], rows), "",
+                                               f"full metrics: {folder / 'metrics.json'} (--json prints them)"])

@@ -61,7 +61,7 @@ def test_cli_recommend_and_explain(trained, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("1. Film ") and "score=" in lines[0] and "is popular" in lines[1]
     assert main(["explain", "--run", str(run), "--user", "u1", "--item", "i3"]) == 0
-    assert capsys.readouterr().out.startswith("Film 3 is popular")
+    assert capsys.readouterr().out.startswith("user u1 · Film 3 [i3]:\nFilm 3 is popular")
     assert main(["explain", "--run", str(run), "--user", "u1", "--item", "nope"]) == 2
     assert "unknown item id 'nope'" in capsys.readouterr().err
 
