@@ -279,6 +279,11 @@ def test_cli_evaluate_topk(shared_data, tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) >= {"precision@5", "recall@5", "ndcg@5", "ndcg@5_ordered"}
     assert metrics["precision@5"] == pytest.approx(0.33367, abs=1e-4)
+    printed = capsys.readouterr().out  # the report's table, not the JSON (--json prints that)
+    assert printed.startswith((out / "report.md").read_text()) and not printed.startswith("{")
+    assert main(["evaluate", "--task", "topk", "--recalpaca-json", str(path), "--field", "output2",
+                 "--out", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["model"] == metrics
     assert main(["evaluate", "--task", "topk", "--recalpaca-json", str(path), "--field", "nope",
                  "--out", str(out)]) == 2
     assert "nope" in capsys.readouterr().err
