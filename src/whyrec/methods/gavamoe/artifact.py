@@ -22,13 +22,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
 from whyrec._version import __version__
 from whyrec.config import GenerationConfig, LoraConfig, ModelConfig, TrainConfig
 from whyrec.data import schema as S
 from whyrec.methods.gavamoe.model import GaVaMoE, GaVaMoEConfig
 from whyrec.outputs import MARKER
+from whyrec.progress import progress as progress_bar
 from whyrec.utils import WhyrecError, atomic_path, read_json, write_json
 
 ARTIFACT_FILES = ("config.json", "adapter_model.safetensors", "items.parquet", "pairs.parquet")
@@ -94,7 +94,7 @@ class GaVaMoEExplainer:
         order = sorted(range(len(prompts)), key=lambda k: len(prompts[k]))
         out = [""] * len(prompts)
         batches = [order[s:s + gen.batch_size] for s in range(0, len(order), gen.batch_size)]
-        for b in tqdm(batches, desc="explain", unit="batch", disable=not progress or len(batches) < 2):
+        for b in progress_bar(batches, desc="explain", unit="batch", enabled=progress and len(batches) >= 2):
             enc = self.module.encode([prompts[k] for k in b], side="left")
             texts = self.module.generate(enc["input_ids"], enc["attention_mask"], user_vec[b], item_vec[b],
                                          clusters[b], gen)

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import pandas as pd
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
 from whyrec._version import __version__
 from whyrec.config import GenerationConfig, ModelConfig, XRecConfig
 from whyrec.data import schema as S
 from whyrec.outputs import MARKER, destination
+from whyrec.progress import progress as progress_bar
 from whyrec.utils import WhyrecError, atomic_path, read_json, write_json
 
 ARTIFACT_FILES = ("config.json", "adapter_model.safetensors", "items.parquet", "users.parquet")
@@ -79,7 +79,7 @@ class Explainer:
         order = sorted(range(len(prompts)), key=lambda k: len(prompts[k]))
         out: list[str] = [""] * len(prompts)
         batches = [order[s:s + gen.batch_size] for s in range(0, len(order), gen.batch_size)]
-        for b in tqdm(batches, desc="explain", unit="batch", disable=not progress or len(batches) < 2):
+        for b in progress_bar(batches, desc="explain", unit="batch", enabled=progress and len(batches) >= 2):
             enc = self.module.encode([prompts[k] for k in b], side="left")
             texts = self.module.generate(enc["input_ids"], enc["attention_mask"], user_vec[b], item_vec[b], gen)
             for k, t in zip(b, texts):
