@@ -186,6 +186,7 @@ def test_gavamoe_older_folder_keeps_every_known_pair_out(tmp_path_factory, capsy
     from whyrec.registry import method_of
 
     folder = T.tiny_gavamoe(tmp_path_factory)  # no split column, no run_config.json
+    capsys.readouterr()  # the fixture's build output
     model = method_of(folder).load(folder, device="cpu")
     assert "every known pair is excluded" in capsys.readouterr().err
     for user, items in T.SEEN.items():
@@ -208,3 +209,24 @@ def test_gavamoe_training_pairs_carry_their_split():
     ds = type("DS", (), {"interactions": inter, "texts": texts})()
     pairs = known_pairs(ds).set_index([S.USER, S.ITEM])[S.SPLIT].to_dict()
     assert pairs == {("a", "x"): "train", ("a", "y"): "test", ("b", "x"): "valid", ("c", "z"): "train"}
+
+
+def test_pepler_reg_excludes_what_its_dataset_folder_lists(tmp_path_factory, tmp_path, capsys):
+    from whyrec.registry import method_of
+
+    folder = tmp_path / "pepler"
+    shutil.copytree(T.tiny_pepler(tmp_path_factory, "reg"), folder)
+    capsys.readouterr()  # the fixture's build output
+    model = method_of(folder).load(folder, device="cpu")  # no run_config.json: nothing known, nothing said
+    assert len(recommend_for(model, "u0", len(T.ITEMS))) == len(T.ITEMS) and "whyrec:" not in capsys.readouterr().err
+    assert "not excluded" in model.info()["recommends"]
+    (tmp_path / "data").mkdir()
+    rows = [(u, i, "test" if n == 0 else "train") for u, items in T.SEEN.items() for n, i in enumerate(items)]
+    pd.DataFrame(rows, columns=["user", "item", "split"]).to_parquet(tmp_path / "data" / "interactions.parquet")
+    (folder / "run_config.json").write_text(json.dumps({"config": {"data": str(tmp_path / "data")}}))
+    model = method_of(folder).load(folder, device="cpu")
+    assert "training items excluded" in model.info()["recommends"]
+    for user, items in T.SEEN.items():
+        default = {r["item"] for r in recommend_for(model, user, len(T.ITEMS))}
+        kept = {r["item"] for r in recommend_for(model, user, len(T.ITEMS), exclude="train")}
+        assert default == set(T.ITEMS) - set(items) and kept == set(T.ITEMS) - set(items[1:])

@@ -4,7 +4,8 @@ Only the `reg` variant has a recommender, its rating head (MF dot product or MLP
 prompts), clipped to the training data's rating range; `continuous` and `discrete` learned no
 scores, so their recommendations answer 409. A PEPLER folder keeps no titles or interactions
 (only id maps and each id's training feature words), so titles are the ids, a user's profile
-is their feature words, and no history is known to exclude from the ranking.
+is their feature words, and the history excluded from `reg`'s ranking comes from the dataset
+folder its run_config.json names (none is excluded when it names none).
 """
 
 from __future__ import annotations
@@ -12,7 +13,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from whyrec.config import GenerationConfig
-from whyrec.methods.catalog import Catalog, Pair, Unsupported, dataset_label, revision
+from whyrec.data import schema as S
+from whyrec.methods.catalog import (
+    Catalog,
+    Pair,
+    Unsupported,
+    dataset_label,
+    held_out_lists,
+    interactions_of,
+    recorded_data,
+    revision,
+    top_unseen,
+)
 from whyrec.methods.pepler.model import discrete_prompt
 
 NO_RECOMMENDER = "this PEPLER variant explains given pairs only; use POST /explain"
@@ -37,9 +49,17 @@ class PEPLERModel:
         # PEPLER decodes `words` tokens greedily whatever --generation says: only its own config counts.
         self.revision = revision(folder, files)
         describe = lambda words: "features: " + ", ".join(words) if words else ""  # noqa: E731
+        # The folder keeps no interactions: the dataset folder its run_config.json names (if it does)
+        # gives each user's training items (excluded by `reg`'s ranking) and valid/test items.
+        by_user = interactions_of(folder) if recorded_data(folder) else None
+        self.known = by_user is not None
+        train = {u: splits.get(S.TRAIN, []) for u, splits in (by_user or {}).items()}
+        held = held_out_lists(by_user)
         self.catalog = Catalog(list(self.user2idx), self.idx2item,
                                user_profiles={u: describe(w) for u, w in self.feats["user"].items()},
-                               item_profiles={i: describe(w) for i, w in self.feats["item"].items()})
+                               item_profiles={i: describe(w) for i, w in self.feats["item"].items()},
+                               history_of=lambda u: [i for i in train.get(u, []) if i in self.item2idx],
+                               held_out_of=lambda u: held.get(u, []))
 
     @property
     def variant(self) -> str:
@@ -53,9 +73,9 @@ class PEPLERModel:
         with torch.inference_mode():
             scores = self.module.predict_rating(torch.full_like(items, self.user2idx[user]), items).float().cpu()
         low, high = self.cfg.get("rating_range") or (float("-inf"), float("inf"))
-        top = torch.topk(scores, min(k, len(scores)))  # ranked unclipped; shown clipped like PEPLER's RMSE
-        return self.catalog.rows([self.idx2item[i] for i in top.indices.tolist()],
-                                 top.values.clamp(low, high).tolist())
+        seen = [self.item2idx[i] for i in self.catalog.history(user)]
+        idx, vals = top_unseen(torch, scores, seen, k)  # ranked unclipped; shown clipped like PEPLER's RMSE
+        return self.catalog.rows([self.idx2item[i] for i in idx], torch.tensor(vals).clamp(low, high).tolist())
 
     def recommend_cold(self, liked, k):
         raise Unsupported("PEPLER serves only its trained users")  # the app checks cold_start first
@@ -74,9 +94,10 @@ class PEPLERModel:
 
     def info(self) -> dict:
         cfg = self.cfg
-        recommends = ("the reg variant's rating head (predicted rating, clipped to the data's range); "
-                      "no history in the folder, so rated items are not excluded") if self.variant == "reg" \
-            else NO_RECOMMENDER
+        excluded = ("the user's training items excluded (and valid/test ones unless include_held_out), from "
+                    "the dataset folder" if self.known else "no history in the folder, so rated items are not excluded")
+        recommends = (f"the reg variant's rating head (predicted rating, clipped to the data's range); {excluded}"
+                      if self.variant == "reg" else NO_RECOMMENDER)
         return {"method": "pepler", "variant": self.variant, "backbone": cfg["model"].get("name_or_path"),
                 "dataset": dataset_label(self.folder, cfg), "steps": None, "revision": self.revision,
                 "n_users": len(self.user2idx), "n_items": len(self.idx2item), "encoder": None, "encoder_dim": None,
