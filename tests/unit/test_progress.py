@@ -123,3 +123,19 @@ def test_explaining_many_pairs_reports_batches_in_a_log(tmp_path_factory, capsys
     assert len(texts) == 9 and [line.split()[2] for line in lines] == ["1/3", "2/3", "3/3"], lines
     run.explain_many(["u0"] * 2, T.ITEMS[:2])  # a short job stays quiet
     assert "explain:" not in capsys.readouterr().err
+
+
+def test_pepler_epochs_reach_the_log(tmp_path_factory, tmp_path, capsys, monkeypatch):
+    import test_pepler_method as T
+
+    from whyrec.methods.pepler.train import fit
+
+    data = T.data_dir.__wrapped__(tmp_path_factory)  # the PEPLER tests' synthetic dataset
+    module, train, valid, _, _ = T.build(data, variant="continuous", epochs=2, epochs_phase2=1)
+    monkeypatch.setattr(P, "INTERVAL_S", 0.0)
+    capsys.readouterr()
+    fit(module, train, valid, module.cfg, seed=0, ckpt=tmp_path / "ckpt")
+    err = capsys.readouterr().err
+    assert re.search(r"^pepler phase 1/2: epoch 1/2 \(50%\) train_loss \d+\.\d{4} valid_loss \d+\.\d{4} · ", err, re.M), err
+    assert re.search(r"^pepler phase 2/2: epoch 1/1 \(100%\) .*done in", err, re.M), err
+    assert re.search(r"^pepler: batch 1/\d+", err, re.M), err  # inside an epoch too
