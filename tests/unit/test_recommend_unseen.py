@@ -230,3 +230,33 @@ def test_pepler_reg_excludes_what_its_dataset_folder_lists(tmp_path_factory, tmp
         default = {r["item"] for r in recommend_for(model, user, len(T.ITEMS))}
         kept = {r["item"] for r in recommend_for(model, user, len(T.ITEMS), exclude="train")}
         assert default == set(T.ITEMS) - set(items) and kept == set(T.ITEMS) - set(items[1:])
+
+
+def _cli_items(out: str) -> set[str]:
+    import re
+
+    found = [re.match(r"^\d+\. (?:.* \[(.+)\]|(.+)) score=", line) for line in out.splitlines()]
+    return {m.group(1) or m.group(2) for m in found if m}
+
+
+def test_cli_recommend_leaves_out_held_out_items(run, capsys):
+    from whyrec import cli
+
+    user = _busiest_held_out_user(run)
+    train, held = _splits(run, user)
+    assert cli.main(["recommend", "--run", str(run), "--user", user, "-k", "100000"]) == 0
+    got = _cli_items(capsys.readouterr().out)
+    assert len(got) > 100 and not got & (train | held)
+
+
+@pytest.mark.skipif("include_held_out" not in __import__("inspect").signature(
+    __import__("whyrec.cli", fromlist=["recommend"]).recommend).parameters,
+    reason="cli.recommend has no --include_held_out yet (its owner adds the flag)")
+def test_cli_recommend_include_held_out_keeps_them(run, capsys):
+    from whyrec import cli
+
+    user = _busiest_held_out_user(run)
+    train, held = _splits(run, user)
+    assert cli.main(["recommend", "--run", str(run), "--user", user, "-k", "100000", "--include_held_out"]) == 0
+    got = _cli_items(capsys.readouterr().out)
+    assert held <= got and not got & train
