@@ -5,7 +5,8 @@
       adapter_model.safetensors experts, routers, projections, LoRA
       vae/                      copy of the stage-1 VAE-GMM artifact (vectors, clusters, id maps)
       items.parquet             item titles for the prompt
-      pairs.parquet             known (user, item) ratings [and features] for the prompt's mood
+      pairs.parquet             known (user, item) ratings [and features] for the prompt's mood, and each
+                                pair's split (serving leaves valid/test items out of recommendations)
       README.md run_config.json training_log.json
 
 Cluster ids come from the VAE's most likely cluster (`sample=False`): the original sampled

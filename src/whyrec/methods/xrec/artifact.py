@@ -8,7 +8,8 @@ so `whyrec explain`/`recommend` and `whyrec.load_run` need nothing else.
       config.json               method, method config, backbone, encoder dim, steps
       adapter_model.safetensors trainable weights (adapters, k/v maps, LoRA if enabled)
       encoder/                  the LightGCN artifact (embeddings, id maps, train items)
-      items.parquet users.parquet   prompt text
+      items.parquet users.parquet   prompt text; users.parquet also lists each user's valid/test
+                                items (`held_out`), left out of their recommendations
       README.md run_config.json training_log.json
 """
 
