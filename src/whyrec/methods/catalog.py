@@ -136,7 +136,8 @@ def recommend_for(model: ServedModel, user: str, k: int, exclude: str = "all") -
 
     if exclude not in EXCLUDE:
         raise WhyrecError(f"exclude must be one of {', '.join(EXCLUDE)} (got {exclude!r})")
-    held = set(model.catalog.held_out(user)) if exclude == "all" else set()
+    held_out = getattr(model.catalog, "held_out", None)  # a registered method's own catalog may lack it
+    held = set(held_out(user)) if exclude == "all" and held_out is not None else set()
     if not held:
         return model.recommend(user, k)
     return [r for r in model.recommend(user, k + len(held)) if r["item"] not in held][:k]
