@@ -260,3 +260,21 @@ def test_cli_recommend_include_held_out_keeps_them(run, capsys):
     assert cli.main(["recommend", "--run", str(run), "--user", user, "-k", "100000", "--include_held_out"]) == 0
     got = _cli_items(capsys.readouterr().out)
     assert held <= got and not got & train
+
+
+def test_xrec_card_of_a_lora_run(tmp_path):
+    from types import SimpleNamespace
+
+    from whyrec.config import LoraConfig, ModelConfig, TrainConfig, XRecConfig
+
+    (tmp_path / "run_config.json").write_text(json.dumps({"config": {"data": "runs/ml/data"}}))
+    enc = SimpleNamespace(config={"encoder": "lightgcn"}, dim=64, n_users=943, n_items=1682)
+    ds = SimpleNamespace(meta={"name": "", "source": "ml-100k"})
+    xrec = XRecConfig(lora=LoraConfig(enabled=True, r=8, alpha=16))
+    log = {"steps": 1200, "examples": 80000, "first_loss": 3.1, "last_loss": 1.9, "elapsed_s": 900.0}
+    card = XA.model_card(tmp_path, enc, ds, ModelConfig("HuggingFaceTB/SmolLM2-135M-Instruct"), xrec,
+                         TrainConfig(max_steps=1200, lr=2e-4), log)
+    assert card.startswith("# whyrec explainer: XRec + LoRA r=8\n")
+    assert "LoRA r=8 (alpha 16, dropout 0.05, on q_proj, k_proj, v_proj, o_proj)" in card
+    assert "`HuggingFaceTB/SmolLM2-135M-Instruct`" in card and "- data: runs/ml/data (ml-100k), 80,000 training" in card
+    assert "1200 steps (max_steps 1200)" in card and "lr 0.0002" in card and "dim 64, 943 users" in card

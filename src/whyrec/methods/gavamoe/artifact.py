@@ -163,7 +163,7 @@ def model_card(out_dir: Path, expl: GaVaMoEExplainer, model: ModelConfig, cfg: G
         "pairs; each cluster has its own router over MoE experts in the LLM's layers",
         f"- backbone: `{model.name_or_path}` ({model.dtype}); {tuned}",
         f"- stage 1: VAE-GMM, latent dim {vae.dim}, {vae.n_clusters} clusters (copied into vae/)",
-        f"- data: {recorded_data(out_dir) or dataset or 'unknown'} ({dataset or 'unnamed'}), "
+        f"- data: {' '.join(x for x in (recorded_data(out_dir), f'({dataset})' if dataset else None) if x) or 'unknown'}, "
         f"{log.get('examples', '?')} training explanations; features in the prompt: {cfg.use_feature}",
         f"- training: {log.get('steps')} steps ({budget}), batch {train.batch_size} x {train.grad_accum_steps} "
         f"accumulation, lr {train.lr:g}, seed {train.seed}, {log.get('elapsed_s', '?')} s; "

@@ -149,19 +149,21 @@ def model_card(out_dir: Path, enc, ds, model: ModelConfig, xrec: XRecConfig, tra
     from whyrec.methods.catalog import recorded_data
 
     name, lora = destination(out_dir).name, xrec.lora
-    variant = (f"XRec + LoRA r={lora.r} (alpha {lora.alpha}, dropout {lora.dropout}, on {', '.join(lora.target_modules)})"
-               if lora.enabled else "XRec (frozen backbone, adapters only)")
+    tuned = (f"LoRA r={lora.r} (alpha {lora.alpha}, dropout {lora.dropout}, on {', '.join(lora.target_modules)})"
+             if lora.enabled else "no LoRA (frozen backbone, adapters only)")
+    variant = f"XRec + LoRA r={lora.r}" if lora.enabled else "XRec (frozen backbone, adapters only)"
     budget = f"max_steps {train.max_steps}" if train.max_steps else f"{train.epochs:g} epoch(s)"
-    data = recorded_data(out_dir) or ds.meta.get("name") or "unknown"
+    label = ds.meta.get("name") or ds.meta.get("source")
+    data = " ".join(x for x in (recorded_data(out_dir), f"({label})" if label else None) if x) or "unknown"
     return "\n".join([
         f"# whyrec explainer: {variant}", "",
-        f"- method: XRec (Ma et al., EMNLP 2024), {variant}",
+        f"- method: XRec (Ma et al., EMNLP 2024); {tuned}",
         f"- backbone: `{model.name_or_path}` ({model.dtype})",
         f"- collaborative encoder: {enc.config.get('encoder', 'lightgcn')}, dim {enc.dim}, {enc.n_users:,} users, "
         f"{enc.n_items:,} items (copied into encoder/)",
         f"- adapter: {xrec.n_exps} experts, dropout {xrec.dropout}, noisy gate {xrec.noisy_gate}, "
         f"embeddings injected into q/k/v: {xrec.inject_qkv}",
-        f"- data: {data} ({ds.meta.get('name') or 'unnamed'}), {log['examples']:,} training explanations",
+        f"- data: {data}, {log['examples']:,} training explanations",
         f"- training: {log['steps']} steps ({budget}), batch {train.batch_size} x {train.grad_accum_steps} "
         f"accumulation, lr {train.lr:g}, seed {train.seed}, {log.get('elapsed_s', '?')} s, "
         f"{log.get('world_size', 1)} process(es); loss {log['first_loss']} -> {log['last_loss']}", "",
