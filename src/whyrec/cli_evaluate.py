@@ -192,9 +192,10 @@ def explanation_summary(metrics: dict, folder: Path) -> str:
                                                                        if isinstance(v, int | float)])]
     if metrics.get("grounding"):
         lines += ["", *_grounding_lines(metrics["grounding"], metrics.get("grounding_references"))]
-    if metrics.get("groups"):
-        cols = ["bleu1", "bleu4", "rouge1_f", "rougeL_f", "usr"]
-        rows = [[name, g.get("n"), *(g.get(c) for c in cols)] for name, g in metrics["groups"].items()]
+    if metrics.get("groups"):  # PEPLER definitions: ×100 scores with 2 decimals, USR a ratio
+        cols = {"BLEU-1": "bleu1", "BLEU-4": "bleu4", "ROUGE-1 F": "rouge1_f", "ROUGE-L F": "rougeL_f", "USR": "usr"}
+        cell = lambda key, v: v if not isinstance(v, float) else f"{v:.4f}" if key == "usr" else f"{v:.2f}"  # noqa: E731
+        rows = [[name, g.get("n"), *(cell(k, g.get(k)) for k in cols.values())] for name, g in metrics["groups"].items()]
         lines += ["", "## By user activity (training interactions, sparse to dense)", "",
                   *_table(["group", "pairs", *cols], rows)]
     lines += ["", f"full metrics: {folder / 'metrics.json'} (--json prints them)"]
@@ -204,7 +205,7 @@ def explanation_summary(metrics: dict, folder: Path) -> str:
 def _grounding_lines(pred: dict, refs: dict | None) -> list[str]:
     def rate(g: dict) -> str:
         r = g.get("hallucination_rate")
-        return "-" if r is None else f"{100 * r:.1f}% ({g['false_claims']} of {g['checked_claims']} claims)"
+        return "no checkable claims" if r is None else f"{100 * r:.1f}% ({g['false_claims']} of {g['checked_claims']} claims)"
 
     lines = ["## Grounding (claims checked against the data)", "",
              f"Hallucination rate: {rate(pred)}; {pred.get('explanations_with_false_claim')} of "
