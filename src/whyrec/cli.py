@@ -118,8 +118,8 @@ def _item_label(item: str, title: str) -> str:
 
 def recommend(run: str, user: str, k: int = 5, explain: bool = False, generation: GenerationConfig | None = None,
               device: str = "auto", instructions: str | None = None, method: str | None = None,
-              max_new_tokens: int | None = None):
-    """Top-k items for a user (training items excluded), optionally each with an explanation.
+              max_new_tokens: int | None = None, include_held_out: bool = False):
+    """Top-k items for a user (every item they interacted with left out), optionally each with an explanation.
 
     Every method recommends its own way (`whyrec serve` GET /info says how). A RecAlpaca run's LLM
     picks k of the user's LightGCN candidates and gives a reason for each; picks outside the
@@ -136,6 +136,8 @@ def recommend(run: str, user: str, k: int = 5, explain: bool = False, generation
             (default: the one the run was trained on).
         method: optional check that --run holds this method (e.g. recalpaca); it is read from the run.
         max_new_tokens: renamed: use --generation.max_new_tokens.
+        include_held_out: leave out only the training items, so the user's valid/test items can be
+            recommended (the ranking evaluation's protocol).
     """
     from whyrec.runs import load_run
 
@@ -146,9 +148,10 @@ def recommend(run: str, user: str, k: int = 5, explain: bool = False, generation
         raise WhyrecError(f"--run {run} holds a {getattr(held, 'name', 'unknown')} run, not {method}; pass its folder")
     options = {"instructions": instructions} if instructions is not None else {}
     loaded = load_run(run, device=device, generation=generation, **options)
-    recs = loaded.recommend(user, k=k)
+    recs = loaded.recommend(user, k=k, exclude="train" if include_held_out else "all")
     if len(recs) < k:  # said before explaining: explaining a whole catalogue takes minutes
-        print(f"whyrec: note: k={k} capped to {len(recs):,} (all the items user {user} has not seen)", file=sys.stderr)
+        unseen = "has no training interaction with" if include_held_out else "has not seen"
+        print(f"whyrec: note: k={k} capped to {len(recs):,} (all the items user {user} {unseen})", file=sys.stderr)
     todo = [r for r in recs if r.get("explanation") is None] if explain else []
     if todo:  # the served model shows progress for a long job (in logs too: whyrec.progress)
         for rec, text in zip(todo, loaded.explain_many([user] * len(todo), [r["item"] for r in todo])):
