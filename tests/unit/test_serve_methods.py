@@ -127,7 +127,7 @@ def test_recalpaca_picks_carry_their_reasons(recalpaca):
     again = recalpaca.post("/explain", json={"user": "u3", "item": recs[0]["item"]}).json()
     assert again["cached"] is True and again["explanation"] == recs[0]["explanation"]
     model = recalpaca.app.state.model
-    model._answers["u4"] = '1. "Film C" - a gripping plot.'  # a known answer: one real pick, the rest fillers
+    model._answers[model.answer_key("u4")] = '1. "Film C" - a gripping plot.'  # a known answer: one real pick, the rest fillers
     assert recalpaca.post("/explain", json={"user": "u4", "item": "i2"}).json()["explanation"] == "a gripping plot."
     refused = recalpaca.post("/explain", json={"user": "u4", "item": "i7"})
     assert refused.status_code == 409 and "did not pick item 'i7'" in refused.json()["detail"]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from whyrec.config_data import MOVIELENS, RAW_REVIEWS, REVIEWS, SOURCES, TABLES, PrepareConfig
+from whyrec.config_data import ITEM_TABLE, MOVIELENS, RAW_REVIEWS, REVIEWS, SOURCES, TABLES, PrepareConfig
 from whyrec.data import schema as S
 from whyrec.data.dataset import RecDataset
 from whyrec.data.splits import ensure_split, resplit_texts, sample_users
@@ -71,7 +71,8 @@ def prepare_dataset(config: PrepareConfig | str | None = None, out: str | os.Pat
         raise TypeError("prepare_dataset() needs out: the dataset folder to write")
     # the arguments as earlier versions recorded them (run_config.json) and fingerprinted them:
     # `out` after `source`, `overwrite` left out
-    record = dataclasses.asdict(config)
+    # an item table left unset is not recorded, so folders made before --items keep their fingerprint
+    record = {k: v for k, v in dataclasses.asdict(config).items() if k not in ITEM_TABLE or v is not None}
     record = {"source": record.pop("source"), "out": out, **record}
     fingerprint = {**fingerprint_of(record, HARMLESS_FIELDS + ("out",)),
                    "path": str(Path(config.path).resolve()) if config.path else None}

@@ -53,7 +53,7 @@ class RecAlpacaModel:
         self.catalog = Catalog(list(self.records), list(titles), titles,
                                user_profiles={u: r["input"] for u, r in self.records.items()},
                                also_user=self._buildable)
-        self._answers: dict[tuple[str, int], str] = {}
+        self._answers: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()  # request threads and the batcher's worker share one model
 
     def _buildable(self, user: str) -> bool:
@@ -72,15 +72,23 @@ class RecAlpacaModel:
             self.records[user] = user_prompt(self.source, user)  # built the way the training prompts were
         return self.records[user]
 
+    def _decoding(self):
+        from whyrec.llm.generate import plain_greedy
+
+        return plain_greedy(self.gen, "RecAlpaca")  # greedy without repetition penalty, as RecAlpaca is evaluated
+
+    def answer_key(self, user: str) -> tuple[str, str]:
+        """The answer cache's key: Run may change the decoding between calls."""
+        from whyrec.config import generation_fingerprint
+
+        return user, repr(sorted(generation_fingerprint(self._decoding()).items()))
+
     def _answer(self, user: str) -> str:
         with self._lock:
-            key = (user, self.gen.max_new_tokens)  # Run may change the decoding between calls
+            key = self.answer_key(user)
             if key not in self._answers:
-                from whyrec.llm.generate import plain_greedy
-
-                rec = self._record(user)  # answered greedily without repetition penalty, as RecAlpaca is evaluated
-                self._answers[key] = self.model.generate([(rec["instruction"], rec["input"])],
-                                                          plain_greedy(self.gen, "RecAlpaca"))[0]
+                rec = self._record(user)
+                self._answers[key] = self.model.generate([(rec["instruction"], rec["input"])], self._decoding())[0]
             return self._answers[key]
 
     def _picks(self, user: str, k: int) -> list[dict]:

@@ -43,7 +43,10 @@ def _build(folder: Path, user: str) -> dict:
     from whyrec.methods.recalpaca.instructions.testusers import banned_items, match_test_users
     from whyrec.methods.recalpaca.instructions.titles import short_title
 
-    config = read_json(folder / "run.json")["config"]
+    config = read_json(folder / "run.json").get("config") or {}
+    if not config.get("encoder"):
+        raise WhyrecError(f"unknown user {user!r}: {folder} has no record for them and names no encoder "
+                          "to build one with")
     data = load_ml100k()
     if user not in set(data.interactions[S.USER]):
         raise WhyrecError(f"unknown user {user!r}: MovieLens-100K users are 1..943")
