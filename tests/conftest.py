@@ -19,9 +19,15 @@ SHARED_DATA = Path(os.environ.get("WHYREC_SHARED_DATA", REPO.parent / "shared" /
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The team's real data folder (../shared/data); tests skip where it is absent."""
+    """The team's real data folder (../shared/data); tests skip where it is absent.
+
+    The skip names the command that rebuilds it from the public sources: the project must not
+    commit copies of that data (../shared/data/README.md).
+    """
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"real data folder {SHARED_DATA} is absent (set WHYREC_SHARED_DATA)")
+        pytest.skip(f"real data folder {SHARED_DATA} is absent: fetch it with "
+                    f"`whyrec data download --name test-data --out {SHARED_DATA}` "
+                    "(or set WHYREC_SHARED_DATA to a copy)")
     return SHARED_DATA
 
 

@@ -22,6 +22,16 @@ from whyrec.utils import WhyrecError
 
 CATEGORY = "amazon-2014:Musical_Instruments"
 CATEGORY_FILE = "amazon-musical-instruments/reviews_Musical_Instruments_5.json.gz"
+# What the suite's real-data tests open under `shared_data` (grep tests/ for `shared_data /`);
+# written out here, not derived from the catalogue, so a part dropped from `test-data` fails.
+TEST_DATA_FILES = {
+    *(f"xrec-amazon/{n}" for n in ("tst.pkl", "tst_pred.pkl", "tst_ref.pkl", "para_dict.pickle",
+                                   "total_val.csv", "total_tst.csv")),
+    CATEGORY_FILE,
+    "recalpaca-ml100k/ML100kEvaluationRecAlpaca.json",
+    "ml100k-instructions/ml_100k_instruct_data.json",
+    "ml100k-instructions/ml_100k.json",
+}
 
 
 class FileServer(ThreadingHTTPServer):
@@ -78,8 +88,7 @@ class Handler(BaseHTTPRequestHandler):
 def mirror(shared_data: Path, tmp_path_factory) -> Path:
     """A folder laid out like the public hosts' URL paths, linking to the shared files."""
     root = tmp_path_factory.mktemp("mirror")
-    remotes = list(D.SOURCES["xrec-amazon"].files)
-    pairs = [(f, shared_data / "xrec-amazon" / f.name) for f in remotes]
+    pairs = [(f, shared_data / part.folder / f.name) for part in D.SOURCES["test-data"].parts for f in part.files]
     pairs.append((D.resolve(CATEGORY).files[0], shared_data / CATEGORY_FILE))
     for remote, local in pairs:
         target = root / urlsplit(remote.url).path.lstrip("/")
@@ -260,3 +269,34 @@ def test_download_extract_flag_through_the_local_server(server, mirror, tmp_path
     url = f"{server.url}/files/ml-test.zip"
     folder = D.download(url, tmp_path, progress=False, extract=True)
     assert folder == tmp_path / "ml-test" and (folder / "u.item").exists()
+
+
+def test_test_data_rebuilds_the_shared_layout_through_a_mirror(server, shared_data, tmp_path, capsys):
+    from whyrec.cli import main
+
+    out = tmp_path / "data"
+    args = ["data", "download", "--name", "test-data", "--out", str(out), "--progress", "false"]
+    assert main([*args, "--base_url", server.url]) == 0
+    assert f'"path": "{out}"' in capsys.readouterr().out
+    got = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.suffix != ".sha256"}
+    assert got == TEST_DATA_FILES
+    for rel in TEST_DATA_FILES:
+        assert (out / rel).read_bytes() == (shared_data / rel).read_bytes(), rel
+    assert server.bytes_sent == sum((shared_data / rel).stat().st_size for rel in TEST_DATA_FILES)
+    # verified files are kept: a second run must not touch the network at all
+    assert main([*args, "--base_url", closed_port_url()]) == 0
+    assert D.download("test-data", out, base_url=closed_port_url(), progress=False) == out
+
+
+def test_test_data_pins_are_the_shared_files_checksums(shared_data, tmp_path):
+    bundle = D.SOURCES["test-data"]
+    assert {p.name for p in bundle.parts} == {rel.split("/")[0] for rel in TEST_DATA_FILES}
+    rows = {r["name"]: r for r in D.list_sources()}
+    assert rows["test-data"]["parts"] == [p.name for p in bundle.parts]
+    for part in bundle.parts:
+        assert part.terms and rows[part.name]["terms"] == part.terms
+        for f in part.files:
+            local = shared_data / part.folder / f.name
+            assert (f.sha256, f.size) == (sha(local), local.stat().st_size), f.url
+    with pytest.raises(WhyrecError, match="test-data has 10 files; --sha256 applies to one-file sources"):
+        D.download("test-data", tmp_path, sha256="ab" * 32)

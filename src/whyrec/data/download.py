@@ -9,6 +9,10 @@ Sources (see `list_sources()`):
 - Amazon review 5-core category files: the 2014 release (McAuley et al., SIGIR 2015) and the
   2018 release (Ni, Li and McAuley, EMNLP 2019), research use; the user names the category:
   `amazon-2014:Musical_Instruments`, `amazon-2018:Musical_Instruments`.
+- `test-data`: every file the test suite's real-data tests read (XRec Amazon, RecAlpaca's test
+  set, the ML-100K instruction data, Sentires-Guide's musical-instruments reviews), each part in
+  its own sub-folder, so `--out ../shared/data` rebuilds the folder the tests look for.
+The catalogue (URLs, pinned checksums, terms) lives in `download_sources.py`.
 
 A file is streamed to `<file>.part` (continued with an HTTP Range request when the server
 answers 206), checked against its sha256 and renamed into place. Where no checksum is pinned
@@ -23,16 +27,22 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import re
 import ssl
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from tqdm.auto import tqdm
 
+from whyrec.data.download_sources import (  # noqa: F401 (re-exported: the catalogue is part of this API)
+    CATEGORY_URLS,
+    SOURCES,
+    RemoteFile,
+    Source,
+    list_sources,
+    resolve,
+)
 from whyrec.utils import WhyrecError, cache_dir
 
 BASE_ENV = "WHYREC_DOWNLOAD_BASE"
@@ -41,101 +51,6 @@ TIMEOUT = 60.0  # seconds per socket operation, not for the whole file: big file
 HAND_HINT = "download it by hand and pass --path"
 # Failures of the network, not of the local disk (a full disk must not read "cannot reach").
 _NETWORK_ERRORS = (ConnectionError, TimeoutError, ssl.SSLError, http.client.HTTPException, urllib.error.URLError)
-
-
-@dataclass(frozen=True)
-class RemoteFile:
-    url: str
-    sha256: str | None = None  # None: recorded in `<file>.sha256` on the first download
-    size: int | None = None  # bytes, where known; shown by `list_sources()`
-
-    @property
-    def name(self) -> str:
-        return self.url.rsplit("/", 1)[-1]
-
-
-@dataclass(frozen=True)
-class Source:
-    name: str
-    description: str
-    terms: str
-    files: tuple[RemoteFile, ...]
-
-
-# ---------------------------------------------------------------- catalogue
-
-XREC_COMMIT = "79e2cd4"
-_XREC = f"https://raw.githubusercontent.com/HKUDS/XRec/{XREC_COMMIT}/data"
-_XREC_TERMS = "Apache-2.0 (HKUDS/XRec); the underlying reviews under their own terms"
-# sha256 and sizes of the Amazon files were taken from ../shared/data/xrec-amazon, a copy of
-# the same commit; Google and Yelp files have not been seen offline, so they are recorded.
-_XREC_AMAZON_SHA = {
-    "tst.pkl": ("a479a64745c0435ebab757fe5335e93c05e1731df1afa432286f29bbf9713485", 2695021),
-    "tst_pred.pkl": ("366651098b1ce9ba5eeca007643319d1b9a457bed153816921145a6093091045", 958951),
-    "tst_ref.pkl": ("4d0f3d829eadd84c55d31378abfb3c493cbc0dfea685fd3137817ff041fd43da", 876478),
-    "para_dict.pickle": ("7b09b9409a4624a7224791026628b16ce139da42d812b3ada33614ef99cc7558", 2477772),
-    "total_val.csv": ("cacbe8848e5e79c96f635e18cd1c6d7aa3d50c0dd8cf9b5efbdc0b968dabcc26", 871282),
-    "total_tst.csv": ("5f9179f27680306d80745ef382b4f9ef71ab7759f83ac3a42eeb2b4c924ada0a", 871558),
-}
-# Which files each XRec dataset folder has at that commit (amazon has no total_trn.csv).
-_XREC_FILES = {
-    "amazon": tuple(_XREC_AMAZON_SHA),
-    "google": ("tst.pkl", "tst_pred.pkl", "tst_ref.pkl", "total_trn.csv", "total_val.csv", "total_tst.csv"),
-    "yelp": ("tst.pkl", "tst_pred.pkl", "tst_ref.pkl", "total_trn.csv", "total_val.csv", "total_tst.csv"),
-}
-
-
-def _xrec_source(ds: str) -> Source:
-    pinned = _XREC_AMAZON_SHA if ds == "amazon" else {}
-    files = tuple(RemoteFile(f"{_XREC}/{ds}/{f}", *pinned.get(f, (None, None))) for f in _XREC_FILES[ds])
-    return Source(f"xrec-{ds}", f"XRec's {ds} test split, predictions and interaction files", _XREC_TERMS, files)
-
-
-_ML_TERMS = "GroupLens MovieLens terms: research use, no redistribution, cite Harper & Konstan 2015"
-SOURCES: dict[str, Source] = {
-    **{f"xrec-{ds}": _xrec_source(ds) for ds in _XREC_FILES},
-    "ml-100k": Source("ml-100k", "MovieLens 100K ratings, users and movies (zip)", _ML_TERMS,
-                      (RemoteFile("https://files.grouplens.org/datasets/movielens/ml-100k.zip"),)),
-    "ml-1m": Source("ml-1m", "MovieLens 1M ratings, users and movies (zip)", _ML_TERMS,
-                    (RemoteFile("https://files.grouplens.org/datasets/movielens/ml-1m.zip"),)),
-}
-
-# Category sources: the name is `amazon-2014:CATEGORY`; `{c}` is the category as the site spells it.
-CATEGORY_URLS = {
-    "amazon-2014": "http://snap.stanford.edu/data/amazon/productGraph/categoryFiles/reviews_{c}_5.json.gz",
-    "amazon-2018": "https://jmcauley.ucsd.edu/data/amazon_v2/categoryFilesSmall/{c}_5.json.gz",
-}
-_AMAZON_TERMS = "McAuley lab Amazon review data: research use; cite the release's paper"
-_CATEGORY = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
-
-
-def resolve(name: str) -> Source:
-    """The catalogue entry for `name` (`ml-100k`, `xrec-amazon`, `amazon-2014:Beauty` ...)."""
-    if name in SOURCES:
-        return SOURCES[name]
-    family, _, category = name.partition(":")
-    if family in CATEGORY_URLS:
-        if not _CATEGORY.fullmatch(category):
-            raise WhyrecError(f"{family} needs a category as the site spells it, e.g. "
-                              f"{family}:Musical_Instruments (got {name!r})")
-        url = CATEGORY_URLS[family].format(c=category)
-        return Source(name, f"Amazon {family[-4:]} 5-core reviews, {category}", _AMAZON_TERMS, (RemoteFile(url),))
-    known = ", ".join([*SOURCES, *(f"{f}:CATEGORY" for f in CATEGORY_URLS)])
-    raise WhyrecError(f"unknown download source {name!r}; known: {known}, or an http(s) URL")
-
-
-def list_sources() -> list[dict]:
-    """One JSON-ready row per catalogue entry, for `whyrec data download --list`."""
-    rows = [_describe(s) for s in SOURCES.values()]
-    for family, url in CATEGORY_URLS.items():
-        rows.append({"name": f"{family}:CATEGORY", "description": f"Amazon {family[-4:]} 5-core category file",
-                     "terms": _AMAZON_TERMS, "files": [{"url": url.format(c="{CATEGORY}"), "sha256": None}]})
-    return rows
-
-
-def _describe(source: Source) -> dict:
-    files = [{"url": f.url, "sha256": f.sha256, "size": f.size} for f in source.files]
-    return {"name": source.name, "description": source.description, "terms": source.terms, "files": files}
 
 
 # ---------------------------------------------------------------- download
@@ -147,7 +62,8 @@ def download(name_or_url: str, dest_dir: str | os.PathLike | None = None, sha256
 
     Args:
         name_or_url: a name from `list_sources()` or an http(s) URL.
-        dest_dir: folder to write into; a named source gets its own sub-folder.
+        dest_dir: folder to write into; a named source gets its own sub-folder (a bundle such
+            as `test-data`: one per part).
         sha256: expected checksum (single-file sources and URLs); overrides the catalogue's.
         progress: show a tqdm bar in bytes.
         base_url: replaces scheme and host of every URL (default: $WHYREC_DOWNLOAD_BASE).
@@ -155,22 +71,25 @@ def download(name_or_url: str, dest_dir: str | os.PathLike | None = None, sha256
         extract: unpack downloaded .zip files (MovieLens) next to them and return the folder.
 
     Returns:
-        The file (or its unpacked folder), or the folder for sources with several files.
+        The file (or its unpacked folder), or the folder for sources with several files
+        (`dest_dir` itself for a bundle).
     """
     root = Path(dest_dir) if dest_dir is not None else cache_dir() / "downloads"
     if name_or_url.startswith(("http://", "https://")):
         if not RemoteFile(name_or_url).name:
             raise WhyrecError(f"{name_or_url} names no file; give the URL of the file itself")
-        files, folder = (RemoteFile(name_or_url),), root
+        jobs, folder = [(RemoteFile(name_or_url), root)], root
     else:
         source = resolve(name_or_url)
-        files, folder = source.files, root / source.name.replace(":", "-")
+        # a bundle's parts each keep their own sub-folder, so the bundle's result is the root
+        jobs = [(f, root / s.folder) for s in source.parts or (source,) for f in s.files]
+        folder = root if source.parts else root / source.folder
     if sha256 is not None:
-        if len(files) != 1:
-            raise WhyrecError(f"{name_or_url} has {len(files)} files; --sha256 applies to one-file sources")
-        files = (RemoteFile(files[0].url, sha256.lower()),)
+        if len(jobs) != 1:
+            raise WhyrecError(f"{name_or_url} has {len(jobs)} files; --sha256 applies to one-file sources")
+        jobs = [(RemoteFile(jobs[0][0].url, sha256.lower()), jobs[0][1])]
     base = base_url if base_url is not None else os.environ.get(BASE_ENV) or None
-    paths = [fetch(f, folder, base, progress, retries) for f in files]
+    paths = [fetch(f, where, base, progress, retries) for f, where in jobs]
     if extract:
         paths = [extract_zip(p) if p.suffix == ".zip" else p for p in paths]
     return paths[0] if len(paths) == 1 else folder
