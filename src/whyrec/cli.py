@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 from whyrec.cli_common import encoder_summary, print_result, quiet_library_warnings
-from whyrec.cli_common import print_json as _print_json
 from whyrec.cli_common import run_method_object as _run_method_object
 from whyrec.cli_common import split_specs as _split_specs
 from whyrec.cli_data import data_download, data_instructions, data_prepare, data_profiles
@@ -30,6 +29,7 @@ from whyrec.config import (
     XRecConfig,
 )
 from whyrec.methods.recalpaca.config import RecAlpacaConfig
+from whyrec.progress import duration
 from whyrec.registry import METHODS
 from whyrec.utils import WhyrecError
 
@@ -68,7 +68,7 @@ def train_explainer(data: str, out: str, encoder: str | None = None, method: str
                     pepler: PEPLERConfig = PEPLERConfig(), train: TrainConfig = TrainConfig(),
                     recalpaca: RecAlpacaConfig = RecAlpacaConfig(), gavamoe: GaVaMoEConfig = GaVaMoEConfig(),
                     recexplainer: RecExplainerConfig = RecExplainerConfig(), resume: bool = True,
-                    overwrite: bool = False):
+                    overwrite: bool = False, json: bool = False):
     """Train an explainer (the LLM side of a method) on the dataset's training explanations.
 
     Args:
@@ -82,6 +82,7 @@ def train_explainer(data: str, out: str, encoder: str | None = None, method: str
         resume: continue from out/checkpoint after an interruption.
         overwrite: replace --out if it holds another run (built beside it, then renamed into place); without
             it, a folder trained with another config, data or encoder is refused, naming what differs.
+        json: print the full training log (for scripts) instead of the short summary.
     """
     from whyrec.registry import METHODS
 
@@ -91,7 +92,23 @@ def train_explainer(data: str, out: str, encoder: str | None = None, method: str
     config = groups[method] if method in groups else chosen.config_class()
     log = chosen.train(data, out, encoder=encoder, model=model, train=train, config=config, resume=resume,
                        overwrite=overwrite)
-    _print_json({k: v for k, v in log.items() if k not in ("losses", "history")})
+    print_result(log, json, lambda: explainer_summary(log, method, out))
+
+
+def explainer_summary(log: dict, method: str, out: str) -> str:
+    """`whyrec train explainer` in a few lines; the methods' logs differ, so each line takes what is there."""
+    last = (log.get("history") or [{}])[-1]  # PEPLER: one record per epoch
+    examples = log.get("examples", log.get("train_examples"))
+    done = [f"{log[k]:,} {k}" for k in ("steps", "epochs") if isinstance(log.get(k), int)]
+    done += [f"{examples:,} training examples"] if isinstance(examples, int) else []
+    done += [duration(log["elapsed_s"])] if isinstance(log.get("elapsed_s"), int | float) else []
+    losses = {"first loss": log.get("first_loss"), "final loss": log.get("last_loss", last.get("train_loss")),
+              "valid loss": log.get("eval_loss", last.get("valid_loss"))}
+    lines = [f"{method} explainer written to {out}", " · ".join(done),
+             " · ".join(f"{k} {v:.4f}" for k, v in losses.items() if isinstance(v, int | float))]
+    saved = [Path(out) / f for f in ("training_log.json", "train_log.json") if (Path(out) / f).is_file()]
+    lines.append(f"full log: {saved[0]} (--json prints it)" if saved else "--json prints the full training log")
+    return "\n".join(line for line in lines if line)
 
 
 def explain(run: str, user: str, item: str, generation: GenerationConfig | None = None, device: str = "auto"):
@@ -212,7 +229,7 @@ def benchmark_explain(data: str, out: str, methods: str = "all", encoder: str | 
 
 
 def cluster(data: str, out: str, vae: VaeGmmConfig = VaeGmmConfig(), device: str = "auto", resume: bool = True,
-            overwrite: bool = False):
+            overwrite: bool = False, json: bool = False):
     """GaVaMoE stage 1: train the rating VAE with a Gaussian-mixture prior and cluster users.
 
     Writes an artifact folder (config.json, model.safetensors, id maps, metrics.json with rating
@@ -224,10 +241,12 @@ def cluster(data: str, out: str, vae: VaeGmmConfig = VaeGmmConfig(), device: str
         device: auto, cpu or cuda.
         resume: continue from out/checkpoint after an interruption.
         overwrite: replace --out if it holds another run (built beside it, then renamed into place).
+        json: print out/metrics.json in full (for scripts) instead of the short summary.
     """
-    from whyrec.encoders.vae_train import cluster_command
+    from whyrec.encoders.vae_train import cluster_summary, train_vae_gmm
 
-    _print_json(cluster_command(data, out, vae, device=device, resume=resume, overwrite=overwrite))
+    metrics = train_vae_gmm(data, out, vae, device=device, resume=resume, overwrite=overwrite)
+    print_result(metrics, json, lambda: cluster_summary(metrics, out))
 
 
 def quickstart(out: str = "runs/quickstart", users: int = 3, k: int = 5, eval_pairs: int = 24,

@@ -12,13 +12,20 @@ import os
 import time
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
-from whyrec.config_data import ITEM_TABLE, MOVIELENS, RAW_REVIEWS, REVIEWS, SOURCES, TABLES, PrepareConfig
+from whyrec.config_data import (
+    ITEM_TABLE,
+    MOVIELENS,
+    RAW_REVIEWS,
+    REVIEWS,
+    SOURCES,
+    TABLES,
+    PrepareConfig,
+)
 from whyrec.data import schema as S
 from whyrec.data.dataset import RecDataset
 from whyrec.data.splits import ensure_split, resplit_texts, sample_users
 from whyrec.outputs import HARMLESS_FIELDS, fingerprint_of, output_folder
+from whyrec.progress import progress
 from whyrec.utils import write_run_info
 
 # the source names moved to config_data with PrepareConfig; importable from here as before
@@ -100,9 +107,10 @@ def _build(c: PrepareConfig, out: Path) -> dict:
     timings = {}
     steps = ["load", "split"] + (["profiles", "explanations"] if c.explanations and c.source in MOVIELENS else [])
     steps += (["features"] if c.extract_features else []) + ["save"]
-    bar = tqdm(steps, desc=f"prepare {c.source}", unit="step")
+    bar = progress(steps, desc=f"prepare {c.source}", unit="step")
     for step in bar:
-        bar.set_postfix_str(step)
+        # in the description, not a postfix: a log line, printed as a step ends, then names that step
+        bar.set_description(f"prepare {c.source} ({step})")
         start = time.perf_counter()
         if step == "load":
             ds = _load(c)

@@ -37,7 +37,6 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
-from tqdm.auto import tqdm
 
 from whyrec.data import schema as S
 from whyrec.data.dataset import RecDataset
@@ -58,6 +57,7 @@ from whyrec.encoders.target_model import CONFIGS, TargetModel, _build, load_targ
 from whyrec.encoders.train import _cached
 from whyrec.eval.ranking import evaluate_ranking
 from whyrec.outputs import destination, output_folder
+from whyrec.progress import progress as progress_bar
 from whyrec.utils import (
     WhyrecError,
     atomic_path,
@@ -188,7 +188,8 @@ def _load_checkpoint(out: Path, resume_key: dict, model, opt):
 
 
 # ---------------------------------------------------------------- training
-def _run_epoch(target: TargetModel, opt, batches, config, progress: bool, epoch: int = 0) -> float:
+def _run_epoch(target: TargetModel, opt, batches, config, progress: bool, epoch: int = 0,
+               n_batches: int | None = None) -> float:
     """One pass over `batches` (tuples of tensors for model.loss); mean loss per example.
 
     Under torchrun each rank takes its share of every batch (`data_parallel_step`, clipping the
@@ -197,7 +198,9 @@ def _run_epoch(target: TargetModel, opt, batches, config, progress: bool, epoch:
     model, total, count = target.model, 0.0, 0
     model.train()
     params, world = [p for p in model.parameters() if p.requires_grad], world_size()
-    for b, batch in enumerate(tqdm(batches, desc="batches", leave=False, disable=None if progress else True)):
+    bar = progress_bar(batches, total=n_batches, desc=f"{target.kind} epoch {epoch + 1}", unit="batch", leave=False,
+                       enabled=progress)
+    for b, batch in enumerate(bar):
         n = len(batch[0])
         if world == 1:  # the loop as it always was (the helper's clipped path rounds differently)
             loss = model.loss(*batch)
@@ -213,6 +216,7 @@ def _run_epoch(target: TargetModel, opt, batches, config, progress: bool, epoch:
             loss = data_parallel_step(params, opt, [range(n)], lambda idx, batch=batch: _shard_loss(model, batch, idx),
                                       config.grad_clip, seed)
         total, count = total + loss * n, count + n
+        bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)  # the epoch's running mean
     return total / max(count, 1)
 
 
@@ -264,7 +268,7 @@ def train_target(data: str, out: str, encoder: str = "sasrec", config: SASRecCon
         config: hyperparameters (default: RecExplainer's for `encoder`).
         device: "auto", "cpu", "cuda", ...
         resume: continue from out/checkpoint and reuse a finished run with the same config and data.
-        progress: show tqdm bars.
+        progress: show progress (a tqdm bar on a terminal, a line every 30 s in a log).
         overwrite: replace `out` if it holds another run (built beside it, then renamed). Without
             it, a folder made with another config or data is refused, naming what differs.
     Returns:
@@ -315,13 +319,15 @@ def _fit(target: TargetModel, opt, seqs: _Seqs, config, rng, best: dict, state: 
     else:
         train = (np.repeat(np.arange(len(seqs.indptr) - 1), np.diff(seqs.indptr)), seqs.items.astype(np.int64))
     mask, k = seqs.csr(), config.eval_k
-    bar = tqdm(range(state["epoch"], config.epochs), initial=state["epoch"], total=config.epochs,
-               desc=target.kind, disable=None if progress else True)
+    n_batches = -(-len(train[0]) // config.batch_size)
+    bar = progress_bar(range(state["epoch"], config.epochs), initial=state["epoch"], total=config.epochs,
+                       desc=target.kind, unit="epoch", enabled=progress)
     for epoch in bar:
         if state["bad_epochs"] >= config.patience:
             break
         tic = time.perf_counter()
-        loss = _run_epoch(target, opt, _batches(target, train, config, rng), config, progress, epoch=epoch)
+        loss = _run_epoch(target, opt, _batches(target, train, config, rng), config, progress, epoch=epoch,
+                          n_batches=n_batches)
         state["train_seconds"] += time.perf_counter() - tic
         record = {"epoch": epoch + 1, "loss": loss}
         valid = from_rank0(_evaluate(target, seqs.valid, mask, (k,)) if is_main() else None)  # all decide alike

@@ -26,13 +26,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from tqdm.auto import tqdm
 
 from whyrec.data import schema as S
 from whyrec.distributed import (
@@ -49,6 +49,8 @@ from whyrec.encoders.vae_data import Pairs, _batches, _Data, _load_data
 from whyrec.encoders.vae_gmm import VaeGmm, VaeGmmConfig, save_vae_gmm
 from whyrec.encoders.vae_report import _card, evaluate, latent_means, plot_latent
 from whyrec.outputs import destination, output_folder
+from whyrec.progress import duration
+from whyrec.progress import progress as progress_bar
 from whyrec.utils import WhyrecError, atomic_path, resolve_device, write_json, write_run_info
 
 log = logging.getLogger(__name__)
@@ -230,7 +232,7 @@ def train_vae_gmm(data: str, out: str, config: VaeGmmConfig | None = None, devic
         config: hyperparameters (default: the original's).
         device: "auto", "cpu", "cuda", ...
         resume: continue from out/checkpoint and reuse a finished run with the same config.
-        progress: show tqdm bars.
+        progress: show progress (a tqdm bar on a terminal, a line every 30 s in a log).
         overwrite: replace `out` if it holds another run (built beside it, then renamed). Without
             it, a folder made with another config or data is refused, naming what differs.
     Returns:
@@ -271,10 +273,12 @@ def _train(data: str, out: Path, dset: _Data, config: VaeGmmConfig, cfg: dict, r
         if is_main():
             _save_checkpoint(out, model, opt, state)
     if state["phase"] == "elbo":  # also when a finished run is extended with more elbo_epochs
-        bar = tqdm(range(state["epoch"], config.elbo_epochs), initial=state["epoch"], total=config.elbo_epochs,
-                   desc="vae-gmm elbo", disable=None if progress else True)
+        bar = progress_bar(range(state["epoch"], config.elbo_epochs), initial=state["epoch"],
+                           total=config.elbo_epochs, desc="vae-gmm elbo", unit="epoch", enabled=progress)
         for epoch in bar:
+            tic = time.perf_counter()
             record = _elbo_epoch(model, opt, train, config, epoch)
+            _add_seconds(state, tic)
             state["history"]["elbo"].append(record)
             state["epoch"] = epoch + 1
             if is_main():
@@ -286,12 +290,14 @@ def _train(data: str, out: Path, dset: _Data, config: VaeGmmConfig, cfg: dict, r
 
 def _pretrain(model: VaeGmm, opt, train: Pairs, config: VaeGmmConfig, state: dict, out: Path, progress: bool):
     """Autoencoder epochs until pretrain_epochs or pretrain_patience epochs without a lower CE."""
-    bar = tqdm(range(state["epoch"], config.pretrain_epochs), initial=state["epoch"],
-               total=config.pretrain_epochs, desc="vae-gmm pretrain", disable=None if progress else True)
+    bar = progress_bar(range(state["epoch"], config.pretrain_epochs), initial=state["epoch"],
+                       total=config.pretrain_epochs, desc="vae-gmm pretrain", unit="epoch", enabled=progress)
     for epoch in bar:
         if state["bad_epochs"] >= config.pretrain_patience:
             break
+        tic = time.perf_counter()
         record = _pretrain_epoch(model, opt, train, config, epoch)
+        _add_seconds(state, tic)
         if state["best_ce"] is None or record["ce"] < state["best_ce"]:
             state.update(best_ce=record["ce"], bad_epochs=0)
         else:
@@ -302,6 +308,12 @@ def _pretrain(model: VaeGmm, opt, train: Pairs, config: VaeGmmConfig, state: dic
             _save_checkpoint(out, model, opt, state)
         bar.set_postfix(ce=f"{record['ce']:.4f}")
     bar.close()
+
+
+def _add_seconds(state: dict, tic: float) -> None:
+    # in the checkpointed state, so the time `whyrec cluster` reports spans a resume; a checkpoint
+    # written before it was recorded starts from 0
+    state["train_seconds"] = state.get("train_seconds", 0.0) + time.perf_counter() - tic
 
 
 @torch.no_grad()
@@ -320,6 +332,7 @@ def _finish(model: VaeGmm, dset: _Data, config: VaeGmmConfig, state: dict, out: 
         "pi": model.log_pi().exp().tolist(),
         "train": splits[S.TRAIN], "valid": splits[S.VALID], "test": splits[S.TEST],
         "pretrain_epochs_run": len(history["pretrain"]), "elbo_epochs_run": len(history["elbo"]),
+        "train_seconds": round(state.get("train_seconds", 0.0), 2),
         "gmm_init": state["gmm"], "history": history,
         "protocol": "decoder(μ): accuracy of the argmax rating class; RMSE of Σ_k p_k·k against the raw rating",
         "n_users": len(dset.user2idx), "n_items": len(dset.item2idx), "fingerprint": fingerprint,
@@ -352,3 +365,19 @@ def cluster_command(data: str, out: str, config: VaeGmmConfig = VaeGmmConfig(), 
     scores = {name: {k: v for k, v in (metrics[name] or {}).items() if k in ("n", "accuracy", "rmse")} or None
               for name in ("valid", "test")}
     return {"out": str(out), **{k: metrics[k] for k in keep}, **scores}
+
+
+def cluster_summary(m: dict, out: str) -> str:
+    """What `whyrec cluster` prints (`--json`: the metrics in full): sizes, epochs, time, final ELBO loss,
+    then valid/test rating accuracy and RMSE."""
+    elbo = (m.get("history") or {}).get("elbo") or [{}]
+    lines = [f"vae_gmm: {m['n_users']:,} users, {m['n_items']:,} items · {m['n_clusters']} clusters of "
+             f"{', '.join(f'{n:,}' for n in m['cluster_sizes'])} training pairs",
+             f"{m['pretrain_epochs_run']} pretrain + {m['elbo_epochs_run']} elbo epochs"
+             + (f" in {duration(m['train_seconds'])}" if "train_seconds" in m else "")
+             + (f" · final loss {elbo[-1]['loss']:.4f}" if "loss" in elbo[-1] else ""),
+             "", "|  | accuracy | rmse |", "|---|---|---|"]
+    lines += [f"| {s} | {m[s]['accuracy']:.4f} | {m[s]['rmse']:.4f} |" for s in ("valid", "test") if m.get(s)]
+    lines += [f"model: {out} (the --encoder of `whyrec train explainer --method gavamoe`)",
+              f"full metrics: {Path(out) / 'metrics.json'} (--json prints them)"]
+    return "\n".join(lines)
