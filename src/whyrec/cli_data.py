@@ -65,15 +65,19 @@ def data_prepare(source: str, out: str, path: str | None = None, split: str = "r
 
 def data_download(name: str | None = None, out: str | None = None, sha256: str | None = None,
                   base_url: str | None = None, list: bool = False, progress: bool = True, extract: bool = False):
-    """Download a public dataset (XRec files, MovieLens zips, Amazon category files) with checksums.
+    """Download a public dataset (XRec, MovieLens, Amazon categories, the tests' test-data) with checksums.
+
+    `--name test-data` fetches the files the test suite's real-data tests read (~16 MB):
+    `whyrec data download --name test-data --out ../shared/data`.
 
     Args:
-        name: a source from `--list` (xrec-amazon, ml-1m, amazon-2014:Musical_Instruments, ...) or an http(s) URL.
+        name: a source from `--list` (xrec-amazon, ml-1m, amazon-2014:Musical_Instruments, ...), `test-data`
+            (the files the test suite reads; use --out ../shared/data) or an http(s) URL.
         out: folder to download into (default: the whyrec cache, ~/.cache/whyrec/downloads).
         sha256: expected checksum of a one-file source; overrides the catalogue's.
         base_url: mirror to fetch from instead of the public host (same paths); default $WHYREC_DOWNLOAD_BASE.
         list: print the catalogue (names, URLs, checksums, terms) and exit.
-        progress: show a progress bar.
+        progress: show progress (a bar on a terminal; in a log, a line every few seconds).
         extract: unpack downloaded zip archives (MovieLens) into a folder beside them.
     """
     from whyrec.data.download import download, list_sources

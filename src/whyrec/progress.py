@@ -7,7 +7,10 @@ returns tqdm on a terminal and otherwise a `LogProgress`, which prints one line 
 
     lightgcn: epoch 12/50 (24%) loss 0.4120 · 0.8 epochs/s · ETA 47s
 
-Both take the same calls (iterate, `update`, `set_postfix`, `close`, `with`).
+Both take the same calls (iterate, `update`, `set_postfix`, `close`, `with`). With `unit_scale`
+(byte counts: a download, a file being read) the numbers get SI prefixes, as tqdm's do:
+
+    reviews.json.gz: 12.3 MB/45.6 MB (27%) · 3.1 MB/s · ETA 11s
 """
 
 from __future__ import annotations
@@ -17,6 +20,17 @@ import time
 from collections.abc import Callable, Iterable
 
 INTERVAL_S = 30.0  # seconds between two lines in a log: often enough to see life, rare enough to read
+
+
+def scaled(value: float, unit: str) -> str:
+    """'512 B', '12.3 MB', '1.5 GB' (powers of 1000, as tqdm's `unit_scale`)."""
+    if abs(value) < 1000:
+        return f"{value:.0f} {unit}"
+    for prefix in ("k", "M", "G"):
+        value /= 1000
+        if abs(value) < 1000:
+            return f"{value:.1f} {prefix}{unit}"
+    return f"{value / 1000:.1f} T{unit}"
 
 
 def duration(seconds: float) -> str:
@@ -38,8 +52,9 @@ class LogProgress:
 
     def __init__(self, iterable: Iterable | None = None, total: int | None = None, desc: str = "", unit: str = "step",
                  initial: int = 0, leave: bool = True, stream=None, interval: float | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, unit_scale: bool = False):
         self.iterable, self.desc, self.unit, self.leave = iterable, desc, unit, leave
+        self.unit_scale = unit_scale
         if total is None and iterable is not None and hasattr(iterable, "__len__"):
             total = len(iterable)
         self.total, self.n, self.initial = total, initial, initial
@@ -92,13 +107,19 @@ class LogProgress:
 
     def line(self, now: float, done: bool = False) -> str:
         """'desc: epoch 12/50 (24%) loss 0.41 · 0.8 epochs/s · ETA 47s' (or '· done in 1m02s')."""
-        count = f"{self.n}/{self.total} ({100 * self.n / self.total:.0f}%)" if self.total else f"{self.n}"
-        parts = [f"{self.desc}: " if self.desc else "", f"{self.unit} {count}"]
-        parts += [f" {k} {v}" for k, v in self.postfix.items()]
         elapsed = now - self.start
         rate = (self.n - self.initial) / elapsed if elapsed > 0 else 0.0
-        if rate > 0:
-            parts.append(f" · {rate:.1f} {self.unit}s/s" if rate >= 1 else f" · {1 / rate:.1f} s/{self.unit}")
+        if self.unit_scale:  # '12.3 MB/45.6 MB (27%) · 3.1 MB/s'
+            count = scaled(self.n, self.unit) + (f"/{scaled(self.total, self.unit)}" if self.total else "")
+            speed = f" · {scaled(rate, self.unit)}/s" if rate > 0 else ""
+        else:  # 'epoch 12/50 (24%) · 0.8 epochs/s'
+            count = f"{self.unit} {self.n}/{self.total}" if self.total else f"{self.unit} {self.n}"
+            speed = "" if rate <= 0 else f" · {rate:.1f} {self.unit}s/s" if rate >= 1 else f" · {1 / rate:.1f} s/{self.unit}"
+        if self.total:
+            count += f" ({100 * self.n / self.total:.0f}%)"
+        parts = [f"{self.desc}: " if self.desc else "", count]
+        parts += [f" {k} {v}" for k, v in self.postfix.items()]
+        parts.append(speed)
         if done:
             parts.append(f" · done in {duration(elapsed)}")
         elif rate > 0 and self.total:
@@ -123,17 +144,18 @@ def on_terminal(stream=None) -> bool:
 
 def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "", unit: str = "step",
              initial: int = 0, leave: bool = True, enabled: bool = True, stream=None, interval: float | None = None,
-             clock: Callable[[], float] = time.monotonic):
+             clock: Callable[[], float] = time.monotonic, unit_scale: bool = False):
     """A progress bar for a loop: tqdm on a terminal, periodic log lines elsewhere, nothing if not `enabled`
-    (e.g. off on every rank but the first of a torchrun job)."""
+    (e.g. off on every rank but the first of a torchrun job). `unit_scale`: counts with SI prefixes
+    (unit="B": kB, MB, GB), for byte counts."""
     if enabled and on_terminal(stream):
         from tqdm.auto import tqdm
 
         return tqdm(iterable, total=total, desc=desc, unit=unit, initial=initial, leave=leave, dynamic_ncols=True,
-                    file=stream)
+                    file=stream, unit_scale=unit_scale)
     if not enabled:
         from tqdm.auto import tqdm
 
         return tqdm(iterable, total=total, initial=initial, disable=True)
     return LogProgress(iterable, total=total, desc=desc, unit=unit, initial=initial, leave=leave, stream=stream,
-                       interval=interval, clock=clock)
+                       interval=interval, clock=clock, unit_scale=unit_scale)

@@ -75,6 +75,22 @@ def test_a_terminal_keeps_tqdm():
     bar.close()
 
 
+def test_byte_counts_get_si_prefixes():
+    clock, log = Clock(), io.StringIO()
+    bar = P.progress(total=45_600_000, initial=1_000_000, desc="r.json.gz", unit="B", unit_scale=True, stream=log,
+                     interval=5, clock=clock)
+    for _ in range(9):
+        clock.t += 1
+        bar.update(2_000_000)  # 2 MB/s
+    bar.update(bar.total - bar.n)
+    bar.close()
+    assert log.getvalue().splitlines() == [
+        "r.json.gz: 11.0 MB/45.6 MB (24%) · 2.0 MB/s · ETA 17s",  # the resumed first MB is not in the rate
+        "r.json.gz: 45.6 MB/45.6 MB (100%) · 5.0 MB/s · done in 9s",
+    ]
+    assert [P.scaled(v, "B") for v in (512, 1500, 2_500_000_000, 3e15)] == ["512 B", "1.5 kB", "2.5 GB", "3000.0 TB"]
+
+
 @pytest.mark.parametrize("seconds,text", [(0, "0s"), (59.4, "59s"), (150, "2m30s"), (3900, "1h05m")])
 def test_duration(seconds, text):
     assert P.duration(seconds) == text
@@ -139,3 +155,40 @@ def test_pepler_epochs_reach_the_log(tmp_path_factory, tmp_path, capsys, monkeyp
     assert re.search(r"^pepler phase 1/2: epoch 1/2 \(50%\) train_loss \d+\.\d{4} valid_loss \d+\.\d{4} · ", err, re.M), err
     assert re.search(r"^pepler phase 2/2: epoch 1/1 \(100%\) .*done in", err, re.M), err
     assert re.search(r"^pepler: batch 1/\d+", err, re.M), err  # inside an epoch too
+
+
+def test_reading_a_review_file_reports_bytes_in_a_log(tmp_path, capsys, monkeypatch):
+    from test_amazon_json import LINES, write
+
+    from whyrec.data.amazon import load_amazon_json
+
+    monkeypatch.setattr(P, "INTERVAL_S", 0.0)
+    path = write(tmp_path / "r.json.gz", LINES)
+    load_amazon_json(path, k_core=2)
+    err = capsys.readouterr().err
+    size = path.stat().st_size
+    assert re.search(rf"^scan r.json.gz: {size} B/{size} B \(100%\) · [\d.]+ [kMG]?B/s · done in", err, re.M), err
+
+
+def test_a_download_reports_mb_rate_and_eta_in_a_log(tmp_path, capsys, monkeypatch):
+    import threading
+
+    from test_download import FileServer
+
+    from whyrec.data import download as D
+
+    (tmp_path / "mirror").mkdir()
+    (tmp_path / "mirror" / "blob.bin").write_bytes(bytes(range(256)) * 1200)  # 307.2 kB: 5 chunks of 64 KiB
+    server = FileServer(tmp_path / "mirror")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(P, "INTERVAL_S", 0.0)  # a line per chunk (the default: every few seconds)
+    try:
+        path = D.download(f"{server.url}/blob.bin", tmp_path / "out")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert path.read_bytes() == (tmp_path / "mirror" / "blob.bin").read_bytes()
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("blob.bin: ")]
+    assert re.match(r"blob.bin: 65.5 kB/307.2 kB \(21%\) · [\d.]+ [kMG]?B/s · ETA \d+s$", lines[0]), lines
+    assert re.match(r"blob.bin: 307.2 kB/307.2 kB \(100%\) · [\d.]+ [kMG]?B/s · done in", lines[-1]), lines
+    assert len(lines) == 5, lines

@@ -33,8 +33,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tqdm.auto import tqdm
-
+import whyrec.progress as P
 from whyrec.data.download_sources import (  # noqa: F401 (re-exported: the catalogue is part of this API)
     CATEGORY_URLS,
     SOURCES,
@@ -48,6 +47,8 @@ from whyrec.utils import WhyrecError, cache_dir
 BASE_ENV = "WHYREC_DOWNLOAD_BASE"
 CHUNK = 1 << 16
 TIMEOUT = 60.0  # seconds per socket operation, not for the whole file: big files take hours
+# A download's log line comes more often than a training loop's: a stalled transfer should show within seconds.
+LOG_INTERVAL_S = 5.0
 HAND_HINT = "download it by hand and pass --path"
 # Failures of the network, not of the local disk (a full disk must not read "cannot reach").
 _NETWORK_ERRORS = (ConnectionError, TimeoutError, ssl.SSLError, http.client.HTTPException, urllib.error.URLError)
@@ -65,7 +66,8 @@ def download(name_or_url: str, dest_dir: str | os.PathLike | None = None, sha256
         dest_dir: folder to write into; a named source gets its own sub-folder (a bundle such
             as `test-data`: one per part).
         sha256: expected checksum (single-file sources and URLs); overrides the catalogue's.
-        progress: show a tqdm bar in bytes.
+        progress: show progress in bytes (a tqdm bar on a terminal; in a log, a line every few
+            seconds with MB done / total, MB/s and ETA).
         base_url: replaces scheme and host of every URL (default: $WHYREC_DOWNLOAD_BASE).
         retries: how often a dropped connection is resumed before giving up.
         extract: unpack downloaded .zip files (MovieLens) next to them and return the folder.
@@ -185,8 +187,9 @@ def _stream(url: str, part: Path, progress: bool) -> None:
             raise http.client.HTTPException(f"unexpected Content-Range from {url}")
         length = response.headers.get("Content-Length")
         total = have + int(length) if length else None
-        with part.open("ab" if have else "wb") as out, tqdm(
-            total=total, initial=have, unit="B", unit_scale=True, desc=part.name[:-5], disable=not progress,
+        with part.open("ab" if have else "wb") as out, P.progress(
+            total=total, initial=have, unit="B", unit_scale=True, desc=part.name[:-5], enabled=progress,
+            interval=min(P.INTERVAL_S, LOG_INTERVAL_S),
         ) as bar:
             while chunk := response.read(CHUNK):
                 out.write(chunk)

@@ -40,13 +40,13 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from whyrec.data import schema as S
 from whyrec.data.dataset import RecDataset
 from whyrec.data.metadata import CAST, DIRECTOR, GENRE, YEAR, join_names, split_names
 from whyrec.data.movielens import article, genre_word
 from whyrec.data.profiles import group_lists, liked_train, top_genres
+from whyrec.progress import progress as progress_bar
 from whyrec.utils import WhyrecError
 
 MAX_WORDS = 50
@@ -266,7 +266,7 @@ def explain_interactions(ds: RecDataset, seed: int = 0, min_rating: float = 4.0,
     out: list[Explanation | None] = [None] * len(ds.interactions)
     groups = ds.interactions.groupby(S.USER, sort=False).indices
     items = ds.interactions[S.ITEM].to_numpy()
-    for user, rows in tqdm(groups.items(), desc="grounded explanations", unit="user", disable=not progress):
+    for user, rows in progress_bar(groups.items(), desc="grounded explanations", unit="user", enabled=progress):
         ev = UserEvidence(liked.get(user, []), watched.get(user, []), facts)
         for row in rows:
             item = str(items[row])

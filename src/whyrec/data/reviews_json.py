@@ -28,10 +28,10 @@ from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from whyrec.data import schema as S
 from whyrec.data.dataset import RecDataset
+from whyrec.progress import progress as progress_bar
 from whyrec.utils import WhyrecError
 
 SUMMARY = "summary"  # the review's headline, kept beside the review text
@@ -107,7 +107,7 @@ def read_lines(path: Path, progress: bool, desc: str) -> Iterator[tuple[int, byt
         zipped = raw.read(2) == b"\x1f\x8b"  # the gzip magic number, whatever the file is called
         raw.seek(0)
         stream = gzip.GzipFile(fileobj=raw) if zipped else raw
-        with tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=desc, disable=not progress) as bar:
+        with progress_bar(total=path.stat().st_size, unit="B", unit_scale=True, desc=desc, enabled=progress) as bar:
             try:
                 for number, line in enumerate(stream, start=1):
                     if number % 8192 == 0:

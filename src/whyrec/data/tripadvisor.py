@@ -25,11 +25,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from whyrec.data import schema as S
 from whyrec.data.dataset import RecDataset
 from whyrec.data.reviews_json import BadRecord, Fields, JsonLines, Records, load_reviews
+from whyrec.progress import progress as progress_bar
 from whyrec.utils import WhyrecError
 
 HOTEL = "HotelID"  # the key each review of a hotel file gets, holding its hotel's id
@@ -89,7 +89,7 @@ class HotelFiles:
             raise WhyrecError(f"{self.folder}: no *.json hotel files; pass the folder of per-hotel files "
                               "or a JSON-lines file of reviews")
         position = 0
-        for file in tqdm(files, desc=f"{desc} {self.folder.name}", unit="file", disable=not progress):
+        for file in progress_bar(files, desc=f"{desc} {self.folder.name}", unit="file", enabled=progress):
             try:
                 reviews, hotel_id, hotel_name = _hotel_file(file)
             except BadRecord as e:
