@@ -49,7 +49,9 @@ class ModelConfig:
     name_or_path: str = "smollm2-135m-instruct"
     """A registered model name (`whyrec list`), a local HF model folder or a local .gguf file."""
     dtype: str = "auto"
-    """'auto' (bf16 on CUDA, fp32 on CPU), 'float32', 'bfloat16' or 'float16'."""
+    """'auto': bf16 frozen weights where bf16 is native (GPUs with bf16, CPUs with AMX or
+    AVX512-BF16), fp32 elsewhere; trainable weights stay fp32 either way. Or 'float32' (the
+    exact path for any machine), 'bfloat16', 'float16'."""
     device: str = "auto"
     """'auto' (CUDA if present), 'cpu', 'cuda', 'cuda:1' ..."""
     gguf_file: str | None = None
@@ -120,10 +122,13 @@ class TrainConfig:
     stay whole on every rank, so the update is the unsharded one. Not with `compile`. RecExplainer and
     RecAlpaca shard through the HF Trainer's FSDP, turned on by its settings file (`--recalpaca.fsdp
     configs/distributed/fsdp.json`); there --train.fsdp true alone is refused."""
-    compile: bool = False
+    compile: bool | None = None
     """`torch.compile` each decoder layer of the LLM before training (fuses RMSNorm, RoPE, SiLU and
     residual element-wise ops; the q/k/v injection hooks are traced into the compiled layers).
-    Costs a one-off compilation (minutes on CPU); sizes stay symbolic, so new batch shapes reuse it."""
+    Costs a one-off compilation (a minute or two on CPU, seconds once its kernels are cached);
+    sizes stay symbolic, so new batch shapes reuse it. None (auto): compile when the run plans at
+    least `llm.compile_policy.COMPILE_MIN_STEPS` steps and a compiler exists; a failed compilation
+    falls back to eager with a warning."""
     seed: int = 42
 
     def __post_init__(self):

@@ -42,7 +42,7 @@ from whyrec.utils import WhyrecError, write_json
 MARKER = ".whyrec.json"
 # Fields that never change a result: where it runs, how often it logs or checkpoints, wall-time limits.
 HARMLESS_FIELDS = ("device", "max_minutes", "checkpoint_every", "save_steps", "save_total_limit",
-                   "logging_steps", "resume", "num_threads", "progress", "overwrite")
+                   "logging_steps", "resume", "num_threads", "progress", "overwrite", "compile")
 # Training budgets: a run may be continued with a larger one where that equals a fresh run with it.
 BUDGET_FIELDS = ("max_steps", "epochs")
 # Not part of a folder's content digest: run records that differ between identical runs.

@@ -25,7 +25,7 @@ from whyrec.methods.gavamoe.model import GaVaMoE, GaVaMoEConfig
 from whyrec.utils import WhyrecError
 
 torch.set_num_threads(1)
-TINY = ModelConfig("tiny-random-llama", device="cpu")
+TINY = ModelConfig("tiny-random-llama", dtype="float32", device="cpu")  # exact comparisons: the fp32 path
 USERS, ITEMS = [f"u{k}" for k in range(8)], [f"i{k}" for k in range(6)]
 
 

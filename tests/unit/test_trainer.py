@@ -127,3 +127,49 @@ def test_fsdp_finds_decoder_layers_and_refuses_compile(tmp_path, caplog):
     model, step = make()
     with pytest.raises(WhyrecError, match="fsdp and train.compile"):
         train_loop(model, [1] * 40, step, TrainConfig(fsdp=True, compile=True, max_steps=1), tmp_path / "c")
+
+
+def test_compile_auto_only_for_long_runs_of_a_decoder_with_a_compiler(monkeypatch):
+    from whyrec.config import ModelConfig
+    from whyrec.llm import compile_policy as C
+    from whyrec.llm.load import load_model
+
+    llm, _ = load_model(ModelConfig("tiny-random-llama", device="cpu"))
+    monkeypatch.setattr(C, "compiler_available", lambda device: True)
+    assert C.wants_compile(None, C.COMPILE_MIN_STEPS, "cpu", False, llm)
+    assert not C.wants_compile(None, C.COMPILE_MIN_STEPS - 1, "cpu", False, llm)  # would not pay back
+    assert not C.wants_compile(None, 10**6, "cpu", True, llm)  # fsdp and compile do not combine
+    assert not C.wants_compile(None, 10**6, "cpu", False, nn.Linear(2, 2))  # no decoder layers to compile
+    assert C.wants_compile(True, 1, "cpu", False, llm) and not C.wants_compile(False, 10**6, "cpu", False, llm)
+    monkeypatch.setattr(C, "compiler_available", lambda device: False)
+    assert not C.wants_compile(None, 10**6, "cpu", False, llm)
+
+
+class _FakeCompileError(RuntimeError):
+    pass
+
+
+_FakeCompileError.__module__ = "torch._inductor.exc"  # what inductor's own failures look like
+
+
+def test_a_failed_compilation_falls_back_to_eager_with_the_same_result(tmp_path, monkeypatch, capsys):
+    from contextlib import contextmanager
+
+    from whyrec.llm import load as L
+
+    @contextmanager
+    def failing_compile(model, dynamic=True):
+        handle = model.register_forward_pre_hook(lambda m, a: (_ for _ in ()).throw(_FakeCompileError("no cl.exe")))
+        try:
+            yield 1
+        finally:
+            handle.remove()
+
+    monkeypatch.setattr(L, "compiled_decoder_layers", failing_compile)
+    eager, step = make()
+    ref = train_loop(eager, [1] * 40, step, CFG, tmp_path / "e")
+    model, step = make()
+    object.__setattr__(model, "llm", model[0])  # the loop compiles `module.llm`: here a layer whose compile fails
+    state = train_loop(model, [1] * 40, step, TrainConfig(**{**CFG.__dict__, "compile": True}), tmp_path / "c")
+    assert state["compiled"] is False and state["losses"] == ref["losses"]
+    assert "training on without compile" in capsys.readouterr().err

@@ -16,7 +16,7 @@ DIM = 8
 
 def build(inject=True, n_exps=2, lr_seed=0):
     torch.manual_seed(lr_seed)
-    llm, tok = load_model(ModelConfig("tiny-random-llama", device="cpu"))
+    llm, tok = load_model(ModelConfig("tiny-random-llama", dtype="float32", device="cpu"))
     return XRec(llm, tok, DIM, XRecConfig(n_exps=n_exps, inject_qkv=inject, item_noun="movie"))
 
 
@@ -124,7 +124,7 @@ def test_loss_decreases_on_toy_set():
 
 def test_lora_option_trains_lora_and_adapters():
     torch.manual_seed(0)
-    llm, tok = load_model(ModelConfig("tiny-random-llama", device="cpu"))
+    llm, tok = load_model(ModelConfig("tiny-random-llama", dtype="float32", device="cpu"))
     cfg = XRecConfig(n_exps=2, item_noun="movie")
     cfg.lora.enabled, cfg.lora.r = True, 4
     model = XRec(llm, tok, DIM, cfg)

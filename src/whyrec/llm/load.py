@@ -26,11 +26,14 @@ CHATML_TEMPLATE = (
 )
 
 
-def resolve_dtype(name: str, device: str):
+def resolve_dtype(name: str, device: str, trains_weights: bool = False):
+    """The torch dtype for `model.dtype` `name`; 'auto' follows `llm.precision.auto_dtype`."""
     import torch
 
     if name == "auto":
-        return torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
+        from whyrec.llm.precision import auto_dtype
+
+        return auto_dtype(device, trains_weights)
     try:
         return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
     except KeyError:
@@ -57,12 +60,15 @@ def usable_device(device: str) -> str:
     return device
 
 
-def load_model(cfg: ModelConfig):
-    """Return (model, tokenizer) on the configured device, in eval mode."""
+def load_model(cfg: ModelConfig, trains_weights: bool = False):
+    """Return (model, tokenizer) on the configured device, in eval mode.
+
+    `trains_weights`: the caller updates the LLM's own weights, so `dtype auto` keeps them fp32.
+    """
     from whyrec.registry import MODELS
 
     device = usable_device(resolve_device(cfg.device))
-    dtype = resolve_dtype(cfg.dtype, device)
+    dtype = resolve_dtype(cfg.dtype, device, trains_weights)
     name = cfg.name_or_path
     if name in MODELS:
         model, tok = MODELS.get(name)(dtype=dtype)

@@ -26,6 +26,12 @@ from safetensors.torch import load_file, save_file
 from whyrec import distributed as D
 from whyrec.config import TrainConfig
 from whyrec.llm.collate import length_bucketed_order
+from whyrec.llm.compile_policy import (
+    is_compile_error,
+    use_compile_cache,
+    wants_compile,
+    warn_fallback,
+)
 from whyrec.llm.sharding import shard_frozen_layers
 from whyrec.progress import progress
 from whyrec.utils import WhyrecError
@@ -99,10 +105,14 @@ def train_loop(module: torch.nn.Module, lengths: list[int], step_fn: Callable[[l
     loss_fn = _autocast(step_fn, params) if cfg.bf16 else step_fn
     world, rank = D.world_size(), D.rank()
     compiled = ExitStack()  # TrainConfig.compile: the decoder layers run compiled during the loop only
-    if cfg.compile:
+    device = params[0].device.type if params else "cpu"
+    llm = getattr(module, "llm", module)
+    state["compiled"] = wants_compile(cfg.compile, total - state["step"], device, cfg.fsdp, llm)
+    if state["compiled"]:
         from whyrec.llm.load import compiled_decoder_layers
 
-        compiled.enter_context(compiled_decoder_layers(getattr(module, "llm", module)))
+        use_compile_cache()
+        compiled.enter_context(compiled_decoder_layers(llm))
     with compiled:
         module.train()
         start = time.time() - state["elapsed_s"]
@@ -113,9 +123,20 @@ def train_loop(module: torch.nn.Module, lengths: list[int], step_fn: Callable[[l
             def seed(m: int, step: int = step) -> None:  # dropout/noise reproducible on resume, distinct per rank
                 torch.manual_seed(cfg.seed * 100003 + (step * accum + m) * world + rank)
 
-            loss = D.data_parallel_step(params, optimizer, batches[step * accum:(step + 1) * accum], loss_fn,
-                                        cfg.max_grad_norm, seed,
-                                        every_rank_runs=state["sharded_layers"] > 0)
+            def run_step(step: int = step, seed=seed) -> float:
+                return D.data_parallel_step(params, optimizer, batches[step * accum:(step + 1) * accum], loss_fn,
+                                            cfg.max_grad_norm, seed, every_rank_runs=state["sharded_layers"] > 0)
+
+            try:
+                loss = run_step()
+            except Exception as e:  # noqa: BLE001 - only compilation errors are caught, the rest re-raised
+                if not (state["compiled"] and is_compile_error(e)):
+                    raise
+                warn_fallback(e)
+                compiled.close()  # the layers run eagerly again; the failed step made no update
+                state["compiled"] = False
+                optimizer.zero_grad(set_to_none=True)
+                loss = run_step()
             state["step"] += 1
             state["losses"].append(round(loss, 5))
             state["elapsed_s"] = time.time() - start

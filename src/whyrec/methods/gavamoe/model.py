@@ -21,6 +21,7 @@ from whyrec.adapters.cluster_experts import install_cluster_moe, route_by
 from whyrec.config import GaVaMoEConfig, GenerationConfig  # noqa: F401 (GaVaMoEConfig re-exported)
 from whyrec.llm.collate import encode_batch
 from whyrec.llm.generate import generate
+from whyrec.llm.precision import keep_trainables_fp32
 from whyrec.llm.tokens import add_tokens_mean_init
 from whyrec.utils import WhyrecError
 
@@ -58,6 +59,8 @@ class GaVaMoE(nn.Module):
         ref = next(llm.parameters())
         self.user_proj.to(ref.device, ref.dtype)
         self.item_proj.to(ref.device, ref.dtype)
+        # On a bf16 backbone (model.dtype auto) the experts and projections learn in fp32
+        keep_trainables_fp32(self, llm.get_output_embeddings())
 
     # ---- prompts -------------------------------------------------------------------
     def prompt(self, title: str, rating: float | None = None, feature: str | None = None) -> str:

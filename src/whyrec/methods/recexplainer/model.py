@@ -22,6 +22,7 @@ from whyrec.config import (
     RecExplainerConfig,  # noqa: F401 (re-exported; defined torch-free for the CLI)
 )
 from whyrec.llm.generate import generate
+from whyrec.llm.precision import keep_trainables_fp32
 from whyrec.llm.tokens import add_tokens_mean_init
 from whyrec.methods.recexplainer.tasks import (
     ITEM_TOKEN,
@@ -67,6 +68,7 @@ class RecExplainer(nn.Module):
         for p in llm.parameters():
             p.requires_grad_(False)
         self.llm = _wrap_lora(llm, cfg) if cfg.lora.enabled else llm
+        keep_trainables_fp32(self.llm, llm.get_output_embeddings())  # modules_to_save on a bf16 backbone
         d_model = llm.config.hidden_size
         self.user_connector = connector(target.dim, cfg.connector_hidden, d_model)
         self.item_connector = connector(target.dim, cfg.connector_hidden, d_model)
