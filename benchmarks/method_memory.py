@@ -115,10 +115,12 @@ def _recalpaca(kind: str, work: Path, out: Path, steps: int) -> None:
         (work / "recalpaca-32.json").write_text(json.dumps(records))
         train_recalpaca(str(work / "recalpaca-32.json"), str(out), model=ModelConfig(device="cpu"), cfg=cfg)
         return
-    from whyrec.methods.recalpaca.model import load_recalpaca
+    from dataclasses import replace
+
+    from whyrec.methods.recalpaca.model import GENERATION, load_recalpaca
 
     model = load_recalpaca(str(out), device="cpu")
-    model.generate([(r["instruction"], r["input"]) for r in records[:4]], max_new_tokens=48)
+    model.generate([(r["instruction"], r["input"]) for r in records[:4]], replace(GENERATION, max_new_tokens=48))
 
 
 def _recexplainer(kind: str, data: Path, target: Path, out: Path, steps: int) -> None:
@@ -131,15 +133,17 @@ def _recexplainer(kind: str, data: Path, target: Path, out: Path, steps: int) ->
                                  save_steps=10_000)
         train_recexplainer(str(target), str(out), model=ModelConfig(device="cpu"), cfg=cfg, resume=False)
         return
+    from dataclasses import replace
+
     from whyrec.benchmark import select_pairs
     from whyrec.data import schema as S
     from whyrec.data.dataset import RecDataset
-    from whyrec.methods.recexplainer.model import load_recexplainer
+    from whyrec.methods.recexplainer.model import EXPLAIN_GENERATION, load_recexplainer
 
     pairs = select_pairs(RecDataset.load(data), "test", 4, seed=0)
     module = load_recexplainer(out, device="cpu")
-    module.explain(pairs[S.USER].astype(str).tolist(), pairs[S.ITEM].astype(str).tolist(), max_new_tokens=48,
-                   min_new_tokens=0, batch_size=4)
+    module.explain(pairs[S.USER].astype(str).tolist(), pairs[S.ITEM].astype(str).tolist(),
+                   replace(EXPLAIN_GENERATION, max_new_tokens=48, min_new_tokens=0, batch_size=4))
 
 
 def measure(job: str, args) -> dict:

@@ -26,6 +26,7 @@ from whyrec.benchmark_cache import (
     Generator,
     cached_predictions,
     data_key,
+    generation_settings,
     pairs_key,
     read_log,
     settings,
@@ -212,7 +213,7 @@ def benchmark_explain(data: str, out: str, methods: tuple[str, ...] | list[str] 
                             "vae_gmm": lambda: bench.vae(vae_config or VaeGmmConfig())}
         for method in (m for m in methods if m not in skipped):
             if method == ZERO_SHOT:
-                producer = {"model": model_key(model), "generation": settings(generation),
+                producer = {"model": model_key(model), "generation": generation_settings(generation),
                             "prompt": zero_shot_prompt(xrec.item_noun)}
                 preds, secs = bench.predictions(ZERO_SHOT, ZERO_SHOT, producer, generation.batch_size,
                                                 lambda: zero_shot(ds, model, generation, xrec.item_noun))
@@ -284,7 +285,7 @@ class _Bench:
         chunk, load = folder_generator(folder, self.generation, self.device)
         producer = {"folder": run_identity(folder), **({"trained": trained} if trained else {})}
         if getattr(method, "benchmark_uses_generation", True):  # PEPLER decodes its own length greedily
-            producer["generation"] = settings(self.generation)
+            producer["generation"] = generation_settings(self.generation)
         preds, secs = self.predictions(name, name, producer, chunk, load)
         self.score(name, preds, train_log, secs)
         extra = getattr(method, "benchmark_extra_metrics", None)

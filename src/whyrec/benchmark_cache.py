@@ -57,6 +57,14 @@ def settings(cfg) -> dict:
     return fingerprint_of(cfg)
 
 
+def generation_settings(gen) -> dict:
+    """`settings` of a GenerationConfig: a decoding field added later enters the key only once it is
+    set away from its no-op default, so predictions cached before it existed stay valid."""
+    from whyrec.config import generation_fingerprint
+
+    return fingerprint_of(generation_fingerprint(gen))
+
+
 def data_key(data: str | os.PathLike) -> str:
     return tree_identity(data)
 

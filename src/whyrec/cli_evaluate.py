@@ -55,7 +55,7 @@ def evaluate(out: str, predictions: str | None = None, references: str | None = 
             probes: out/explanations.jsonl, out/faithfulness.{md,json}).
         recalpaca_json: (topk) RecAlpaca-format JSON (records with testGT and a generated field).
             With --run (a RecAlpaca run folder, or 'none' for the bare backbone), answers are generated
-            for its prompts first (--max_pairs users, --generation.max_new_tokens/batch_size/repetition_penalty).
+            for its prompts first (--max_pairs users, decoded as --generation.* says).
         field: (topk) the record field holding the generated text (RecAlpaca evaluated 'output2');
             with --run, the prompt field ('input', the default, or 'wTop1Input').
         k: (topk) cut-off.
@@ -90,6 +90,10 @@ def _evaluation_fingerprint(args: dict) -> dict:
     # rerun with other decoding or another judge continues in the same folder (only changed rows redone).
     own_keys = ("generation", "judge") if args.get("task") in ("alignment", "faithfulness") else ()
     kept = {k: v for k, v in args.items() if k != "device" and k not in own_keys}
+    if "generation" in kept:  # a decoding field added later counts only once set
+        from whyrec.config import generation_fingerprint
+
+        kept["generation"] = generation_fingerprint(kept["generation"])
     for name in ("predictions", "references", "recalpaca_json"):
         if kept.get(name) and Path(kept[name]).exists():
             kept[name] = {"path": str(Path(kept[name]).resolve()), "digest": folder_digest(kept[name])}
@@ -116,18 +120,16 @@ def _evaluate(out: str, predictions: str | None, references: str | None, column:
             if run is None:
                 raise WhyrecError("--prompt_reduction needs --run (a RecAlpaca run folder) to generate with")
             fractions = [float(f) for f in prompt_reduction.split(",") if f.strip()]
-            result = _reduction(run, recalpaca_json, out, fractions, max_users=max_pairs,
-                                batch_size=generation.batch_size, max_new_tokens=generation.max_new_tokens,
-                                repetition_penalty=generation.repetition_penalty, device=device)
+            result = _reduction(run, recalpaca_json, out, fractions, max_users=max_pairs, gen=generation,
+                                device=device)
             return result, lambda folder: _report_file(folder, "prompt_reduction.md")
         if run is not None:  # generate with a RecAlpaca run (or the bare backbone: --run none)
             from whyrec.methods.recalpaca.model import evaluate_recalpaca
 
             field = "input" if field == "output2" else field
             generated = evaluate_recalpaca(None if run == "none" else run, recalpaca_json, out, max_users=max_pairs,
-                                           batch_size=generation.batch_size, max_new_tokens=generation.max_new_tokens,
-                                           k=k, field=field, device=device, base_model=None if run != "none" else
-                                           ModelConfig(), repetition_penalty=generation.repetition_penalty)
+                                           gen=generation, k=k, field=field, device=device,
+                                           base_model=None if run != "none" else ModelConfig())
             metrics, label = generated[parser], f"{run} ({parser} parser)"
         else:
             metrics = evaluate_recalpaca_json(recalpaca_json, field=field, out=out, k=k, parser=parser)
@@ -143,8 +145,7 @@ def _evaluate(out: str, predictions: str | None, references: str | None, column:
         from whyrec.methods.recexplainer.faithfulness import faithfulness
 
         result = faithfulness(parse_runs(runs, run), out, unaligned=unaligned, max_pairs=max_pairs, seed=seed,
-                              judge=judge, batch_size=generation.batch_size, max_new_tokens=generation.max_new_tokens,
-                              min_new_tokens=min(150, generation.max_new_tokens), device=device)
+                              judge=judge, gen=generation, device=device)
         return result["probes"], lambda folder: _report_file(folder, "faithfulness.md")
     if task != "explain":
         raise WhyrecError(f"unknown --task {task!r}; choose explain, topk, alignment or faithfulness")
@@ -229,16 +230,13 @@ def _evaluate_alignment(run: str | None, out: str, max_users: int | None, genera
 
     if runs or unaligned:  # one table: every run and the un-aligned backbone on the same examples
         result = alignment_table(parse_runs(runs, run), out, unaligned=unaligned, max_users=max_users, seed=seed,
-                                 batch_size=generation.batch_size, max_new_tokens=generation.max_new_tokens,
-                                 device=device)
+                                 gen=generation, device=device)
         return result, lambda folder: _report_file(folder, "alignment.md")
     if run is None or "alignment" not in getattr(_run_method_object(run), "studies", ()):
         raise WhyrecError("--task alignment needs --run (a folder from `whyrec train explainer --method recexplainer`)")
     model = load_recexplainer(run, device=device)
     users = sample_users(model.target, max_users, seed)  # the same users as the --runs table
-    metrics = evaluate_alignment(model, alignment_examples(model, users, seed=seed, max_items=max_users),
-                                 batch_size=generation.batch_size,
-                                 max_new_tokens=generation.max_new_tokens)
+    metrics = evaluate_alignment(model, alignment_examples(model, users, seed=seed, max_items=max_users), generation)
     metrics = {"run": run, "mode": model.cfg.mode, "n_users": len(users), "tasks": metrics}
     write_json(Path(out) / "metrics.json", metrics)
     rows = [[task, name, value] for task, values in metrics["tasks"].items() for name, value in values.items()]

@@ -23,10 +23,12 @@ def load_model(path: str | Path, device: str = "auto", generation: GenerationCon
     generation None: the method's own default decoding (e.g. RecAlpaca's long answer lists); `options`
     are the method's own load options (RecAlpaca: instructions=FOLDER); an unknown one is a WhyrecError."""
     from whyrec.folders import explainer_dir
+    from whyrec.methods.base import check_generation
     from whyrec.registry import method_of
 
     folder = explainer_dir(path)
     method = method_of(folder)
+    check_generation(method, generation)  # a --generation.* field the method's decoder ignores, before loading
     method.check(folder)  # a damaged folder is one clear error, not a traceback from deep in torch
     return method.load(folder, device=device, generation=generation, **options)
 

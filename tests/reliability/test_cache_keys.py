@@ -10,6 +10,7 @@ unchanged (nothing generated again) and once with the producer changed (generate
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -341,13 +342,12 @@ def test_serve_never_answers_from_another_revisions_cache(tmp_path):
     pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'whyrec[serve]')")
     from fastapi.testclient import TestClient
 
-    from whyrec.config import GenerationConfig
     from whyrec.serve.server import build_app
 
     run, db = _tiny_pepler(tmp_path / "run", seed=0), str(tmp_path / "serve.sqlite")
 
     def ask(expect_cached: bool) -> str:
-        app = build_app(str(run), generation=GenerationConfig(max_new_tokens=4), cache=db)
+        app = build_app(str(run), cache=db)
         with TestClient(app) as client:
             got = client.post("/explain", json={"user": "u1", "item": "i2"}).json()
         app.state.cache.close()
@@ -363,7 +363,6 @@ def test_serve_never_answers_from_another_revisions_cache(tmp_path):
 
 def test_serve_never_answers_for_a_replaced_base_model(tmp_path):
     pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'whyrec[serve]')")
-    from whyrec.config import GenerationConfig
     from whyrec.serve.server import build_app
 
     base = tmp_path / "base"
@@ -371,7 +370,7 @@ def test_serve_never_answers_for_a_replaced_base_model(tmp_path):
     run = _tiny_pepler(tmp_path / "run", seed=0, base=str(base))
 
     def revision() -> str:
-        app = build_app(str(run), generation=GenerationConfig(max_new_tokens=4), cache="none")
+        app = build_app(str(run), cache="none")
         return app.state.model.revision
 
     first = revision()
@@ -382,7 +381,7 @@ def test_serve_never_answers_for_a_replaced_base_model(tmp_path):
 # ---------------------------------------------------------------- prompt reduction
 def test_prompt_reduction_cache_is_keyed_and_resumes(tmp_path, capsys):
     from whyrec.eval.titles import candidates_from_prompt
-    from whyrec.methods.recalpaca.prompt_reduction import prompt_reduction
+    from whyrec.methods.recalpaca.prompt_reduction import DECODING, prompt_reduction
 
     rows = [{"instruction": "Pick five films.", "top1": f"A{k}", "testGT": [f"A{k}", f"C{k}"],
              "input": f"score 5 out 5: ['X{k}', 'Y{k}']\nlikely to like: "
@@ -397,14 +396,14 @@ def test_prompt_reduction_cache_is_keyed_and_resumes(tmp_path, capsys):
             raise KeyboardInterrupt
         return ["\n".join(f"{j}. {t}" for j, t in enumerate(candidates_from_prompt(x)[:5], 1)) for _, x in prompts]
 
-    out, fail = tmp_path / "reduction", [True]
+    out, fail, two = tmp_path / "reduction", [True], replace(DECODING, batch_size=2)
     with pytest.raises(KeyboardInterrupt):
-        prompt_reduction(None, test_json, out, fractions=(1.0,), batch_size=2, generate=copy_the_list)
+        prompt_reduction(None, test_json, out, fractions=(1.0,), gen=two, generate=copy_the_list)
     fail[0] = False
-    table = prompt_reduction(None, test_json, out, fractions=(1.0,), batch_size=2, generate=copy_the_list)
+    table = prompt_reduction(None, test_json, out, fractions=(1.0,), gen=two, generate=copy_the_list)
     assert asked == [2, 2, 2, 1]  # the interrupted second batch and the last; not the first again
     assert table[0]["precision@5"] == pytest.approx(table[0]["prompt_order_precision@5"])
-    assert prompt_reduction(None, test_json, out, fractions=(1.0,), batch_size=2, generate=copy_the_list) == table
+    assert prompt_reduction(None, test_json, out, fractions=(1.0,), gen=two, generate=copy_the_list) == table
     assert len(asked) == 4  # unchanged: all cached
-    prompt_reduction(None, test_json, out, fractions=(1.0,), batch_size=2, max_new_tokens=50, generate=copy_the_list)
+    prompt_reduction(None, test_json, out, fractions=(1.0,), gen=replace(two, max_new_tokens=50), generate=copy_the_list)
     assert len(asked) == 7 and "max_new_tokens (200 -> 50)" in capsys.readouterr().err

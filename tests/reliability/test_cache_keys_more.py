@@ -8,6 +8,7 @@ refused naming the field, never mixed), and interrupted (only the missing rows a
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -63,8 +64,9 @@ def recalpaca(tmp_path, monkeypatch):
     def evaluate(tag: str = "v1", fail_on_call: int | None = None, **kw) -> FakeRecAlpaca:
         model = FakeRecAlpaca(tag, fail_on_call)
         monkeypatch.setattr(recalpaca_infer, "load_recalpaca", lambda *a, **k: used.append(model) or model)
-        recalpaca_infer.evaluate_recalpaca(str(run), kw.pop("test_json", test_json), out,
-                                           **{"batch_size": 2, "max_new_tokens": 32, **kw})
+        test = kw.pop("test_json", test_json)
+        gen = replace(recalpaca_infer.GENERATION, **{"batch_size": 2, "max_new_tokens": 32, **kw})
+        recalpaca_infer.evaluate_recalpaca(str(run), test, out, gen=gen)
         return model
 
     return run, test_json, evaluate, out / "generations.jsonl", used
@@ -88,12 +90,14 @@ def test_recalpaca_unchanged_rerun_generates_nothing(recalpaca):
     assert gen.read_bytes() == before
 
 
-@pytest.mark.parametrize("change", ["max_new_tokens", "repetition_penalty", "batch_size", "retrained"])
+@pytest.mark.parametrize("change", ["max_new_tokens", "repetition_penalty", "batch_size", "no_repeat_ngram_size",
+                                    "retrained"])
 def test_recalpaca_changed_producer_generates_again(recalpaca, change, capsys):
     run, test_json, evaluate, gen, used = recalpaca
     evaluate()
     kw = {"max_new_tokens": 16} if change == "max_new_tokens" else \
          {"repetition_penalty": 1.1} if change == "repetition_penalty" else \
+         {"no_repeat_ngram_size": 3} if change == "no_repeat_ngram_size" else \
          {"batch_size": 3} if change == "batch_size" else {}
     if change == "retrained":  # same path, new adapter weights
         (run / "adapter_model.safetensors").write_bytes(b"weights v2")

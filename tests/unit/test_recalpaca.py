@@ -1,6 +1,7 @@
 """RecAlpaca (METHODS §6): LoRA training through the HF Trainer, resume, inference, evaluation."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -200,7 +201,7 @@ def test_evaluate_recalpaca_writes_metrics_and_resumes(shared_data, tmp_path, mo
 
     monkeypatch.setattr(recalpaca_infer, "load_recalpaca", lambda *a, **kw: Fake())
     out = tmp_path / "eval"
-    metrics = evaluate_recalpaca("some/run", test_json, out, batch_size=2)
+    metrics = evaluate_recalpaca("some/run", test_json, out, gen=replace(recalpaca_infer.GENERATION, batch_size=2))
     saved = json.loads((out / "metrics.json").read_text())
     texts, cands, truth = load_recalpaca_json(test_json, "output2")
     for parser in ("recalpaca", "robust"):
@@ -212,6 +213,6 @@ def test_evaluate_recalpaca_writes_metrics_and_resumes(shared_data, tmp_path, mo
     # Rerun after a kill that lost the last user: only that user is generated again.
     lines = (out / "generations.jsonl").read_text().splitlines()
     (out / "generations.jsonl").write_text("\n".join(lines[:3]) + "\n" + lines[3][:10])
-    evaluate_recalpaca("some/run", test_json, out, batch_size=2)
+    evaluate_recalpaca("some/run", test_json, out, gen=replace(recalpaca_infer.GENERATION, batch_size=2))
     assert Fake.calls == 4
     assert json.loads((out / "metrics.json").read_text()) == saved

@@ -217,11 +217,10 @@ def test_train_lowers_loss_keeps_target_frozen_and_reloads(tmp_path, monkeypatch
     torch.testing.assert_close(loaded.yes_no_logits(msgs, phs), trained.yes_no_logits(msgs, phs), rtol=0, atol=1e-6)
     greedy = GenerationConfig(max_new_tokens=8, repetition_penalty=1.0)
     assert loaded.generate(msgs, phs, greedy) == trained.generate(msgs, phs, greedy)
-    report = A.evaluate_alignment(loaded, probe + examples[:2] + [dict(examples[0], task="uid2next")],
-                                  max_new_tokens=4)
+    four = GenerationConfig(max_new_tokens=4, batch_size=8)  # its repetition penalty 1.1 is dropped (plain greedy)
+    report = A.evaluate_alignment(loaded, probe + examples[:2] + [dict(examples[0], task="uid2next")], four)
     assert set(report) == {"iid2title", "uidiid2binary", "uid2next"} and report["uidiid2binary"]["n"] == 4
-    kept = A.evaluate_alignment(loaded, probe + [dict(examples[0], task="uid2next")], max_new_tokens=4,
-                                keep_outputs=True)
+    kept = A.evaluate_alignment(loaded, probe + [dict(examples[0], task="uid2next")], four, keep_outputs=True)
     assert [len(o["output"]) for o in kept["uidiid2binary"]["outputs"]] == [2] * 4
     assert len(kept["uid2next"]["outputs"][0]["output"]) == 5 and "outputs" not in report["uid2next"]
     assert kept["uid2next"]["hr@5"] == report["uid2next"]["hr@5"]

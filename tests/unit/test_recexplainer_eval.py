@@ -3,6 +3,7 @@ explanation / faithfulness study, SASRec prefix vectors for uid2hist, and the Am
 RecExplainer-style item cap."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -102,6 +103,11 @@ def test_alignment_table_resumes_per_system(runs, tmp_path, monkeypatch):
     assert again == first and list(again["rows"]) == ["behaviour", "un-aligned", "intention", "hybrid"]
     assert main(args[:-4] + ["--generation.max_new_tokens", "3", "--device", "cpu"]) == 0  # new decoding: all again
     assert len(scored) == 1 + 4
+    three = args[:-4] + ["--generation.max_new_tokens", "3", "--device", "cpu"]
+    assert main(three + ["--generation.batch_size", "2"]) == 0  # the batch only groups prompts: nothing again
+    assert len(scored) == 1 + 4
+    assert main(three + ["--generation.no_repeat_ngram_size", "2"]) == 0  # a newer decoding field, once set, counts
+    assert len(scored) == 1 + 4 + 4
 
 
 def test_unaligned_backbone_disables_the_lora(runs):
@@ -214,3 +220,24 @@ def test_top_items_mask_keeps_the_most_reviewed():
     keep[5] = False  # item 3 then has 2 kept rows, tied with items 1 and 2: the smaller names win
     got = top_items_mask(items, keep, 2, ["d", "b", "a", "c"])
     assert sorted(set(items[got])) == [1, 2] and not got[5]
+
+
+@pytest.mark.parametrize("task", ["alignment", "faithfulness"])
+def test_studies_refuse_sampling_in_one_line(runs, task, tmp_path, capsys):
+    """--generation.* reaches the studies whole; RecExplainer decodes them greedily, so sampling is refused."""
+    rc = main(["evaluate", "--task", task, "--runs", spec(runs), "--out", str(tmp_path / task),
+               "--generation.do_sample", "true", "--device", "cpu"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err == ["whyrec: error: RecExplainer decodes greedily (as it is evaluated); "
+                               "drop --generation.do_sample"]
+
+
+def test_faithfulness_decoding_keys_its_rows():
+    from whyrec.methods.recexplainer.faithfulness import _rows_key, study_decoding
+
+    default = study_decoding(GenerationConfig(max_new_tokens=64))  # the CLI's defaults otherwise
+    assert default.min_new_tokens == 64 and default.repetition_penalty == 1.0
+    assert _rows_key(default) == [64, 64]  # as rows were always keyed
+    assert _rows_key(replace(default, batch_size=2)) == [64, 64]
+    given = study_decoding(GenerationConfig(max_new_tokens=64, min_new_tokens=10, no_repeat_ngram_size=3))
+    assert _rows_key(given) == [64, 10, {"no_repeat_ngram_size": 3}]

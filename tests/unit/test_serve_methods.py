@@ -17,8 +17,8 @@ from whyrec.serve.server import build_app  # noqa: E402
 GEN = GenerationConfig(max_new_tokens=4)
 
 
-def _client(path):
-    with TestClient(build_app(str(path), generation=GEN, cache="none")) as c:
+def _client(path, generation=GEN):
+    with TestClient(build_app(str(path), generation=generation, cache="none")) as c:
         yield c
 
 
@@ -80,12 +80,12 @@ def test_recexplainer_ranks_by_its_target_and_explains(recexplainer):
 
 @pytest.fixture(scope="module")
 def pepler_reg(tmp_path_factory):
-    yield from _client(T.tiny_pepler(tmp_path_factory, "reg"))
+    yield from _client(T.tiny_pepler(tmp_path_factory, "reg"), generation=None)  # it decodes its own `words`
 
 
 @pytest.fixture(scope="module")
 def pepler_continuous(tmp_path_factory):
-    yield from _client(T.tiny_pepler(tmp_path_factory, "continuous"))
+    yield from _client(T.tiny_pepler(tmp_path_factory, "continuous"), generation=None)  # it decodes its own `words`
 
 
 def test_pepler_reg_ranks_by_its_rating_head(pepler_reg):
@@ -161,8 +161,7 @@ def test_cli_explain_goes_through_each_methods_own_loader(tmp_path_factory, caps
 
     pepler = T.tiny_pepler(tmp_path_factory, "continuous")
     capsys.readouterr()
-    assert main(["explain", "--run", str(pepler), "--user", "u0", "--item", "i4", "--generation.max_new_tokens", "4",
-                 "--device", "cpu"]) == 0
+    assert main(["explain", "--run", str(pepler), "--user", "u0", "--item", "i4", "--device", "cpu"]) == 0
     assert capsys.readouterr().out.strip() != ""
     assert main(["explain", "--run", str(pepler), "--user", "nobody", "--item", "i4", "--device", "cpu"]) == 2
     err = capsys.readouterr().err

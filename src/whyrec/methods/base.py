@@ -34,7 +34,9 @@ class Method(Protocol):
     # Optional (not checked by isinstance, so a method without them still is a Method):
     #   train_fields: frozenset[str] -- the TrainConfig fields its `train` honours; `check_train`
     #       refuses a TrainConfig setting any other field away from its default (absent: none honoured);
-    #   train_instead: dict[str, str] -- per refused field, what to use instead (its error message).
+    #   train_instead: dict[str, str] -- per refused field, what to use instead (its error message);
+    #   generation_fields / generation_instead: the same for GenerationConfig (`check_generation`), but
+    #       absent means every field is honoured (the LLM methods decode through whyrec.llm.generate).
 
     def train(self, data: str, out: str, *, encoder: str | None = None, model: ModelConfig,
               train: TrainConfig, config: Any, resume: bool = True, overwrite: bool = False) -> dict:
@@ -93,6 +95,39 @@ def check_train(method, train: TrainConfig | None) -> None:
         more = "".join(f", nor --train.{f}" for f in refused[1:])
         raise WhyrecError(f"--method {method.name} does not use --train.{refused[0]} ({instead}){more}; "
                           "leave it at its default")
+
+
+def generation_set(gen: GenerationConfig | None) -> list[str]:
+    """The GenerationConfig fields `gen` sets away from GenerationConfig()'s defaults (None: none), in
+    field order; as with `train_set`, a field given at its default value counts as not set."""
+    if gen is None:
+        return []
+    default = GenerationConfig()
+    return [f.name for f in fields(GenerationConfig) if getattr(gen, f.name) != getattr(default, f.name)]
+
+
+def check_generation(method, gen: GenerationConfig | None, honoured: frozenset[str] | None = None) -> None:
+    """WhyrecError (one line, naming every refused field) if `gen` sets a field `method`'s decoder does
+    not honour: `honoured` if given (a path of the method that honours fewer), else the method's
+    `generation_fields` (absent: all). The `check_train` of --generation.*: none is silently ignored."""
+    if honoured is None:
+        honoured = getattr(method, "generation_fields", None)
+    if honoured is None:
+        return
+    refused = [f for f in generation_set(gen) if f not in honoured]
+    if refused:
+        instead = getattr(method, "generation_instead", {}).get(refused[0]) or f"its own options: --{method.name}.*"
+        more = "".join(f", nor --generation.{f}" for f in refused[1:])
+        raise WhyrecError(f"--method {method.name} does not use --generation.{refused[0]} ({instead}){more}; "
+                          "leave it at its default")
+
+
+def decoding_key(gen: GenerationConfig, implicit: GenerationConfig, named: tuple[str, ...]) -> dict:
+    """`gen` for a cache key first written when only the `named` fields reached the decoder: those,
+    plus every other field away from `implicit` (what the decoder used for it then), so rows cached
+    then stay valid while any other setting now given still changes the key."""
+    return {f.name: getattr(gen, f.name) for f in fields(GenerationConfig)
+            if f.name in named or getattr(gen, f.name) != getattr(implicit, f.name)}
 
 
 def train_values(train: TrainConfig | None, pairs: Mapping[str, str]) -> dict[str, tuple[str, Any]]:

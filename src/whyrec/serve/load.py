@@ -9,6 +9,9 @@ from whyrec.config import GenerationConfig
 
 def load_served(folder: Path, device: str = "auto", generation: GenerationConfig | None = None):
     """The served model of a folder `validate.check_artifact` accepted (so its method is registered)."""
+    from whyrec.methods.base import check_generation
     from whyrec.registry import method_of
 
-    return method_of(folder).load(folder, device=device, generation=generation)
+    method = method_of(folder)
+    check_generation(method, generation)  # a --generation.* field its decoder ignores: refused before loading
+    return method.load(folder, device=device, generation=generation)

@@ -35,10 +35,10 @@ def build_app(run: str, device: str = "auto", generation: GenerationConfig | Non
     from whyrec.serve.app import create_app
     from whyrec.serve.cache import ExplanationCache
     from whyrec.serve.load import load_served
-    from whyrec.serve.settings import ServeSettings
+    from whyrec.serve.settings import ServeSettings, one_batch
     from whyrec.serve.validate import check_artifact
 
-    settings = settings or ServeSettings()
+    settings = one_batch(settings or ServeSettings(), generation)
     folder = check_artifact(run)
     gen = replace(generation or GenerationConfig(), batch_size=settings.max_batch)
     model = load_served(folder, device=device, generation=gen)
@@ -149,6 +149,10 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 def run_server(run: str, host: str, port: int, **kwargs) -> None:
+    from whyrec.serve.settings import ServeSettings, one_batch
+
+    # Before listening and loading: --max_batch and --generation.batch_size at odds fail at once.
+    kwargs["settings"] = one_batch(kwargs.get("settings") or ServeSettings(), kwargs.get("generation"))
     sock = listen(host, port)  # before the model loads: a taken port fails in a second, not after a minute
     port = sock.getsockname()[1]  # the one the system picked for --port 0
     try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 from whyrec.utils import WhyrecError
 
@@ -11,8 +11,8 @@ from whyrec.utils import WhyrecError
 @dataclass
 class ServeSettings:
     max_batch: int = 8
-    """Explanations generated in one forward pass at most: the server's decoding batch, so it replaces
-    `--generation.batch_size` (every other `--generation.*` setting applies as given)."""
+    """Explanations generated in one forward pass at most: the server's decoding batch. One setting
+    with `--generation.batch_size` (`one_batch`): give either; both given must agree."""
     max_wait_ms: float = 10.0
     """How long the batcher waits for more requests after the first one arrives."""
     max_queue: int = 256
@@ -48,3 +48,20 @@ def check_port(port: object) -> int:
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise WhyrecError(f"--port must be a TCP port from 1 to 65535 (or 0 for any free port), got {port!r}")
     return port
+
+
+def one_batch(settings: ServeSettings, generation) -> ServeSettings:
+    """`settings` whose max_batch is the server's one decoding batch: `--generation.batch_size` when
+    only it is given, `--max_batch` otherwise; both given with different values is a one-line error.
+
+    As with --train.* fields, a value equal to its default cannot be told from one not given, so
+    it counts as not given (`--generation.batch_size 16` alone leaves the batch at --max_batch's 8)."""
+    from whyrec.config import GenerationConfig
+
+    asked = None if generation is None else generation.batch_size
+    if asked is None or asked == GenerationConfig().batch_size or asked == settings.max_batch:
+        return settings
+    if settings.max_batch != ServeSettings().max_batch:
+        raise WhyrecError(f"--max_batch {settings.max_batch} and --generation.batch_size {asked} disagree: both set "
+                          "the server's decoding batch; give only one of them")
+    return replace(settings, max_batch=asked)

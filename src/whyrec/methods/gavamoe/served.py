@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from whyrec.config import GenerationConfig
+from whyrec.config import GenerationConfig, generation_fingerprint
 from whyrec.data import schema as S
 from whyrec.methods.catalog import (
     Catalog,
@@ -43,7 +43,7 @@ class GaVaMoEModel:
         self.seen, self.held = self._known_pairs(folder)
         vae_weights = f"{meta['vae']}/model.safetensors" if meta["vae"] == "vae" else meta["vae"]
         files = ["config.json", "adapter_model.safetensors", vae_weights, "items.parquet", "pairs.parquet"]
-        self.revision = revision(folder, files, repr(sorted(asdict(self.gen).items())))
+        self.revision = revision(folder, files, repr(sorted(generation_fingerprint(self.gen).items())))
         self.catalog = Catalog(list(self.vae.user2idx), self.idx2item, self.explainer.titles,
                                history_of=lambda u: [i for i in self.seen.get(u, []) if i in self.vae.item2idx],
                                held_out_of=lambda u: self.held.get(u, []))

@@ -6,7 +6,13 @@ from pathlib import Path
 
 from whyrec.config import ModelConfig, TrainConfig
 from whyrec.config_methods import PEPLERConfig
-from whyrec.methods.base import apply_train, check_train, served_options, train_values
+from whyrec.methods.base import (
+    apply_train,
+    check_generation,
+    check_train,
+    served_options,
+    train_values,
+)
 
 
 class PEPLERMethod:
@@ -24,6 +30,16 @@ class PEPLERMethod:
         "min_rating": "it trains on every train explanation, as PEPLER did",
         **dict.fromkeys(("grad_accum_steps", "max_grad_norm", "gradient_checkpointing", "bf16", "fsdp", "compile"),
                         "its own AdamW epoch loop has no such switch; its options: --pepler.*"),
+    }
+
+    # GenerationConfig fields it honours: batch_size (pairs decoded together); it decodes its own
+    # `words` tokens greedily, so any other --generation.* set is refused (`check_generation`).
+    generation_fields = frozenset({"batch_size"})
+    generation_instead = {
+        **dict.fromkeys(("max_new_tokens", "min_new_tokens", "do_sample", "temperature", "top_p", "num_beams",
+                         "repetition_penalty", "no_repeat_ngram_size", "drop_finished"),
+                        "it decodes --pepler.words tokens greedily, as PEPLER does; words is set when training"),
+        "batch_size": "its evaluation decodes in batches of its --pepler.batch_size",  # refused by `evaluate` only
     }
 
     def with_train(self, config: PEPLERConfig, train: TrainConfig | None) -> PEPLERConfig:
@@ -47,6 +63,7 @@ class PEPLERMethod:
     def load(self, folder: Path, device: str = "auto", **options):
         """The served model (PEPLERModel) of a folder `check` accepted; options: generation."""
         generation = served_options(self.name, options)
+        check_generation(self, generation)
         from whyrec.folders import weights_fit
         from whyrec.methods.pepler.served import PEPLERModel
 
@@ -56,7 +73,9 @@ class PEPLERMethod:
     def evaluate(self, folder: str, data: str, out: str, *, split: str, max_pairs: int | None, smooth: bool,
                  device: str, **_generic) -> dict:
         """PEPLER's own evaluation (its metric suite with feature and rating metrics on the first
-        `max_pairs` pairs); the generic options (generation, BERTScore, judge, grounding) do not apply."""
+        `max_pairs` pairs); the generic options (generation, BERTScore, judge, grounding) do not apply,
+        and a --generation.* field set is refused (it decodes in batches of its own --pepler.batch_size)."""
+        check_generation(self, _generic.get("generation"), honoured=frozenset())
         from whyrec.methods.pepler.evaluate import evaluate_pepler
 
         return evaluate_pepler(folder, data, split=split, max_pairs=max_pairs, out=out, smooth=smooth, device=device)

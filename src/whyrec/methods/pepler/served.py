@@ -46,7 +46,8 @@ class PEPLERModel:
         self.feats = {kind: feats.get(kind, {}) for kind in ("user", "item")}
         files = ["config.json", "prompt.safetensors"] + [f"lm/{p.name}" for p in sorted((folder / "lm").glob("*"))
                                                          if p.is_file()]
-        # PEPLER decodes `words` tokens greedily whatever --generation says: only its own config counts.
+        # PEPLER decodes `words` tokens greedily (other --generation.* fields are refused) and batch_size
+        # only groups pairs, as the server's batches always did: only its own files count.
         self.revision = revision(folder, files)
         describe = lambda words: "features: " + ", ".join(words) if words else ""  # noqa: E731
         # The folder keeps no interactions: the dataset folder its run_config.json names (if it does)
@@ -81,6 +82,16 @@ class PEPLERModel:
         raise Unsupported("PEPLER serves only its trained users")  # the app checks cold_start first
 
     def explain(self, pairs: list[Pair]) -> list[str]:
+        """Explanations in batches of `gen.batch_size`; `gen` may have been replaced since loading
+        (`whyrec.runs.Run` swaps it per call), so it is checked here, where it is used."""
+        from whyrec.methods.base import check_generation
+        from whyrec.methods.pepler.method import METHOD
+
+        check_generation(METHOD, self.gen)
+        size = self.gen.batch_size
+        return [text for s in range(0, len(pairs), size) for text in self._explain(pairs[s:s + size])]
+
+    def _explain(self, pairs: list[Pair]) -> list[str]:
         torch, module = self.torch, self.module
         users = torch.tensor([self.user2idx[p.user] for p in pairs])
         items = torch.tensor([self.item2idx[p.item] for p in pairs])
@@ -104,6 +115,7 @@ class PEPLERModel:
                 "training": cfg.get("train", {}), "method_config": cfg.get("pepler", {}),
                 "recommends": recommends,
                 "explains": f"PEPLER ({self.variant}): greedy, at most {self.module.cfg.words} tokens "
-                            "(its own decoding; --generation is not used)",
-                "cold_start": False, "generation": {"max_new_tokens": self.module.cfg.words, "do_sample": False},
+                            "(its own decoding; of --generation only batch_size applies)",
+                "cold_start": False, "generation": {"max_new_tokens": self.module.cfg.words, "do_sample": False,
+                                                    "batch_size": self.gen.batch_size},
                 "folder": str(self.folder)}

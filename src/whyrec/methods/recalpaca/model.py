@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, fields
 from pathlib import Path
 
 from whyrec.config import GenerationConfig, ModelConfig
@@ -150,21 +150,26 @@ def load_recalpaca(path: str | Path | None, device: str = "auto",
     return RecAlpaca(model, tok)
 
 
-def generation_key(path: str | Path | None, base_model: ModelConfig | None, max_new_tokens: int,
-                   repetition_penalty: float, batch_size: int) -> dict:
+# What a key named when only these reached the decoder (the rest held GENERATION's values).
+KEYED_DECODING = ("max_new_tokens", "repetition_penalty", "batch_size")
+
+
+def generation_key(path: str | Path | None, base_model: ModelConfig | None, gen: GenerationConfig) -> dict:
     """What decides the answers besides the prompts: the run folder's files (adapter, config and the
     base model it names), a base model passed over it, and the decoding settings (the batch too:
-    left padding can change greedy decoding)."""
+    left padding can change greedy decoding); a setting at GENERATION's value beyond the three keys
+    once held is left out, so answers cached then stay valid."""
     from whyrec.identity import model_key, run_identity
+    from whyrec.methods.base import decoding_key
 
     base = base_model if base_model is not None or path is not None else ModelConfig()
     return {"run": run_identity(path) if path is not None else None,
             "base_model": model_key(base) if base is not None else None,
-            "decoding": {"max_new_tokens": max_new_tokens, "repetition_penalty": repetition_penalty,
-                         "batch_size": batch_size}}
+            "decoding": decoding_key(gen, GENERATION, KEYED_DECODING)}
 
 
-def _generations(gen_path: Path, key: dict, prompts: list[tuple[str, str]], batch_size: int, load) -> list[str]:
+def _generations(gen_path: Path, key: dict, prompts: list[tuple[str, str]], gen: GenerationConfig,
+                 load) -> list[str]:
     """The answer to every prompt, from `gen_path`'s rows made under `key` (matched by user index
     and the prompt's digest), generating the missing batches with the model `load()` returns."""
     from whyrec.fingerprint import digest
@@ -176,24 +181,23 @@ def _generations(gen_path: Path, key: dict, prompts: list[tuple[str, str]], batc
     def make_chunk(start: int, stop: int) -> list[dict]:
         if not loaded:  # the model loads on the first batch that is not cached
             loaded.append(load())
-        texts = loaded[0].generate(prompts[start:stop], replace(GENERATION, **key["decoding"]))
+        texts = loaded[0].generate(prompts[start:stop], gen)
         return [{"user": u, "prompt": d, "generation": str(t)} for (u, d), t in zip(ids[start:stop], texts)]
 
-    rows = cached_rows(gen_path, key, ids, ("user", "prompt"), batch_size, make_chunk, label=str(gen_path),
+    rows = cached_rows(gen_path, key, ids, ("user", "prompt"), gen.batch_size, make_chunk, label=str(gen_path),
                        progress=True)
     return [r["generation"] for r in rows]
 
 
 def evaluate_recalpaca(path: str | Path | None, test_json: str | Path, out: str | Path,
-                       max_users: int | None = None, batch_size: int = 8,
-                       max_new_tokens: int = MAX_NEW_TOKENS, k: int = 5, field: str = "input",
-                       device: str = "auto", base_model: ModelConfig | None = None,
-                       repetition_penalty: float = 1.0) -> dict:
+                       max_users: int | None = None, gen: GenerationConfig = GENERATION, k: int = 5,
+                       field: str = "input", device: str = "auto", base_model: ModelConfig | None = None) -> dict:
     """Generate answers for a RecAlpaca test JSON and score them (precision/recall/NDCG@k).
 
+    `gen` is the decoding (`whyrec evaluate --generation.*`), used as given: `GENERATION` by default.
     Writes out/generations.jsonl (a `whyrec.row_cache` file: its first line is the key of what made
-    the answers - the run folder's identity, the base model, max_new_tokens, repetition_penalty and
-    batch_size - and each row names its user and its prompt's digest; rows are appended per batch,
+    the answers - the run folder's identity, the base model and the decoding (`generation_key`) -
+    and each row names its user and its prompt's digest; rows are appended per batch,
     so a rerun generates only the batches missing under the same key, and a retrained run, other
     decoding or other prompts generate again instead of reusing stale answers),
     out/metrics.json (one entry per title parser, see `whyrec.eval.topk`), out/per_user.jsonl
@@ -207,9 +211,9 @@ def evaluate_recalpaca(path: str | Path | None, test_json: str | Path, out: str 
     records = data[:max_users] if max_users else data
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    key = generation_key(path, base_model, max_new_tokens, repetition_penalty, batch_size)
+    key = generation_key(path, base_model, gen)
     prompts = [(r["instruction"], r[field]) for r in records]
-    texts = _generations(out / GENERATIONS, key, prompts, batch_size,
+    texts = _generations(out / GENERATIONS, key, prompts, gen,
                          lambda: load_recalpaca(path, device=device, base_model=base_model))
     cands = [candidates_from_prompt(r[field]) for r in records]
     truth = [list(r["testGT"]) for r in records]
@@ -223,8 +227,7 @@ def evaluate_recalpaca(path: str | Path | None, test_json: str | Path, out: str 
             row[parser] = {key: v for key, v in r.items() if key != "user"}
     write_text(out / "per_user.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in per_user))
     settings = {"path": str(path) if path else None, "test_json": str(test_json), "max_users": max_users,
-                "batch_size": batch_size, "max_new_tokens": max_new_tokens, "k": k, "field": field,
-                "repetition_penalty": repetition_penalty}
+                **key["decoding"], "k": k, "field": field}
     write_run_info(out, settings, command="evaluate --task topk --method recalpaca")
     write_json(out / "metrics.json", metrics)
     return metrics

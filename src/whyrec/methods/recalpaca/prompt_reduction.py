@@ -16,6 +16,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from whyrec.config import GenerationConfig
 from whyrec.eval.titles import candidates_from_prompt
 from whyrec.eval.topk import evaluate_topk, score_ranked
 from whyrec.methods.recalpaca.baselines import prompt_order_titles
@@ -24,6 +25,8 @@ from whyrec.utils import WhyrecError, atomic_path, read_json, write_json, write_
 _LIST = re.compile(r"(?P<head>(?:out 5|likely to like):\s*)\[(?P<body>.*?)\](?=\s*(?:\n|\.|$))", re.DOTALL)
 _SPLIT = re.compile(r"""['"]\s*,\s*['"]""")
 METRICS = ("precision@5", "recall@5", "ndcg@5", "ndcg@5_ordered")
+DECODING = GenerationConfig(max_new_tokens=200, batch_size=8, repetition_penalty=1.0)
+"""The analysis' default decoding: RecAlpaca's greedy without repetition penalty, 200 new tokens."""
 
 
 def _keep(n: int, fraction: float) -> int:
@@ -48,11 +51,12 @@ def reduce_prompt(text: str, fraction: float, top1: str | None = None) -> str:
 
 def prompt_reduction(run: str | None, test_json: str | Path, out: str | Path,
                      fractions: Sequence[float] = (0.1, 0.25, 0.5, 0.75, 1.0), max_users: int | None = None,
-                     batch_size: int = 8, max_new_tokens: int = 200, repetition_penalty: float = 1.0,
-                     device: str = "auto", generate=None) -> list[dict]:
+                     gen: GenerationConfig = DECODING, device: str = "auto", generate=None) -> list[dict]:
     """Generate and score at each kept fraction; rows of {fraction, prompt_words, metrics...}.
 
-    `generate(prompts) -> texts` defaults to the RecAlpaca run's greedy generation; answers are
+    `gen` is the decoding (`whyrec evaluate --generation.*`), used as given; its batch_size is also
+    the batch of a custom `generate`. `generate(prompts) -> texts` defaults to the RecAlpaca run's
+    generation; answers are
     cached per fraction in out/generations_<fraction>.jsonl, appended batch by batch, so an
     interrupted analysis resumes. Each file is keyed by what produced it (the run folder and its
     base model, or the `generate` function; the test rows; the decoding settings) and each answer
@@ -67,25 +71,21 @@ def prompt_reduction(run: str | None, test_json: str | Path, out: str | Path,
     out.mkdir(parents=True, exist_ok=True)
     custom = generate
     if generate is None:
-        from dataclasses import replace
+        from whyrec.methods.recalpaca.model import load_recalpaca
 
-        from whyrec.methods.recalpaca.model import GENERATION, load_recalpaca
-
-        decoding = replace(GENERATION, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                           repetition_penalty=repetition_penalty)
         loaded = []
 
         def generate(prompts):  # the model loads on the first batch that is not cached
             if not loaded:
                 loaded.append(load_recalpaca(run, device=device))
-            return loaded[0].generate(prompts, decoding, progress=False)
+            return loaded[0].generate(prompts, gen, progress=False)
 
-    producer = _producer(run, custom, max_new_tokens, repetition_penalty, batch_size)
+    producer = _producer(run, custom, gen)
     table = []
     for fraction in sorted(set(fractions)):
         inputs = [reduce_prompt(r["input"], fraction, r.get("top1")) for r in rows]
         texts = _generations(out / f"generations_{fraction:g}.jsonl", producer, fraction,
-                             [(r["instruction"], x) for r, x in zip(rows, inputs)], batch_size, generate)
+                             [(r["instruction"], x) for r, x in zip(rows, inputs)], gen.batch_size, generate)
         metrics, _ = evaluate_topk(texts, [candidates_from_prompt(x) for x in inputs],
                                    [r["testGT"] for r in rows], parser="robust")
         baseline, _ = score_ranked([prompt_order_titles({"input": x, "top1": r.get("top1")}) for r, x in zip(rows, inputs)],
@@ -104,17 +104,18 @@ def prompt_reduction(run: str | None, test_json: str | Path, out: str | Path,
     return table
 
 
-def _producer(run: str | None, custom, max_new_tokens: int, repetition_penalty: float, batch_size: int) -> dict:
+def _producer(run: str | None, custom, gen: GenerationConfig) -> dict:
     """What decides the generations besides the prompts: the model (or the caller's function)
-    and the decoding settings (the batch too: padding can change greedy decoding)."""
+    and the decoding settings (the batch too: padding can change greedy decoding); a setting
+    beyond the three keys once held is named only away from DECODING, so old files stay valid."""
     from whyrec.identity import run_identity
+    from whyrec.methods.base import decoding_key
 
     if custom is not None:
         model = {"generate": f"{getattr(custom, '__module__', '')}.{getattr(custom, '__qualname__', repr(custom))}"}
     else:
         model = {"run": run_identity(run)}
-    return {**model, "max_new_tokens": max_new_tokens, "repetition_penalty": repetition_penalty,
-            "batch_size": batch_size}
+    return {**model, **decoding_key(gen, DECODING, ("max_new_tokens", "repetition_penalty", "batch_size"))}
 
 
 def _generations(path: Path, producer: dict, fraction: float, prompts: list[tuple[str, str]], batch_size: int,

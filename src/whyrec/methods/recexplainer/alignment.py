@@ -19,10 +19,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from whyrec.config import GenerationConfig
 from whyrec.methods.recexplainer.tasks import SEP
 from whyrec.utils import WhyrecError
 
 GRADED_RELEVANCE = (1000, 100, 10, 1, 0)
+ALIGNMENT_GENERATION = GenerationConfig(max_new_tokens=200, batch_size=8, repetition_penalty=1.0)
+"""The alignment tasks' default decoding: greedy, unpenalised, 200 new tokens, eight prompts a batch."""
 
 
 def _norm(text: str) -> str:
@@ -139,41 +142,47 @@ def alignment_examples(model, users: Sequence[str], material=None, seed: int = 2
             + T.uidiid2binary(target, mode, material, hist, seed))
 
 
-def evaluate_alignment(model, examples: Sequence[dict], batch_size: int = 8, max_new_tokens: int = 200,
+def evaluate_alignment(model, examples: Sequence[dict], gen: GenerationConfig = ALIGNMENT_GENERATION,
                        keep_outputs: bool = False) -> dict:
     """Score a loaded RecExplainer (`generate`, `yes_no_logits`) on task examples, per task.
 
-    Returns {task: {metric: value, "n": count}} for the tasks present; others are ignored. With
-    `keep_outputs`, each task also lists {"answer", "output"} per example (the 5 beams for
-    uid2next, the [Yes, No] logits for uidiid2binary), to see what a system actually answered.
+    `gen` is the decoding (`whyrec evaluate --generation.*`), made plain greedy as RecExplainer's
+    evaluation decodes (`whyrec.llm.generate.plain_greedy`: no repetition penalty, sampling refused);
+    uid2next decodes with at least its 5 beams. Returns {task: {metric: value, "n": count}} for the
+    tasks present; others are ignored. With `keep_outputs`, each task also lists {"answer", "output"}
+    per example (the 5 beams for uid2next, the [Yes, No] logits for uidiid2binary), to see what a
+    system actually answered.
     """
     by_task: dict[str, list[dict]] = {}
     for ex in examples:
         by_task.setdefault(ex["task"], []).append(ex)
     from dataclasses import replace
 
-    from whyrec.config import GenerationConfig
+    from whyrec.llm.generate import plain_greedy
 
-    # Greedy and unpenalised, as RecExplainer's evaluation decodes; uid2next keeps its 5 beams.
-    greedy = GenerationConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, repetition_penalty=1.0)
-    gen = lambda exs, beams=1: _batched(model.generate, exs, batch_size, gen=replace(greedy, num_beams=beams),  # noqa: E731
-                                        num_return_sequences=beams)
+    greedy = plain_greedy(gen, "RecExplainer")
+    batch_size = greedy.batch_size
+
+    def generate(exs, beams=None):  # beams: the answers wanted per prompt (uid2next's top 5)
+        decode = greedy if beams is None else replace(greedy, num_beams=max(beams, greedy.num_beams))
+        return _batched(model.generate, exs, batch_size, gen=decode, num_return_sequences=beams or 1)
+
     report: dict[str, dict] = {}
     outputs: dict[str, list] = {}
     if exs := by_task.get("iid2title"):
-        outputs["iid2title"] = gen(exs)
+        outputs["iid2title"] = generate(exs)
         report["iid2title"] = {"accuracy": item_recovery_accuracy(outputs["iid2title"], [_answer(e) for e in exs])}
     if exs := by_task.get("uid2hist"):
-        outputs["uid2hist"] = gen(exs)
+        outputs["uid2hist"] = generate(exs)
         cov = [history_coverage(p, split_items(_answer(e))) for p, e in zip(outputs["uid2hist"], exs)]
         report["uid2hist"] = {"coverage": sum(cov) / len(cov)}
     if exs := by_task.get("uid2next"):
-        outputs["uid2next"] = beams = gen(exs, beams=5)
+        outputs["uid2next"] = beams = generate(exs, beams=5)
         scores = [next_item_hit_ndcg(b, _answer(e)) for b, e in zip(beams, exs)]
         report["uid2next"] = {"hr@5": sum(s[0] for s in scores) / len(scores),
                               "ndcg@5": sum(s[1] for s in scores) / len(scores)}
     if exs := by_task.get("uidiid2rank"):
-        outputs["uidiid2rank"] = gen(exs)
+        outputs["uidiid2rank"] = generate(exs)
         nd = [graded_ndcg(split_items(p), split_items(_answer(e))) for p, e in zip(outputs["uidiid2rank"], exs)]
         report["uidiid2rank"] = {"ndcg@5": sum(nd) / len(nd)}
     if exs := by_task.get("uidiid2binary"):

@@ -20,8 +20,10 @@ import json
 import random
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
+from whyrec.config import GenerationConfig
 from whyrec.utils import WhyrecError, read_json, write_json, write_text
 
 UNALIGNED = "un-aligned"
@@ -119,32 +121,44 @@ def _file_name(name: str) -> str:
     return re.sub(r"[^\w.-]", "_", name) + ".json"
 
 
-def _settings(runs: dict[str, str], name: str, users: list[str], seed: int, max_new_tokens: int,
+def _settings(runs: dict[str, str], name: str, users: list[str], seed: int, gen: GenerationConfig,
               target_print: str) -> dict:
-    """What a system's cached row depends on: its run (weights and the shared target), users, seed, decoding."""
+    """What a system's cached row depends on: its run (weights and the shared target), users, seed,
+    decoding (max_new_tokens, plus any other setting away from the old fixed decoding: old rows stay valid)."""
+    from whyrec.methods.base import decoding_key
+    from whyrec.methods.recexplainer.alignment import ALIGNMENT_GENERATION
+
     path = runs.get(name, next(iter(runs.values())))
     weights = hashlib.sha256()
     for f in sorted(p for p in Path(path).glob("*.safetensors")):
         weights.update(f.name.encode() + b"\0" + f.read_bytes())
     return {"system": name, "run": str(path), "weights": weights.hexdigest()[:16], "target": target_print[:16],
             "users": hashlib.sha256(json.dumps(users).encode()).hexdigest()[:16], "seed": seed,
-            "max_new_tokens": max_new_tokens}
+            # the batch only groups prompts here: never part of this key
+            **decoding_key(replace(gen, batch_size=ALIGNMENT_GENERATION.batch_size), ALIGNMENT_GENERATION,
+                           ("max_new_tokens",))}
 
 
 def alignment_table(runs: dict[str, str], out: str, unaligned: bool = True, max_users: int | None = 200,
-                    seed: int = 2023, batch_size: int = 8, max_new_tokens: int = 200, device: str = "auto") -> dict:
+                    seed: int = 2023, gen: GenerationConfig | None = None, device: str = "auto") -> dict:
     """Alignment metrics of every system on the same examples; writes out/alignment.{json,md}.
+
+    `gen`: the decoding (default `alignment.ALIGNMENT_GENERATION`), made plain greedy as
+    `evaluate_alignment` does; batch_size is left out of the rows' key, as it always was.
 
     Each system's row is saved to out/systems/NAME.json as soon as it is scored and the table is
     rewritten, so an interrupted run keeps what it finished; a rerun with the same runs, users,
     seed and decoding skips those systems (any change re-scores them)."""
+    from whyrec.llm.generate import plain_greedy
     from whyrec.methods.recexplainer.alignment import (
+        ALIGNMENT_GENERATION,
         alignment_examples,
         chance_levels,
         evaluate_alignment,
     )
     from whyrec.methods.recexplainer.material import alignment_material
 
+    gen = plain_greedy(gen or ALIGNMENT_GENERATION, "RecExplainer")  # refuses sampling before any model loads
     target = load_shared_target(runs)
     users = sample_users(target, max_users, seed)
     topk = run_meta(next(iter(runs.values())))["config"].get("topk", 100)
@@ -153,7 +167,7 @@ def alignment_table(runs: dict[str, str], out: str, unaligned: bool = True, max_
         order.insert(1, UNALIGNED)
     cache = Path(out) / "systems"
     target_print = _fingerprint(next(iter(runs.values())))  # load_shared_target checked every run has it
-    settings = {name: _settings(runs, name, users, seed, max_new_tokens, target_print) for name in order}
+    settings = {name: _settings(runs, name, users, seed, gen, target_print) for name in order}
     rows: dict[str, dict] = {}
     for name in order:
         path = cache / _file_name(name)
@@ -164,7 +178,7 @@ def alignment_table(runs: dict[str, str], out: str, unaligned: bool = True, max_
     chance = chance_levels(target.n_items)
 
     def result() -> dict:
-        return {"n_users": len(users), "seed": seed, "max_new_tokens": max_new_tokens,
+        return {"n_users": len(users), "seed": seed, "max_new_tokens": gen.max_new_tokens,
                 "rows": {name: rows[name] for name in order if name in rows}, "chance": chance}
 
     material = None
@@ -174,8 +188,7 @@ def alignment_table(runs: dict[str, str], out: str, unaligned: bool = True, max_
         if material is None:  # computed once, only when some system still needs scoring
             material = alignment_material(target, users, topk=topk, seed=seed)
         examples = alignment_examples(model, users, material=material, seed=seed, max_items=max_users)
-        metrics = evaluate_alignment(model, examples, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                                     keep_outputs=True)  # in out/systems/NAME.json: what each system answered
+        metrics = evaluate_alignment(model, examples, gen=gen, keep_outputs=True)  # in out/systems/NAME.json: what each system answered
         rows[name] = {"run": runs.get(name, runs[next(iter(runs))] + " (LoRA off)"), "mode": model.cfg.mode,
                       "examples_key": examples_key(examples), "tasks": metrics}
         write_json(cache / _file_name(name), {"settings": settings[name], "row": rows[name]})

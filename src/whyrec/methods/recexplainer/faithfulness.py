@@ -25,6 +25,7 @@ import statistics
 from dataclasses import replace
 from pathlib import Path
 
+from whyrec.config import GenerationConfig
 from whyrec.eval.judge import RUBRIC_LEVELS, JudgeConfig, rubric_judge
 from whyrec.llm.judge_client import LLMJudge
 from whyrec.methods.recexplainer.alignment_table import (
@@ -53,27 +54,46 @@ def explanation_pairs(target, users: list[str], topk: int = 100, seed: int = 202
     return pairs
 
 
-def _read_done(path: Path, gen: list[int]) -> dict[tuple, dict]:
+def _read_done(path: Path, gen: list) -> dict[tuple, dict]:
     if not path.is_file():
         return {}
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     return {(r["system"], r["user"], r["item"]): r for r in rows if r.get("gen") == gen}
 
 
-def generate_explanations(runs: dict[str, str], pairs: list[dict], out: Path, unaligned: bool, batch_size: int,
-                          max_new_tokens: int, min_new_tokens: int, device: str) -> dict[str, list[dict]]:
-    """Each system's explanation rows in pair order (appending new ones to out/explanations.jsonl)."""
-    from whyrec.methods.recexplainer.model import EXPLAIN_GENERATION  # torch: only when explaining
+def study_decoding(gen: GenerationConfig | None) -> GenerationConfig:
+    """The study's decoding from `gen` (`whyrec evaluate --generation.*`; None: the paper's 150-500
+    new tokens, eight a batch): plain greedy as RecExplainer decodes (`plain_greedy`), and an unset
+    min_new_tokens (0) becomes the study's min(150, max_new_tokens)."""
+    from whyrec.llm.generate import plain_greedy
+    from whyrec.methods.recexplainer.model import EXPLAIN_GENERATION  # torch: only for the study
 
-    gen = [max_new_tokens, min_new_tokens]
+    gen = plain_greedy(gen or EXPLAIN_GENERATION, "RecExplainer")
+    return gen if gen.min_new_tokens else replace(gen, min_new_tokens=min(150, gen.max_new_tokens))
+
+
+def _rows_key(decode: GenerationConfig) -> list:
+    """The decoding a row was written with: [max_new_tokens, min_new_tokens] as rows always named it,
+    then any other setting away from the study's (the batch left out), so old rows stay valid."""
+    from whyrec.methods.base import decoding_key
+    from whyrec.methods.recexplainer.model import EXPLAIN_GENERATION as STUDY
+
+    other = decoding_key(replace(decode, batch_size=STUDY.batch_size), STUDY, ())
+    other = {k: v for k, v in other.items() if k not in ("max_new_tokens", "min_new_tokens")}
+    return [decode.max_new_tokens, decode.min_new_tokens] + ([other] if other else [])
+
+
+def generate_explanations(runs: dict[str, str], pairs: list[dict], out: Path, unaligned: bool,
+                          decode: GenerationConfig, device: str) -> dict[str, list[dict]]:
+    """Each system's explanation rows in pair order (appending new ones to out/explanations.jsonl),
+    decoded as `decode` (a `study_decoding`) says."""
+    gen = _rows_key(decode)
     done = _read_done(out / EXPLANATIONS, gen)
     names = list(runs) + ([UNALIGNED] if unaligned else [])
     missing = {n for n in names if any((n, p["user"], p["item"]) not in done for p in pairs)}
 
     def explain(name: str, model) -> None:
         todo = [p for p in pairs if (name, p["user"], p["item"]) not in done]
-        decode = replace(EXPLAIN_GENERATION, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
-                         batch_size=batch_size)
         texts = model.explain([p["user"] for p in todo], [p["item"] for p in todo], decode)
         with (out / EXPLANATIONS).open("a", encoding="utf-8") as f:
             for p, text in zip(todo, texts):
@@ -127,22 +147,24 @@ def probes(rows: dict[str, list[dict]], embed=None, device: str = "auto", seed: 
 
 
 def faithfulness(runs: dict[str, str], out: str, unaligned: bool = True, max_pairs: int | None = 500,
-                 seed: int = 2023, judge: JudgeConfig | None = None, batch_size: int = 8, max_new_tokens: int = 500,
-                 min_new_tokens: int = 150, device: str = "auto", embed=None) -> dict:
+                 seed: int = 2023, judge: JudgeConfig | None = None, gen: GenerationConfig | None = None,
+                 device: str = "auto", embed=None) -> dict:
     """The study of the module docstring; writes out/explanations.jsonl and out/faithfulness.{json,md}.
 
     Args:
         runs: system name -> RecExplainer run folder (all aligned to the same target).
         max_pairs: pairs to explain, two per sampled user (RecExplainer: 500 = 250 users x {pos, neg}).
+        gen: the explanations' decoding (see `study_decoding`; None: the paper's).
         judge: the rubric judge (default: the runs' own backbone, local); backend 'none' skips it.
         embed: texts -> (N, d) embeddings for the probes (default: the packaged MiniLM).
     """
+    decode = study_decoding(gen)  # sampling is refused before any model loads
     out_dir = Path(out)
     target = load_shared_target(runs)
     meta = run_meta(next(iter(runs.values())))
     users = sample_users(target, None if max_pairs is None else max(1, max_pairs // 2), seed)
     pairs = explanation_pairs(target, users, meta["config"].get("topk", 100), seed, meta["config"].get("max_hist_len", 9))
-    rows = generate_explanations(runs, pairs, out_dir, unaligned, batch_size, max_new_tokens, min_new_tokens, device)
+    rows = generate_explanations(runs, pairs, out_dir, unaligned, decode, device)
     judge = judge or JudgeConfig(backend="local")
     if judge.backend == "local" and judge.model is None:
         judge = replace(judge, model=meta["base_model"]["name_or_path"], device=device)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from whyrec.config import GenerationConfig
+from whyrec.config import GenerationConfig, generation_fingerprint
 from whyrec.methods.catalog import (
     Catalog,
     Pair,
@@ -40,7 +40,7 @@ class XRecModel:
         self.explainer = load_explainer(str(folder), device=device, lazy=True)
         self.enc = self.explainer.encoder
         self.idx2item = {v: k for k, v in self.enc.item2idx.items()}
-        self.revision = revision(folder, FILES, repr(sorted(asdict(self.gen).items())))
+        self.revision = revision(folder, FILES, repr(sorted(generation_fingerprint(self.gen).items())))
         held = self.explainer.held_out
         if held is None:  # saved before folders kept them: the dataset folder it was trained on knows
             held = held_out_lists(interactions_of(folder))
