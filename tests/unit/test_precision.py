@@ -73,3 +73,24 @@ def test_bf16_backbone_losses_stay_within_noise_of_fp32():
     fp32, _ = _train(_gavamoe("float32"))
     bf16, _ = _train(_gavamoe("bfloat16"))
     assert bf16 == pytest.approx(fp32, rel=0.02)  # bf16 keeps ~3 significant digits
+
+
+
+def test_pepler_keeps_the_lm_it_tunes_fp32_under_auto(tmp_path_factory, monkeypatch):
+    import json
+    import shutil
+
+    from serve_tiny import tiny_pepler
+
+    from whyrec.methods.pepler.artifact import load_pepler_run
+
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)
+    folder = tmp_path_factory.mktemp("auto") / "pepler"
+    shutil.copytree(tiny_pepler(tmp_path_factory, "continuous"), folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["model"]["dtype"] = "auto"
+    (folder / "config.json").write_text(json.dumps(config))
+    module, _ = load_pepler_run(folder, device="cpu")
+    assert {p.dtype for p in module.parameters()} == {torch.float32}
+    frozen_backbone, _ = load_model(ModelConfig("tiny-random-llama", device="cpu"))  # what others get
+    assert next(frozen_backbone.parameters()).dtype is torch.bfloat16

@@ -51,7 +51,7 @@ def load_pepler_run(path, device: str = "auto") -> tuple[PEPLER, dict]:
     model.device = device if device != "auto" else model.device
     if cfg["lm_saved"]:
         model.name_or_path, model.gguf_file = str(path / "lm"), None
-    llm, tok = load_model(model)
+    llm, tok = load_model(model, trains_weights=True)  # PEPLER fine-tunes the LM itself: fp32 under auto
     module = PEPLER(llm, tok, cfg["n_users"], cfg["n_items"], PEPLERConfig(**cfg["pepler"]))
     weights = {k: v for k, v in load_file(path / "prompt.safetensors").items() if k != "_empty"}
     with weights_fit(path):

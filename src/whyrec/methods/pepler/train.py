@@ -290,7 +290,7 @@ def _train_pepler(data: str, out: str, model: ModelConfig, pepler: PEPLERConfig 
             check_finished(out_dir, "pepler explainer", {"train": budget_done}, {"train": budget_now})
     seed_everything(train.seed)
     ds = RecDataset.load(data)
-    llm, tok = load_model(replace(model, device=device))
+    llm, tok = load_model(replace(model, device=device), trains_weights=True)  # the LM itself is tuned: fp32
     module = PEPLER(llm, tok, ds.n_users, ds.n_items, pepler)
     feats = train_features(ds)
     if pepler.variant == "discrete" and not feats["user"]:
