@@ -290,7 +290,8 @@ def serve(run: str, host: str = "127.0.0.1", port: int = 8000, device: str = "au
         device: auto, cpu or cuda.
         cache: SQLite file of generated explanations, kept across restarts ('auto': ~/.cache/whyrec/serve/
             explanations.sqlite; 'none': memory only).
-        max_batch: explanations generated together at most (concurrent requests are merged).
+        max_batch: explanations generated together at most (concurrent requests are merged); the same
+            setting as --generation.batch_size (give either; both at odds is an error).
         max_wait_ms: how long the batcher waits for more requests once one arrives.
         max_queue: waiting explanations at most; requests beyond it get HTTP 503.
         timeout_s: per-request wait limit for an explanation (HTTP 504 after it).
