@@ -1,0 +1,152 @@
+"""Continuous batching for KV-cached decoding: a finished row's slot is refilled by a waiting prompt.
+
+A fixed batch decodes until its longest row ends; rows that stop early leave the batch smaller and
+smaller. Here the batch is topped up inside the decode loop instead: waiting prompts are prefilled
+as a group, their KV cache is appended to the live rows' cache (whichever is shorter is padded on
+the left, and masked), and decoding goes on for all of them together. Cache columns that every
+live row masks are cut away, so the cache stays as wide as the rows in it need.
+
+Greedy decoding gives each row the tokens it gets alone (up to float rounding, as with any
+padding); the logits processors (repetition penalty, minimum length, n-gram blocking) see each
+row's own generated tokens. Sampling draws from the global RNG in batch order.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+import torch
+
+# prefill(rows) -> (last-position logits (k, V), cache, attention mask (k, L), next position ids (k, 1))
+Prefill = Callable[[list[int]], tuple[torch.Tensor, object, torch.Tensor, torch.Tensor]]
+# step(tokens (n,), mask (n, L), next positions (n, 1), cache) -> logits (n, V)
+Step = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, object], torch.Tensor]
+
+
+def decode_continuously(n_rows: int, prefill: Prefill, step: Step, procs, max_new_tokens: int, eos: int,
+                        max_batch: int, do_sample: bool = False, refill_at: int | None = None,
+                        on_row_done: Callable[[int], None] | None = None) -> list[list[int]]:
+    """New token ids for rows 0..n_rows-1 (each up to and including its EOS), at most `max_batch`
+    rows decoding at once. Waiting rows join when `refill_at` slots are free (default a quarter of
+    the batch, at least 1) or nothing is left decoding: one prefill serves several newcomers."""
+    waiting = deque(range(n_rows))
+    refill_at = refill_at or max(1, max_batch // 4)
+    out: list[list[int]] = [[] for _ in range(n_rows)]
+    live: list[int] = []
+    cache = mask = next_pos = logits = None
+    while waiting or live:
+        free = max_batch - len(live)
+        if waiting and (free >= refill_at or not live):
+            rows = [waiting.popleft() for _ in range(min(free, len(waiting)))]
+            new_logits, new_cache, new_mask, new_pos = prefill(rows)
+            if live:
+                mask = append_rows(cache, mask, new_cache, new_mask)
+                next_pos, logits = torch.cat([next_pos, new_pos]), torch.cat([logits, new_logits])
+            else:
+                cache, mask, next_pos, logits = new_cache, new_mask, new_pos, new_logits
+            live += rows
+        tokens = _choose(procs, logits, [out[r] for r in live], do_sample)
+        going = []
+        for k, (row, t) in enumerate(zip(live, tokens.tolist())):
+            out[row].append(t)
+            if t != eos and len(out[row]) < max_new_tokens:
+                going.append(k)
+            elif on_row_done is not None:
+                on_row_done(row)
+        if len(going) < len(live):
+            keep = torch.tensor(going, dtype=torch.long, device=tokens.device)
+            live = [live[k] for k in going]
+            if not live:
+                continue
+            cache.batch_select_indices(keep)
+            tokens, mask, next_pos = tokens[keep], mask[keep], next_pos[keep]
+            mask = trim_left(cache, mask)
+        mask = torch.cat([mask, mask.new_ones(len(live), 1)], 1)
+        logits = step(tokens, mask, next_pos, cache)
+        next_pos = next_pos + 1
+    return out
+
+
+def _choose(procs, logits: torch.Tensor, generated: list[list[int]], do_sample: bool) -> torch.Tensor:
+    """One token per row; rows are processed in groups of equal generated length, so every logits
+    processor sees exactly the tokens its row produced (as a batch of equal-length rows)."""
+    scores = torch.empty_like(logits, dtype=torch.float32)
+    groups: dict[int, list[int]] = {}
+    for k, seq in enumerate(generated):
+        groups.setdefault(len(seq), []).append(k)
+    for length, ks in groups.items():
+        idx = torch.tensor(ks, device=logits.device)
+        seqs = torch.tensor([generated[k] for k in ks], dtype=torch.long, device=logits.device).view(len(ks), length)
+        scores[idx] = procs(seqs, logits[idx].float())
+    if do_sample:
+        return torch.multinomial(scores.softmax(-1), 1).squeeze(1)
+    return scores.argmax(-1)
+
+
+def _layers(cache) -> list:
+    return list(cache.layers)
+
+
+def append_rows(cache, mask: torch.Tensor, new_cache, new_mask: torch.Tensor) -> torch.Tensor:
+    """Append `new_cache`'s rows to `cache` in place; returns the joint attention mask."""
+    width = max(mask.shape[1], new_mask.shape[1])
+    for old, new in zip(_layers(cache), _layers(new_cache), strict=True):
+        old.keys = torch.cat([_pad_left(old.keys, width), _pad_left(new.keys, width)])
+        old.values = torch.cat([_pad_left(old.values, width), _pad_left(new.values, width)])
+    return torch.cat([_pad_left(mask, width, dim=1), _pad_left(new_mask, width, dim=1)])
+
+
+def trim_left(cache, mask: torch.Tensor) -> torch.Tensor:
+    """Cut the leading columns no live row attends to (left behind by rows that finished)."""
+    used = mask.any(0).nonzero()
+    start = int(used[0]) if len(used) else 0
+    if start == 0:
+        return mask
+    for layer in _layers(cache):
+        layer.keys, layer.values = layer.keys[..., start:, :], layer.values[..., start:, :]
+    return mask[:, start:]
+
+
+def _pad_left(t: torch.Tensor, width: int, dim: int = -2) -> torch.Tensor:
+    missing = width - t.shape[dim]
+    if missing <= 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = missing
+    return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+
+def hf_prefill(llm, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+               forward_context: Callable[[list[int], torch.Tensor], object] | None = None,
+               embed: Callable[[list[int], torch.Tensor], torch.Tensor] | None = None) -> Prefill:
+    """A `Prefill` for a HF causal LM over left-padded `input_ids`: each group is cut to its own
+    longest prompt. `embed(rows, ids)` gives inputs_embeds instead of ids (XRec's injected tokens);
+    `forward_context(rows, ids)` wraps the prefill forward (e.g. the q/k/v injection hooks)."""
+    from contextlib import nullcontext
+
+    from transformers import DynamicCache
+
+    def prefill(rows: list[int]):
+        ids, mask = input_ids[rows], attention_mask[rows].long()
+        first = int(mask.any(0).nonzero()[0])  # the group's own left padding only
+        ids, mask = ids[:, first:], mask[:, first:]
+        pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        cache = DynamicCache(config=llm.config)
+        inputs = {"inputs_embeds": embed(rows, ids)} if embed is not None else {"input_ids": ids}
+        with forward_context(rows, ids) if forward_context is not None else nullcontext():
+            logits = llm(**inputs, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True,
+                         logits_to_keep=1).logits[:, -1]
+        return logits, cache, mask, pos[:, -1:] + 1
+
+    return prefill
+
+
+def hf_step(llm) -> Step:
+    """One decode step of a HF causal LM on the live rows' last tokens."""
+
+    def step(tokens, mask, next_pos, cache):
+        return llm(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_pos, cache=cache,
+                   use_cache=True).logits[:, -1]
+
+    return step
