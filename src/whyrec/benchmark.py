@@ -12,6 +12,8 @@ digest, the exact pairs, model config and weights, method configs, the trained f
 `whyrec.benchmark_cache`): when any of them differs it is recomputed, never scored against
 other pairs. Methods, the LightGCN encoder and the VAE are trained into out/methods/<method>,
 out/encoder and out/vae, and retrained (then swapped in) when their config or data change.
+Every row also gets its mispaired floor, bootstrap intervals and false-claim rate, and the
+retrieval baseline runs beside the methods (`whyrec.benchmark_baselines`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from whyrec.benchmark_baselines import (
+    RETRIEVAL,
+    floor_and_intervals,
+    grounding_summary,
+    grounding_supported,
+    retrieval_generator,
+    retrieval_row_name,
+    retrieval_unavailable,
+)
 from whyrec.benchmark_cache import (
     Generator,
     cached_predictions,
@@ -81,14 +92,17 @@ def benchmark_systems(configs: dict | None = None) -> dict[str, tuple]:
 
 
 def explanation_methods() -> tuple[str, ...]:
-    """Every benchmark row `--methods all` runs: the registered methods' variants and zero-shot."""
-    return (*benchmark_systems(), ZERO_SHOT)
+    """Every benchmark row `--methods all` runs: the registered methods' variants, zero-shot and
+    the retrieval baseline (no LLM: the training explanation of the nearest training pair)."""
+    return (*benchmark_systems(), ZERO_SHOT, RETRIEVAL)
 
 
 def unavailable(method: str, ds, systems: dict | None = None) -> str | None:
     """Why benchmark row `method` cannot run on `ds`, or None when it can."""
     if method == ZERO_SHOT:
         return None
+    if method == RETRIEVAL:
+        return retrieval_unavailable(ds)
     systems = systems if systems is not None else benchmark_systems()
     if method not in systems:
         raise WhyrecError(f"unknown benchmark method {method!r}; choose from: {', '.join(explanation_methods())}")
@@ -199,11 +213,11 @@ def benchmark_explain(data: str, out: str, methods: tuple[str, ...] | list[str] 
     methods = explanation_methods() if methods is None else methods
     skipped = {m: why for m in methods if (why := unavailable(m, ds, systems))}
     asked = _asked_of(train)
-    for method in (m for m in methods if m not in skipped and m != ZERO_SHOT):
+    for method in (m for m in methods if m not in skipped and m not in (ZERO_SHOT, RETRIEVAL)):
         check_train(systems[method][0], asked)  # a --train field some row refuses stops before any training
     run_folders = [_run_spec(spec) for spec in runs]
     with output_folder(out, "benchmark explain", {}, overwrite=overwrite) as out_dir:
-        bench = _Bench(out_dir, data, ds, pairs, generation, device, smooth, bertscore)
+        bench = _Bench(out_dir, data, ds, pairs, generation, device, smooth, bertscore, seed)
         for spec in external:
             bench.score(*external_predictions(spec, pairs), None, None)
         for name, folder in run_folders:
@@ -211,7 +225,7 @@ def benchmark_explain(data: str, out: str, methods: tuple[str, ...] | list[str] 
         trained_encoders = {"lightgcn": encoder, "vae_gmm": vae}  # given, or trained here once when needed
         encoder_trainers = {"lightgcn": lambda: bench.encoder(lightgcn or LightGCNConfig()),
                             "vae_gmm": lambda: bench.vae(vae_config or VaeGmmConfig())}
-        for method in (m for m in methods if m not in skipped):
+        for method in (m for m in methods if m not in skipped and m != RETRIEVAL):
             if method == ZERO_SHOT:
                 producer = {"model": model_key(model), "generation": generation_settings(generation),
                             "prompt": zero_shot_prompt(xrec.item_noun)}
@@ -224,6 +238,8 @@ def benchmark_explain(data: str, out: str, methods: tuple[str, ...] | list[str] 
             if kind is not None and trained_encoders.get(kind) is None:
                 trained_encoders[kind] = encoder_trainers[kind]()
             bench.method(method, obj, trained_encoders.get(kind) if kind else None, model, cfg, train)
+        if RETRIEVAL in methods and RETRIEVAL not in skipped:  # last: it uses the encoder XRec's row trained
+            bench.retrieval(ds, trained_encoders["lightgcn"])
         return bench.finish(ds, skipped, seed, groups, {
             "data": data, "methods": list(methods), "runs": list(runs), "external": list(external),
             "model": asdict(model), "train": asdict(train), "generation": asdict(generation),
@@ -249,11 +265,12 @@ class _Bench:
     """One benchmark run: the shared pairs, the keyed caches under `out_dir`, the scored rows."""
 
     def __init__(self, out_dir: Path, data: str, ds, pairs: pd.DataFrame, generation: GenerationConfig,
-                 device: str, smooth: bool, bertscore: bool):
+                 device: str, smooth: bool, bertscore: bool, seed: int = 0):
         from whyrec.eval.features import feature_set_from_records
 
         self.out_dir, self.data, self.pairs, self.generation, self.device = out_dir, data, pairs, generation, device
-        self.smooth, self.bertscore = smooth, bertscore
+        self.ds, self.smooth, self.bertscore, self.seed, self._scorer = ds, smooth, bertscore, seed, None
+        self.grounding = grounding_supported(ds)
         self.data_id = data_key(data)
         self.base = {"data": self.data_id, "pairs": pairs_key(pairs)}
         self.refs = pairs[S.EXPLANATION].astype(str).tolist()
@@ -266,12 +283,30 @@ class _Bench:
         from whyrec.eval.features import feature_metrics
         from whyrec.eval.report import evaluate_texts
 
-        metrics = evaluate_texts(preds, self.refs, smooth=self.smooth, bertscore=self.bertscore)
+        metrics = evaluate_texts(preds, self.refs, smooth=self.smooth)
+        # BERTScore, the mispaired floor and the bootstrap intervals share one loaded scorer
+        metrics.update(floor_and_intervals(preds, self.refs, self.seed, self.smooth, self.scorer()))
+        if self.grounding:
+            metrics["grounding"] = grounding_summary(self.ds, preds, self.pairs)
         if self.feature_set and self.gt_features:  # review data with PEPLER templates: FMR/FCR/DIV as well
             metrics["features"] = feature_metrics(preds, self.gt_features, self.feature_set)
         self.rows[name] = {"metrics": metrics, "train": train_summary(train_log), "generate_s_per_pair":
                            None if secs is None else round(secs / max(1, len(preds)), 3)}
         self.texts[name] = preds
+
+    def scorer(self):
+        if self.bertscore and self._scorer is None:
+            from whyrec.eval.bertscore import BertScorer
+
+            self._scorer = BertScorer(device=self.device)
+        return self._scorer
+
+    def retrieval(self, ds, encoder: str | None) -> None:
+        """The no-LLM baseline row, cached like a method's predictions (keyed by its encoder)."""
+        producer = {"baseline": "retrieval", "encoder": tree_identity(encoder) if encoder else None}
+        preds, secs = self.predictions(RETRIEVAL, RETRIEVAL, producer, max(1, len(self.pairs)),
+                                       lambda: retrieval_generator(ds, encoder))
+        self.score(retrieval_row_name(encoder), preds, None, secs)
 
     def predictions(self, name: str, file_stem: str, producer: dict, chunk: int,
                     load: Callable[[], Generator]) -> tuple[list[str], float]:
@@ -324,6 +359,8 @@ class _Bench:
                   "n_pairs": len(self.pairs), "seed": seed, "rows": rows, "skipped": skipped}
         if rows:
             result["metric_versions"] = metric_versions(next(iter(rows.values()))["metrics"], self.smooth)
+        if self.grounding:  # the data's own rate: what a method's rate is to be read against
+            result["references_grounding"] = grounding_summary(ds, self.refs, self.pairs)
         if rows and groups:
             result["by_activity"] = activity_breakdown(ds, self.pairs, self.texts, self.refs, out_dir, self.smooth)
         write_json(out_dir / "comparison.json", result)

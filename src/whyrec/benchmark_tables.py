@@ -26,31 +26,74 @@ def train_summary(log: dict | None) -> dict | None:
     return {k: log[k] for k in keys if k in log} or None
 
 
+FLOOR_NOTE = ("`↳ mispaired` scores a row's own predictions against the references of other pairs (a seeded "
+              "derangement): the gap between a row and its floor is what the text metrics credit to "
+              "pairing-specific content, and a row at its floor says nothing specific to its pair.")
+INTERVAL_NOTE = "Brackets: bootstrap 95% intervals over the pairs (1000 seeded resamples)."
+
+
+def _with_interval(value: float, interval, fmt: str) -> str:
+    return f"{value:{fmt}}" + (f" [{interval[0]:{fmt}}, {interval[1]:{fmt}}]" if interval else "")
+
+
+def _grounding_cell(report: dict | None) -> str:
+    if not report:
+        return "–"
+    rate = report.get("hallucination_rate")
+    return f"{'–' if rate is None else f'{100 * rate:.1f}'} ({report['checked_claims']})"
+
+
 def comparison_table(result: dict) -> str:
-    """Markdown: one row per system, PEPLER-definition metrics, training and generation cost."""
-    bert = any("bertscore" in r["metrics"] for r in result["rows"].values())
-    feats = any("features" in r["metrics"] for r in result["rows"].values())
+    """Markdown: one row per system, PEPLER-definition metrics with bootstrap intervals, each row's
+    mispaired floor under it, the false-claim rate, training and generation cost."""
+    rows = result["rows"].values()
+    bert = any("bertscore" in r["metrics"] for r in rows)
+    feats = any("features" in r["metrics"] for r in rows)
+    grounded = any("grounding" in r["metrics"] for r in rows) or "references_grounding" in result
     head = ["system", "BLEU-1", "BLEU-4", "ROUGE-1 F", "ROUGE-2 F", "ROUGE-L F", "USR"] + (["BERTScore F1"] if bert else [])
     head += ["FMR", "FCR", "DIV"] if feats else []
-    rated = any(r["metrics"].get("rating") for r in result["rows"].values())
+    rated = any(r["metrics"].get("rating") for r in rows)
     head += ["RMSE", "MAE"] if rated else []
+    head += ["false claims % (n checkable)"] if grounded else []
     head += ["train steps (loss first→last)", "train min", "generate s/pair"]
     lines = [f"Explanations for {result['n_pairs']} '{result['split']}' pairs of {result['data']} (seed {result['seed']}).",
              "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, row in result["rows"].items():
         m, t = row["metrics"]["pepler"], row["train"] or {}
-        cells = [name] + [f"{m[k]:.2f}" for k in ("bleu1", "bleu4", "rouge1_f", "rouge2_f", "rougeL_f")] + [f"{m['usr']:.3f}"]
+        ci = row["metrics"].get("intervals", {})
+        cells = [name, f"{m['bleu1']:.2f}", _with_interval(m["bleu4"], ci.get("bleu4"), ".2f"),
+                 *(f"{m[k]:.2f}" for k in ("rouge1_f", "rouge2_f")), _with_interval(m["rougeL_f"], ci.get("rougeL_f"), ".2f"),
+                 _with_interval(m["usr"], ci.get("usr"), ".3f")]
         if bert:
-            cells.append(f"{row['metrics']['bertscore']['bertscore_f1']:.4f}" if "bertscore" in row["metrics"] else "–")
+            b = row["metrics"].get("bertscore")
+            cells.append(_with_interval(b["bertscore_f1"], ci.get("bertscore_f1"), ".4f") if b else "–")
         if feats:
             f = row["metrics"].get("features", {})
             cells += [f"{f[k]:.3f}" if k in f else "–" for k in ("fmr", "fcr", "div")]
         if rated:
             r = row["metrics"].get("rating") or {}
             cells += [f"{r[k]:.4f}" if k in r else "–" for k in ("rmse", "mae")]
+        cells += [_grounding_cell(row["metrics"].get("grounding"))] if grounded else []
         steps = f"{t['steps']} ({t.get('first_loss', '?')}→{t.get('last_loss', '?')})" if "steps" in t else "–"
         cells += [steps, f"{t['elapsed_s'] / 60:.1f}" if "elapsed_s" in t else "–",
                   "–" if row["generate_s_per_pair"] is None else f"{row['generate_s_per_pair']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
+        if "mispaired" in row["metrics"]:
+            lines.append(_floor_line(row["metrics"]["mispaired"], head))
+    if "references_grounding" in result:
+        cells = ["references (the data's own texts)"] + [""] * (len(head) - 1)
+        cells[head.index("false claims % (n checkable)")] = _grounding_cell(result["references_grounding"])
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", FLOOR_NOTE, INTERVAL_NOTE]
     lines += [f"\nSkipped: {m} ({why})" for m, why in result["skipped"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _floor_line(floor: dict, head: list[str]) -> str:
+    """`↳ mispaired` under its row: BLEU-4, ROUGE-L F and BERTScore F1, the other cells empty."""
+    cells = ["↳ mispaired"] + [""] * (len(head) - 1)
+    for label, key, fmt in (("BLEU-4", "bleu4", ".2f"), ("ROUGE-L F", "rougeL_f", ".2f"),
+                            ("BERTScore F1", "bertscore_f1", ".4f")):
+        if label in head and key in floor:
+            cells[head.index(label)] = f"{floor[key]:{fmt}}"
+    return "| " + " | ".join(cells) + " |"

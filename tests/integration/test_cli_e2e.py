@@ -187,7 +187,9 @@ def test_benchmark_explain_compares_methods_on_the_same_pairs(run_dir, tmp_path,
     assert result["rows"]["oracle"]["metrics"]["pepler"]["bleu1"] == pytest.approx(100.0)
     assert all(r["metrics"]["n"] == 6 for r in result["rows"].values())
     table = (out / "comparison.md").read_text()
-    assert table.count("\n| ") == 6 and "Skipped: pepler-discrete" in table
+    systems = [line for line in table.splitlines() if line.startswith("| ") and "mispaired" not in line
+               and not line.startswith("| references")]
+    assert len(systems) == 6 and table.count("| ↳ mispaired |") == 5 and "Skipped: pepler-discrete" in table
     assert "| oracle | 100.00 |" in capsys.readouterr().out
     # Re-running reuses trained methods and cached predictions.
     stamps = {p: p.stat().st_mtime_ns for p in (out / "predictions").iterdir()}
