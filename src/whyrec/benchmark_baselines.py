@@ -38,22 +38,23 @@ def retrieval_row_name(encoder: str | None) -> str:
     return "retrieval (CF nearest pair)" if encoder else "retrieval (profile nearest pair)"
 
 
-def nearest_pairs(query: np.ndarray, cand: np.ndarray, query_ids: Sequence[tuple[str, str]],
+def nearest_pairs(query, cand, query_ids: Sequence[tuple[str, str]],
                   cand_ids: Sequence[tuple[str, str]]) -> list[int]:
     """Index of the most cosine-similar candidate row for each query row, never a candidate with
     the query's own (user, item): the text written for that very pair would leak its reference
     (-1 when no other candidate exists). Ties go to the earliest candidate: deterministic."""
-    def unit(m: np.ndarray) -> np.ndarray:
-        norms = np.linalg.norm(m, axis=1, keepdims=True)
-        return m / np.where(norms > 0, norms, 1.0)
+    from scipy import sparse
+    from sklearn.preprocessing import normalize
 
-    query, cand = unit(np.asarray(query, dtype=np.float64)), unit(np.asarray(cand, dtype=np.float64))
+    # dense or sparse (TF-IDF over a large training split stays sparse); zero rows stay zero
+    query, cand = normalize(query), normalize(cand)
     rows_of: dict[tuple[str, str], list[int]] = {}
     for j, key in enumerate(cand_ids):
         rows_of.setdefault(key, []).append(j)
     chosen: list[int] = []
-    for start in range(0, len(query), _CHUNK):
+    for start in range(0, query.shape[0], _CHUNK):
         sims = query[start:start + _CHUNK] @ cand.T  # [chunk, candidates]
+        sims = sims.toarray() if sparse.issparse(sims) else np.array(sims, dtype=np.float64)
         for row, key in enumerate(query_ids[start:start + _CHUNK]):
             own = rows_of.get(key)
             if own:
@@ -85,7 +86,8 @@ def _profile_texts(ds, frame: pd.DataFrame) -> list[str]:
             for u, i in zip(frame[S.USER].astype(str), frame[S.ITEM].astype(str))]
 
 
-def _profile_vectors(ds, queries: pd.DataFrame, train: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def _profile_vectors(ds, queries: pd.DataFrame, train: pd.DataFrame):
+    """Sparse TF-IDF rows of the queries' and the training pairs' profile text."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     cand_text, query_text = _profile_texts(ds, train), _profile_texts(ds, queries)
@@ -93,7 +95,7 @@ def _profile_vectors(ds, queries: pd.DataFrame, train: pd.DataFrame) -> tuple[np
         tfidf = TfidfVectorizer().fit(cand_text)
     except ValueError:  # no word in any profile: every pair is equally similar
         return np.zeros((len(queries), 1)), np.zeros((len(train), 1))
-    return tfidf.transform(query_text).toarray(), tfidf.transform(cand_text).toarray()
+    return tfidf.transform(query_text), tfidf.transform(cand_text)
 
 
 def retrieval_generator(ds, encoder: str | None):
