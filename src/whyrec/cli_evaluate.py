@@ -17,7 +17,7 @@ def evaluate(out: str, predictions: str | None = None, references: str | None = 
              smooth: bool = False, run: str | None = None, data: str | None = None, split: str = "test",
              max_pairs: int | None = 200, generation: GenerationConfig = GenerationConfig(), device: str = "auto",
              bertscore: bool = False, bertscore_model: str | None = None, bertscore_layers: int | None = None,
-             judge: JudgeConfig | None = None, grounding: bool = False, task: str = "explain",
+             judge: JudgeConfig | None = None, grounding: bool = True, task: str = "explain",
              recalpaca_json: str | None = None, field: str = "output2", k: int = 5, parser: str = "recalpaca",
              encoder: str | None = None, prompt_reduction: str | None = None, runs: str | None = None,
              unaligned: bool = False, seed: int = 2023, overwrite: bool = False, json: bool = False):
@@ -44,8 +44,9 @@ def evaluate(out: str, predictions: str | None = None, references: str | None = 
         bertscore_layers: encoder layer for BERTScore (default: BERTScore's tuned layer, e.g. 17 for roberta-large).
         judge: LLM judge for GPTScore (off by default; --judge.backend openai|local). With --task faithfulness,
             the A-D rubric judge: by default the runs' own backbone (local); --judge.backend none skips it.
-        grounding: with --run/--data, the hallucination rate of claims (titles, genres, people, review
-            features) checked against the data.
+        grounding: with --run/--data (on by default; --grounding false turns it off), the false-claim
+            rate of checkable claims (titles, genres, people, review features) checked against the
+            data, with the count of checkable claims, for the outputs and for the references.
         task: 'explain' (text metrics), 'topk' (titles parsed from generated recommendation lists) or
             'alignment' (a RecExplainer --run: item recovery, history coverage, next-item HR/NDCG@5,
             graded ranking NDCG@5, Yes/No accuracy on --max_pairs of its target model's users and item
@@ -208,11 +209,14 @@ def _grounding_lines(pred: dict, refs: dict | None) -> list[str]:
         r = g.get("hallucination_rate")
         return "no checkable claims" if r is None else f"{100 * r:.1f}% ({g['false_claims']} of {g['checked_claims']} claims)"
 
+    def without(g: dict) -> str:
+        return f"{g['explanations'] - g['explanations_with_claims']} of {g['explanations']} have no checkable claim"
+
     lines = ["## Grounding (claims checked against the data)", "",
-             f"Hallucination rate: {rate(pred)}; {pred.get('explanations_with_false_claim')} of "
-             f"{pred.get('explanations')} explanations have a false claim."]
+             f"Hallucination rate (false claims): {rate(pred)}; {pred.get('explanations_with_false_claim')} of "
+             f"{pred.get('explanations')} explanations have a false claim; {without(pred)}."]
     if refs:
-        lines.append(f"References: {rate(refs)}.")
+        lines.append(f"References: {rate(refs)}; {without(refs)}.")
     kinds = [[kind, v["checked"], v["false"], v["rate"]] for kind, v in pred.get("per_kind", {}).items() if v["checked"]]
     return lines + (["", *_table(["claim kind", "checked", "false", "rate"], kinds)] if kinds else [])
 

@@ -167,9 +167,16 @@ class GenerationConfig:
     once it emits EOS, so a batch stops paying for finished rows; False (and always with num_beams > 1):
     HF `generate`, which decodes every row until the longest one ends. Same greedy computation (float rounding can differ
     as the batch shrinks); sampling draws differ, as finished rows no longer consume random numbers."""
+    candidates: int = 1
+    """Grounding-aware decoding (`whyrec.runs.Run`, any method that samples): > 1 generates the
+    output these settings describe (greedy by default) plus candidates-1 sampled ones (`temperature`,
+    `top_p`; each seeded by its user, item and index, so a pair gets the same candidates in any
+    batch), checks each against the run's dataset with the grounding checker and emits the one with
+    the fewest false claims, then the most supported ones, then the first; sentences that still
+    carry a false claim are dropped (`whyrec.eval.grounded_choice`). 1: no change."""
 
     def __post_init__(self):
-        check(self, ">= 1", "max_new_tokens", "batch_size", "num_beams")
+        check(self, ">= 1", "max_new_tokens", "batch_size", "num_beams", "candidates")
         check(self, ">= 0", "min_new_tokens", "no_repeat_ngram_size")
         check(self, "> 0", "temperature", "repetition_penalty")
         check(self, "in (0, 1]", "top_p")
@@ -178,8 +185,9 @@ class GenerationConfig:
                                          f"(got {self.min_new_tokens} > {self.max_new_tokens})")
 
 
-# Added to GenerationConfig by issue 18; at these values they change nothing, so a cache key leaves them out.
-_NEW_GENERATION_DEFAULTS = {"min_new_tokens": 0, "num_beams": 1, "no_repeat_ngram_size": 0}
+# Added to GenerationConfig by issues 18 and 20; at these values they change nothing, so a cache key
+# leaves them out.
+_NEW_GENERATION_DEFAULTS = {"min_new_tokens": 0, "num_beams": 1, "no_repeat_ngram_size": 0, "candidates": 1}
 
 
 def generation_fingerprint(gen: GenerationConfig) -> dict:

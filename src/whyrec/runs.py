@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from whyrec.config import GenerationConfig
+from whyrec.config import GenerationConfig, generation_fingerprint
 
 
 def load_model(path: str | Path, device: str = "auto", generation: GenerationConfig | None = None, **options):
@@ -28,6 +28,11 @@ def load_model(path: str | Path, device: str = "auto", generation: GenerationCon
 
     folder = explainer_dir(path)
     method = method_of(folder)
+    if generation is not None and generation.candidates > 1:  # chosen by Run, never by a method's decoder
+        from whyrec.utils import WhyrecError
+
+        raise WhyrecError(f"--generation.candidates {generation.candidates} is applied by whyrec.runs.Run "
+                          "(load_run, whyrec explain/recommend/evaluate); load_model decodes one candidate")
     check_generation(method, generation)  # a --generation.* field the method's decoder ignores, before loading
     method.check(folder)  # a damaged folder is one clear error, not a traceback from deep in torch
     return method.load(folder, device=device, generation=generation, **options)
@@ -38,14 +43,27 @@ class Run:
 
     `generation` given to a call replaces the decoding settings for that call only; without it the
     settings given at load time (or the method's defaults) are used. PEPLER decodes its own way.
+
+    `generation.candidates` > 1 (grounding-aware decoding, `_grounded` below) checks the
+    candidates against `data`: the dataset folder set on the run, else the one it was trained on
+    (its run_config.json); `last_choices` then holds what was chosen and dropped for each pair.
+    Methods that decode only greedily (PEPLER, RecExplainer, RecAlpaca) refuse it in one line.
     """
+
+    data: str | None = None
+    """Dataset folder whose facts check candidates (None: the folder the run was trained on)."""
 
     def __init__(self, path: str | Path, device: str = "auto", generation: GenerationConfig | None = None,
                  **options):
         self.path = Path(path)
-        self.model = load_model(path, device=device, generation=generation, **options)
+        self._candidates = generation.candidates if generation is not None else 1
+        self.model = load_model(path, device=device, generation=_one_candidate(generation), **options)
         self.catalog = self.model.catalog
         self._default_gen = getattr(self.model, "gen", None)
+        self._catalogue = None  # whyrec.eval.grounding.Catalogue, built on the first grounded call
+        self.last_choices = None
+        if self._candidates > 1:
+            _check_candidates(self, self._candidates)
 
     def info(self) -> dict:
         """What the run is: method, backbone, dataset, sizes, decoding (the same dict as GET /info)."""
@@ -63,9 +81,14 @@ class Run:
         if item is not None and not self.catalog.has_item(item):
             raise WhyrecError(f"unknown item id {item!r}; the run in {self.path} knows {len(self.catalog.items)} items")
 
-    def _decoding(self, generation: GenerationConfig | None) -> None:
+    def _decoding(self, generation: GenerationConfig | None) -> int:
+        """Set the model's decoding for one call; the number of candidates to choose among."""
         if self._default_gen is not None or generation is not None:
-            self.model.gen = generation or self._default_gen
+            self.model.gen = _one_candidate(generation) or self._default_gen
+        candidates = generation.candidates if generation is not None else self._candidates
+        if candidates > 1:
+            _check_candidates(self, candidates)
+        return candidates
 
     def explain(self, user: str, item: str, generation: GenerationConfig | None = None) -> str:
         """Why `user` would enjoy `item`, as this run's method explains it."""
@@ -73,18 +96,25 @@ class Run:
 
     def explain_many(self, users: list[str], items: list[str], generation: GenerationConfig | None = None) -> list[str]:
         """One explanation per (user, item) pair, generated in batches."""
-        from whyrec.methods.catalog import Pair, Unsupported
-        from whyrec.utils import WhyrecError
+        from whyrec.methods.catalog import Pair
 
         users, items = [str(u) for u in users], [str(i) for i in items]
         for user in dict.fromkeys(users):
             self._check(user=user)
         for item in dict.fromkeys(items):
             self._check(item=item)
-        self._decoding(generation)
+        candidates = self._decoding(generation)
         if hasattr(self.model, "progress"):  # a long job shows progress, also in a log file
             self.model.progress = len(users) > 8
-        texts = self.model.explain([Pair(u, i) for u, i in zip(users, items)])
+        if candidates > 1:
+            return _grounded(self, users, items, candidates)
+        return self._generate([Pair(u, i) for u, i in zip(users, items)])
+
+    def _generate(self, pairs: list) -> list[str]:
+        from whyrec.methods.catalog import Unsupported
+        from whyrec.utils import WhyrecError
+
+        texts = self.model.explain(pairs)
         refused = next((t for t in texts if isinstance(t, Unsupported)), None)
         if refused is not None:
             raise WhyrecError(str(refused))
@@ -114,6 +144,114 @@ class Run:
         return recs
 
 
+# ---------------------------------------------------------------- grounding-aware decoding
+
+
+def _one_candidate(gen: GenerationConfig | None) -> GenerationConfig | None:
+    """`gen` as a method's decoder gets it: candidates are chosen here, never by the method."""
+    from dataclasses import replace
+
+    return gen if gen is None or gen.candidates == 1 else replace(gen, candidates=1)
+
+
+def _refuse(n: int, why: str):
+    from whyrec.utils import WhyrecError
+
+    return WhyrecError(f"--generation.candidates {n} samples extra candidates to check, but {why}; "
+                       "leave candidates at 1")
+
+
+def _check_candidates(run: Run, n: int) -> None:
+    """Refuse candidates > 1 for a run whose method cannot sample (one line, before any decoding).
+    Methods that decode plain greedy (RecExplainer, RecAlpaca) refuse at their first sampled pair:
+    their decoder says so (`whyrec.llm.generate.plain_greedy`); beams are not offered instead, as
+    their served decoders return one sequence per pair."""
+    from whyrec.folders import explainer_dir
+    from whyrec.methods.base import check_generation
+    from whyrec.registry import method_of
+    from whyrec.utils import WhyrecError
+
+    if run._default_gen is None:
+        raise _refuse(n, f"the method of {run.path} has no decoding settings to sample with")
+    method = method_of(explainer_dir(run.path))
+    try:
+        check_generation(method, GenerationConfig(do_sample=True))
+    except WhyrecError:
+        raise _refuse(n, f"--method {method.name} does not sample (it decodes its own way)") from None
+
+
+def _pair_seed(user: str, item: str, k: int) -> int:
+    """Seed of sampled candidate `k` of (`user`, `item`): the same in any batch, run or process."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(f"{user}\0{item}\0{k}".encode()).digest()[:8], "little")
+
+
+def _run_catalogue(run: Run):
+    """The grounding checker's catalogue of the run's dataset (`Run.data`, else the one it was trained on)."""
+    from whyrec.data.dataset import RecDataset
+    from whyrec.eval.grounding import Catalogue
+    from whyrec.folders import explainer_dir
+    from whyrec.methods.catalog import recorded_data
+    from whyrec.utils import WhyrecError
+
+    if run._catalogue is None:
+        data = run.data or recorded_data(explainer_dir(run.path))
+        if not data or not (Path(data) / "interactions.parquet").is_file():
+            where = f"its dataset folder {data} is gone" if data else "it records no dataset folder"
+            raise WhyrecError(f"--generation.candidates checks candidates against the run's dataset, but {run.path}: "
+                              f"{where}; set Run.data (evaluate: --data) or leave candidates at 1")
+        run._catalogue = Catalogue(RecDataset.load(data))
+    return run._catalogue
+
+
+def _grounded(run: Run, users: list[str], items: list[str], n: int) -> list[str]:
+    """Each pair's explanation chosen among the output of its decoding settings and n-1 sampled ones,
+    false sentences dropped (`whyrec.eval.grounded_choice`); a one-line notice on stderr when any was
+    flagged. Samples come first, so a method that refuses them fails before the batched pass."""
+    import sys
+    from dataclasses import replace
+
+    import torch
+
+    from whyrec.eval.grounded_choice import choose, summary
+    from whyrec.methods.catalog import Pair
+    from whyrec.progress import progress
+    from whyrec.utils import WhyrecError
+
+    cat = _run_catalogue(run)
+    single = run.model.gen
+    sampling = replace(single, do_sample=True)  # temperature and top_p: the config's own
+    candidates: list[list[str]] = [[] for _ in users]
+    if hasattr(run.model, "progress"):
+        run.model.progress = False  # one pair a call: the loop below reports instead
+    run.model.gen = sampling
+    try:
+        pairs = list(enumerate(zip(users, items)))
+        for n_pair, (user, item) in progress(pairs, desc="candidates", unit="pair", enabled=len(pairs) > 8):
+            for k in range(1, n):
+                # One pair per call, so its draws depend on its seed alone, not on its batch.
+                with torch.random.fork_rng():
+                    torch.manual_seed(_pair_seed(user, item, k))
+                    try:
+                        text = run._generate([Pair(user, item)])[0]
+                    except WhyrecError as err:
+                        raise _refuse(n, str(err).rstrip(".")) from None
+                candidates[n_pair].append(text)
+    finally:
+        run.model.gen = single
+    if hasattr(run.model, "progress"):
+        run.model.progress = len(users) > 8
+    for texts, first in zip(candidates, run._generate([Pair(u, i) for u, i in zip(users, items)])):
+        texts.insert(0, first)
+    choices = [choose(cat, c, u, i) for c, u, i in zip(candidates, users, items)]
+    run.last_choices = choices
+    notice = summary(choices)
+    if notice:
+        print(f"whyrec: {notice} (Run.last_choices lists them)", file=sys.stderr)
+    return [c.text for c in choices]
+
+
 def load_run(path: str | Path, device: str = "auto", generation: GenerationConfig | None = None, **options) -> Run:
     """Load any method's trained folder (a run folder with explainer/, or the method's folder itself);
     `options`: the method's own load options (see `load_model`)."""
@@ -141,9 +279,10 @@ def _by_activity(ds, users: list[str], preds: list[str], refs: list[str], out: s
 
 def evaluate_run(run: str, data: str | None, out: str, split: str = "test", max_pairs: int | None = 200,
                  generation: GenerationConfig | None = None, device: str = "auto", smooth: bool = False,
-                 bertscore: bool = False, judge=None, grounding: bool = False, overwrite: bool = False) -> dict:
+                 bertscore: bool = False, judge=None, grounding: bool = True, overwrite: bool = False) -> dict:
     """Generate explanations for a split's pairs with any method's run and score them against the references.
 
+    `grounding`: the false-claim rate of the outputs and of the references (`whyrec.eval.grounding`).
     `out` is guarded like every output folder (whyrec.outputs): a folder holding another
     evaluation is refused unless `overwrite`, and metrics.json is written last.
     """
@@ -156,7 +295,7 @@ def evaluate_run(run: str, data: str | None, out: str, split: str = "test", max_
         raise WhyrecError("--run needs --data (the dataset folder whose explanations are the references)")
     generation = generation or GenerationConfig()
     fingerprint = {"run": run_identity(run), "data": folder_digest(data), "split": split, "max_pairs": max_pairs,
-                   "generation": fingerprint_of(generation), "smooth": smooth, "bertscore": bertscore,
+                   "generation": fingerprint_of(generation_fingerprint(generation)), "smooth": smooth, "bertscore": bertscore,
                    "judge": plain(judge), "grounding": grounding}
     with output_folder(out, "evaluation", fingerprint, overwrite=overwrite, resumable=False) as work:
         return _evaluate_run(run, data, work, split, max_pairs, generation, device, smooth, bertscore, judge,
@@ -175,6 +314,7 @@ def _evaluate_run(run, data, out_dir: Path, split, max_pairs, generation, device
     ds = RecDataset.load(data)
     records = ds.explanation_records(split)
     loaded = load_run(run, device=device)
+    loaded.data = data  # candidates are checked against the references' dataset
     catalog = loaded.catalog
     known = records[S.USER].astype(str).map(catalog.has_user) & records[S.ITEM].astype(str).map(catalog.has_item)
     records = records[known.astype(bool)]

@@ -56,10 +56,12 @@ def test_evaluate_prints_the_report_not_json_and_json_on_request(tmp_path, capsy
 
 
 def test_evaluate_run_shows_grounding_and_activity_groups(toy_run, tmp_path, capsys):
+    """Grounding is reported by default (issue 20); --grounding false turns it off."""
     _, data, folder = toy_run
-    out, _ = run(capsys, "evaluate", "--run", folder, "--data", data, "--out", tmp_path / "e", "--grounding")
+    out, _ = run(capsys, "evaluate", "--run", folder, "--data", data, "--out", tmp_path / "e")
     metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
-    assert "## Grounding (claims checked against the data)" in out and "Hallucination rate:" in out
+    assert "## Grounding (claims checked against the data)" in out and "Hallucination rate (false claims):" in out
+    assert "have no checkable claim" in out and metrics["grounding_references"]["explanations"] == metrics["n"]
     assert "## By user activity" in out
     group_rows = [line for line in out.splitlines() if line.startswith("| ") and line.split("|")[1].strip()
                   in metrics["groups"]]

@@ -249,15 +249,22 @@ def split_sentences(text: str) -> list[str]:
     return out
 
 
-def explanation_claims(cat: Catalogue, text: str, user: str, item: str) -> list[tuple[str, str, bool]]:
-    """Claims of one explanation: titles cited in any sentence may vouch for people."""
+def claims_by_sentence(cat: Catalogue, text: str, user: str, item: str
+                       ) -> list[tuple[str, list[tuple[str, str, bool]]]]:
+    """(sentence, its claims) for every sentence of one explanation, checked as in
+    `explanation_claims` (a title cited in any sentence may vouch for people in another)."""
     sentences = split_sentences(str(text or ""))
     history = cat.history.get(user, set())
     cited = set()
     for sentence in sentences:
         for _, _, ids in _title_matches(cat, _tokens(sentence)):
             cited |= ids & history
-    return [c for s in sentences for c in sentence_claims(cat, s, user, item, cited)]
+    return [(s, sentence_claims(cat, s, user, item, cited)) for s in sentences]
+
+
+def explanation_claims(cat: Catalogue, text: str, user: str, item: str) -> list[tuple[str, str, bool]]:
+    """Claims of one explanation: titles cited in any sentence may vouch for people."""
+    return [c for _, claims in claims_by_sentence(cat, text, user, item) for c in claims]
 
 
 def _rate(false: int, checked: int) -> float | None:

@@ -1,0 +1,197 @@
+"""Grounding-aware choice (issue 20): the pure chooser on a tiny catalogue, and Run-level decoding
+with `--generation.candidates` on a method that samples and on ones that do not."""
+
+import pandas as pd
+import pytest
+
+from whyrec.data.dataset import RecDataset
+from whyrec.eval.grounded_choice import best_candidate, choose, drop_false_sentences, summary
+from whyrec.eval.grounding import Catalogue
+
+
+@pytest.fixture
+def cat() -> Catalogue:
+    items = pd.DataFrame({
+        "item": ["1", "2", "3"],
+        "title": ["Fargo (1996)", "Raising Arizona (1987)", "Toy Story (1995)"],
+        "genre": [["Crime", "Thriller"], ["Comedy"], ["Animation"]],
+        "director": [["Joel Coen"], ["Joel Coen"], ["John Lasseter"]],
+        "cast": [["Frances McDormand"], ["Nicolas Cage"], ["Tom Hanks"]],
+    })
+    inter = pd.DataFrame({"user": ["u", "v"], "item": ["2", "3"], "rating": [5.0, 5.0], "split": ["train", "train"]})
+    return Catalogue(RecDataset(inter, items, None))
+
+
+FALSE = "This is an animation film starring Tom Hanks."  # item 1: not animation, not Tom Hanks
+TRUE = "It is a crime film directed by Joel Coen."
+PLAIN = "You will enjoy its dark humour."  # no checkable claim
+
+
+def test_the_candidate_without_false_claims_wins(cat):
+    assert best_candidate(cat, [FALSE, TRUE], "u", "1") == 1
+    c = choose(cat, [FALSE, f"{PLAIN} {TRUE}"], "u", "1")
+    assert (c.candidate, c.text, c.flagged, c.false_claims) == (1, f"{PLAIN} {TRUE}", False, [])
+    assert c.checked == 2  # crime, Joel Coen
+
+def test_ties_go_to_more_supported_claims_then_to_greedy(cat):
+    assert best_candidate(cat, [PLAIN, TRUE], "u", "1") == 1  # 0 false each; TRUE has supported claims
+    assert best_candidate(cat, [TRUE, TRUE], "u", "1") == 0
+    assert best_candidate(cat, [PLAIN, PLAIN], "u", "1") == 0
+
+
+def test_only_false_candidates_lose_their_false_sentences_and_are_flagged(cat):
+    c = choose(cat, [f"{FALSE} {PLAIN}", f"{FALSE} {FALSE}"], "u", "1")
+    assert c.candidate == 0 and c.text == PLAIN and c.removed == [FALSE] and c.flagged
+    assert set(c.false_claims) == {("genre", "animation"), ("person", "Tom Hanks")} and c.kept_false == []
+    assert c.as_dict()["removed_sentences"] == [FALSE]
+
+
+def test_a_lone_false_sentence_is_kept_but_flagged(cat):
+    c = choose(cat, [FALSE], "u", "1")
+    assert c.text == FALSE and c.removed == [] and c.flagged
+    assert set(c.kept_false) == {("genre", "animation"), ("person", "Tom Hanks")}
+    line = summary([c, choose(cat, [TRUE], "u", "1")])
+    assert line.startswith("grounding: ") and "1 still hold a false claim" in line and "\n" not in line
+    assert summary([choose(cat, [TRUE], "u", "1")]) is None
+
+
+def test_dropping_repeats_when_a_removed_sentence_vouched_for_another(cat):
+    # Raising Arizona (user u's history) vouches for Nicolas Cage; once its sentence goes (a false
+    # genre claim about the item), Nicolas Cage is no longer backed and goes too.
+    text = "The user loved Raising Arizona (1987), an animation film. Nicolas Cage shines. " + PLAIN
+    kept, removed = drop_false_sentences(cat, text, "u", "1")
+    assert kept == PLAIN and len(removed) == 2
+
+
+# ---------------------------------------------------------------- Run-level decoding
+
+
+class _Catalog:
+    users, items = ["u", "v"], ["1", "2", "3"]
+
+    def has_user(self, user):
+        return user in self.users
+
+    def has_item(self, item):
+        return item in self.items
+
+
+class _Sampler:
+    """A served model whose greedy answer is false of item 1 and whose samples draw from torch's RNG."""
+
+    def __init__(self):
+        from whyrec.config import GenerationConfig
+
+        self.gen, self.catalog, self.calls = GenerationConfig(), _Catalog(), []
+
+    def explain(self, pairs):
+        import torch
+
+        self.calls.append((len(pairs), self.gen.do_sample))
+        if not self.gen.do_sample:
+            return [FALSE for _ in pairs]
+        return [f"{[FALSE, TRUE, PLAIN][int(torch.randint(3, ()))]} Score {int(torch.randint(10**6, ()))}."
+                for _ in pairs]
+
+
+@pytest.fixture
+def fake_run(cat, monkeypatch, tmp_path):
+    from whyrec import runs
+
+    monkeypatch.setattr(runs, "_check_candidates", lambda run, n: None)  # the fake has no method folder
+    run = runs.Run.__new__(runs.Run)
+    run.path, run.model, run.data, run._candidates = tmp_path, _Sampler(), None, 1
+    run.catalog, run._default_gen, run._catalogue, run.last_choices = run.model.catalog, run.model.gen, cat, None
+    return run
+
+
+def test_one_candidate_changes_nothing(fake_run):
+    from whyrec.config import GenerationConfig
+
+    assert fake_run.explain_many(["u", "v"], ["1", "1"], GenerationConfig(candidates=1)) == [FALSE, FALSE]
+    assert fake_run.last_choices is None and fake_run.model.calls == [(2, False)]
+
+
+def test_candidates_are_checked_and_repeat_in_any_batch(fake_run, capsys):
+    from whyrec.config import GenerationConfig
+
+    gen = GenerationConfig(candidates=4)
+    texts = fake_run.explain_many(["u", "v", "u"], ["1", "1", "2"], gen)
+    choices = fake_run.last_choices
+    assert texts == [c.text for c in choices] and choices[0].candidate > 0  # the greedy FALSE loses
+    assert all(not c.false_claims or c.flagged for c in choices)
+    assert fake_run.explain_many(["u", "v", "u"], ["1", "1", "2"], gen) == texts  # seeded
+    assert fake_run.explain("v", "1", gen) == texts[1]  # per pair: the same alone as in a batch
+    assert fake_run.model.gen.do_sample is False and fake_run.model.gen.candidates == 1  # restored
+    import torch
+
+    torch.manual_seed(0)
+    before = torch.rand(1)
+    torch.manual_seed(0)
+    fake_run.explain("u", "1", gen)
+    assert torch.equal(torch.rand(1), before)  # the caller's random stream is left alone
+    capsys.readouterr()
+
+
+def test_candidates_need_a_dataset_to_check_against(fake_run, tmp_path):
+    from whyrec.config import GenerationConfig
+    from whyrec.utils import WhyrecError
+
+    fake_run._catalogue = None
+    with pytest.raises(WhyrecError, match="records no dataset folder") as err:
+        fake_run.explain("u", "1", GenerationConfig(candidates=2))
+    assert "\n" not in str(err.value)
+    fake_run.data = str(tmp_path / "gone")
+    with pytest.raises(WhyrecError, match="is gone"):
+        fake_run.explain("u", "1", GenerationConfig(candidates=2))
+
+
+# ---------------------------------------------------------------- on real tiny folders (tests/serve_tiny.py)
+
+
+def test_cli_explain_with_candidates_on_a_tiny_xrec_run(tmp_path_factory, capsys):
+    import serve_tiny as T
+
+    from whyrec.cli import main
+
+    root = T.tiny_run(tmp_path_factory)
+    from whyrec.runs import load_run
+
+    catalog = load_run(root, device="cpu").catalog
+    user, item = catalog.users[0], catalog.items[0]
+    args = ["explain", "--run", str(root), "--user", user, "--item", item, "--device", "cpu",
+            "--generation.max_new_tokens", "6"]
+    capsys.readouterr()
+    assert main([*args, "--generation.candidates", "3"]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert out.startswith(f"user {user} · ") and len(out.splitlines()) >= 2
+
+
+def test_methods_that_do_not_sample_refuse_candidates_in_one_line(tmp_path_factory, capsys):
+    import serve_tiny as T
+
+    from whyrec.cli import main
+
+    pepler = T.tiny_pepler(tmp_path_factory, "continuous")
+    capsys.readouterr()
+    args = ["explain", "--run", str(pepler), "--user", "u0", "--item", "i4", "--device", "cpu"]
+    assert main([*args, "--generation.candidates", "3"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("whyrec: error:") == 1 and "--generation.candidates 3" in err and "does not sample" in err
+
+
+def test_plain_greedy_methods_refuse_candidates_before_decoding_the_batch(tmp_path_factory):
+    import serve_tiny as T
+
+    from whyrec.config import GenerationConfig
+    from whyrec.runs import load_run
+    from whyrec.utils import WhyrecError
+
+    run = load_run(T.tiny_recexplainer(tmp_path_factory), device="cpu")
+    run.data = str(T.tiny_run(tmp_path_factory) / "data")  # any dataset folder: the refusal comes first
+    calls = []
+    explain = run.model.explain
+    run.model.explain = lambda pairs: calls.append(len(pairs)) or explain(pairs)
+    with pytest.raises(WhyrecError, match=r"candidates 3 .* decodes greedily") as err:
+        run.explain_many(["u0", "u1"], ["i4", "i5"], GenerationConfig(candidates=3, max_new_tokens=4))
+    assert "\n" not in str(err.value) and calls == [1]
