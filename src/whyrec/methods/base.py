@@ -58,7 +58,14 @@ class Method(Protocol):
 
     def load(self, folder: Path, device: str = "auto", **options) -> Any:
         """The checked folder as a served model (`methods/<name>/served.py`). Options: `generation`
-        (a GenerationConfig or None); an unknown option is a WhyrecError."""
+        (a GenerationConfig or None); an unknown option is a WhyrecError.
+
+        Optional on the served model, for `whyrec.benchmark_ablations`: `cf_ablations` (a class
+        attribute or property: the kinds of `whyrec.methods.cf_ablation.KINDS` it supports) and
+        `cf_ablation(kind, seed)`, a context manager inside which explanations are generated with
+        the collaborative-filtering input (or the prompt's profiles) perturbed, the model restored
+        exactly when it ends; its docstring says what `no-cf` removes or zeroes. A model without
+        them is reported as having no CF input to ablate."""
         ...
 
 

@@ -9,6 +9,7 @@ out too unless the caller keeps them (`recommend_for(..., exclude="train")`, as 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -24,11 +25,13 @@ from whyrec.methods.catalog import (
     revision,
     top_unseen,
 )
+from whyrec.methods.cf_ablation import CF_KINDS, check_kind, perturbed_embedding, swapped
 
 
 class GaVaMoEModel:
     cold_start = False
     progress = False  # progress lines while explaining (whyrec.runs.Run turns them on for long jobs)
+    cf_ablations = CF_KINDS  # the prompt holds no profile text (title and mood only)
 
     def __init__(self, folder: Path, device: str = "auto", generation: GenerationConfig | None = None):
         import torch
@@ -83,6 +86,23 @@ class GaVaMoEModel:
     def explain(self, pairs: list[Pair]) -> list[str]:
         with self.torch.inference_mode():
             return self.explainer.explain([p.user for p in pairs], [p.item for p in pairs], self.gen, progress=self.progress)
+
+    @contextmanager
+    def cf_ablation(self, kind: str, seed: int = 0):
+        """Explanations inside the block use a perturbed CF input (`whyrec.methods.cf_ablation`).
+
+        The VAE's user/item ID embedding tables are replaced: rows deranged (`shuffle-users`,
+        `shuffle-items`), Gaussian rows (`random`), or zeroed (`no-cf`: the <USER_VEC>/<ITEM_VEC>
+        tokens stay and carry only the projections' biases). Both the vectors projected into the
+        prompt and the pair's cluster (hence the experts' routing) come from these tables, so a
+        shuffled pair is explained wholly as the other user's (or item's), and under `no-cf` every
+        pair routes by the cluster of the all-zero pair. Ranking inside the block uses the same
+        tables; the original tables are put back when it ends."""
+        check_kind(kind, self.cf_ablations, "GaVaMoE")
+        vae = self.vae.model
+        with swapped(vae.user_emb, weight=perturbed_embedding(vae.user_emb, "user", kind, seed)), \
+                swapped(vae.item_emb, weight=perturbed_embedding(vae.item_emb, "item", kind, seed)):
+            yield
 
     def info(self) -> dict:
         meta = self.explainer.meta

@@ -10,6 +10,7 @@ folder its run_config.json names (none is excluded when it names none).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 from whyrec.config import GenerationConfig
@@ -25,6 +26,7 @@ from whyrec.methods.catalog import (
     revision,
     top_unseen,
 )
+from whyrec.methods.cf_ablation import CF_KINDS, check_kind, perturbed_embedding, swapped
 from whyrec.methods.pepler.model import discrete_prompt
 
 NO_RECOMMENDER = "this PEPLER variant explains given pairs only; use POST /explain"
@@ -65,6 +67,30 @@ class PEPLERModel:
     @property
     def variant(self) -> str:
         return self.module.cfg.variant
+
+    @property
+    def cf_ablations(self) -> tuple[str, ...]:
+        """The soft-prompt variants' ID vectors are their CF input; `discrete` has only feature words."""
+        return ("no-profiles",) if self.variant == "discrete" else CF_KINDS
+
+    @contextmanager
+    def cf_ablation(self, kind: str, seed: int = 0):
+        """Explanations inside the block use a perturbed input (`whyrec.methods.cf_ablation`).
+
+        `continuous`/`reg`: the user/item ID embeddings prepended as the continuous prompt are
+        replaced: rows deranged (`shuffle-users`, `shuffle-items`), Gaussian rows (`random`), or
+        zeroed (`no-cf`: the two prompt positions stay, as zero vectors). `discrete`: `no-profiles`
+        leaves out the feature-word prompt (decoding starts from <bos> alone). `reg`'s ratings inside
+        the block use the same tables; everything is put back when it ends."""
+        check_kind(kind, self.cf_ablations, f"PEPLER ({self.variant})")
+        if kind == "no-profiles":
+            with swapped(self, feats={"user": {}, "item": {}}):
+                yield
+            return
+        module = self.module
+        with swapped(module.user_emb, weight=perturbed_embedding(module.user_emb, "user", kind, seed)), \
+                swapped(module.item_emb, weight=perturbed_embedding(module.item_emb, "item", kind, seed)):
+            yield
 
     def recommend(self, user: str, k: int) -> list[dict]:
         if self.variant != "reg":

@@ -10,12 +10,14 @@ num_beams, no_repeat_ngram_size and batch_size apply; do_sample is refused.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
 from whyrec.config import GenerationConfig, generation_fingerprint
 from whyrec.llm.generate import plain_greedy
 from whyrec.methods.catalog import Catalog, Pair, Unsupported, dataset_label, revision
+from whyrec.methods.cf_ablation import CF_KINDS, check_kind, overridden, perturbed
 
 
 class RecExplainerModel:
@@ -51,6 +53,40 @@ class RecExplainerModel:
         with self.torch.inference_mode():
             return self.module.explain([p.user for p in pairs], [p.item for p in pairs],
                                        plain_greedy(self.gen, "RecExplainer"))
+
+    @property
+    def cf_ablations(self) -> tuple[str, ...]:
+        """Target vectors reach the LLM in the intention and hybrid modes; behaviour mode is text only."""
+        return () if self.module.cfg.mode == "behaviour" else CF_KINDS
+
+    @contextmanager
+    def cf_ablation(self, kind: str, seed: int = 0):
+        """Explanations inside the block use perturbed target vectors (`whyrec.methods.cf_ablation`).
+
+        The target model's user and item vectors, which the connectors map onto the <user>/<item>
+        tokens, are replaced: rows deranged (`shuffle-users`, `shuffle-items`), Gaussian rows
+        (`random`), or zeroed (`no-cf`: the tokens then get what the connectors make of a zero vector
+        added to their embedding). The prompt's text (hybrid mode: the purchase history) is unchanged,
+        and so is the target's own ranking. Nothing of the model changes: a method override is
+        removed when the block ends."""
+        check_kind(kind, self.cf_ablations, f"RecExplainer ({self.module.cfg.mode} mode)")
+        t, module = self.target, self.module
+        users, items = list(t.user2idx), list(t.idx2item)
+        with self.torch.no_grad():
+            tables = {"user": ({u: k for k, u in enumerate(users)},
+                               perturbed(t.user_vectors(users).detach().float(), "user", kind, seed)),
+                      "item": ({i: k for k, i in enumerate(items)},
+                               perturbed(t.item_vectors(items).detach().float(), "item", kind, seed))}
+        real = module.target_vectors
+
+        def target_vectors(side: str, specs: list[dict]):
+            rows, table = tables[side]
+            if any("history" in s for s in specs):  # a prefix to encode is no stored row: leave it
+                return real(side, specs)
+            return table[[rows[str(s["id"])] for s in specs]]
+
+        with overridden(module, "target_vectors", target_vectors):
+            yield
 
     def info(self) -> dict:
         meta, cfg = self.meta, self.module.cfg

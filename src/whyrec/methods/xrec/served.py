@@ -9,6 +9,7 @@ asks for explanations, with a profile listing the liked titles.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from whyrec.methods.catalog import (
     revision,
     top_unseen,
 )
+from whyrec.methods.cf_ablation import KINDS, check_kind, perturbed, swapped
 
 FILES = ["config.json", "adapter_model.safetensors", "encoder/model.safetensors", "items.parquet", "users.parquet"]
 
@@ -29,6 +31,7 @@ FILES = ["config.json", "adapter_model.safetensors", "encoder/model.safetensors"
 class XRecModel:
     cold_start = True
     progress = False  # progress lines while explaining (whyrec.runs.Run turns them on for long jobs)
+    cf_ablations = KINDS
 
     def __init__(self, folder: Path, device: str = "auto", generation: GenerationConfig | None = None):
         import torch
@@ -91,6 +94,26 @@ class XRecModel:
         item_vec = self.enc.item_emb[[self.enc.item2idx[p.item] for p in pairs]]
         enc = module.encode(prompts, side="left")
         return module.generate(enc["input_ids"], enc["attention_mask"], user_vec, item_vec, self.gen)
+
+    @contextmanager
+    def cf_ablation(self, kind: str, seed: int = 0):
+        """Explanations inside the block use a perturbed CF input (`whyrec.methods.cf_ablation`).
+
+        The LightGCN tables the adapters read are replaced: rows deranged (`shuffle-users`,
+        `shuffle-items`), Gaussian rows (`random`, users and items), or zeroed (`no-cf`: the
+        <USER_EMBED>/<ITEM_EMBED> tokens stay in the prompt and carry what the MoE adapters make of a
+        zero vector, injected into q/k/v as usual). `no-profiles`: known users' prompts get no user or
+        item profile (the prompt then says "unknown", as for a user or item without one). Ranking
+        inside the block uses the same tables; everything is put back when it ends."""
+        check_kind(kind, self.cf_ablations, "XRec")
+        if kind == "no-profiles":
+            target, values = self.explainer, {"user_profiles": {}, "item_profiles": {}}
+        else:
+            enc = self.enc
+            target, values = enc, {"user_emb": perturbed(enc.user_emb, "user", kind, seed),
+                                   "item_emb": perturbed(enc.item_emb, "item", kind, seed)}
+        with swapped(target, **values):
+            yield
 
     def info(self) -> dict:
         cfg = self.explainer.meta
