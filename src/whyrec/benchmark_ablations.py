@@ -51,20 +51,25 @@ def paired_bootstrap(base: Sequence[float], other: Sequence[float], n_resamples:
     return {"delta": float(diff.mean()), "low": float(low), "high": float(high), "n": len(diff)}
 
 
-def per_pair_scores(predictions: Sequence[str], references: Sequence[str], bertscore: bool = False) -> dict:
-    """{metric: per-pair scores} for the paired bootstrap: smoothed sentence BLEU-4 and PEPLER's
-    ROUGE-L F (x100, as evaluate_texts reports them), and BERTScore F1 with `bertscore`."""
+def per_pair_scores(predictions: Sequence[str], references: Sequence[str], scorer=None) -> tuple[dict, dict | None]:
+    """({metric: per-pair scores}, BERTScore summary or None) for the paired bootstrap: smoothed
+    sentence BLEU-4 and PEPLER's ROUGE-L F (x100, as evaluate_texts reports them), and with a
+    `scorer` (a `whyrec.eval.bertscore.BertScorer`, loaded once for every system) BERTScore F1,
+    whose summary is the one `evaluate_texts(bertscore=True)` reports, from the same per-pair run."""
     from whyrec.eval.text import MAX_TEXT_TOKENS, corpus_bleu, rouge_pepler, tokenize
 
     hyps = [tokenize(str(p))[:MAX_TEXT_TOKENS] for p in predictions]
     refs = [tokenize(str(r))[:MAX_TEXT_TOKENS] for r in references]
     out = {"bleu4_sentence": [corpus_bleu([r], [h], 4, smooth=True) for h, r in zip(hyps, refs, strict=True)],
            "rougeL_f": [rouge_pepler([h], [r])["rougeL_f"] for h, r in zip(hyps, refs, strict=True)]}
-    if bertscore:
-        from whyrec.eval.bertscore import BertScorer
-
-        out["bertscore_f1"] = BertScorer().score(list(map(str, predictions)), list(map(str, references)))[:, 2].tolist()
-    return out
+    if scorer is None:
+        return out, None
+    pairs = scorer.score(list(map(str, predictions)), list(map(str, references))).double()  # [N, 3]: P, R, F1
+    summary = {}
+    for j, key in enumerate(("bertscore_p", "bertscore_r", "bertscore_f1")):  # as BertScorer.__call__
+        summary[key], summary[f"{key}_std"] = float(pairs[:, j].mean()), float(pairs[:, j].std(correction=0))
+    out["bertscore_f1"] = pairs[:, 2].tolist()
+    return out, summary | scorer.settings()
 
 
 def _histories(run, data: str | None) -> tuple[dict, dict, dict | None]:
@@ -138,19 +143,28 @@ def run_ablations(folder: str | Path, pairs: pd.DataFrame, kinds: Sequence[str],
         return lambda: generate
 
     titles, profiles, genres = _histories(run, data)
+    if embed is None:  # one encoder for every system, loaded once
+        from whyrec.eval.probes import MiniLMEmbedder
+
+        embed = MiniLMEmbedder(device=device)
+    scorer = None
+    if bertscore:
+        from whyrec.eval.bertscore import BertScorer
+
+        scorer = BertScorer(device=device)
     systems, scores = {}, {}
     for kind in [FULL, *todo]:
         key = {**producer, "ablation": kind, **({"seed": seed} if kind != FULL else {}), "chunk": gen.batch_size}
         preds, _ = cached_predictions(work / f"{kind}.jsonl", key, pairs, gen.batch_size, generator(kind),
                                       label=f"ablations/{kind}.jsonl")
-        scores[kind] = per_pair_scores(preds, refs, bertscore)
+        scores[kind], summary = per_pair_scores(preds, refs, scorer)
         person = personalisation(preds, users, titles, profiles, genres, n_candidates, seed, embed)
         scores[kind]["user_identification"] = person["identification"]["per_pair"]
         scores[kind]["history_mentions"] = person["mentions"]["per_pair"]
         means = {m: _mean(v) for m, v in scores[kind].items()}
         person = {part: {k: v for k, v in res.items() if k != "per_pair"} for part, res in person.items()}
-        systems[kind] = {"metrics": evaluate_texts(preds, refs, bertscore=bertscore), "means": means,
-                         "personalisation": person}
+        metrics = evaluate_texts(preds, refs) | ({"bertscore": summary} if summary else {})
+        systems[kind] = {"metrics": metrics, "means": means, "personalisation": person}
     deltas = {kind: {m: paired_bootstrap(scores[FULL][m], scores[kind][m], n_resamples, seed)
                      for m in scores[FULL]} for kind in todo}
     result = {"method": run.info().get("method"), "folder": str(folder), "n": len(pairs), "seed": seed,

@@ -232,6 +232,16 @@ def test_run_ablations_reports_kinds_a_model_does_not_offer(tmp_path_factory, tm
 
     pairs = pd.DataFrame({"user": ["u0", "u1", "u2"], "item": ["i4", "i5", "i6"], "explanation": ["good plot"] * 3})
     res = run_ablations(T.tiny_pepler(tmp_path_factory, "discrete"), pairs, ["shuffle-users", "no-profiles"],
-                        GenerationConfig(batch_size=8), "cpu", 0, tmp_path, n_candidates=3, embed=_embed)
+                        GenerationConfig(batch_size=8), "cpu", 0, tmp_path, n_candidates=3, embed=_embed,
+                        bertscore=True)
     assert set(res["deltas"]) == {"no-profiles"} and "not offered" in res["skipped"]["shuffle-users"]
-    assert "| shuffle-users | not offered" in ablation_table(res)
+    table = ablation_table(res)
+    assert "| shuffle-users | not offered" in table and "BERTScore F1" in table
+    # the BERTScore summary comes from the per-pair run, and is the one evaluate_texts gives
+    from whyrec.eval.report import evaluate_texts
+
+    texts = [json.loads(line)["prediction"] for line in (tmp_path / "ablations/full.jsonl").read_text().splitlines()[1:]]
+    direct = evaluate_texts(texts, pairs["explanation"].tolist(), bertscore=True)["bertscore"]
+    got = res["systems"]["full"]["metrics"]["bertscore"]
+    assert got["bertscore_f1"] == pytest.approx(direct["bertscore_f1"]) and got["model"] == direct["model"]
+    assert res["systems"]["full"]["means"]["bertscore_f1"] == pytest.approx(direct["bertscore_f1"])
