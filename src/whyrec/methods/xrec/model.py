@@ -56,12 +56,16 @@ class XRec(nn.Module):
         self.to(next(llm.parameters()).device)
 
     # ---- prompts -------------------------------------------------------------------
-    def prompt(self, title: str, user_profile: str, item_profile: str) -> str:
+    def prompt(self, title: str, user_profile: str, item_profile: str, facts: str = "") -> str:
+        """The chat prompt of one pair. `facts` (`whyrec.data.item_facts`) fills the "{noun} facts:"
+        slot when `cfg.item_facts` is on; off (and in folders saved before the field), it is unused
+        and the prompt is the one those folders were trained with."""
         noun, cut = self.cfg.item_noun, self.cfg.max_prompt_words
         system = f"Explain why the user would enjoy the {noun} within 50 words."
+        slot = f"{noun} facts: {_clip(facts, cut)} " if self.cfg.item_facts else ""
         # <EXPLAIN_POS> closes the user turn: the reply then starts from the model's own assistant
         # header, so an untrained adapter leaves the backbone's chat behaviour intact.
-        user = (f"user record: {USER_TOKEN} {noun} record: {ITEM_TOKEN} {noun} name: {title} "
+        user = (f"user record: {USER_TOKEN} {noun} record: {ITEM_TOKEN} {noun} name: {title} {slot}"
                 f"user profile: {_clip(user_profile, cut)} {noun} profile: {_clip(item_profile, cut)} {EXPLAIN_TOKEN}")
         messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
