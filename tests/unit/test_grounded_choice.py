@@ -195,3 +195,19 @@ def test_plain_greedy_methods_refuse_candidates_before_decoding_the_batch(tmp_pa
     with pytest.raises(WhyrecError, match=r"candidates 3 .* decodes greedily") as err:
         run.explain_many(["u0", "u1"], ["i4", "i5"], GenerationConfig(candidates=3, max_new_tokens=4))
     assert "\n" not in str(err.value) and calls == [1]
+
+
+def test_evaluate_checks_candidates_against_its_data_and_reports_grounding(tmp_path_factory, tmp_path, capsys):
+    import json
+
+    import serve_tiny as T
+
+    from whyrec.cli import main
+
+    root = T.tiny_run(tmp_path_factory)
+    capsys.readouterr()
+    assert main(["evaluate", "--run", str(root), "--data", str(root / "data"), "--out", str(tmp_path / "e"),
+                 "--max_pairs", "3", "--device", "cpu", "--generation.max_new_tokens", "4",
+                 "--generation.candidates", "2"]) == 0, capsys.readouterr().err
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert metrics["grounding"]["explanations"] == 3 and "grounding_references" in metrics
