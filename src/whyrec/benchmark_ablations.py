@@ -181,13 +181,13 @@ def _mean(values) -> float | None:
 
 
 def _num(x, digits: int = 2) -> str:
-    return "-" if x is None else f"{x:.{digits}f}"
+    return "-" if x is None else f"{round(x, digits) + 0.0:.{digits}f}"
 
 
 def _delta(d: dict | None, digits: int = 2) -> str:
     if not d or d.get("delta") is None:
         return "-"
-    sign = lambda v: f"{v:+.{digits}f}"  # noqa: E731
+    sign = lambda v: f"{round(v, digits) + 0.0:+.{digits}f}"  # noqa: E731  (+ 0.0: no "-0.00")
     return f"{sign(d['delta'])} [{sign(d['low'])}, {sign(d['high'])}]"
 
 
