@@ -204,5 +204,10 @@ def test_dropping_finished_rows_matches_hf_generate():
     assert min(lengths) < max(lengths) == 12  # some rows stop early, some run to the end
     dropped = model.generate_ids(b["input_ids"], b["attention_mask"], u, i, replace(hf, drop_finished=True))
     assert dropped == ref
+    # continuous batching: two rows decode at once, a finished row's slot goes to the next prompt,
+    # which is prefilled with its own injected vectors
+    refilled = model.generate_ids(b["input_ids"], b["attention_mask"], u, i,
+                                  replace(hf, drop_finished=True, batch_size=2))
+    assert refilled == ref
     assert model.generate(b["input_ids"], b["attention_mask"], u, i, replace(hf, drop_finished=True)) == \
         model.generate(b["input_ids"], b["attention_mask"], u, i, hf)

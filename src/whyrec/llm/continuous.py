@@ -118,14 +118,19 @@ def _pad_left(t: torch.Tensor, width: int, dim: int = -2) -> torch.Tensor:
 
 
 def hf_prefill(llm, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-               forward_context: Callable[[list[int], torch.Tensor], object] | None = None,
-               embed: Callable[[list[int], torch.Tensor], torch.Tensor] | None = None) -> Prefill:
+               prepare: Callable[[list[int], torch.Tensor], tuple[dict, object]] | None = None) -> Prefill:
     """A `Prefill` for a HF causal LM over left-padded `input_ids`: each group is cut to its own
-    longest prompt. `embed(rows, ids)` gives inputs_embeds instead of ids (XRec's injected tokens);
-    `forward_context(rows, ids)` wraps the prefill forward (e.g. the q/k/v injection hooks)."""
+    longest prompt. `prepare(rows, ids)` returns the model inputs for the group (default
+    `{"input_ids": ids}`; XRec passes inputs_embeds) and a context the forward runs in (XRec's
+    q/k/v injection hooks)."""
     from contextlib import nullcontext
 
     from transformers import DynamicCache
+
+    def prepare_ids(rows, ids):
+        return {"input_ids": ids}, nullcontext()
+
+    prepare = prepare or prepare_ids
 
     def prefill(rows: list[int]):
         ids, mask = input_ids[rows], attention_mask[rows].long()
@@ -133,11 +138,11 @@ def hf_prefill(llm, input_ids: torch.Tensor, attention_mask: torch.Tensor,
         ids, mask = ids[:, first:], mask[:, first:]
         pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
         cache = DynamicCache(config=llm.config)
-        inputs = {"inputs_embeds": embed(rows, ids)} if embed is not None else {"input_ids": ids}
-        with forward_context(rows, ids) if forward_context is not None else nullcontext():
-            logits = llm(**inputs, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True,
-                         logits_to_keep=1).logits[:, -1]
-        return logits, cache, mask, pos[:, -1:] + 1
+        inputs, context = prepare(rows, ids)
+        with context:
+            logits = llm(**inputs, attention_mask=mask.to(llm.device), position_ids=pos.to(llm.device), cache=cache,
+                         use_cache=True, logits_to_keep=1).logits[:, -1]
+        return logits, cache, mask.to(logits.device), pos[:, -1:].to(logits.device) + 1
 
     return prefill
 

@@ -40,6 +40,16 @@ def resolve_dtype(name: str, device: str, trains_weights: bool = False):
         raise WhyrecError(f"unknown dtype {name!r}; use auto, float32, bfloat16 or float16") from None
 
 
+def _no_loading_bar_in_logs() -> None:
+    """transformers' "Loading weights" bar writes carriage-return frames; in a log file they are noise."""
+    import sys
+
+    if not sys.stderr.isatty():
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+
 def usable_device(device: str) -> str:
     """`device` if torch can place a model there on this machine; else WhyrecError naming --device."""
     import re
@@ -69,6 +79,7 @@ def load_model(cfg: ModelConfig, trains_weights: bool = False):
 
     device = usable_device(resolve_device(cfg.device))
     dtype = resolve_dtype(cfg.dtype, device, trains_weights)
+    _no_loading_bar_in_logs()
     name = cfg.name_or_path
     if name in MODELS:
         model, tok = MODELS.get(name)(dtype=dtype)

@@ -118,11 +118,12 @@ class XRec(nn.Module):
 
     @torch.no_grad()
     def generate_ids(self, input_ids, attention_mask, user_vec, item_vec, gen: GenerationConfig) -> list[list[int]]:
-        """New token ids per row, up to and including its first EOS."""
+        """New token ids per row, up to and including its first EOS. Any number of rows: at most
+        `gen.batch_size` decode at once, and a finished row's slot goes to the next waiting one."""
+        if gen.drop_finished and gen.num_beams == 1:  # beam search is HF's alone
+            return self._decode(input_ids, attention_mask, user_vec, item_vec, gen)
         embeds, positions, vectors = self._inputs(input_ids, user_vec, item_vec)
         attention_mask = attention_mask.to(embeds.device)
-        if gen.drop_finished and gen.num_beams == 1:  # beam search is HF's alone
-            return self._decode(embeds, attention_mask, positions, vectors, gen)
         # With inputs_embeds the repetition penalty covers generated tokens only, so explanations
         # may still quote titles and words from the prompt. Beam search prefills each row num_beams
         # times (repeat_interleave), so the injected vectors are repeated the same way.
@@ -132,45 +133,21 @@ class XRec(nn.Module):
             out = generate(self.llm, gen, self.tokenizer, inputs_embeds=embeds, attention_mask=attention_mask)
         return [_until_eos(row, self.tokenizer.eos_token_id) for row in out.tolist()]
 
-    def _decode(self, embeds, attention_mask, positions, vectors, gen: GenerationConfig) -> list[list[int]]:
+    def _decode(self, input_ids, attention_mask, user_vec, item_vec, gen: GenerationConfig) -> list[list[int]]:
         """HF `generate`'s greedy/sampling loop (the same logits processors, from `whyrec.llm.generate`,
-        positions and masks), but a row leaves the batch and the KV cache at its EOS, so later steps
-        run on live rows only."""
-        from transformers import DynamicCache
+        positions and masks) with continuous batching (`whyrec.llm.continuous`): a row leaves the
+        batch and the KV cache at its EOS and a waiting row takes its place, prefilled with its own
+        adapter vectors injected."""
+        from whyrec.llm.continuous import decode_continuously, hf_prefill, hf_step
 
-        procs = logits_processors(gen, self.tokenizer.eos_token_id)
-        eos, dev = self.tokenizer.eos_token_id, embeds.device
-        mask = attention_mask.long()  # (B, T), grows by one column per step
-        position_ids = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
-        cache = DynamicCache(config=self.llm.config)
-        with self._injecting(positions, vectors, embeds.shape[1]):
-            logits = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, cache=cache,
-                              use_cache=True, logits_to_keep=1).logits
-        live = torch.arange(len(embeds), device=dev)  # original row of each batch row
-        seqs = torch.empty(len(embeds), 0, dtype=torch.long, device=dev)  # (live, steps) generated so far
-        out: list[list[int]] = [[] for _ in range(len(embeds))]
-        next_pos = position_ids[:, -1:] + 1  # (live, 1)
-        for step in range(gen.max_new_tokens):
-            scores = procs(seqs, logits[:, -1].float())
-            if gen.do_sample:
-                token = torch.multinomial(scores.softmax(-1), 1).squeeze(1)
-            else:
-                token = scores.argmax(-1)
-            seqs = torch.cat([seqs, token[:, None]], 1)
-            for row, t in zip(live.tolist(), token.tolist()):
-                out[row].append(t)
-            going = token != eos
-            if step == gen.max_new_tokens - 1 or not bool(going.any()):
-                break
-            if not bool(going.all()):  # drop the finished rows everywhere
-                keep = going.nonzero().squeeze(1)
-                live, seqs, token, mask, next_pos = live[keep], seqs[keep], token[keep], mask[keep], next_pos[keep]
-                cache.batch_select_indices(keep)
-            mask = torch.cat([mask, mask.new_ones(len(live), 1)], 1)
-            logits = self.llm(input_ids=token[:, None], attention_mask=mask, position_ids=next_pos, cache=cache,
-                              use_cache=True).logits
-            next_pos = next_pos + 1
-        return out
+        def prepare(rows, ids):
+            embeds, positions, vectors = self._inputs(ids, user_vec[rows], item_vec[rows])
+            return {"inputs_embeds": embeds}, self._injecting(positions, vectors, ids.shape[1])
+
+        prefill = hf_prefill(self.llm, input_ids, attention_mask, prepare)
+        eos = self.tokenizer.eos_token_id
+        return decode_continuously(len(input_ids), prefill, hf_step(self.llm), logits_processors(gen, eos),
+                                   gen.max_new_tokens, eos, gen.batch_size, do_sample=gen.do_sample)
 
     def _injecting(self, positions, vectors, seq_len):
         if self.injector is None:
