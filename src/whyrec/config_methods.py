@@ -25,12 +25,12 @@ class XRecConfig:
     """Word used in the prompt: 'book' for XRec-amazon, 'movie' for MovieLens, 'business' for Yelp."""
     max_prompt_words: int = 60
     """Profiles are cut to this many words each to bound prompt length."""
-    item_facts: bool = False
+    item_facts: bool = True
     """Add an "{item_noun} facts:" slot after the name: genres, year, director, cast and, for review
     data, the item's most frequent training feature words (`whyrec.data.item_facts`), cut to
     `max_prompt_words` words, so the model can copy facts instead of inventing them (issue 20).
-    Off by default: a folder whose config.json predates the field loads with it off and prompts
-    exactly as it was trained."""
+    On for new runs; a folder whose config.json predates the field loads with it off (the loader
+    says so explicitly) and prompts exactly as it was trained."""
     lora: LoraConfig = field(default_factory=LoraConfig)
 
     def __post_init__(self):

@@ -62,7 +62,7 @@ def _run(root: Path, work: Path, n_users: int, k: int, eval_pairs: int, model: M
 
     _stage(f"3/5 explainer: XRec adapters on {model.name_or_path} ({train.max_steps} steps)")
     log = train_explainer(str(data_dir), str(enc_dir), str(expl_dir), model=model,
-                          xrec=XRecConfig(item_noun="movie", max_prompt_words=30), train=train)
+                          xrec=XRecConfig(item_noun="movie", max_prompt_words=30, item_facts=True), train=train)
 
     _stage(f"4/5 top-{k} recommendations with explanations")
     run = load_run(expl_dir, device=device)

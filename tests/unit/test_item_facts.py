@@ -54,7 +54,7 @@ def _prompt(cfg: XRecConfig, facts: str = "") -> dict:
 def test_xrec_prompt_has_a_facts_slot_only_when_on():
     old = ("user record: <USER_EMBED> movie record: <ITEM_EMBED> movie name: Fargo (1996) "
            "user profile: likes crime movie profile: a crime film <EXPLAIN_POS>")
-    off = XRecConfig(item_noun="movie")
+    off = XRecConfig(item_noun="movie", item_facts=False)
     assert _prompt(off) == old and _prompt(off, "genre: crime") == old  # as folders were trained
     on = XRecConfig(item_noun="movie", item_facts=True, max_prompt_words=4)
     assert _prompt(on, "genre: crime, thriller; year: 1996; director: Joel Coen") == (
@@ -68,4 +68,6 @@ def test_a_config_saved_before_the_field_loads_with_the_slot_off():
     from dataclasses import asdict
 
     saved = {k: v for k, v in asdict(XRecConfig()).items() if k not in ("lora", "item_facts")}
-    assert XRecConfig(**saved).item_facts is False  # as whyrec.methods.xrec.artifact.load_explainer builds it
+    # The default is on for new runs, so load_explainer fills the missing field with False itself
+    # (end to end: test_xrec_facts_wiring.test_a_folder_saved_before_the_field_prompts_without_facts).
+    assert XRecConfig(**saved).item_facts is True

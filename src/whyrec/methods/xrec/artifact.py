@@ -8,8 +8,9 @@ so `whyrec explain`/`recommend` and `whyrec.load_run` need nothing else.
       config.json               method, method config, backbone, encoder dim, steps
       adapter_model.safetensors trainable weights (adapters, k/v maps, LoRA if enabled)
       encoder/                  the LightGCN artifact (embeddings, id maps, train items)
-      items.parquet users.parquet   prompt text; users.parquet also lists each user's valid/test
-                                items (`held_out`), left out of their recommendations
+      items.parquet users.parquet   prompt text; items.parquet has a `facts` column when
+                                --xrec.item_facts is on; users.parquet also lists each user's
+                                valid/test items (`held_out`), left out of their recommendations
       README.md run_config.json training_log.json
 """
 
@@ -32,6 +33,7 @@ from whyrec.utils import WhyrecError, atomic_path, read_json, write_json
 
 ARTIFACT_FILES = ("config.json", "adapter_model.safetensors", "items.parquet", "users.parquet")
 HELD_OUT = "held_out"  # users.parquet column: each user's valid/test items, excluded from recommendations
+FACTS = "facts"  # items.parquet column: the item facts slot (`whyrec.data.item_facts`), when item_facts is on
 
 
 class Explainer:
@@ -45,6 +47,7 @@ class Explainer:
         self.titles = dict(zip(items[S.ITEM].astype(str), items.get(S.TITLE, items[S.ITEM]).fillna("").astype(str)))
         self.item_profiles = _text_map(items, S.ITEM, S.PROFILE)
         self.user_profiles = _text_map(users, S.USER, S.PROFILE)
+        self.item_facts = _text_map(items, S.ITEM, FACTS)  # empty for folders saved without the slot
         self.held_out = ({str(u): [str(i) for i in items] for u, items in zip(users[S.USER], users[HELD_OUT])}
                          if users is not None and HELD_OUT in users else None)  # None: a folder saved before
 
@@ -61,8 +64,8 @@ class Explainer:
         return self._module is not None
 
     def prompts(self, users: list[str], items: list[str]) -> list[str]:
-        return [self.module.prompt(self.titles.get(i, i), self.user_profiles.get(u, ""), self.item_profiles.get(i, ""))
-                for u, i in zip(users, items)]
+        return [self.module.prompt(self.titles.get(i, i), self.user_profiles.get(u, ""), self.item_profiles.get(i, ""),
+                                   facts=self.item_facts.get(i, "")) for u, i in zip(users, items)]
 
     def vectors(self, users: list[str], items: list[str]):
         enc = self.encoder
@@ -111,7 +114,21 @@ def build_module(method: str, model_cfg: ModelConfig, method_cfg: XRecConfig, en
     return XRec(llm, tok, encoder_dim, method_cfg)
 
 
-def save_explainer(out_dir: Path, module, enc, encoder_dir: str, ds, method, model, xrec, train, log) -> None:
+def items_table(ds, xrec: XRecConfig) -> pd.DataFrame:
+    """items.parquet: the item columns prompts read, plus the facts slot's text (from the catalogue and
+    the training split only) when `xrec.item_facts` is on, so training and serving read the same text."""
+    frame = ds.items[[c for c in (S.ITEM, S.TITLE, S.PROFILE, S.DESCRIPTION) if c in ds.items]].copy()
+    if xrec.item_facts:
+        from whyrec.data.item_facts import item_facts
+
+        facts = item_facts(ds.items, ds.interactions, max_words=xrec.max_prompt_words)
+        frame[FACTS] = [facts.get(i, "") for i in frame[S.ITEM].astype(str)]
+    return frame
+
+
+def save_explainer(out_dir: Path, module, enc, encoder_dir: str, ds, method, model, xrec, train, log,
+                   items: pd.DataFrame | None = None) -> None:
+    """`items`: `items_table(ds, xrec)` when the caller has it already."""
     from whyrec.llm.trainer import trainable_state
 
     with atomic_path(out_dir / "adapter_model.safetensors") as tmp:
@@ -119,8 +136,8 @@ def save_explainer(out_dir: Path, module, enc, encoder_dir: str, ds, method, mod
     if Path(encoder_dir).resolve() != (out_dir / "encoder").resolve():
         shutil.copytree(encoder_dir, out_dir / "encoder", dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns("checkpoint*", MARKER))
-    item_cols = [c for c in (S.ITEM, S.TITLE, S.PROFILE, S.DESCRIPTION) if c in ds.items]
-    for name, frame in (("items", ds.items[item_cols]), ("users", _users_table(ds, enc))):
+    items = items_table(ds, xrec) if items is None else items
+    for name, frame in (("items", items), ("users", _users_table(ds, enc))):
         with atomic_path(out_dir / f"{name}.parquet") as tmp:
             frame.to_parquet(tmp, index=False)
     write_json(out_dir / "training_log.json", log)
@@ -186,7 +203,9 @@ def load_explainer(path: str, device: str = "auto", lazy: bool = False) -> Expla
     cfg = read_json(path / "config.json")
     model = ModelConfig(**cfg["model"])
     model.device = device if device != "auto" else model.device
-    xrec = XRecConfig(**{k: v for k, v in cfg["xrec"].items() if k != "lora"})
+    # A config.json saved before item_facts existed was trained without the slot: keep it off, whatever
+    # the current default, so the folder prompts exactly as it was trained.
+    xrec = XRecConfig(**{"item_facts": False, **{k: v for k, v in cfg["xrec"].items() if k != "lora"}})
     xrec.lora = LoraConfig(**cfg["xrec"].get("lora", {}))
     _usable(model.device)  # a bad --device fails now, also when the LLM is built later
     enc = load_encoder(path / "encoder")

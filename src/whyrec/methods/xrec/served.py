@@ -89,7 +89,7 @@ class XRecModel:
     def _explain_cold(self, pairs: list[Pair]) -> list[str]:
         ex, module, title = self.explainer, self.explainer.module, self.catalog.title
         prompts = [module.prompt(title(p.item), "Liked " + ", ".join(title(i) for i in p.liked[:10]),
-                                 ex.item_profiles.get(p.item, "")) for p in pairs]
+                                 ex.item_profiles.get(p.item, ""), facts=ex.item_facts.get(p.item, "")) for p in pairs]
         user_vec = self.torch.stack([self.cold_vector(list(p.liked)) for p in pairs])
         item_vec = self.enc.item_emb[[self.enc.item2idx[p.item] for p in pairs]]
         enc = module.encode(prompts, side="left")

@@ -11,7 +11,7 @@ import torch
 from whyrec.config import ModelConfig, TrainConfig, XRecConfig
 from whyrec.data import schema as S
 from whyrec.methods.common import training_fingerprint
-from whyrec.methods.xrec.artifact import Explainer, build_module, save_explainer
+from whyrec.methods.xrec.artifact import Explainer, build_module, items_table, save_explainer
 from whyrec.utils import WhyrecError, read_json, seed_everything, write_run_info
 
 
@@ -63,7 +63,8 @@ def _train_explainer(data, encoder, out, method, model: ModelConfig, xrec, train
         raise WhyrecError(f"{data} has no training explanations (split 'train')")
     seed_everything(train.seed)
     module = build_module(method, replace(model, device=device), xrec, enc.dim)
-    expl = Explainer(module, enc, ds.items, ds.users, {})
+    item_table = items_table(ds, xrec)  # with the facts slot's text when item_facts is on, as saved
+    expl = Explainer(module, enc, item_table, ds.users, {})
     users, items = records[S.USER].astype(str).tolist(), records[S.ITEM].astype(str).tolist()
     user_vec, item_vec = expl.vectors(users, items)
     prompts, targets = expl.prompts(users, items), records[S.EXPLANATION].astype(str).tolist()
@@ -86,7 +87,7 @@ def _train_explainer(data, encoder, out, method, model: ModelConfig, xrec, train
            "losses": state["losses"], "tokenizer_vocab": len(tok), "world_size": world_size(),
            "fsdp_sharded_layers": state.get("sharded_layers", 0)}
     if is_main():
-        save_explainer(out_dir, module, enc, encoder, ds, method, model, xrec, train, log)
+        save_explainer(out_dir, module, enc, encoder, ds, method, model, xrec, train, log, item_table)
         shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)
     return log
 
