@@ -149,9 +149,12 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 def run_server(run: str, host: str, port: int, **kwargs) -> None:
+    from whyrec.serve.load import check_servable
     from whyrec.serve.settings import ServeSettings, one_batch
 
-    # Before listening and loading: --max_batch and --generation.batch_size at odds fail at once.
+    # Before listening and loading: --max_batch and --generation.batch_size at odds fail at once,
+    # and so does --generation.candidates.
+    check_servable(kwargs.get("generation"))
     kwargs["settings"] = one_batch(kwargs.get("settings") or ServeSettings(), kwargs.get("generation"))
     sock = listen(host, port)  # before the model loads: a taken port fails in a second, not after a minute
     port = sock.getsockname()[1]  # the one the system picked for --port 0
