@@ -13,7 +13,8 @@ digest, the exact pairs, model config and weights, method configs, the trained f
 other pairs. Methods, the LightGCN encoder and the VAE are trained into out/methods/<method>,
 out/encoder and out/vae, and retrained (then swapped in) when their config or data change.
 Every row also gets its mispaired floor, bootstrap intervals and false-claim rate, and the
-retrieval baseline runs beside the methods (`whyrec.benchmark_baselines`).
+retrieval baseline runs beside the methods (`whyrec.benchmark_baselines`); `ablations` adds
+the CF ablations of every row with a trained folder (`whyrec.benchmark_ablate`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from whyrec.benchmark_ablate import ablate_rows, ablation_kinds, ablation_section
 from whyrec.benchmark_baselines import (
     RETRIEVAL,
     floor_and_intervals,
@@ -43,6 +45,7 @@ from whyrec.benchmark_cache import (
     settings,
     trained_folder,
 )
+from whyrec.benchmark_inputs import external_predictions, run_spec
 from whyrec.benchmark_tables import activity_table, comparison_table, train_summary
 from whyrec.config import (
     GaVaMoEConfig,
@@ -161,29 +164,6 @@ def _served_generator(folder: Path, gen: GenerationConfig, device: str) -> Gener
     return generate
 
 
-def external_predictions(spec: str, pairs: pd.DataFrame) -> tuple[str, list[str]]:
-    """`NAME=PREDICTIONS[:REFERENCES]`: another system's outputs, re-linked to `pairs` by reference text
-    when its references are given (XRec ships predictions in a different order), else paired in order."""
-    from whyrec.eval.readers import read_texts
-
-    name, sep, paths = spec.partition("=")
-    if not sep or not paths:
-        raise WhyrecError(f"--external {spec!r}: write NAME=PREDICTIONS_FILE[:REFERENCES_FILE]")
-    pred_path, _, ref_path = paths.partition(":")
-    preds = read_texts(pred_path, role="prediction")
-    wanted = pairs[S.EXPLANATION].astype(str).tolist()
-    if not ref_path:
-        if len(preds) != len(wanted):
-            raise WhyrecError(f"--external {name}: {len(preds)} predictions for {len(wanted)} pairs; give its "
-                              "references too (NAME=PRED:REF) so they can be matched by text")
-        return name, preds
-    by_ref = dict(zip(map(str, read_texts(ref_path, role="reference")), map(str, preds)))
-    missing = sum(r not in by_ref for r in wanted)
-    if missing:
-        raise WhyrecError(f"--external {name}: {missing} of {len(wanted)} benchmark references are not in {ref_path}")
-    return name, [by_ref[r] for r in wanted]
-
-
 def benchmark_explain(data: str, out: str, methods: tuple[str, ...] | list[str] | None = None,
                       encoder: str | None = None, runs: tuple[str, ...] | list[str] = (),
                       external: tuple[str, ...] | list[str] = (), model: ModelConfig | None = None,
@@ -192,7 +172,8 @@ def benchmark_explain(data: str, out: str, methods: tuple[str, ...] | list[str] 
                       generation: GenerationConfig | None = None, split: str = "test", max_pairs: int | None = 200,
                       seed: int = 0, smooth: bool = False, bertscore: bool = False, device: str = "auto",
                       vae: str | None = None, vae_config: VaeGmmConfig | None = None,
-                      gavamoe: GaVaMoEConfig | None = None, groups: bool = True, overwrite: bool = False) -> dict:
+                      gavamoe: GaVaMoEConfig | None = None, groups: bool = True, overwrite: bool = False,
+                      ablations: str | tuple[str, ...] | list[str] = ()) -> dict:
     """Train (or reuse) every method, generate for the same pairs, score, write the comparison.
 
     `runs` adds already-trained explainer/PEPLER folders as `NAME=FOLDER`; `external` adds
@@ -200,7 +181,8 @@ def benchmark_explain(data: str, out: str, methods: tuple[str, ...] | list[str] 
     GaVaMoE `vae` (stage 1); each is trained into `out` when not given. Writes
     out/comparison.{md,json}; with `groups`, also every system's metrics by user activity
     (out/by_activity.{md,png}). `out` is reused across runs (its caches are keyed, see the
-    module doc); a folder another command made is refused unless `overwrite`.
+    module doc); a folder another command made is refused unless `overwrite`. `ablations` (kinds of
+    `whyrec.methods.cf_ablation`, or "all") ablates every row with a folder (`whyrec.benchmark_ablate`).
     """
     from whyrec.data.dataset import RecDataset
     from whyrec.outputs import output_folder
@@ -212,10 +194,10 @@ def benchmark_explain(data: str, out: str, methods: tuple[str, ...] | list[str] 
     systems = benchmark_systems({"xrec": xrec, "pepler": pepler, "gavamoe": gavamoe})
     methods = explanation_methods() if methods is None else methods
     skipped = {m: why for m in methods if (why := unavailable(m, ds, systems))}
-    asked = _asked_of(train)
+    asked, kinds = _asked_of(train), ablation_kinds(ablations)  # both refused before any training
     for method in (m for m in methods if m not in skipped and m not in (ZERO_SHOT, RETRIEVAL)):
         check_train(systems[method][0], asked)  # a --train field some row refuses stops before any training
-    run_folders = [_run_spec(spec) for spec in runs]
+    run_folders = [run_spec(spec) for spec in runs]
     with output_folder(out, "benchmark explain", {}, overwrite=overwrite) as out_dir:
         bench = _Bench(out_dir, data, ds, pairs, generation, device, smooth, bertscore, seed)
         for spec in external:
@@ -240,10 +222,12 @@ def benchmark_explain(data: str, out: str, methods: tuple[str, ...] | list[str] 
             bench.method(method, obj, trained_encoders.get(kind) if kind else None, model, cfg, train)
         if RETRIEVAL in methods and RETRIEVAL not in skipped:  # last: it uses the encoder XRec's row trained
             bench.retrieval(ds, trained_encoders["lightgcn"])
-        return bench.finish(ds, skipped, seed, groups, {
+        ablated = ablate_rows({n: (f, out_dir / "ablations" / _slug(n)) for n, f in bench.folders.items()}, pairs,
+                              kinds, generation, device, seed, bertscore, data) if kinds else {}
+        return bench.finish(ds, skipped, seed, groups, ablated, {
             "data": data, "methods": list(methods), "runs": list(runs), "external": list(external),
             "model": asdict(model), "train": asdict(train), "generation": asdict(generation),
-            "split": split, "max_pairs": max_pairs, "seed": seed})
+            "split": split, "max_pairs": max_pairs, "seed": seed, "ablations": list(kinds)})
 
 
 def _asked_of(train: TrainConfig) -> TrainConfig:
@@ -252,13 +236,6 @@ def _asked_of(train: TrainConfig) -> TrainConfig:
     changed = {f.name: getattr(train, f.name) for f in fields(TrainConfig)
                if getattr(train, f.name) != getattr(BUDGET, f.name)}
     return TrainConfig(**changed)
-
-
-def _run_spec(spec: str) -> tuple[str, Path]:
-    name, sep, folder = spec.partition("=")
-    if not sep or not (Path(folder) / "config.json").exists():
-        raise WhyrecError(f"--runs {spec!r}: write NAME=FOLDER with a trained explainer or PEPLER folder")
-    return name, Path(folder)
 
 
 class _Bench:
@@ -275,6 +252,7 @@ class _Bench:
         self.base = {"data": self.data_id, "pairs": pairs_key(pairs)}
         self.refs = pairs[S.EXPLANATION].astype(str).tolist()
         self.rows: dict[str, dict] = {}
+        self.folders: dict[str, Path] = {}  # rows with a trained folder: what --ablations ablates
         self.texts: dict[str, list[str]] = {}
         self.feature_set = feature_set_from_records(ds) if S.FEATURE in ds.interactions else set()
         self.gt_features = pairs[S.FEATURE].fillna("").astype(str).tolist() if S.FEATURE in pairs else []
@@ -323,6 +301,7 @@ class _Bench:
             producer["generation"] = generation_settings(self.generation)
         preds, secs = self.predictions(name, name, producer, chunk, load)
         self.score(name, preds, train_log, secs)
+        self.folders[name] = folder
         extra = getattr(method, "benchmark_extra_metrics", None)
         self.rows[name]["metrics"].update((extra and extra(folder, self.pairs, self.device)) or {})
 
@@ -351,7 +330,7 @@ class _Bench:
                        lambda work: train_vae_gmm(self.data, work, cfg, device=self.device), "vae")
         return str(final)
 
-    def finish(self, ds, skipped: dict, seed: int, groups: bool, run_info: dict) -> dict:
+    def finish(self, ds, skipped: dict, seed: int, groups: bool, ablations: dict, run_info: dict) -> dict:
         from whyrec.eval.report import metric_versions
 
         rows, out_dir = self.rows, self.out_dir
@@ -363,8 +342,10 @@ class _Bench:
             result["references_grounding"] = grounding_summary(ds, self.refs, self.pairs)
         if rows and groups:
             result["by_activity"] = activity_breakdown(ds, self.pairs, self.texts, self.refs, out_dir, self.smooth)
+        if ablations:
+            result["ablations"] = ablations
         write_json(out_dir / "comparison.json", result)
-        write_text(out_dir / "comparison.md", comparison_table(result))
+        write_text(out_dir / "comparison.md", comparison_table(result) + ablation_section(ablations))
         write_run_info(out_dir, run_info, command="benchmark explain")
         return result
 

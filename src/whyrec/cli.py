@@ -10,9 +10,9 @@ import inspect
 import sys
 from pathlib import Path
 
+from whyrec.cli_benchmark import benchmark_explain
 from whyrec.cli_common import encoder_summary, print_result, quiet_library_warnings
 from whyrec.cli_common import run_method_object as _run_method_object
-from whyrec.cli_common import split_specs as _split_specs
 from whyrec.cli_data import data_download, data_instructions, data_prepare, data_profiles
 from whyrec.cli_evaluate import evaluate
 from whyrec.config import (
@@ -127,10 +127,30 @@ def explain(run: str, user: str, item: str, generation: GenerationConfig | None 
     text = loaded.explain(user, item)
     print(f"user {user} · {_item_label(item, loaded.title(item))}:")
     print(text)
+    note = grounding_note(_choices(loaded, 1)[0])
+    if note:
+        print(note)
 
 
 def _item_label(item: str, title: str) -> str:
     return title if str(item) == title else f"{title} [{item}]"
+
+
+def _choices(loaded, n: int) -> list:
+    """The grounding choice of each of the last `n` explanations (`--generation.candidates` > 1), else Nones."""
+    choices = getattr(loaded, "last_choices", None)
+    return list(choices) if choices is not None and len(choices) == n else [None] * n
+
+
+def grounding_note(choice) -> str | None:
+    """A short marker after an explanation whose grounding choice (`whyrec.eval.grounded_choice.Choice`)
+    dropped sentences with a false claim or had to keep one: a false claim is never shown silently."""
+    if choice is None or not choice.flagged:
+        return None
+    parts = [f"dropped {len(choice.removed)} sentence(s) with a false claim"] if choice.removed else []
+    if choice.kept_false:
+        parts.append("still holds a false claim: " + "; ".join(f"{kind} {value}" for kind, value in choice.kept_false))
+    return f"[grounding: {', '.join(parts)}]"
 
 
 def recommend(run: str, user: str, k: int = 5, explain: bool = False, generation: GenerationConfig | None = None,
@@ -171,61 +191,15 @@ def recommend(run: str, user: str, k: int = 5, explain: bool = False, generation
         print(f"whyrec: note: k={k} capped to {len(recs):,} (all the items user {user} {unseen})", file=sys.stderr)
     todo = [r for r in recs if r.get("explanation") is None] if explain else []
     if todo:  # the served model shows progress for a long job (in logs too: whyrec.progress)
-        for rec, text in zip(todo, loaded.explain_many([user] * len(todo), [r["item"] for r in todo])):
-            rec["explanation"] = text
+        texts = loaded.explain_many([user] * len(todo), [r["item"] for r in todo])
+        for rec, text, choice in zip(todo, texts, _choices(loaded, len(todo))):
+            rec["explanation"], rec["grounding_note"] = text, grounding_note(choice)
     for rank, rec in enumerate(recs, 1):
         print(f"{rank}. {_item_label(rec['item'], rec['title'])} score={rec['score']:.3f}")
         if rec.get("explanation") is not None:
             print(f"   {rec['explanation']}")
-
-
-def benchmark_explain(data: str, out: str, methods: str = "all", encoder: str | None = None,
-                      runs: str | None = None, external: str | None = None, model: ModelConfig = ModelConfig(),
-                      xrec: XRecConfig = XRecConfig(), pepler: PEPLERConfig = PEPLERConfig(),
-                      train: TrainConfig = TrainConfig(max_minutes=10), lightgcn: LightGCNConfig = LightGCNConfig(),
-                      generation: GenerationConfig = GenerationConfig(max_new_tokens=80), split: str = "test",
-                      max_pairs: int | None = 200, seed: int = 0, smooth: bool = False, bertscore: bool = False,
-                      device: str = "auto", vae: str | None = None, vae_config: VaeGmmConfig = VaeGmmConfig(),
-                      gavamoe: GaVaMoEConfig = GaVaMoEConfig(), groups: bool = True, overwrite: bool = False):
-    """Head-to-head: every explanation method on the same pairs of one dataset, one comparison table.
-
-    Writes out/comparison.md and out/comparison.json (+ predictions/ and methods/ folders). Re-running
-    reuses trained methods and cached predictions.
-
-    Args:
-        data: dataset folder with explanation records (`whyrec data prepare` / `whyrec data profiles`).
-        out: benchmark folder.
-        methods: comma-separated subset of xrec, xrec-lora, gavamoe, pepler-continuous, pepler-discrete,
-            pepler-reg, zero-shot, or 'all' (methods the data cannot support are listed as skipped), or 'none'.
-        encoder: LightGCN artifact for XRec (default: train one into out/encoder).
-        vae: GaVaMoE stage-1 folder from `whyrec cluster` (default: train one into out/vae with --vae_config).
-        runs: comma-separated NAME=FOLDER of already-trained explainer or PEPLER folders to include.
-        external: comma-separated NAME=PREDICTIONS[:REFERENCES] files of other systems (e.g. XRec's
-            tst_pred.pkl:tst_ref.pkl; with references, rows are matched by reference text).
-        split: split whose explanation records are scored.
-        max_pairs: seeded sample of this many pairs (None: all).
-        seed: seed of the pair sample.
-        smooth: smoothed BLEU.
-        bertscore: add BERTScore F1 (packaged MiniLM).
-        device: auto, cpu or cuda.
-        groups: also score every system by user-activity quintile and zero-shot users
-            (out/by_activity.md and .png): the sparse-user robustness check.
-        overwrite: replace --out if another command made it (rebuilt beside it, then renamed into place).
-    """
-    from whyrec.benchmark import benchmark_explain as _bench
-    from whyrec.benchmark import explanation_methods
-
-    chosen = {"all": explanation_methods(), "none": ()}.get(methods, [m.strip() for m in methods.split(",") if m.strip()])
-    result = _bench(data, out, methods=chosen, encoder=encoder, runs=_split_specs(runs),
-                    external=_split_specs(external), model=model, xrec=xrec, pepler=pepler, train=train,
-                    lightgcn=lightgcn, generation=generation, split=split, max_pairs=max_pairs, seed=seed,
-                    smooth=smooth, bertscore=bertscore, device=device, vae=vae, vae_config=vae_config,
-                    gavamoe=gavamoe, groups=groups, overwrite=overwrite)
-    print((Path(out) / "comparison.md").read_text(), end="")
-    if (Path(out) / "by_activity.md").exists():
-        print("\nBy user activity:\n" + (Path(out) / "by_activity.md").read_text(), end="")
-    if result["skipped"]:
-        print(f"skipped: {result['skipped']}", file=sys.stderr)
+        if rec.get("grounding_note"):
+            print(f"   {rec['grounding_note']}")
 
 
 def cluster(data: str, out: str, vae: VaeGmmConfig = VaeGmmConfig(), device: str = "auto", resume: bool = True,
