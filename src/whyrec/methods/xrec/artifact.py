@@ -35,6 +35,9 @@ ARTIFACT_FILES = ("config.json", "adapter_model.safetensors", "items.parquet", "
 HELD_OUT = "held_out"  # users.parquet column: each user's valid/test items, excluded from recommendations
 FACTS = "facts"  # items.parquet column: the item facts slot (`whyrec.data.item_facts`), when item_facts is on
 
+# Rows handed to one continuous-decoding call, in batches: progress is reported per call.
+CONTINUOUS_GROUPS = 8
+
 
 class Explainer:
     """A loaded explainer: the method module, the encoder and the prompt text."""
@@ -82,7 +85,11 @@ class Explainer:
         prompts = self.prompts(users, items)
         order = sorted(range(len(prompts)), key=lambda k: len(prompts[k]))
         out: list[str] = [""] * len(prompts)
-        batches = [order[s:s + gen.batch_size] for s in range(0, len(order), gen.batch_size)]
+        # The continuous decoder keeps gen.batch_size rows decoding and refills freed slots itself, so
+        # it gets many rows per call; HF generate (beams, drop_finished off) decodes whole batches.
+        continuous = gen.drop_finished and gen.num_beams == 1
+        size = gen.batch_size * (CONTINUOUS_GROUPS if continuous else 1)
+        batches = [order[s:s + size] for s in range(0, len(order), size)]
         for b in progress_bar(batches, desc="explain", unit="batch", enabled=progress and len(batches) >= 2):
             enc = self.module.encode([prompts[k] for k in b], side="left")
             texts = self.module.generate(enc["input_ids"], enc["attention_mask"], user_vec[b], item_vec[b], gen)
