@@ -35,7 +35,7 @@ def test_gavamoe_stage2_two_ranks_match_one(tiny_data, tmp_path, fsdp):  # noqa:
     vae = tmp_path / "vae"
     assert main(["cluster", "--data", str(tiny_data), "--out", str(vae), *VAE]) == 0
     args = ["train", "explainer", "--method", "gavamoe", "--data", str(tiny_data), "--encoder", str(vae),
-            "--model.name_or_path", "tiny-random-llama", "--model.device", "cpu", "--gavamoe.n_experts", "2",
+            "--model.name_or_path", "tiny-random-llama", "--model.device", "cpu", "--model.dtype", "float32", "--gavamoe.n_experts", "2",
             "--gavamoe.top_k", "1", "--gavamoe.upcycle", "false", "--gavamoe.lora.dropout", "0.0", "--train.max_steps", "4",
             "--train.batch_size", "4", "--train.grad_accum_steps", "2", "--train.max_grad_norm", "0.5",
             "--train.lr", "0.01", "--train.max_target_tokens", "32"]

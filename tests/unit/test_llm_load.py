@@ -69,7 +69,7 @@ def test_lm_head_gets_a_contiguous_input_so_no_weight_broadcast():
 
     from whyrec.llm.load import contiguous_head_input
 
-    model, _ = load_model(ModelConfig("tiny-random-llama", device="cpu"))
+    model, _ = load_model(ModelConfig("tiny-random-llama", dtype="float32", device="cpu"))
     model.requires_grad_(False)
     head = model.get_output_embeddings()
     last = torch.randn(4, 7, head.in_features)[:, -1:]  # the view logits_to_keep=1 takes

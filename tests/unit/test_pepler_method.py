@@ -18,7 +18,7 @@ from whyrec.methods.pepler.model import PEPLER, discrete_prompt
 from whyrec.methods.pepler.train import fit, make_examples, train_features, train_pepler
 
 torch.set_num_threads(1)
-TINY = ModelConfig("tiny-random-llama", device="cpu")
+TINY = ModelConfig("tiny-random-llama", dtype="float32", device="cpu")  # PEPLER tunes its LM: fp32, as its loader
 FEATURES = ["sound", "price", "tone", "case", "strings"]
 
 
