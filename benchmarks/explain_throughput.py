@@ -16,6 +16,8 @@ Systems (`--systems`):
   dropB  whyrec's loop, batch B, fp32: finished rows leave the batch and the KV cache
   bf16B  as dropB with the LLM's weights in bfloat16 (`--model.dtype bfloat16`; AMX matmuls)
   bf16_1 HF generate, batch 1, bf16 (the same-dtype baseline for bf16B)
+  bf16Bfix  as bf16B, one call per batch of B: no refill across batches (the loop before
+         continuous batching); with --chunk > batch_size, bf16B refills freed slots inside the chunk
 The pairs are processed in chunks of `batch_size`; each chunk runs every system, the order
 reversed on alternate chunks, so machine load hits all alike. Tokens counted are the useful
 ones: each row up to and including its first EOS.
@@ -112,6 +114,7 @@ SYSTEMS = {  # key: (label, weights, batched, drop_finished)
     "hfB": ("HF generate, batch {B}, fp32 (rows decode to the longest)", "float32", True, False),
     "dropB": ("whyrec batch {B}, fp32, finished rows dropped", "float32", True, True),
     "bf16B": ("whyrec batch {B}, bf16 weights, finished rows dropped", "bfloat16", True, True),
+    "bf16Bfix": ("whyrec batch {B}, bf16 weights, rows dropped, no refill (one call per batch)", "bfloat16", True, True),
     "bf16_1": ("HF generate, batch 1, bf16", "bfloat16", False, False),
 }
 
@@ -124,6 +127,9 @@ def main() -> None:
     p.add_argument("--max_new_tokens", type=int, default=96, help="XRec: 128; its explanations are <= 50 words")
     p.add_argument("--threads", type=int, default=1, help="torch (and llama.cpp) CPU threads (1: robust on a busy machine)")
     p.add_argument("--systems", default="hf1,hfB,dropB,bf16B", help=f"comma list of {', '.join(SYSTEMS)}")
+    p.add_argument("--chunk", type=int, default=None,
+                   help="pairs per timed chunk (default batch_size); larger chunks let whyrec's continuous "
+                        "decoder refill finished rows' slots inside the chunk (bf16Bfix: same, without refill)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -143,13 +149,18 @@ def main() -> None:
     texts: dict[str, list[str]] = {k: [] for k in keys}
     for k in keys:  # warm-up
         explainers[SYSTEMS[k][1]].explain(users[:1], items[:1], gens[k], progress=False)
-    for c, s in enumerate(range(0, args.n, args.batch_size)):
-        chunk = slice(s, s + args.batch_size)
+    size = args.chunk or args.batch_size
+    for c, s in enumerate(range(0, args.n, size)):
+        chunk = slice(s, s + size)
         for k in (keys if c % 2 == 0 else keys[::-1]):
             dtype = SYSTEMS[k][1]
             counters[dtype].tokens = 0
+            # bf16Bfix: one call per batch of B, so no slot is refilled across batches (the old loop)
+            step = args.batch_size if k.endswith("fix") else size
             tic = time.perf_counter()
-            texts[k] += explainers[dtype].explain(users[chunk], items[chunk], gens[k], progress=False)
+            for a in range(chunk.start, min(chunk.stop, args.n), step):
+                texts[k] += explainers[dtype].explain(users[a:min(a + step, chunk.stop)],
+                                                      items[a:min(a + step, chunk.stop)], gens[k], progress=False)
             totals[k]["seconds"] += time.perf_counter() - tic
             totals[k]["tokens"] += counters[dtype].tokens
             totals[k]["n"] += len(users[chunk])
@@ -174,7 +185,7 @@ def main() -> None:
     if not ceiling:
         print("| llama-cpp-python | not installed (optional; compiles from source) | – | – | – |")
     print()
-    for a, b in [("hfB", "hf1"), ("dropB", "hfB"), ("bf16B", "dropB"), ("bf16B", "bf16_1")]:
+    for a, b in [("hfB", "hf1"), ("dropB", "hfB"), ("bf16B", "dropB"), ("bf16B", "bf16_1"), ("bf16B", "bf16Bfix")]:
         if a in texts and b in texts:
             same = sum(x == y for x, y in zip(texts[a], texts[b], strict=True))
             print(f"identical greedy outputs {a} vs {b}: {same}/{args.n}")
