@@ -45,7 +45,7 @@ def _run(root: Path, work: Path, n_users: int, k: int, eval_pairs: int, model: M
     from whyrec.encoders.train import train_encoder
     from whyrec.methods.xrec.train import train_explainer
     from whyrec.outputs import output_folder, read_marker
-    from whyrec.runs import evaluate_run, load_run
+    from whyrec.runs import evaluate_run
 
     data_dir, enc_dir, expl_dir = work / "data", work / "encoder", work / "explainer"
     _stage = _Stages()
@@ -65,13 +65,11 @@ def _run(root: Path, work: Path, n_users: int, k: int, eval_pairs: int, model: M
                           xrec=XRecConfig(item_noun="movie", max_prompt_words=30, item_facts=True), train=train)
 
     _stage(f"4/5 top-{k} recommendations with explanations")
-    run = load_run(expl_dir, device=device)
     gen = GenerationConfig(max_new_tokens=60, batch_size=16)
-    test_users = ds.split("test")["user"].astype(str).value_counts()
-    for user in test_users.index[:n_users]:
-        prof = run.catalog.profile(user)
+    users = ds.split("test")["user"].astype(str).value_counts().index[:n_users].tolist()
+    for user, prof, recs in _samples(work, expl_dir, users, k, gen, device):
         print(f"\nuser {user}: {prof}")
-        for rank, rec in enumerate(run.recommend(user, k=k, explain=True, generation=gen), 1):
+        for rank, rec in enumerate(recs, 1):
             print(f"  {rank}. {rec['title']}  (score {rec['score']:.2f})\n     {rec['explanation']}")
 
     _stage(f"5/5 metrics ({eval_pairs} held-out explanations; ranking on the test split)")
@@ -91,6 +89,27 @@ def _run(root: Path, work: Path, n_users: int, k: int, eval_pairs: int, model: M
         print("   ", line)
     print(f"\nartifacts in {root}/ (reuse: `whyrec recommend --run {root} --user 1 -k 5 --explain`)")
     return summary
+
+
+def _samples(work: Path, expl_dir: Path, users: list[str], k: int, gen: GenerationConfig, device: str) -> list:
+    """[(user, profile, top-k with explanations)], kept in work/samples.json under a key of what made
+    them, so a second quickstart prints them without loading the language model."""
+    from whyrec.config import generation_fingerprint
+    from whyrec.identity import run_identity
+    from whyrec.utils import write_json
+
+    path = work / "samples.json"
+    key = {"explainer": run_identity(expl_dir), "users": users, "k": k, "generation": generation_fingerprint(gen)}
+    if path.is_file():
+        cached = json.loads(path.read_text())
+        if cached.get("key") == json.loads(json.dumps(key)):
+            return cached["samples"]
+    from whyrec.runs import load_run
+
+    run = load_run(expl_dir, device=device)
+    samples = [(u, run.catalog.profile(u), run.recommend(u, k=k, explain=True, generation=gen)) for u in users]
+    write_json(path, {"key": key, "samples": samples})
+    return samples
 
 
 class _Stages:
@@ -126,4 +145,9 @@ def _summary(enc: dict, text: dict, log: dict) -> dict:
         f"Explain   BLEU-1 {p['bleu1']:.2f}  BLEU-4 {p['bleu4']:.2f}  ROUGE-L F {p['rougeL_f']:.2f}  USR {p['usr']:.3f}"
         f"  (PEPLER definitions, n={text['n']})",
     ]
+    g = text.get("grounding") or {}
+    if g.get("checked_claims"):
+        lines.append(f"Grounding {g['false_claims']} of {g['checked_claims']} checkable claims false "
+                     f"({100 * g['hallucination_rate']:.1f}%) in {g['explanations_with_false_claim']} of "
+                     f"{g['explanations']} explanations (whyrec.eval.grounding)")
     return {"lines": lines, "encoder": enc, "explanations": text}
