@@ -80,37 +80,42 @@ TRAIN_FIELDS = frozenset(f.name for f in fields(TrainConfig))
 """Every TrainConfig field (what a method training through `whyrec.llm.trainer.train_loop` honours)."""
 
 
-def train_set(train: TrainConfig | None) -> list[str]:
-    """The TrainConfig fields `train` sets away from TrainConfig()'s defaults (None: none), in field order.
+def fields_set(cfg, cls) -> list[str]:
+    """The fields of config `cfg` (a `cls` or None: none) set away from `cls()`'s defaults, in field order.
 
     A field given on the command line at its default value cannot be told from one not given: such a
     field counts as not set (the method then uses its own default, e.g. PEPLER's lr for `--train.lr 1e-4`).
     """
-    if train is None:
+    if cfg is None:
         return []
-    default = TrainConfig()
-    return [f.name for f in fields(TrainConfig) if getattr(train, f.name) != getattr(default, f.name)]
+    default = cls()
+    return [f.name for f in fields(cls) if getattr(cfg, f.name) != getattr(default, f.name)]
+
+
+def train_set(train: TrainConfig | None) -> list[str]:
+    """The TrainConfig fields `train` sets (see `fields_set`)."""
+    return fields_set(train, TrainConfig)
+
+
+def generation_set(gen: GenerationConfig | None) -> list[str]:
+    """The GenerationConfig fields `gen` sets (see `fields_set`)."""
+    return fields_set(gen, GenerationConfig)
+
+
+def _refuse(method, section: str, refused: list[str]) -> None:
+    """One line naming the first refused `--section.*` field, what to use instead, and the others."""
+    if refused:
+        instead = getattr(method, f"{section}_instead", {}).get(refused[0]) or f"its own options: --{method.name}.*"
+        more = "".join(f", nor --{section}.{f}" for f in refused[1:])
+        raise WhyrecError(f"--method {method.name} does not use --{section}.{refused[0]} ({instead}){more}; "
+                          "leave it at its default")
 
 
 def check_train(method, train: TrainConfig | None) -> None:
     """WhyrecError (one line, naming the field and what to use instead) if `train` sets a field
     `method` does not honour (not in its `train_fields`); the start of every method's `train`."""
     honoured = getattr(method, "train_fields", frozenset())
-    refused = [f for f in train_set(train) if f not in honoured]
-    if refused:
-        instead = getattr(method, "train_instead", {}).get(refused[0]) or f"its own options: --{method.name}.*"
-        more = "".join(f", nor --train.{f}" for f in refused[1:])
-        raise WhyrecError(f"--method {method.name} does not use --train.{refused[0]} ({instead}){more}; "
-                          "leave it at its default")
-
-
-def generation_set(gen: GenerationConfig | None) -> list[str]:
-    """The GenerationConfig fields `gen` sets away from GenerationConfig()'s defaults (None: none), in
-    field order; as with `train_set`, a field given at its default value counts as not set."""
-    if gen is None:
-        return []
-    default = GenerationConfig()
-    return [f.name for f in fields(GenerationConfig) if getattr(gen, f.name) != getattr(default, f.name)]
+    _refuse(method, "train", [f for f in train_set(train) if f not in honoured])
 
 
 def check_generation(method, gen: GenerationConfig | None, honoured: frozenset[str] | None = None) -> None:
@@ -119,14 +124,8 @@ def check_generation(method, gen: GenerationConfig | None, honoured: frozenset[s
     `generation_fields` (absent: all). The `check_train` of --generation.*: none is silently ignored."""
     if honoured is None:
         honoured = getattr(method, "generation_fields", None)
-    if honoured is None:
-        return
-    refused = [f for f in generation_set(gen) if f not in honoured]
-    if refused:
-        instead = getattr(method, "generation_instead", {}).get(refused[0]) or f"its own options: --{method.name}.*"
-        more = "".join(f", nor --generation.{f}" for f in refused[1:])
-        raise WhyrecError(f"--method {method.name} does not use --generation.{refused[0]} ({instead}){more}; "
-                          "leave it at its default")
+    if honoured is not None:
+        _refuse(method, "generation", [f for f in generation_set(gen) if f not in honoured])
 
 
 def decoding_key(gen: GenerationConfig, implicit: GenerationConfig, named: tuple[str, ...]) -> dict:
