@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 import serve_tiny as T
-from toy_method import ToyMethod
+from toy_method import ToyMethod, toy_dataset
 
 import whyrec.eval.probes as probes
 from whyrec.benchmark_ablate import ablation_kinds
@@ -73,12 +73,7 @@ def test_ablations_of_a_run_go_into_the_comparison(tmp_path_factory, tmp_path):
 
 @pytest.fixture(scope="module")
 def toy_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("toy-ablations")
-    rows = ["user,item,rating,title,explanation"] + [f"u{u},i{i},{1 + (u + i) % 5},Film {i},film {i} suits {u}"
-                                                     for i in range(6) for u in range(3 * (i + 1))]
-    (root / "ratings.csv").write_text("\n".join(rows) + "\n")
-    assert main(["data", "prepare", "--source", "csv", "--path", str(root / "ratings.csv"), "--out", str(root / "d")]) == 0
-    return root / "d"
+    return toy_dataset(tmp_path_factory.mktemp("toy-ablations"))
 
 
 def test_a_trained_row_without_cf_input_is_reported_skipped(toy_data, tmp_path):

@@ -10,10 +10,10 @@ import re
 from pathlib import Path
 
 import pytest
-from toy_method import ToyMethod
+from test_cli_output import run
+from toy_method import ToyMethod, toy_dataset
 
 import whyrec.progress as P
-from whyrec.cli import main
 from whyrec.registry import METHODS
 
 LOG = {"steps": 120, "examples": 4_800, "elapsed_s": 150.0, "first_loss": 3.51234, "last_loss": 2.10456,
@@ -31,20 +31,7 @@ class LoggedToy(ToyMethod):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cli-train")
-    rows = ["user,item,rating,title,explanation"] + [f"u{u},i{i},{1 + (u + i) % 5},Film {i},film {i} suits {u}"
-                                                     for i in range(6) for u in range(3 * (i + 1))]
-    (root / "ratings.csv").write_text("\n".join(rows) + "\n")
-    assert main(["data", "prepare", "--source", "csv", "--path", str(root / "ratings.csv"), "--out", str(root / "d")]) == 0
-    return root / "d"
-
-
-def run(capsys, *args):
-    capsys.readouterr()
-    rc = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    assert rc == 0, err
-    return out, err
+    return toy_dataset(tmp_path_factory.mktemp("cli-train"))
 
 
 def test_train_explainer_prints_a_short_summary_and_json_on_request(data, tmp_path, capsys):

@@ -92,3 +92,15 @@ class ToyMethod:
 
     def benchmark_variants(self, config) -> dict:
         return {"toy": config}
+
+
+def toy_dataset(root: Path) -> Path:
+    """A small prepared CSV dataset (items watched by 3, 6, ... users, each with an explanation)
+    for the toy method's CLI tests; returns its folder."""
+    from whyrec.cli import main
+
+    rows = ["user,item,rating,title,explanation"] + [f"u{u},i{i},{1 + (u + i) % 5},Film {i},film {i} suits {u}"
+                                                     for i in range(6) for u in range(3 * (i + 1))]
+    (root / "ratings.csv").write_text("\n".join(rows) + "\n")
+    assert main(["data", "prepare", "--source", "csv", "--path", str(root / "ratings.csv"), "--out", str(root / "d")]) == 0
+    return root / "d"

@@ -53,7 +53,7 @@ def keep_trainables_fp32(model, output_module=None) -> int:
         if not any(p.requires_grad and p.is_floating_point() and p.dtype != torch.float32 for p in own):
             continue
         low = next(p.dtype for p in own if p.is_floating_point() and p.dtype != torch.float32)
-        module.to(torch.float32) if not list(module.children()) else _own_to_fp32(module)
+        _own_to_fp32(module)  # its own parameters only: children keep their dtype
         module.register_forward_pre_hook(_inputs_to_fp32, with_kwargs=True)
         if module is not output_module:
             module.register_forward_hook(functools.partial(_outputs_to, low))
