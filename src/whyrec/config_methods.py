@@ -116,6 +116,12 @@ class GaVaMoEConfig:
     use_feature: bool = False
     """Put the record's ground-truth feature word in the prompt (the paper's prompt). It leaks the
     reference and inflates FMR/BLEU (§4.3), so compare only with PETER+-style baselines."""
+    item_facts: bool = True
+    """Add an "{Item_noun} facts:" sentence after the title: genres, year, director, cast and, for
+    review data, the item's most frequent training feature words (`whyrec.data.item_facts`; item-level,
+    unlike `use_feature`'s reference word), cut to `max_prompt_words` words, so the model can copy
+    facts instead of inventing them (issue 20). On for new runs; a folder whose config.json predates
+    the field loads with it off and prompts exactly as it was trained."""
     positive_rating: float = 3.0
     """Ratings at least this make the mood 'positive', lower ones 'negative' (paper: 3)."""
     item_noun: str = "item"

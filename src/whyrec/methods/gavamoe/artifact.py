@@ -4,7 +4,8 @@
       config.json               method "gavamoe", model/gavamoe/train configs, VAE dim and K
       adapter_model.safetensors experts, routers, projections, LoRA
       vae/                      copy of the stage-1 VAE-GMM artifact (vectors, clusters, id maps)
-      items.parquet             item titles for the prompt
+      items.parquet             item titles for the prompt, and the facts slot's text (`facts`) when
+                                item_facts is on (computed once at training from the catalogue and training split)
       pairs.parquet             known (user, item) ratings [and features] for the prompt's mood, and each
                                 pair's split (serving leaves valid/test items out of recommendations)
       README.md run_config.json training_log.json
@@ -33,6 +34,7 @@ from whyrec.progress import progress as progress_bar
 from whyrec.utils import WhyrecError, atomic_path, read_json, write_json
 
 ARTIFACT_FILES = ("config.json", "adapter_model.safetensors", "items.parquet", "pairs.parquet")
+FACTS = "facts"  # items.parquet column: the item facts slot (`whyrec.data.item_facts`), when item_facts is on
 
 
 def _load_vae(path, device: str):
@@ -45,11 +47,12 @@ class GaVaMoEExplainer:
     """A loaded GaVaMoE: module, VAE and prompt text. `.encoder` carries the id maps like XRec's."""
 
     def __init__(self, module: GaVaMoE | None, vae, titles: dict[str, str], pairs: pd.DataFrame, meta: dict,
-                 build=None):
+                 build=None, facts: dict[str, str] | None = None):
         """`module` None: `build()` makes it on first use (the LLM takes seconds to load and ranking needs
-        only the VAE); a lock keeps serve's worker thread and a request from building two."""
+        only the VAE); a lock keeps serve's worker thread and a request from building two. `facts`: each
+        item's facts slot text (`item_facts_of`), read by the prompt only when the config's item_facts is on."""
         self._module, self._build, self._lock = module, build, threading.Lock()
-        self.encoder, self.titles, self.meta = vae, titles, meta
+        self.encoder, self.titles, self.meta, self.facts = vae, titles, meta, facts or {}
         keys = list(zip(pairs[S.USER].astype(str), pairs[S.ITEM].astype(str))) if len(pairs) else []
         col = lambda c: pairs[c].tolist() if c in pairs else [None] * len(keys)  # noqa: E731
         self.ratings, self.features = dict(zip(keys, col(S.RATING))), dict(zip(keys, col(S.FEATURE)))
@@ -72,7 +75,8 @@ class GaVaMoEExplainer:
         """Ratings/features default to the known pair's (unknown pairs: positive mood, no feature)."""
         ratings = ratings if ratings is not None else [self.ratings.get(p) for p in zip(users, items)]
         features = features if features is not None else [self.features.get(p) for p in zip(users, items)]
-        return [self.module.prompt(self.titles.get(i, i), r, f) for i, r, f in zip(items, ratings, features)]
+        return [self.module.prompt(self.titles.get(i, i), r, f, facts=self.facts.get(i, ""))
+                for i, r, f in zip(items, ratings, features)]
 
     def inputs(self, users: list[str], items: list[str]):
         """(user_vec, item_vec, cluster_ids) from the VAE, on the CPU."""
@@ -104,6 +108,16 @@ class GaVaMoEExplainer:
         return out
 
 
+def item_facts_of(ds, cfg: GaVaMoEConfig) -> dict[str, str]:
+    """{item: facts slot text} from the catalogue and the training split when `cfg.item_facts` is on (else
+    empty), cut to whole parts within `max_prompt_words` so the prompt's own cut never halves a name."""
+    if not cfg.item_facts:
+        return {}
+    from whyrec.data.item_facts import item_facts
+
+    return item_facts(ds.items, ds.interactions, max_words=cfg.max_prompt_words)
+
+
 def build_gavamoe(model: ModelConfig, cfg: GaVaMoEConfig, vae) -> GaVaMoE:
     from whyrec.llm.load import load_model
 
@@ -128,6 +142,8 @@ def save_gavamoe(out_dir: Path, expl: GaVaMoEExplainer, vae_path: str, model: Mo
             shutil.copy2(src, dst / src.name)
     vae_ref = "vae" if src.is_dir() else f"vae/{src.name}"
     items = pd.DataFrame({S.ITEM: list(expl.titles), S.TITLE: list(expl.titles.values())})
+    if cfg.item_facts:  # serving reads the text the model was trained with, not a recomputation
+        items[FACTS] = [expl.facts.get(i, "") for i in expl.titles]
     pairs = pd.DataFrame({S.USER: [u for u, _ in expl.ratings], S.ITEM: [i for _, i in expl.ratings],
                           S.RATING: pd.to_numeric(pd.Series(list(expl.ratings.values()), dtype=object), errors="coerce")})
     if cfg.use_feature:
@@ -164,7 +180,8 @@ def model_card(out_dir: Path, expl: GaVaMoEExplainer, model: ModelConfig, cfg: G
         f"- backbone: `{model.name_or_path}` ({model.dtype}); {tuned}",
         f"- stage 1: VAE-GMM, latent dim {vae.dim}, {vae.n_clusters} clusters (copied into vae/)",
         f"- data: {' '.join(x for x in (recorded_data(out_dir), f'({dataset})' if dataset else None) if x) or 'unknown'}, "
-        f"{log.get('examples', '?')} training explanations; features in the prompt: {cfg.use_feature}",
+        f"{log.get('examples', '?')} training explanations; features in the prompt: {cfg.use_feature}; "
+        f"item facts slot: {cfg.item_facts}",
         f"- training: {log.get('steps')} steps ({budget}), batch {train.batch_size} x {train.grad_accum_steps} "
         f"accumulation, lr {train.lr:g}, seed {train.seed}, {log.get('elapsed_s', '?')} s; "
         f"loss {log.get('first_loss')} -> {log.get('last_loss')}", "",
@@ -183,15 +200,18 @@ def load_gavamoe(path: str, device: str = "auto", lazy: bool = False) -> GaVaMoE
     meta = read_json(path / "config.json")
     model = ModelConfig(**meta["model"])
     model.device = device if device != "auto" else model.device
-    cfg = GaVaMoEConfig(**{k: v for k, v in meta["gavamoe"].items() if k != "lora"})
+    # A config.json saved before item_facts existed was trained without the slot: keep it off, whatever
+    # the current default, so the folder prompts exactly as it was trained.
+    cfg = GaVaMoEConfig(**{"item_facts": False, **{k: v for k, v in meta["gavamoe"].items() if k != "lora"}})
     cfg.lora = LoraConfig(**meta["gavamoe"].get("lora", {}))
     _usable(model.device)  # a bad --device fails now, also when the LLM is built later
     vae = _load_vae(path / meta["vae"], "cpu")
     build = lambda: _load_module(path, model, cfg, vae)  # noqa: E731
     items = pd.read_parquet(path / "items.parquet")
     titles = dict(zip(items[S.ITEM].astype(str), items[S.TITLE].fillna("").astype(str)))
+    facts = dict(zip(items[S.ITEM].astype(str), items[FACTS].fillna("").astype(str))) if FACTS in items else {}
     return GaVaMoEExplainer(None if lazy else build(), vae, titles, pd.read_parquet(path / "pairs.parquet"), meta,
-                            build=build)
+                            build=build, facts=facts)
 
 
 def _load_module(path: Path, model: ModelConfig, cfg: GaVaMoEConfig, vae) -> GaVaMoE:

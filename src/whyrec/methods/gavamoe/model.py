@@ -63,8 +63,11 @@ class GaVaMoE(nn.Module):
         keep_trainables_fp32(self, llm.get_output_embeddings())
 
     # ---- prompts -------------------------------------------------------------------
-    def prompt(self, title: str, rating: float | None = None, feature: str | None = None) -> str:
-        """Chat prompt: the mood from the rating, the title, optionally the feature word.
+    def prompt(self, title: str, rating: float | None = None, feature: str | None = None, facts: str = "") -> str:
+        """Chat prompt: the mood from the rating, the title, the item facts slot when `cfg.item_facts`
+        is on (`whyrec.data.item_facts`; "unknown" for an item without facts, as XRec's slot), and
+        optionally the feature word. Off (and in folders saved before the field) the prompt is the
+        one those folders were trained with.
 
         An unknown rating counts as positive: a recommended pair is one predicted to be liked.
         """
@@ -72,6 +75,8 @@ class GaVaMoE(nn.Module):
         mood = "negative" if rating is not None and rating == rating and rating < self.cfg.positive_rating else "positive"
         system = "You explain recommendations: in one or two sentences, say what the user would think of it."
         user = f"The user {USER_TOKEN} had a {mood} experience with the {noun} {ITEM_TOKEN}, titled \"{_clip(title, cut)}\"."
+        if self.cfg.item_facts:
+            user += f" {noun.capitalize()} facts: {_clip(facts, cut)}."
         if self.cfg.use_feature and feature:
             user += f" The {noun} is notable for its {_clip(feature, cut)}."
         user += f" Explain what this user thinks of this {noun}."

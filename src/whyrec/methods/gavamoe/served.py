@@ -31,7 +31,7 @@ from whyrec.methods.cf_ablation import CF_KINDS, check_kind, perturbed_embedding
 class GaVaMoEModel:
     cold_start = False
     progress = False  # progress lines while explaining (whyrec.runs.Run turns them on for long jobs)
-    cf_ablations = CF_KINDS  # the prompt holds no profile text (title and mood only)
+    cf_ablations = CF_KINDS  # the prompt holds no profile text (title, mood and item facts only)
 
     def __init__(self, folder: Path, device: str = "auto", generation: GenerationConfig | None = None):
         import torch

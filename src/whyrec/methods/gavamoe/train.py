@@ -11,7 +11,13 @@ import torch
 
 from whyrec.config import ModelConfig, TrainConfig
 from whyrec.data import schema as S
-from whyrec.methods.gavamoe.artifact import GaVaMoEExplainer, _load_vae, build_gavamoe, save_gavamoe
+from whyrec.methods.gavamoe.artifact import (
+    GaVaMoEExplainer,
+    _load_vae,
+    build_gavamoe,
+    item_facts_of,
+    save_gavamoe,
+)
 from whyrec.methods.gavamoe.model import GaVaMoEConfig
 from whyrec.utils import WhyrecError, read_json, seed_everything, write_run_info
 
@@ -31,9 +37,15 @@ def train_gavamoe(data: str, vae: str, out: str, model: ModelConfig | None = Non
     model, cfg, train = model or ModelConfig(), cfg or GaVaMoEConfig(), train or TrainConfig()
     device = device_for_rank(resolve_device(model.device))
     with distributed_run(device):
-        fingerprint = training_fingerprint(data, vae, "gavamoe", model, {"gavamoe": cfg}, train)
+        fingerprint = training_fingerprint(data, vae, "gavamoe", model, {"gavamoe": _fingerprinted(cfg)}, train)
         with output_folder(out, "gavamoe explainer", fingerprint, overwrite=overwrite) as work:
             return _train_gavamoe(data, vae, work, model, cfg, train, resume, device)
+
+
+def _fingerprinted(cfg: GaVaMoEConfig) -> dict:
+    """`cfg` for the output fingerprint: item_facts, added later, enters it only when on, so a folder
+    made before the field (trained without the slot) resumes under `--gavamoe.item_facts false`."""
+    return {k: v for k, v in asdict(cfg).items() if not (k == "item_facts" and v is False)}
 
 
 def _train_gavamoe(data, vae, out, model: ModelConfig, cfg, train, resume: bool, device: str) -> dict:
@@ -63,7 +75,7 @@ def _train_gavamoe(data, vae, out, model: ModelConfig, cfg, train, resume: bool,
         raise WhyrecError(f"{data} has no training explanations whose user and item the VAE {vae} knows")
     seed_everything(train.seed)
     module = build_gavamoe(replace(model, device=device), cfg, art)
-    expl = GaVaMoEExplainer(module, art, ds.item_text(), known_pairs(ds), {})
+    expl = GaVaMoEExplainer(module, art, ds.item_text(), known_pairs(ds), {}, facts=item_facts_of(ds, cfg))
     users, items = records[S.USER].astype(str).tolist(), records[S.ITEM].astype(str).tolist()
     user_vec, item_vec, clusters = expl.inputs(users, items)
     col = lambda c: records[c].tolist() if c in records else None  # noqa: E731
