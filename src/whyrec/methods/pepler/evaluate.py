@@ -1,4 +1,4 @@
-"""PEPLER evaluation: greedy generation for a split, rating RMSE/MAE (reg) and `evaluate_pepler`."""
+"""PEPLER evaluation: greedy generation for a split, rating RMSE/MAE (reg), grounding and `evaluate_pepler`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ def generate_pepler(out_dir, data: str, split: str = "test", max_pairs: int | No
                     device: str = "auto", frame=None) -> tuple[list[str], list[str], list[str]]:
     """(predictions, references truncated to `words` tokens, ground-truth features) for a split,
     or for the explanation records in `frame` (e.g. the pairs a benchmark shares across methods)."""
-    preds, refs, feats, _, _ = _generate(out_dir, data, split, max_pairs, device, frame)
+    preds, refs, feats, _, _, _ = _generate(out_dir, data, split, max_pairs, device, frame)
     return preds, refs, feats
 
 
@@ -29,7 +29,7 @@ def _generate(out_dir, data, split, max_pairs, device, frame=None):
     for idx in _batches(len(ex), module.cfg.batch_size):
         users, items, prompts, _, _ = ex.rows(idx)
         preds += [module.decode(ids) for ids in module.generate_ids(users, items, prompts)]
-    return preds, ex.refs, ex.features, (module, ex, cfg), ds
+    return preds, ex.refs, ex.features, (module, ex, cfg), ds, frame
 
 
 def rating_errors(pred: torch.Tensor, truth: torch.Tensor, low: float, high: float) -> dict[str, float]:
@@ -58,8 +58,13 @@ def pepler_rating_metrics(out_dir, frame, device: str = "auto") -> dict[str, flo
 
 
 def evaluate_pepler(out_dir, data: str, split: str = "test", max_pairs: int | None = None, out: str | None = None,
-                    smooth: bool = False, device: str = "auto") -> dict:
-    """Generate for a split and write `metrics.json` (+ predictions.jsonl) to `out` (default `out_dir`)."""
+                    smooth: bool = False, device: str = "auto", grounding: bool = True) -> dict:
+    """Generate for a split and write `metrics.json` (+ predictions.jsonl) to `out` (default `out_dir`).
+
+    `grounding`: the false-claim rates of the outputs and of the references (`whyrec.eval.grounding`),
+    as every method's evaluation reports them. The references are checked whole, not cut to `words`
+    tokens as the text metrics read them: a cut can halve a name into a false claim of its own, and
+    whole references give the same reference rate as the other methods' evaluations of the pairs."""
     import json
     from pathlib import Path
 
@@ -67,7 +72,7 @@ def evaluate_pepler(out_dir, data: str, split: str = "test", max_pairs: int | No
     from whyrec.eval.report import evaluate_texts, metric_versions
     from whyrec.utils import write_json, write_text
 
-    preds, refs, feats, (module, ex, cfg), ds = _generate(out_dir, data, split, max_pairs, device)
+    preds, refs, feats, (module, ex, cfg), ds, frame = _generate(out_dir, data, split, max_pairs, device)
     metrics = evaluate_texts(preds, refs, smooth=smooth)
     feature_set = feature_set_from_records(ds) if "feature" in ds.interactions else set()
     if feature_set:
@@ -75,6 +80,13 @@ def evaluate_pepler(out_dir, data: str, split: str = "test", max_pairs: int | No
     rating = _rating_metrics(module, ex, cfg)
     if rating:
         metrics["rating"] = rating
+    if grounding:
+        from whyrec.data import schema as S
+        from whyrec.eval.grounding import grounding_report
+
+        users, items = frame[S.USER].astype(str).tolist(), frame[S.ITEM].astype(str).tolist()
+        metrics["grounding"] = grounding_report(preds, users, items, ds)
+        metrics["grounding_references"] = grounding_report(frame[S.EXPLANATION].astype(str).tolist(), users, items, ds)
     metrics.update(method=f"pepler-{module.cfg.variant}", split=split, metric_versions=metric_versions(metrics, smooth))
     target = Path(out or out_dir)
     write_json(target / "metrics.json", metrics)
