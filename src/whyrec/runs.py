@@ -180,13 +180,6 @@ def _check_candidates(run: Run, n: int) -> None:
         raise _refuse(n, f"--method {method.name} does not sample (it decodes its own way)") from None
 
 
-def _pair_seed(user: str, item: str, k: int) -> int:
-    """Seed of sampled candidate `k` of (`user`, `item`): the same in any batch, run or process."""
-    import hashlib
-
-    return int.from_bytes(hashlib.sha256(f"{user}\0{item}\0{k}".encode()).digest()[:8], "little")
-
-
 def _run_catalogue(run: Run):
     """The grounding checker's catalogue of the run's dataset (`Run.data`, else the one it was trained on)."""
     from whyrec.data.dataset import RecDataset
@@ -208,41 +201,38 @@ def _run_catalogue(run: Run):
 def _grounded(run: Run, users: list[str], items: list[str], n: int) -> list[str]:
     """Each pair's explanation chosen among the output of its decoding settings and n-1 sampled ones,
     false sentences dropped (`whyrec.eval.grounded_choice`); a one-line notice on stderr when any was
-    flagged. Samples come first, so a method that refuses them fails before the batched pass."""
+    flagged. Sampled candidate k of every pair comes from one batched pass whose rows draw from their
+    own generators (`whyrec.llm.row_sampling`, stream k), so a pair gets the same candidates in any
+    batch. Samples come first, so a method that refuses them fails before the greedy pass."""
     import sys
     from dataclasses import replace
 
     import torch
 
     from whyrec.eval.grounded_choice import choose, summary
+    from whyrec.llm.row_sampling import seeded_rows
     from whyrec.methods.catalog import Pair
-    from whyrec.progress import progress
     from whyrec.utils import WhyrecError
 
     cat = _run_catalogue(run)
     single = run.model.gen
-    sampling = replace(single, do_sample=True)  # temperature and top_p: the config's own
+    pairs = [Pair(u, i) for u, i in zip(users, items)]
     candidates: list[list[str]] = [[] for _ in users]
-    if hasattr(run.model, "progress"):
-        run.model.progress = False  # one pair a call: the loop below reports instead
-    run.model.gen = sampling
+    # do_sample stays on so a method that only decodes greedily refuses as it always has; the row
+    # sampler forces each draw, so the decoder's own draw from the global RNG cannot change it.
+    run.model.gen = replace(single, do_sample=True, num_beams=1)
     try:
-        pairs = list(enumerate(zip(users, items)))
-        for n_pair, (user, item) in progress(pairs, desc="candidates", unit="pair", enabled=len(pairs) > 8):
-            for k in range(1, n):
-                # One pair per call, so its draws depend on its seed alone, not on its batch.
-                with torch.random.fork_rng():
-                    torch.manual_seed(_pair_seed(user, item, k))
-                    try:
-                        text = run._generate([Pair(user, item)])[0]
-                    except WhyrecError as err:
-                        raise _refuse(n, str(err).rstrip(".")) from None
-                candidates[n_pair].append(text)
+        for k in range(1, n):
+            with torch.random.fork_rng(), seeded_rows(k):
+                try:
+                    texts = run._generate(pairs)
+                except WhyrecError as err:
+                    raise _refuse(n, str(err).rstrip(".")) from None
+            for kept, text in zip(candidates, texts):
+                kept.append(text)
     finally:
         run.model.gen = single
-    if hasattr(run.model, "progress"):
-        run.model.progress = len(users) > 8
-    for texts, first in zip(candidates, run._generate([Pair(u, i) for u, i in zip(users, items)])):
+    for texts, first in zip(candidates, run._generate(pairs)):
         texts.insert(0, first)
     choices = [choose(cat, c, u, i) for c, u, i in zip(candidates, users, items)]
     run.last_choices = choices

@@ -77,7 +77,8 @@ class _Catalog:
 
 
 class _Sampler:
-    """A served model whose greedy answer is false of item 1 and whose samples draw from torch's RNG."""
+    """A served model whose greedy answer is false of item 1 and whose two sampled tokens per pair
+    are drawn by the row sampler, as `whyrec.llm.generate` draws them inside `seeded_rows`."""
 
     def __init__(self):
         from whyrec.config import GenerationConfig
@@ -87,11 +88,16 @@ class _Sampler:
     def explain(self, pairs):
         import torch
 
+        from whyrec.llm.row_sampling import active_sampler
+
         self.calls.append((len(pairs), self.gen.do_sample))
         if not self.gen.do_sample:
             return [FALSE for _ in pairs]
-        return [f"{[FALSE, TRUE, PLAIN][int(torch.randint(3, ()))]} Score {int(torch.randint(10**6, ()))}."
-                for _ in pairs]
+        torch.rand(len(pairs))  # a draw from the global RNG, as HF's sampling makes: must change nothing
+        rows = active_sampler(1.0, 1.0)
+        first = rows(torch.zeros(len(pairs), 0, dtype=torch.long), torch.zeros(len(pairs), 3)).argmax(-1)
+        second = rows(first[:, None], torch.zeros(len(pairs), 1000)).argmax(-1)
+        return [f"{[FALSE, TRUE, PLAIN][int(a)]} Score {int(b)}." for a, b in zip(first, second)]
 
 
 @pytest.fixture
@@ -120,6 +126,7 @@ def test_candidates_are_checked_and_repeat_in_any_batch(fake_run, capsys):
     choices = fake_run.last_choices
     assert texts == [c.text for c in choices] and choices[0].candidate > 0  # the greedy FALSE loses
     assert all(not c.false_claims or c.flagged for c in choices)
+    assert fake_run.model.calls == [(3, True)] * 3 + [(3, False)]  # one batched pass per candidate
     assert fake_run.explain_many(["u", "v", "u"], ["1", "1", "2"], gen) == texts  # seeded
     assert fake_run.explain("v", "1", gen) == texts[1]  # per pair: the same alone as in a batch
     assert fake_run.model.gen.do_sample is False and fake_run.model.gen.candidates == 1  # restored
@@ -194,7 +201,7 @@ def test_plain_greedy_methods_refuse_candidates_before_decoding_the_batch(tmp_pa
     run.model.explain = lambda pairs: calls.append(len(pairs)) or explain(pairs)
     with pytest.raises(WhyrecError, match=r"candidates 3 .* decodes greedily") as err:
         run.explain_many(["u0", "u1"], ["i4", "i5"], GenerationConfig(candidates=3, max_new_tokens=4))
-    assert "\n" not in str(err.value) and calls == [1]
+    assert "\n" not in str(err.value) and calls == [2]  # the sampled pass refuses; no greedy pass
 
 
 def test_evaluate_checks_candidates_against_its_data_and_reports_grounding(tmp_path_factory, tmp_path, capsys):

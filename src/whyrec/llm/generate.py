@@ -3,7 +3,8 @@
 Every method decodes through `generate` (XRec, GaVaMoE, RecExplainer, RecAlpaca, PEPLER and the
 local chat client), so one setting has one name and one meaning everywhere. XRec's KV-cached
 loop that drops finished rows takes its logits processors from `logits_processors`, built from
-the same config in the order HF applies them.
+the same config in the order HF applies them. Inside `whyrec.llm.row_sampling.seeded_rows` both
+paths sample each row from its own seeded generator (batch-independent draws).
 
 Which arguments are passed is part of the numbers: greedy decoding sets temperature/top_p/top_k
 to None (HF would warn about sampling flags and, for a backbone whose generation_config.json
@@ -49,6 +50,12 @@ def generate(model, gen: GenerationConfig, tokenizer: Any, *, num_return_sequenc
     import warnings
 
     kw = generate_kwargs(gen, tokenizer, num_return_sequences=num_return_sequences)
+    rows = _row_sampler(gen, inputs["input_ids"].shape[1] if "input_ids" in inputs else 0)
+    if rows is not None:
+        # HF puts its own warpers after it; on the forced scores they change nothing.
+        from transformers.generation.logits_process import LogitsProcessorList
+
+        kw["logits_processor"] = LogitsProcessorList([rows])
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(repetition_penalty|no_repeat_ngram_size).*inputs_embeds.*")
         return model.generate(**inputs, **kw)
@@ -75,8 +82,19 @@ def logits_processors(gen: GenerationConfig, eos_token_id: int | None):
     if gen.min_new_tokens > 0 and eos_token_id is not None:
         procs.append(MinNewTokensLengthLogitsProcessor(0, gen.min_new_tokens, eos_token_id))
     if gen.do_sample:
-        procs += [TemperatureLogitsWarper(gen.temperature), TopPLogitsWarper(gen.top_p)]
+        rows = _row_sampler(gen, 0)
+        procs += [rows] if rows is not None else [TemperatureLogitsWarper(gen.temperature), TopPLogitsWarper(gen.top_p)]
     return procs
+
+
+def _row_sampler(gen: GenerationConfig, skip: int):
+    """Inside `whyrec.llm.row_sampling.seeded_rows`, a sampled beam-free call draws each row from its
+    own seeded generator (batch-independent candidates for `Run`'s grounding-aware decoding)."""
+    if not gen.do_sample or gen.num_beams > 1:
+        return None
+    from whyrec.llm.row_sampling import active_sampler
+
+    return active_sampler(gen.temperature, gen.top_p, skip)
 
 
 def plain_greedy(gen: GenerationConfig, method: str) -> GenerationConfig:
