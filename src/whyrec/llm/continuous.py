@@ -14,7 +14,7 @@ row's own generated tokens. Sampling draws from the global RNG in batch order.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 import torch
 
@@ -31,21 +31,47 @@ def decode_continuously(n_rows: int, prefill: Prefill, step: Step, procs, max_ne
     rows decoding at once. Waiting rows join when `refill_at` slots are free (default a quarter of
     the batch, at least 1) or nothing is left decoding: one prefill serves several newcomers."""
     waiting = deque(range(n_rows))
-    refill_at = refill_at or max(1, max_batch // 4)
     out: list[list[int]] = [[] for _ in range(n_rows)]
-    live: list[int] = []
+
+    def pull(free: int) -> list[int]:
+        return [waiting.popleft() for _ in range(min(free, len(waiting)))]
+
+    def done(row: int, tokens: list[int]) -> None:
+        out[row] = tokens
+        if on_row_done is not None:
+            on_row_done(row)
+
+    decode_stream(pull, prefill, step, procs, max_new_tokens, eos, max_batch, do_sample, refill_at, done)
+    return out
+
+
+def decode_stream(pull: Callable[[int], list[Hashable]], prefill: Prefill, step: Step, procs, max_new_tokens: int,
+                  eos: int, max_batch: int, do_sample: bool = False, refill_at: int | None = None,
+                  on_row_done: Callable[[Hashable, list[int]], None] | None = None, on_prefill=None) -> None:
+    """Decode rows as `pull(free_slots)` hands them over (up to that many row keys, [] when none
+    wait); returns once nothing decodes and `pull` gives nothing. A server's `pull` reads a
+    thread-safe queue, so a request arriving mid-decode joins at the next refill. Each row's new
+    tokens (up to and including its EOS) go to `on_row_done(row, tokens)` as soon as it ends."""
+    refill_at = refill_at or max(1, max_batch // 4)
+    out: dict[Hashable, list[int]] = {}
+    live: list[Hashable] = []
     cache = mask = next_pos = logits = None
-    while waiting or live:
+    while True:
         free = max_batch - len(live)
-        if waiting and (free >= refill_at or not live):
-            rows = [waiting.popleft() for _ in range(min(free, len(waiting)))]
+        rows = pull(free) if free >= refill_at or not live else []
+        if rows:
             new_logits, new_cache, new_mask, new_pos = prefill(rows)
+            if on_prefill is not None:
+                on_prefill(len(rows))
             if live:
                 mask = append_rows(cache, mask, new_cache, new_mask)
                 next_pos, logits = torch.cat([next_pos, new_pos]), torch.cat([logits, new_logits])
             else:
                 cache, mask, next_pos, logits = new_cache, new_mask, new_pos, new_logits
+            out.update((r, []) for r in rows)
             live += rows
+        if not live:
+            return
         tokens = _choose(procs, logits, [out[r] for r in live], do_sample)
         going = []
         for k, (row, t) in enumerate(zip(live, tokens.tolist())):
@@ -53,7 +79,9 @@ def decode_continuously(n_rows: int, prefill: Prefill, step: Step, procs, max_ne
             if t != eos and len(out[row]) < max_new_tokens:
                 going.append(k)
             elif on_row_done is not None:
-                on_row_done(row)
+                on_row_done(row, out.pop(row))
+            else:
+                out.pop(row)
         if len(going) < len(live):
             keep = torch.tensor(going, dtype=torch.long, device=tokens.device)
             live = [live[k] for k in going]
@@ -65,7 +93,6 @@ def decode_continuously(n_rows: int, prefill: Prefill, step: Step, procs, max_ne
         mask = torch.cat([mask, mask.new_ones(len(live), 1)], 1)
         logits = step(tokens, mask, next_pos, cache)
         next_pos = next_pos + 1
-    return out
 
 
 def _choose(procs, logits: torch.Tensor, generated: list[list[int]], do_sample: bool) -> torch.Tensor:
@@ -117,12 +144,54 @@ def _pad_left(t: torch.Tensor, width: int, dim: int = -2) -> torch.Tensor:
     return torch.cat([t.new_zeros(shape), t], dim=dim)
 
 
+class SharedPrefix:
+    """The prompt tokens every row starts with (a system prompt, a chat template's header),
+    prefilled once: each prefill group starts from copies of this KV cache and runs only its
+    rows' own suffixes, instead of re-encoding the same prefix in every row."""
+
+    def __init__(self, llm, ids: list[int]):
+        from transformers import DynamicCache
+
+        self.ids = list(ids)
+        self.cache = DynamicCache(config=llm.config)
+        dev = llm.device
+        llm(input_ids=torch.tensor([self.ids], device=dev), cache=self.cache, use_cache=True, logits_to_keep=1,
+            position_ids=torch.arange(len(self.ids), device=dev)[None])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def starts(self, row: list[int]) -> bool:
+        return row[:len(self.ids)] == self.ids
+
+    def expanded(self, k: int):
+        """A cache of k copies of the prefix (a new object: decoding appends to it in place)."""
+        from copy import deepcopy
+
+        cache = deepcopy(self.cache)
+        cache.batch_repeat_interleave(k)
+        return cache
+
+
 def hf_prefill(llm, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-               prepare: Callable[[list[int], torch.Tensor], tuple[dict, object]] | None = None) -> Prefill:
-    """A `Prefill` for a HF causal LM over left-padded `input_ids`: each group is cut to its own
-    longest prompt. `prepare(rows, ids)` returns the model inputs for the group (default
-    `{"input_ids": ids}`; XRec passes inputs_embeds) and a context the forward runs in (XRec's
-    q/k/v injection hooks)."""
+               prepare: Callable[[list[int], torch.Tensor], tuple[dict, object]] | None = None,
+               prefix: SharedPrefix | None = None) -> Prefill:
+    """A `Prefill` for a HF causal LM over left-padded `input_ids` (see `prefill_rows`)."""
+    rows = [ids[m.bool()].tolist() for ids, m in zip(input_ids, attention_mask)]
+    return prefill_rows(llm, lambda picked: [rows[r] for r in picked], prepare, prefix)
+
+
+def prefill_rows(llm, fetch: Callable[[list], list[list[int]]],
+                 prepare: Callable[[list, torch.Tensor], tuple[dict, object]] | None = None,
+                 prefix: SharedPrefix | None = None, pad_id: int = 0) -> Prefill:
+    """A `Prefill` for a HF causal LM; `fetch(rows)` gives each row's prompt token ids (unpadded).
+    Each group is left-padded to its own longest prompt. `prepare(rows, ids)` returns the model
+    inputs for the group (default `{"input_ids": ids}`; XRec passes inputs_embeds) and a context
+    the forward runs in (XRec's q/k/v injection hooks); it sees only what is prefilled now.
+
+    With a `prefix`, a group whose rows all start with it prefills only the suffixes, on top of
+    copies of the prefix's cache: the mask is [prefix ones | suffix padding zeros | suffix ones]
+    and positions count the unmasked columns, so each row sees what it would see unpadded."""
     from contextlib import nullcontext
 
     from transformers import DynamicCache
@@ -132,12 +201,20 @@ def hf_prefill(llm, input_ids: torch.Tensor, attention_mask: torch.Tensor,
 
     prepare = prepare or prepare_ids
 
-    def prefill(rows: list[int]):
-        ids, mask = input_ids[rows], attention_mask[rows].long()
-        first = int(mask.any(0).nonzero()[0])  # the group's own left padding only
-        ids, mask = ids[:, first:], mask[:, first:]
-        pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
-        cache = DynamicCache(config=llm.config)
+    def prefill(rows: list):
+        seqs = fetch(rows)
+        shared = prefix is not None and all(prefix.starts(s) and len(s) > len(prefix) for s in seqs)
+        if shared:
+            seqs = [s[len(prefix):] for s in seqs]
+        width = max(map(len, seqs))
+        ids = torch.tensor([[pad_id] * (width - len(s)) + s for s in seqs])
+        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs])
+        if shared:
+            cache = prefix.expanded(len(rows))
+            mask = torch.cat([mask.new_ones(len(rows), len(prefix)), mask], 1)
+        else:
+            cache = DynamicCache(config=llm.config)
+        pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)[:, -width:]
         inputs, context = prepare(rows, ids)
         with context:
             logits = llm(**inputs, attention_mask=mask.to(llm.device), position_ids=pos.to(llm.device), cache=cache,

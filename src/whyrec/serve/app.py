@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from whyrec.methods.catalog import recommend_for
 from whyrec.serve.batcher import Batcher
 from whyrec.serve.cache import ExplanationCache
+from whyrec.serve.continuous import ContinuousBatcher
 from whyrec.serve.errors import BodyLimit, install_error_handlers
 from whyrec.serve.model import Pair, ServedModel, Unsupported, cold_key
 from whyrec.serve.settings import ServeSettings
@@ -76,7 +77,20 @@ def create_app(model: ServedModel, cache: ExplanationCache, settings: ServeSetti
         cache.put_many({(p.user, p.item): t for p, t in zip(pairs, texts) if isinstance(t, str)}, model.revision)
         return texts
 
-    batcher = Batcher(generate, settings.max_batch, settings.max_wait_ms, settings.max_queue, settings.timeout_s)
+    stream = getattr(model, "explain_stream", None) if settings.continuous else None
+    if stream is not None:  # the model's decoder takes requests mid-decode: continuous batching
+
+        def explain_stream(pull, deliver, on_prefill):  # the batcher's worker thread
+            def answer(key, result):
+                if isinstance(result, str):
+                    cache.put_many({key: result}, model.revision)
+                deliver(key, result)
+
+            stream(pull, answer, on_prefill)
+
+        batcher = ContinuousBatcher(explain_stream, settings.max_queue, settings.timeout_s)
+    else:
+        batcher = Batcher(generate, settings.max_batch, settings.max_wait_ms, settings.max_queue, settings.timeout_s)
 
     @asynccontextmanager
     async def lifespan(_app):

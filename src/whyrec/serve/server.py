@@ -39,6 +39,8 @@ def build_app(run: str, device: str = "auto", generation: GenerationConfig | Non
     from whyrec.serve.validate import check_artifact
 
     settings = one_batch(settings or ServeSettings(), generation)
+    if settings.continuous is None:  # the served default; create_app alone keeps the micro-batcher
+        settings = replace(settings, continuous=True)
     folder = check_artifact(run)
     gen = replace(generation or GenerationConfig(), batch_size=settings.max_batch)
     model = load_served(folder, device=device, generation=gen)

@@ -27,12 +27,21 @@ class ServeSettings:
     """Open connections at most (below the usual 1024 file limit); more get 503 and are closed at once."""
     keep_alive_s: float = 5.0
     """How long an idle connection stays open between requests."""
+    continuous: bool | None = None
+    """Continuous batching for models whose decoder can take requests mid-decode (XRec): a request
+    joins the running batch at the next free slot and is answered when its own row ends. None:
+    on under `whyrec serve` (`server.build_app`), off for `app.create_app` on its own; False: the
+    micro-batcher (`max_wait_ms`) for every model."""
 
     def __post_init__(self) -> None:
         # Every limit is a count or a duration: zero, negative, NaN or a bool would disable it silently.
         # max_wait_ms alone may be 0 (no waiting for more requests is a valid batching choice).
         for field in fields(self):
             name, value = field.name, getattr(self, field.name)
+            if name == "continuous":
+                if value not in (None, True, False):
+                    raise WhyrecError(f"continuous must be true, false or unset, got {value!r}")
+                continue
             integral = field.type in ("int", int)
             ok_type = not isinstance(value, bool) and isinstance(value, int if integral else int | float)
             low = 0 if name == "max_wait_ms" else math.ulp(0)

@@ -17,7 +17,7 @@ from whyrec.adapters.moe_tokens import MoEAdaptor
 from whyrec.adapters.qkv_injection import QKVInjector, kv_width, q_width
 from whyrec.config import GenerationConfig, XRecConfig
 from whyrec.llm.collate import encode_batch
-from whyrec.llm.generate import generate, logits_processors
+from whyrec.llm.generate import generate
 from whyrec.llm.tokens import add_tokens_mean_init
 
 USER_TOKEN, ITEM_TOKEN, EXPLAIN_TOKEN = "<USER_EMBED>", "<ITEM_EMBED>", "<EXPLAIN_POS>"
@@ -31,6 +31,8 @@ def add_special_tokens(llm, tokenizer) -> None:
 
 class XRec(nn.Module):
     """Adapters + injection around a frozen causal LM. Build with `XRec.build`."""
+
+    reuse_prefix = True  # decoding prefills the prompt prefix every row shares once (off: the whole prompt per row)
 
     def __init__(self, llm, tokenizer, encoder_dim: int, cfg: XRecConfig):
         super().__init__()
@@ -137,17 +139,10 @@ class XRec(nn.Module):
         """HF `generate`'s greedy/sampling loop (the same logits processors, from `whyrec.llm.generate`,
         positions and masks) with continuous batching (`whyrec.llm.continuous`): a row leaves the
         batch and the KV cache at its EOS and a waiting row takes its place, prefilled with its own
-        adapter vectors injected."""
-        from whyrec.llm.continuous import decode_continuously, hf_prefill, hf_step
+        adapter vectors injected. The prompt prefix all rows share is prefilled once (`decode.py`)."""
+        from whyrec.methods.xrec.decode import decode_rows
 
-        def prepare(rows, ids):
-            embeds, positions, vectors = self._inputs(ids, user_vec[rows], item_vec[rows])
-            return {"inputs_embeds": embeds}, self._injecting(positions, vectors, ids.shape[1])
-
-        prefill = hf_prefill(self.llm, input_ids, attention_mask, prepare)
-        eos = self.tokenizer.eos_token_id
-        return decode_continuously(len(input_ids), prefill, hf_step(self.llm), logits_processors(gen, eos),
-                                   gen.max_new_tokens, eos, gen.batch_size, do_sample=gen.do_sample)
+        return decode_rows(self, input_ids, attention_mask, user_vec, item_vec, gen)
 
     def _injecting(self, positions, vectors, seq_len):
         if self.injector is None:

@@ -86,6 +86,40 @@ class XRecModel:
                     out[n] = t
         return out
 
+    @property
+    def explain_stream(self):
+        """The server's continuous batching (`whyrec.serve.continuous`): `stream(pull, deliver,
+        on_prefill)` explains the (key, Pair) rows `pull(free_slots)` hands over while it decodes.
+        None when the generation settings need HF generate (beam search, drop_finished off)."""
+        return self._stream if self.gen.drop_finished and self.gen.num_beams == 1 else None
+
+    def _stream(self, pull, deliver, on_prefill=None) -> None:
+        from whyrec.methods.xrec.decode import stream
+
+        def rows(free: int) -> list:
+            out = []
+            for key, pair in pull(free):
+                try:
+                    out.append((key, *self._row(pair)))
+                except Exception as e:  # noqa: BLE001 - this request alone fails (e.g. an unknown id)
+                    deliver(key, e)
+            return out
+
+        self.generate_calls += 1
+        with self.torch.inference_mode():
+            stream(self.explainer.module, rows, deliver, self.gen, on_prefill)
+
+    def _row(self, pair: Pair):
+        """(prompt, user vector, item vector) of one pair, known or cold-start user."""
+        ex = self.explainer
+        if not pair.liked:
+            user_vec, item_vec = ex.vectors([pair.user], [pair.item])
+            return ex.prompts([pair.user], [pair.item])[0], user_vec[0], item_vec[0]
+        title = self.catalog.title
+        prompt = ex.module.prompt(title(pair.item), "Liked " + ", ".join(title(i) for i in pair.liked[:10]),
+                                  ex.item_profiles.get(pair.item, ""), facts=ex.item_facts.get(pair.item, ""))
+        return prompt, self.cold_vector(list(pair.liked)), self.enc.item_emb[self.enc.item2idx[pair.item]]
+
     def _explain_cold(self, pairs: list[Pair]) -> list[str]:
         ex, module, title = self.explainer, self.explainer.module, self.catalog.title
         prompts = [module.prompt(title(p.item), "Liked " + ", ".join(title(i) for i in p.liked[:10]),
