@@ -5,7 +5,9 @@ Two backends behind one duck-typed interface (`ChatClient`):
 - `OpenAICompatibleClient`: POST `{base_url}/chat/completions` (OpenAI, Azure-compatible
   gateways, vLLM, llama.cpp server, Ollama ...) with the standard library only; retries with
   exponential backoff on timeouts, 429 and 5xx; a thread pool bounds concurrency.
-- `LocalHFClient`: the model's chat template and batched greedy `generate` on a local HF model.
+- `LocalHFClient` (`whyrec.llm.local_chat`, re-exported here): the model's chat template and
+  batched `generate` on a local HF model, greedy unless built `for_generation` with a
+  GenerationConfig that says otherwise (the benchmark's zero-shot row).
 
 `ChatCache` stores every answer in SQLite keyed by (backend, model, messages, params), so a
 rerun costs nothing and an interrupted run resumes; for a local model the params include the
@@ -35,13 +37,11 @@ from itertools import islice
 from pathlib import Path
 from typing import Protocol
 
-from whyrec.config import GenerationConfig, ModelConfig
-from whyrec.llm.generate import generate
+# re-exported: every chat client imports from here
+from whyrec.llm.local_chat import LocalHFClient, Messages, _apply_template  # noqa: F401
 from whyrec.utils import WhyrecError, cache_dir
 
 log = logging.getLogger(__name__)
-
-Messages = list[dict[str, str]]
 
 
 class ChatClient(Protocol):
@@ -204,103 +204,6 @@ def _content_of(raw: bytes) -> str:
     if not isinstance(content, str):
         raise WhyrecError(f"choices[0].message.content is not a string: {_short(text)!r}")
     return content
-
-
-class LocalHFClient:
-    """Chat with a local HF causal LM: its chat template, left-padded batches, greedy decoding."""
-
-    def __init__(self, model: ModelConfig, max_tokens: int = 256, batch_size: int = 8,
-                 repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0):
-        self.model_config = model
-        self.model = model.name_or_path
-        self.backend_id = "local"
-        self.max_tokens, self.batch_size = max_tokens, max(1, batch_size)
-        # Small models (SmolLM2-135M) loop under plain greedy decoding; these two HF
-        # generate() options break the loops without giving up determinism.
-        self.repetition_penalty, self.no_repeat_ngram_size = repetition_penalty, no_repeat_ngram_size
-        self._loaded = None
-        self._weights: dict | None = None
-
-    def cache_params(self, max_tokens: int | None = None) -> dict:
-        # Greedy decoding: the answer depends only on the weights, dtype, length cap and anti-repeat options
-        # (the weights' identity is keyed by ChatCache.key through `weights_identity`).
-        params = {"max_tokens": max_tokens or self.max_tokens, "dtype": self.model_config.dtype, "greedy": True}
-        if self.repetition_penalty != 1.0 or self.no_repeat_ngram_size:
-            params.update(repetition_penalty=self.repetition_penalty, no_repeat_ngram_size=self.no_repeat_ngram_size)
-        return params
-
-    def weights_identity(self) -> dict:
-        """What `model_config` loads (see `whyrec.identity.model_identity`), computed once per client.
-
-        `self.model` is only a name: the weights behind it (a local folder retrained or replaced in
-        place, another GGUF file) must key the cache too, or they would get another model's answers."""
-        if self._weights is None:
-            from whyrec.identity import model_identity
-
-            self._weights = model_identity(self.model_config.name_or_path, self.model_config.gguf_file)
-        return self._weights
-
-    def _load(self):
-        if self._loaded is None:
-            from whyrec.llm.load import load_model
-
-            self._loaded = load_model(self.model_config)
-        return self._loaded
-
-    def iter_complete(self, batch: Sequence[Messages], max_tokens: int | None = None) -> Iterator[tuple[int, str]]:
-        for start in range(0, len(batch), self.batch_size):
-            answers = self._generate(batch[start:start + self.batch_size], max_tokens or self.max_tokens)
-            yield from enumerate(answers, start)
-
-    def _generate(self, chunk: Sequence[Messages], max_new_tokens: int) -> list[str]:
-        import torch
-
-        model, tok = self._load()
-        prompts = [_apply_template(tok, m) for m in chunk]
-        tok.padding_side = "left"  # decoder-only batches must end where generation starts
-        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-        gen = GenerationConfig(max_new_tokens=max_new_tokens, batch_size=self.batch_size,
-                               repetition_penalty=self.repetition_penalty, no_repeat_ngram_size=self.no_repeat_ngram_size)
-        with torch.inference_mode():
-            out = generate(model, gen, tok, **enc)
-        new = out[:, enc["input_ids"].shape[1]:]  # (batch, new_tokens)
-        return [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
-
-    def choose(self, batch: Sequence[Messages], prefix: str, options: Sequence[str],
-               progress: bool = False) -> list[int] | None:
-        """Constrained answers: for each conversation, the index of the option the model finds most
-        likely as the next token once its reply opens with `prefix` (one forward pass, no text to
-        parse). None when the tokenizer does not split `prefix + option` into the prefix's tokens
-        plus one token per option, so the caller falls back to free generation."""
-        import torch
-        from tqdm.auto import tqdm
-
-        model, tok = self._load()
-        ids = [tok(prefix + o, add_special_tokens=False).input_ids for o in options]
-        head = tok(prefix, add_special_tokens=False).input_ids
-        if any(len(i) != len(head) + 1 or i[:-1] != head for i in ids) or len({i[-1] for i in ids}) < len(ids):
-            return None
-        option_ids = torch.tensor([i[-1] for i in ids])
-        tok.padding_side = "left"
-        picks: list[int] = []
-        for start in tqdm(range(0, len(batch), self.batch_size), disable=not progress, desc="choose"):
-            prompts = [_apply_template(tok, m) + prefix for m in batch[start:start + self.batch_size]]
-            enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-            positions = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)  # left padding: as generate does
-            with torch.inference_mode():
-                logits = model(**enc, position_ids=positions, logits_to_keep=1).logits[:, -1]
-            picks += logits[:, option_ids.to(logits.device)].argmax(-1).tolist()
-        return picks
-
-
-def _apply_template(tok, messages: Messages) -> str:
-    try:
-        return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    except Exception:  # some templates (e.g. Gemma's) reject a system turn: fold it into the user turn
-        if not messages or messages[0].get("role") != "system" or len(messages) < 2:
-            raise
-        first = {**messages[1], "content": messages[0]["content"] + "\n\n" + messages[1]["content"]}
-        return tok.apply_chat_template([first, *messages[2:]], tokenize=False, add_generation_prompt=True)
 
 
 class ChatCache:
