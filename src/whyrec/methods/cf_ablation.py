@@ -13,6 +13,11 @@ Kinds:
   mean and standard deviation (seeded);
 - `no-cf`: the CF vectors zeroed (each method's docstring says what its CF tokens then carry);
 - `no-profiles`: the prompt without its user/item profile text (methods whose prompt has one).
+  An item facts slot (`whyrec.data.item_facts`) stays: its facts are catalogue metadata and the
+  item's training feature words, the same for every user of the item, so they carry no user's
+  collaborative signal; dropping them too would change two inputs at once, and the delta would
+  no longer measure the profiles alone. A facts-free method is trained, not ablated
+  (`--xrec.item_facts false`).
 """
 
 from __future__ import annotations
