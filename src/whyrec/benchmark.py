@@ -124,8 +124,7 @@ def zero_shot(ds, model: ModelConfig, gen: GenerationConfig, noun: str) -> Gener
         return dict(zip(frame[key].astype(str), frame[col].fillna("").astype(str)))
 
     titles, item_prof, user_prof = text(ds.items, S.ITEM, S.TITLE), text(ds.items, S.ITEM, S.PROFILE), text(ds.users, S.USER, S.PROFILE)
-    client = LocalHFClient(model, max_tokens=gen.max_new_tokens, batch_size=gen.batch_size,
-                           repetition_penalty=gen.repetition_penalty)
+    client = LocalHFClient.for_generation(model, gen)  # every --generation.* field it can honour
     client._load()  # here, so that loading is not counted as generation time
 
     def generate(pairs: pd.DataFrame) -> list[str]:
@@ -137,6 +136,10 @@ def zero_shot(ds, model: ModelConfig, gen: GenerationConfig, noun: str) -> Gener
         return complete_many(client, convs, cache=None, progress=False, max_tokens=gen.max_new_tokens)
 
     return generate
+
+
+# --generation.* fields the zero-shot row ignored until it decoded through LocalHFClient.for_generation
+_ZERO_SHOT_NEWLY_HONOURED = ("min_new_tokens", "do_sample", "num_beams", "no_repeat_ngram_size")
 
 
 def zero_shot_prompt(noun: str) -> str:
@@ -195,6 +198,10 @@ def benchmark_explain(data: str, out: str, methods: tuple[str, ...] | list[str] 
     methods = explanation_methods() if methods is None else methods
     skipped = {m: why for m in methods if (why := unavailable(m, ds, systems))}
     asked, kinds = _asked_of(train), ablation_kinds(ablations)  # both refused before any training
+    if ZERO_SHOT in methods and ZERO_SHOT not in skipped:
+        from whyrec.llm.client import LocalHFClient
+
+        LocalHFClient.check_generation(generation)  # e.g. --generation.candidates: refused before any training
     for method in (m for m in methods if m not in skipped and m not in (ZERO_SHOT, RETRIEVAL)):
         check_train(systems[method][0], asked)  # a --train field some row refuses stops before any training
     run_folders = [run_spec(spec) for spec in runs]
@@ -211,6 +218,8 @@ def benchmark_explain(data: str, out: str, methods: tuple[str, ...] | list[str] 
             if method == ZERO_SHOT:
                 producer = {"model": model_key(model), "generation": generation_settings(generation),
                             "prompt": zero_shot_prompt(xrec.item_noun)}
+                if any(getattr(generation, f) != getattr(GenerationConfig(), f) for f in _ZERO_SHOT_NEWLY_HONOURED):
+                    producer["honours"] = "every generation field"  # rows cached before were decoded without them
                 preds, secs = bench.predictions(ZERO_SHOT, ZERO_SHOT, producer, generation.batch_size,
                                                 lambda: zero_shot(ds, model, generation, xrec.item_noun))
                 bench.score(f"{ZERO_SHOT} {model.name_or_path}", preds, None, secs)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from test_gavamoe import ITEMS, TINY, USERS, FakeVAE, small_cfg
 
-from whyrec.config import GenerationConfig, TrainConfig
+from whyrec.config import GenerationConfig, TrainConfig, XRecConfig
 from whyrec.data import schema as S
 from whyrec.data.dataset import RecDataset
 from whyrec.llm.load import load_model
@@ -93,9 +93,12 @@ def test_new_runs_train_save_and_explain_with_facts_and_old_folders_without(data
     assert len(seen) == 1 and "facts" not in seen[0] and 'titled "Hotel 1 (1991)"' in seen[0]
 
 
-def test_the_slot_enters_the_training_fingerprint_only_when_on():
+@pytest.mark.parametrize("config_class", [GaVaMoEConfig, XRecConfig])
+def test_the_slot_enters_the_training_fingerprint_only_when_on(config_class):
     from dataclasses import asdict
 
-    old = {k: v for k, v in asdict(GaVaMoEConfig()).items() if k != "item_facts"}  # a folder made before the field
-    assert GT._fingerprinted(GaVaMoEConfig(item_facts=False)) == old  # so --gavamoe.item_facts false resumes it
-    assert GT._fingerprinted(GaVaMoEConfig()) == {**old, "item_facts": True}
+    from whyrec.methods.common import without_late_off_fields
+
+    old = {k: v for k, v in asdict(config_class()).items() if k != "item_facts"}  # a folder made before the field
+    assert without_late_off_fields(config_class(item_facts=False)) == old  # so --<method>.item_facts false resumes it
+    assert without_late_off_fields(config_class()) == {**old, "item_facts": True}

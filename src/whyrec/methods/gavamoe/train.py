@@ -30,22 +30,16 @@ def train_gavamoe(data: str, vae: str, out: str, model: ModelConfig | None = Non
     `out` is guarded like `whyrec.methods.xrec.train.train_explainer`'s (fingerprint of config, data, VAE).
     """
     from whyrec.distributed import device_for_rank, distributed_run
-    from whyrec.methods.common import training_fingerprint
+    from whyrec.methods.common import training_fingerprint, without_late_off_fields
     from whyrec.outputs import output_folder
     from whyrec.utils import resolve_device
 
     model, cfg, train = model or ModelConfig(), cfg or GaVaMoEConfig(), train or TrainConfig()
     device = device_for_rank(resolve_device(model.device))
     with distributed_run(device):
-        fingerprint = training_fingerprint(data, vae, "gavamoe", model, {"gavamoe": _fingerprinted(cfg)}, train)
+        fingerprint = training_fingerprint(data, vae, "gavamoe", model, {"gavamoe": without_late_off_fields(cfg)}, train)
         with output_folder(out, "gavamoe explainer", fingerprint, overwrite=overwrite) as work:
             return _train_gavamoe(data, vae, work, model, cfg, train, resume, device)
-
-
-def _fingerprinted(cfg: GaVaMoEConfig) -> dict:
-    """`cfg` for the output fingerprint: item_facts, added later, enters it only when on, so a folder
-    made before the field (trained without the slot) resumes under `--gavamoe.item_facts false`."""
-    return {k: v for k, v in asdict(cfg).items() if not (k == "item_facts" and v is False)}
 
 
 def _train_gavamoe(data, vae, out, model: ModelConfig, cfg, train, resume: bool, device: str) -> dict:

@@ -10,7 +10,7 @@ import torch
 
 from whyrec.config import ModelConfig, TrainConfig, XRecConfig
 from whyrec.data import schema as S
-from whyrec.methods.common import training_fingerprint
+from whyrec.methods.common import training_fingerprint, without_late_off_fields
 from whyrec.methods.xrec.artifact import Explainer, build_module, items_table, save_explainer
 from whyrec.utils import WhyrecError, read_json, seed_everything, write_run_info
 
@@ -33,7 +33,7 @@ def train_explainer(data: str, encoder: str, out: str, method: str = "xrec",
     model, xrec, train = model or ModelConfig(), xrec or XRecConfig(), train or TrainConfig()
     device = device_for_rank(resolve_device(model.device))
     with distributed_run(device):
-        fingerprint = training_fingerprint(data, encoder, method, model, {"xrec": xrec}, train)
+        fingerprint = training_fingerprint(data, encoder, method, model, {"xrec": without_late_off_fields(xrec)}, train)
         with output_folder(out, f"{method} explainer", fingerprint, overwrite=overwrite) as work:
             return _train_explainer(data, encoder, work, method, model, xrec, train, resume, device)
 
