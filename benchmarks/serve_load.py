@@ -10,6 +10,15 @@
 3. C client threads share the list; every answer's status and latency is recorded.
 Prints a markdown table (errors, throughput, p50/p99 per kind and overall) and the server's
 batching/cache counters; writes the numbers to --out as JSON. Exits 1 on any error.
+
+    python benchmarks/serve_load.py --compare runs/quickstart/explainer --clients 20 --per_client 2 --rounds 2
+
+`--compare RUN`: continuous batching against the micro-batcher, in this process. The model of RUN
+loads once; each round serves it twice on 127.0.0.1 (fresh in-memory caches), once per batcher,
+the order alternating between rounds so machine load hits both alike, and the C clients send
+the same never-seen explanations (POST /explain, C x --per_client of them) to each. Reports
+explanations/s and p50/p99 latency per batcher and their ratios, with the load average. The
+clients run in the server's process (threads; they mostly wait on sockets).
 """
 
 from __future__ import annotations
@@ -61,6 +70,120 @@ def plan(client, n: int, warm_users: int, k: int, miss_share: float, seed: int):
     return warm, reqs[:n]
 
 
+def fire(url: str, bodies: list[dict], clients: int, timeout: float) -> tuple[float, list[tuple[object, float]]]:
+    """POST every body to url/explain from `clients` threads; (wall seconds, [(status, seconds)])."""
+    import httpx
+
+    results, lock, cursor = [], threading.Lock(), iter(range(len(bodies)))
+
+    def client_loop():
+        with httpx.Client(base_url=url, timeout=timeout) as c:
+            while True:
+                with lock:
+                    n = next(cursor, None)
+                if n is None:
+                    return
+                start = time.perf_counter()
+                try:
+                    status = c.post("/explain", json=bodies[n]).status_code
+                except httpx.HTTPError as e:
+                    status = type(e).__name__
+                with lock:
+                    results.append((status, time.perf_counter() - start))
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=client_loop) for _ in range(clients)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    return time.perf_counter() - t0, results
+
+
+def serving(app):
+    """Serve `app` on a free 127.0.0.1 port in a thread; returns (url, stop)."""
+    from whyrec.serve.server import listen, uvicorn_server
+
+    sock = listen("127.0.0.1", 0)
+    server = uvicorn_server(app)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+
+    def stop():
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+    return f"http://127.0.0.1:{sock.getsockname()[1]}", stop
+
+
+def compare(args) -> int:
+    """Continuous batching vs the micro-batcher on one loaded model, interleaved rounds."""
+    import os
+    from dataclasses import replace
+
+    from whyrec.config import GenerationConfig
+    from whyrec.serve.app import create_app
+    from whyrec.serve.cache import ExplanationCache
+    from whyrec.serve.model import Pair
+    from whyrec.serve.server import build_app
+    from whyrec.serve.settings import ServeSettings
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    gen = GenerationConfig(max_new_tokens=args.max_new_tokens)
+    settings = ServeSettings(max_batch=args.max_batch)
+    model = build_app(args.compare, generation=gen, cache="none", settings=settings).state.model
+    systems = {"continuous": replace(settings, continuous=True), "micro-batcher": replace(settings, continuous=False)}
+    per_round = args.clients * args.per_client
+    users = list(model.catalog.users)
+    random.Random(args.seed).shuffle(users)
+    pairs = [(u, r["item"]) for u in users[:(per_round * (args.rounds + 1)) // args.k + 1]
+             for r in model.recommend(u, args.k)]
+    model.explain([Pair(*pairs[0], ())])  # load the LLM and warm it up before any timing
+    totals = {k: {"wall": 0.0, "lat": [], "errors": 0, "n": 0, "prefills": []} for k in systems}
+    loads = [os.getloadavg()]
+    for r in range(args.rounds):
+        bodies = [{"user": u, "item": i} for u, i in pairs[1 + r * per_round:1 + (r + 1) * per_round]]
+        for name in (list(systems) if r % 2 == 0 else list(systems)[::-1]):
+            app = create_app(model, ExplanationCache(None), systems[name])
+            url, stop = serving(app)
+            try:
+                wall, results = fire(url, bodies, args.clients, args.timeout)
+            finally:
+                stop()
+            t = totals[name]
+            t["wall"] += wall
+            t["n"] += len(results)
+            t["lat"] += [sec for status, sec in results]
+            t["errors"] += sum(status != 200 for status, _ in results)
+            t["prefills"] += app.state.batcher.batch_sizes
+            loads.append(os.getloadavg())
+            print(f"round {r + 1} {name}: {len(results)} explanations in {wall:.1f} s "
+                  f"(load {loads[-1][0]:.2f})", flush=True)
+    rows = {}
+    for name, t in totals.items():
+        lat = [x * 1000 for x in t["lat"]]
+        rows[name] = {"explanations_per_s": t["n"] / t["wall"], "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99),
+                      "n": t["n"], "errors": t["errors"],
+                      "mean_prefill_rows": sum(t["prefills"]) / max(1, len(t["prefills"]))}
+    new, old = rows["continuous"], rows["micro-batcher"]
+    info = model.info()
+    print(f"\n{info['method']} on {info['backbone']}, {args.clients} clients x {args.per_client} never-seen "
+          f"explanations per round, {args.rounds} rounds, max_batch {args.max_batch}, max_new_tokens "
+          f"{args.max_new_tokens}; load average (1 min) {min(x[0] for x in loads):.2f}-{max(x[0] for x in loads):.2f} "
+          f"on {os.cpu_count()} CPUs\n")
+    print("| batcher | explanations/s | p50 ms | p99 ms | rows per prefill | errors |\n|---|---|---|---|---|---|")
+    for name, x in rows.items():
+        print(f"| {name} | {x['explanations_per_s']:.3f} | {x['p50_ms']:.0f} | {x['p99_ms']:.0f} | "
+              f"{x['mean_prefill_rows']:.2f} | {x['errors']} |")
+    print(f"| ratio continuous / micro-batcher | {new['explanations_per_s'] / old['explanations_per_s']:.2f}× | "
+          f"{new['p50_ms'] / old['p50_ms']:.2f}× | {new['p99_ms'] / old['p99_ms']:.2f}× | | |")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"rows": rows, "load_average": loads, "args": vars(args)}, f, indent=2)
+    return 1 if new["errors"] or old["errors"] else 0
+
+
 def main() -> int:
     import httpx
 
@@ -74,7 +197,15 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--compare", default=None, metavar="RUN",
+                    help="serve RUN in this process with continuous batching and with the micro-batcher, interleaved")
+    ap.add_argument("--per_client", type=int, default=2, help="--compare: explanations each client asks per round")
+    ap.add_argument("--rounds", type=int, default=2, help="--compare: rounds (each runs both batchers)")
+    ap.add_argument("--max_batch", type=int, default=8, help="--compare: the servers' decoding batch")
+    ap.add_argument("--max_new_tokens", type=int, default=64, help="--compare: generation length cap")
     args = ap.parse_args()
+    if args.compare:
+        return compare(args)
     with httpx.Client(base_url=args.url, timeout=args.timeout) as c:
         info, before = c.get("/info").json(), c.get("/ready").json()
         warm, reqs = plan(c, args.requests, args.warm_users, args.k, args.miss_share, args.seed)
