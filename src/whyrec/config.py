@@ -92,6 +92,10 @@ class TrainConfig:
     """Adam learning rate (XRec: 1e-4)."""
     batch_size: int = 8
     """Sequences per step; padding is masked out of the loss."""
+    batch_tokens: int | None = None
+    """Token-budget batches: each step takes as many rows of similar length as fit in this many
+    padded tokens (rows x the longest row) instead of `batch_size` rows, which then only sizes the
+    length-sorting window (50 x batch_size rows). None: `batch_size` rows per step."""
     epochs: float = 1.0
     """Passes over the training explanations (XRec: 1)."""
     max_steps: int | None = None
@@ -134,7 +138,7 @@ class TrainConfig:
     def __post_init__(self):
         check(self, "> 0", "lr", "epochs")
         check(self, ">= 1", "batch_size", "max_target_tokens", "checkpoint_every", "grad_accum_steps")
-        check(self, ">= 1", "max_steps", "max_train_examples", optional=True)
+        check(self, ">= 1", "max_steps", "max_train_examples", "batch_tokens", optional=True)
         check(self, ">= 0", "max_minutes", optional=True)  # 0: stop (with a checkpoint) after the first step
         check(self, "> 0", "max_grad_norm", optional=True)
         check(self, "finite", "min_rating", optional=True)

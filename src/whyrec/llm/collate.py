@@ -54,3 +54,28 @@ def length_bucketed_order(lengths: list[int], batch_size: int, generator: torch.
         batches += [chunk[j:j + batch_size] for j in range(0, len(chunk), batch_size)]
     order = torch.randperm(len(batches), generator=generator).tolist()
     return [batches[i] for i in order]
+
+
+def token_budget_order(lengths: list[int], max_tokens: int, window: int,
+                       generator: torch.Generator) -> list[list[int]]:
+    """Like `length_bucketed_order`, but each batch takes as many rows as fit in `max_tokens`
+    padded tokens (rows x its longest row) instead of a fixed count.
+
+    A step then costs about the same whatever the lengths: short rows fill a batch with more of
+    them, long ones with fewer, and the matmuls stay as large as the budget allows. Rows are
+    shuffled, sorted within windows of `window` rows and cut greedily in that order; a row
+    longer than the budget forms a batch alone. Deterministic given the generator's seed.
+    """
+    perm = torch.randperm(len(lengths), generator=generator).tolist()
+    batches: list[list[int]] = []
+    for s in range(0, len(perm), window):
+        batch: list[int] = []
+        for i in sorted(perm[s:s + window], key=lambda i: lengths[i]):
+            # sorted ascending, so row i is the longest of batch + [i]
+            if batch and (len(batch) + 1) * lengths[i] > max_tokens:
+                batches.append(batch)
+                batch = []
+            batch.append(i)
+        batches.append(batch)
+    order = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in order]

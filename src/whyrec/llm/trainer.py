@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from whyrec import distributed as D
 from whyrec.config import TrainConfig
-from whyrec.llm.collate import length_bucketed_order
+from whyrec.llm.collate import length_bucketed_order, token_budget_order
 from whyrec.llm.compile_policy import (
     is_compile_error,
     use_compile_cache,
@@ -69,12 +69,30 @@ def _load_checkpoint(ckpt: Path, module, optimizer) -> dict:
     return json.loads((ckpt / "trainer_state.json").read_text())
 
 
+def epoch_batches(lengths: list[int], cfg: TrainConfig, epoch: int,
+                  token_lengths: list[int] | None = None) -> list[list[int]]:
+    """The batches of one epoch: a pure function of the seed and the epoch, so a resumed run sees
+    the same ones. `cfg.batch_tokens` packs by `token_lengths` (tokens per example)."""
+    gen = torch.Generator().manual_seed(cfg.seed + epoch)
+    if cfg.batch_tokens is None:
+        return length_bucketed_order(lengths, cfg.batch_size, gen)
+    if token_lengths is None:
+        raise WhyrecError("--train.batch_tokens needs each example's length in tokens, which this method does "
+                          "not give its trainer; use --train.batch_size instead")
+    if len(token_lengths) != len(lengths):
+        raise ValueError(f"{len(token_lengths)} token lengths for {len(lengths)} examples")
+    return token_budget_order(token_lengths, cfg.batch_tokens, 50 * cfg.batch_size, gen)
+
+
 def train_loop(module: torch.nn.Module, lengths: list[int], step_fn: Callable[[list[int]], torch.Tensor],
-               cfg: TrainConfig, ckpt: Path, desc: str = "train", resume: bool = True) -> dict:
+               cfg: TrainConfig, ckpt: Path, desc: str = "train", resume: bool = True,
+               token_lengths: list[int] | None = None) -> dict:
     """Run Adam over `module`'s trainable parameters.
 
     `step_fn(indices)` returns the batch's mean loss, or `(mean loss, weight)` with the number
     of target tokens it averages over, which makes sharded and accumulated batches exact.
+    `lengths` (any unit, e.g. characters) sorts examples into batches of similar length;
+    `token_lengths` (prompt + target tokens) is needed only for `cfg.batch_tokens`.
     `state["step"]` counts optimizer steps; a resumed run continues bit for bit.
     """
     if cfg.fsdp and cfg.compile:
@@ -82,19 +100,17 @@ def train_loop(module: torch.nn.Module, lengths: list[int], step_fn: Callable[[l
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.lr)
     accum = max(1, cfg.grad_accum_steps)
-    per_epoch = math.ceil(len(lengths) / cfg.batch_size)
-    total = cfg.max_steps or max(1, math.ceil(per_epoch * cfg.epochs / accum))
+    batches = epoch_batches(lengths, cfg, 0, token_lengths)
+    total = cfg.max_steps or max(1, math.ceil(len(batches) * cfg.epochs / accum))
     state = {"step": 0, "losses": [], "elapsed_s": 0.0}
     # A kill between the two renames of _save_checkpoint leaves only the previous one, as ".old".
     found = next((c for c in (ckpt, ckpt.with_name(ckpt.name + ".old")) if (c / "trainer_state.json").exists()), None)
     if resume and found is not None:
         state = _load_checkpoint(found, module, optimizer)
     D.broadcast_parameters(module)
-    batches: list[list[int]] = []
-    epoch = 0
+    epoch = 1
     while len(batches) < total * accum:
-        gen = torch.Generator().manual_seed(cfg.seed + epoch)
-        batches += length_bucketed_order(lengths, cfg.batch_size, gen)
+        batches += epoch_batches(lengths, cfg, epoch, token_lengths)
         epoch += 1
     if cfg.gradient_checkpointing:
         from whyrec.llm.checkpointing import enable_gradient_checkpointing
