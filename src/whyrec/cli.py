@@ -30,6 +30,8 @@ from whyrec.config import (
 )
 from whyrec.methods.recalpaca.config import RecAlpacaConfig
 from whyrec.progress import duration
+from whyrec.quickstart import LIGHTGCN as QUICKSTART_LIGHTGCN
+from whyrec.quickstart import TRAIN as QUICKSTART_TRAIN
 from whyrec.registry import METHODS
 from whyrec.utils import WhyrecError
 
@@ -225,8 +227,7 @@ def cluster(data: str, out: str, vae: VaeGmmConfig = VaeGmmConfig(), device: str
 
 def quickstart(out: str = "runs/quickstart", users: int = 3, k: int = 5, eval_pairs: int = 24,
                model: ModelConfig = ModelConfig(),
-               train: TrainConfig = TrainConfig(lr=1e-3, batch_size=4, max_steps=60, max_target_tokens=64, min_rating=4.0),
-               lightgcn: LightGCNConfig = LightGCNConfig(epochs=200, eval_every=2, patience=5),
+               train: TrainConfig = QUICKSTART_TRAIN, lightgcn: LightGCNConfig = QUICKSTART_LIGHTGCN,
                max_users: int | None = None, device: str = "auto", overwrite: bool = False):
     """MovieLens-100K end to end: data, LightGCN, XRec on SmolLM2, top-k with explanations, metrics.
 

@@ -45,6 +45,9 @@ HARMLESS_FIELDS = ("device", "max_minutes", "checkpoint_every", "save_steps", "s
                    "logging_steps", "resume", "num_threads", "progress", "overwrite", "compile")
 # Training budgets: a run may be continued with a larger one where that equals a fresh run with it.
 BUDGET_FIELDS = ("max_steps", "epochs")
+# Fields added after folders existed, with the value that reproduces the behaviour before them: a
+# fingerprint leaves such a field out while it holds that value, so older folders still resume.
+LATE_FIELDS = {"item_facts": False, "batch_tokens": None}
 # Not part of a folder's content digest: run records that differ between identical runs.
 UNDIGESTED = (MARKER, "run_config.json", "README.md", "training_log.json", "train_log.json")
 UNDIGESTED_DIRS = ("checkpoint", "checkpoints")
@@ -64,7 +67,8 @@ def fingerprint_of(obj: Any, ignore: Iterable[str] = HARMLESS_FIELDS) -> Any:
 
     def strip(value: Any) -> Any:
         if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if k not in drop}
+            return {k: strip(v) for k, v in value.items()
+                    if k not in drop and not (k in LATE_FIELDS and v is LATE_FIELDS[k])}
         if isinstance(value, list):
             return [strip(v) for v in value]
         return value

@@ -94,11 +94,17 @@ def test_new_runs_train_save_and_explain_with_facts_and_old_folders_without(data
 
 
 @pytest.mark.parametrize("config_class", [GaVaMoEConfig, XRecConfig])
-def test_the_slot_enters_the_training_fingerprint_only_when_on(config_class):
+def test_the_slot_enters_the_training_fingerprint_only_when_on(config_class, tmp_path):
     from dataclasses import asdict
 
-    from whyrec.methods.common import without_late_off_fields
+    from whyrec.methods.common import training_fingerprint
+    from whyrec.outputs import fingerprint_of
 
     old = {k: v for k, v in asdict(config_class()).items() if k != "item_facts"}  # a folder made before the field
-    assert without_late_off_fields(config_class(item_facts=False)) == old  # so --<method>.item_facts false resumes it
-    assert without_late_off_fields(config_class()) == {**old, "item_facts": True}
+    assert fingerprint_of(config_class(item_facts=False)) == fingerprint_of(old)  # --<method>.item_facts false resumes it
+    assert fingerprint_of(config_class()) == {**fingerprint_of(old), "item_facts": True}
+    # the same for a train field added later (batch_tokens): unset, it is not in the fingerprint
+    fp = training_fingerprint(str(tmp_path), None, "m", TINY, {"m": config_class()}, TrainConfig())
+    assert "batch_tokens" not in fp["train"]
+    assert training_fingerprint(str(tmp_path), None, "m", TINY, {"m": config_class()},
+                                TrainConfig(batch_tokens=512))["train"]["batch_tokens"] == 512

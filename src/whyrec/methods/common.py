@@ -17,11 +17,3 @@ def training_fingerprint(data: str, encoder: str | None, method: str, model: Mod
             "train": fingerprint_of(train, HARMLESS_FIELDS + BUDGET_FIELDS), "data": folder_digest(data),
             "encoder": folder_digest(encoder) if encoder else None}
 
-
-def without_late_off_fields(cfg, late_fields: tuple[str, ...] = ("item_facts",)) -> dict:
-    """`cfg` as a dict for the fingerprint, leaving out fields added after folders existed while
-    they are off: a folder trained before the field (its behaviour = off) then resumes under
-    `--<method>.<field> false`."""
-    from dataclasses import asdict
-
-    return {k: v for k, v in asdict(cfg).items() if not (k in late_fields and v is False)}

@@ -30,14 +30,14 @@ def train_gavamoe(data: str, vae: str, out: str, model: ModelConfig | None = Non
     `out` is guarded like `whyrec.methods.xrec.train.train_explainer`'s (fingerprint of config, data, VAE).
     """
     from whyrec.distributed import device_for_rank, distributed_run
-    from whyrec.methods.common import training_fingerprint, without_late_off_fields
+    from whyrec.methods.common import training_fingerprint
     from whyrec.outputs import output_folder
     from whyrec.utils import resolve_device
 
     model, cfg, train = model or ModelConfig(), cfg or GaVaMoEConfig(), train or TrainConfig()
     device = device_for_rank(resolve_device(model.device))
     with distributed_run(device):
-        fingerprint = training_fingerprint(data, vae, "gavamoe", model, {"gavamoe": without_late_off_fields(cfg)}, train)
+        fingerprint = training_fingerprint(data, vae, "gavamoe", model, {"gavamoe": cfg}, train)
         with output_folder(out, "gavamoe explainer", fingerprint, overwrite=overwrite) as work:
             return _train_gavamoe(data, vae, work, model, cfg, train, resume, device)
 

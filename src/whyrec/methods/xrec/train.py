@@ -10,7 +10,7 @@ import torch
 
 from whyrec.config import ModelConfig, TrainConfig, XRecConfig
 from whyrec.data import schema as S
-from whyrec.methods.common import training_fingerprint, without_late_off_fields
+from whyrec.methods.common import training_fingerprint
 from whyrec.methods.xrec.artifact import Explainer, build_module, items_table, save_explainer
 from whyrec.utils import WhyrecError, read_json, seed_everything, write_run_info
 
@@ -33,7 +33,7 @@ def train_explainer(data: str, encoder: str, out: str, method: str = "xrec",
     model, xrec, train = model or ModelConfig(), xrec or XRecConfig(), train or TrainConfig()
     device = device_for_rank(resolve_device(model.device))
     with distributed_run(device):
-        fingerprint = training_fingerprint(data, encoder, method, model, {"xrec": without_late_off_fields(xrec)}, train)
+        fingerprint = training_fingerprint(data, encoder, method, model, {"xrec": xrec}, train)
         with output_folder(out, f"{method} explainer", fingerprint, overwrite=overwrite) as work:
             return _train_explainer(data, encoder, work, method, model, xrec, train, resume, device)
 
@@ -70,6 +70,11 @@ def _train_explainer(data, encoder, out, method, model: ModelConfig, xrec, train
     prompts, targets = expl.prompts(users, items), records[S.EXPLANATION].astype(str).tolist()
     tok = module.tokenizer
     lengths = [len(p) + len(t) for p, t in zip(prompts, targets)]  # characters: a cheap length proxy
+    token_lengths = None
+    if train.batch_tokens:  # prompt + target tokens (cut, plus EOS), as module.encode makes them
+        p_len = [len(x) for x in tok(prompts, add_special_tokens=False).input_ids]
+        t_ids = tok([t.strip() for t in targets], add_special_tokens=False).input_ids
+        token_lengths = [a + min(len(b), train.max_target_tokens) + 1 for a, b in zip(p_len, t_ids)]
 
     def step(idx: list[int]) -> tuple[torch.Tensor, int]:
         batch = module.encode([prompts[k] for k in idx], [targets[k] for k in idx], train.max_target_tokens)
@@ -81,7 +86,8 @@ def _train_explainer(data, encoder, out, method, model: ModelConfig, xrec, train
         write_run_info(out_dir, {"data": data, "encoder": encoder, "method": method, "model": asdict(model),
                                  "xrec": asdict(xrec), "train": asdict(train), "world_size": world_size()},
                        "train explainer")
-    state = train_loop(module, lengths, step, train, out_dir / "checkpoint", desc=f"train {method}", resume=resume)
+    state = train_loop(module, lengths, step, train, out_dir / "checkpoint", desc=f"train {method}", resume=resume,
+                       token_lengths=token_lengths)
     log = {"steps": state["step"], "examples": len(records), "elapsed_s": round(state["elapsed_s"], 1),
            "first_loss": _mean(state["losses"][:10]), "last_loss": _mean(state["losses"][-10:]),
            "losses": state["losses"], "tokenizer_vocab": len(tok), "world_size": world_size(),
