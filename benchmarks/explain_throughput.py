@@ -18,6 +18,9 @@ Systems (`--systems`):
   bf16_1 HF generate, batch 1, bf16 (the same-dtype baseline for bf16B)
   bf16Bfix  as bf16B, one call per batch of B: no refill across batches (the loop before
          continuous batching); with --chunk > batch_size, bf16B refills freed slots inside the chunk
+  bf16Bpfx, dropBpfx  as bf16B, dropB with the shared prompt prefix (chat header, system prompt, "user record: ")
+         prefilled once per call and its KV cache reused by every row (XRec's default since H1;
+         bf16B and the other whyrec systems here run with it off, as before)
 The pairs are processed in chunks of `batch_size`; each chunk runs every system, the order
 reversed on alternate chunks, so machine load hits all alike. Tokens counted are the useful
 ones: each row up to and including its first EOS.
@@ -116,7 +119,11 @@ SYSTEMS = {  # key: (label, weights, batched, drop_finished)
     "bf16B": ("whyrec batch {B}, bf16 weights, finished rows dropped", "bfloat16", True, True),
     "bf16Bfix": ("whyrec batch {B}, bf16 weights, rows dropped, no refill (one call per batch)", "bfloat16", True, True),
     "bf16_1": ("HF generate, batch 1, bf16", "bfloat16", False, False),
+    "bf16Bpfx": ("whyrec batch {B}, bf16 weights, rows dropped, shared prompt prefix prefilled once", "bfloat16",
+                 True, True),
+    "dropBpfx": ("whyrec batch {B}, fp32, rows dropped, shared prompt prefix prefilled once", "float32", True, True),
 }
+PREFIX_REUSE = {"bf16Bpfx", "dropBpfx"}  # the others measure the decoder as it was before prefix reuse
 
 
 def main() -> None:
@@ -134,6 +141,7 @@ def main() -> None:
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
+    print("load average at the start {:.2f} / {:.2f} / {:.2f}".format(*os.getloadavg()), flush=True)
     keys = args.systems.split(",")
     if "hf1" not in keys:
         keys.insert(0, "hf1")  # the baseline of every ratio
@@ -148,6 +156,7 @@ def main() -> None:
     totals = {k: {"seconds": 0.0, "tokens": 0, "n": 0} for k in keys}
     texts: dict[str, list[str]] = {k: [] for k in keys}
     for k in keys:  # warm-up
+        explainers[SYSTEMS[k][1]].module.reuse_prefix = k in PREFIX_REUSE
         explainers[SYSTEMS[k][1]].explain(users[:1], items[:1], gens[k], progress=False)
     size = args.chunk or args.batch_size
     for c, s in enumerate(range(0, args.n, size)):
@@ -155,6 +164,7 @@ def main() -> None:
         for k in (keys if c % 2 == 0 else keys[::-1]):
             dtype = SYSTEMS[k][1]
             counters[dtype].tokens = 0
+            explainers[dtype].module.reuse_prefix = k in PREFIX_REUSE
             # bf16Bfix: one call per batch of B, so no slot is refilled across batches (the old loop)
             step = args.batch_size if k.endswith("fix") else size
             tic = time.perf_counter()
@@ -171,6 +181,9 @@ def main() -> None:
 
     base = totals["hf1"]
     base_tps, base_eps = base["tokens"] / base["seconds"], base["n"] / base["seconds"]
+    load = os.getloadavg()
+    print(f"\nload average at the end {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1/5/15 min; "
+          f"{os.cpu_count()} CPUs): ratios come from interleaved chunks, absolute rates follow the load")
     print(f"\nSmolLM2-135M-Instruct, {args.n} XRec-amazon prompts "
           f"(mean {sum(len(tok(p).input_ids) for p in prompts) / len(prompts):.0f} tokens), greedy, "
           f"max_new_tokens {args.max_new_tokens}, torch threads {args.threads}\n")
@@ -185,7 +198,8 @@ def main() -> None:
     if not ceiling:
         print("| llama-cpp-python | not installed (optional; compiles from source) | – | – | – |")
     print()
-    for a, b in [("hfB", "hf1"), ("dropB", "hfB"), ("bf16B", "dropB"), ("bf16B", "bf16_1"), ("bf16B", "bf16Bfix")]:
+    for a, b in [("hfB", "hf1"), ("dropB", "hfB"), ("bf16B", "dropB"), ("bf16B", "bf16_1"), ("bf16B", "bf16Bfix"),
+                 ("bf16Bpfx", "bf16B"), ("dropBpfx", "dropB")]:
         if a in texts and b in texts:
             same = sum(x == y for x, y in zip(texts[a], texts[b], strict=True))
             print(f"identical greedy outputs {a} vs {b}: {same}/{args.n}")
