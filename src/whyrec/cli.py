@@ -251,7 +251,8 @@ def quickstart(out: str = "runs/quickstart", users: int = 3, k: int = 5, eval_pa
 def serve(run: str, host: str = "127.0.0.1", port: int = 8000, device: str = "auto",
           generation: GenerationConfig = GenerationConfig(), cache: str | None = "auto", max_batch: int = 8,
           max_wait_ms: float = 10.0, max_queue: int = 256, timeout_s: float = 120.0, max_body_bytes: int = 65536,
-          read_timeout_s: float = 10.0, max_connections: int = 512, keep_alive_s: float = 5.0):
+          read_timeout_s: float = 10.0, max_connections: int = 512, keep_alive_s: float = 5.0,
+          continuous: bool = True):
     """Serve recommendations with explanations: HTTP API, web page at /, API reference at /docs.
 
     Any method's trained folder (xrec, gavamoe, pepler, recexplainer, recalpaca; GET /info says what
@@ -274,6 +275,8 @@ def serve(run: str, host: str = "127.0.0.1", port: int = 8000, device: str = "au
         read_timeout_s: a request's headers and body must arrive within this many seconds (HTTP 408 after it).
         max_connections: open connections at most; more are answered HTTP 503 and closed.
         keep_alive_s: an idle kept-alive connection is closed after this many seconds.
+        continuous: continuous batching for models that support it (XRec): a request joins the running
+            decode at the next free row instead of waiting for the batch (false: the micro-batcher).
     """
     from whyrec.serve.server import run_server
     from whyrec.serve.settings import ServeSettings
@@ -282,7 +285,7 @@ def serve(run: str, host: str = "127.0.0.1", port: int = 8000, device: str = "au
                settings=ServeSettings(max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
                                       timeout_s=timeout_s, max_body_bytes=max_body_bytes,
                                       read_timeout_s=read_timeout_s, max_connections=max_connections,
-                                      keep_alive_s=keep_alive_s))
+                                      keep_alive_s=keep_alive_s, continuous=continuous))
 
 
 def list_():

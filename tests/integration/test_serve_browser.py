@@ -34,10 +34,10 @@ def server(tmp_path_factory):
     run = tiny_run(tmp_path_factory)
     port = _free_port()
     log = tmp_path_factory.mktemp("serve") / "server.log"
-    # max_wait_ms 800: the batcher holds the first explanation long enough for the page's
-    # loading state to be observable, and merges the page's five parallel requests.
+    # max_wait_ms 800 with the micro-batcher (--continuous false): it holds the first explanation long
+    # enough for the page's loading state to be observable, and merges the page's five parallel requests.
     cmd = [sys.executable, "-m", "whyrec.cli", "serve", "--run", str(run), "--port", str(port),
-           "--cache", "none", "--max_wait_ms", "800", "--generation.max_new_tokens", "8"]
+           "--cache", "none", "--continuous", "false", "--max_wait_ms", "800", "--generation.max_new_tokens", "8"]
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     url = f"http://127.0.0.1:{port}"

@@ -151,3 +151,14 @@ def test_served_xrec_streams_the_texts_of_the_micro_batcher(tmp_path_factory):
             assert model.explain_stream is None  # beam search: the server keeps the micro-batcher
         finally:
             model.gen = saved
+
+
+@pytest.mark.parametrize("flag, expected", [([], True), (["--continuous", "false"], False)])
+def test_whyrec_serve_turns_continuous_batching_on_unless_told_otherwise(monkeypatch, tmp_path, flag, expected):
+    import whyrec.serve.server as server
+    from whyrec.cli import main
+
+    seen = {}
+    monkeypatch.setattr(server, "run_server", lambda run, host, port, **kw: seen.update(kw))
+    assert main(["serve", "--run", str(tmp_path), *flag]) in (0, None)
+    assert seen["settings"].continuous is expected
