@@ -42,7 +42,7 @@ def run_quickstart(out: str = "runs/quickstart", n_users: int = 3, k: int = 5, e
 
     def settings(lightgcn: LightGCNConfig) -> dict:
         return fingerprint_of({"model": model, "weights": model_identity(model.name_or_path, model.gguf_file),
-                               "train": _train_fields(train), "lightgcn": lightgcn, "max_users": max_users,
+                               "train": train, "lightgcn": lightgcn, "max_users": max_users,
                                "eval_pairs": eval_pairs})
 
     if lightgcn is None or lightgcn == LIGHTGCN:  # the CLI passes its default, which is LIGHTGCN
@@ -103,14 +103,6 @@ def _run(root: Path, work: Path, n_users: int, k: int, eval_pairs: int, model: M
         print("   ", line)
     print(f"\nartifacts in {root}/ (reuse: `whyrec recommend --run {root} --user 1 -k 5 --explain`)")
     return summary
-
-
-def _train_fields(train: TrainConfig) -> dict:
-    """`train` for the folder's fingerprint, without `batch_tokens` while it is unset: it came later,
-    and a folder made before it (so without it) was made with fixed batches all the same."""
-    from dataclasses import asdict
-
-    return {k: v for k, v in asdict(train).items() if not (k == "batch_tokens" and v is None)}
 
 
 def _default_lightgcn(out: str, settings, overwrite: bool) -> LightGCNConfig:
