@@ -163,7 +163,7 @@ def _refuse(n: int, why: str):
 
 def _check_candidates(run: Run, n: int) -> None:
     """Refuse candidates > 1 for a run whose method cannot sample (one line, before any decoding).
-    Methods that decode plain greedy (RecExplainer, RecAlpaca) refuse at their first sampled pair:
+    Methods that decode plain greedy (RecExplainer, RecAlpaca) refuse at the first sampled pass:
     their decoder says so (`whyrec.llm.generate.plain_greedy`); beams are not offered instead, as
     their served decoders return one sequence per pair."""
     from whyrec.folders import explainer_dir
