@@ -174,8 +174,8 @@ class GenerationConfig:
     candidates: int = 1
     """Grounding-aware decoding (`whyrec.runs.Run`, any method that samples): > 1 generates the
     output these settings describe (greedy by default) plus candidates-1 sampled ones (`temperature`,
-    `top_p`; each seeded by its user, item and index, so a pair gets the same candidates in any
-    batch), checks each against the run's dataset with the grounding checker and emits the one with
+    `top_p`; each row draws from its own generator seeded by the candidate's index and the row's
+    generated tokens, so a pair gets the same candidates in any batch), checks each against the run's dataset with the grounding checker and emits the one with
     the fewest false claims, then the most supported ones, then the first; sentences that still
     carry a false claim are dropped (`whyrec.eval.grounded_choice`). 1: no change."""
 

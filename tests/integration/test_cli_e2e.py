@@ -140,6 +140,10 @@ def test_quickstart_runs_then_reuses_artifacts(tmp_path, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert out.count("\n  1. ") == 2 and "BLEU-1" in out and "Recall@20" in out
+    from whyrec.outputs import read_marker
+
+    # the metrics come from grounding-aware decoding: greedy + 1 sample, the checker chooses
+    assert read_marker(tmp_path / "qs" / "eval")["fingerprint"]["generation"]["candidates"] == 2
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "qs").rglob("*.safetensors")}
     assert len(stamps) >= 2
     assert main(argv) == 0

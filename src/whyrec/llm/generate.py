@@ -50,7 +50,7 @@ def generate(model, gen: GenerationConfig, tokenizer: Any, *, num_return_sequenc
     import warnings
 
     kw = generate_kwargs(gen, tokenizer, num_return_sequences=num_return_sequences)
-    rows = _row_sampler(gen, inputs["input_ids"].shape[1] if "input_ids" in inputs else 0)
+    rows = _row_sampler(gen, lambda: inputs["input_ids"].shape[1] if "input_ids" in inputs else 0)
     if rows is not None:
         # HF puts its own warpers after it; on the forced scores they change nothing.
         from transformers.generation.logits_process import LogitsProcessorList
@@ -82,19 +82,20 @@ def logits_processors(gen: GenerationConfig, eos_token_id: int | None):
     if gen.min_new_tokens > 0 and eos_token_id is not None:
         procs.append(MinNewTokensLengthLogitsProcessor(0, gen.min_new_tokens, eos_token_id))
     if gen.do_sample:
-        rows = _row_sampler(gen, 0)
+        rows = _row_sampler(gen, lambda: 0)
         procs += [rows] if rows is not None else [TemperatureLogitsWarper(gen.temperature), TopPLogitsWarper(gen.top_p)]
     return procs
 
 
-def _row_sampler(gen: GenerationConfig, skip: int):
+def _row_sampler(gen: GenerationConfig, prompt_length):
     """Inside `whyrec.llm.row_sampling.seeded_rows`, a sampled beam-free call draws each row from its
-    own seeded generator (batch-independent candidates for `Run`'s grounding-aware decoding)."""
+    own seeded generator (batch-independent candidates for `Run`'s grounding-aware decoding);
+    `prompt_length()`: the prompt tokens HF's ids start with (asked only then)."""
     if not gen.do_sample or gen.num_beams > 1:
         return None
     from whyrec.llm.row_sampling import active_sampler
 
-    return active_sampler(gen.temperature, gen.top_p, skip)
+    return active_sampler(gen.temperature, gen.top_p, prompt_length())
 
 
 def plain_greedy(gen: GenerationConfig, method: str) -> GenerationConfig:
