@@ -186,12 +186,17 @@ def test_paper_config_shapes_on_meta_device():
 
 @pytest.fixture
 def data_dir(tmp_path):
+    return save_toy_data(tmp_path)
+
+
+def save_toy_data(tmp_path, title=lambda k: f"Hotel {k}"):
+    """Synthetic hotel reviews (a fifth of the pairs in test) and an empty VAE folder under tmp_path."""
     rng = random.Random(0)
     rows = [{S.USER: u, S.ITEM: i, S.RATING: float(rng.randint(1, 5)), S.FEATURE: rng.choice(["view", "bed"]),
              S.EXPLANATION: f"the {rng.choice(['view', 'bed'])} is {rng.choice(['great', 'poor'])}",
              S.SPLIT: S.TRAIN if k % 5 else S.TEST}
             for k, (u, i) in enumerate((u, i) for u in USERS for i in ITEMS[:4])]
-    items = pd.DataFrame({S.ITEM: ITEMS, S.TITLE: [f"Hotel {k}" for k in range(len(ITEMS))]})
+    items = pd.DataFrame({S.ITEM: ITEMS, S.TITLE: [title(k) for k in range(len(ITEMS))]})
     RecDataset(pd.DataFrame(rows), items, None, meta={"name": "synthetic"}).save(tmp_path / "data")
     (tmp_path / "vae").mkdir()
     (tmp_path / "vae" / "config.json").write_text("{}")

@@ -2,16 +2,14 @@
 facts in its prompt; a folder whose config.json predates the field prompts without them."""
 
 import json
-import random
 
 import pandas as pd
 import pytest
 import torch
-from test_gavamoe import ITEMS, TINY, USERS, FakeVAE, small_cfg
+from test_gavamoe import TINY, FakeVAE, save_toy_data, small_cfg
 
 from whyrec.config import GenerationConfig, TrainConfig, XRecConfig
 from whyrec.data import schema as S
-from whyrec.data.dataset import RecDataset
 from whyrec.llm.load import load_model
 from whyrec.methods.gavamoe import artifact as GA
 from whyrec.methods.gavamoe import model as GM
@@ -41,16 +39,7 @@ def test_the_prompt_carries_the_facts_only_when_the_slot_is_on():
 def data_dir(tmp_path, monkeypatch):
     for mod in (GA, GT):  # training reads the VAE, loading the folder reads its copy
         monkeypatch.setattr(mod, "_load_vae", lambda path, device: FakeVAE())
-    rng = random.Random(0)
-    rows = [{S.USER: u, S.ITEM: i, S.RATING: float(rng.randint(1, 5)), S.FEATURE: rng.choice(["view", "bed"]),
-             S.EXPLANATION: f"the {rng.choice(['view', 'bed'])} is {rng.choice(['great', 'poor'])}",
-             S.SPLIT: S.TRAIN if k % 5 else S.TEST}
-            for k, (u, i) in enumerate((u, i) for u in USERS for i in ITEMS[:4])]
-    items = pd.DataFrame({S.ITEM: ITEMS, S.TITLE: [f"Hotel {k} (19{90 + k})" for k in range(len(ITEMS))]})
-    RecDataset(pd.DataFrame(rows), items, None, meta={"name": "synthetic"}).save(tmp_path / "data")
-    (tmp_path / "vae").mkdir()
-    (tmp_path / "vae" / "config.json").write_text("{}")
-    return tmp_path
+    return save_toy_data(tmp_path, title=lambda k: f"Hotel {k} (19{90 + k})")
 
 
 def _recording(monkeypatch) -> list[str]:
