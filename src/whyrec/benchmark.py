@@ -15,6 +15,8 @@ out/encoder and out/vae, and retrained (then swapped in) when their config or da
 Every row also gets its mispaired floor, bootstrap intervals and false-claim rate, and the
 retrieval baseline runs beside the methods (`whyrec.benchmark_baselines`); `ablations` adds
 the CF ablations of every row with a trained folder (`whyrec.benchmark_ablate`).
+An `--external` file covering only some pairs gets a table of its own with every other row
+rescored on those pairs (comparison.json `subsets`, keys in `whyrec.benchmark_inputs`).
 """
 
 from __future__ import annotations
@@ -45,8 +47,8 @@ from whyrec.benchmark_cache import (
     settings,
     trained_folder,
 )
-from whyrec.benchmark_inputs import external_predictions, run_spec
-from whyrec.benchmark_tables import activity_table, comparison_table, train_summary
+from whyrec.benchmark_inputs import External, external_predictions, run_spec
+from whyrec.benchmark_tables import activity_breakdown, comparison_table, train_summary
 from whyrec.config import (
     GaVaMoEConfig,
     GenerationConfig,
@@ -204,11 +206,11 @@ def benchmark_explain(data: str, out: str, methods: tuple[str, ...] | list[str] 
         LocalHFClient.check_generation(generation)  # e.g. --generation.candidates: refused before any training
     for method in (m for m in methods if m not in skipped and m not in (ZERO_SHOT, RETRIEVAL)):
         check_train(systems[method][0], asked)  # a --train field some row refuses stops before any training
-    run_folders = [run_spec(spec) for spec in runs]
+    run_folders, externals = [run_spec(spec) for spec in runs], [external_predictions(s, pairs) for s in external]
     with output_folder(out, "benchmark explain", {}, overwrite=overwrite) as out_dir:
         bench = _Bench(out_dir, data, ds, pairs, generation, device, smooth, bertscore, seed)
-        for spec in external:
-            bench.score(*external_predictions(spec, pairs), None, None)
+        for ext in externals:
+            bench.external(ext)
         for name, folder in run_folders:
             bench.folder(name, folder, read_log(folder), None)
         trained_encoders = {"lightgcn": encoder, "vae_gmm": vae}  # given, or trained here once when needed
@@ -263,23 +265,55 @@ class _Bench:
         self.rows: dict[str, dict] = {}
         self.folders: dict[str, Path] = {}  # rows with a trained folder: what --ablations ablates
         self.texts: dict[str, list[str]] = {}
+        self.subsets: dict[tuple[int, ...], dict[str, External]] = {}  # pairs -> the external rows covering only them
         self.feature_set = feature_set_from_records(ds) if S.FEATURE in ds.interactions else set()
-        self.gt_features = pairs[S.FEATURE].fillna("").astype(str).tolist() if S.FEATURE in pairs else []
 
-    def score(self, name: str, preds: list[str], train_log: dict | None, secs: float | None) -> None:
+    def metrics(self, preds: list[str], at: list[int] | None = None) -> dict:
+        """Every metric of `preds`, the predictions for the benchmark pairs (or for those at `at` only)."""
         from whyrec.eval.features import feature_metrics
         from whyrec.eval.report import evaluate_texts
 
-        metrics = evaluate_texts(preds, self.refs, smooth=self.smooth)
+        pairs = self.pairs if at is None else self.pairs.iloc[at].reset_index(drop=True)
+        refs = pairs[S.EXPLANATION].astype(str).tolist()
+        metrics = evaluate_texts(preds, refs, smooth=self.smooth)
         # BERTScore, the mispaired floor and the bootstrap intervals share one loaded scorer
-        metrics.update(floor_and_intervals(preds, self.refs, self.seed, self.smooth, self.scorer()))
+        metrics.update(floor_and_intervals(preds, refs, self.seed, self.smooth, self.scorer()))
         if self.grounding:
-            metrics["grounding"] = grounding_summary(self.ds, preds, self.pairs)
-        if self.feature_set and self.gt_features:  # review data with PEPLER templates: FMR/FCR/DIV as well
-            metrics["features"] = feature_metrics(preds, self.gt_features, self.feature_set)
-        self.rows[name] = {"metrics": metrics, "train": train_summary(train_log), "generate_s_per_pair":
+            metrics["grounding"] = grounding_summary(self.ds, preds, pairs)
+        gt_features = pairs[S.FEATURE].fillna("").astype(str).tolist() if S.FEATURE in pairs else []
+        if self.feature_set and gt_features:  # review data with PEPLER templates: FMR/FCR/DIV as well
+            metrics["features"] = feature_metrics(preds, gt_features, self.feature_set)
+        return metrics
+
+    def score(self, name: str, preds: list[str], train_log: dict | None, secs: float | None) -> None:
+        self.rows[name] = {"metrics": self.metrics(preds), "train": train_summary(train_log), "generate_s_per_pair":
                            None if secs is None else round(secs / max(1, len(preds)), 3)}
         self.texts[name] = preds
+
+    def external(self, ext: External) -> None:
+        """A main-table row when `ext` covers every pair; else scored in `finish`, beside the others rescored."""
+        if len(ext.pairs) == len(self.pairs):
+            return self.score(ext.name, ext.predictions, None, None)
+        self.subsets.setdefault(ext.pairs, {})[ext.name] = ext
+
+    def subset(self, covered: tuple[int, ...], externals: dict[str, External]) -> dict:
+        """The `subsets` entry of `covered`: its external rows and every main-table row rescored on it."""
+        at, pairs = list(covered), self.pairs.iloc[list(covered)].reset_index(drop=True)
+        rows = {n: {"metrics": self.metrics(e.predictions, at), "train": None, "generate_s_per_pair": None}
+                for n, e in externals.items()}
+        for name, row in self.rows.items():
+            metrics = self.metrics([self.texts[name][k] for k in at], at)
+            rows[name] = {**row, "metrics": metrics | self.extra_metrics(name, pairs)}
+        out = {"n_pairs": len(at), "of_pairs": len(self.pairs), "pair_indices": at,
+               "external": {n: e.references for n, e in externals.items()}, "rows": rows}
+        if self.grounding:
+            out["references_grounding"] = grounding_summary(self.ds, pairs[S.EXPLANATION].astype(str).tolist(), pairs)
+        return out
+
+    def extra_metrics(self, name: str, pairs: pd.DataFrame) -> dict:
+        """A folder row's method-specific metrics on `pairs` (PEPLER-reg: RMSE/MAE); {} for other rows."""
+        extra = getattr(method_of(self.folders[name]), "benchmark_extra_metrics", None) if name in self.folders else None
+        return (extra and extra(self.folders[name], pairs, self.device)) or {}
 
     def scorer(self):
         if self.bertscore and self._scorer is None:
@@ -311,8 +345,7 @@ class _Bench:
         preds, secs = self.predictions(name, name, producer, chunk, load)
         self.score(name, preds, train_log, secs)
         self.folders[name] = folder
-        extra = getattr(method, "benchmark_extra_metrics", None)
-        self.rows[name]["metrics"].update((extra and extra(folder, self.pairs, self.device)) or {})
+        self.rows[name]["metrics"].update(self.extra_metrics(name, self.pairs))
 
     def method(self, method: str, obj, encoder: str | None, model: ModelConfig, cfg, train: TrainConfig) -> None:
         key = {"data": self.data_id, "method": method, "model": model_key(model), "config": settings(cfg),
@@ -345,8 +378,10 @@ class _Bench:
         rows, out_dir = self.rows, self.out_dir
         result = {"data": self.data, "data_digest": self.data_id, "split": run_info["split"],
                   "n_pairs": len(self.pairs), "seed": seed, "rows": rows, "skipped": skipped}
-        if rows:
-            result["metric_versions"] = metric_versions(next(iter(rows.values()))["metrics"], self.smooth)
+        if self.subsets:  # external rows that cover part of the pairs, beside the others rescored on them
+            result["subsets"] = [self.subset(at, externals) for at, externals in self.subsets.items()]
+        if scored := [*rows.values(), *(r for s in result.get("subsets", ()) for r in s["rows"].values())]:
+            result["metric_versions"] = metric_versions(scored[0]["metrics"], self.smooth)
         if self.grounding:  # the data's own rate: what a method's rate is to be read against
             result["references_grounding"] = grounding_summary(ds, self.refs, self.pairs)
         if rows and groups:
@@ -357,30 +392,6 @@ class _Bench:
         write_text(out_dir / "comparison.md", comparison_table(result) + ablation_section(ablations))
         write_run_info(out_dir, run_info, command="benchmark explain")
         return result
-
-
-def activity_breakdown(ds, pairs: pd.DataFrame, predictions: dict[str, list[str]], refs: list[str],
-                       out_dir: Path, smooth: bool = False) -> dict:
-    """Each system's PEPLER metrics per user-activity quintile and for zero-shot users (XRec §4.4).
-
-    The groups are drawn once from the shared pairs, so every system is scored on the same
-    users in each group: this is the table that tests a claim of robustness for sparse users.
-    """
-    from functools import partial
-
-    from whyrec.eval.groups import activity_groups, grouped_metrics, plot_systems_by_group
-    from whyrec.eval.text import pepler_text_metrics
-
-    inter = ds.interactions
-    train_users = inter.loc[inter[S.SPLIT] == S.TRAIN, S.USER].astype(str).tolist()
-    users = pairs[S.USER].astype(str).tolist()
-    seen = set(train_users)  # groups split the users with training activity; the others are zero-shot
-    labels = activity_groups(train_users, users, n_groups=min(5, max(1, len(set(users) & seen))))
-    metric_fn = partial(pepler_text_metrics, smooth=smooth)
-    grouped = {name: grouped_metrics(preds, refs, labels, metric_fn) for name, preds in predictions.items()}
-    plot_systems_by_group(grouped, metrics=("bleu1", "rougeL_f", "usr"), path=out_dir / "by_activity.png")
-    write_text(out_dir / "by_activity.md", activity_table(grouped))
-    return grouped
 
 
 def _slug(name: str) -> str:

@@ -1,6 +1,17 @@
-"""Markdown tables of `whyrec benchmark explain`: the comparison and the by-activity breakdown."""
+"""Markdown tables of `whyrec benchmark explain`: the comparison and the by-activity breakdown.
+
+An `--external` row that covers only part of the pairs is not in the main table: each such set of
+pairs gets a table of its own (comparison.json `subsets`), every other row rescored on it.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from whyrec.data import schema as S
+from whyrec.utils import write_text
 
 
 def activity_table(grouped: dict[str, dict]) -> str:
@@ -13,6 +24,31 @@ def activity_table(grouped: dict[str, dict]) -> str:
         for key, label in (("bleu1", "BLEU-1"), ("bleu4", "BLEU-4"), ("rougeL_f", "ROUGE-L F"), ("usr", "USR")):
             lines.append("| " + " | ".join([name, label] + [f"{grouped[name][g][key]:.3f}" for g in group_names]) + " |")
     return "\n".join(lines) + "\n"
+
+
+def activity_breakdown(ds, pairs: pd.DataFrame, predictions: dict[str, list[str]], refs: list[str],
+                       out_dir: Path, smooth: bool = False) -> dict:
+    """Each system's PEPLER metrics per user-activity quintile and for zero-shot users (XRec §4.4).
+
+    The groups are drawn once from the shared pairs, so every system is scored on the same
+    users in each group: this is the table that tests a claim of robustness for sparse users.
+    """
+    from functools import partial
+
+    from whyrec.eval.groups import activity_groups, grouped_metrics, plot_systems_by_group
+    from whyrec.eval.text import pepler_text_metrics
+
+    inter = ds.interactions
+    train_users = inter.loc[inter[S.SPLIT] == S.TRAIN, S.USER].astype(str).tolist()
+    users = pairs[S.USER].astype(str).tolist()
+    seen = set(train_users)  # groups split the users with training activity; the others are zero-shot
+    labels = activity_groups(train_users, users, n_groups=min(5, max(1, len(set(users) & seen))))
+    metric_fn = partial(pepler_text_metrics, smooth=smooth)
+    grouped = {name: grouped_metrics(preds, refs, labels, metric_fn) for name, preds in predictions.items()}
+    plot_systems_by_group(grouped, metrics=("bleu1", "rougeL_f", "usr"), path=out_dir / "by_activity.png")
+    write_text(out_dir / "by_activity.md", activity_table(grouped))
+    return grouped
+
 
 
 def train_summary(log: dict | None) -> dict | None:
@@ -45,20 +81,39 @@ def _grounding_cell(report: dict | None) -> str:
 
 def comparison_table(result: dict) -> str:
     """Markdown: one row per system, PEPLER-definition metrics with bootstrap intervals, each row's
-    mispaired floor under it, the false-claim rate, training and generation cost."""
-    rows = result["rows"].values()
+    mispaired floor under it, the false-claim rate, training and generation cost; then a table per
+    `subsets` entry (an external row covering part of the pairs, the other rows rescored on them)."""
+    lines = [f"Explanations for {result['n_pairs']} '{result['split']}' pairs of {result['data']} (seed {result['seed']}).",
+             "", *_table(result["rows"], result.get("references_grounding"))]
+    for sub in result.get("subsets", ()):
+        lines += ["", f"### On the {sub['n_pairs']} pairs {' and '.join(sub['external'])} covers", "",
+                  _subset_caption(sub), "", *_table(sub["rows"], sub.get("references_grounding"))]
+    lines += ["", FLOOR_NOTE, INTERVAL_NOTE]
+    lines += [f"\nSkipped: {m} ({why})" for m, why in result["skipped"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def _subset_caption(sub: dict) -> str:
+    scored = "; ".join(f"{name} is scored on {sub['n_pairs']} of {sub['of_pairs']} pairs whose references are in {ref}"
+                       for name, ref in sub["external"].items())
+    return (f"{scored} (the others' references are not in it). Every other row is rescored on exactly these "
+            f"{sub['n_pairs']} pairs, so this table compares like for like; the table above is on all {sub['of_pairs']}.")
+
+
+def _table(systems: dict, references_grounding: dict | None) -> list[str]:
+    """The lines of one markdown table: a row per system (floor under it), the references' grounding."""
+    rows = systems.values()
     bert = any("bertscore" in r["metrics"] for r in rows)
     feats = any("features" in r["metrics"] for r in rows)
-    grounded = any("grounding" in r["metrics"] for r in rows) or "references_grounding" in result
+    grounded = any("grounding" in r["metrics"] for r in rows) or references_grounding is not None
     head = ["system", "BLEU-1", "BLEU-4", "ROUGE-1 F", "ROUGE-2 F", "ROUGE-L F", "USR"] + (["BERTScore F1"] if bert else [])
     head += ["FMR", "FCR", "DIV"] if feats else []
     rated = any(r["metrics"].get("rating") for r in rows)
     head += ["RMSE", "MAE"] if rated else []
     head += ["false claims % (n checkable)"] if grounded else []
     head += ["train steps (loss first→last)", "train min", "generate s/pair"]
-    lines = [f"Explanations for {result['n_pairs']} '{result['split']}' pairs of {result['data']} (seed {result['seed']}).",
-             "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, row in result["rows"].items():
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, row in systems.items():
         m, t = row["metrics"]["pepler"], row["train"] or {}
         ci = row["metrics"].get("intervals", {})
         cells = [name, f"{m['bleu1']:.2f}", _with_interval(m["bleu4"], ci.get("bleu4"), ".2f"),
@@ -80,13 +135,11 @@ def comparison_table(result: dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
         if "mispaired" in row["metrics"]:
             lines.append(_floor_line(row["metrics"]["mispaired"], head))
-    if "references_grounding" in result:
+    if references_grounding is not None:
         cells = ["references (the data's own texts)"] + [""] * (len(head) - 1)
-        cells[head.index("false claims % (n checkable)")] = _grounding_cell(result["references_grounding"])
+        cells[head.index("false claims % (n checkable)")] = _grounding_cell(references_grounding)
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", FLOOR_NOTE, INTERVAL_NOTE]
-    lines += [f"\nSkipped: {m} ({why})" for m, why in result["skipped"].items()]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _floor_line(floor: dict, head: list[str]) -> str:
