@@ -42,7 +42,8 @@ def benchmark_explain(data: str, out: str, methods: str = "all", encoder: str | 
         vae: GaVaMoE stage-1 folder from `whyrec cluster` (default: train one into out/vae with --vae_config).
         runs: comma-separated NAME=FOLDER of already-trained explainer or PEPLER folders to include.
         external: comma-separated NAME=PREDICTIONS[:REFERENCES] files of other systems (e.g. XRec's
-            tst_pred.pkl:tst_ref.pkl; with references, rows are matched by reference text).
+            tst_pred.pkl:tst_ref.pkl; with references, rows are matched by reference text, and a
+            file covering only part of the pairs is scored on those, beside every row rescored on them).
         split: split whose explanation records are scored.
         max_pairs: seeded sample of this many pairs (None: all).
         seed: seed of the pair sample.
