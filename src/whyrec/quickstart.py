@@ -83,7 +83,8 @@ def _run(root: Path, work: Path, n_users: int, k: int, eval_pairs: int, model: M
     # quickstart model 0 of 102 checkable claims false vs 7 of 92 greedy, BLEU/ROUGE not lower (docs/results.md §4).
     gen = GenerationConfig(max_new_tokens=60, batch_size=16, candidates=2)
     users = ds.split("test")["user"].astype(str).value_counts().index[:n_users].tolist()
-    for user, prof, recs in _samples(work, expl_dir, users, k, gen, device):
+    loaded = _Loaded(expl_dir, device)
+    for user, prof, recs in _samples(work, loaded, users, k, gen):
         print(f"\nuser {user}: {prof}")
         for rank, rec in enumerate(recs, 1):
             print(f"  {rank}. {rec['title']}  (score {rec['score']:.2f})\n     {rec['explanation']}")
@@ -98,7 +99,7 @@ def _run(root: Path, work: Path, n_users: int, k: int, eval_pairs: int, model: M
         with output_folder(eval_dir, "quickstart evaluation", {"eval_pairs": eval_pairs, "generation": gen},
                            resumable=False) as eval_work:
             text_metrics = evaluate_run(str(expl_dir), str(data_dir), str(eval_work), max_pairs=eval_pairs,
-                                        generation=gen, device=device)
+                                        generation=gen, device=device, loaded=loaded())
     summary = _summary(enc_metrics, text_metrics, log)
     summary["stage_seconds"] = _stage.done()
     for line in summary["lines"]:
@@ -122,23 +123,41 @@ def _default_lightgcn(out: str, settings, overwrite: bool) -> LightGCNConfig:
     return LIGHTGCN
 
 
-def _samples(work: Path, expl_dir: Path, users: list[str], k: int, gen: GenerationConfig, device: str) -> list:
+class _Loaded:
+    """The trained explainer, loaded on first use and then shared by the samples and the evaluation."""
+
+    def __init__(self, path: Path, device: str):
+        self.path, self.device, self.run = path, device, None
+
+    def __call__(self):
+        if self.run is None:
+            from whyrec.runs import load_run
+
+            self.run = load_run(self.path, device=self.device)
+        return self.run
+
+
+def _samples(work: Path, loaded: _Loaded, users: list[str], k: int, gen: GenerationConfig) -> list:
     """[(user, profile, top-k with explanations)], kept in work/samples.json under a key of what made
-    them, so a second quickstart prints them without loading the language model."""
+    them, so a second quickstart prints them without loading the language model. All users' pairs
+    are explained in one call, so they share decoding batches."""
     from whyrec.config import generation_fingerprint
     from whyrec.identity import run_identity
     from whyrec.utils import write_json
 
     path = work / "samples.json"
-    key = {"explainer": run_identity(expl_dir), "users": users, "k": k, "generation": generation_fingerprint(gen)}
+    key = {"explainer": run_identity(loaded.path), "users": users, "k": k, "generation": generation_fingerprint(gen)}
     if path.is_file():
         cached = json.loads(path.read_text())
         if cached.get("key") == json.loads(json.dumps(key)):
             return cached["samples"]
-    from whyrec.runs import load_run
-
-    run = load_run(expl_dir, device=device)
-    samples = [(u, run.catalog.profile(u), run.recommend(u, k=k, explain=True, generation=gen)) for u in users]
+    run = loaded()
+    top = {u: run.recommend(u, k=k) for u in users}
+    todo = [(u, rec) for u in users for rec in top[u] if rec.get("explanation") is None]
+    texts = run.explain_many([u for u, _ in todo], [rec["item"] for _, rec in todo], gen)
+    for (_, rec), text in zip(todo, texts):
+        rec["explanation"] = text
+    samples = [(u, run.catalog.profile(u), top[u]) for u in users]
     write_json(path, {"key": key, "samples": samples})
     return samples
 

@@ -269,9 +269,11 @@ def _by_activity(ds, users: list[str], preds: list[str], refs: list[str], out: s
 
 def evaluate_run(run: str, data: str | None, out: str, split: str = "test", max_pairs: int | None = 200,
                  generation: GenerationConfig | None = None, device: str = "auto", smooth: bool = False,
-                 bertscore: bool = False, judge=None, grounding: bool = True, overwrite: bool = False) -> dict:
+                 bertscore: bool = False, judge=None, grounding: bool = True, overwrite: bool = False,
+                 loaded: Run | None = None) -> dict:
     """Generate explanations for a split's pairs with any method's run and score them against the references.
 
+    `loaded`: `run` already loaded (`load_run(run)`), so a caller that just used it does not load it twice.
     `grounding`: the false-claim rate of the outputs and of the references (`whyrec.eval.grounding`).
     `out` is guarded like every output folder (whyrec.outputs): a folder holding another
     evaluation is refused unless `overwrite`, and metrics.json is written last.
@@ -289,11 +291,11 @@ def evaluate_run(run: str, data: str | None, out: str, split: str = "test", max_
                    "judge": plain(judge), "grounding": grounding}
     with output_folder(out, "evaluation", fingerprint, overwrite=overwrite, resumable=False) as work:
         return _evaluate_run(run, data, work, split, max_pairs, generation, device, smooth, bertscore, judge,
-                             grounding)
+                             grounding, loaded)
 
 
 def _evaluate_run(run, data, out_dir: Path, split, max_pairs, generation, device, smooth, bertscore, judge,
-                  grounding) -> dict:
+                  grounding, loaded: Run | None = None) -> dict:
     import pandas as pd
 
     from whyrec.data import schema as S
@@ -303,8 +305,9 @@ def _evaluate_run(run, data, out_dir: Path, split, max_pairs, generation, device
 
     ds = RecDataset.load(data)
     records = ds.explanation_records(split)
-    loaded = load_run(run, device=device)
-    loaded.data = data  # candidates are checked against the references' dataset
+    loaded = loaded or load_run(run, device=device)
+    if loaded.data != data:  # candidates are checked against the references' dataset
+        loaded.data, loaded._catalogue = data, None
     catalog = loaded.catalog
     known = records[S.USER].astype(str).map(catalog.has_user) & records[S.ITEM].astype(str).map(catalog.has_item)
     records = records[known.astype(bool)]

@@ -292,7 +292,7 @@ class _Stages:
         self._count("explainer", out, {"max_steps": train.max_steps})
         return {"first_loss": 2.0, "last_loss": 1.0, "steps": train.max_steps}
 
-    def evaluate(self, run, data, out, max_pairs, generation, device):
+    def evaluate(self, run, data, out, max_pairs, generation, device, loaded=None):
         self._count("eval", out, {"max_pairs": max_pairs})
         (Path(out) / "metrics.json").write_text(json.dumps(_TEXT_METRICS))  # written first, as api does
         if self.fail_eval:
@@ -317,8 +317,11 @@ class _FakeRun:
         def profile(user):
             return ""
 
-    def recommend(self, user, k, explain, generation):
-        return [{"title": "Fargo", "score": 1.0, "explanation": "dark"}]
+    def recommend(self, user, k):
+        return [{"item": "7", "title": "Fargo", "score": 1.0}]
+
+    def explain_many(self, users, items, generation):
+        return ["dark" for _ in users]
 
 
 def _quickstart(out: Path, steps: int = 2, **kw) -> dict:
