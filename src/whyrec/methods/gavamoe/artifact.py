@@ -172,6 +172,7 @@ def model_card(out_dir: Path, expl: GaVaMoEExplainer, model: ModelConfig, cfg: G
              if lora.enabled else "no LoRA (frozen backbone)")
     variant = f"GaVaMoE, {cfg.n_experts} experts (top-{cfg.top_k}), {tuned}"
     budget = f"max_steps {train.max_steps}" if train.max_steps else f"{train.epochs:g} epoch(s)"
+    batch = f"{train.batch_tokens} tokens" if train.batch_tokens else train.batch_size
     vae = expl.encoder
     return "\n".join([
         f"# whyrec explainer: {variant}", "",
@@ -182,7 +183,7 @@ def model_card(out_dir: Path, expl: GaVaMoEExplainer, model: ModelConfig, cfg: G
         f"- data: {' '.join(x for x in (recorded_data(out_dir), f'({dataset})' if dataset else None) if x) or 'unknown'}, "
         f"{log.get('examples', '?')} training explanations; features in the prompt: {cfg.use_feature}; "
         f"item facts slot: {cfg.item_facts}",
-        f"- training: {log.get('steps')} steps ({budget}), batch {train.batch_size} x {train.grad_accum_steps} "
+        f"- training: {log.get('steps')} steps ({budget}), batch {batch} x {train.grad_accum_steps} "
         f"accumulation, lr {train.lr:g}, seed {train.seed}, {log.get('elapsed_s', '?')} s; "
         f"loss {log.get('first_loss')} -> {log.get('last_loss')}", "",
         f"Load with `whyrec.load_run('{out_dir.name}')` or `whyrec explain --run {out_dir.name} --user U --item I`.",

@@ -87,6 +87,32 @@ class GaVaMoEModel:
         with self.torch.inference_mode():
             return self.explainer.explain([p.user for p in pairs], [p.item for p in pairs], self.gen, progress=self.progress)
 
+    @property
+    def explain_stream(self):
+        """The server's continuous batching (`whyrec.serve.continuous`): `stream(pull, deliver,
+        on_prefill)` explains the (key, Pair) rows `pull(free_slots)` hands over while it decodes, each
+        row gated by its own pair's cluster (`decode.py`). None when the generation settings need HF
+        generate (beam search, drop_finished off)."""
+        return self._stream if self.gen.drop_finished and self.gen.num_beams == 1 else None
+
+    def _stream(self, pull, deliver, on_prefill=None) -> None:
+        from whyrec.methods.gavamoe.decode import stream
+
+        ex = self.explainer
+
+        def rows(free: int) -> list:
+            out = []
+            for key, pair in pull(free):
+                try:
+                    user_vec, item_vec, cluster = ex.inputs([pair.user], [pair.item])
+                    out.append((key, ex.prompts([pair.user], [pair.item])[0], user_vec[0], item_vec[0], int(cluster[0])))
+                except Exception as e:  # noqa: BLE001 - this request alone fails (e.g. an unknown id)
+                    deliver(key, e)
+            return out
+
+        with self.torch.inference_mode():
+            stream(ex.module, rows, deliver, self.gen, on_prefill)
+
     @contextmanager
     def cf_ablation(self, kind: str, seed: int = 0):
         """Explanations inside the block use a perturbed CF input (`whyrec.methods.cf_ablation`).

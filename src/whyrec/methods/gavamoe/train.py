@@ -75,6 +75,7 @@ def _train_gavamoe(data, vae, out, model: ModelConfig, cfg, train, resume: bool,
     col = lambda c: records[c].tolist() if c in records else None  # noqa: E731
     prompts, targets = expl.prompts(users, items, col(S.RATING), col(S.FEATURE)), records[S.EXPLANATION].astype(str).tolist()
     lengths = [len(p) + len(t) for p, t in zip(prompts, targets)]  # characters: a cheap length proxy
+    token_lengths = _token_lengths(module.tokenizer, prompts, targets, train) if train.batch_tokens else None
 
     def step(idx: list[int]) -> tuple[torch.Tensor, int]:
         batch = module.encode([prompts[k] for k in idx], [targets[k] for k in idx], train.max_target_tokens)
@@ -85,7 +86,8 @@ def _train_gavamoe(data, vae, out, model: ModelConfig, cfg, train, resume: bool,
     if is_main():
         out_dir.mkdir(parents=True, exist_ok=True)
         write_run_info(out_dir, {"data": data, "vae": vae, **wanted, "world_size": world_size()}, "train gavamoe")
-    state = train_loop(module, lengths, step, train, out_dir / "checkpoint", desc="train gavamoe", resume=resume)
+    state = train_loop(module, lengths, step, train, out_dir / "checkpoint", desc="train gavamoe", resume=resume,
+                       token_lengths=token_lengths)
     losses = state["losses"]
     log = {"steps": state["step"], "examples": len(records), "elapsed_s": round(state["elapsed_s"], 1),
            "first_loss": _mean(losses[:10]), "last_loss": _mean(losses[-10:]), "losses": losses,
@@ -95,6 +97,21 @@ def _train_gavamoe(data, vae, out, model: ModelConfig, cfg, train, resume: bool,
         save_gavamoe(out_dir, expl, vae, model, cfg, train, log, ds.meta.get("name", ""))
         shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)
     return log
+
+
+def _token_lengths(tok, prompts: list[str], targets: list[str], train: TrainConfig) -> list[int]:
+    """Prompt + target tokens per example (target cut to max_target_tokens, plus EOS), as `GaVaMoE.encode`
+    makes them. A row longer than `train.batch_tokens` is refused: the budget is what a step may cost,
+    and the trainer would otherwise run that row alone over it."""
+    p_len = [len(x) for x in tok(prompts, add_special_tokens=False).input_ids]
+    t_len = [len(x) for x in tok([t.strip() for t in targets], add_special_tokens=False).input_ids]
+    lengths = [a + min(b, train.max_target_tokens) + 1 for a, b in zip(p_len, t_len)]
+    longest = max(lengths)
+    if longest > train.batch_tokens:
+        raise WhyrecError(f"--train.batch_tokens {train.batch_tokens} is below the longest training example "
+                          f"({longest} tokens, prompt + target); raise it to at least {longest} or lower "
+                          "--train.max_target_tokens")
+    return lengths
 
 
 def known_pairs(ds) -> pd.DataFrame:
