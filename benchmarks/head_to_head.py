@@ -3,6 +3,7 @@ three datasets, at one stated training budget, one `whyrec benchmark explain` ta
 
     python benchmarks/head_to_head.py [--datasets xrec-amazon,musical-instruments,ml-100k]
         [--methods xrec-lora,...] [--work runs/h2h] [--shared ../shared/data] [--dry-run]
+    python benchmarks/head_to_head.py --plot-only --datasets xrec-amazon   # redraw from docs/results
 
 Resumable: every stage is a whyrec command whose outputs are cached and keyed by what made them
 (prepared data, the LightGCN encoder, the VAE, each method's trained folder, each row's
@@ -10,7 +11,9 @@ predictions chunk by chunk), so an interrupted run continues where it stopped an
 stage costs only its check. Run one dataset at a time (`--datasets`) across sessions if needed.
 When a dataset's table is complete, its machine-readable comparison goes to
 docs/results/<dataset>.json, its markdown to docs/results/<dataset>.md and a plot of every row's
-metrics with bootstrap 95% intervals to docs/results/<dataset>.png (commit those, not runs/).
+metrics with bootstrap 95% intervals to docs/results/<dataset>.png (commit those, not runs/); an
+external row covering only part of the pairs gets its own row of panels there, every other row
+rescored on its pairs, as in the markdown.
 
 The budget is the same for every trained row: BUDGET_STEPS optimizer steps of BATCH rows (PEPLER:
 at most that many steps per epoch of each phase, see its method page); minutes are measured and
@@ -27,6 +30,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 BUDGET_STEPS = 300  # one epoch of the 2,400 XRec-amazon training explanations at batch 8, as XRec trains one epoch
 BATCH = 8
@@ -73,44 +80,72 @@ def _value(row: dict, metric: str) -> float | None:
     return m["pepler"].get(metric)
 
 
-def plot(comparison: dict, path: Path) -> None:
-    """Every row's BLEU-4, ROUGE-L, BERTScore (bootstrap 95% intervals, mispaired floor as a grey
-    tick) and false-claim rate: one panel per metric, one bar per system."""
-    import matplotlib
+METRIC_TITLES = {"bleu4": "BLEU-4", "rougeL_f": "ROUGE-L F", "bertscore_f1": "BERTScore F1",
+                 "false_claims_pct": "false claims %"}
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    rows = comparison["rows"]
+def _tables(comparison: dict) -> list[tuple[str, dict]]:
+    """(title, rows) of the main table, then of each `subsets` entry (rows rescored on fewer pairs)."""
+    tables = [(f"All {comparison['n_pairs']} test pairs; grey tick: the row's mispaired floor", comparison["rows"])]
+    tables += [(f"On the {sub['n_pairs']} pairs {' and '.join(sub['external'])} covers", sub["rows"])
+               for sub in comparison.get("subsets", ())]
+    return tables
+
+
+def _bars(ax, rows: dict, metric: str) -> None:
+    """One bar per system with its bootstrap 95% interval and its mispaired floor as a grey tick."""
     names = list(rows)
-    metrics = [k for k in ("bleu4", "rougeL_f", "bertscore_f1", "false_claims_pct")
-               if any(_value(r, k) is not None for r in rows.values())]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 0.45 * len(names) + 1.4),
-                             sharey=True, squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
-        for y, name in enumerate(names):
-            row, value = rows[name], _value(rows[name], metric)
-            if value is None:
-                continue
-            ci = row["metrics"].get("intervals", {}).get(metric)
-            err = [[value - ci[0]], [ci[1] - value]] if ci else None
-            ax.barh(y, value, xerr=err, color="#4477aa", capsize=2)
-            floor = (row["metrics"].get("mispaired") or {}).get(metric)
-            if floor is not None:
-                ax.plot([floor, floor], [y - 0.4, y + 0.4], color="#999", lw=3)
-        ax.set_yticks(range(len(names)), names, fontsize=8)
-        ax.invert_yaxis()
-        ax.set_title({"bleu4": "BLEU-4", "rougeL_f": "ROUGE-L F", "bertscore_f1": "BERTScore F1",
-                      "false_claims_pct": "false claims %"}[metric], fontsize=9)
-    fig.suptitle(f"{comparison['n_pairs']} test pairs; grey tick: the row's mispaired floor", fontsize=9)
-    fig.tight_layout()
+    for y, name in enumerate(names):
+        metrics, value = rows[name]["metrics"], _value(rows[name], metric)
+        if value is None:
+            continue
+        ci = metrics.get("intervals", {}).get(metric)
+        err = [[value - ci[0]], [ci[1] - value]] if ci else None
+        ax.barh(y, value, xerr=err, color="#4477aa", capsize=2)
+        floor = (metrics.get("mispaired") or {}).get(metric)
+        if floor is not None:
+            ax.plot([floor, floor], [y - 0.4, y + 0.4], color="#999", lw=3)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_ylim(len(names) - 0.5, -0.5)  # first system on top, as in the markdown table
+
+
+def plot(comparison: dict, path: Path) -> Figure:
+    """Every row's BLEU-4, ROUGE-L, BERTScore (bootstrap 95% intervals, mispaired floor as a grey
+    tick) and false-claim rate: one panel per metric, one bar per system; then one more row of
+    panels per `subsets` entry, since a row covering part of the pairs is only comparable with the
+    others rescored on those pairs. Writes `path` and returns the figure."""
+    from matplotlib.figure import Figure  # no pyplot: no global figure state, no display backend
+
+    tables = _tables(comparison)
+    metrics = [k for k in METRIC_TITLES
+               if any(_value(r, k) is not None for _, rows in tables for r in rows.values())]
+    heights = [0.45 * len(rows) + 1.0 for _, rows in tables]
+    fig = Figure(figsize=(3.6 * len(metrics), sum(heights) + 0.3), layout="constrained")
+    for sub, (title, rows) in zip(fig.subfigures(len(tables), 1, height_ratios=heights, squeeze=False)[:, 0], tables):
+        for ax, metric in zip(sub.subplots(1, len(metrics), sharey=True, squeeze=False)[0], metrics):
+            _bars(ax, rows, metric)
+            ax.set_title(METRIC_TITLES[metric], fontsize=9)
+        sub.suptitle(title, fontsize=9)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
+
+
+def replot(names: list[str], docs: Path) -> None:
+    """Draw docs/<name>.png again from docs/<name>.json, running nothing else."""
+    if not names:
+        sys.exit(f"head_to_head: --plot-only found no {', '.join(f'{n}.json' for n in DATASETS)} in {docs}")
+    missing = [n for n in names if not (docs / f"{n}.json").is_file()]
+    if missing:
+        sys.exit(f"head_to_head: --plot-only needs {', '.join(str(docs / f'{n}.json') for n in missing)}; "
+                 "a full run writes it")
+    for name in names:
+        plot(json.loads((docs / f"{name}.json").read_text()), docs / f"{name}.png")
+        print(f"{name}: plot in {docs / name}.png", flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--datasets", default=",".join(DATASETS))
+    ap.add_argument("--datasets", default=None, help=f"default: {','.join(DATASETS)} (with --plot-only: those in DOCS)")
     ap.add_argument("--methods", default=METHODS)
     ap.add_argument("--work", default="runs/h2h")
     ap.add_argument("--shared", default="../shared/data")
@@ -118,9 +153,15 @@ def main() -> None:
     ap.add_argument("--ablations", default="all", help="CF ablations of every trained row ('none': skip)")
     ap.add_argument("--extra", default="", help="more `benchmark explain` arguments, appended as given")
     ap.add_argument("--dry-run", action="store_true")
+    ap.add_argument("--plot-only", action="store_true",
+                    help="only (re)draw DOCS/<dataset>.png from DOCS/<dataset>.json of an earlier run")
     a = ap.parse_args()
     work, docs = Path(a.work), Path(a.docs)
-    for name in [d.strip() for d in a.datasets.split(",") if d.strip()]:
+    if a.plot_only:
+        return replot([d.strip() for d in a.datasets.split(",") if d.strip()] if a.datasets
+                      else [n for n in DATASETS if (docs / f"{n}.json").is_file()], docs)
+    names = [d.strip() for d in (a.datasets or ",".join(DATASETS)).split(",") if d.strip()]
+    for name in names:
         if name not in DATASETS:
             sys.exit(f"head_to_head: unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
         prep, bench = (s.format(shared=a.shared) for s in DATASETS[name])
