@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from whyrec._version import __version__
 from whyrec.config import GenerationConfig, LoraConfig, ModelConfig, TrainConfig
 from whyrec.data import schema as S
+from whyrec.llm.continuous_rows import continuous
 from whyrec.methods.gavamoe.model import GaVaMoE, GaVaMoEConfig
 from whyrec.outputs import MARKER
 from whyrec.progress import progress as progress_bar
@@ -96,6 +97,8 @@ class GaVaMoEExplainer:
         users, items = [str(u) for u in users], [str(i) for i in items]
         user_vec, item_vec, clusters = self.inputs(users, items)
         prompts = self.prompts(users, items, ratings, features)
+        if continuous(gen):
+            return self._decode(prompts, user_vec, item_vec, clusters, gen, progress)
         order = sorted(range(len(prompts)), key=lambda k: len(prompts[k]))
         out = [""] * len(prompts)
         batches = [order[s:s + gen.batch_size] for s in range(0, len(order), gen.batch_size)]
@@ -106,6 +109,21 @@ class GaVaMoEExplainer:
             for k, t in zip(b, texts):
                 out[k] = t
         return out
+
+    def _decode(self, prompts: list[str], user_vec, item_vec, clusters, gen: GenerationConfig,
+                progress: bool) -> list[str]:
+        """All rows through the continuous decoder (`decode.decode_rows`): a finished row's slot goes to
+        the next waiting one whatever its cluster, and the prompt prefix is prefilled once per cluster."""
+        from whyrec.methods.gavamoe.decode import decode_rows
+
+        module = self.module
+        enc = module.encode(prompts, side="left")
+        rows = [(ids[m.bool()].tolist(), user_vec[k], item_vec[k], int(clusters[k]))
+                for k, (ids, m) in enumerate(zip(enc["input_ids"], enc["attention_mask"]))]
+        with progress_bar(total=len(rows), desc="explain", unit="pair",
+                          enabled=progress and len(rows) > 2 * gen.batch_size) as bar:
+            new = decode_rows(module, rows, gen, on_row_done=lambda _: bar.update(1))
+        return [module.tokenizer.decode(t, skip_special_tokens=True).strip() for t in new]
 
 
 def item_facts_of(ds, cfg: GaVaMoEConfig) -> dict[str, str]:

@@ -1,5 +1,6 @@
-"""GaVaMoE's continuous batching (`whyrec.llm.continuous`) for the server: rows join while others
-decode, each with its own cluster's gate, and the shared prompt prefix is prefilled once per cluster.
+"""GaVaMoE's continuous batching (`whyrec.llm.continuous`): rows join while others decode, each with
+its own cluster's gate, and the shared prompt prefix is prefilled once per cluster. `stream` serves
+the HTTP server, `decode_rows` the offline explain (`GaVaMoEExplainer.explain`, evaluate, benchmark).
 
 Rows of one running batch may belong to different VAE clusters, and the cluster picks the router of
 every MoE layer. Three things keep each row on its own gate:
@@ -44,12 +45,13 @@ class LiveRows:
         return torch.tensor([self.rows[k][3] for k in keys], dtype=torch.long)
 
 
-def prefill_by_cluster(module, live: LiveRows, pad_id: int):
+def prefill_by_cluster(module, live: LiveRows, pad_id: int, ids: list[int] | None = None):
     """A `Prefill` over row keys: one `prefill_rows` group per cluster (each on its cluster's prefix
-    cache), joined into one cache and put back in the order of `keys`."""
+    cache), joined into one cache and put back in the order of `keys`. `ids`: the shared prefix
+    (default: `prefix_ids`, probed from the template)."""
     from whyrec.llm.continuous import SharedPrefix, append_rows, prefill_rows
 
-    ids = prefix_ids(module)
+    ids = ids or prefix_ids(module)
     prefixes: dict[int, SharedPrefix] = {}
 
     def prefix_of(cluster: int) -> SharedPrefix | None:
@@ -101,6 +103,31 @@ def step_by_cluster(module, live: LiveRows):
             return base(tokens, mask, next_pos, cache)
 
     return step
+
+
+@torch.no_grad()
+def decode_rows(module, rows: list[tuple[list[int], torch.Tensor, torch.Tensor, int]], gen: GenerationConfig,
+                on_row_done: Callable[[int], None] | None = None) -> list[list[int]]:
+    """New token ids (up to and including EOS) for each (prompt ids, user vector, item vector,
+    cluster) row, at most `gen.batch_size` decoding at once whatever their clusters."""
+    from whyrec.llm.continuous import decode_continuously
+    from whyrec.llm.continuous_rows import common_prefix
+    from whyrec.llm.generate import logits_processors
+
+    live, tok = LiveRows(), module.tokenizer
+    live.rows.update(enumerate(rows))
+    # The rows at hand show their common start (up to <USER_VEC>) without rendering a probe prompt.
+    ids = common_prefix([r[0] for r in rows], module.token_ids)
+
+    def done(row: int) -> None:
+        live.order.remove(row)  # decode_continuously dropped it from its batch: the mirror follows
+        if on_row_done is not None:
+            on_row_done(row)
+
+    eos = tok.eos_token_id
+    return decode_continuously(len(rows), prefill_by_cluster(module, live, tok.pad_token_id or 0, ids),
+                               step_by_cluster(module, live), logits_processors(gen, eos), gen.max_new_tokens, eos,
+                               gen.batch_size, do_sample=gen.do_sample, on_row_done=done)
 
 
 def stream(module, pull: Callable[[int], list[Row]], deliver: Callable[[Hashable, object], None],
