@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from whyrec.methods.pepler.artifact import load_pepler_run
 from whyrec.methods.pepler.train import _batches, make_examples
+
+if TYPE_CHECKING:
+    from whyrec.eval.judge import JudgeConfig
 
 
 def generate_pepler(out_dir, data: str, split: str = "test", max_pairs: int | None = None,
@@ -58,8 +63,12 @@ def pepler_rating_metrics(out_dir, frame, device: str = "auto") -> dict[str, flo
 
 
 def evaluate_pepler(out_dir, data: str, split: str = "test", max_pairs: int | None = None, out: str | None = None,
-                    smooth: bool = False, device: str = "auto", grounding: bool = True) -> dict:
+                    smooth: bool = False, device: str = "auto", grounding: bool = True, bertscore: bool = False,
+                    judge: JudgeConfig | None = None) -> dict:
     """Generate for a split and write `metrics.json` (+ predictions.jsonl) to `out` (default `out_dir`).
+
+    `bertscore` and `judge` (GPTScore unless its backend is 'none') are scored by the same
+    `evaluate_texts` as every method's evaluation, against the references the text metrics read.
 
     `grounding`: the false-claim rates of the outputs and of the references (`whyrec.eval.grounding`),
     as every method's evaluation reports them. The references are checked whole, not cut to `words`
@@ -73,7 +82,11 @@ def evaluate_pepler(out_dir, data: str, split: str = "test", max_pairs: int | No
     from whyrec.utils import write_json, write_text
 
     preds, refs, feats, (module, ex, cfg), ds, frame = _generate(out_dir, data, split, max_pairs, device)
-    metrics = evaluate_texts(preds, refs, smooth=smooth)
+    if judge is not None:
+        from whyrec.llm.judge_client import LLMJudge
+
+        judge = LLMJudge(judge)  # eval scores with a judge object; building its LLM client is llm's job
+    metrics = evaluate_texts(preds, refs, smooth=smooth, bertscore=bertscore, judge=judge)
     feature_set = feature_set_from_records(ds) if "feature" in ds.interactions else set()
     if feature_set:
         metrics["features"] = feature_metrics(preds, feats, feature_set)

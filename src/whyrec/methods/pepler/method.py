@@ -71,17 +71,17 @@ class PEPLERMethod:
             return PEPLERModel(Path(folder), device=device, generation=generation)
 
     def evaluate(self, folder: str, data: str, out: str, *, split: str, max_pairs: int | None, smooth: bool,
-                 device: str, grounding: bool = True, **_generic) -> dict:
+                 device: str, grounding: bool = True, bertscore: bool = False, judge=None, **_generic) -> dict:
         """PEPLER's own evaluation (its metric suite with feature and rating metrics on the first
-        `max_pairs` pairs) and, with `grounding` (on unless --grounding false), the false-claim rates of
-        its outputs and the references, as every method's evaluation reports them. The other generic
-        options (BERTScore, judge) do not apply, and a --generation.* field set is refused (it decodes
-        in batches of its own --pepler.batch_size)."""
+        `max_pairs` pairs) and, as every method's evaluation reports them, BERTScore (--bertscore), the
+        judge's GPTScore (--judge.*) and, with `grounding` (on unless --grounding false), the false-claim
+        rates of its outputs and the references. A --generation.* field set is refused (it decodes in
+        batches of its own --pepler.batch_size)."""
         check_generation(self, _generic.get("generation"), honoured=frozenset())
         from whyrec.methods.pepler.evaluate import evaluate_pepler
 
         return evaluate_pepler(folder, data, split=split, max_pairs=max_pairs, out=out, smooth=smooth, device=device,
-                               grounding=grounding)
+                               grounding=grounding, bertscore=bertscore, judge=judge)
 
     # ---- benchmark hooks (whyrec.benchmark asks these; no method names outside this package)
     benchmark_encoder = None  # PEPLER learns its own ID embeddings
