@@ -85,14 +85,18 @@ def stream(module, pull: Callable[[int], list[Row]], deliver: Callable[[Hashable
     tok = module.tokenizer
 
     def take(free: int) -> list[Hashable]:
-        taken = []
-        for key, prompt, user_vec, item_vec in pull(free):
-            ids = module.encode([prompt], side="left")["input_ids"][0].tolist()
-            if ids.count(module.token_ids[0]) != 1 or ids.count(module.token_ids[1]) != 1:
-                deliver(key, ValueError(f"the prompt of {key!r} does not hold one <USER_EMBED> and one <ITEM_EMBED>"))
-                continue
-            rows[key] = (ids, user_vec, item_vec)
-            taken.append(key)
+        taken: list[Hashable] = []
+        while len(taken) < free:  # pull again for refused rows: an empty answer would end the session
+            pulled = pull(free - len(taken))
+            if not pulled:
+                break
+            for key, prompt, user_vec, item_vec in pulled:
+                ids = module.encode([prompt], side="left")["input_ids"][0].tolist()
+                if ids.count(module.token_ids[0]) != 1 or ids.count(module.token_ids[1]) != 1:
+                    deliver(key, ValueError(f"the prompt of {key!r} does not hold one <USER_EMBED> and one <ITEM_EMBED>"))
+                    continue
+                rows[key] = (ids, user_vec, item_vec)
+                taken.append(key)
         return taken
 
     def vectors(keys):

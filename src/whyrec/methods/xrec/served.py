@@ -97,12 +97,16 @@ class XRecModel:
         from whyrec.methods.xrec.decode import stream
 
         def rows(free: int) -> list:
-            out = []
-            for key, pair in pull(free):
-                try:
-                    out.append((key, *self._row(pair)))
-                except Exception as e:  # noqa: BLE001 - this request alone fails (e.g. an unknown id)
-                    deliver(key, e)
+            out: list = []
+            while len(out) < free:  # pull again for refused requests: an empty answer would end the session
+                pulled = pull(free - len(out))
+                if not pulled:
+                    break
+                for key, pair in pulled:
+                    try:
+                        out.append((key, *self._row(pair)))
+                    except Exception as e:  # noqa: BLE001 - this request alone fails (e.g. an unknown id)
+                        deliver(key, e)
             return out
 
         self.generate_calls += 1
