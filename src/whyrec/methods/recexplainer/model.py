@@ -21,6 +21,7 @@ from whyrec.config import (
     GenerationConfig,
     RecExplainerConfig,  # noqa: F401 (re-exported; defined torch-free for the CLI)
 )
+from whyrec.llm.continuous_rows import continuous, decode_rows, probed_prefix
 from whyrec.llm.generate import generate
 from whyrec.llm.precision import keep_trainables_fp32
 from whyrec.llm.tokens import add_tokens_mean_init
@@ -125,11 +126,45 @@ class RecExplainer(nn.Module):
         """Left-padded chat prompts ending with the assistant header (a trailing assistant turn is dropped)."""
         from whyrec.llm.collate import pad_batch
 
+        return pad_batch(self.prompt_ids(messages_list), None, self.tokenizer.pad_token_id, side="left")
+
+    def prompt_ids(self, messages_list: list[list[dict]]) -> list[list[int]]:
+        """Each chat prompt's token ids, unpadded (see `encode_prompts`)."""
         tok = self.tokenizer
         convs = [m[:-1] if m and m[-1]["role"] == "assistant" else m for m in messages_list]
-        ids = [tok(tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True),
-                   add_special_tokens=False).input_ids for c in convs]
-        return pad_batch(ids, None, tok.pad_token_id, side="left")
+        return [tok(tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True),
+                    add_special_tokens=False).input_ids for c in convs]
+
+    def prepare(self, placeholders_of):
+        """The continuous decoder's `prepare` (`whyrec.llm.continuous_rows`): the embeddings of a
+        prefill group, `placeholders_of(rows)` giving its rows' placeholders."""
+        from contextlib import nullcontext
+
+        def prepare(rows, ids):
+            return {"inputs_embeds": self.embed(ids, placeholders_of(rows))}, nullcontext()
+
+        return prepare
+
+    @torch.no_grad()
+    def decode(self, messages_list: list[list[dict]], placeholders_list: list[list[dict]],
+               gen: GenerationConfig) -> list[str]:
+        """One answer per prompt through continuous batching: at most `gen.batch_size` rows decode at
+        once, a finished row's slot goes to the next prompt, and the prompts' common start (chat
+        header, system prompt, the question's opening) is prefilled once. Greedy: the text `generate`
+        gives each prompt alone. No beam search (`generate` has it)."""
+        tok = self.tokenizer
+        new = decode_rows(self.llm, self.prompt_ids(messages_list), gen, tok.eos_token_id, tok.pad_token_id or 0,
+                          self.prepare(lambda rows: [placeholders_list[r] for r in rows]),
+                          stop=list(self.token_ids.values()))  # the prefix ends before the first placeholder
+        return [tok.decode(ids, skip_special_tokens=True).strip() for ids in new]
+
+    def stream_prefix(self) -> list[int] | None:
+        """The token ids every explanation prompt starts with, for a server that does not know its
+        prompts yet (`whyrec.llm.continuous_rows.probed_prefix`)."""
+        def render(text: str) -> list[int]:
+            return self.prompt_ids([[{"role": "user", "content": EXPLAIN_QUESTION.format(user=text, item=text)}]])[0]
+
+        return probed_prefix(render, stop=list(self.token_ids.values()))
 
     @torch.no_grad()
     def generate(self, messages_list: list[list[dict]], placeholders_list: list[list[dict]], gen: GenerationConfig,
@@ -165,10 +200,13 @@ class RecExplainer(nn.Module):
         return msgs, phs
 
     def explain(self, users: list[str], items: list[str], gen: GenerationConfig = EXPLAIN_GENERATION) -> list[str]:
-        """Answer RecExplainer's explanation question per (user, item), in batches of `gen.batch_size`;
-        by default decoded as the paper's study (greedy, 150-500 new tokens; METHODS §5.3)."""
+        """Answer RecExplainer's explanation question per (user, item), `gen.batch_size` rows at a time
+        (continuously refilled, `decode`; HF `generate` over fixed batches for beam search or
+        drop_finished off); by default decoded as the paper's study (greedy, 150-500 new tokens; METHODS §5.3)."""
         users, items = [str(u) for u in users], [str(i) for i in items]
         msgs, phs = self.explain_messages(users, items)
+        if continuous(gen):
+            return self.decode(msgs, phs, gen)
         out: list[str] = []
         for s in range(0, len(msgs), gen.batch_size):
             out += self.generate(msgs[s:s + gen.batch_size], phs[s:s + gen.batch_size], gen)
@@ -205,6 +243,10 @@ class UnalignedBackbone:
     def generate(self, messages_list, placeholders_list=None, *args, **kw):
         with self.adapter_off():
             return self.module.generate(messages_list, [[] for _ in messages_list], *args, **kw)
+
+    def decode(self, messages_list, placeholders_list, gen: GenerationConfig) -> list[str]:
+        with self.adapter_off():  # over the whole loop: every prefill and decode step runs without the LoRA
+            return self.module.decode(messages_list, [[] for _ in messages_list], gen)
 
     def yes_no_logits(self, messages_list, placeholders_list=None):
         with self.adapter_off():

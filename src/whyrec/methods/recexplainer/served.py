@@ -39,6 +39,7 @@ class RecExplainerModel:
         self.revision = revision(folder, files, repr(sorted(generation_fingerprint(self.gen).items())))
         self.catalog = Catalog(list(self.target.user2idx), list(self.target.idx2item), self.target.titles,
                                history_of=self.target.history)
+        self._prefix: list[int] | None = None  # the prompts' common start, probed on the first stream
 
     def recommend(self, user: str, k: int) -> list[dict]:
         with self.torch.inference_mode():
@@ -53,6 +54,48 @@ class RecExplainerModel:
         with self.torch.inference_mode():
             return self.module.explain([p.user for p in pairs], [p.item for p in pairs],
                                        plain_greedy(self.gen, "RecExplainer"))
+
+    @property
+    def explain_stream(self):
+        """The server's continuous batching (`whyrec.serve.continuous`): `stream(pull, deliver,
+        on_prefill)` explains the (key, Pair) rows `pull(free_slots)` hands over while it decodes, the
+        explanation prompt's common start prefilled once a session. None when the generation
+        settings need HF generate (beam search, drop_finished off)."""
+        from whyrec.llm.continuous_rows import continuous
+
+        return self._stream if continuous(self.gen) else None
+
+    def _stream(self, pull, deliver, on_prefill=None) -> None:
+        from whyrec.llm.continuous_rows import stream_rows
+
+        module, tok = self.module, self.module.tokenizer
+        placeholders: dict = {}
+
+        def rows(free: int) -> list:
+            out: list = []
+            while len(out) < free:  # pull again for refused rows: an empty answer would end the session
+                pulled = pull(free - len(out))
+                if not pulled:
+                    break
+                for key, pair in pulled:
+                    try:
+                        msgs, phs = module.explain_messages([pair.user], [pair.item])
+                        out.append((key, module.prompt_ids(msgs)[0]))
+                        placeholders[key] = phs[0]
+                    except Exception as e:  # noqa: BLE001 - this request alone fails (e.g. an unknown id)
+                        deliver(key, e)
+            return out
+
+        def done(key, ids: list[int]) -> None:
+            placeholders.pop(key, None)
+            deliver(key, tok.decode(ids, skip_special_tokens=True).strip())
+
+        if self._prefix is None:
+            self._prefix = module.stream_prefix() or []
+        with self.torch.inference_mode():
+            stream_rows(module.llm, rows, done, plain_greedy(self.gen, "RecExplainer"), tok.eos_token_id,
+                        tok.pad_token_id or 0, module.prepare(lambda keys: [placeholders[k] for k in keys]),
+                        self._prefix, on_prefill)
 
     @property
     def cf_ablations(self) -> tuple[str, ...]:
