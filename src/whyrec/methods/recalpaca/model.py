@@ -2,7 +2,8 @@
 
 The original generated with beam search (one beam per GPU, 8-bit weights) and up to 1008
 new tokens, then scored the free text with `whyrec.eval.topk`. Here decoding is greedy
-(reproducible on any device) and batched with left padding. `recommend` goes further than
+(reproducible on any device) and continuously batched (`whyrec.llm.continuous_rows`: a finished
+answer's slot goes to the next prompt; HF `generate` over left-padded batches for beams or penalties). `recommend` goes further than
 the original: it keeps only titles from the prompt's candidate list and, when the model
 names fewer than k of them, fills up from the candidates in prompt order, marking those
 rows `from_model=False` with no reason, so a caller can tell model picks from fillers.
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -30,6 +31,16 @@ MAX_NEW_TOKENS = 512
 are 68-930 SmolLM2 tokens (median 334), and the five titles come first."""
 GENERATION = GenerationConfig(max_new_tokens=MAX_NEW_TOKENS, batch_size=8, repetition_penalty=1.0)
 """RecAlpaca's default decoding: greedy, no repetition penalty, eight prompts a batch."""
+CONTINUOUS_BATCHES = 8  # batches of prompts per continuous generate call in `evaluate_recalpaca`
+
+def refills(gen: GenerationConfig) -> bool:
+    """Whether `gen` decodes through continuous batching. Only without a repetition penalty or an
+    n-gram block: HF `generate` applies those to the prompt's tokens too (RecAlpaca's prompts are
+    input_ids), the continuous loop to the answer's only, so they keep HF `generate`, as beams do."""
+    from whyrec.llm.continuous_rows import continuous
+
+    return continuous(gen) and gen.repetition_penalty == 1.0 and gen.no_repeat_ngram_size == 0
+
 
 _LIST_LINE = re.compile(r"^\s*(?:\(?\d{1,2}[.):]|[-*•+])\s+(.+?)\s*$", re.MULTILINE)
 _REASON_LEAD = re.compile(r"""^["'”’*_]*\s*(?:\([^)]*\)\s*)*[-–—:|,.]*\s*""")
@@ -56,6 +67,8 @@ class RecAlpaca:
         from whyrec.progress import progress as progress_bar
 
         texts = [p if isinstance(p, str) else render_prompt(*p) for p in prompts]
+        if refills(gen):
+            return self._decode(texts, gen, progress)
         tok = self.tokenizer
         tok.padding_side = "left"  # new tokens append on the right of every row
         # Longest first, so similar lengths share a batch and an OOM shows up at once.
@@ -71,6 +84,45 @@ class RecAlpaca:
             for i, row in zip(idx, new):
                 answers[i] = tok.decode(row, skip_special_tokens=True).strip()
         return answers
+
+    def prompt_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Each rendered prompt's token ids, unpadded, as `generate`'s batches hold them."""
+        return [list(ids) for ids in self.tokenizer(list(texts))["input_ids"]]
+
+    def _decode(self, texts: list[str], gen: GenerationConfig, progress: bool) -> list[str]:
+        """All prompts through continuous batching (`whyrec.llm.continuous_rows`): `gen.batch_size` rows
+        decode at once, a finished answer's slot goes to the next prompt, and the prompts' common start
+        (the Alpaca header, a shared instruction) is prefilled once. Greedy: `generate`'s text per prompt."""
+        from whyrec.llm.continuous_rows import decode_rows
+        from whyrec.progress import progress as progress_bar
+
+        tok = self.tokenizer
+        with progress_bar(total=len(texts), desc="generate", unit="answer", enabled=progress) as bar:
+            new = decode_rows(self.model, self.prompt_ids(texts), gen, tok.eos_token_id, tok.pad_token_id or 0,
+                              on_row_done=lambda _: bar.update(1))
+        return [tok.decode(ids, skip_special_tokens=True).strip() for ids in new]
+
+    def stream(self, pull: Callable[[int], list[tuple[Hashable, list[int]]]],
+               deliver: Callable[[Hashable, str], None], gen: GenerationConfig, prefix: list[int] | None = None,
+               on_prefill: Callable[[int], None] | None = None) -> None:
+        """Answer (key, `prompt_ids` row) rows as `pull(free_slots)` hands them over, until it gives none
+        and nothing decodes; `deliver(key, answer)` as each row ends (`continuous_rows.stream_rows`,
+        whose contract `pull` keeps). `prefix`: the token ids the prompts are expected to start with."""
+        from whyrec.llm.continuous_rows import stream_rows
+
+        tok = self.tokenizer
+
+        def done(key, ids: list[int]) -> None:
+            deliver(key, tok.decode(ids, skip_special_tokens=True).strip())
+
+        stream_rows(self.model, pull, done, gen, tok.eos_token_id, tok.pad_token_id or 0, prefix=prefix,
+                    on_prefill=on_prefill)
+
+    def stream_prefix(self, instruction: str) -> list[int] | None:
+        """The token ids every prompt of `instruction` starts with (header, instruction, input label)."""
+        from whyrec.llm.continuous_rows import probed_prefix
+
+        return probed_prefix(lambda text: self.prompt_ids([render_prompt(instruction, text)])[0])
 
     def recommend(self, instruction: str, input: str, candidates: Sequence[str] | None = None,  # noqa: A002
                   k: int = 5, gen: GenerationConfig = GENERATION) -> list[dict]:
@@ -177,12 +229,19 @@ def _generations(gen_path: Path, key: dict, prompts: list[tuple[str, str]], gen:
 
     ids = [(i, digest(list(p))) for i, p in enumerate(prompts)]
     loaded: list = []
+    # The file keeps whole batches (a rerun resumes at the first missing one), but a continuous call
+    # refills freed slots only from its own prompts: it decodes the next CONTINUOUS_BATCHES batches at
+    # once and hands them to the file one by one. A kill loses at most that many batches.
+    ahead: dict[int, str] = {}
+    span = gen.batch_size * (CONTINUOUS_BATCHES if refills(gen) else 1)
 
     def make_chunk(start: int, stop: int) -> list[dict]:
         if not loaded:  # the model loads on the first batch that is not cached
             loaded.append(load())
-        texts = loaded[0].generate(prompts[start:stop], gen)
-        return [{"user": u, "prompt": d, "generation": str(t)} for (u, d), t in zip(ids[start:stop], texts)]
+        if start not in ahead:
+            end = max(stop, min(start + span, len(prompts)))
+            ahead.update(zip(range(start, end), loaded[0].generate(prompts[start:end], gen)))
+        return [{"user": u, "prompt": d, "generation": str(ahead.pop(n))} for n, (u, d) in enumerate(ids[start:stop], start)]
 
     rows = cached_rows(gen_path, key, ids, ("user", "prompt"), gen.batch_size, make_chunk, label=str(gen_path),
                        progress=True)

@@ -55,6 +55,7 @@ class RecAlpacaModel:
                                also_user=self._buildable)
         self._answers: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()  # request threads and the batcher's worker share one model
+        self._prefix: list[int] | None = None  # the prompts' common start, probed on the first stream
 
     def _buildable(self, user: str) -> bool:
         """A user without a record still gets a prompt if the instruction folder's encoder knows them."""
@@ -120,6 +121,66 @@ class RecAlpacaModel:
                 f"RecAlpaca explains only the items it picks for a user (its reasons), and it did not pick item "
                 f"{p.item!r} for user {p.user!r}; see GET /users/{p.user}/recommendations?explain=true"))
         return out
+
+    @property
+    def explain_stream(self):
+        """The server's continuous batching (`whyrec.serve.continuous`): `stream(pull, deliver,
+        on_prefill)` answers the (key, Pair) rows `pull(free_slots)` hands over while it decodes. A
+        decoding row is a user's answer: pairs of one user share it, and a pair whose user's answer is
+        known is answered at once. None when the decoding needs HF generate (`model.refills`)."""
+        from whyrec.methods.recalpaca.model import refills
+
+        return self._stream if refills(self._decoding()) else None
+
+    def _stream(self, pull, deliver, on_prefill=None) -> None:
+        import torch
+
+        from whyrec.methods.recalpaca.alpaca import render_prompt
+
+        waiting: dict[str, list] = {}  # user -> the (key, pair) requests their answer in flight serves
+
+        def answer(key, pair: Pair) -> None:  # the user's answer is known: their picks' reasons
+            try:
+                deliver(key, self.explain([pair])[0])  # an Unsupported (item not picked) is that request's 409
+            except Exception as e:  # noqa: BLE001 - this request alone fails
+                deliver(key, e)
+
+        def rows(free: int) -> list:
+            out: list = []
+            while len(out) < free:  # pull again for rows that took no slot: an empty answer ends the session
+                pulled = pull(free - len(out))
+                if not pulled:
+                    break
+                for key, pair in pulled:
+                    if pair.user in waiting:
+                        waiting[pair.user].append((key, pair))
+                    elif self.answer_key(pair.user) in self._answers:
+                        answer(key, pair)
+                    else:
+                        try:
+                            rec = self._record(pair.user)
+                            # under the lock: a request thread's `_answer` may be encoding with the
+                            # same fast tokenizer, whose padding settings one thread must not change under another
+                            with self._lock:
+                                ids = self.model.prompt_ids([render_prompt(rec["instruction"], rec["input"])])[0]
+                        except Exception as e:  # noqa: BLE001 - e.g. a user without a prompt
+                            deliver(key, e)
+                            continue
+                        waiting[pair.user] = [(key, pair)]
+                        out.append((pair.user, ids))
+            return out
+
+        def done(user: str, text: str) -> None:
+            with self._lock:
+                self._answers.setdefault(self.answer_key(user), text)
+            for key, pair in waiting.pop(user):
+                answer(key, pair)
+
+        if self._prefix is None and self.records:
+            with self._lock:
+                self._prefix = self.model.stream_prefix(next(iter(self.records.values()))["instruction"]) or []
+        with torch.inference_mode():
+            self.model.stream(rows, done, self._decoding(), self._prefix, on_prefill)
 
     def info(self) -> dict:
         base = self.meta.get("base_model", {})
