@@ -187,3 +187,19 @@ def test_evaluate_decodes_several_batches_per_call_and_still_keeps_them_batch_by
     assert calls == [5, 3]  # the missing batches only
     M.evaluate_recalpaca("some/run", tmp_path / "test.json", tmp_path / "b", gen=replace(gen, repetition_penalty=1.2))
     assert calls == [5, 3, 2, 2, 1]  # HF generate's fixed batches
+
+
+def test_batch_explain_decodes_the_missing_users_answers_in_one_call(served, monkeypatch):
+    from serve_tiny import USERS
+
+    from whyrec.methods.catalog import Pair
+
+    model, calls = served, []
+    alone = [_hf_answer(model, u) for u in USERS[:3] + USERS[:1]]
+    real = model.model.generate
+    monkeypatch.setattr(model.model, "generate", lambda prompts, gen, **kw: calls.append(len(prompts)) or real(prompts, gen))
+    pairs = [Pair(u, model.records[u]["top1_item"]) for u in USERS[:3] + USERS[:1]]
+    assert model.explain(pairs) == alone
+    assert calls == [3]  # one call for three users, who share the decoder's batches
+    model.explain(pairs[1:2])
+    assert calls == [3]  # known answers: no decoding

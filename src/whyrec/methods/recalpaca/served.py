@@ -112,7 +112,18 @@ class RecAlpacaModel:
     def recommend_cold(self, liked, k):
         raise Unsupported("RecAlpaca serves only users with a prompt in its instruction data")
 
+    def _answer_all(self, users) -> None:
+        """The answers of `users` not known yet, in one generate call: their rows share the decoder's
+        batches (refilled as answers end) instead of decoding one user at a time."""
+        with self._lock:
+            todo = [u for u in dict.fromkeys(users) if self.answer_key(u) not in self._answers]
+            if todo:
+                recs = [self._record(u) for u in todo]
+                texts = self.model.generate([(r["instruction"], r["input"]) for r in recs], self._decoding())
+                self._answers.update(zip(map(self.answer_key, todo), texts))
+
     def explain(self, pairs: list[Pair]) -> list[str | Unsupported]:
+        self._answer_all(p.user for p in pairs)
         out: list[str | Unsupported] = []
         for p in pairs:
             rec = self.recommend(p.user, len(self._record(p.user)["candidates"]))
