@@ -156,12 +156,14 @@ def _evaluate(out: str, predictions: str | None, references: str | None, column:
         if data is None:
             raise WhyrecError("--run needs --data (the dataset folder whose explanations are the references)")
         metrics = own_evaluation(run, data, out, split=split, max_pairs=max_pairs, smooth=smooth, device=device,
-                                 generation=generation, bertscore=bertscore, judge=judge, grounding=grounding)
+                                 generation=generation, bertscore=bertscore, judge=judge, grounding=grounding,
+                                 bertscore_model=bertscore_model, bertscore_layers=bertscore_layers)
     elif run is not None:
         from whyrec.api import evaluate_run
 
         metrics = evaluate_run(run, data, out, split=split, max_pairs=max_pairs, generation=generation,
-                               device=device, smooth=smooth, bertscore=bertscore, judge=judge, grounding=grounding)
+                               device=device, smooth=smooth, bertscore=bertscore, judge=judge, grounding=grounding,
+                               bertscore_model=bertscore_model, bertscore_layers=bertscore_layers)
     elif predictions and (references or Path(predictions).name.startswith("generated")):
         from whyrec.eval.report import evaluate_files
         from whyrec.llm.judge_client import LLMJudge

@@ -270,7 +270,8 @@ def _by_activity(ds, users: list[str], preds: list[str], refs: list[str], out: s
 def evaluate_run(run: str, data: str | None, out: str, split: str = "test", max_pairs: int | None = 200,
                  generation: GenerationConfig | None = None, device: str = "auto", smooth: bool = False,
                  bertscore: bool = False, judge=None, grounding: bool = True, overwrite: bool = False,
-                 loaded: Run | None = None) -> dict:
+                 loaded: Run | None = None, bertscore_model: str | None = None,
+                 bertscore_layers: int | None = None) -> dict:
     """Generate explanations for a split's pairs with any method's run and score them against the references.
 
     `loaded`: `run` already loaded (`load_run(run)`), so a caller that just used it does not load it twice.
@@ -289,13 +290,15 @@ def evaluate_run(run: str, data: str | None, out: str, split: str = "test", max_
     fingerprint = {"run": run_identity(run), "data": folder_digest(data), "split": split, "max_pairs": max_pairs,
                    "generation": fingerprint_of(generation_fingerprint(generation)), "smooth": smooth, "bertscore": bertscore,
                    "judge": plain(judge), "grounding": grounding}
+    if bertscore_model is not None or bertscore_layers is not None:  # keys absent by default: older folders still match
+        fingerprint.update(bertscore_model=bertscore_model, bertscore_layers=bertscore_layers)
     with output_folder(out, "evaluation", fingerprint, overwrite=overwrite, resumable=False) as work:
         return _evaluate_run(run, data, work, split, max_pairs, generation, device, smooth, bertscore, judge,
-                             grounding, loaded)
+                             grounding, loaded, (bertscore_model, bertscore_layers))
 
 
 def _evaluate_run(run, data, out_dir: Path, split, max_pairs, generation, device, smooth, bertscore, judge,
-                  grounding, loaded: Run | None = None) -> dict:
+                  grounding, loaded: Run | None = None, bertscore_encoder: tuple = (None, None)) -> dict:
     import pandas as pd
 
     from whyrec.data import schema as S
@@ -322,7 +325,8 @@ def _evaluate_run(run, data, out_dir: Path, split, max_pairs, generation, device
         from whyrec.llm.judge_client import LLMJudge
 
         judge = LLMJudge(judge)  # eval scores with a judge object; building its LLM client is llm's job
-    metrics = evaluate_texts(preds, refs, smooth=smooth, bertscore=bertscore, judge=judge)
+    metrics = evaluate_texts(preds, refs, smooth=smooth, bertscore=bertscore, bertscore_model=bertscore_encoder[0],
+                             bertscore_layers=bertscore_encoder[1], judge=judge)
     metrics["groups"] = _by_activity(ds, users, preds, refs, str(out_dir))
     if grounding:
         from whyrec.eval.grounding import grounding_report

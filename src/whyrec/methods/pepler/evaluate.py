@@ -64,7 +64,8 @@ def pepler_rating_metrics(out_dir, frame, device: str = "auto") -> dict[str, flo
 
 def evaluate_pepler(out_dir, data: str, split: str = "test", max_pairs: int | None = None, out: str | None = None,
                     smooth: bool = False, device: str = "auto", grounding: bool = True, bertscore: bool = False,
-                    judge: JudgeConfig | None = None) -> dict:
+                    judge: JudgeConfig | None = None, bertscore_model: str | None = None,
+                    bertscore_layers: int | None = None) -> dict:
     """Generate for a split and write `metrics.json` (+ predictions.jsonl) to `out` (default `out_dir`).
 
     `bertscore` and `judge` (GPTScore unless its backend is 'none') are scored by the same
@@ -86,7 +87,8 @@ def evaluate_pepler(out_dir, data: str, split: str = "test", max_pairs: int | No
         from whyrec.llm.judge_client import LLMJudge
 
         judge = LLMJudge(judge)  # eval scores with a judge object; building its LLM client is llm's job
-    metrics = evaluate_texts(preds, refs, smooth=smooth, bertscore=bertscore, judge=judge)
+    metrics = evaluate_texts(preds, refs, smooth=smooth, bertscore=bertscore, bertscore_model=bertscore_model,
+                             bertscore_layers=bertscore_layers, judge=judge)
     feature_set = feature_set_from_records(ds) if "feature" in ds.interactions else set()
     if feature_set:
         metrics["features"] = feature_metrics(preds, feats, feature_set)

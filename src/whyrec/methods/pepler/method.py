@@ -71,7 +71,8 @@ class PEPLERMethod:
             return PEPLERModel(Path(folder), device=device, generation=generation)
 
     def evaluate(self, folder: str, data: str, out: str, *, split: str, max_pairs: int | None, smooth: bool,
-                 device: str, grounding: bool = True, bertscore: bool = False, judge=None, **_generic) -> dict:
+                 device: str, grounding: bool = True, bertscore: bool = False, judge=None,
+                 bertscore_model: str | None = None, bertscore_layers: int | None = None, **_generic) -> dict:
         """PEPLER's own evaluation (its metric suite with feature and rating metrics on the first
         `max_pairs` pairs) and, as every method's evaluation reports them, BERTScore (--bertscore), the
         judge's GPTScore (--judge.*) and, with `grounding` (on unless --grounding false), the false-claim
@@ -81,7 +82,8 @@ class PEPLERMethod:
         from whyrec.methods.pepler.evaluate import evaluate_pepler
 
         return evaluate_pepler(folder, data, split=split, max_pairs=max_pairs, out=out, smooth=smooth, device=device,
-                               grounding=grounding, bertscore=bertscore, judge=judge)
+                               grounding=grounding, bertscore=bertscore, judge=judge,
+                               bertscore_model=bertscore_model, bertscore_layers=bertscore_layers)
 
     # ---- benchmark hooks (whyrec.benchmark asks these; no method names outside this package)
     benchmark_encoder = None  # PEPLER learns its own ID embeddings
