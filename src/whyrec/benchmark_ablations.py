@@ -106,6 +106,7 @@ def run_ablations(folder: str | Path, pairs: pd.DataFrame, kinds: Sequence[str],
     from whyrec.eval.personalisation import personalisation
     from whyrec.eval.report import evaluate_texts
     from whyrec.identity import run_identity
+    from whyrec.llm.continuous_rows import rows_per_call
     from whyrec.methods.cf_ablation import NO_CF_INPUT, check_kinds
     from whyrec.registry import method_of
     from whyrec.runs import load_run
@@ -153,9 +154,10 @@ def run_ablations(folder: str | Path, pairs: pd.DataFrame, kinds: Sequence[str],
 
         scorer = BertScorer(device=device)
     systems, scores = {}, {}
+    chunk = rows_per_call(gen)  # explain_many batches itself; a continuous decoder refills across the chunk
     for kind in [FULL, *todo]:
-        key = {**producer, "ablation": kind, **({"seed": seed} if kind != FULL else {}), "chunk": gen.batch_size}
-        preds, _ = cached_predictions(work / f"{kind}.jsonl", key, pairs, gen.batch_size, generator(kind),
+        key = {**producer, "ablation": kind, **({"seed": seed} if kind != FULL else {}), "chunk": chunk}
+        preds, _ = cached_predictions(work / f"{kind}.jsonl", key, pairs, chunk, generator(kind),
                                       label=f"ablations/{kind}.jsonl")
         scores[kind], summary = per_pair_scores(preds, refs, scorer)
         person = personalisation(preds, users, titles, profiles, genres, n_candidates, seed, embed)

@@ -7,7 +7,10 @@ never by position. Inputs are generated in fixed chunks (positions [0, n), [n, 2
 each chunk's rows are appended, flushed and fsynced together, so a killed run keeps every
 finished chunk and a rerun generates only the chunks that are missing. Because a chunk is
 always the same inputs in the same batch, a resumed file holds the same rows as an
-uninterrupted one. A header with another key means other inputs or another producer: the
+uninterrupted one. A producer that gains from seeing more inputs at once (continuous batching
+refills a finished row's slot from the inputs it was given) can take up to `chunks_per_call`
+consecutive missing chunks per call; their rows are still written chunk by chunk, and a kill loses
+at most that call. A header with another key means other inputs or another producer: the
 file is started again (one stderr line names what changed), its rows are never reused.
 """
 
@@ -31,8 +34,9 @@ ChunkMaker = Callable[[int, int], list[dict]]
 
 def cached_rows(path: str | os.PathLike, key: Any, ids: Sequence[tuple[Hashable, ...]], id_fields: Sequence[str],
                 chunk_size: int, make_chunk: ChunkMaker, label: str | None = None,
-                progress: bool = False) -> list[dict]:
-    """The row of every input (in input order), generating only the chunks `path` lacks."""
+                progress: bool = False, chunks_per_call: int = 1) -> list[dict]:
+    """The row of every input (in input order), generating only the chunks `path` lacks; one
+    `make_chunk` call covers a run of up to `chunks_per_call` consecutive missing chunks."""
     path, key = Path(path), plain(key)
     chunk_size = max(1, chunk_size)
     label = label or str(path)
@@ -49,8 +53,10 @@ def cached_rows(path: str | os.PathLike, key: Any, ids: Sequence[tuple[Hashable,
     todo = [c for c in chunks if c not in done]
     from tqdm.auto import tqdm
 
-    with open(path, "a", encoding="utf-8") if todo else nullcontext() as f:  # nothing to do: file untouched
-        for start, stop in tqdm(todo, desc=label, unit="chunk", disable=not progress or len(todo) < 2):
+    bar = tqdm(total=len(todo), desc=label, unit="chunk", disable=not progress or len(todo) < 2)
+    with open(path, "a", encoding="utf-8") if todo else nullcontext() as f, bar:  # nothing to do: file untouched
+        for group in _runs(todo, max(1, chunks_per_call)):
+            start, stop = group[0][0], group[-1][1]
             made = make_chunk(start, stop)
             if len(made) != stop - start:
                 raise AssertionError(f"{label}: {len(made)} rows for {stop - start} inputs")
@@ -59,10 +65,23 @@ def cached_rows(path: str | os.PathLike, key: Any, ids: Sequence[tuple[Hashable,
                 if got != tuple(want):
                     raise AssertionError(f"{label}: row for {got} where {tuple(want)} was asked")
                 rows[want] = row
-            f.write("".join(_line(r) + "\n" for r in made))
+            for s, e in group:  # whole chunks, as a reader keeps them
+                f.write("".join(_line(r) + "\n" for r in made[s - start:e - start]))
             f.flush()
             os.fsync(f.fileno())
+            bar.update(len(group))
     return [rows[i] for i in ids]
+
+
+def _runs(chunks: list[tuple[int, int]], most: int) -> list[list[tuple[int, int]]]:
+    """`chunks` (in order) split into runs of at most `most` chunks that follow each other."""
+    runs: list[list[tuple[int, int]]] = []
+    for c in chunks:
+        if runs and len(runs[-1]) < most and runs[-1][-1][1] == c[0]:
+            runs[-1].append(c)
+        else:
+            runs.append([c])
+    return runs
 
 
 def _read(path: Path, key: Any, id_fields: Sequence[str]) -> tuple[dict, int, str | None]:

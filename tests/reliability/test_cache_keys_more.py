@@ -26,15 +26,17 @@ from whyrec.outputs import OutputConflict
 class FakeRecAlpaca:
     """Answers name the prompt's input and the decoding settings, so a stale answer is visible."""
 
-    def __init__(self, tag: str, fail_on_call: int | None = None):
+    def __init__(self, tag: str, fail_on_call: int | None = None, batches_per_call: int = 1):
         self.tag, self.fail_on_call, self.calls, self.prompts = tag, fail_on_call, 0, []
+        self.batches_per_call, self.sizes = batches_per_call, []
 
     def generate(self, prompts, gen, **kw):
         max_new_tokens, batch_size, repetition_penalty = gen.max_new_tokens, gen.batch_size, gen.repetition_penalty
         self.calls += 1
         if self.calls == self.fail_on_call:
             raise KeyboardInterrupt  # a kill in the middle of the run
-        assert len(prompts) <= batch_size
+        assert len(prompts) <= batch_size * self.batches_per_call
+        self.sizes.append(len(prompts))
         self.prompts += [inp for _, inp in prompts]
         return [f"1. \"Fargo\" ({self.tag}, {max_new_tokens}, {repetition_penalty}, {inp})" for _, inp in prompts]
 
@@ -61,8 +63,11 @@ def recalpaca(tmp_path, monkeypatch):
     out = tmp_path / "eval"
     used: list[FakeRecAlpaca] = []
 
-    def evaluate(tag: str = "v1", fail_on_call: int | None = None, **kw) -> FakeRecAlpaca:
-        model = FakeRecAlpaca(tag, fail_on_call)
+    def evaluate(tag: str = "v1", fail_on_call: int | None = None, batches_per_call: int = 1, **kw) -> FakeRecAlpaca:
+        # One batch per generate call unless asked: these tests are about the file's batches; the
+        # continuous path's grouping of several missing batches per call has its own tests below.
+        monkeypatch.setattr(recalpaca_infer, "CONTINUOUS_BATCHES", batches_per_call)
+        model = FakeRecAlpaca(tag, fail_on_call, batches_per_call)
         monkeypatch.setattr(recalpaca_infer, "load_recalpaca", lambda *a, **k: used.append(model) or model)
         test = kw.pop("test_json", test_json)
         gen = replace(recalpaca_infer.GENERATION, **{"batch_size": 2, "max_new_tokens": 32, **kw})
@@ -131,6 +136,37 @@ def test_recalpaca_interrupted_run_resumes_missing_rows(recalpaca):
     assert resumed.prompts == [f"user {i} likely to like: [Fargo, Brazil, Scream]" for i in (2, 3, 4)]
     assert [json.loads(line)["user"] for line in gen.read_text().splitlines()[1:]] == [0, 1, 2, 3, 4]
     assert all(t.startswith('1. "Fargo" (v1, 32, 1.0, user ') for t in _generations(gen))
+
+
+def test_recalpaca_continuous_calls_take_several_missing_batches(recalpaca):
+    """Continuous decoding refills rows only from the prompts of its call, so one call takes up to
+    CONTINUOUS_BATCHES consecutive missing batches; the file still holds whole batches."""
+    run, test_json, evaluate, gen, used = recalpaca
+    first = evaluate(batches_per_call=2)
+    assert first.sizes == [4, 1]  # batches [0, 2) + [2, 4), then [4, 5)
+    assert len(_generations(gen)) == 5
+    assert evaluate(batches_per_call=2).calls == 0
+
+
+def test_recalpaca_grouped_calls_regenerate_only_missing_batches(recalpaca, tmp_path):
+    run, test_json, evaluate, gen, used = recalpaca
+    evaluate(batches_per_call=2)
+    changed = _test_json(tmp_path, changed=0)
+    records = json.loads(changed.read_text())
+    records[4]["input"] = "user 4 edited likely to like: [Fargo]"
+    changed.write_text(json.dumps(records))
+    again = evaluate(tag="v2", batches_per_call=8, test_json=changed)
+    assert again.sizes == [2, 1]  # batch [0, 2) and batch [4, 5): not consecutive, two calls
+    assert [("(v2," in t) for t in _generations(gen)] == [True, True, False, False, True]
+
+
+def test_recalpaca_interrupted_grouped_call_loses_only_that_call(recalpaca):
+    run, test_json, evaluate, gen, used = recalpaca
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(fail_on_call=2, batches_per_call=2)  # killed in the call for batch [4, 5)
+    assert len(_generations(gen)) == 4
+    resumed = evaluate(batches_per_call=2)
+    assert resumed.sizes == [1] and len(_generations(gen)) == 5
 
 
 # ---------------------------------------------------------------- teacher profiles

@@ -30,6 +30,15 @@ def continuous(gen: GenerationConfig) -> bool:
     return gen.drop_finished and gen.num_beams == 1
 
 
+BATCHES_PER_CALL = 8  # batches of rows worth one continuous call: freed slots refill from all of them
+
+
+def rows_per_call(gen: GenerationConfig) -> int:
+    """How many rows a caller that splits work into calls (a cached chunk, a served batch) should hand
+    one decoding call: several batches when the loop refills freed slots, else one batch."""
+    return gen.batch_size * (BATCHES_PER_CALL if continuous(gen) else 1)
+
+
 def common_prefix(rows: Sequence[Sequence[int]], stop: Sequence[int] = ()) -> list[int] | None:
     """The token ids every row starts with, cut before the first `stop` id and kept shorter than
     the shortest row (a prefill group needs one token of each row's own); None when empty."""

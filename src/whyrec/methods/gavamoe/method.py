@@ -57,7 +57,9 @@ class GaVaMoEMethod:
             explainer = load_gavamoe(str(folder), device)
             return lambda pairs: explainer.explain(pairs["user"].tolist(), pairs["item"].tolist(), gen, progress=False)
 
-        return gen.batch_size, load
+        from whyrec.llm.continuous_rows import rows_per_call
+
+        return rows_per_call(gen), load  # a cached chunk of several batches: rows refill across them
 
 
 METHOD = GaVaMoEMethod()

@@ -229,22 +229,18 @@ def _generations(gen_path: Path, key: dict, prompts: list[tuple[str, str]], gen:
 
     ids = [(i, digest(list(p))) for i, p in enumerate(prompts)]
     loaded: list = []
-    # The file keeps whole batches (a rerun resumes at the first missing one), but a continuous call
-    # refills freed slots only from its own prompts: it decodes the next CONTINUOUS_BATCHES batches at
-    # once and hands them to the file one by one. A kill loses at most that many batches.
-    ahead: dict[int, str] = {}
-    span = gen.batch_size * (CONTINUOUS_BATCHES if refills(gen) else 1)
 
     def make_chunk(start: int, stop: int) -> list[dict]:
         if not loaded:  # the model loads on the first batch that is not cached
             loaded.append(load())
-        if start not in ahead:
-            end = max(stop, min(start + span, len(prompts)))
-            ahead.update(zip(range(start, end), loaded[0].generate(prompts[start:end], gen)))
-        return [{"user": u, "prompt": d, "generation": str(ahead.pop(n))} for n, (u, d) in enumerate(ids[start:stop], start)]
+        texts = loaded[0].generate(prompts[start:stop], gen)
+        return [{"user": u, "prompt": d, "generation": str(t)} for (u, d), t in zip(ids[start:stop], texts)]
 
+    # The file keeps whole batches (a rerun resumes at the first missing one), but a continuous call
+    # refills freed slots only from its own prompts: it takes up to CONTINUOUS_BATCHES missing batches
+    # at once and the file still gets them one by one. A kill loses at most that many batches.
     rows = cached_rows(gen_path, key, ids, ("user", "prompt"), gen.batch_size, make_chunk, label=str(gen_path),
-                       progress=True)
+                       progress=True, chunks_per_call=CONTINUOUS_BATCHES if refills(gen) else 1)
     return [r["generation"] for r in rows]
 
 
