@@ -28,10 +28,10 @@ class ServeSettings:
     keep_alive_s: float = 5.0
     """How long an idle connection stays open between requests."""
     continuous: bool | None = None
-    """Continuous batching for models whose decoder can take requests mid-decode (XRec): a request
-    joins the running batch at the next free slot and is answered when its own row ends. None:
-    on under `whyrec serve` (`server.build_app`), off for `app.create_app` on its own; False: the
-    micro-batcher (`max_wait_ms`) for every model."""
+    """Continuous batching for models whose decoder can take requests mid-decode (XRec, GaVaMoE,
+    RecExplainer, RecAlpaca): a request joins the running batch at the next free slot and is
+    answered when its own row ends. None: on under `whyrec serve` (`server.build_app`), off for
+    `app.create_app` on its own; False: the micro-batcher (`max_wait_ms`) for every model."""
 
     def __post_init__(self) -> None:
         # Every limit is a count or a duration: zero, negative, NaN or a bool would disable it silently.
