@@ -1,23 +1,34 @@
 """The head-to-head of issue 20: every explanation method, the retrieval baseline and zero-shot on
-three datasets, at one stated training budget, one `whyrec benchmark explain` table per dataset.
+three datasets, at one stated training budget, one table per dataset assembled from one
+`whyrec benchmark explain` stage per system.
 
     python benchmarks/head_to_head.py [--datasets xrec-amazon,musical-instruments,ml-100k]
-        [--methods xrec-lora,...] [--work runs/h2h] [--shared ../shared/data] [--dry-run]
+        [--methods xrec-lora,...] [--work runs/h2h] [--shared ../shared/data] [--dry-run] [--redo SYSTEM]
+    python benchmarks/head_to_head.py --assemble-only --datasets ml-100k   # the table from the stage files
     python benchmarks/head_to_head.py --plot-only --datasets xrec-amazon   # redraw from docs/results
 
-Resumable: every stage is a whyrec command whose outputs are cached and keyed by what made them
-(prepared data, the LightGCN encoder, the VAE, each method's trained folder, each row's
-predictions chunk by chunk), so an interrupted run continues where it stopped and a finished
-stage costs only its check. Run one dataset at a time (`--datasets`) across sessions if needed.
-When a dataset's table is complete, its machine-readable comparison goes to
-docs/results/<dataset>.json, its markdown to docs/results/<dataset>.md and a plot of every row's
-metrics with bootstrap 95% intervals to docs/results/<dataset>.png (commit those, not runs/); an
-external row covering only part of the pairs gets its own row of panels there, every other row
-rescored on its pairs, as in the markdown.
+Across sessions (runs/ does not survive one; one dataset takes longer than a session):
+1. run the command; each system of --methods (and the dataset's --external files, as the stage
+   `external`) is its own `benchmark explain` call into WORK/<dataset>/stages/<system>, and when one
+   finishes its comparison.json is copied, with the settings that made it, to
+   docs/results/stages/<dataset>/<system>.json;
+2. commit docs/results/stages/* (and docs/results/<dataset>.{json,md,png}) before the session ends;
+3. the next session reruns the same command: stages with a stage file made with the same settings
+   (the stage's arguments and the prepared data's digest) are skipped, the others run. A stage file
+   made with other settings is refused, naming what changed, unless `--redo SYSTEM` replaces it.
+Within a session an interrupted stage resumes from its caches under WORK (trained folders,
+predictions chunk by chunk). After the stages, and with `--assemble-only`, the stage files are
+merged into docs/results/<dataset>.json, the benchmark's own markdown docs/results/<dataset>.md
+(naming the systems still missing, so a partial table can be committed and read) and a plot of
+every row's metrics with bootstrap 95% intervals, docs/results/<dataset>.png. An external row
+covering only part of the pairs gets its own table and row of panels; the rows of the other stages
+are not rescored on its pairs (the markdown says so).
 
-The budget is the same for every trained row: BUDGET_STEPS optimizer steps of BATCH rows (PEPLER:
-at most that many steps per epoch of each phase, see its method page); minutes are measured and
-written into each table, they are not the budget.
+XRec's rows and the retrieval row (CF nearest pair) read one LightGCN encoder, trained once per
+dataset into WORK/<dataset>/encoder (`whyrec train encoder`, as the benchmark trains it) when a stage
+that needs it runs. The budget is the same for every trained row: BUDGET_STEPS optimizer steps of
+BATCH rows (PEPLER: at most that many steps per epoch of each phase, see its method page); minutes
+are measured and written into each table, they are not the budget.
 """
 
 from __future__ import annotations
@@ -25,12 +36,13 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
+
+from whyrec.utils import WhyrecError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -39,21 +51,36 @@ BUDGET_STEPS = 300  # one epoch of the 2,400 XRec-amazon training explanations a
 BATCH = 8
 LR = 3e-4
 METHODS = "xrec,xrec-lora,gavamoe,pepler-continuous,zero-shot,retrieval"
+EXTERNAL = "external"  # the stage scoring a dataset's --external files: each external row once
+ENCODER_SYSTEMS = ("xrec", "xrec-lora", "retrieval")  # rows that read the dataset's LightGCN encoder
 
-# name -> (prepare arguments with {shared}, benchmark arguments specific to the dataset)
+
+class Dataset(NamedTuple):  # not a dataclass: tests load this file by path, outside sys.modules
+    """One dataset of the head-to-head; `{shared}` stands for the --shared folder."""
+
+    prepare: str
+    """`whyrec data prepare` arguments."""
+    benchmark: str
+    """`whyrec benchmark explain` arguments specific to the dataset, given to every stage."""
+    lightgcn: str = ""
+    """`whyrec train encoder` arguments of the LightGCN encoder XRec's rows and the retrieval row read."""
+    external: str = ""
+    """`--external` of the dataset's `external` stage (empty: no such stage)."""
+
+
 DATASETS = {
-    "xrec-amazon": (
+    "xrec-amazon": Dataset(
         "--source xrec --path {shared}/xrec-amazon --text_test_size 600 --seed 0",
-        "--max_pairs None --xrec.item_noun book --gavamoe.item_noun book "
-        "--lightgcn.epochs 40 --lightgcn.batch_size 8192 --lightgcn.lr 0.005 "
-        "--external 'XRec published (Llama-2-7B)={shared}/xrec-amazon/tst_pred.pkl:{shared}/xrec-amazon/tst_ref.pkl'",
+        "--max_pairs None --xrec.item_noun book --gavamoe.item_noun book",
+        lightgcn="--lightgcn.epochs 40 --lightgcn.batch_size 8192 --lightgcn.lr 0.005",
+        external="'XRec published (Llama-2-7B)={shared}/xrec-amazon/tst_pred.pkl:{shared}/xrec-amazon/tst_ref.pkl'",
     ),
-    "musical-instruments": (
+    "musical-instruments": Dataset(
         "--source amazon-json --path {shared}/amazon-musical-instruments/reviews_Musical_Instruments_5.json.gz "
         "--extract_features",
         "--max_pairs 600 --xrec.item_noun product --gavamoe.item_noun product",
     ),
-    "ml-100k": (
+    "ml-100k": Dataset(
         "--source ml-100k --split random --seed 42",
         "--max_pairs 600 --xrec.item_noun movie --gavamoe.item_noun movie",
     ),
@@ -66,8 +93,27 @@ COMMON = (f"--train.max_steps {BUDGET_STEPS} --train.max_minutes None --train.lr
 def whyrec(args: str, dry: bool) -> None:
     cmd = [sys.executable, "-m", "whyrec", *shlex.split(args)]
     print("$ whyrec " + args, flush=True)
-    if not dry:
-        subprocess.run(cmd, check=True)
+    if not dry and subprocess.run(cmd).returncode:
+        raise WhyrecError(f"`whyrec {' '.join(args.split()[:2])}` failed (its error is above); rerun the same "
+                          "command to continue from its caches")
+
+
+def stage_arguments(dataset: str, system: str, ablations: str, extra: str) -> str:
+    """The `benchmark explain` arguments of one stage, with the --work and --shared folders left as
+    {work} and {shared}: what its stage file records, valid wherever those folders are."""
+    spec, root = DATASETS[dataset], f"{{work}}/{dataset}"
+    who = (f"--methods none --external {spec.external}" if system == EXTERNAL
+           else f"--methods {system}" + (f" --encoder {root}/encoder" if system in ENCODER_SYSTEMS else ""))
+    return (f"benchmark explain --data {root}/data --out {root}/stages/{system} {who} {spec.benchmark} {COMMON}"
+            + (f" --ablations {ablations}" if ablations != "none" else "") + (f" {extra}" if extra else ""))
+
+
+def systems_of(dataset: str, methods: str) -> list[str]:
+    """The stages of `dataset`: its `external` stage when it has external files, then each method."""
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    if EXTERNAL in names or not all(c.isalnum() or c in "-_." for m in names for c in m):  # each names a folder
+        raise WhyrecError(f"--methods {methods!r}: give benchmark method names (not {EXTERNAL!r}), comma-separated")
+    return ([EXTERNAL] if DATASETS[dataset].external else []) + names
 
 
 def _value(row: dict, metric: str) -> float | None:
@@ -133,53 +179,109 @@ def plot(comparison: dict, path: Path) -> Figure:
 def replot(names: list[str], docs: Path) -> None:
     """Draw docs/<name>.png again from docs/<name>.json, running nothing else."""
     if not names:
-        sys.exit(f"head_to_head: --plot-only found no {', '.join(f'{n}.json' for n in DATASETS)} in {docs}")
+        raise WhyrecError(f"--plot-only found no {', '.join(f'{n}.json' for n in DATASETS)} in {docs}")
     missing = [n for n in names if not (docs / f"{n}.json").is_file()]
     if missing:
-        sys.exit(f"head_to_head: --plot-only needs {', '.join(str(docs / f'{n}.json') for n in missing)}; "
-                 "a full run writes it")
+        raise WhyrecError(f"--plot-only needs {', '.join(str(docs / f'{n}.json') for n in missing)}; "
+                          "a run or --assemble-only writes it")
     for name in names:
         plot(json.loads((docs / f"{name}.json").read_text()), docs / f"{name}.png")
         print(f"{name}: plot in {docs / name}.png", flush=True)
 
 
+def _stages():
+    """benchmarks/h2h_stages.py, imported by name: this file's folder is on sys.path when it runs as a
+    script, whereas tests load this file by path for plot() alone."""
+    import h2h_stages
+
+    return h2h_stages
+
+
+def assemble(dataset: str, systems: list[str], docs: Path) -> None:
+    """docs/<dataset>.{json,md,png} from the dataset's stage files; a partial table names what is missing."""
+    merged, missing = _stages().assemble(docs, dataset, systems)
+    if merged["rows"]:
+        plot(merged, docs / f"{dataset}.png")
+    print(f"{dataset}: table in {docs / dataset}.md"
+          + (f", still missing {', '.join(missing)}" if missing else ", every stage in"), flush=True)
+
+
+def run_stages(dataset: str, a: argparse.Namespace, redo: set[str]) -> None:
+    """Prepare the data, then run every stage of `dataset` without a stage file of the same settings
+    (all of them checked before anything runs) and keep each finished one in docs/results/stages."""
+    stages, docs, spec = _stages(), Path(a.docs), DATASETS[dataset]
+
+    def fill(args: str) -> str:  # the stage files keep {work} and {shared}; the commands get the folders
+        return args.replace("{work}", a.work).replace("{shared}", a.shared)
+
+    data = Path(a.work) / dataset / "data"
+    if not (data / "dataset.json").is_file():
+        whyrec(fill(f"data prepare {spec.prepare} --out {{work}}/{dataset}/data"), a.dry_run)
+    digest, systems = stages.data_digest(data), systems_of(dataset, a.methods)
+    plan = {s: stage_arguments(dataset, s, a.ablations, a.extra) for s in systems}
+    todo = [s for s in systems if stages.must_run(stages.stage_path(docs, dataset, s), s,
+                                                  {"arguments": plan[s], "data_digest": digest}, s in redo)]
+    for system in (s for s in systems if s not in todo):
+        print(f"{dataset}/{system}: done in {stages.stage_path(docs, dataset, system)}, skipped", flush=True)
+    if set(todo) & set(ENCODER_SYSTEMS):
+        whyrec(fill(f"train encoder --data {{work}}/{dataset}/data --out {{work}}/{dataset}/encoder {spec.lightgcn}".strip()),
+               a.dry_run)
+    for system in todo:
+        start = time.time()
+        whyrec(fill(plan[system]), a.dry_run)
+        if a.dry_run:
+            continue
+        path = stages.stage_path(docs, dataset, system)
+        stages.save_stage(Path(a.work) / dataset / "stages" / system / "comparison.json", path, system, plan[system])
+        print(f"{dataset}/{system}: stage in {path} ({(time.time() - start) / 60:.1f} min); commit it "
+              f"(git add {path}) so that the next session skips it", flush=True)
+    if not a.dry_run:
+        assemble(dataset, systems, docs)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--datasets", default=None, help=f"default: {','.join(DATASETS)} (with --plot-only: those in DOCS)")
-    ap.add_argument("--methods", default=METHODS)
+    ap.add_argument("--methods", default=METHODS, help="the systems, one stage each (besides the `external` stage)")
     ap.add_argument("--work", default="runs/h2h")
     ap.add_argument("--shared", default="../shared/data")
     ap.add_argument("--docs", default="docs/results")
     ap.add_argument("--ablations", default="all", help="CF ablations of every trained row ('none': skip)")
     ap.add_argument("--extra", default="", help="more `benchmark explain` arguments, appended as given")
+    ap.add_argument("--redo", action="append", default=[], metavar="SYSTEM",
+                    help="run this system's stage again, replacing its stage file (repeatable, or comma-separated)")
     ap.add_argument("--dry-run", action="store_true")
+    ap.add_argument("--assemble-only", action="store_true",
+                    help="only merge DOCS/stages/<dataset>/*.json into DOCS/<dataset>.{json,md,png}")
     ap.add_argument("--plot-only", action="store_true",
                     help="only (re)draw DOCS/<dataset>.png from DOCS/<dataset>.json of an earlier run")
     a = ap.parse_args()
-    work, docs = Path(a.work), Path(a.docs)
+    try:
+        _main(a)
+    except WhyrecError as e:
+        print(f"head_to_head: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _main(a: argparse.Namespace) -> None:
+    docs = Path(a.docs)
+    asked = [d.strip() for d in a.datasets.split(",") if d.strip()] if a.datasets else None
     if a.plot_only:
-        return replot([d.strip() for d in a.datasets.split(",") if d.strip()] if a.datasets
-                      else [n for n in DATASETS if (docs / f"{n}.json").is_file()], docs)
-    names = [d.strip() for d in (a.datasets or ",".join(DATASETS)).split(",") if d.strip()]
+        return replot(asked if asked is not None else [n for n in DATASETS if (docs / f"{n}.json").is_file()], docs)
+    names = asked or (list(DATASETS) if not a.assemble_only else [n for n in DATASETS if (docs / "stages" / n).is_dir()])
+    unknown = [n for n in names if n not in DATASETS]
+    if unknown or not names:
+        raise WhyrecError(f"unknown dataset {unknown[0]!r}; choose from {', '.join(DATASETS)}" if unknown
+                          else f"--assemble-only found no stage folders in {docs / 'stages'}")
+    redo = {s.strip() for spec in a.redo for s in spec.split(",") if s.strip()}
+    systems = {name: systems_of(name, a.methods) for name in names}
+    if stray := sorted(redo - {s for each in systems.values() for s in each}):
+        raise WhyrecError(f"--redo {stray[0]}: not a stage of {', '.join(names)}")
     for name in names:
-        if name not in DATASETS:
-            sys.exit(f"head_to_head: unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
-        prep, bench = (s.format(shared=a.shared) for s in DATASETS[name])
-        data, out = work / name / "data", work / name / "bench"
-        start = time.time()
-        if not (data / "dataset.json").exists():
-            whyrec(f"data prepare {prep} --out {data}", a.dry_run)
-        whyrec(f"benchmark explain --data {data} --out {out} --methods {a.methods} {bench} {COMMON} "
-               + (f"--ablations {a.ablations} " if a.ablations != "none" else "") + a.extra,
-               a.dry_run)
-        if a.dry_run:
-            continue
-        docs.mkdir(parents=True, exist_ok=True)
-        comparison = json.loads((out / "comparison.json").read_text())
-        shutil.copyfile(out / "comparison.json", docs / f"{name}.json")
-        shutil.copyfile(out / "comparison.md", docs / f"{name}.md")
-        plot(comparison, docs / f"{name}.png")
-        print(f"{name}: table in {docs / name}.md ({(time.time() - start) / 60:.1f} min this call)", flush=True)
+        if a.assemble_only:
+            assemble(name, systems[name], docs)
+        else:
+            run_stages(name, a, redo)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,196 @@
+"""Stages of the head-to-head (benchmarks/head_to_head.py) that outlive a work session, and their
+assembly into one table per dataset.
+
+A stage is one `whyrec benchmark explain` call for one system (a method of --methods, or the
+dataset's --external prediction files, stage `external`). Its comparison.json is kept, with a `stage` record of the
+settings that made it, in docs/results/stages/<dataset>/<system>.json: committed to git, since
+runs/ does not survive a session. A later run skips a stage whose file was made with the same
+settings and refuses one made with other settings (naming what changed) unless it is redone.
+`assemble` merges a dataset's stage files into the comparison a single call would have written
+(rows, skipped, by_activity, subsets, ablations ...) and renders it with the benchmark's own
+markdown, naming the systems whose stage has not run yet.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from whyrec.benchmark_ablate import ablation_section
+from whyrec.benchmark_cache import data_key
+from whyrec.benchmark_tables import comparison_table
+from whyrec.utils import WhyrecError, write_json, write_text
+
+STAGE = "stage"  # the key of a stage file's settings record; not part of the comparison
+CHECKED_BEFORE_RUNNING = ("arguments", "data_digest")  # what a rerun compares to skip or refuse a stage
+SAME_IN_EVERY_STAGE = ("data_digest", "split", "n_pairs", "seed")  # else their rows do not share a table
+UNIONS = ("rows", "skipped", "by_activity", "ablations")  # keyed by row (or system) name
+
+
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name).strip("-") or "stage"
+
+
+def stage_path(docs: Path, dataset: str, system: str) -> Path:
+    return docs / "stages" / dataset / f"{slug(system)}.json"
+
+
+def _options(arguments: str) -> dict[str, str]:
+    """Option -> its value text ('' holds the leading words): what an arguments diff compares."""
+    options: dict[str, str] = {}
+    key = ""
+    for token in shlex.split(arguments):
+        if token.startswith("--"):
+            key, options[token] = token, ""
+        else:
+            options[key] = f"{options.get(key, '')} {token}".strip()
+    return options
+
+
+def arguments_change(old: str, new: str) -> str:
+    """The options whose value differs between two argument strings, as `--opt old -> new`."""
+    before, after = _options(old), _options(new)
+    changes = [f"{key or '(command)'} {before.get(key, '(absent)') or '(flag)'} -> {after.get(key, '(absent)') or '(flag)'}"
+               for key in dict.fromkeys([*before, *after]) if before.get(key) != after.get(key)]
+    return "; ".join(changes)
+
+
+def settings_change(recorded: dict, current: dict) -> str | None:
+    """What differs between the settings a stage file records and the current ones (None: same).
+    A current value of None is not known yet (the data is not prepared in a dry run) and not compared."""
+    for field in CHECKED_BEFORE_RUNNING:
+        old, new = recorded.get(field), current.get(field)
+        if new is not None and old != new:
+            return f"{field} {arguments_change(old or '', new) if field == 'arguments' else f'{old} -> {new}'}"
+    return None
+
+
+def must_run(path: Path, system: str, current: dict, redo: bool) -> bool:
+    """Whether the stage of `system` runs: not when its file holds the current settings; a file made
+    with other settings is refused (a one-line WhyrecError naming what changed) unless `redo`."""
+    if redo or not path.is_file():
+        return True
+    change = settings_change(read_stage(path).get(STAGE, {}), current)
+    if change is None:
+        return False
+    raise WhyrecError(f"{path}: stage {system} was made with other settings ({change}); "
+                      f"rerun with --redo {system} to replace it, or go back to its settings")
+
+
+def read_stage(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise WhyrecError(f"{path}: not a readable stage file ({e})") from e
+
+
+def data_digest(data: Path) -> str | None:
+    """The digest `benchmark explain` records for a dataset folder (None until it is prepared)."""
+    return data_key(data) if (data / "dataset.json").is_file() else None
+
+
+def save_stage(comparison_json: Path, path: Path, system: str, arguments: str) -> dict:
+    """Copy a stage call's comparison.json to its committed stage file with the record of its settings."""
+    comparison = json.loads(comparison_json.read_text())
+    comparison[STAGE] = {"system": system, "arguments": arguments,
+                         **{key: comparison.get(key) for key in SAME_IN_EVERY_STAGE}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, comparison)
+    return comparison
+
+
+def merge(stages: dict[str, dict]) -> dict:
+    """One comparison from stage comparisons (label, e.g. the stage file -> its dict), in table order:
+    rows, skipped, by_activity and ablations united, `subsets` of the same pairs and external files
+    merged, everything else taken from the first stage. Stages scored on other pairs, or one row
+    scored in two stages, are refused in one line naming the stage files."""
+    if not stages:
+        raise WhyrecError("no stage files to assemble")
+    for key in SAME_IN_EVERY_STAGE:
+        values = {label: stage.get(key) for label, stage in stages.items()}
+        if len({json.dumps(v) for v in values.values()}) > 1:
+            raise WhyrecError(f"cannot merge stages with different {key}: "
+                              + ", ".join(f"{label} ({value})" for label, value in values.items()))
+    merged: dict = {}
+    origin: dict[tuple[str, str], str] = {}  # (key, name) -> the stage that brought it: names a duplicate
+    for label, stage in stages.items():
+        for key, value in stage.items():
+            if key == STAGE:
+                continue
+            if key in UNIONS:
+                merged[key] = _united(merged.get(key, {}), value, key, label, origin)
+            elif key == "subsets":
+                merged[key] = _merged_subsets(merged.get(key, []), value, label, origin)
+            elif key not in merged:
+                merged[key] = value
+            elif key == "metric_versions" and value != merged[key]:
+                merged.setdefault("metric_versions_differ", []).append(label)
+                print(f"head_to_head: {label}: its metric_versions differ from the first stage's", file=sys.stderr)
+    merged.setdefault("rows", {})
+    merged.setdefault("skipped", {})
+    return merged
+
+
+def _united(into: dict, new: dict, key: str, label: str, origin: dict) -> dict:
+    for name in new:
+        if (key, name) in origin:
+            raise WhyrecError(f"{key} {name!r} is in two stages: {origin[key, name]} and {label}; "
+                              "remove one of the stage files")
+        origin[key, name] = label
+    return {**into, **new}
+
+
+def _merged_subsets(into: list[dict], new: list[dict], label: str, origin: dict) -> list[dict]:
+    """`subsets` entries of the same pairs and external files become one, their rows united."""
+    out = [dict(sub) for sub in into]
+    for sub in new:
+        same = next((s for s in out if s["pair_indices"] == sub["pair_indices"] and s["external"] == sub["external"]), None)
+        if same is None:
+            same = {**sub, "rows": {}}
+            out.append(same)
+        key = f"subsets[{out.index(same)}] row"  # the entry's place keeps two entries' rows apart
+        same["rows"] = _united(same["rows"], sub["rows"], key, label, origin)
+    return out
+
+
+def not_rescored(comparison: dict) -> dict[str, list[str]]:
+    """Per subset ('the n pairs NAME covers'), the main-table rows missing from it: rows of stages that
+    ran without the external file, whose predictions stayed in an earlier session's runs/ to rescore."""
+    out = {}
+    for sub in comparison.get("subsets", ()):
+        missing = [name for name in comparison["rows"] if name not in sub["rows"]]
+        if missing:
+            out[f"the {sub['n_pairs']} pairs {' and '.join(sub['external'])} covers"] = missing
+    return out
+
+
+def markdown(comparison: dict, missing: list[str], stage_dir: Path) -> str:
+    """The benchmark's own comparison.md rendering of `comparison`, with a note naming the systems whose
+    stage has not run yet (a partial table can be committed and read) and the subset rows not rescored."""
+    head = [f"Assembled from the stage files in {stage_dir} (benchmarks/head_to_head.py)."]
+    if missing:
+        head += ["", f"**Partial table: no stage yet for {', '.join(missing)}.** Rerun benchmarks/head_to_head.py "
+                 "with the same arguments to add them."]
+    tail = [f"\nNot rescored on {pairs}: {', '.join(rows)} (their stages ran without that file)."
+            for pairs, rows in not_rescored(comparison).items()]
+    return ("\n".join(head) + "\n\n" + comparison_table(comparison) + "".join(t + "\n" for t in tail)
+            + ablation_section(comparison.get("ablations")))
+
+
+def assemble(docs: Path, dataset: str, systems: list[str]) -> tuple[dict, list[str]]:
+    """Merge docs/stages/<dataset>/*.json (the stages of `systems` first, in their order, then any
+    other stage file there) into docs/<dataset>.json and docs/<dataset>.md. Returns (the merged
+    comparison, the systems of `systems` with no stage file yet)."""
+    folder = docs / "stages" / dataset
+    paths = [stage_path(docs, dataset, s) for s in systems]
+    paths = [p for p in paths if p.is_file()] + sorted(p for p in folder.glob("*.json") if p not in paths)
+    if not paths:
+        raise WhyrecError(f"no stage files in {folder}: run benchmarks/head_to_head.py --datasets {dataset} first")
+    missing = [s for s in systems if not stage_path(docs, dataset, s).is_file()]
+    merged = merge({str(p): read_stage(p) for p in paths})
+    merged["stages"] = {"assembled": [p.stem for p in paths], "missing": missing}
+    write_json(docs / f"{dataset}.json", merged)
+    write_text(docs / f"{dataset}.md", markdown(merged, missing, folder))
+    return merged, missing

@@ -1,0 +1,204 @@
+"""benchmarks/head_to_head.py runs one `benchmark explain` stage per system and keeps each in a
+committed stage file (benchmarks/h2h_stages.py): a rerun skips a stage made with the same settings,
+refuses one made with other settings naming what changed, and the stage files merge into the one
+comparison a single call would have written, refused when they were scored on other pairs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from whyrec.utils import WhyrecError
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+SCRIPT = BENCHMARKS / "head_to_head.py"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+stages = _load("h2h_stages")
+h2h = _load("head_to_head")
+
+
+def _row(bleu4: float) -> dict:
+    pepler = {"bleu1": 2 * bleu4, "bleu4": bleu4, "rouge1_f": 30.0, "rouge2_f": 10.0, "rougeL_f": 25.0, "usr": 1.0}
+    return {"metrics": {"pepler": pepler}, "train": None, "generate_s_per_pair": None}
+
+
+def _stage(rows: dict, digest: str = "d1", **extra) -> dict:
+    return {"data": "runs/h2h/x/data", "data_digest": digest, "split": "test", "n_pairs": 6, "seed": 0,
+            "rows": rows, "skipped": {}, "metric_versions": {"whyrec": "0.1.0"},
+            "by_activity": {name: {"g1": {"n": 3, "bleu4": row["metrics"]["pepler"]["bleu4"]}} for name, row in rows.items()},
+            **extra}
+
+
+def _subset(rows: dict, pairs: list[int], external: str = "ext") -> dict:
+    return {"n_pairs": len(pairs), "of_pairs": 6, "pair_indices": pairs, "external": {external: f"{external}.ref"},
+            "rows": rows}
+
+
+def test_merge_unites_rows_activity_ablations_and_subsets_of_the_same_pairs() -> None:
+    external = _stage({"ext": _row(15.0)}, subsets=[_subset({"ext-part": _row(14.0)}, [0, 2])])
+    xrec = _stage({"xrec": _row(10.0)}, ablations={"xrec": {"kinds": ["no-cf"]}},
+                  subsets=[_subset({"xrec": _row(11.0)}, [0, 2]), _subset({"other": _row(9.0)}, [1], "other"),
+                           _subset({"xrec": _row(8.0)}, [1, 3])])
+    skipped = _stage({}, skipped={"pepler-continuous": "no feature words"})
+    merged = stages.merge({"external.json": external, "xrec.json": xrec, "pepler-continuous.json": skipped})
+    assert list(merged["rows"]) == ["ext", "xrec"]  # stage order, as one call lists its rows
+    assert merged["rows"]["xrec"]["metrics"]["pepler"]["bleu4"] == 10.0
+    assert merged["by_activity"] == {"ext": {"g1": {"n": 3, "bleu4": 15.0}}, "xrec": {"g1": {"n": 3, "bleu4": 10.0}}}
+    assert merged["skipped"] == {"pepler-continuous": "no feature words"}
+    assert merged["ablations"] == {"xrec": {"kinds": ["no-cf"]}}
+    assert (merged["data_digest"], merged["n_pairs"], merged["seed"]) == ("d1", 6, 0)
+    # one entry per (pairs, external files): the [0, 2] entries of both stages merge, [1] stays apart
+    assert [(s["pair_indices"], list(s["rows"])) for s in merged["subsets"]] == [
+        ([0, 2], ["ext-part", "xrec"]), ([1], ["other"]), ([1, 3], ["xrec"])]
+    assert stages.not_rescored(merged) == {"the 2 pairs ext covers": ["ext"], "the 1 pairs other covers": ["ext", "xrec"]}
+    assert "stage" not in merged and "metric_versions_differ" not in merged
+
+
+@pytest.mark.parametrize("field, value", [("data_digest", "d2"), ("n_pairs", 7), ("seed", 1), ("split", "valid")])
+def test_merge_refuses_stages_scored_on_other_pairs(field: str, value) -> None:
+    other = _stage({"xrec": _row(10.0)}) | {field: value}
+    with pytest.raises(WhyrecError, match=f"different {field}: a.json .*, b.json \\({value}\\)") as err:
+        stages.merge({"a.json": _stage({"ext": _row(1.0)}), "b.json": other})
+    assert "\n" not in str(err.value)
+
+
+def test_merge_refuses_a_row_in_two_stages() -> None:
+    with pytest.raises(WhyrecError, match="rows 'xrec' is in two stages: a.json and b.json"):
+        stages.merge({"a.json": _stage({"xrec": _row(1.0)}), "b.json": _stage({"xrec": _row(2.0)})})
+
+
+def _write_stage(tmp_path: Path, arguments: str, digest: str = "d1") -> Path:
+    out = tmp_path / "out" / "comparison.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(_stage({"xrec": _row(10.0)}, digest)))
+    path = stages.stage_path(tmp_path / "docs", "ml-100k", "xrec")
+    stages.save_stage(out, path, "xrec", arguments)
+    return path
+
+
+def test_a_stage_file_of_the_same_settings_is_skipped_and_other_settings_are_refused(tmp_path: Path) -> None:
+    args = "benchmark explain --methods xrec --train.max_steps 300 --bertscore true"
+    path = _write_stage(tmp_path, args)
+    assert path == tmp_path / "docs" / "stages" / "ml-100k" / "xrec.json"
+    assert json.loads(path.read_text())["stage"] == {"system": "xrec", "arguments": args, "data_digest": "d1",
+                                                     "split": "test", "n_pairs": 6, "seed": 0}
+    assert not stages.must_run(path, "xrec", {"arguments": args, "data_digest": "d1"}, redo=False)
+    assert not stages.must_run(path, "xrec", {"arguments": args, "data_digest": None}, redo=False)  # not prepared yet
+    assert stages.must_run(path.with_name("gavamoe.json"), "gavamoe", {"arguments": args}, redo=False)
+    with pytest.raises(WhyrecError, match=r"stage xrec was made with other settings \(arguments --train.max_steps "
+                                          r"300 -> 200; --bertscore true -> \(absent\)\); rerun with --redo xrec"):
+        stages.must_run(path, "xrec", {"arguments": "benchmark explain --methods xrec --train.max_steps 200"}, redo=False)
+    with pytest.raises(WhyrecError, match=r"\(data_digest d1 -> d9\)"):
+        stages.must_run(path, "xrec", {"arguments": args, "data_digest": "d9"}, redo=False)
+    assert stages.must_run(path, "xrec", {"arguments": "other", "data_digest": "d9"}, redo=True)
+
+
+def test_assemble_writes_the_benchmark_markdown_naming_missing_systems(tmp_path: Path) -> None:
+    from whyrec.benchmark_tables import comparison_table
+
+    docs = tmp_path / "docs"
+    for system, rows in (("external", {"ext": _row(15.0)}), ("zero-shot", {"zero-shot m": _row(2.0)})):
+        path = stages.stage_path(docs, "d", system)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(_stage(rows) | {"stage": {"system": system}}))
+    merged, missing = stages.assemble(docs, "d", ["external", "xrec", "zero-shot"])
+    assert missing == ["xrec"] and list(merged["rows"]) == ["ext", "zero-shot m"]
+    assert json.loads((docs / "d.json").read_text())["stages"] == {"assembled": ["external", "zero-shot"],
+                                                                   "missing": ["xrec"]}
+    md = (docs / "d.md").read_text()
+    assert "**Partial table: no stage yet for xrec.**" in md
+    assert comparison_table(merged) in md  # the benchmark's own rendering, not a copy of it
+    with pytest.raises(WhyrecError, match="no stage files in"):
+        stages.assemble(docs, "empty", ["xrec"])
+
+
+def _dry_run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), "--dry-run", "--work", str(tmp_path / "work"), "--docs",
+                           str(tmp_path / "docs"), *args], capture_output=True, text=True, cwd=tmp_path)
+
+
+def _benchmark_calls(stdout: str) -> list[list[str]]:
+    return [shlex.split(line)[1:] for line in stdout.splitlines() if line.startswith("$ whyrec benchmark explain")]
+
+
+def test_dry_run_prints_one_benchmark_call_per_system_with_its_own_out(tmp_path: Path) -> None:
+    done = _dry_run(tmp_path, "--datasets", "xrec-amazon", "--methods", "xrec-lora,zero-shot,retrieval")
+    assert done.returncode == 0, done.stderr
+    calls = _benchmark_calls(done.stdout)
+    methods = [call[call.index("--methods") + 1] for call in calls]
+    outs = [call[call.index("--out") + 1] for call in calls]
+    assert methods == ["none", "xrec-lora", "zero-shot", "retrieval"]  # the external stage, then each method
+    assert outs == [str(tmp_path / "work" / "xrec-amazon" / "stages" / s)
+                    for s in ("external", "xrec-lora", "zero-shot", "retrieval")]
+    assert [call.count("--external") for call in calls] == [1, 0, 0, 0]
+    # the LightGCN encoder of the XRec row and the retrieval row is trained once, before the stages
+    assert ["--encoder" in call for call in calls] == [False, True, False, True]
+    assert sum(line.startswith("$ whyrec train encoder") for line in done.stdout.splitlines()) == 1
+    assert not (tmp_path / "docs").exists() and not (tmp_path / "work").exists()  # nothing ran
+
+
+def test_rerun_skips_a_stage_file_of_the_same_settings_and_refuses_changed_ones(tmp_path: Path) -> None:
+    docs, args = tmp_path / "docs", h2h.stage_arguments("ml-100k", "zero-shot", "all", "")
+    _write_stage(tmp_path, args)
+    stages.stage_path(docs, "ml-100k", "xrec").rename(stages.stage_path(docs, "ml-100k", "zero-shot"))
+    done = _dry_run(tmp_path, "--datasets", "ml-100k", "--methods", "zero-shot,retrieval")
+    assert [call[call.index("--methods") + 1] for call in _benchmark_calls(done.stdout)] == ["retrieval"]
+    assert "ml-100k/zero-shot: done in" in done.stdout
+
+    refused = _dry_run(tmp_path, "--datasets", "ml-100k", "--methods", "zero-shot,retrieval", "--ablations", "none")
+    assert refused.returncode == 2 and not _benchmark_calls(refused.stdout)  # refused before any stage runs
+    assert refused.stderr.count("\n") == 1 and "arguments --ablations all -> (absent)" in refused.stderr
+    assert "--redo zero-shot" in refused.stderr
+
+    redone = _dry_run(tmp_path, "--datasets", "ml-100k", "--methods", "zero-shot,retrieval", "--ablations", "none",
+                      "--redo", "zero-shot")
+    assert [call[call.index("--methods") + 1] for call in _benchmark_calls(redone.stdout)] == ["zero-shot", "retrieval"]
+
+
+def test_stages_run_once_across_sessions_and_assemble_the_table(tmp_path: Path, monkeypatch) -> None:
+    """Two 'sessions' of the same command with a stand-in for the whyrec CLI: the first runs each stage and
+    writes its stage file and the table, the second (a fresh work folder) runs no stage."""
+    pytest.importorskip("matplotlib")
+    from whyrec.benchmark_cache import data_key
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # as when the script runs: h2h_stages is importable by name
+    calls: list[str] = []
+
+    def fake_whyrec(args: str, dry: bool) -> None:
+        calls.append(args)
+        words = shlex.split(args)
+        out = Path(words[words.index("--out") + 1])
+        out.mkdir(parents=True, exist_ok=True)
+        if words[:2] == ["data", "prepare"]:
+            (out / "dataset.json").write_text("{}")
+        elif words[:2] == ["benchmark", "explain"]:
+            system = words[words.index("--methods") + 1]
+            data = words[words.index("--data") + 1]
+            (out / "comparison.json").write_text(json.dumps(_stage({system: _row(len(system))}, data_key(data))))
+
+    monkeypatch.setattr(h2h, "whyrec", fake_whyrec)
+    docs = tmp_path / "docs"
+    for session in ("one", "two"):
+        h2h._main(h2h.argparse.Namespace(
+            datasets="ml-100k", methods="zero-shot,retrieval", work=str(tmp_path / session), shared="s", docs=str(docs),
+            ablations="all", extra="", redo=[], dry_run=False, assemble_only=False, plot_only=False))
+        benchmark_calls = [c for c in calls if c.startswith("benchmark explain")]
+        assert len(benchmark_calls) == 2  # the second session ran none
+    assert sorted(p.name for p in (docs / "stages" / "ml-100k").iterdir()) == ["retrieval.json", "zero-shot.json"]
+    table = json.loads((docs / "ml-100k.json").read_text())
+    assert list(table["rows"]) == ["zero-shot", "retrieval"] and table["stages"]["missing"] == []
+    assert (docs / "ml-100k.png").stat().st_size > 0 and "Partial table" not in (docs / "ml-100k.md").read_text()
