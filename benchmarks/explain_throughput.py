@@ -21,6 +21,8 @@ Systems (`--systems`):
   bf16Bpfx, dropBpfx  as bf16B, dropB with the shared prompt prefix (chat header, system prompt, "user record: ")
          prefilled once per call and its KV cache reused by every row (XRec's default since H1;
          bf16B and the other whyrec systems here run with it off, as before)
+  bf16Bplain  as bf16B with `F.linear` on plain bf16 weights (oneDNN reorders them on every call),
+         the decoder before its linears ran on prepacked weights (`whyrec.llm.packed_linear`)
 The pairs are processed in chunks of `batch_size`; each chunk runs every system, the order
 reversed on alternate chunks, so machine load hits all alike. Tokens counted are the useful
 ones: each row up to and including its first EOS.
@@ -44,6 +46,7 @@ import torch
 from whyrec.config import GenerationConfig, ModelConfig, XRecConfig
 from whyrec.data import schema as S
 from whyrec.data.xrec import xrec_records
+from whyrec.llm.packed_linear import prepacking
 from whyrec.methods.xrec.artifact import Explainer, build_module
 
 REPO = Path(__file__).resolve().parents[1]
@@ -122,8 +125,10 @@ SYSTEMS = {  # key: (label, weights, batched, drop_finished)
     "bf16Bpfx": ("whyrec batch {B}, bf16 weights, rows dropped, shared prompt prefix prefilled once", "bfloat16",
                  True, True),
     "dropBpfx": ("whyrec batch {B}, fp32, rows dropped, shared prompt prefix prefilled once", "float32", True, True),
+    "bf16Bplain": ("whyrec batch {B}, bf16 weights, rows dropped, linears not prepacked", "bfloat16", True, True),
 }
 PREFIX_REUSE = {"bf16Bpfx", "dropBpfx"}  # the others measure the decoder as it was before prefix reuse
+PLAIN_LINEARS = {"bf16Bplain"}  # the others' bf16 linears run on prepacked weights
 
 
 def main() -> None:
@@ -157,7 +162,8 @@ def main() -> None:
     texts: dict[str, list[str]] = {k: [] for k in keys}
     for k in keys:  # warm-up
         explainers[SYSTEMS[k][1]].module.reuse_prefix = k in PREFIX_REUSE
-        explainers[SYSTEMS[k][1]].explain(users[:1], items[:1], gens[k], progress=False)
+        with prepacking(k not in PLAIN_LINEARS):
+            explainers[SYSTEMS[k][1]].explain(users[:1], items[:1], gens[k], progress=False)
     size = args.chunk or args.batch_size
     for c, s in enumerate(range(0, args.n, size)):
         chunk = slice(s, s + size)
@@ -168,9 +174,10 @@ def main() -> None:
             # bf16Bfix: one call per batch of B, so no slot is refilled across batches (the old loop)
             step = args.batch_size if k.endswith("fix") else size
             tic = time.perf_counter()
-            for a in range(chunk.start, min(chunk.stop, args.n), step):
-                texts[k] += explainers[dtype].explain(users[a:min(a + step, chunk.stop)],
-                                                      items[a:min(a + step, chunk.stop)], gens[k], progress=False)
+            with prepacking(k not in PLAIN_LINEARS):
+                for a in range(chunk.start, min(chunk.stop, args.n), step):
+                    texts[k] += explainers[dtype].explain(users[a:min(a + step, chunk.stop)],
+                                                          items[a:min(a + step, chunk.stop)], gens[k], progress=False)
             totals[k]["seconds"] += time.perf_counter() - tic
             totals[k]["tokens"] += counters[dtype].tokens
             totals[k]["n"] += len(users[chunk])
@@ -199,7 +206,8 @@ def main() -> None:
         print("| llama-cpp-python | not installed (optional; compiles from source) | – | – | – |")
     print()
     for a, b in [("hfB", "hf1"), ("dropB", "hfB"), ("bf16B", "dropB"), ("bf16B", "bf16_1"), ("bf16B", "bf16Bfix"),
-                 ("bf16Bpfx", "bf16B"), ("dropBpfx", "dropB")]:
+                 ("bf16Bpfx", "bf16B"), ("dropBpfx", "dropB"),
+                 ("bf16B", "bf16Bplain")]:
         if a in texts and b in texts:
             same = sum(x == y for x, y in zip(texts[a], texts[b], strict=True))
             print(f"identical greedy outputs {a} vs {b}: {same}/{args.n}")

@@ -18,6 +18,9 @@ from collections.abc import Callable, Hashable
 
 import torch
 
+from whyrec.llm.packed_linear import packed_linears
+from whyrec.llm.token_choice import choose_tokens
+
 # prefill(rows) -> (last-position logits (k, V), cache, attention mask (k, L), next position ids (k, 1))
 Prefill = Callable[[list[int]], tuple[torch.Tensor, object, torch.Tensor, torch.Tensor]]
 # step(tokens (n,), mask (n, L), next positions (n, 1), cache) -> logits (n, V)
@@ -72,7 +75,7 @@ def decode_stream(pull: Callable[[int], list[Hashable]], prefill: Prefill, step:
             live += rows
         if not live:
             return
-        tokens = _choose(procs, logits, [out[r] for r in live], do_sample)
+        tokens = choose_tokens(procs, logits, [out[r] for r in live], do_sample)
         going = []
         for k, (row, t) in enumerate(zip(live, tokens.tolist())):
             out[row].append(t)
@@ -87,28 +90,11 @@ def decode_stream(pull: Callable[[int], list[Hashable]], prefill: Prefill, step:
             live = [live[k] for k in going]
             if not live:
                 continue
-            cache.batch_select_indices(keep)
-            tokens, mask, next_pos = tokens[keep], mask[keep], next_pos[keep]
-            mask = trim_left(cache, mask)
+            tokens, next_pos = tokens[keep], next_pos[keep]
+            mask = select_rows(cache, mask, keep)
         mask = torch.cat([mask, mask.new_ones(len(live), 1)], 1)
         logits = step(tokens, mask, next_pos, cache)
         next_pos = next_pos + 1
-
-
-def _choose(procs, logits: torch.Tensor, generated: list[list[int]], do_sample: bool) -> torch.Tensor:
-    """One token per row; rows are processed in groups of equal generated length, so every logits
-    processor sees exactly the tokens its row produced (as a batch of equal-length rows)."""
-    scores = torch.empty_like(logits, dtype=torch.float32)
-    groups: dict[int, list[int]] = {}
-    for k, seq in enumerate(generated):
-        groups.setdefault(len(seq), []).append(k)
-    for length, ks in groups.items():
-        idx = torch.tensor(ks, device=logits.device)
-        seqs = torch.tensor([generated[k] for k in ks], dtype=torch.long, device=logits.device).view(len(ks), length)
-        scores[idx] = procs(seqs, logits[idx].float())
-    if do_sample:
-        return torch.multinomial(scores.softmax(-1), 1).squeeze(1)
-    return scores.argmax(-1)
 
 
 def _layers(cache) -> list:
@@ -124,14 +110,17 @@ def append_rows(cache, mask: torch.Tensor, new_cache, new_mask: torch.Tensor) ->
     return torch.cat([_pad_left(mask, width, dim=1), _pad_left(new_mask, width, dim=1)])
 
 
-def trim_left(cache, mask: torch.Tensor) -> torch.Tensor:
-    """Cut the leading columns no live row attends to (left behind by rows that finished)."""
+def select_rows(cache, mask: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Keep the `keep` rows of `cache` (in place) and of `mask`, without the leading columns none
+    of them attends to; returns their mask. One copy per tensor: `index_select` on the trimmed view
+    (HF's `batch_select_indices` indexes `keys[indices]`, ~2x slower on CPU, and would copy
+    the columns dropped next). A row finishes every few steps, so this is a hot path."""
+    mask = mask[keep]
     used = mask.any(0).nonzero()
     start = int(used[0]) if len(used) else 0
-    if start == 0:
-        return mask
     for layer in _layers(cache):
-        layer.keys, layer.values = layer.keys[..., start:, :], layer.values[..., start:, :]
+        layer.keys = layer.keys[..., start:, :].index_select(0, keep)
+        layer.values = layer.values[..., start:, :].index_select(0, keep)
     return mask[:, start:]
 
 
@@ -216,7 +205,7 @@ def prefill_rows(llm, fetch: Callable[[list], list[list[int]]],
             cache = DynamicCache(config=llm.config)
         pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)[:, -width:]
         inputs, context = prepare(rows, ids)
-        with context:
+        with context, packed_linears(llm):
             logits = llm(**inputs, attention_mask=mask.to(llm.device), position_ids=pos.to(llm.device), cache=cache,
                          use_cache=True, logits_to_keep=1).logits[:, -1]
         return logits, cache, mask.to(logits.device), pos[:, -1:].to(logits.device) + 1
@@ -225,10 +214,12 @@ def prefill_rows(llm, fetch: Callable[[list], list[list[int]]],
 
 
 def hf_step(llm) -> Step:
-    """One decode step of a HF causal LM on the live rows' last tokens."""
+    """One decode step of a HF causal LM on the live rows' last tokens (bf16 linears on CPU run on
+    prepacked weights, `whyrec.llm.packed_linear`)."""
 
     def step(tokens, mask, next_pos, cache):
-        return llm(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_pos, cache=cache,
-                   use_cache=True).logits[:, -1]
+        with packed_linears(llm):
+            return llm(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_pos, cache=cache,
+                       use_cache=True).logits[:, -1]
 
     return step

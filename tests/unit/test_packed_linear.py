@@ -1,0 +1,67 @@
+"""Prepacked bf16 linears (`whyrec.llm.packed_linear`): the same numbers as `F.linear`, weights
+followed when they change, and greedy continuous decoding unchanged on a tiny random Llama."""
+
+import pytest
+import torch
+from torch import nn
+
+from whyrec.config import GenerationConfig
+from whyrec.llm.continuous_rows import decode_rows
+from whyrec.llm.load import load_tiny_random
+from whyrec.llm.packed_linear import _PACKS, _supported, packed_linears, prepacking
+
+pytestmark = pytest.mark.skipif(not _supported(), reason="torch built without oneDNN linear packing")
+
+
+def _linear(seed: int = 0) -> nn.Linear:
+    torch.manual_seed(seed)
+    return nn.Linear(48, 40, bias=True).to(torch.bfloat16)
+
+
+def test_packed_linear_gives_bitwise_the_plain_output_and_restores_the_module():
+    lin, x = _linear(), torch.randn(5, 3, 48).to(torch.bfloat16)
+    plain = lin(x)
+    with torch.no_grad(), packed_linears(lin):
+        assert "forward" in lin.__dict__  # the packed path is really in use
+        packed = lin(x)
+        assert lin(x[:, -1:]).shape == (5, 1, 40)  # strided 3-D input, as a head sees it
+    assert "forward" not in lin.__dict__
+    assert torch.equal(packed, plain.detach())
+
+
+def test_a_changed_weight_is_repacked():
+    lin, x = _linear(), torch.randn(4, 48).to(torch.bfloat16)
+    with torch.no_grad():
+        with packed_linears(lin):
+            before = lin(x)
+        lin.weight.mul_(-1)  # an optimiser step updates in place: the old pack is stale
+        with packed_linears(lin):
+            after = lin(x)
+    assert torch.equal(after, nn.functional.linear(x, lin.weight, lin.bias))
+    assert not torch.equal(after, before)
+
+
+def test_no_packing_with_gradients_fp32_weights_or_when_switched_off():
+    lin = _linear()
+    with packed_linears(lin):  # gradients wanted: packed weights carry no autograd
+        assert "forward" not in lin.__dict__
+    with torch.no_grad(), prepacking(False), packed_linears(lin):
+        assert "forward" not in lin.__dict__
+    fp32 = nn.Linear(8, 8)
+    with torch.no_grad(), packed_linears(fp32):
+        assert "forward" not in fp32.__dict__
+
+
+def test_greedy_continuous_decoding_is_unchanged_by_packing_in_bf16():
+    llm, tok = load_tiny_random(torch.bfloat16, hidden_size=64)
+    llm.eval()
+    gen = torch.Generator().manual_seed(3)
+    rows = [torch.randint(3, 200, (n,), generator=gen).tolist() for n in (5, 9, 7, 12, 6)]
+    cfg = GenerationConfig(max_new_tokens=12, batch_size=3, repetition_penalty=1.0)
+    eos = tok.eos_token_id
+    with prepacking(False):
+        plain = decode_rows(llm, rows, cfg, eos)
+    assert llm not in _PACKS
+    packed = decode_rows(llm, rows, cfg, eos)
+    assert len(_PACKS[llm].forwards) == 2 * 7 + 1  # every q/k/v/o/gate/up/down of 2 layers and the head
+    assert packed == plain and sum(map(len, packed)) > len(rows)
