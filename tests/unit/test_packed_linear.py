@@ -65,3 +65,18 @@ def test_greedy_continuous_decoding_is_unchanged_by_packing_in_bf16():
     packed = decode_rows(llm, rows, cfg, eos)
     assert len(_PACKS[llm].forwards) == 2 * 7 + 1  # every q/k/v/o/gate/up/down of 2 layers and the head
     assert packed == plain and sum(map(len, packed)) > len(rows)
+
+
+def test_overlapping_blocks_never_leave_packed_forwards_behind():
+    lin = _linear()
+    with torch.no_grad():
+        outer = packed_linears(lin)
+        outer.__enter__()
+        with packed_linears(lin):  # a second decoder on the same model (another server thread)
+            assert lin.forward.packed
+        assert lin.forward.packed  # the inner block did not undo the outer one
+        inner = packed_linears(lin)
+        inner.__enter__()
+        outer.__exit__(None, None, None)  # the outer ends first
+        inner.__exit__(None, None, None)
+    assert "forward" not in lin.__dict__

@@ -9,6 +9,9 @@ serve the same kernel directly: on SmolLM2-135M's shapes, 32 rows, one thread, a
 This is what inductor's `freezing` does for bf16 linears on CPU, without compiling anything. The
 packed copies are kept per module and rebuilt when a weight changes (its `_version` moves on an
 in-place optimiser update), so a model that trains between decodes never decodes stale weights.
+They cost a second copy of the linear weights for as long as the model lives (~270 MB for
+SmolLM2-135M). Blocks may overlap (two decoders on one model, in threads): the block that
+swapped a forward restores it, so no packed forward outlives every block.
 """
 
 from __future__ import annotations
@@ -71,9 +74,12 @@ class PackedLinears:
         swapped = []
         try:
             for m in linears:
+                own = m.__dict__.get("forward")
+                if getattr(own, "packed", False):  # a nested or concurrent block swapped it: it restores it
+                    continue
+                swapped.append((m, own))
                 # The instance attribute `m.forward = f` would set, without nn.Module.__setattr__'s
                 # checks: entered on every decode step, for ~200 modules.
-                swapped.append((m, m.__dict__.get("forward")))
                 m.__dict__["forward"] = self.forward(m)
             yield
         finally:
@@ -93,6 +99,7 @@ def _packed_forward(weight: torch.Tensor, bias: torch.Tensor | None) -> Callable
             return nn.functional.linear(x, weight, bias)
         return torch.ops.mkldnn._linear_pointwise(x, packed, plain_bias, "none", [], "")
 
+    forward.packed = True
     return forward
 
 
