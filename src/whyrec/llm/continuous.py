@@ -103,11 +103,17 @@ def _layers(cache) -> list:
 
 def append_rows(cache, mask: torch.Tensor, new_cache, new_mask: torch.Tensor) -> torch.Tensor:
     """Append `new_cache`'s rows to `cache` in place; returns the joint attention mask."""
-    width = max(mask.shape[1], new_mask.shape[1])
-    for old, new in zip(_layers(cache), _layers(new_cache), strict=True):
-        old.keys = torch.cat([_pad_left(old.keys, width), _pad_left(new.keys, width)])
-        old.values = torch.cat([_pad_left(old.values, width), _pad_left(new.values, width)])
-    return torch.cat([_pad_left(mask, width, dim=1), _pad_left(new_mask, width, dim=1)])
+    return join_rows([cache, new_cache], [mask, new_mask])
+
+
+def join_rows(caches: list, masks: list[torch.Tensor]) -> torch.Tensor:
+    """Append the rows of `caches[1:]` to `caches[0]` in place, each left-padded to the widest;
+    returns the joint attention mask. One concatenation per tensor, however many caches."""
+    width = max(m.shape[1] for m in masks)
+    for layers in zip(*map(_layers, caches), strict=True):
+        layers[0].keys = torch.cat([_pad_left(layer.keys, width) for layer in layers])
+        layers[0].values = torch.cat([_pad_left(layer.values, width) for layer in layers])
+    return torch.cat([_pad_left(m, width, dim=1) for m in masks])
 
 
 def select_rows(cache, mask: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -182,7 +188,7 @@ def prefill_rows(llm, fetch: Callable[[list], list[list[int]]],
     """A `Prefill` for a HF causal LM; `fetch(rows)` gives each row's prompt token ids (unpadded).
     The rows are prefilled in consecutive groups of at most `max_tokens` padded tokens (one row
     at least), each left-padded to its own longest prompt, their caches then joined as a refill
-    joins them (`append_rows`). `prepare(rows, ids)` returns the model inputs for a group (default
+    joins them (`join_rows`). `prepare(rows, ids)` returns the model inputs for a group (default
     `{"input_ids": ids}`; XRec passes inputs_embeds) and a context the forward runs in (XRec's
     q/k/v injection hooks); it sees only what is prefilled now.
 
@@ -223,12 +229,10 @@ def prefill_rows(llm, fetch: Callable[[list], list[list[int]]],
         parts = [group([rows[k] for k in ks], [seqs[k] for k in ks])
                  for ks in _token_groups([len(s) - cut if cut and prefix.starts(s) else len(s) for s in seqs],
                                          max_tokens)]
-        logits, cache, mask, next_pos = parts[0]
-        for _, more_cache, more_mask, _ in parts[1:]:
-            mask = append_rows(cache, mask, more_cache, more_mask)
-        if len(parts) > 1:
-            logits, next_pos = torch.cat([p[0] for p in parts]), torch.cat([p[3] for p in parts])
-        return logits, cache, mask, next_pos
+        if len(parts) == 1:
+            return parts[0]
+        logits, caches, masks, next_pos = zip(*parts)
+        return torch.cat(logits), caches[0], join_rows(list(caches), list(masks)), torch.cat(next_pos)
 
     return prefill
 
