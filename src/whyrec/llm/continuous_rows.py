@@ -15,6 +15,7 @@ plain token embeddings once and copies its KV cache into every prefill group.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
+from typing import Any
 
 import torch
 
@@ -37,6 +38,33 @@ def rows_per_call(gen: GenerationConfig) -> int:
     """How many rows a caller that splits work into calls (a cached chunk, a served batch) should hand
     one decoding call: several batches when the loop refills freed slots, else one batch."""
     return gen.batch_size * (BATCHES_PER_CALL if continuous(gen) else 1)
+
+
+def pull_rows(pull: Callable[[int], list], free: int, admit: Callable[[Any], Any]) -> list:
+    """Up to `free` rows for a decoding loop's free slots: `pull(n)` gives at most n waiting requests,
+    `admit(request)` makes one a row, or returns None when it takes no slot (refused and answered
+    with its error, or served otherwise). Pulls again while slots stay free, since handing the loop
+    no rows while requests still wait would end the decoding session."""
+    out: list = []
+    while len(out) < free:
+        pulled = pull(free - len(out))
+        if not pulled:
+            break
+        out += [row for row in map(admit, pulled) if row is not None]
+    return out
+
+
+def refusing(build: Callable[[Hashable, Any], Any], deliver: Callable[[Hashable, object], None]) -> Callable:
+    """An `admit` for `pull_rows` over `(key, request)` pairs: the row `build(key, request)` makes, or
+    None after answering that request alone with the error `build` raised (e.g. an unknown id)."""
+    def admit(pulled: tuple) -> Any:
+        key, request = pulled
+        try:
+            return build(key, request)
+        except Exception as e:  # noqa: BLE001 - this request alone fails
+            deliver(key, e)
+            return None
+    return admit
 
 
 def common_prefix(rows: Sequence[Sequence[int]], stop: Sequence[int] = ()) -> list[int] | None:

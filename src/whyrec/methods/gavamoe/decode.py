@@ -49,7 +49,7 @@ def prefill_by_cluster(module, live: LiveRows, pad_id: int, ids: list[int] | Non
     """A `Prefill` over row keys: one `prefill_rows` group per cluster (each on its cluster's prefix
     cache), joined into one cache and put back in the order of `keys`. `ids`: the shared prefix
     (default: `prefix_ids`, probed from the template)."""
-    from whyrec.llm.continuous import SharedPrefix, append_rows, prefill_rows
+    from whyrec.llm.continuous import SharedPrefix, append_rows, prefill_rows, select_rows
 
     ids = ids or prefix_ids(module)
     prefixes: dict[int, SharedPrefix] = {}
@@ -83,8 +83,8 @@ def prefill_by_cluster(module, live: LiveRows, pad_id: int, ids: list[int] | Non
         order = [n for ns in groups.values() for n in ns]  # row of each joined position
         if len(groups) > 1:
             back = torch.tensor(sorted(range(len(order)), key=order.__getitem__), device=logits.device)
-            cache.batch_select_indices(back)
-            logits, mask, pos = logits[back], mask[back], pos[back]
+            mask = select_rows(cache, mask, back)
+            logits, pos = logits[back], pos[back]
         live.order += keys  # decode_stream appends these rows to its live batch, in this order
         return logits, cache, mask, pos
 
@@ -136,27 +136,26 @@ def stream(module, pull: Callable[[int], list[Row]], deliver: Callable[[Hashable
     `deliver(key, text)` as each row ends (text as `GaVaMoE.generate` cleans it), `deliver(key,
     exception)` for a row that cannot be prepared (the others go on). Keys must be unique in flight."""
     from whyrec.llm.continuous import decode_stream
+    from whyrec.llm.continuous_rows import pull_rows
     from whyrec.llm.generate import logits_processors
 
     live, tok = LiveRows(), module.tokenizer
     n_clusters = module.moes[0].n_clusters if module.moes else 1
 
+    def admit(request: tuple) -> Hashable | None:
+        key, prompt, user_vec, item_vec, cluster = request
+        ids = module.encode([prompt], side="left")["input_ids"][0].tolist()
+        if ids.count(module.token_ids[0]) != 1 or ids.count(module.token_ids[1]) != 1:
+            deliver(key, ValueError(f"the prompt of {key!r} does not hold one <USER_VEC> and one <ITEM_VEC>"))
+        elif not 0 <= int(cluster) < n_clusters:
+            deliver(key, ValueError(f"cluster {int(cluster)} of {key!r} is not in 0..{n_clusters - 1}"))
+        else:
+            live.rows[key] = (ids, user_vec, item_vec, int(cluster))
+            return key
+        return None
+
     def take(free: int) -> list[Hashable]:
-        taken: list[Hashable] = []
-        while len(taken) < free:  # pull again for refused rows: an empty answer would end the session
-            pulled = pull(free - len(taken))
-            if not pulled:
-                break
-            for key, prompt, user_vec, item_vec, cluster in pulled:
-                ids = module.encode([prompt], side="left")["input_ids"][0].tolist()
-                if ids.count(module.token_ids[0]) != 1 or ids.count(module.token_ids[1]) != 1:
-                    deliver(key, ValueError(f"the prompt of {key!r} does not hold one <USER_VEC> and one <ITEM_VEC>"))
-                elif not 0 <= int(cluster) < n_clusters:
-                    deliver(key, ValueError(f"cluster {int(cluster)} of {key!r} is not in 0..{n_clusters - 1}"))
-                else:
-                    live.rows[key] = (ids, user_vec, item_vec, int(cluster))
-                    taken.append(key)
-        return taken
+        return pull_rows(pull, free, admit)
 
     def done(key, ids: list[int]) -> None:
         live.order.remove(key)

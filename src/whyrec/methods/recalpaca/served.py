@@ -146,6 +146,7 @@ class RecAlpacaModel:
     def _stream(self, pull, deliver, on_prefill=None) -> None:
         import torch
 
+        from whyrec.llm.continuous_rows import pull_rows, refusing
         from whyrec.methods.recalpaca.alpaca import render_prompt
 
         waiting: dict[str, list] = {}  # user -> the (key, pair) requests their answer in flight serves
@@ -156,30 +157,29 @@ class RecAlpacaModel:
             except Exception as e:  # noqa: BLE001 - this request alone fails
                 deliver(key, e)
 
+        def build(key, pair: Pair) -> tuple:  # the user's answer as a decoding row, shared by their requests
+            rec = self._record(pair.user)
+            # under the lock: a request thread's `_answer` may be encoding with the
+            # same fast tokenizer, whose padding settings one thread must not change under another
+            with self._lock:
+                ids = self.model.prompt_ids([render_prompt(rec["instruction"], rec["input"])])[0]
+            waiting[pair.user] = [(key, pair)]
+            return pair.user, ids
+
+        new_row = refusing(build, deliver)  # e.g. a user without a prompt: that request alone fails
+
+        def admit(pulled: tuple) -> tuple | None:  # None: the request rides on a row in flight or a known answer
+            key, pair = pulled
+            if pair.user in waiting:
+                waiting[pair.user].append((key, pair))
+            elif self.answer_key(pair.user) in self._answers:
+                answer(key, pair)
+            else:
+                return new_row(pulled)
+            return None
+
         def rows(free: int) -> list:
-            out: list = []
-            while len(out) < free:  # pull again for rows that took no slot: an empty answer ends the session
-                pulled = pull(free - len(out))
-                if not pulled:
-                    break
-                for key, pair in pulled:
-                    if pair.user in waiting:
-                        waiting[pair.user].append((key, pair))
-                    elif self.answer_key(pair.user) in self._answers:
-                        answer(key, pair)
-                    else:
-                        try:
-                            rec = self._record(pair.user)
-                            # under the lock: a request thread's `_answer` may be encoding with the
-                            # same fast tokenizer, whose padding settings one thread must not change under another
-                            with self._lock:
-                                ids = self.model.prompt_ids([render_prompt(rec["instruction"], rec["input"])])[0]
-                        except Exception as e:  # noqa: BLE001 - e.g. a user without a prompt
-                            deliver(key, e)
-                            continue
-                        waiting[pair.user] = [(key, pair)]
-                        out.append((pair.user, ids))
-            return out
+            return pull_rows(pull, free, admit)
 
         def done(user: str, text: str) -> None:
             with self._lock:

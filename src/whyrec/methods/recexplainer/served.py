@@ -66,25 +66,21 @@ class RecExplainerModel:
         return self._stream if continuous(self.gen) else None
 
     def _stream(self, pull, deliver, on_prefill=None) -> None:
-        from whyrec.llm.continuous_rows import stream_rows
+        from whyrec.llm.continuous_rows import pull_rows, refusing, stream_rows
 
         module, tok = self.module, self.module.tokenizer
         placeholders: dict = {}
 
+        def build(key, pair: Pair) -> tuple:
+            msgs, phs = module.explain_messages([pair.user], [pair.item])
+            row = (key, module.prompt_ids(msgs)[0])
+            placeholders[key] = phs[0]
+            return row
+
+        admit = refusing(build, deliver)
+
         def rows(free: int) -> list:
-            out: list = []
-            while len(out) < free:  # pull again for refused rows: an empty answer would end the session
-                pulled = pull(free - len(out))
-                if not pulled:
-                    break
-                for key, pair in pulled:
-                    try:
-                        msgs, phs = module.explain_messages([pair.user], [pair.item])
-                        out.append((key, module.prompt_ids(msgs)[0]))
-                        placeholders[key] = phs[0]
-                    except Exception as e:  # noqa: BLE001 - this request alone fails (e.g. an unknown id)
-                        deliver(key, e)
-            return out
+            return pull_rows(pull, free, admit)
 
         def done(key, ids: list[int]) -> None:
             placeholders.pop(key, None)

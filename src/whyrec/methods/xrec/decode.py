@@ -79,25 +79,23 @@ def stream(module, pull: Callable[[int], list[Row]], deliver: Callable[[Hashable
     `deliver(key, text)` as each row ends, `deliver(key, exception)` for a row that cannot be
     prepared (the others go on). Keys must be unique among the rows in flight."""
     from whyrec.llm.continuous import decode_stream, hf_step, prefill_rows
+    from whyrec.llm.continuous_rows import pull_rows
     from whyrec.llm.generate import logits_processors
 
     rows: dict[Hashable, tuple[list[int], torch.Tensor, torch.Tensor]] = {}
     tok = module.tokenizer
 
+    def admit(request: tuple) -> Hashable | None:
+        key, prompt, user_vec, item_vec = request
+        ids = module.encode([prompt], side="left")["input_ids"][0].tolist()
+        if ids.count(module.token_ids[0]) != 1 or ids.count(module.token_ids[1]) != 1:
+            deliver(key, ValueError(f"the prompt of {key!r} does not hold one <USER_EMBED> and one <ITEM_EMBED>"))
+            return None
+        rows[key] = (ids, user_vec, item_vec)
+        return key
+
     def take(free: int) -> list[Hashable]:
-        taken: list[Hashable] = []
-        while len(taken) < free:  # pull again for refused rows: an empty answer would end the session
-            pulled = pull(free - len(taken))
-            if not pulled:
-                break
-            for key, prompt, user_vec, item_vec in pulled:
-                ids = module.encode([prompt], side="left")["input_ids"][0].tolist()
-                if ids.count(module.token_ids[0]) != 1 or ids.count(module.token_ids[1]) != 1:
-                    deliver(key, ValueError(f"the prompt of {key!r} does not hold one <USER_EMBED> and one <ITEM_EMBED>"))
-                    continue
-                rows[key] = (ids, user_vec, item_vec)
-                taken.append(key)
-        return taken
+        return pull_rows(pull, free, admit)
 
     def vectors(keys):
         return (torch.stack([rows[k][1] for k in keys]), torch.stack([rows[k][2] for k in keys]))

@@ -94,20 +94,13 @@ class XRecModel:
         return self._stream if self.gen.drop_finished and self.gen.num_beams == 1 else None
 
     def _stream(self, pull, deliver, on_prefill=None) -> None:
+        from whyrec.llm.continuous_rows import pull_rows, refusing
         from whyrec.methods.xrec.decode import stream
 
+        admit = refusing(lambda key, pair: (key, *self._row(pair)), deliver)
+
         def rows(free: int) -> list:
-            out: list = []
-            while len(out) < free:  # pull again for refused requests: an empty answer would end the session
-                pulled = pull(free - len(out))
-                if not pulled:
-                    break
-                for key, pair in pulled:
-                    try:
-                        out.append((key, *self._row(pair)))
-                    except Exception as e:  # noqa: BLE001 - this request alone fails (e.g. an unknown id)
-                        deliver(key, e)
-            return out
+            return pull_rows(pull, free, admit)
 
         self.generate_calls += 1
         with self.torch.inference_mode():
