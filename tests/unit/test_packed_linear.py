@@ -41,6 +41,19 @@ def test_a_changed_weight_is_repacked():
     assert not torch.equal(after, before)
 
 
+def test_weights_made_under_inference_mode_are_packed_too():
+    """A model loaded under `torch.inference_mode` has inference-tensor weights, which keep no
+    version counter (reading `_version` raises): `whyrec explain` on such a folder failed."""
+    with torch.inference_mode():
+        lin, x = _linear(), torch.randn(4, 48).to(torch.bfloat16)
+        with packed_linears(lin):
+            assert "forward" in lin.__dict__
+            packed = lin(x)
+        with packed_linears(lin):
+            again = lin(x)
+    assert torch.equal(packed, nn.functional.linear(x, lin.weight, lin.bias)) and torch.equal(again, packed)
+
+
 def test_no_packing_with_gradients_fp32_weights_or_when_switched_off():
     lin = _linear()
     with packed_linears(lin):  # gradients wanted: packed weights carry no autograd

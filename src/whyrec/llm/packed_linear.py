@@ -51,6 +51,13 @@ def _packable(module: nn.Module) -> bool:
             and (module.bias is None or module.bias.dtype == torch.bfloat16))
 
 
+def _version(t: torch.Tensor) -> int:
+    """The tensor's in-place update count. Inference tensors (weights loaded under `inference_mode`)
+    keep none and can only be changed inside inference mode, which no whyrec code does to a weight:
+    they count as never updated (a new tensor still repacks, by its data pointer)."""
+    return -1 if t.is_inference() else t._version
+
+
 class PackedLinears:
     """One model's bf16 CPU `nn.Linear`s: the forwards that run them on packed weights."""
 
@@ -59,7 +66,7 @@ class PackedLinears:
         self.forwards: WeakKeyDictionary[nn.Linear, tuple[tuple, Callable]] = WeakKeyDictionary()
 
     def forward(self, linear: nn.Linear) -> Callable:
-        stamp = tuple((t.data_ptr(), t._version) for t in (linear.weight, linear.bias) if t is not None)
+        stamp = tuple((t.data_ptr(), _version(t)) for t in (linear.weight, linear.bias) if t is not None)
         hit = self.forwards.get(linear)
         if hit is None or hit[0] != stamp:
             hit = stamp, _packed_forward(linear.weight, linear.bias)
