@@ -200,5 +200,8 @@ def test_stages_run_once_across_sessions_and_assemble_the_table(tmp_path: Path, 
         assert len(benchmark_calls) == 2  # the second session ran none
     assert sorted(p.name for p in (docs / "stages" / "ml-100k").iterdir()) == ["retrieval.json", "zero-shot.json"]
     table = json.loads((docs / "ml-100k.json").read_text())
-    assert list(table["rows"]) == ["zero-shot", "retrieval"] and table["stages"]["missing"] == []
-    assert (docs / "ml-100k.png").stat().st_size > 0 and "Partial table" not in (docs / "ml-100k.md").read_text()
+    # a run of some methods still counts the whole table's systems as missing until their stages exist
+    assert list(table["rows"]) == ["zero-shot", "retrieval"]
+    assert table["stages"]["missing"] == ["xrec", "xrec-lora", "gavamoe", "pepler-continuous"]
+    md = (docs / "ml-100k.md").read_text()
+    assert (docs / "ml-100k.png").stat().st_size > 0 and "Partial table: no stage yet for xrec, xrec-lora" in md
