@@ -23,7 +23,10 @@ machine load hits all alike: eager fp32 (the reference), `compile` (`TrainConfig
 `bf16` (`TrainConfig.bf16`: bfloat16 autocast), `bf16w` (the frozen LLM's weights stored in
 bfloat16, `--model.dtype bfloat16`, adapters fp32: no per-step weight casts) and `compile_`
 combinations of these. bf16 variants are reported against the bf16 `torch.mm` peak as well
-(AMX on this CPU), which is the honest denominator for them.
+(AMX on this CPU), which is the honest denominator for them. After the steps, the same linears'
+shapes are timed alone at the step's median padded token count (forward and backward to the
+input): the bf16 "model-shape rate" is the most a step of this 576-wide model could reach if
+attention, norms and the optimizer took no time.
 """
 
 from __future__ import annotations
@@ -54,6 +57,30 @@ def peak_matmul_flops(n: int = 2048, reps: int = 3, dtype=torch.float32) -> floa
         torch.mm(a, b)
         best = min(best, time.perf_counter() - tic)
     return 2 * n**3 / best
+
+
+def shape_peak_flops(conf, tokens: int, dtype=torch.float32, reps: int = 3) -> float:
+    """FLOP/s of the model's own matmuls at `tokens` rows: each decoder linear's forward (x W^T) and
+    its backward to the input (g W), timed alone at its best of `reps`, FLOP-weighted. The 2048²
+    peak is what the CPU can do; this is what it can do on a 576-wide model's shapes, the ceiling a
+    training step could reach if everything but the linears took no time."""
+    import torch.nn.functional as F
+
+    h, inter = conf.hidden_size, conf.intermediate_size
+    head = getattr(conf, "head_dim", None) or h // conf.num_attention_heads
+    q, kv = conf.num_attention_heads * head, conf.num_key_value_heads * head
+    flops = seconds = 0.0
+    for n_in, n_out, count in ((h, q, 1), (h, kv, 2), (q, h, 1), (h, inter, 2), (inter, h, 1)):
+        x, w, g = torch.randn(tokens, n_in, dtype=dtype), torch.randn(n_out, n_in, dtype=dtype), torch.randn(tokens, n_out, dtype=dtype)
+        for fn, args in ((F.linear, (x, w)), (torch.mm, (g, w))):
+            fn(*args)
+            best = float("inf")
+            for _ in range(reps):
+                tic = time.perf_counter()
+                fn(*args)
+                best = min(best, time.perf_counter() - tic)
+            flops, seconds = flops + count * 2 * tokens * n_in * n_out, seconds + count * best
+    return flops / seconds
 
 
 def model_flops(conf, batch: dict) -> tuple[float, float, int, int]:
@@ -148,14 +175,19 @@ def main() -> None:
         for v in variants:  # each step against the better of its adjacent peaks
             rows[v][-1]["peak"], rows[v][-1]["peak16"] = max(peaks[-2:]), max(peaks16[-2:])
 
+    tokens = int(statistics.median(x["padded"] for x in rows[variants[0]]))
+    shape32 = max(shape_peak_flops(conf, tokens) for _ in range(2))
+    shape16 = max(shape_peak_flops(conf, tokens, torch.bfloat16) for _ in range(2))
     trainable = sum(p.numel() for p in params)
     print(f"\nSmolLM2-135M-Instruct fp32 frozen, XRec adapters ({trainable:,} trainable), batch {args.batch_size}, "
           f"{args.steps} steps per variant, torch threads {args.threads}\n")
     print(f"peak matmul (torch.mm 2048², median of {len(peaks)}): fp32 {statistics.median(peaks) / 1e9:.1f} GFLOP/s, "
-          f"bf16 {statistics.median(peaks16) / 1e9:.1f} GFLOP/s\n")
+          f"bf16 {statistics.median(peaks16) / 1e9:.1f} GFLOP/s; the model's own linears at {tokens} rows "
+          f"(forward and backward to the input, measured after the steps): fp32 {shape32 / 1e9:.1f}, "
+          f"bf16 {shape16 / 1e9:.1f} GFLOP/s\n")
     print("| variant | step (s, mean) | real tok/s | target tok/s | padding | model GFLOP/s | "
-          "% of fp32 peak | % of bf16 peak | speed-up vs eager (median per step) | warm-up (s) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "% of fp32 peak | % of bf16 peak | % of the bf16 model-shape rate | speed-up vs eager (median per step) | warm-up (s) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for v in variants:
         r = rows[v]
         secs = sum(x["seconds"] for x in r)
@@ -165,6 +197,7 @@ def main() -> None:
         print(f"| {v} | {secs / len(r):.2f} | {sum(x['real'] for x in r) / secs:.0f} | "
               f"{sum(x['targets'] for x in r) / secs:.0f} | {sum(x['padded'] for x in r) / sum(x['real'] for x in r):.3f} | "
               f"{sum(x['useful'] for x in r) / secs / 1e9:.1f} | {100 * frac:.1f}% | {100 * frac16:.1f}% | "
+              f"{100 * sum(x['useful'] for x in r) / secs / shape16:.1f}% | "
               f"{speed:.2f}× | {warm[v]:.0f} |")
     print(f"\n(speed-up is against {variants[0]}; goal: ≥ 40% of peak; losses per variant, last step: "
           + ", ".join(f"{v} {rows[v][-1]['loss']:.4f}" for v in variants) + ")")
