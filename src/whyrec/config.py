@@ -145,6 +145,9 @@ class TrainConfig:
         check(self, ">= 0", "seed")
 
 
+SELECTIONS = ("first", "consensus")  # GenerationConfig.select
+
+
 @dataclass
 class GenerationConfig:
     """Explanation decoding, one name per setting for every method (CLI `--generation.*`, API, serve).
@@ -178,9 +181,18 @@ class GenerationConfig:
     generated tokens, so a pair gets the same candidates in any batch), checks each against the run's dataset with the grounding checker and emits the one with
     the fewest false claims, then the most supported ones, then the first; sentences that still
     carry a false claim are dropped (`whyrec.eval.grounded_choice`). 1: no change."""
+    select: str = "first"
+    """Among candidates the grounding checker cannot tell apart (same false and supported claims):
+    "first" emits the earliest (the greedy output); "consensus" emits the one closest on average to
+    the other candidates (minimum-Bayes-risk decoding with a word uni-/bigram F1), the text most
+    of the samples agree with. Needs candidates > 1 to change anything."""
 
     def __post_init__(self):
         check(self, ">= 1", "max_new_tokens", "batch_size", "num_beams", "candidates")
+        check_choice(self, "select", SELECTIONS)
+        if self.select != "first" and self.candidates == 1:
+            fail(self, "select", f"select {self.select!r} chooses among candidates; set candidates above 1 "
+                                 "(e.g. --generation.candidates 4)")
         check(self, ">= 0", "min_new_tokens", "no_repeat_ngram_size")
         check(self, "> 0", "temperature", "repetition_penalty")
         check(self, "in (0, 1]", "top_p")
@@ -191,7 +203,8 @@ class GenerationConfig:
 
 # Added to GenerationConfig by issues 18 and 20; at these values they change nothing, so a cache key
 # leaves them out.
-_NEW_GENERATION_DEFAULTS = {"min_new_tokens": 0, "num_beams": 1, "no_repeat_ngram_size": 0, "candidates": 1}
+_NEW_GENERATION_DEFAULTS = {"min_new_tokens": 0, "num_beams": 1, "no_repeat_ngram_size": 0, "candidates": 1,
+                            "select": "first"}
 
 
 def generation_fingerprint(gen: GenerationConfig) -> dict:

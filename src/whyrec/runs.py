@@ -57,6 +57,7 @@ class Run:
                  **options):
         self.path = Path(path)
         self._candidates = generation.candidates if generation is not None else 1
+        self._select = generation.select if generation is not None else "first"
         self.model = load_model(path, device=device, generation=_one_candidate(generation), **options)
         self.catalog = self.model.catalog
         self._default_gen = getattr(self.model, "gen", None)
@@ -81,14 +82,15 @@ class Run:
         if item is not None and not self.catalog.has_item(item):
             raise WhyrecError(f"unknown item id {item!r}; the run in {self.path} knows {len(self.catalog.items)} items")
 
-    def _decoding(self, generation: GenerationConfig | None) -> int:
-        """Set the model's decoding for one call; the number of candidates to choose among."""
+    def _decoding(self, generation: GenerationConfig | None) -> tuple[int, str]:
+        """Set the model's decoding for one call; the number of candidates to choose among and how
+        (`GenerationConfig.select`)."""
         if self._default_gen is not None or generation is not None:
             self.model.gen = _one_candidate(generation) or self._default_gen
         candidates = generation.candidates if generation is not None else self._candidates
         if candidates > 1:
             _check_candidates(self, candidates)
-        return candidates
+        return candidates, generation.select if generation is not None else self._select
 
     def explain(self, user: str, item: str, generation: GenerationConfig | None = None) -> str:
         """Why `user` would enjoy `item`, as this run's method explains it."""
@@ -103,11 +105,11 @@ class Run:
             self._check(user=user)
         for item in dict.fromkeys(items):
             self._check(item=item)
-        candidates = self._decoding(generation)
+        candidates, select = self._decoding(generation)
         if hasattr(self.model, "progress"):  # a long job shows progress, also in a log file
             self.model.progress = len(users) > 8
         if candidates > 1:
-            return _grounded(self, users, items, candidates)
+            return _grounded(self, users, items, candidates, select)
         return self._generate([Pair(u, i) for u, i in zip(users, items)])
 
     def _generate(self, pairs: list) -> list[str]:
@@ -151,7 +153,7 @@ def _one_candidate(gen: GenerationConfig | None) -> GenerationConfig | None:
     """`gen` as a method's decoder gets it: candidates are chosen here, never by the method."""
     from dataclasses import replace
 
-    return gen if gen is None or gen.candidates == 1 else replace(gen, candidates=1)
+    return gen if gen is None or gen.candidates == 1 else replace(gen, candidates=1, select="first")
 
 
 def _refuse(n: int, why: str):
@@ -198,9 +200,9 @@ def _run_catalogue(run: Run):
     return run._catalogue
 
 
-def _grounded(run: Run, users: list[str], items: list[str], n: int) -> list[str]:
-    """Each pair's explanation chosen among the output of its decoding settings and n-1 sampled ones,
-    false sentences dropped (`whyrec.eval.grounded_choice`); a one-line notice on stderr when any was
+def _grounded(run: Run, users: list[str], items: list[str], n: int, select: str = "first") -> list[str]:
+    """Each pair's explanation chosen among the output of its decoding settings and n-1 sampled ones
+    (ties broken as `select` says), false sentences dropped (`whyrec.eval.grounded_choice`); a one-line notice on stderr when any was
     flagged. Sampled candidate k of every pair comes from one batched pass whose rows draw from their
     own generators (`whyrec.llm.row_sampling`, stream k), so a pair gets the same candidates in any
     batch. Samples come first, so a method that refuses them fails before the greedy pass."""
@@ -234,7 +236,7 @@ def _grounded(run: Run, users: list[str], items: list[str], n: int) -> list[str]
         run.model.gen = single
     for texts, first in zip(candidates, run._generate(pairs)):
         texts.insert(0, first)
-    choices = [choose(cat, c, u, i) for c, u, i in zip(candidates, users, items)]
+    choices = [choose(cat, c, u, i, select) for c, u, i in zip(candidates, users, items)]
     run.last_choices = choices
     notice = summary(choices)
     if notice:

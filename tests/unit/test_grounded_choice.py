@@ -5,7 +5,13 @@ import pandas as pd
 import pytest
 
 from whyrec.data.dataset import RecDataset
-from whyrec.eval.grounded_choice import best_candidate, choose, drop_false_sentences, summary
+from whyrec.eval.grounded_choice import (
+    best_candidate,
+    choose,
+    consensus,
+    drop_false_sentences,
+    summary,
+)
 from whyrec.eval.grounding import Catalogue
 
 
@@ -63,6 +69,35 @@ def test_dropping_repeats_when_a_removed_sentence_vouched_for_another(cat):
     assert kept == PLAIN and len(removed) == 2
 
 
+def test_consensus_is_the_mean_overlap_with_the_other_candidates():
+    texts = ["a fine crime film", "a fine crime film indeed", "dogs bark at night"]
+    scores = consensus(texts)
+    assert scores[2] == 0.0 and scores[0] > scores[2] and scores[1] > scores[2]
+    # "a fine crime film" vs its twin: 4 + 3 shared grams of 7 and 9 -> F1 = 14/16; vs the third: 0
+    assert scores[0] == pytest.approx((2 * 7 / 16 + 0) / 2)
+    assert consensus(["alone"]) == [0.0] and consensus(["x", "x"]) == [1.0, 1.0]
+
+
+def test_consensus_breaks_grounding_ties_but_never_outranks_a_false_claim(cat):
+    odd, twin = "You will enjoy its jokes.", f"{PLAIN} Truly."
+    assert best_candidate(cat, [odd, PLAIN, twin], "u", "1") == 0  # "first": the greedy output
+    assert best_candidate(cat, [odd, PLAIN, twin], "u", "1", "consensus") == 1  # closest to the others
+    # the false candidate agrees most with the others, yet the grounded one wins
+    assert best_candidate(cat, [FALSE, FALSE, f"{FALSE} Yes.", TRUE], "u", "1", "consensus") == 3
+    assert choose(cat, [odd, PLAIN, twin], "u", "1", "consensus").candidate == 1
+
+
+def test_select_is_validated_and_needs_candidates():
+    from whyrec.config import ConfigError, GenerationConfig, generation_fingerprint
+
+    with pytest.raises(ConfigError, match="set candidates above 1"):
+        GenerationConfig(select="consensus")
+    with pytest.raises(ConfigError, match="unknown select 'vote'; choose one of: first, consensus"):
+        GenerationConfig(candidates=3, select="vote")
+    assert "select" not in generation_fingerprint(GenerationConfig(candidates=3))  # old cache keys hold
+    assert generation_fingerprint(GenerationConfig(candidates=3, select="consensus"))["select"] == "consensus"
+
+
 # ---------------------------------------------------------------- Run-level decoding
 
 
@@ -106,7 +141,7 @@ def fake_run(cat, monkeypatch, tmp_path):
 
     monkeypatch.setattr(runs, "_check_candidates", lambda run, n: None)  # the fake has no method folder
     run = runs.Run.__new__(runs.Run)
-    run.path, run.model, run.data, run._candidates = tmp_path, _Sampler(), None, 1
+    run.path, run.model, run.data, run._candidates, run._select = tmp_path, _Sampler(), None, 1, "first"
     run.catalog, run._default_gen, run._catalogue, run.last_choices = run.model.catalog, run.model.gen, cat, None
     return run
 
@@ -137,6 +172,20 @@ def test_candidates_are_checked_and_repeat_in_any_batch(fake_run, capsys):
     torch.manual_seed(0)
     fake_run.explain("u", "1", gen)
     assert torch.equal(torch.rand(1), before)  # the caller's random stream is left alone
+    capsys.readouterr()
+
+
+def test_run_level_consensus_picks_among_the_grounded_candidates(fake_run, capsys):
+    from whyrec.config import GenerationConfig
+
+    pairs = (["u", "v", "u"], ["1", "1", "2"])
+    fake_run.explain_many(*pairs, GenerationConfig(candidates=6))
+    first = fake_run.last_choices
+    voted = fake_run.explain_many(*pairs, GenerationConfig(candidates=6, select="consensus"))
+    # the same seeded candidates: grounding decides first, so both picks carry as few false claims
+    assert [len(c.false_claims) for c in fake_run.last_choices] == [len(c.false_claims) for c in first]
+    assert voted == fake_run.explain_many(*pairs, GenerationConfig(candidates=6, select="consensus"))
+    assert fake_run.model.gen.select == "first"  # the method's decoder never sees select
     capsys.readouterr()
 
 

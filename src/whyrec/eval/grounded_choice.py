@@ -4,7 +4,8 @@ Pure functions over a `whyrec.eval.grounding.Catalogue`; generating the candidat
 workflow's job (`whyrec.runs.Run` with `--generation.candidates N`).
 
 - `choose` keeps the candidate with the fewest false claims, then the most supported checkable
-  claims (claims the checker confirmed), then the earliest (candidate 0 is the greedy output).
+  claims (claims the checker confirmed), then the earliest (candidate 0 is the greedy output), or
+  with `select="consensus"` the one closest on average to the other candidates (`consensus`).
 - A claim the checker marks false is never emitted silently: the sentences of the chosen
   candidate that carry one are dropped while a sentence without a false claim remains; when
   every sentence carries one, the text is kept whole and the claims are listed in `kept_false`,
@@ -13,6 +14,7 @@ workflow's job (`whyrec.runs.Run` with `--generation.candidates N`).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -54,12 +56,33 @@ def score(cat: Catalogue, text: str, user: str, item: str) -> tuple[int, int]:
     return false, len(claims) - false
 
 
-def best_candidate(cat: Catalogue, candidates: Sequence[str], user: str, item: str) -> int:
-    """Index of the candidate with the fewest false claims, then the most supported, then the first."""
+def _grams(text: str) -> Counter:
+    words = str(text or "").lower().split()
+    return Counter(words) + Counter(zip(words, words[1:]))
+
+
+def _f1(a: Counter, b: Counter) -> float:
+    common = sum((a & b).values())
+    return 2 * common / (sum(a.values()) + sum(b.values())) if common else 0.0
+
+
+def consensus(candidates: Sequence[str]) -> list[float]:
+    """Each candidate's mean word uni-/bigram F1 against the other candidates: the expected
+    similarity to a sample of the model's output, whose maximiser is the minimum-Bayes-risk choice
+    (the text the samples agree on rather than one sample's detour). 0.0 for a lone candidate."""
+    grams = [_grams(t) for t in candidates]
+    others = max(len(grams) - 1, 1)
+    return [sum(_f1(g, h) for j, h in enumerate(grams) if j != k) / others for k, g in enumerate(grams)]
+
+
+def best_candidate(cat: Catalogue, candidates: Sequence[str], user: str, item: str, select: str = "first") -> int:
+    """Index of the candidate with the fewest false claims, then the most supported, then the first
+    (`select="first"`) or the highest `consensus` (`select="consensus"`, ties to the first)."""
     if not candidates:
         raise ValueError("best_candidate needs at least one candidate")
     keys = [score(cat, text, user, item) for text in candidates]
-    return min(range(len(candidates)), key=lambda k: (keys[k][0], -keys[k][1], k))
+    agree = consensus(candidates) if select == "consensus" else [0.0] * len(candidates)
+    return min(range(len(candidates)), key=lambda k: (keys[k][0], -keys[k][1], -agree[k], k))
 
 
 def drop_false_sentences(cat: Catalogue, text: str, user: str, item: str) -> tuple[str, list[str]]:
@@ -77,9 +100,9 @@ def drop_false_sentences(cat: Catalogue, text: str, user: str, item: str) -> tup
         text = " ".join(s.strip() for s in keep)
 
 
-def choose(cat: Catalogue, candidates: Sequence[str], user: str, item: str) -> Choice:
+def choose(cat: Catalogue, candidates: Sequence[str], user: str, item: str, select: str = "first") -> Choice:
     """The explanation to emit for (`user`, `item`) among `candidates` (module docstring)."""
-    k = best_candidate(cat, candidates, user, item)
+    k = best_candidate(cat, candidates, user, item, select)
     chosen = str(candidates[k] or "")
     false = [(kind, value) for kind, value, ok in explanation_claims(cat, chosen, str(user), str(item)) if not ok]
     text, removed = drop_false_sentences(cat, chosen, user, item) if false else (chosen, [])

@@ -23,7 +23,8 @@ class LocalHFClient:
 
     # GenerationConfig fields it cannot honour, and why (`check_generation` refuses them)
     REFUSED = {"candidates": "it answers each conversation once and has no dataset to check candidates "
-                             "against (grounding-aware decoding is for trained runs)"}
+                             "against (grounding-aware decoding is for trained runs)",
+                "select": "it makes no candidates to choose among"}
 
     def __init__(self, model: ModelConfig, max_tokens: int = 256, batch_size: int = 8,
                  repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0):
