@@ -91,11 +91,29 @@ def data_digest(data: Path) -> str | None:
     return data_key(data) if (data / "dataset.json").is_file() else None
 
 
-def save_stage(comparison_json: Path, path: Path, system: str, arguments: str) -> dict:
-    """Copy a stage call's comparison.json to its committed stage file with the record of its settings."""
+def encoder_digest(folder: Path) -> str:
+    """A digest of a LightGCN encoder folder's weights: the encoder is retrained in each session (runs/
+    does not survive one), and its training need not repeat bit for bit (thread counts change float
+    sums), so each stage records which encoder its rows read."""
+    import hashlib
+
+    weights = Path(folder) / "model.safetensors"
+    if not weights.is_file():
+        raise WhyrecError(f"{folder}: no model.safetensors; the stage's encoder folder is incomplete")
+    digest = hashlib.sha256()
+    with weights.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def save_stage(comparison_json: Path, path: Path, system: str, arguments: str, encoder: Path | None = None) -> dict:
+    """Copy a stage call's comparison.json to its committed stage file with the record of its settings
+    (and the digest of the LightGCN `encoder` its rows read, if any)."""
     comparison = json.loads(comparison_json.read_text())
     comparison[STAGE] = {"system": system, "arguments": arguments,
-                         **{key: comparison.get(key) for key in SAME_IN_EVERY_STAGE}}
+                         **{key: comparison.get(key) for key in SAME_IN_EVERY_STAGE},
+                         **({"encoder_digest": encoder_digest(encoder)} if encoder is not None else {})}
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, comparison)
     return comparison
@@ -166,13 +184,18 @@ def not_rescored(comparison: dict) -> dict[str, list[str]]:
     return out
 
 
-def markdown(comparison: dict, missing: list[str], stage_dir: Path) -> str:
+def markdown(comparison: dict, missing: list[str], stage_dir: Path, encoders: dict[str, str] | None = None) -> str:
     """The benchmark's own comparison.md rendering of `comparison`, with a note naming the systems whose
-    stage has not run yet (a partial table can be committed and read) and the subset rows not rescored."""
+    stage has not run yet (a partial table can be committed and read), stages that read different
+    LightGCN encoders (`encoders`: stage -> digest) and the subset rows not rescored."""
     head = [f"Assembled from the stage files in {stage_dir} (benchmarks/head_to_head.py)."]
     if missing:
         head += ["", f"**Partial table: no stage yet for {', '.join(missing)}.** Rerun benchmarks/head_to_head.py "
                  "with the same arguments to add them."]
+    if len(set((encoders or {}).values())) > 1:
+        head += ["", "**The stages read different LightGCN encoders** (retrained in another session with the same "
+                 "settings; training did not repeat bit for bit): "
+                 + ", ".join(f"{stage} {digest}" for stage, digest in encoders.items()) + "."]
     tail = [f"\nNot rescored on {pairs}: {', '.join(rows)} (their stages ran without that file)."
             for pairs, rows in not_rescored(comparison).items()]
     return ("\n".join(head) + "\n\n" + comparison_table(comparison) + "".join(t + "\n" for t in tail)
@@ -189,8 +212,12 @@ def assemble(docs: Path, dataset: str, systems: list[str]) -> tuple[dict, list[s
     if not paths:
         raise WhyrecError(f"no stage files in {folder}: run benchmarks/head_to_head.py --datasets {dataset} first")
     missing = [s for s in systems if not stage_path(docs, dataset, s).is_file()]
-    merged = merge({str(p): read_stage(p) for p in paths})
-    merged["stages"] = {"assembled": [p.stem for p in paths], "missing": missing}
+    read = {p: read_stage(p) for p in paths}
+    merged = merge({str(p): stage for p, stage in read.items()})
+    encoders = {p.stem: stage[STAGE]["encoder_digest"] for p, stage in read.items()
+                if stage.get(STAGE, {}).get("encoder_digest")}
+    merged["stages"] = {"assembled": [p.stem for p in paths], "missing": missing,
+                        **({"encoder_digests": encoders} if encoders else {})}
     write_json(docs / f"{dataset}.json", merged)
-    write_text(docs / f"{dataset}.md", markdown(merged, missing, folder))
+    write_text(docs / f"{dataset}.md", markdown(merged, missing, folder, encoders))
     return merged, missing

@@ -234,7 +234,9 @@ def run_stages(dataset: str, a: argparse.Namespace, redo: set[str]) -> None:
         if a.dry_run:
             continue
         path = stages.stage_path(docs, dataset, system)
-        stages.save_stage(Path(a.work) / dataset / "stages" / system / "comparison.json", path, system, plan[system])
+        encoder = Path(a.work) / dataset / "encoder" if system in ENCODER_SYSTEMS else None
+        stages.save_stage(Path(a.work) / dataset / "stages" / system / "comparison.json", path, system, plan[system],
+                          encoder)
         print(f"{dataset}/{system}: stage in {path} ({(time.time() - start) / 60:.1f} min); commit it "
               f"(git add {path}) so that the next session skips it", flush=True)
     if not a.dry_run:

@@ -126,6 +126,34 @@ def test_assemble_writes_the_benchmark_markdown_naming_missing_systems(tmp_path:
         stages.assemble(docs, "empty", ["xrec"])
 
 
+def test_stages_record_their_encoder_and_the_table_names_a_retrained_one(tmp_path: Path) -> None:
+    docs, digests = tmp_path / "docs", {}
+    for system, weights in (("retrieval", b"session 1"), ("xrec", b"session 2"), ("zero-shot", None)):
+        out = tmp_path / system / "comparison.json"
+        out.parent.mkdir(parents=True)
+        out.write_text(json.dumps(_stage({system: _row(5.0)})))
+        encoder = None
+        if weights is not None:
+            encoder = tmp_path / system / "encoder"
+            encoder.mkdir()
+            (encoder / "model.safetensors").write_bytes(weights)
+            digests[system] = stages.encoder_digest(encoder)
+        stages.save_stage(out, stages.stage_path(docs, "d", system), system, f"benchmark explain --methods {system}",
+                          encoder)
+    assert digests["retrieval"] != digests["xrec"] and len(digests["xrec"]) == 16
+    assert "encoder_digest" not in json.loads(stages.stage_path(docs, "d", "zero-shot").read_text())["stage"]
+    merged, _ = stages.assemble(docs, "d", ["retrieval", "xrec", "zero-shot"])
+    assert merged["stages"]["encoder_digests"] == digests
+    md = (docs / "d.md").read_text()
+    assert "**The stages read different LightGCN encoders** (retrained" in md and digests["xrec"] in md
+    stages.save_stage(tmp_path / "xrec" / "comparison.json", stages.stage_path(docs, "d", "xrec"), "xrec", "a",
+                      tmp_path / "retrieval" / "encoder")  # the same encoder: no note
+    stages.assemble(docs, "d", ["retrieval", "xrec", "zero-shot"])
+    assert "different LightGCN encoders" not in (docs / "d.md").read_text()
+    with pytest.raises(WhyrecError, match="no model.safetensors"):
+        stages.encoder_digest(tmp_path)
+
+
 def _dry_run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(SCRIPT), "--dry-run", "--work", str(tmp_path / "work"), "--docs",
                            str(tmp_path / "docs"), *args], capture_output=True, text=True, cwd=tmp_path)
@@ -185,6 +213,8 @@ def test_stages_run_once_across_sessions_and_assemble_the_table(tmp_path: Path, 
         out.mkdir(parents=True, exist_ok=True)
         if words[:2] == ["data", "prepare"]:
             (out / "dataset.json").write_text("{}")
+        elif words[:2] == ["train", "encoder"]:
+            (out / "model.safetensors").write_bytes(b"weights")
         elif words[:2] == ["benchmark", "explain"]:
             system = words[words.index("--methods") + 1]
             data = words[words.index("--data") + 1]
@@ -203,5 +233,6 @@ def test_stages_run_once_across_sessions_and_assemble_the_table(tmp_path: Path, 
     # a run of some methods still counts the whole table's systems as missing until their stages exist
     assert list(table["rows"]) == ["zero-shot", "retrieval"]
     assert table["stages"]["missing"] == ["xrec", "xrec-lora", "gavamoe", "pepler-continuous"]
+    assert list(table["stages"]["encoder_digests"]) == ["retrieval"]  # the only stage reading the encoder
     md = (docs / "ml-100k.md").read_text()
     assert (docs / "ml-100k.png").stat().st_size > 0 and "Partial table: no stage yet for xrec, xrec-lora" in md
