@@ -34,8 +34,10 @@ def test_true_claims_are_not_counted_false(movies):
         "The user's movies on record are most often comedies.",  # comedy: a train item's genre
     ]
     r = report(movies, texts)
-    assert (r["checked_claims"], r["false_claims"], r["hallucination_rate"]) == (6, 0, 0.0)
-    # titles 2, genres 2 (crime x1 in text 2, comedies), people 2 (Joel Coen, Frances McDormand)
+    assert (r["checked_claims"], r["false_claims"], r["hallucination_rate"]) == (9, 0, 0.0)
+    # titles 2, genres 2 (crime x1 in text 2, comedies), people 2 (Joel Coen, Frances McDormand),
+    # years 2 (the titles' "(YYYY)"), ratings 1 ("5 out of 5" for Raising Arizona)
+    assert r["per_kind"]["year"]["checked"] == 2 and r["per_kind"]["rating"]["checked"] == 1
     assert r["per_kind"]["title"]["checked"] == 2 and r["per_kind"]["genre"]["checked"] == 2
     assert r["per_kind"]["person"]["checked"] == 2 and r["explanations_with_false_claim"] == 0
 
@@ -51,8 +53,9 @@ def test_false_claims_are_found(movies):
     assert r["per_kind"]["title"] == {"checked": 1, "false": 1, "rate": 1.0}
     assert r["per_kind"]["genre"] == {"checked": 2, "false": 1, "rate": 0.5}
     assert r["per_kind"]["person"] == {"checked": 2, "false": 2, "rate": 1.0}
-    assert r["checked_claims"] == 5 and r["false_claims"] == 4
-    assert r["hallucination_rate"] == pytest.approx(4 / 5)
+    assert r["per_kind"]["year"] == {"checked": 1, "false": 0, "rate": 0.0}  # Toy Story (1995)
+    assert r["checked_claims"] == 6 and r["false_claims"] == 4
+    assert r["hallucination_rate"] == pytest.approx(4 / 6)
     assert r["explanations_with_false_claim"] == 3 and r["explanations_with_claims"] == 3
     assert {e["value"] for e in r["false_examples"]} == {"Toy Story (1995)", "comedy", "Tom Hanks", "Nicolas Cage"}
 
@@ -61,7 +64,7 @@ def test_director_role_and_cited_history(movies):
     # Nicolas Cage acted in Raising Arizona, which the user rated: true as cast, false as director.
     ok = report(movies, ["Nicolas Cage stars in Raising Arizona (1987), which the user rated 5/5."])
     bad = report(movies, ["Raising Arizona (1987), rated 5/5 by the user, was directed by Nicolas Cage."])
-    assert (ok["checked_claims"], ok["false_claims"]) == (2, 0)
+    assert (ok["checked_claims"], ok["false_claims"]) == (4, 0)  # person, title, year, rating 5/5
     assert bad["per_kind"]["person"] == {"checked": 1, "false": 1, "rate": 1.0}
 
 

@@ -22,10 +22,20 @@ Checked (kind in `per_kind`):
 - `feature` (review datasets): a word of the dataset's feature vocabulary (every `feature`
   value, PEPLER's feature set) must be in the item's vocabulary: the features of its train
   records plus those found in its train reviews (single-token matching, as PEPLER's FMR).
+- `year`: a year quoted after a catalogue title ("It's a Wonderful Life (1950)") must be that
+  title's year; a year worded as a film's ("the 1946 film", "a 1971 adventure film", "released
+  in 1971") must be the target's or a cited title's (in a sentence about the user, also a train
+  item's). Exact wordings and exclusions: `whyrec.eval.grounding_numbers`.
+- `rating`: a rating the user is said to have given ("the user rated it 4 out of 5", "gave
+  Fargo (1996) 5 stars", "rated as an 83 out of 10 by the user") must exist on the data's scale
+  and be the user's TRAIN rating of the title it is about; quoted for the target (a
+  recommendation, unrated in train) it is false. Ratings attributed to others ("critics rate
+  it", "IMDb 8.1"), hedged or predicted ("would rate it 5") are not claims
+  (`whyrec.eval.grounding_numbers`).
 
-Not checked: ratings quoted ("rated 5 out of 5"), years, invented titles or names absent from
-the catalogue (they cannot be told from ordinary capitalised words), opinions, and claims
-about users' demographics. Without a split column the whole data is the history.
+Not checked: invented titles or names absent from the catalogue (they cannot be told from
+ordinary capitalised words), years and ratings in other wordings than those above, opinions,
+and claims about users' demographics. Without a split column the whole data is the history.
 """
 
 from __future__ import annotations
@@ -40,9 +50,10 @@ from whyrec.data import schema as S
 from whyrec.data.dataset import RecDataset
 from whyrec.data.metadata import CAST, DIRECTOR, GENRE, display_title, split_names
 from whyrec.data.movielens import genre_word
+from whyrec.eval.grounding_numbers import number_facts, rating_claims, year_claims
 from whyrec.utils import WhyrecError
 
-KINDS = ("title", "genre", "person", "feature")
+KINDS = ("title", "genre", "person", "feature", "year", "rating")
 _USER_CUES = frozenset("""user user's users you your you've you'd yours rated rates rating liked
 likes loved loves enjoyed enjoys watched watches seen saw favorite favourite""".split())
 _FILM_CUES = frozenset("film films movie movies genre genres flick flicks picture pictures".split())
@@ -113,6 +124,7 @@ class Catalogue:
         self.genre_words = {g for gs in self.genres.values() for g in gs}
         self.history = _history(ds)
         self.features, self.item_features = _feature_tables(ds)
+        self.numbers = number_facts(ds, self.title_of)  # years, train ratings, rating scale
 
     def person_items(self, item: str, cited: set[str], director_only: bool) -> set[str]:
         names = set()
@@ -232,6 +244,8 @@ def sentence_claims(cat: Catalogue, sentence: str, user: str, item: str,
     if cat.features:
         words = dict.fromkeys(w for i, w in enumerate(low) if w in cat.features and i not in masked)
         claims += [("feature", w, w in cat.item_features.get(item, set())) for w in words]
+    claims += year_claims(cat.numbers, tokens, spans, cat.title_of, item, history, about_user)
+    claims += rating_claims(cat.numbers, sentence, tokens, spans, user, item, cited_history)
     return claims
 
 
