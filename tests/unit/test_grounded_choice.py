@@ -98,6 +98,19 @@ def test_select_is_validated_and_needs_candidates():
     assert generation_fingerprint(GenerationConfig(candidates=3, select="consensus"))["select"] == "consensus"
 
 
+@pytest.mark.parametrize("options, message", [
+    (["--generation.select", "consensus"], "select 'consensus' chooses among candidates; set candidates above 1"),
+    (["--generation.select", "vote", "--generation.candidates", "3"], "unknown select 'vote'; choose one of"),
+])
+def test_cli_refuses_a_bad_select_in_one_line(tmp_path, capsys, options, message):
+    from whyrec.cli import main
+
+    capsys.readouterr()
+    assert main(["explain", "--run", str(tmp_path), "--user", "1", "--item", "2", *options]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("whyrec: error: --generation.select: ") and message in err[0]
+
+
 # ---------------------------------------------------------------- Run-level decoding
 
 
