@@ -148,20 +148,22 @@ def zero_shot_prompt(noun: str) -> str:
     return ZERO_SHOT_SYSTEM.format(noun=noun)
 
 
-def folder_generator(folder: Path, gen: GenerationConfig, device: str) -> tuple[int, Callable[[], Generator]]:
-    """(chunk size, loader of the generator) for any trained folder: the method's own
-    `benchmark_generator` if it has one, else its served model (`whyrec.runs.load_run`)."""
+def folder_generator(folder: Path, gen: GenerationConfig, device: str,
+                     data: str | None = None) -> tuple[int, Callable[[], Generator]]:
+    """(chunk size, loader of the generator) for any trained folder: the method's own `benchmark_generator`
+    if it has one and candidates == 1, else its served model, whose `Run` chooses among candidates."""
     method = method_of(folder)
     generator = getattr(method, "benchmark_generator", None)
-    if generator is not None:
+    if generator is not None and gen.candidates == 1:
         return generator(folder, gen, device)
-    return gen.batch_size, lambda: _served_generator(folder, gen, device)
+    return gen.batch_size, lambda: _served_generator(folder, gen, device, data)
 
 
-def _served_generator(folder: Path, gen: GenerationConfig, device: str) -> Generator:
+def _served_generator(folder: Path, gen: GenerationConfig, device: str, data: str | None = None) -> Generator:
     from whyrec.runs import load_run
 
     run = load_run(folder, device=device, generation=gen)
+    run.data = data or run.data
 
     def generate(pairs: pd.DataFrame) -> list[str]:
         return run.explain_many(pairs[S.USER].astype(str).tolist(), pairs[S.ITEM].astype(str).tolist())
@@ -338,7 +340,7 @@ class _Bench:
     def folder(self, name: str, folder: Path, train_log: dict | None, trained: dict | None) -> None:
         """Generate (or reuse) and score a trained explainer or PEPLER folder's predictions."""
         method = method_of(folder)
-        chunk, load = folder_generator(folder, self.generation, self.device)
+        chunk, load = folder_generator(folder, self.generation, self.device, self.data)
         producer = {"folder": run_identity(folder), **({"trained": trained} if trained else {})}
         if getattr(method, "benchmark_uses_generation", True):  # PEPLER decodes its own length greedily
             producer["generation"] = generation_settings(self.generation)

@@ -236,6 +236,31 @@ def test_cli_explain_with_candidates_on_a_tiny_xrec_run(tmp_path_factory, capsys
     assert out.startswith(f"user {user} · ") and len(out.splitlines()) >= 2
 
 
+def test_benchmark_rows_honour_candidates_through_the_run(tmp_path_factory, capsys):
+    """XRec's own benchmark generator decodes one candidate; with candidates > 1 a benchmark row goes
+    through Run, which chooses among them, instead of silently decoding greedily."""
+    import serve_tiny as T
+
+    from whyrec.benchmark import folder_generator
+    from whyrec.config import GenerationConfig
+    from whyrec.runs import load_run
+
+    root = T.tiny_run(tmp_path_factory)
+    catalog = load_run(root, device="cpu").catalog
+    pairs = pd.DataFrame({"user": catalog.users[:3], "item": catalog.items[:3]})
+    gen = GenerationConfig(max_new_tokens=6, candidates=3, batch_size=2)
+    chunk, load = folder_generator(root / "explainer", gen, "cpu", str(root / "data"))
+    texts = load()(pairs)
+    assert chunk == 2
+    run = load_run(root / "explainer", device="cpu", generation=gen)
+    run.data = str(root / "data")
+    assert texts == run.explain_many(pairs["user"].tolist(), pairs["item"].tolist())
+    assert run.last_choices is not None and len(run.last_choices) == 3
+    greedy_chunk, _ = folder_generator(root / "explainer", GenerationConfig(max_new_tokens=6), "cpu")
+    assert greedy_chunk != 2  # one candidate: the method's own generator (several batches per call)
+    capsys.readouterr()
+
+
 def test_methods_that_do_not_sample_refuse_candidates_in_one_line(tmp_path_factory, capsys):
     import serve_tiny as T
 
