@@ -21,6 +21,8 @@ Systems (`--systems`):
   bf16Bpfx, dropBpfx  as bf16B, dropB with the shared prompt prefix (chat header, system prompt, "user record: ")
          prefilled once per call and its KV cache reused by every row (XRec's default since H1;
          bf16B and the other whyrec systems here run with it off, as before)
+  bf16Bkv  as bf16Bpfx with the KV cache written in place (`whyrec.llm.kv_cache.SlotCache`, whyrec's
+         default since 8d; every other system here runs on HF's `DynamicCache`, copied every step)
   bf16Bplain  as bf16B with `F.linear` on plain bf16 weights (oneDNN reorders them on every call),
          the decoder before its linears ran on prepacked weights (`whyrec.llm.packed_linear`)
 The pairs are processed in chunks of `batch_size`; each chunk runs every system, the order
@@ -46,6 +48,7 @@ import torch
 from whyrec.config import GenerationConfig, ModelConfig, XRecConfig
 from whyrec.data import schema as S
 from whyrec.data.xrec import xrec_records
+from whyrec.llm.kv_cache import slot_caching
 from whyrec.llm.packed_linear import prepacking
 from whyrec.methods.xrec.artifact import Explainer, build_module
 
@@ -126,9 +129,22 @@ SYSTEMS = {  # key: (label, weights, batched, drop_finished)
                  True, True),
     "dropBpfx": ("whyrec batch {B}, fp32, rows dropped, shared prompt prefix prefilled once", "float32", True, True),
     "bf16Bplain": ("whyrec batch {B}, bf16 weights, rows dropped, linears not prepacked", "bfloat16", True, True),
+    "bf16Bkv": ("whyrec batch {B}, bf16 weights, rows dropped, prefix prefilled once, KV cache written in place",
+                "bfloat16", True, True),
 }
-PREFIX_REUSE = {"bf16Bpfx", "dropBpfx"}  # the others measure the decoder as it was before prefix reuse
+PREFIX_REUSE = {"bf16Bpfx", "dropBpfx", "bf16Bkv"}  # the others measure the decoder as it was before prefix reuse
 PLAIN_LINEARS = {"bf16Bplain"}  # the others' bf16 linears run on prepacked weights
+SLOT_CACHE = {"bf16Bkv"}  # the others concatenate HF's DynamicCache every step, as before 8d
+
+
+def switches(key: str):
+    """The library switches a system runs under (prepacked linears, in-place KV cache)."""
+    from contextlib import ExitStack
+
+    stack = ExitStack()
+    stack.enter_context(prepacking(key not in PLAIN_LINEARS))
+    stack.enter_context(slot_caching(key in SLOT_CACHE))
+    return stack
 
 
 def main() -> None:
@@ -143,13 +159,15 @@ def main() -> None:
                    help="pairs per timed chunk (default batch_size); larger chunks let whyrec's continuous "
                         "decoder refill finished rows' slots inside the chunk (bf16Bfix: same, without refill)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--baseline", default="hf1", help="the system every speed-up is relative to (run even if not listed); "
+                                                       "e.g. bf16Bpfx to compare two whyrec decoders without the slow hf1")
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
     print("load average at the start {:.2f} / {:.2f} / {:.2f}".format(*os.getloadavg()), flush=True)
     keys = args.systems.split(",")
-    if "hf1" not in keys:
-        keys.insert(0, "hf1")  # the baseline of every ratio
+    if args.baseline not in keys:
+        keys.insert(0, args.baseline)  # the baseline of every ratio
 
     explainers, counters = {}, {}
     for dtype in dict.fromkeys(SYSTEMS[k][1] for k in keys):
@@ -162,7 +180,7 @@ def main() -> None:
     texts: dict[str, list[str]] = {k: [] for k in keys}
     for k in keys:  # warm-up
         explainers[SYSTEMS[k][1]].module.reuse_prefix = k in PREFIX_REUSE
-        with prepacking(k not in PLAIN_LINEARS):
+        with switches(k):
             explainers[SYSTEMS[k][1]].explain(users[:1], items[:1], gens[k], progress=False)
     size = args.chunk or args.batch_size
     for c, s in enumerate(range(0, args.n, size)):
@@ -174,7 +192,7 @@ def main() -> None:
             # bf16Bfix: one call per batch of B, so no slot is refilled across batches (the old loop)
             step = args.batch_size if k.endswith("fix") else size
             tic = time.perf_counter()
-            with prepacking(k not in PLAIN_LINEARS):
+            with switches(k):
                 for a in range(chunk.start, min(chunk.stop, args.n), step):
                     texts[k] += explainers[dtype].explain(users[a:min(a + step, chunk.stop)],
                                                           items[a:min(a + step, chunk.stop)], gens[k], progress=False)
@@ -186,7 +204,7 @@ def main() -> None:
     prompts = next(iter(explainers.values())).prompts(users, items)
     ceiling = run_llama_cpp(prompts, args.max_new_tokens, args.threads)
 
-    base = totals["hf1"]
+    base = totals[args.baseline]
     base_tps, base_eps = base["tokens"] / base["seconds"], base["n"] / base["seconds"]
     load = os.getloadavg()
     print(f"\nload average at the end {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1/5/15 min; "
@@ -207,7 +225,7 @@ def main() -> None:
     print()
     for a, b in [("hfB", "hf1"), ("dropB", "hfB"), ("bf16B", "dropB"), ("bf16B", "bf16_1"), ("bf16B", "bf16Bfix"),
                  ("bf16Bpfx", "bf16B"), ("dropBpfx", "dropB"),
-                 ("bf16B", "bf16Bplain")]:
+                 ("bf16B", "bf16Bplain"), ("bf16Bkv", "bf16Bpfx")]:
         if a in texts and b in texts:
             same = sum(x == y for x, y in zip(texts[a], texts[b], strict=True))
             print(f"identical greedy outputs {a} vs {b}: {same}/{args.n}")

@@ -18,6 +18,7 @@ from collections.abc import Callable, Hashable
 
 import torch
 
+from whyrec.llm.kv_cache import SlotCache, slot_cache_on
 from whyrec.llm.packed_linear import packed_linears
 from whyrec.llm.token_choice import choose_tokens
 
@@ -71,6 +72,8 @@ def decode_stream(pull: Callable[[int], list[Hashable]], prefill: Prefill, step:
                 next_pos, logits = torch.cat([next_pos, new_pos]), torch.cat([logits, new_logits])
             else:
                 cache, mask, next_pos, logits = new_cache, new_mask, new_pos, new_logits
+                if slot_cache_on() and hasattr(cache, "layers"):  # each step's K/V written in place
+                    cache = SlotCache.adopt(cache, max_batch)
             out.update((r, []) for r in rows)
             live += rows
         if not live:
@@ -108,7 +111,10 @@ def append_rows(cache, mask: torch.Tensor, new_cache, new_mask: torch.Tensor) ->
 
 def join_rows(caches: list, masks: list[torch.Tensor]) -> torch.Tensor:
     """Append the rows of `caches[1:]` to `caches[0]` in place, each left-padded to the widest;
-    returns the joint attention mask. One concatenation per tensor, however many caches."""
+    returns the joint attention mask. One concatenation per tensor, however many caches (a
+    `SlotCache` first: the newcomers are written into its free row slots, nothing else moves)."""
+    if isinstance(caches[0], SlotCache):
+        return caches[0].join(masks[0], caches[1:], masks[1:])
     width = max(m.shape[1] for m in masks)
     for layers in zip(*map(_layers, caches), strict=True):
         layers[0].keys = torch.cat([_pad_left(layer.keys, width) for layer in layers])
@@ -120,7 +126,10 @@ def select_rows(cache, mask: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """Keep the `keep` rows of `cache` (in place) and of `mask`, without the leading columns none
     of them attends to; returns their mask. One copy per tensor: `index_select` on the trimmed view
     (HF's `batch_select_indices` indexes `keys[indices]`, ~2x slower on CPU, and would copy
-    the columns dropped next). A row finishes every few steps, so this is a hot path."""
+    the columns dropped next). A row finishes every few steps, so this is a hot path: a `SlotCache`
+    moves only the rows behind the leavers and cuts columns without copying."""
+    if isinstance(cache, SlotCache):
+        return cache.select(mask, keep)
     mask = mask[keep]
     used = mask.any(0).nonzero()
     start = int(used[0]) if len(used) else 0
