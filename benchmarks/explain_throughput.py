@@ -21,8 +21,10 @@ Systems (`--systems`):
   bf16Bpfx, dropBpfx  as bf16B, dropB with the shared prompt prefix (chat header, system prompt, "user record: ")
          prefilled once per call and its KV cache reused by every row (XRec's default since H1;
          bf16B and the other whyrec systems here run with it off, as before)
-  bf16Bkv  as bf16Bpfx with the KV cache written in place (`whyrec.llm.kv_cache.SlotCache`, whyrec's
-         default since 8d; every other system here runs on HF's `DynamicCache`, copied every step)
+  bf16Bkv  as bf16Bpfx with the KV cache written in place (`whyrec.llm.kv_cache.SlotCache`; every
+         other system but bf16Bgqa runs on HF's `DynamicCache`, which copies the cache every step)
+  bf16Bgqa  as bf16Bkv with decode attention on torch's grouped-query SDPA (`whyrec.llm.gqa_attention`;
+         the others on HF's `sdpa`): whyrec's default since 8d
   bf16Bplain  as bf16B with `F.linear` on plain bf16 weights (oneDNN reorders them on every call),
          the decoder before its linears ran on prepacked weights (`whyrec.llm.packed_linear`)
 The pairs are processed in chunks of `batch_size`; each chunk runs every system, the order
@@ -48,6 +50,7 @@ import torch
 from whyrec.config import GenerationConfig, ModelConfig, XRecConfig
 from whyrec.data import schema as S
 from whyrec.data.xrec import xrec_records
+from whyrec.llm.gqa_attention import gqa_switch
 from whyrec.llm.kv_cache import slot_caching
 from whyrec.llm.packed_linear import prepacking
 from whyrec.methods.xrec.artifact import Explainer, build_module
@@ -131,19 +134,23 @@ SYSTEMS = {  # key: (label, weights, batched, drop_finished)
     "bf16Bplain": ("whyrec batch {B}, bf16 weights, rows dropped, linears not prepacked", "bfloat16", True, True),
     "bf16Bkv": ("whyrec batch {B}, bf16 weights, rows dropped, prefix prefilled once, KV cache written in place",
                 "bfloat16", True, True),
+    "bf16Bgqa": ("whyrec batch {B}, bf16, rows dropped, prefix once, KV in place, grouped-query SDPA (default)",
+                 "bfloat16", True, True),
 }
-PREFIX_REUSE = {"bf16Bpfx", "dropBpfx", "bf16Bkv"}  # the others measure the decoder as it was before prefix reuse
+PREFIX_REUSE = {"bf16Bpfx", "dropBpfx", "bf16Bkv", "bf16Bgqa"}  # the others measure the decoder as it was before prefix reuse
 PLAIN_LINEARS = {"bf16Bplain"}  # the others' bf16 linears run on prepacked weights
-SLOT_CACHE = {"bf16Bkv"}  # the others concatenate HF's DynamicCache every step, as before 8d
+SLOT_CACHE = {"bf16Bkv", "bf16Bgqa"}  # the others concatenate HF's DynamicCache every step, as before 8d
+GQA_SDPA = {"bf16Bgqa"}  # the others decode on HF's sdpa attention (pack_gqa), as before 8d
 
 
 def switches(key: str):
-    """The library switches a system runs under (prepacked linears, in-place KV cache)."""
+    """The library switches a system runs under (prepacked linears, in-place KV cache, GQA SDPA)."""
     from contextlib import ExitStack
 
     stack = ExitStack()
     stack.enter_context(prepacking(key not in PLAIN_LINEARS))
     stack.enter_context(slot_caching(key in SLOT_CACHE))
+    stack.enter_context(gqa_switch(key in GQA_SDPA))
     return stack
 
 
@@ -225,7 +232,7 @@ def main() -> None:
     print()
     for a, b in [("hfB", "hf1"), ("dropB", "hfB"), ("bf16B", "dropB"), ("bf16B", "bf16_1"), ("bf16B", "bf16Bfix"),
                  ("bf16Bpfx", "bf16B"), ("dropBpfx", "dropB"),
-                 ("bf16B", "bf16Bplain"), ("bf16Bkv", "bf16Bpfx")]:
+                 ("bf16B", "bf16Bplain"), ("bf16Bkv", "bf16Bpfx"), ("bf16Bgqa", "bf16Bkv")]:
         if a in texts and b in texts:
             same = sum(x == y for x, y in zip(texts[a], texts[b], strict=True))
             print(f"identical greedy outputs {a} vs {b}: {same}/{args.n}")

@@ -18,6 +18,7 @@ from collections.abc import Callable, Hashable
 
 import torch
 
+from whyrec.llm.gqa_attention import gqa_decoding
 from whyrec.llm.kv_cache import SlotCache, slot_cache_on
 from whyrec.llm.packed_linear import packed_linears
 from whyrec.llm.token_choice import choose_tokens
@@ -261,10 +262,11 @@ def _token_groups(lengths: list[int], max_tokens: int) -> list[list[int]]:
 
 def hf_step(llm) -> Step:
     """One decode step of a HF causal LM on the live rows' last tokens (bf16 linears on CPU run on
-    prepacked weights, `whyrec.llm.packed_linear`)."""
+    prepacked weights, `whyrec.llm.packed_linear`; grouped-query attention reads the key/value
+    heads in place, `whyrec.llm.gqa_attention`)."""
 
     def step(tokens, mask, next_pos, cache):
-        with packed_linears(llm):
+        with packed_linears(llm), gqa_decoding(llm):
             return llm(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_pos, cache=cache,
                        use_cache=True).logits[:, -1]
 
