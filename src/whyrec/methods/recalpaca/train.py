@@ -150,6 +150,34 @@ def _training_args(cfg: RecAlpacaConfig, ckpt_dir: Path, has_val: bool):
     )
 
 
+def _trainer_class() -> type:
+    from transformers import Trainer
+
+    from whyrec.llm.target_loss import target_loss
+
+    class RecAlpacaTrainer(Trainer):
+        """HF's loss value with the LM head run on the response positions only (`target_loss`):
+        the prompt and padding are most of each row, and HF's loss computes fp32 logits on all of it."""
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            # Evaluation wants the logits; a DDP/FSDP/DeepSpeed wrapper must run its own forward
+            # (gradient sync, parameter gathering); a custom loss reads the logits: all keep HF's path.
+            if (return_outputs or model is not self.model or self.label_smoother is not None
+                    or self.compute_loss_func is not None):
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            inputs = dict(inputs)
+            labels = inputs.pop("labels")
+            # The Trainer hands num_items_in_batch to the model when it accepts loss kwargs (PEFT's
+            # forward does) and then skips its own division by the accumulation steps.
+            items = num_items_in_batch if self.model_accepts_loss_kwargs else None
+            loss = target_loss(model, labels, items, **inputs)
+            if self.args.average_tokens_across_devices and items is not None:
+                loss = loss * self.accelerator.num_processes  # as Trainer.compute_loss (1 here: unwrapped)
+            return loss
+
+    return stops_at_planned_end(RecAlpacaTrainer)
+
+
 def _wrap_lora(llm, lc: LoraConfig):
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
@@ -196,8 +224,6 @@ def _records_digest(source) -> str | None:
 
 
 def _train(instructions: str | list, out_dir: Path, model: ModelConfig, cfg: RecAlpacaConfig, resume: bool) -> dict:
-    from transformers import Trainer
-
     from whyrec.llm.load import load_model
 
     ckpt_dir = out_dir / "checkpoints"
@@ -217,7 +243,7 @@ def _train(instructions: str | list, out_dir: Path, model: ModelConfig, cfg: Rec
         llm.enable_input_require_grads()  # frozen embeddings: let checkpointed blocks get grads
     peft_model = _wrap_lora(llm, cfg.lora)
     callbacks = [time_budget_callback(cfg.max_minutes)] if cfg.max_minutes else []
-    trainer = stops_at_planned_end(Trainer)(model=peft_model, args=_training_args(cfg, ckpt_dir, bool(val)),
+    trainer = _trainer_class()(model=peft_model, args=_training_args(cfg, ckpt_dir, bool(val)),
                                             data_collator=PadCollator(tok.pad_token_id), train_dataset=train,
                                             eval_dataset=val or None, callbacks=callbacks)
     start_ckpt = last_complete_checkpoint(ckpt_dir) if resume and ckpt_dir.is_dir() else None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from transformers.modeling_outputs import CausalLMOutput
 
 from whyrec.config import (
     GenerationConfig,
@@ -24,6 +25,7 @@ from whyrec.config import (
 from whyrec.llm.continuous_rows import continuous, decode_rows, probed_prefix
 from whyrec.llm.generate import generate
 from whyrec.llm.precision import keep_trainables_fp32
+from whyrec.llm.target_loss import target_loss
 from whyrec.llm.tokens import add_tokens_mean_init
 from whyrec.methods.recexplainer.tasks import (
     ITEM_TOKEN,
@@ -115,11 +117,13 @@ class RecExplainer(nn.Module):
             extra = extra.index_put((rows, cols), conn(vec).to(embeds.dtype))  # (N, H) at N positions
         return embeds + extra
 
-    def forward(self, input_ids, attention_mask, labels, placeholders):
-        """Causal-LM output whose `.loss` is cross-entropy on the labelled (assistant) tokens."""
+    def forward(self, input_ids, attention_mask, labels, placeholders) -> CausalLMOutput:
+        """Output whose `.loss` is the mean cross-entropy on the labelled (assistant) tokens: HF's
+        loss value, with the LM head run on those positions only (`target_loss`), not on the prompt
+        and padding. No `num_items_in_batch`: the Trainer keeps averaging the micro-batch means."""
         embeds = self.embed(input_ids, placeholders)
-        return self.llm(inputs_embeds=embeds, attention_mask=attention_mask.to(embeds.device),
-                        labels=labels.to(embeds.device))
+        loss = target_loss(self.llm, labels, inputs_embeds=embeds, attention_mask=attention_mask.to(embeds.device))
+        return CausalLMOutput(loss=loss)
 
     # ---- inference -------------------------------------------------------------------
     def encode_prompts(self, messages_list: list[list[dict]]) -> dict[str, torch.Tensor]:
