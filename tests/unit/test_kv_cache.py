@@ -8,7 +8,7 @@ from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
 from whyrec.llm import kv_cache
 from whyrec.llm.continuous import decode_continuously, hf_prefill, hf_step, join_rows, select_rows
-from whyrec.llm.kv_cache import SlotCache, slot_caching
+from whyrec.llm.kv_cache import SlotCache, adoptable, slot_caching
 
 torch.set_num_threads(1)
 
@@ -116,3 +116,13 @@ def test_decoding_with_and_without_the_slot_cache_gives_the_same_tokens(llm, mon
     alone = run(False, 1, eos)
     assert run(True, 3, eos) == run(False, 3, eos) == alone == run(True, 6, eos)
     assert min(map(len, alone)) < 10 == max(map(len, alone))  # rows did end early and others ran on
+
+
+def test_only_plain_full_attention_caches_are_adopted(llm):
+    from transformers.cache_utils import DynamicSlidingWindowLayer
+
+    with torch.no_grad():
+        cache = _prefill(llm, [[1, 2, 3]])[1]
+    assert adoptable(cache) and not adoptable(object())
+    cache.layers[1] = DynamicSlidingWindowLayer(sliding_window=4)
+    assert not adoptable(cache)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Hashable
 import torch
 
 from whyrec.llm.gqa_attention import gqa_decoding
-from whyrec.llm.kv_cache import SlotCache, slot_cache_on
+from whyrec.llm.kv_cache import SlotCache, adoptable, slot_cache_on
 from whyrec.llm.packed_linear import packed_linears
 from whyrec.llm.token_choice import choose_tokens
 
@@ -73,7 +73,7 @@ def decode_stream(pull: Callable[[int], list[Hashable]], prefill: Prefill, step:
                 next_pos, logits = torch.cat([next_pos, new_pos]), torch.cat([logits, new_logits])
             else:
                 cache, mask, next_pos, logits = new_cache, new_mask, new_pos, new_logits
-                if slot_cache_on() and hasattr(cache, "layers"):  # each step's K/V written in place
+                if slot_cache_on() and adoptable(cache):  # each step's K/V written in place
                     cache = SlotCache.adopt(cache, max_batch)
             out.update((r, []) for r in rows)
             live += rows

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 import torch
-from transformers.cache_utils import Cache, CacheLayerMixin
+from transformers.cache_utils import Cache, CacheLayerMixin, DynamicLayer
 
 # Spare columns added when the buffer is full: the cache is copied once per GROW decode steps.
 GROW = 64
@@ -42,6 +42,13 @@ def slot_caching(enabled: bool) -> Iterator[None]:
 
 def slot_cache_on() -> bool:
     return _ENABLED.get()
+
+
+def adoptable(cache) -> bool:
+    """Whether `SlotCache.adopt` keeps `cache`'s meaning: plain full-attention layers only (a
+    sliding-window or linear-attention layer keeps its own cache and rules)."""
+    layers = getattr(cache, "layers", None)
+    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
 
 
 class SlotLayer(CacheLayerMixin):
