@@ -21,10 +21,10 @@ Nothing in the library changes. The timing is instrumentation patched in for the
 (`unittest.mock.patch`): for the own loop, `whyrec.distributed.data_parallel_step` (one optimizer
 step: forwards, backwards, clipping, Adam) is timed; for the Trainer, a `TrainerCallback` times
 `on_step_begin` .. `on_step_end` (the micro-batches are collated before it, so collation is not
-timed). A forward pre-hook on the trained module records each micro-batch's attention mask and
-labels for the FLOP count. Between timed steps, outside the timed span, the best fp32 and bf16
-`torch.mm` 2048² (`xrec_train_throughput.peak_matmul_flops`) is measured; each step is compared
-with the better of its two adjacent peaks. After the steps, the bf16 "model-shape rate"
+timed). A forward pre-hook on the trained module (for the Trainer, its `compute_loss`) records each
+micro-batch's attention mask and labels for the FLOP count. Between timed steps, outside the
+timed span, the best fp32 and bf16 `torch.mm` 2048² (`xrec_train_throughput.peak_matmul_flops`)
+is measured; each step is compared with the better of its two adjacent peaks. After the steps, the bf16 "model-shape rate"
 (`xrec_train_throughput.shape_peak_flops`: the backbone's own linears at the median padded tokens
 per forward, alone) is the ceiling for a step of this 576-wide model.
 
@@ -154,20 +154,22 @@ class Recorder:
         self.module = None
         self.peaks, self.peaks16 = [], []
 
-    def watch(self, module: torch.nn.Module) -> None:
-        """Record (attention mask, labels) of every forward of `module` (positional or keyword)."""
+    def watch(self, module: torch.nn.Module, hook: bool = True) -> None:
+        """Record (mask, labels) of each forward of `module`; hook=False: `compute_loss` calls `record`."""
         self.module = module
 
-        def hook(_, args, kwargs):
-            if self.current is None or not module.training:
-                return
+        def pre_hook(_, args, kwargs):
             names = ("input_ids", "attention_mask", "labels")
             got = dict(zip(names, args)) | {k: kwargs[k] for k in names if k in kwargs}
-            mask, labels = got["attention_mask"], got["labels"]
+            self.record(got["attention_mask"], got["labels"]) if module.training else None
+
+        if hook:
+            module.register_forward_pre_hook(pre_hook, with_kwargs=True)
+
+    def record(self, mask: torch.Tensor, labels: torch.Tensor) -> None:
+        if self.current is not None:
             self.current["padded"].append(mask.numel())
             self.current["rows"] += list(zip(mask.sum(1).tolist(), (labels != -100).sum(1).tolist()))
-
-        module.register_forward_pre_hook(hook, with_kwargs=True)
 
     def begin(self) -> None:
         if len(self.steps) == self.warmup and not self.peaks:  # the peak just before the first timed step
@@ -220,7 +222,7 @@ def timing_callback(rec: Recorder):
 
     class StepTimer(TrainerCallback):
         def on_train_begin(self, args, state, control, model=None, **kw):
-            rec.watch(model)
+            rec.watch(model, hook=False)  # RecAlpaca's loss (target_loss) bypasses the PEFT model's forward
 
         def on_step_begin(self, args, state, control, **kw):
             rec.begin()
@@ -240,6 +242,11 @@ def with_callback(factory, rec: Recorder):
         class Timed(cls):
             def __init__(self, *a, callbacks=None, **kw):
                 super().__init__(*a, callbacks=list(callbacks or []) + [timing_callback(rec)], **kw)
+
+            def compute_loss(self, model, inputs, *a, **kw):
+                if model.training:
+                    rec.record(inputs["attention_mask"], inputs["labels"])
+                return super().compute_loss(model, inputs, *a, **kw)
 
         return Timed
 
