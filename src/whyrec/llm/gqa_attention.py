@@ -14,25 +14,21 @@ step forwards (`gqa_decoding`); prefill (several query tokens) goes to HF's `sdp
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from contextlib import AbstractContextManager, contextmanager
 
 import torch
 from torch.nn import functional as F
 
+from whyrec.llm.switches import Switch
+
 NAME = "whyrec_sdpa_gqa"
-_ENABLED: ContextVar[bool] = ContextVar("whyrec_gqa_decoding", default=True)
+_SWITCH = Switch("whyrec_gqa_decoding")
 
 
-@contextmanager
-def gqa_switch(enabled: bool) -> Iterator[None]:
+def gqa_switch(enabled: bool) -> AbstractContextManager[None]:
     """Switch `gqa_decoding` on or off inside the block (on by default); for benchmarks and for
     ruling it out."""
-    token = _ENABLED.set(enabled)
-    try:
-        yield
-    finally:
-        _ENABLED.reset(token)
+    return _SWITCH.scope(enabled)
 
 
 def sdpa_gqa_forward(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -68,7 +64,7 @@ def gqa_decoding(llm) -> Iterator[None]:
     only the block that switched it switches it back; a forward running past that point finishes
     on plain `sdpa`, the same attention, slower."""
     config = llm.config
-    swap = _ENABLED.get() and config._attn_implementation == "sdpa" and llm.device.type == "cpu"
+    swap = _SWITCH.on() and config._attn_implementation == "sdpa" and llm.device.type == "cpu"
     if swap:
         _register()
         config._attn_implementation = NAME

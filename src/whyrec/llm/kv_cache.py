@@ -17,31 +17,26 @@ Only when the columns run out is the buffer reallocated (`GROW` spare columns: o
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from contextlib import AbstractContextManager
 
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin, DynamicLayer
 
+from whyrec.llm.switches import Switch
+
 # Spare columns added when the buffer is full: the cache is copied once per GROW decode steps.
 GROW = 64
-_ENABLED: ContextVar[bool] = ContextVar("whyrec_slot_cache", default=True)
+_SWITCH = Switch("whyrec_slot_cache")
 
 
-@contextmanager
-def slot_caching(enabled: bool) -> Iterator[None]:
+def slot_caching(enabled: bool) -> AbstractContextManager[None]:
     """Switch the continuous decoder's `SlotCache` on or off inside the block (on by default; off:
     HF's `DynamicCache`, concatenated every step); for benchmarks and for ruling it out."""
-    token = _ENABLED.set(enabled)
-    try:
-        yield
-    finally:
-        _ENABLED.reset(token)
+    return _SWITCH.scope(enabled)
 
 
 def slot_cache_on() -> bool:
-    return _ENABLED.get()
+    return _SWITCH.on()
 
 
 def adoptable(cache) -> bool:

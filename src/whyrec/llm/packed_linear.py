@@ -17,27 +17,23 @@ swapped a forward restores it, so no packed forward outlives every block.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from contextlib import AbstractContextManager, contextmanager
 from weakref import WeakKeyDictionary
 
 import torch
 from torch import nn
 
-_ENABLED: ContextVar[bool] = ContextVar("whyrec_prepacked_linears", default=True)
+from whyrec.llm.switches import Switch
+
+_SWITCH = Switch("whyrec_prepacked_linears")
 # Kept beside the model, not on it: copying or pickling the model must not meet oneDNN tensors.
 _PACKS: WeakKeyDictionary[nn.Module, PackedLinears] = WeakKeyDictionary()
 
 
-@contextmanager
-def prepacking(enabled: bool) -> Iterator[None]:
+def prepacking(enabled: bool) -> AbstractContextManager[None]:
     """Switch `packed_linears` on or off inside the block (on by default); for benchmarks and
     for ruling it out when a kernel misbehaves."""
-    token = _ENABLED.set(enabled)
-    try:
-        yield
-    finally:
-        _ENABLED.reset(token)
+    return _SWITCH.scope(enabled)
 
 
 def _supported() -> bool:
@@ -114,7 +110,7 @@ def _packed_forward(weight: torch.Tensor, bias: torch.Tensor | None) -> Callable
 def packed_linears(model: nn.Module) -> Iterator[None]:
     """Run `model`'s bf16 CPU linears on prepacked weights inside the block, when that is safe:
     no gradients wanted, oneDNN present, switched on (`prepacking`). Otherwise a no-op."""
-    if torch.is_grad_enabled() or not _ENABLED.get() or not _supported():
+    if torch.is_grad_enabled() or not _SWITCH.on() or not _supported():
         yield
         return
     packs = _PACKS.setdefault(model, PackedLinears())
