@@ -99,10 +99,17 @@ class _ChatHandler(BaseHTTPRequestHandler):
         try:
             time.sleep(srv.delay)
             status, body = srv.respond(n, payload)
-            if status == 200:
-                with srv.lock:
-                    srv.prompts.append(payload["messages"][-1]["content"])
-            data = body.encode()
+        finally:
+            # Out of flight before the answer is sent: once the client has it, it may send its next
+            # request, which must not be counted beside this one (a bounded client seemed to exceed
+            # its bound under load).
+            with srv.lock:
+                srv.inflight -= 1
+        if status == 200:
+            with srv.lock:
+                srv.prompts.append(payload["messages"][-1]["content"])
+        data = body.encode()
+        try:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
@@ -110,9 +117,6 @@ class _ChatHandler(BaseHTTPRequestHandler):
             self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (timeout tests)
-        finally:
-            with srv.lock:
-                srv.inflight -= 1
 
     def log_message(self, *args):  # keep test output clean
         pass
