@@ -195,8 +195,13 @@ def model_card(out_dir: Path, enc, ds, model: ModelConfig, xrec: XRecConfig, tra
     ])
 
 
-def load_explainer(path: str, device: str = "auto", lazy: bool = False) -> Explainer:
-    """The explainer in `path`; `lazy`: the LLM is built on first use (configs are still checked now)."""
+def load_explainer(path: str, device: str = "auto", lazy: bool = False, merge_lora: bool = True) -> Explainer:
+    """The explainer in `path`; `lazy`: the LLM is built on first use (configs are still checked now).
+
+    `merge_lora`: a folder trained with LoRA gets the LoRA weights folded into the backbone's
+    projections (`XRec.merge_lora`), so decoding runs plain Linear layers; False keeps peft's
+    wrappers (for debugging: the unmerged model is the one training saw). Training and resuming
+    build the module with `build_module` and never merge."""
     from whyrec.config import LoraConfig
     from whyrec.encoders.artifact import load_encoder
 
@@ -216,12 +221,12 @@ def load_explainer(path: str, device: str = "auto", lazy: bool = False) -> Expla
     xrec.lora = LoraConfig(**cfg["xrec"].get("lora", {}))
     _usable(model.device)  # a bad --device fails now, also when the LLM is built later
     enc = load_encoder(path / "encoder")
-    build = lambda: _load_module(path, cfg, model, xrec)  # noqa: E731
+    build = lambda: _load_module(path, cfg, model, xrec, merge_lora)  # noqa: E731
     items, users = pd.read_parquet(path / "items.parquet"), pd.read_parquet(path / "users.parquet")
     return Explainer(None if lazy else build(), enc, items, users, cfg, build=build)
 
 
-def _load_module(path: Path, cfg: dict, model: ModelConfig, xrec: XRecConfig):
+def _load_module(path: Path, cfg: dict, model: ModelConfig, xrec: XRecConfig, merge_lora: bool = True):
     from whyrec.folders import weights_fit
 
     with weights_fit(path):  # also when built lazily, after the method's load returned
@@ -231,6 +236,8 @@ def _load_module(path: Path, cfg: dict, model: ModelConfig, xrec: XRecConfig):
     if result.unexpected_keys:
         raise WhyrecError(f"{path}/adapter_model.safetensors does not match the config (e.g. {result.unexpected_keys[0]})")
     module.eval()
+    if merge_lora:
+        module.merge_lora()  # after the weights are in: the merge reads the trained LoRA
     return module
 
 

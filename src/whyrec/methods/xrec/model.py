@@ -151,6 +151,22 @@ class XRec(nn.Module):
             return nullcontext()
         return self.injector.active(positions, vectors, seq_len)
 
+    def merge_lora(self) -> int:
+        """Fold the LoRA deltas into the backbone's projections and drop peft's wrappers, for
+        inference: each decode step then runs plain Linear layers, without the extra low-rank
+        matmuls and peft's Python dispatch per projection. Returns the number of layers merged
+        (0 without LoRA). Not for training: the merged model has no LoRA left to train or save.
+
+        Merging replaces the wrapper modules the q/k/v hooks sit on, so the injector is rebuilt on
+        the live projections (same k/v and q maps)."""
+        if not hasattr(self.llm, "get_base_model"):  # no LoRA (no peft wrapper), or merged already
+            return 0
+        self.llm, merged = _merge_lora(self.llm)
+        if self.injector is not None:
+            self.injector.remove()
+            self.injector = QKVInjector(self.llm, self.llm.config.model_type, self.kv_proj, self.q_proj)
+        return merged
+
     def adapter_state(self) -> dict[str, torch.Tensor]:
         """The XRec-specific weights (adapters and k/v maps), without LoRA or the LLM."""
         keep = ("user_adapter.", "item_adapter.", "kv_proj.", "q_proj.")
@@ -181,3 +197,32 @@ def _wrap_lora(llm, cfg: XRecConfig):
     lc = cfg.lora
     return get_peft_model(llm, LoraConfig(r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout,
                                           target_modules=list(lc.target_modules), bias="none"))
+
+
+@torch.no_grad()
+def _merge_lora(peft_model) -> tuple[nn.Module, int]:
+    """(the base model with every LoRA delta added to its weights, layers merged).
+
+    The delta is summed in fp32 and the sum cast once to the frozen weight's dtype: peft's own merge
+    rounds the delta to that dtype first and adds in it, two roundings on a bf16 backbone."""
+    from peft.tuners.lora import Linear as LoraLinear
+    from peft.tuners.lora import LoraLayer
+    from peft.utils import transpose
+
+    merged = 0
+    for layer in peft_model.modules():
+        if not isinstance(layer, LoraLayer) or layer.merged:
+            continue
+        weight = layer.get_base_layer().weight
+        delta = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+        for name in layer.active_adapters:
+            if name not in layer.scaling:
+                continue
+            if isinstance(layer, LoraLinear):  # B @ A in fp32 whatever the adapter's own dtype
+                ab = layer.lora_B[name].weight.float() @ layer.lora_A[name].weight.float()
+                delta += transpose(ab, layer.fan_in_fan_out) * layer.scaling[name]
+            else:  # other layer kinds (e.g. embeddings, if targeted): peft's delta
+                delta += layer.get_delta_weight(name).float()
+        weight.copy_((weight.float() + delta).to(weight.dtype))
+        merged += 1
+    return peft_model.unload(), merged  # unload: the wrappers go, the (now merged) base layers stay
