@@ -172,6 +172,10 @@ class RecExplainerConfig:
     """Passes over the task mixture (RecExplainer: 20)."""
     micro_batch_size: int = 4
     """Examples per forward pass and device (RecExplainer: 4)."""
+    group_by_length: bool = True
+    """Fill each micro-batch with examples of similar token length (less padding; whyrec, not the paper:
+    RecExplainer drew micro-batches at random). The order is a pure function of seed and epoch, so a
+    resumed run equals an uninterrupted one; false: the Trainer's random order."""
     grad_accum: int = 4
     """Micro-batches per optimizer step (RecExplainer: 4, on 4 GPUs: effective batch 64)."""
     warmup_ratio: float = 0.1

@@ -84,10 +84,11 @@ class ChatCollator:
                 "placeholders": [r["placeholders"] for r in rows]}
 
 
-def _trainer_class():
+def _trainer_class(group_by_length: bool = False):
     from safetensors.torch import load_file, save_file
     from transformers import Trainer
 
+    from whyrec.llm.length_grouping import with_length_grouping
     from whyrec.llm.trainer import trainable_state
 
     class RecExplainerTrainer(Trainer):
@@ -106,7 +107,7 @@ def _trainer_class():
             (model or self.model).load_state_dict(load_file(os.path.join(resume_from_checkpoint,
                                                                          CHECKPOINT_WEIGHTS)), strict=False)
 
-    return stops_at_planned_end(RecExplainerTrainer)
+    return stops_at_planned_end(with_length_grouping(RecExplainerTrainer) if group_by_length else RecExplainerTrainer)
 
 
 def _training_args(cfg: RecExplainerConfig, ckpt_dir: Path, hidden_size: int | None = None):
@@ -214,7 +215,7 @@ def _train(target_path: str, out_dir: Path, model: ModelConfig, cfg: RecExplaine
         logger.warning("recexplainer: the LR schedule spans %d planned steps (%s epochs) but "
                        "--recexplainer.max_minutes %s will stop long before; set --recexplainer.max_steps to the "
                        "steps the budget allows so warmup and decay fit it", planned, cfg.epochs, cfg.max_minutes)
-    trainer = _trainer_class()(model=module, args=_training_args(cfg, ckpt_dir, llm.config.hidden_size), train_dataset=rows,
+    trainer = _trainer_class(cfg.group_by_length)(model=module, args=_training_args(cfg, ckpt_dir, llm.config.hidden_size), train_dataset=rows,
                                data_collator=ChatCollator(tok.pad_token_id), callbacks=callbacks)
     start_ckpt = last_complete_checkpoint(ckpt_dir) if resume and ckpt_dir.is_dir() else None
     started = time.time()

@@ -1,0 +1,99 @@
+"""Length-grouped Trainer batches: order fixed by (seed, epoch), less padding, exact resume."""
+
+import random
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_recexplainer import TINY, FakeTarget, material
+
+from whyrec.llm.length_grouping import LengthGroupedSampler, grouped_order
+from whyrec.methods.recexplainer import tasks as T
+
+# Skewed lengths: mostly short rows, a long tail (like a task mixture of titles and ranked lists).
+_RNG = random.Random(0)
+SKEWED = [_RNG.choice([8] * 6 + [20, 60, 200]) + k % 5 for k in range(403)]
+
+
+def padding(order: list[int], lengths: list[int], batch_size: int) -> float:
+    """Padded tokens over real tokens when `order` is cut into micro-batches of `batch_size`."""
+    chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return sum(len(c) * max(lengths[i] for i in c) for c in chunks) / sum(lengths)
+
+
+def test_order_is_a_pure_function_of_seed_and_epoch():
+    a = grouped_order(SKEWED, 4, seed=7, epoch=2)
+    assert a == grouped_order(SKEWED, 4, seed=7, epoch=2)
+    assert sorted(a) == list(range(len(SKEWED)))
+    assert a != grouped_order(SKEWED, 4, seed=7, epoch=3) and a != grouped_order(SKEWED, 4, seed=8, epoch=2)
+    torch.manual_seed(123)  # the global random state plays no part
+    sampler = LengthGroupedSampler(SKEWED, 4, seed=7)
+    sampler.set_epoch(2)
+    assert list(sampler) == a and len(sampler) == len(SKEWED)
+    # 403 = 100 x 4 + 3: the one short micro-batch comes last, so every cut of 4 is a grouped batch
+    assert set(a[-3:]) == set(grouped_order(SKEWED, 4, seed=7, epoch=2)[400:])
+
+
+def test_padding_is_lower_than_a_random_order():
+    rand = torch.randperm(len(SKEWED), generator=torch.Generator().manual_seed(0)).tolist()
+    before, after = padding(rand, SKEWED, 4), padding(grouped_order(SKEWED, 4, 0, 0), SKEWED, 4)
+    assert before > 2.0 and after < 1.1, (before, after)
+
+
+def _examples(target):
+    return T.iid2title(target, "hybrid") + T.uidiid2binary(target, "hybrid", material(target))
+
+
+def _run(tmp_path, monkeypatch, out, max_steps, save_steps, kill_at=None, seen=None):
+    """Train the tiny RecExplainer; record each micro-batch's input_ids; raise after `kill_at` steps."""
+    from whyrec.methods.recexplainer import model as R
+    from whyrec.methods.recexplainer import train as RT
+
+    monkeypatch.undo()  # the trainer class of a previous run is not wrapped again
+    monkeypatch.setattr(RT, "_load_target", lambda path, device="cpu": FakeTarget())
+    monkeypatch.setattr(R, "_load_target", lambda path, device="cpu": FakeTarget())
+    factory = RT._trainer_class
+
+    def recording(*args):
+        cls = factory(*args)
+
+        class Recording(cls):
+            def training_step(self, model, inputs, *a, **kw):
+                if kill_at is not None and self.state.global_step == kill_at:
+                    raise KeyboardInterrupt("killed")
+                seen.append(inputs["input_ids"].tolist())
+                return super().training_step(model, inputs, *a, **kw)
+
+        return Recording
+
+    monkeypatch.setattr(RT, "_trainer_class", recording)
+    (tmp_path / "target").mkdir(exist_ok=True)
+    (tmp_path / "target" / "config.json").write_text("{}")
+    cfg = R.RecExplainerConfig(mode="hybrid", connector_hidden=16, lr=5e-3, micro_batch_size=2, grad_accum=2,
+                               max_steps=max_steps, logging_steps=1, save_steps=save_steps, warmup_ratio=0.0)
+    assert cfg.group_by_length
+    return RT.train_recexplainer(str(tmp_path / "target"), str(out), TINY, cfg, examples=_examples(FakeTarget()))
+
+
+def test_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
+    n = len(_examples(FakeTarget()))
+    per_epoch = -(-n // 4)  # optimizer steps per epoch: micro-batches of 2, accumulated 2 at a time
+    kill = per_epoch + 1  # the checkpoint the rerun resumes from lies inside the second epoch
+    total = kill + per_epoch + 1
+    assert per_epoch > 1
+    whole, seen_whole = tmp_path / "whole", []
+    log_whole = _run(tmp_path, monkeypatch, whole, total, kill, seen=seen_whole)
+    cut, seen_first, seen_rest = tmp_path / "cut", [], []
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path, monkeypatch, cut, total, kill, kill_at=kill, seen=seen_first)
+    log_cut = _run(tmp_path, monkeypatch, cut, total, kill, seen=seen_rest)
+    assert log_cut["resumed_from"] == f"checkpoint-{kill}" and log_cut["steps"] == log_whole["steps"] == total
+    assert seen_first == seen_whole[:2 * kill] and seen_rest == seen_whole[2 * kill:]  # exactly the rest, in order
+    widths = [len(b[0]) for b in seen_whole]
+    assert len(set(widths)) > 1  # the batches really differ in length, so order matters
+    micro = -(-n // 2)
+    assert seen_whole[:micro] != seen_whole[micro:2 * micro]  # set_epoch reaches the sampler: a new order
+    assert log_cut["losses"] == log_whole["losses"]
+    for name in ("adapter_model.safetensors", "connectors.safetensors"):
+        a, b = load_file(str(whole / name)), load_file(str(cut / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
