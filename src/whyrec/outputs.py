@@ -47,7 +47,7 @@ HARMLESS_FIELDS = ("device", "max_minutes", "checkpoint_every", "save_steps", "s
 BUDGET_FIELDS = ("max_steps", "epochs")
 # Fields added after folders existed, with the value that reproduces the behaviour before them: a
 # fingerprint leaves such a field out while it holds that value, so older folders still resume.
-LATE_FIELDS = {"item_facts": False, "batch_tokens": None}
+LATE_FIELDS = {"item_facts": False, "batch_tokens": None, "group_by_length": False}
 # Not part of a folder's content digest: run records that differ between identical runs.
 UNDIGESTED = (MARKER, "run_config.json", "README.md", "training_log.json", "train_log.json")
 UNDIGESTED_DIRS = ("checkpoint", "checkpoints")

@@ -97,3 +97,14 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
     for name in ("adapter_model.safetensors", "connectors.safetensors"):
         a, b = load_file(str(whole / name)), load_file(str(cut / name))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_a_folder_made_before_the_option_resumes_with_it_off_and_is_refused_with_it_on():
+    from dataclasses import asdict
+
+    from whyrec.config_methods import RecExplainerConfig
+    from whyrec.outputs import fingerprint_of
+
+    old = {k: v for k, v in asdict(RecExplainerConfig()).items() if k != "group_by_length"}
+    assert fingerprint_of(RecExplainerConfig(group_by_length=False)) == fingerprint_of(old)
+    assert fingerprint_of(RecExplainerConfig()) == {**fingerprint_of(old), "group_by_length": True}
