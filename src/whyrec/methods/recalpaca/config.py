@@ -27,6 +27,12 @@ class RecAlpacaConfig:
     """Examples per optimizer step over all processes (RecAlpaca: 32)."""
     micro_batch_size: int = 8
     """Examples per forward pass and device; gradients accumulate to `batch_size` (RecAlpaca: 8)."""
+    group_by_length: bool = True
+    """Fill each micro-batch with examples of similar token length (whyrec, not RecAlpaca, which drew
+    micro-batches at random): the prompts' liked/disliked title lists make lengths vary widely, and
+    right-padding a random micro-batch to its longest row spends compute on padding. The order is a
+    pure function of seed and epoch (`whyrec.llm.length_grouping`), so a resumed run equals an
+    uninterrupted one; false: the Trainer's random order, as before this option."""
     epochs: float = 3.0
     """Passes over the training examples (RecAlpaca: 3)."""
     cutoff_len: int = 1024

@@ -9,6 +9,8 @@ to 32; 3 epochs at lr 1e-4. Deliberate departures from the original, each for a 
 - cutoff_len 1024 instead of 128 (128 cut every prompt before its response, see below);
 - the validation rows are held out of training (the original evaluated on the train set);
 - fp32 weights with bf16 autocast on GPUs that support it, instead of int8 + fp16.
+- micro-batches of similar token length (`group_by_length`) instead of random ones: on ML-100K
+  instruction rows padding falls from ~0.17 to ~0.005 padded tokens per real token.
 
 The run folder is a PEFT adapter folder (adapter_config.json + adapter_model.safetensors)
 plus config.json (base model and this config), train_log.json and run_config.json.
@@ -150,9 +152,10 @@ def _training_args(cfg: RecAlpacaConfig, ckpt_dir: Path, has_val: bool):
     )
 
 
-def _trainer_class() -> type:
+def _trainer_class(group_by_length: bool = False) -> type:
     from transformers import Trainer
 
+    from whyrec.llm.length_grouping import with_length_grouping
     from whyrec.llm.target_loss import target_loss
 
     class RecAlpacaTrainer(Trainer):
@@ -175,7 +178,8 @@ def _trainer_class() -> type:
                 loss = loss * self.accelerator.num_processes  # as Trainer.compute_loss (1 here: unwrapped)
             return loss
 
-    return stops_at_planned_end(RecAlpacaTrainer)
+    # Grouping replaces only the training sampler: evaluation keeps the Trainer's sequential order.
+    return stops_at_planned_end(with_length_grouping(RecAlpacaTrainer) if group_by_length else RecAlpacaTrainer)
 
 
 def _wrap_lora(llm, lc: LoraConfig):
@@ -243,9 +247,9 @@ def _train(instructions: str | list, out_dir: Path, model: ModelConfig, cfg: Rec
         llm.enable_input_require_grads()  # frozen embeddings: let checkpointed blocks get grads
     peft_model = _wrap_lora(llm, cfg.lora)
     callbacks = [time_budget_callback(cfg.max_minutes)] if cfg.max_minutes else []
-    trainer = _trainer_class()(model=peft_model, args=_training_args(cfg, ckpt_dir, bool(val)),
-                                            data_collator=PadCollator(tok.pad_token_id), train_dataset=train,
-                                            eval_dataset=val or None, callbacks=callbacks)
+    trainer = _trainer_class(cfg.group_by_length)(
+        model=peft_model, args=_training_args(cfg, ckpt_dir, bool(val)), data_collator=PadCollator(tok.pad_token_id),
+        train_dataset=train, eval_dataset=val or None, callbacks=callbacks)
     start_ckpt = last_complete_checkpoint(ckpt_dir) if resume and ckpt_dir.is_dir() else None
     started = time.time()
     trainer.train(resume_from_checkpoint=str(start_ckpt) if start_ckpt else None)
