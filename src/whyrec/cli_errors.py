@@ -108,8 +108,12 @@ def usage_line(err: UsageError, inv: Invocation) -> str:
 
 
 def _value_line(key: str, detail: str, inv: Invocation) -> str:
-    if m := re.search(r"NestedArg\(key='([^']+)'", detail):  # --judge.typo where judge is `X | None`
-        return _unknown_option(f"{key}.{m.group(1)}", inv.options)
+    if m := re.search(r"NestedArg\(key='([^']+)', val=(.*)\)", detail):  # an option of an `X | None` section
+        nested = f"{key}.{m.group(1)}"
+        if nested not in inv.options:  # --judge.typo
+            return _unknown_option(nested, inv.options)
+        # a value its type refuses (--generation.eos_bias nan: YAML reads "nan" as a string)
+        return f"--{nested}{_source(nested, inv)}: expected {describe_type(inv.options[nested])}, got {m.group(2)}"
     value = re.findall(r"(?:Given|Got) value: (.*)", detail)
     got = f", got {value[-1].strip()!r}" if value else ""
     if key in inv.options:

@@ -111,7 +111,7 @@ def test_benchmark_generation_key_changes_only_once_a_new_field_is_set():
     from whyrec.benchmark_cache import generation_settings, settings
 
     old = settings(GenerationConfig())  # what keyed predictions before: every field
-    for field in ("min_new_tokens", "num_beams", "no_repeat_ngram_size", "candidates", "select"):
+    for field in ("min_new_tokens", "num_beams", "no_repeat_ngram_size", "candidates", "select", "eos_bias"):
         old.pop(field)
     assert generation_settings(GenerationConfig()) == old
     assert generation_settings(GenerationConfig(num_beams=2))["num_beams"] == 2
@@ -136,6 +136,6 @@ def test_served_revision_keeps_its_old_value_and_moves_with_a_new_field(tmp_path
     real = served.revision
     monkeypatch.setattr(served, "revision", lambda *a: hashed.append(a[-1]) or real(*a))
     default = method_of(folder).load(folder, device="cpu", generation=GenerationConfig()).revision
-    new = ("min_new_tokens", "num_beams", "no_repeat_ngram_size", "candidates", "select")
+    new = ("min_new_tokens", "num_beams", "no_repeat_ngram_size", "candidates", "select", "eos_bias")
     assert hashed == [repr(sorted((k, v) for k, v in asdict(GenerationConfig()).items() if k not in new))]
     assert method_of(folder).load(folder, device="cpu", generation=GenerationConfig(num_beams=2)).revision != default

@@ -10,7 +10,8 @@ Which arguments are passed is part of the numbers: greedy decoding sets temperat
 to None (HF would warn about sampling flags and, for a backbone whose generation_config.json
 samples, they must not leak in); sampling passes temperature and top_p and leaves top_k to the
 backbone's generation config (HF's default 50), as whyrec always has. `min_new_tokens` is passed
-only when > 0: with `input_ids`, HF turns 0 into a `min_length` of the prompt length.
+only when > 0: with `input_ids`, HF turns 0 into a `min_length` of the prompt length. `eos_bias`
+becomes HF's `sequence_bias` on the one EOS id (and the same processor, first, in the loop's list).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ def generate_kwargs(gen: GenerationConfig, tokenizer: Any = None, *, num_return_
     if tokenizer is not None:
         eos = tokenizer.eos_token_id
         kw.update(pad_token_id=eos if tokenizer.pad_token_id is None else tokenizer.pad_token_id, eos_token_id=eos)
+        if gen.eos_bias != 0 and eos is not None:  # absent at 0, so the default call is the one it always was
+            kw["sequence_bias"] = {(eos,): float(gen.eos_bias)}
     return kw
 
 
@@ -64,17 +67,21 @@ def generate(model, gen: GenerationConfig, tokenizer: Any, *, num_return_sequenc
 def logits_processors(gen: GenerationConfig, eos_token_id: int | None):
     """The processors `generate` would apply for `gen`, for a hand-written decoding loop whose token
     history holds the generated tokens only (as HF's does with inputs_embeds). Beam search is not
-    a processor: such a loop must hand `gen.num_beams > 1` to `generate`."""
+    a processor: such a loop must hand `gen.num_beams > 1` to `generate`. The EOS bias comes first,
+    where HF puts `sequence_bias`."""
     from transformers.generation.logits_process import (
         LogitsProcessorList,
         MinNewTokensLengthLogitsProcessor,
         NoRepeatNGramLogitsProcessor,
         RepetitionPenaltyLogitsProcessor,
+        SequenceBiasLogitsProcessor,
         TemperatureLogitsWarper,
         TopPLogitsWarper,
     )
 
     procs = LogitsProcessorList()
+    if gen.eos_bias != 0 and eos_token_id is not None:
+        procs.append(SequenceBiasLogitsProcessor({(eos_token_id,): float(gen.eos_bias)}))
     if gen.repetition_penalty != 1.0:
         procs.append(RepetitionPenaltyLogitsProcessor(gen.repetition_penalty))
     if gen.no_repeat_ngram_size > 0:

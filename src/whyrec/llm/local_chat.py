@@ -55,7 +55,7 @@ class LocalHFClient:
     @classmethod
     def for_generation(cls, model: ModelConfig, gen: GenerationConfig) -> LocalHFClient:
         """A client decoding as `gen` says: max_new_tokens, min_new_tokens, do_sample (temperature,
-        top_p), num_beams, repetition_penalty, no_repeat_ngram_size and batch_size all reach
+        top_p), num_beams, repetition_penalty, no_repeat_ngram_size, eos_bias and batch_size all reach
         `whyrec.llm.generate`; a field it cannot honour is refused (`check_generation`)."""
         from dataclasses import replace
 
@@ -78,6 +78,8 @@ class LocalHFClient:
             params["min_new_tokens"] = d.min_new_tokens
         if d.num_beams > 1:
             params["num_beams"] = d.num_beams
+        if d.eos_bias != 0:
+            params["eos_bias"] = d.eos_bias
         if d.do_sample:  # seeded by the batch's prompts (`_generate`)
             params.update(do_sample=True, temperature=d.temperature, top_p=d.top_p, seed="prompts")
         return params

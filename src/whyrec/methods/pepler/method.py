@@ -37,7 +37,7 @@ class PEPLERMethod:
     generation_fields = frozenset({"batch_size"})
     generation_instead = {
         **dict.fromkeys(("max_new_tokens", "min_new_tokens", "do_sample", "temperature", "top_p", "num_beams",
-                         "repetition_penalty", "no_repeat_ngram_size", "drop_finished"),
+                         "repetition_penalty", "no_repeat_ngram_size", "eos_bias", "drop_finished"),
                         "it decodes --pepler.words tokens greedily, as PEPLER does; words is set when training"),
         "batch_size": "its evaluation decodes in batches of its --pepler.batch_size",  # refused by `evaluate` only
     }
