@@ -117,6 +117,27 @@ def test_history_text_and_dataset_histories():
     assert genres["1"] == {"crime", "drama", "action"} and profiles == {"1": "a nurse"}
 
 
+def test_review_data_without_titles_or_profiles_is_recognised_by_what_users_wrote():
+    inter = pd.DataFrame({S.USER: ["1", "1", "2", "2"], S.ITEM: ["10", "11", "10", "12"],
+                          S.EXPLANATION: ["great tone", "  ", "cheap strings", "loud"],
+                          S.SPLIT: [S.TRAIN, S.TRAIN, S.TRAIN, S.TEST]})
+
+    class DS:
+        interactions, users, items = inter, pd.DataFrame({S.USER: ["1", "2"]}), pd.DataFrame({S.ITEM: ["10", "11", "12"]})
+
+        def split(self, name):
+            return inter[inter[S.SPLIT] == name]
+
+        def item_text(self, col):
+            return {}
+
+    titles, _, profiles = histories_from_dataset(DS())
+    assert titles == {} and profiles == {"1": "Wrote: great tone", "2": "Wrote: cheap strings"}  # test text unseen
+    res = user_identification(["great tone", "cheap strings"], ["1", "2"], profiles, n_candidates=2,
+                              embed=lambda texts: np.array([[t.count("tone"), t.count("cheap")] for t in texts], float))
+    assert res["accuracy"] == 1.0 and res["n"] == 2
+
+
 def test_personalisation_with_the_packaged_minilm():
     pytest.importorskip("transformers")
     from importlib.metadata import PackageNotFoundError, version

@@ -13,7 +13,10 @@
   rate is an upper bound on what the user's history added; the title rate is the stricter one.
 
 A user's history text is their profile (if any) followed by the titles of their most recent
-training items ("Liked: A; B; C"); users without any history text are no candidates.
+training items ("Liked: A; B; C"); users without any history text are no candidates. Review data
+with neither titles nor profiles (Amazon 5-core reviews) uses what each user wrote instead: their
+latest training explanations ("Wrote: ..."), so identification asks whether an explanation sounds
+like its user's own past reviews.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from whyrec.utils import WhyrecError
 
 Embedder = Callable[[Sequence[str]], np.ndarray]
 MAX_TITLES = 30  # MiniLM reads 256 word pieces: later titles would be cut anyway
+MAX_WRITTEN = 8  # explanations of ~10-20 words each: about what fits in those 256 word pieces
 
 
 def history_text(titles: Sequence[str], profile: str = "", max_titles: int = MAX_TITLES) -> str:
@@ -58,7 +62,25 @@ def histories_from_dataset(ds) -> tuple[dict[str, list[str]], dict[str, set[str]
             by_user.setdefault(user, []).append(title)
         liked.setdefault(user, set()).update(genres.get(item, set()))
     profiles = {str(u): str(p) for u, p in ds.user_text(S.PROFILE).items()} if S.PROFILE in ds.users else {}
+    if not by_user and not profiles:
+        profiles = _written(inter)
     return by_user, liked, profiles
+
+
+def _written(inter) -> dict[str, str]:
+    """{user: "Wrote: e1; e2; ..."}: the latest MAX_WRITTEN training explanations (else reviews) of
+    each user, for review data without item titles or user profiles (Amazon 5-core reviews), where
+    what a user wrote about past items is the only history there is."""
+    from whyrec.data import schema as S
+
+    column = next((c for c in (S.EXPLANATION, S.REVIEW) if c in inter), None)
+    if column is None:
+        return {}
+    texts: dict[str, list[str]] = {}
+    for user, text in zip(inter[S.USER].astype(str), inter[column]):
+        if isinstance(text, str) and text.strip():
+            texts.setdefault(user, []).append(text.strip())
+    return {u: "Wrote: " + "; ".join(ts[-MAX_WRITTEN:]) for u, ts in texts.items()}
 
 
 def histories_from_catalog(catalog, users: Sequence[str]) -> tuple[dict[str, list[str]], dict[str, str]]:
