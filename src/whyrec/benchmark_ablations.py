@@ -153,12 +153,13 @@ def run_ablations(folder: str | Path, pairs: pd.DataFrame, kinds: Sequence[str],
         from whyrec.eval.bertscore import BertScorer
 
         scorer = BertScorer(device=device)
-    systems, scores = {}, {}
+    systems, scores, texts = {}, {}, {}
     chunk = rows_per_call(gen)  # explain_many batches itself; a continuous decoder refills across the chunk
     for kind in [FULL, *todo]:
         key = {**producer, "ablation": kind, **({"seed": seed} if kind != FULL else {}), "chunk": chunk}
         preds, _ = cached_predictions(work / f"{kind}.jsonl", key, pairs, chunk, generator(kind),
                                       label=f"ablations/{kind}.jsonl")
+        texts[kind] = list(map(str, preds))
         scores[kind], summary = per_pair_scores(preds, refs, scorer)
         person = personalisation(preds, users, titles, profiles, genres, n_candidates, seed, embed)
         scores[kind]["user_identification"] = person["identification"]["per_pair"]
@@ -171,7 +172,9 @@ def run_ablations(folder: str | Path, pairs: pd.DataFrame, kinds: Sequence[str],
                      for m in scores[FULL]} for kind in todo}
     result = {"method": run.info().get("method"), "folder": str(folder), "n": len(pairs), "seed": seed,
               "kinds": kinds, "offered": list(offered), "bleu_note": BLEU_NOTE, "systems": systems,
-              "deltas": deltas, "skipped": skipped}
+              "deltas": deltas, "skipped": skipped,
+              # e.g. no-profiles on data without profiles: the perturbed prompt was the full one
+              "identical_to_full": [k for k in todo if texts[k] == texts[FULL]]}
     write_json(work / "ablations.json", result)
     write_text(work / "ablations.md", ablation_table(result))
     return result
@@ -204,10 +207,11 @@ def ablation_table(result: dict) -> str:
     lines = [f"Ablations of {result.get('method')} ({result['folder']}), {result['n']} pairs, seed {result['seed']}; "
              f"user identification among {ident['n_candidates']} candidates (chance {ident['chance']:.3f}).", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    same = set(result.get("identical_to_full", ()))
     for kind in [FULL, *result["deltas"]]:
         system = result["systems"][kind]
         bleu = system["metrics"]["pepler"]["bleu4"]
-        cells = [kind, _num(bleu)]
+        cells = [f"{kind} (every text identical to full: nothing was removed)" if kind in same else kind, _num(bleu)]
         for m in metrics:
             digits = 3 if m in ("user_identification", "history_mentions") else 2
             value = _num(system["means"][m], digits)

@@ -220,7 +220,10 @@ def test_run_ablations_writes_table_and_deltas(tmp_path_factory, tmp_path):
     out = tmp_path / "ablations"
     cached = {k: (out / f"{k}.jsonl").read_text() for k in ["full", *kinds]}
     table = (out / "ablations.md").read_text()
-    assert table == ablation_table(res) and all(f"| {k} |" in table for k in ["full", *kinds])
+    assert table == ablation_table(res) and all(f"| {k} " in table for k in ["full", *kinds])
+    texts = {k: [json.loads(line)["prediction"] for line in cached[k].splitlines()[1:]] for k in cached}
+    assert res["identical_to_full"] == [k for k in kinds if texts[k] == texts["full"]]
+    assert all(("| " + k + " (every text identical to full" in table) == (k in res["identical_to_full"]) for k in kinds)
     assert json.loads((out / "ablations.json").read_text())["deltas"].keys() == set(kinds)
     again = run_ablations(root / "explainer", pairs, kinds, GEN, "cpu", 3, tmp_path, data=str(root / "data"),
                           n_candidates=4, n_resamples=200, embed=_embed)
@@ -235,6 +238,8 @@ def test_run_ablations_reports_kinds_a_model_does_not_offer(tmp_path_factory, tm
                         GenerationConfig(batch_size=8), "cpu", 0, tmp_path, n_candidates=3, embed=_embed,
                         bertscore=True)
     assert set(res["deltas"]) == {"no-profiles"} and "not offered" in res["skipped"]["shuffle-users"]
+    res["identical_to_full"] = ["no-profiles"]  # as on data without profiles: the table says nothing was removed
+    assert "| no-profiles (every text identical to full: nothing was removed) |" in ablation_table(res)
     table = ablation_table(res)
     assert "| shuffle-users | not offered" in table and "BERTScore F1" in table
     # the BERTScore summary comes from the per-pair run, and is the one evaluate_texts gives
