@@ -67,6 +67,13 @@ def test_left_alone_when_switched_off_or_not_on_sdpa():
         assert eager.config._attn_implementation == "eager"
 
 
+def test_left_alone_with_more_than_one_torch_thread(monkeypatch):
+    llm = _llm()
+    monkeypatch.setattr(gqa_attention.torch, "get_num_threads", lambda: 2)  # slower there (benchmarks 8f)
+    with gqa_decoding(llm):
+        assert llm.config._attn_implementation == "sdpa"
+
+
 def test_a_nested_block_does_not_switch_back_early():
     llm = _llm()
     with gqa_decoding(llm):

@@ -9,6 +9,10 @@ benchmarks.md 8d). Outputs agree to float rounding (fp32 greedy tokens match HF 
 tests; bf16 texts differ in some rows, as any kernel change does). transformers only asks for
 `enable_gqa` without a mask (`use_gqa_in_sdpa`), so the decoder swaps this function in for its
 step forwards (`gqa_decoding`); prefill (several query tokens) goes to HF's `sdpa` unchanged.
+
+Only with one torch thread: with two (idle 2-core machine, batch 64, XRec explain) whole calls ran
+at 0.66x of HF's packed-query `sdpa` on the same in-place cache, both chunks alike (docs/
+benchmarks.md 8f), so with more threads the decoder keeps HF's attention.
 """
 
 from __future__ import annotations
@@ -64,7 +68,8 @@ def gqa_decoding(llm) -> Iterator[None]:
     only the block that switched it switches it back; a forward running past that point finishes
     on plain `sdpa`, the same attention, slower."""
     config = llm.config
-    swap = _SWITCH.on() and config._attn_implementation == "sdpa" and llm.device.type == "cpu"
+    swap = (_SWITCH.on() and config._attn_implementation == "sdpa" and llm.device.type == "cpu"
+            and torch.get_num_threads() == 1)
     if swap:
         _register()
         config._attn_implementation = NAME
