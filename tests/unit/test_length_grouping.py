@@ -44,6 +44,20 @@ def _examples(target):
     return T.iid2title(target, "hybrid") + T.uidiid2binary(target, "hybrid", material(target))
 
 
+def recording_trainer(cls: type, seen: list, kill_at: int | None = None) -> type:
+    """`cls` (an HF Trainer) that appends each micro-batch's input_ids to `seen` and raises
+    KeyboardInterrupt when it reaches optimizer step `kill_at` (a killed run)."""
+
+    class Recording(cls):
+        def training_step(self, model, inputs, *a, **kw):
+            if kill_at is not None and self.state.global_step == kill_at:
+                raise KeyboardInterrupt("killed")
+            seen.append(inputs["input_ids"].tolist())
+            return super().training_step(model, inputs, *a, **kw)
+
+    return Recording
+
+
 def _run(tmp_path, monkeypatch, out, max_steps, save_steps, kill_at=None, seen=None):
     """Train the tiny RecExplainer; record each micro-batch's input_ids; raise after `kill_at` steps."""
     from whyrec.methods.recexplainer import model as R
@@ -53,20 +67,7 @@ def _run(tmp_path, monkeypatch, out, max_steps, save_steps, kill_at=None, seen=N
     monkeypatch.setattr(RT, "_load_target", lambda path, device="cpu": FakeTarget())
     monkeypatch.setattr(R, "_load_target", lambda path, device="cpu": FakeTarget())
     factory = RT._trainer_class
-
-    def recording(*args):
-        cls = factory(*args)
-
-        class Recording(cls):
-            def training_step(self, model, inputs, *a, **kw):
-                if kill_at is not None and self.state.global_step == kill_at:
-                    raise KeyboardInterrupt("killed")
-                seen.append(inputs["input_ids"].tolist())
-                return super().training_step(model, inputs, *a, **kw)
-
-        return Recording
-
-    monkeypatch.setattr(RT, "_trainer_class", recording)
+    monkeypatch.setattr(RT, "_trainer_class", lambda *args: recording_trainer(factory(*args), seen, kill_at))
     (tmp_path / "target").mkdir(exist_ok=True)
     (tmp_path / "target" / "config.json").write_text("{}")
     cfg = R.RecExplainerConfig(mode="hybrid", connector_hidden=16, lr=5e-3, micro_batch_size=2, grad_accum=2,

@@ -11,6 +11,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 from safetensors.torch import load_file
+from test_length_grouping import recording_trainer
 from test_recalpaca import TINY, _tiny_cfg, _write
 
 from whyrec.config import LightGCNConfig
@@ -120,14 +121,7 @@ def _run(data, out, max_steps, save_steps, monkeypatch, kill_at=None, seen=None)
 
     def recording(*args):
         assert args == (True,)  # the run asks for the length-grouped Trainer
-        class Recording(REAL_TRAINER_CLASS(*args)):
-            def training_step(self, model, inputs, *a, **kw):
-                if kill_at is not None and self.state.global_step == kill_at:
-                    raise KeyboardInterrupt("killed")
-                seen.append(inputs["input_ids"].tolist())
-                return super().training_step(model, inputs, *a, **kw)
-
-        return Recording
+        return recording_trainer(REAL_TRAINER_CLASS(*args), seen, kill_at)
 
     monkeypatch.setattr(RT, "_trainer_class", recording)
     cfg = _tiny_cfg(max_steps=max_steps, save_steps=save_steps)
