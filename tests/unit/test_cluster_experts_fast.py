@@ -4,14 +4,12 @@ import copy
 
 import pytest
 import torch
+from test_precision import _gavamoe, _train
 from transformers import LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaMLP
 
 from whyrec.adapters.cluster_experts import ClusterMoE, route_by
-from whyrec.config import ModelConfig
-from whyrec.llm.load import load_model
 from whyrec.llm.precision import keep_trainables_fp32
-from whyrec.methods.gavamoe.model import GaVaMoE, GaVaMoEConfig
 
 torch.set_num_threads(1)
 H, INTER, E, CLUSTERS = 16, 24, 4, 3
@@ -133,22 +131,9 @@ def test_state_dict_names_and_shapes_are_unchanged():
 
 
 def test_a_few_steps_lower_the_loss_on_a_bf16_backbone():
-    torch.manual_seed(0)
-    llm, tok = load_model(ModelConfig("tiny-random-llama", dtype="bfloat16", device="cpu"))
-    module = GaVaMoE(llm, tok, 8, 3, GaVaMoEConfig(n_experts=4, top_k=2))
+    module = _gavamoe("bfloat16")
     assert all(moe.bf16_matmuls for moe in module.moes)
-    prompts = [module.prompt("Hotel Roma", 5.0, "view"), module.prompt("Old Inn by the lake", 1.0, "bed")]
-    enc = module.encode(prompts, ["Great view and staff.", "Noisy rooms."])
-    g = torch.Generator().manual_seed(1)
-    vecs = torch.randn(2, 8, generator=g), torch.randn(2, 8, generator=g)
-    opt = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=3e-3)
-    losses = []
-    for _ in range(5):
-        loss = module(enc["input_ids"], enc["attention_mask"], enc["labels"], *vecs, torch.tensor([0, 1]))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses, opt = _train(module)
     assert losses[-1] < losses[0] - 0.1
     assert all(s["exp_avg"].dtype is torch.float32 for s in opt.state.values())
 

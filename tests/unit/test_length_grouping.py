@@ -58,6 +58,23 @@ def recording_trainer(cls: type, seen: list, kill_at: int | None = None) -> type
     return Recording
 
 
+def killed_and_resumed(run, tmp_path, kill: int, total: int) -> tuple[dict, dict, list]:
+    """`run(out, max_steps, save_steps, kill_at, seen)` trained `total` steps in one go and, in a
+    second folder, killed at step `kill` then resumed from the checkpoint there; checks that the
+    resumed run saw exactly the rest of the uninterrupted run's micro-batches (2 per optimizer step),
+    in order. Returns (uninterrupted log, resumed log, the uninterrupted run's micro-batches)."""
+    whole, seen_whole = tmp_path / "whole", []
+    log_whole = run(whole, total, kill, None, seen_whole)
+    cut, seen_first, seen_rest = tmp_path / "cut", [], []
+    with pytest.raises(KeyboardInterrupt):
+        run(cut, total, kill, kill, seen_first)
+    log_cut = run(cut, total, kill, None, seen_rest)
+    assert log_cut["resumed_from"] == f"checkpoint-{kill}" and log_cut["steps"] == log_whole["steps"] == total
+    assert seen_first == seen_whole[:2 * kill] and seen_rest == seen_whole[2 * kill:]  # exactly the rest, in order
+    assert log_cut["losses"] == log_whole["losses"]
+    return log_whole, log_cut, seen_whole
+
+
 def _run(tmp_path, monkeypatch, out, max_steps, save_steps, kill_at=None, seen=None):
     """Train the tiny RecExplainer; record each micro-batch's input_ids; raise after `kill_at` steps."""
     from whyrec.methods.recexplainer import model as R
@@ -82,21 +99,15 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
     kill = per_epoch + 1  # the checkpoint the rerun resumes from lies inside the second epoch
     total = kill + per_epoch + 1
     assert per_epoch > 1
-    whole, seen_whole = tmp_path / "whole", []
-    log_whole = _run(tmp_path, monkeypatch, whole, total, kill, seen=seen_whole)
-    cut, seen_first, seen_rest = tmp_path / "cut", [], []
-    with pytest.raises(KeyboardInterrupt):
-        _run(tmp_path, monkeypatch, cut, total, kill, kill_at=kill, seen=seen_first)
-    log_cut = _run(tmp_path, monkeypatch, cut, total, kill, seen=seen_rest)
-    assert log_cut["resumed_from"] == f"checkpoint-{kill}" and log_cut["steps"] == log_whole["steps"] == total
-    assert seen_first == seen_whole[:2 * kill] and seen_rest == seen_whole[2 * kill:]  # exactly the rest, in order
+    _, _, seen_whole = killed_and_resumed(
+        lambda out, steps, save, kill_at, seen: _run(tmp_path, monkeypatch, out, steps, save, kill_at, seen),
+        tmp_path, kill, total)
     widths = [len(b[0]) for b in seen_whole]
     assert len(set(widths)) > 1  # the batches really differ in length, so order matters
     micro = -(-n // 2)
     assert seen_whole[:micro] != seen_whole[micro:2 * micro]  # set_epoch reaches the sampler: a new order
-    assert log_cut["losses"] == log_whole["losses"]
     for name in ("adapter_model.safetensors", "connectors.safetensors"):
-        a, b = load_file(str(whole / name)), load_file(str(cut / name))
+        a, b = load_file(str(tmp_path / "whole" / name)), load_file(str(tmp_path / "cut" / name))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
 
 

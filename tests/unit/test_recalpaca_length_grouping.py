@@ -11,7 +11,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 from safetensors.torch import load_file
-from test_length_grouping import recording_trainer
+from test_length_grouping import killed_and_resumed, recording_trainer
 from test_recalpaca import TINY, _tiny_cfg, _write
 
 from whyrec.config import LightGCNConfig
@@ -135,18 +135,12 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
     per_epoch = n // 4  # optimizer steps per epoch: micro-batches of 2, accumulated 2 at a time
     kill = per_epoch + 1  # the checkpoint the rerun resumes from lies inside the second epoch
     total = kill + per_epoch + 1
-    whole, seen_whole = tmp_path / "whole", []
-    log_whole = _run(data, whole, total, kill, monkeypatch, seen=seen_whole)
-    cut, seen_first, seen_rest = tmp_path / "cut", [], []
-    with pytest.raises(KeyboardInterrupt):
-        _run(data, cut, total, kill, monkeypatch, kill_at=kill, seen=seen_first)
-    log_cut = _run(data, cut, total, kill, monkeypatch, seen=seen_rest)
-    assert log_cut["resumed_from"] == f"checkpoint-{kill}" and log_cut["steps"] == log_whole["steps"] == total
-    assert seen_first == seen_whole[:2 * kill] and seen_rest == seen_whole[2 * kill:]  # exactly the rest, in order
+    _, _, seen_whole = killed_and_resumed(
+        lambda out, steps, save, kill_at, seen: _run(data, out, steps, save, monkeypatch, kill_at, seen),
+        tmp_path, kill, total)
     assert len({len(b[0]) for b in seen_whole}) > 2  # the batches really differ in width, so order matters
     assert seen_whole[:n // 2] != seen_whole[n // 2:n]  # set_epoch reaches the sampler: a new order
-    assert log_cut["losses"] == log_whole["losses"]
-    a, b = load_file(str(whole / "adapter_model.safetensors")), load_file(str(cut / "adapter_model.safetensors"))
+    a, b = (load_file(str(tmp_path / run / "adapter_model.safetensors")) for run in ("whole", "cut"))
     assert a and a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
