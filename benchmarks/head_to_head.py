@@ -27,7 +27,7 @@ are not rescored on its pairs (the markdown says so).
 XRec's rows and the retrieval row (CF nearest pair) read one LightGCN encoder, trained once per
 dataset into WORK/<dataset>/encoder (`whyrec train encoder`, as the benchmark trains it) when a stage
 that needs it runs. The budget is the same for every trained row: BUDGET_STEPS optimizer steps of
-BATCH rows (PEPLER: at most that many steps per epoch of each phase, see its method page); minutes
+BATCH rows (PEPLER: one epoch of each phase, capped at half as many steps, `SYSTEM_BUDGET`); minutes
 are measured and written into each table, they are not the budget.
 """
 
@@ -53,6 +53,12 @@ LR = 3e-4
 METHODS = "xrec,xrec-lora,gavamoe,pepler-continuous,zero-shot,retrieval"
 EXTERNAL = "external"  # the stage scoring a dataset's --external files: each external row once
 ENCODER_SYSTEMS = ("xrec", "xrec-lora", "retrieval")  # rows that read the dataset's LightGCN encoder
+# PEPLER runs its own epoch loop (batch 128, up to 100 epochs per phase): without these it would see
+# 16x the others' rows per step (--train.batch_size 8 is TrainConfig's default, so PEPLER keeps its 128)
+# and epochs without end. One epoch of each phase at BUDGET_STEPS // 2 steps of BATCH rows: the same
+# BUDGET_STEPS steps of BATCH rows as every other trained row, half of them with the LM frozen.
+SYSTEM_BUDGET = {"pepler-continuous": f"--pepler.batch_size {BATCH} --pepler.epochs 1 --pepler.epochs_phase2 1 "
+                                      f"--train.max_steps {BUDGET_STEPS // 2}"}
 
 
 class Dataset(NamedTuple):  # not a dataclass: tests load this file by path, outside sys.modules
@@ -105,6 +111,7 @@ def stage_arguments(dataset: str, system: str, ablations: str, extra: str) -> st
     who = (f"--methods none --external {spec.external}" if system == EXTERNAL
            else f"--methods {system}" + (f" --encoder {root}/encoder" if system in ENCODER_SYSTEMS else ""))
     return (f"benchmark explain --data {root}/data --out {root}/stages/{system} {who} {spec.benchmark} {COMMON}"
+            + (f" {SYSTEM_BUDGET[system]}" if system in SYSTEM_BUDGET else "")
             + (f" --ablations {ablations}" if ablations != "none" else "") + (f" {extra}" if extra else ""))
 
 

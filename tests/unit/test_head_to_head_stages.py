@@ -236,3 +236,23 @@ def test_stages_run_once_across_sessions_and_assemble_the_table(tmp_path: Path, 
     assert list(table["stages"]["encoder_digests"]) == ["retrieval"]  # the only stage reading the encoder
     md = (docs / "ml-100k.md").read_text()
     assert (docs / "ml-100k.png").stat().st_size > 0 and "Partial table: no stage yet for xrec, xrec-lora" in md
+
+
+@pytest.mark.parametrize("dataset", ["xrec-amazon", "ml-100k"])
+def test_every_trained_row_gets_the_same_steps_of_the_same_rows(dataset: str, capsys) -> None:
+    """Parsed by whyrec's own CLI: PEPLER would otherwise keep its own batch of 128 (TrainConfig's
+    default batch 8 does not replace it) and run up to 100 epochs per phase."""
+    import yaml
+
+    from whyrec import cli
+
+    def parsed(system: str) -> dict:
+        args = h2h.stage_arguments(dataset, system, "none", "").replace("{work}", "/w").replace("{shared}", "/s")
+        assert cli.main([*shlex.split(args), "--print_config"]) == 0
+        return yaml.safe_load(capsys.readouterr().out)
+
+    xrec, pepler = parsed("xrec-lora"), parsed("pepler-continuous")
+    assert (xrec["train"]["max_steps"], xrec["train"]["batch_size"]) == (h2h.BUDGET_STEPS, h2h.BATCH)
+    assert pepler["pepler"]["batch_size"] == h2h.BATCH
+    phases = pepler["pepler"]["epochs"] + pepler["pepler"]["epochs_phase2"]  # one epoch each, capped per epoch
+    assert phases * pepler["train"]["max_steps"] == h2h.BUDGET_STEPS
