@@ -59,6 +59,9 @@ ENCODER_SYSTEMS = ("xrec", "xrec-lora", "retrieval")  # rows that read the datas
 # BUDGET_STEPS steps of BATCH rows as every other trained row, half of them with the LM frozen.
 SYSTEM_BUDGET = {"pepler-continuous": f"--pepler.batch_size {BATCH} --pepler.epochs 1 --pepler.epochs_phase2 1 "
                                       f"--train.max_steps {BUDGET_STEPS // 2}"}
+# PEPLER decodes its own --pepler.words tokens greedily and refuses every --generation.* option but batch_size.
+OWN_DECODING = ("pepler-continuous",)
+GENERATION = "--generation.max_new_tokens 80 "
 
 
 class Dataset(NamedTuple):  # not a dataclass: tests load this file by path, outside sys.modules
@@ -92,7 +95,7 @@ DATASETS = {
     ),
 }
 COMMON = (f"--train.max_steps {BUDGET_STEPS} --train.max_minutes None --train.lr {LR} --train.batch_size {BATCH} "
-          "--generation.max_new_tokens 80 --gavamoe.n_experts 4 --gavamoe.moe_layers [24,25,26,27,28,29] "
+          f"{GENERATION}--gavamoe.n_experts 4 --gavamoe.moe_layers [24,25,26,27,28,29] "
           "--bertscore true")
 
 
@@ -110,7 +113,8 @@ def stage_arguments(dataset: str, system: str, ablations: str, extra: str) -> st
     spec, root = DATASETS[dataset], f"{{work}}/{dataset}"
     who = (f"--methods none --external {spec.external}" if system == EXTERNAL
            else f"--methods {system}" + (f" --encoder {root}/encoder" if system in ENCODER_SYSTEMS else ""))
-    return (f"benchmark explain --data {root}/data --out {root}/stages/{system} {who} {spec.benchmark} {COMMON}"
+    common = COMMON.replace(GENERATION, "") if system in OWN_DECODING else COMMON
+    return (f"benchmark explain --data {root}/data --out {root}/stages/{system} {who} {spec.benchmark} {common}"
             + (f" {SYSTEM_BUDGET[system]}" if system in SYSTEM_BUDGET else "")
             + (f" --ablations {ablations}" if ablations != "none" else "") + (f" {extra}" if extra else ""))
 

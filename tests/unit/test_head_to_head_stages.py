@@ -251,8 +251,15 @@ def test_every_trained_row_gets_the_same_steps_of_the_same_rows(dataset: str, ca
         assert cli.main([*shlex.split(args), "--print_config"]) == 0
         return yaml.safe_load(capsys.readouterr().out)
 
+    def parsed_default(section: str) -> dict:
+        assert cli.main(["benchmark", "explain", "--data", "/w", "--out", "/o", "--print_config"]) == 0
+        return yaml.safe_load(capsys.readouterr().out)[section]
+
     xrec, pepler = parsed("xrec-lora"), parsed("pepler-continuous")
     assert (xrec["train"]["max_steps"], xrec["train"]["batch_size"]) == (h2h.BUDGET_STEPS, h2h.BATCH)
     assert pepler["pepler"]["batch_size"] == h2h.BATCH
     phases = pepler["pepler"]["epochs"] + pepler["pepler"]["epochs_phase2"]  # one epoch each, capped per epoch
     assert phases * pepler["train"]["max_steps"] == h2h.BUDGET_STEPS
+    # PEPLER decodes its own words and refuses every other --generation field (checked before training)
+    assert xrec["generation"]["max_new_tokens"] == 80
+    assert {k: v for k, v in pepler["generation"].items() if v != parsed_default("generation")[k]} == {}
