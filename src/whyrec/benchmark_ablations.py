@@ -118,7 +118,9 @@ def run_ablations(folder: str | Path, pairs: pd.DataFrame, kinds: Sequence[str],
         raise WhyrecError(f"ablations need pairs with {S.USER}, {S.ITEM} and {S.EXPLANATION} columns and at "
                           f"least one row (missing: {', '.join(missing) or 'rows'})")
     gen = generation or GenerationConfig()
-    run = load_run(folder, device=device, generation=gen)
+    uses_generation = getattr(method_of(folder), "benchmark_uses_generation", True)
+    # PEPLER decodes its own words greedily and refuses the benchmark's --generation fields: only the batch applies
+    run = load_run(folder, device=device, generation=gen if uses_generation else GenerationConfig(batch_size=gen.batch_size))
     model = run.model
     offered = tuple(getattr(model, "cf_ablations", ())) if callable(getattr(model, "cf_ablation", None)) else ()
     skipped = {k: NO_CF_INPUT if not offered else f"not offered (this model offers {', '.join(offered)})"
@@ -130,7 +132,7 @@ def run_ablations(folder: str | Path, pairs: pd.DataFrame, kinds: Sequence[str],
     users = pairs[S.USER].astype(str).tolist()
     refs = pairs[S.EXPLANATION].astype(str).tolist()
     producer = {"pairs": pairs_key(pairs), "folder": run_identity(folder)}
-    if getattr(method_of(run.path), "benchmark_uses_generation", True):  # PEPLER decodes its own way
+    if uses_generation:
         producer["generation"] = generation_settings(gen)
 
     def generator(kind: str):
