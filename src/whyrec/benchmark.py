@@ -204,12 +204,10 @@ def benchmark_explain(data: str, out: str, methods: tuple[str, ...] | list[str] 
     asked, kinds = _asked_of(train), ablation_kinds(ablations)  # both refused before any training
     if ZERO_SHOT in methods and ZERO_SHOT not in skipped:
         from whyrec.llm.client import LocalHFClient
-
         LocalHFClient.check_generation(generation)  # e.g. --generation.candidates: refused before any training
     for method in (m for m in methods if m not in skipped and m not in (ZERO_SHOT, RETRIEVAL)):
-        check_train(systems[method][0], asked)  # a --train field some row refuses stops before any training
-        if getattr(systems[method][0], "benchmark_uses_generation", True):  # PEPLER decodes its own way
-            check_generation(systems[method][0], generation)  # so does a --generation field a row refuses
+        check_train(obj := systems[method][0], asked)  # a field some row refuses stops before any training
+        check_generation(obj, generation if getattr(obj, "benchmark_uses_generation", True) else None)  # PEPLER: own
     run_folders, externals = [run_spec(spec) for spec in runs], [external_predictions(s, pairs) for s in external]
     with output_folder(out, "benchmark explain", {}, overwrite=overwrite) as out_dir:
         bench = _Bench(out_dir, data, ds, pairs, generation, device, smooth, bertscore, seed)
