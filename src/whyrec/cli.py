@@ -7,6 +7,7 @@ Every command takes `--config file.yaml`, dotted overrides (`--train.lr 3e-4`) a
 from __future__ import annotations
 
 import inspect
+import re
 import sys
 from pathlib import Path
 
@@ -328,8 +329,13 @@ def _functions(tree):
         yield from (_functions(v) if isinstance(v, dict) else [v])
 
 
+# argparse reads `-inf` or `-1e3` after an option as another option (it knows only `-2` and `-.5`)
+_NEGATIVE_NUMBER = re.compile(r"-(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?|-inf(inity)?", re.IGNORECASE)
+
+
 def normalise_argv(argv: list[str]) -> list[str]:
-    """Accept `-k 5`, `--user-col x`, bare boolean flags (`--explain`) and `None` as users type them."""
+    """Accept `-k 5`, `--user-col x`, bare boolean flags (`--explain`), negative values (`--x -inf`) and
+    `None` as users type them."""
     bools = {f"--{n}" for f in _functions(COMMANDS) for n, p in inspect.signature(f).parameters.items()
              if p.annotation in ("bool", bool)}
     out = []
@@ -344,6 +350,9 @@ def normalise_argv(argv: list[str]) -> list[str]:
         nxt = argv[pos + 1] if pos + 1 < len(argv) else None
         if tok in bools and (nxt is None or nxt.startswith("-")):
             tok += "=true"
+        if _NEGATIVE_NUMBER.fullmatch(tok) and out and out[-1].startswith("--") and "=" not in out[-1]:
+            out[-1] += "=" + tok  # the option's value, not an option
+            continue
         out.append(tok)
     return out
 

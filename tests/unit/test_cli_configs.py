@@ -121,3 +121,7 @@ def test_normalise_argv():
     assert cli.normalise_argv(["data", "prepare", "--user-col", "u"]) == ["data", "prepare", "--user_col", "u"]
     assert cli.normalise_argv(["recommend", "--explain", "false"]) == ["recommend", "--explain", "false"]
     assert cli.normalise_argv(["evaluate", "--max_pairs", "None"]) == ["evaluate", "--max_pairs", "null"]
+    # negative values argparse would read as options: joined to their option
+    assert cli.normalise_argv(["evaluate", "--generation.eos_bias", "-inf", "--x", "-1e3", "--y", "-2"]) == \
+        ["evaluate", "--generation.eos_bias=-inf", "--x=-1e3", "--y=-2"]
+    assert cli.normalise_argv(["evaluate", "--explain", "-inf"]) == ["evaluate", "--explain=true", "-inf"]
