@@ -2,22 +2,21 @@
 
 Issue 17 §7: `whyrec benchmark explain` reused OUT/predictions/<method>.jsonl for other pairs
 (seed-0 predictions scored against seed-1 references, exit 0), and lost every row of an
-interrupted generation. Here the benchmark (through the real CLI), the judge/teacher chat
-cache, the serve explanation cache and the prompt-reduction cache are each run twice: once
-unchanged (nothing generated again) and once with the producer changed (generated again).
+interrupted generation. Here the benchmark (through the real CLI) is run twice: once unchanged
+(nothing generated again) and once with the producer changed (generated again); the chat, serve
+and prompt-reduction caches are in test_cache_keys_serve.py.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from cli_contract import whyrec_inprocess
+from tiny_runs import ITEMS, USERS, save_tiny_model, tiny_pepler
 
-USERS, ITEMS = [f"u{k}" for k in range(6)], [f"i{k}" for k in range(10)]
 WORDS = "warm tone clear strings sturdy stand cheap pedal bright sound quiet case light neck".split()
 
 
@@ -155,14 +154,14 @@ def test_changed_data_or_model_weights_regenerate(data, tmp_path, capsys, genera
     import shutil
 
     model_dir = tmp_path / "model"
-    _save_tiny_model(model_dir, seed=0)
+    save_tiny_model(model_dir, seed=0)
     mine = tmp_path / "data"
     shutil.copytree(data, mine)
     out = tmp_path / "bench"
     args = [*_bench(mine, out, "--max_pairs", "4"), "--model.name_or_path", str(model_dir)]
     assert whyrec_inprocess(args, capsys).rc == 0 and generate_calls["calls"] == 2
     assert whyrec_inprocess(args, capsys).rc == 0 and generate_calls["calls"] == 2
-    _save_tiny_model(model_dir, seed=1)  # the same path, other weights
+    save_tiny_model(model_dir, seed=1)  # the same path, other weights
     rerun = whyrec_inprocess(args, capsys)
     assert rerun.rc == 0 and generate_calls["calls"] == 4 and "model.weights.files" in rerun.err
     items = pd.read_parquet(mine / "items.parquet")
@@ -172,36 +171,6 @@ def test_changed_data_or_model_weights_regenerate(data, tmp_path, capsys, genera
     assert rerun.rc == 0 and generate_calls["calls"] == 6 and "data (" in rerun.err
 
 
-def _save_tiny_model(folder: Path, seed: int) -> None:
-    """The tiny random Llama as a local HF folder; another seed is another model at the same path."""
-    from whyrec.llm.load import load_tiny_random
-
-    model, tok = load_tiny_random(seed=seed)
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-
-
-def _tiny_pepler(folder: Path, seed: int, base: str = "tiny-random-llama") -> Path:
-    """A PEPLER folder around the tiny random Llama; another seed stands for a retrained run."""
-    from dataclasses import asdict
-
-    import torch
-
-    from whyrec.config import ModelConfig, PEPLERConfig
-    from whyrec.llm.load import load_model
-    from whyrec.methods.pepler.artifact import save_pepler
-    from whyrec.methods.pepler.model import PEPLER
-
-    torch.manual_seed(seed)
-    model, cfg = ModelConfig(base, device="cpu", dtype="float32"), PEPLERConfig(words=4, epochs_phase2=0)
-    module = PEPLER(*load_model(model), len(USERS), len(ITEMS), cfg)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_pepler(module, folder, {"method": "pepler", "model": asdict(model), "pepler": asdict(cfg),
-                                 "n_users": len(USERS), "n_items": len(ITEMS), "rating_range": [1.0, 5.0],
-                                 "dataset": "tiny"},
-                {u: k for k, u in enumerate(USERS)}, {i: k for k, i in enumerate(ITEMS)}, {"user": {}, "item": {}})
-    return folder
-
 
 def test_a_given_run_folder_retrained_in_place_regenerates(data, tmp_path, capsys, monkeypatch):
     import whyrec.methods.pepler.artifact as A
@@ -209,13 +178,13 @@ def test_a_given_run_folder_retrained_in_place_regenerates(data, tmp_path, capsy
     loads: list[Path] = []  # every load of the PEPLER folder (its method object's benchmark generator loads it)
     real = A.load_pepler_run
     monkeypatch.setattr(A, "load_pepler_run", lambda folder, device="auto": loads.append(folder) or real(folder, device))
-    run, out = _tiny_pepler(tmp_path / "pepler", seed=0), tmp_path / "bench"
+    run, out = tiny_pepler(tmp_path / "pepler", seed=0), tmp_path / "bench"
     args = _bench(data, out, "--max_pairs", "5", "--runs", f"mine={run}", methods="none")
     assert whyrec_inprocess(args, capsys).rc == 0 and len(loads) == 1
     cache = out / "predictions" / "mine.jsonl"
     first = _rows(cache)
     assert whyrec_inprocess(args, capsys).rc == 0 and len(loads) == 1  # unchanged: not even loaded
-    _tiny_pepler(run, seed=1)
+    tiny_pepler(run, seed=1)
     rerun = whyrec_inprocess(args, capsys)
     assert rerun.rc == 0 and len(loads) == 2 and "folder.files" in rerun.err
     assert [(r["user"], r["item"]) for r in _rows(cache)] == [(r["user"], r["item"]) for r in first]
@@ -302,108 +271,3 @@ def test_rows_are_matched_by_their_ids_and_a_file_without_a_key_is_not_trusted(t
     rows = cached_rows(path, {"k": 2}, ids[::-1], ("user", "item"), 2, make)
     assert [r["text"] for r in rows] == ["u3/i3", "u2/i2", "u1/i1"] and len(made) == 4
     assert "k (1 -> 2)" in capsys.readouterr().err
-
-
-# ---------------------------------------------------------------- judge / teacher chat cache
-def test_chat_cache_keys_a_local_model_by_its_weights(tmp_path):
-    from whyrec.config import ModelConfig
-    from whyrec.llm.client import ChatCache, LocalHFClient, OpenAICompatibleClient, complete_many
-    model_dir = tmp_path / "judge"
-    generated: list[int] = []
-
-    class Counting(LocalHFClient):
-        def _generate(self, chunk, max_new_tokens):
-            generated.append(len(chunk))
-            return super()._generate(chunk, max_new_tokens)
-
-    convs = [[{"role": "user", "content": f"rate {k}"}] for k in range(3)]
-    config = ModelConfig(str(model_dir), device="cpu")
-    _save_tiny_model(model_dir, seed=0)
-    with ChatCache(tmp_path / "chat.sqlite") as cache:
-        first = complete_many(Counting(config, max_tokens=3), convs, cache, progress=False)
-        assert complete_many(Counting(config, max_tokens=3), convs, cache, progress=False) == first
-        assert sum(generated) == 3  # the same weights: every answer came from the cache
-        key = ChatCache.key(Counting(config), convs[0])
-        _save_tiny_model(model_dir, seed=1)  # retrained in place: same name, other weights
-        assert ChatCache.key(Counting(config), convs[0]) != key
-        complete_many(Counting(config, max_tokens=3), convs, cache, progress=False)
-        assert sum(generated) == 6
-    # A server's model is known only by its name: its keys are what they were (old caches stay valid).
-    remote = OpenAICompatibleClient("http://127.0.0.1:9/v1", "judge-model")
-    old_blob = json.dumps([remote.backend_id, remote.model, convs[0], remote.cache_params()], sort_keys=True,
-                          ensure_ascii=False)
-    import hashlib
-
-    assert ChatCache.key(remote, convs[0]) == hashlib.sha256(old_blob.encode()).hexdigest()
-
-
-# ---------------------------------------------------------------- serve
-def test_serve_never_answers_from_another_revisions_cache(tmp_path):
-    pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'whyrec[serve]')")
-    from fastapi.testclient import TestClient
-
-    from whyrec.serve.server import build_app
-
-    run, db = _tiny_pepler(tmp_path / "run", seed=0), str(tmp_path / "serve.sqlite")
-
-    def ask(expect_cached: bool) -> str:
-        app = build_app(str(run), cache=db)
-        with TestClient(app) as client:
-            got = client.post("/explain", json={"user": "u1", "item": "i2"}).json()
-        app.state.cache.close()
-        assert got["cached"] is expect_cached, got
-        return got["revision"]
-
-    first = ask(False)
-    assert ask(True) == first  # a restart on the same folder reuses the answer
-    _tiny_pepler(run, seed=1)  # retrained in place
-    second = ask(False)
-    assert second != first and ask(True) == second
-
-
-def test_serve_never_answers_for_a_replaced_base_model(tmp_path):
-    pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'whyrec[serve]')")
-    from whyrec.serve.server import build_app
-
-    base = tmp_path / "base"
-    _save_tiny_model(base, seed=0)
-    run = _tiny_pepler(tmp_path / "run", seed=0, base=str(base))
-
-    def revision() -> str:
-        app = build_app(str(run), cache="none")
-        return app.state.model.revision
-
-    first = revision()
-    _save_tiny_model(base, seed=1)  # the run's adapter is unchanged; the weights under it are not
-    assert revision() != first
-
-
-# ---------------------------------------------------------------- prompt reduction
-def test_prompt_reduction_cache_is_keyed_and_resumes(tmp_path, capsys):
-    from whyrec.eval.titles import candidates_from_prompt
-    from whyrec.methods.recalpaca.prompt_reduction import DECODING, prompt_reduction
-
-    rows = [{"instruction": "Pick five films.", "top1": f"A{k}", "testGT": [f"A{k}", f"C{k}"],
-             "input": f"score 5 out 5: ['X{k}', 'Y{k}']\nlikely to like: "
-                      + "[" + ", ".join(f"'{c}{k}'" for c in "ABCDEF") + "].\n"} for k in range(5)]
-    test_json = tmp_path / "test.json"
-    test_json.write_text(json.dumps(rows))
-    asked: list[int] = []
-
-    def copy_the_list(prompts):
-        asked.append(len(prompts))
-        if len(asked) == 2 and fail[0]:
-            raise KeyboardInterrupt
-        return ["\n".join(f"{j}. {t}" for j, t in enumerate(candidates_from_prompt(x)[:5], 1)) for _, x in prompts]
-
-    out, fail, two = tmp_path / "reduction", [True], replace(DECODING, batch_size=2)
-    with pytest.raises(KeyboardInterrupt):
-        prompt_reduction(None, test_json, out, fractions=(1.0,), gen=two, generate=copy_the_list)
-    fail[0] = False
-    table = prompt_reduction(None, test_json, out, fractions=(1.0,), gen=two, generate=copy_the_list)
-    assert asked == [2, 2, 2, 1]  # the interrupted second batch and the last; not the first again
-    assert table[0]["precision@5"] == pytest.approx(table[0]["prompt_order_precision@5"])
-    assert prompt_reduction(None, test_json, out, fractions=(1.0,), gen=two, generate=copy_the_list) == table
-    assert len(asked) == 4  # unchanged: all cached
-    prompt_reduction(None, test_json, out, fractions=(1.0,), gen=replace(two, max_new_tokens=50), generate=copy_the_list)
-    assert len(asked) == 7 and "max_new_tokens (200 -> 50)" in capsys.readouterr().err
