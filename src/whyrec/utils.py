@@ -105,3 +105,17 @@ def resolve_device(device: str = "auto") -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
+
+
+def adam(params, lr: float, *, decoupled: bool = False, **options):
+    """torch's Adam (AdamW with `decoupled`) over `params`, fused where every parameter is a plain
+    floating-point CPU or CUDA tensor: one kernel per step instead of ~10 ops per parameter
+    (2.5x faster on GaVaMoE's 64M fp32 expert weights, one CPU thread; the same update to float
+    rounding). Sharded (DTensor) parameters keep torch's default implementation."""
+    import torch
+
+    params = list(params)
+    fusable = bool(params) and all(type(p.data) is torch.Tensor and p.is_floating_point()
+                                   and p.device.type in ("cpu", "cuda") for p in params)
+    cls = torch.optim.AdamW if decoupled else torch.optim.Adam
+    return cls(params, lr=lr, fused=True if fusable else None, **options)

@@ -34,7 +34,7 @@ from whyrec.llm.compile_policy import (
 )
 from whyrec.llm.sharding import shard_frozen_layers
 from whyrec.progress import progress
-from whyrec.utils import WhyrecError
+from whyrec.utils import WhyrecError, adam
 
 
 def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -98,7 +98,7 @@ def train_loop(module: torch.nn.Module, lengths: list[int], step_fn: Callable[[l
     if cfg.fsdp and cfg.compile:
         raise WhyrecError("train.fsdp and train.compile cannot be combined; drop one of them")
     params = [p for p in module.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=cfg.lr)
+    optimizer = adam(params, cfg.lr)
     accum = max(1, cfg.grad_accum_steps)
     batches = epoch_batches(lengths, cfg, 0, token_lengths)
     total = cfg.max_steps or max(1, math.ceil(len(batches) * cfg.epochs / accum))

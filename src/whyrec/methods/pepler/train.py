@@ -14,6 +14,7 @@ from torch import nn
 from whyrec.config import ModelConfig, PEPLERConfig, TrainConfig
 from whyrec.methods.pepler.artifact import save_pepler
 from whyrec.methods.pepler.model import PEPLER, discrete_prompt
+from whyrec.utils import adam
 
 
 @dataclass
@@ -179,7 +180,7 @@ def fit(module: PEPLER, train: Examples, valid: Examples, cfg: PEPLERConfig, see
     while state["phase"] < len(phases):
         train_lm, lr, epochs = phases[state["phase"]]
         module.set_phase(train_lm)
-        optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=lr)
+        optimizer = adam([p for p in module.parameters() if p.requires_grad], lr, decoupled=True)
         if resumed and state["epoch"] > 0:
             module.load_state_dict(load_file(ckpt / "current.safetensors"), strict=False)
             optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
