@@ -223,3 +223,14 @@ def test_old_import_path_re_exports_lazily():
         P.no_such_name  # noqa: B018
     code = "import sys, whyrec.methods.pepler; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_start_line_says_what_pepler_trains_with():
+    from whyrec.config import PEPLERConfig
+    from whyrec.methods.pepler.train import settings_line
+
+    line = settings_line(PEPLERConfig(batch_size=16, epochs=3, epochs_phase2=2, lr_phase2=3e-4), 90, 10)
+    assert line.startswith("pepler: 90 train / 10 valid explanations, batch 16; ")
+    assert "phase 1 (prompt): up to 3 epochs at lr 0.001; phase 2 (prompt + LM): up to 2 epochs at lr 0.0003" in line
+    assert "only when set away from 8 and 0.0001" in line  # TrainConfig's defaults, read from the class
+    assert "phase 2" not in settings_line(PEPLERConfig(epochs_phase2=0), 90, 10)

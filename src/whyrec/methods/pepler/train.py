@@ -6,6 +6,7 @@ resumable at epoch boundaries); the folder it writes is `whyrec.methods.pepler.a
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -127,6 +128,17 @@ def validation_loss(module: PEPLER, data: Examples, batch_size: int) -> float:
 def _trainable(module: nn.Module) -> dict[str, torch.Tensor]:
     # clone(): tied LM weights would otherwise share memory, which safetensors refuses.
     return {n: p.detach().cpu().clone().contiguous() for n, p in module.named_parameters() if p.requires_grad}
+
+
+def settings_line(cfg: PEPLERConfig, n_train: int, n_valid: int) -> str:
+    """What PEPLER trains with, said once at the start: its own batch and lr are not TrainConfig's,
+    and --train.batch_size / --train.lr only replace them when set away from TrainConfig's defaults."""
+    default = TrainConfig()
+    phases = "; ".join(f"phase {k} ({'prompt + LM' if lm else 'prompt'}): up to {epochs} epochs at lr {lr:g}"
+                       for k, (lm, lr, epochs) in enumerate(_phases(cfg), 1))
+    return (f"pepler: {n_train} train / {n_valid} valid explanations, batch {cfg.batch_size}; {phases} "
+            f"(--pepler.batch_size/lr/epochs set these; --train.batch_size and --train.lr replace batch and "
+            f"lr only when set away from {default.batch_size} and {default.lr:g})")
 
 
 def _phases(cfg: PEPLERConfig) -> list[tuple[bool, float, int]]:
@@ -305,6 +317,7 @@ def _train_pepler(data: str, out: str, model: ModelConfig, pepler: PEPLERConfig 
     if is_main():
         out_dir.mkdir(parents=True, exist_ok=True)
         write_run_info(out_dir, {**wanted, "world_size": world_size()}, "train pepler")
+        print(settings_line(pepler, len(tr), len(va)), file=sys.stderr, flush=True)
     state = fit(module, tr, va, pepler, train.seed, out_dir / "checkpoint", resume, train.max_steps, train.max_minutes)
     log = {"history": state["history"], "complete": state["complete"], "train_examples": len(tr),
            "valid_examples": len(va), "epochs": state["epoch"], "elapsed_s": round(state["elapsed_s"], 1),
