@@ -211,7 +211,7 @@ def _stages():
 def assemble(dataset: str, systems: list[str], docs: Path) -> None:
     """docs/<dataset>.{json,md,png} from the dataset's stage files; a partial table names what is missing,
     counted against the whole table (the default METHODS too), not only this call's --methods."""
-    systems = list(dict.fromkeys([*systems, *systems_of(dataset, METHODS)]))
+    systems = list(dict.fromkeys([*systems_of(dataset, METHODS), *systems]))  # one row order, whatever --methods
     merged, missing = _stages().assemble(docs, dataset, systems)
     if merged["rows"]:
         plot(merged, docs / f"{dataset}.png")

@@ -33,6 +33,8 @@ from whyrec.utils import WhyrecError
 FULL = "full"
 PER_PAIR = {"bleu4_sentence": "BLEU-4 (sentence)", "rougeL_f": "ROUGE-L F", "bertscore_f1": "BERTScore F1",
             "user_identification": "User id @1", "history_mentions": "History mention"}
+# BERTScore F1 moves in the third decimal (an ablation's change is often ~0.005): two would print it as 0.00
+DIGITS = {"bertscore_f1": 4, "user_identification": 3, "history_mentions": 3}
 BLEU_NOTE = ("BLEU-4 is corpus-level; its change is measured on the mean smoothed sentence-level BLEU-4 "
              "(bleu4_sentence), whose values differ from the corpus score")
 
@@ -215,7 +217,7 @@ def ablation_table(result: dict) -> str:
         bleu = system["metrics"]["pepler"]["bleu4"]
         cells = [f"{kind} (every text identical to full: nothing was removed)" if kind in same else kind, _num(bleu)]
         for m in metrics:
-            digits = 3 if m in ("user_identification", "history_mentions") else 2
+            digits = DIGITS.get(m, 2)
             value = _num(system["means"][m], digits)
             cells.append(value if kind == FULL else f"{value} ({_delta(result['deltas'][kind][m], digits)})")
         lines.append("| " + " | ".join(cells) + " |")

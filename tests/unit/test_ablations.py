@@ -242,6 +242,10 @@ def test_run_ablations_reports_kinds_a_model_does_not_offer(tmp_path_factory, tm
     assert "| no-profiles (every text identical to full: nothing was removed) |" in ablation_table(res)
     table = ablation_table(res)
     assert "| shuffle-users | not offered" in table and "BERTScore F1" in table
+    import re
+
+    row = next(line for line in table.splitlines() if line.startswith("| no-profiles"))
+    assert re.search(r"\| -?\d\.\d{4} \([+-]\d\.\d{4} \[", row), row  # BERTScore to 4 decimals, as everywhere
     # the BERTScore summary comes from the per-pair run, and is the one evaluate_texts gives
     from whyrec.eval.report import evaluate_texts
 
