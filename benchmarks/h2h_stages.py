@@ -14,8 +14,11 @@ markdown, naming the systems whose stage has not run yet.
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 from whyrec.benchmark_ablate import ablation_section
@@ -107,13 +110,37 @@ def encoder_digest(folder: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def save_stage(comparison_json: Path, path: Path, system: str, arguments: str, encoder: Path | None = None) -> dict:
+def run_start() -> dict:
+    """When a stage starts and the machine's load then: `run_record` completes it."""
+    return {"started_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "t0": time.time(),
+            "load_start": round(os.getloadavg()[0], 2)}
+
+
+def run_record(start: dict) -> dict:
+    """Date, wall minutes, load average (1 min) at start and end, CPUs and library commit of a stage:
+    what every timing in the docs is written beside."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], capture_output=True, text=True,
+                               check=True).stdout.strip()
+        library = commit + ("+uncommitted src" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        library = "unknown (not a git checkout)"
+    return {"started_utc": start["started_utc"], "minutes": round((time.time() - start["t0"]) / 60, 1),
+            "load_start": start["load_start"], "load_end": round(os.getloadavg()[0], 2),
+            "cpus": os.cpu_count(), "library": library}
+
+
+def save_stage(comparison_json: Path, path: Path, system: str, arguments: str, encoder: Path | None = None,
+               run: dict | None = None) -> dict:
     """Copy a stage call's comparison.json to its committed stage file with the record of its settings
-    (and the digest of the LightGCN `encoder` its rows read, if any)."""
+    (and the digest of the LightGCN `encoder` its rows read, if any, and `run_record`'s `run`)."""
     comparison = json.loads(comparison_json.read_text())
     comparison[STAGE] = {"system": system, "arguments": arguments,
                          **{key: comparison.get(key) for key in SAME_IN_EVERY_STAGE},
-                         **({"encoder_digest": encoder_digest(encoder)} if encoder is not None else {})}
+                         **({"encoder_digest": encoder_digest(encoder)} if encoder is not None else {}),
+                         **({"run": run} if run else {})}
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, comparison)
     return comparison
@@ -184,10 +211,12 @@ def not_rescored(comparison: dict) -> dict[str, list[str]]:
     return out
 
 
-def markdown(comparison: dict, missing: list[str], stage_dir: Path, encoders: dict[str, str] | None = None) -> str:
+def markdown(comparison: dict, missing: list[str], stage_dir: Path, encoders: dict[str, str] | None = None,
+             runs: dict[str, dict] | None = None) -> str:
     """The benchmark's own comparison.md rendering of `comparison`, with a note naming the systems whose
     stage has not run yet (a partial table can be committed and read), stages that read different
-    LightGCN encoders (`encoders`: stage -> digest) and the subset rows not rescored."""
+    LightGCN encoders (`encoders`: stage -> digest), the subset rows not rescored and, for the stages
+    that recorded it (`runs`: stage -> `run_record`), when and how each ran."""
     head = [f"Assembled from the stage files in {stage_dir} (benchmarks/head_to_head.py)."]
     if missing:
         head += ["", f"**Partial table: no stage yet for {', '.join(missing)}.** Rerun benchmarks/head_to_head.py "
@@ -198,6 +227,11 @@ def markdown(comparison: dict, missing: list[str], stage_dir: Path, encoders: di
                  + ", ".join(f"{stage} {digest}" for stage, digest in encoders.items()) + "."]
     tail = [f"\nNot rescored on {pairs}: {', '.join(rows)} (their stages ran without that file)."
             for pairs, rows in not_rescored(comparison).items()]
+    if runs:
+        tail.append("\nHow each stage ran (wall time of the whole stage: training, generation, ablations; load "
+                    "average over 1 minute):\n" + "".join(
+                        f"\n- {stage}: {r['started_utc']}, {r['minutes']} min, load {r['load_start']} -> "
+                        f"{r['load_end']}, {r['cpus']} CPUs, library {r['library']}" for stage, r in runs.items()))
     return ("\n".join(head) + "\n\n" + comparison_table(comparison) + "".join(t + "\n" for t in tail)
             + ablation_section(comparison.get("ablations")))
 
@@ -219,5 +253,6 @@ def assemble(docs: Path, dataset: str, systems: list[str]) -> tuple[dict, list[s
     merged["stages"] = {"assembled": [p.stem for p in paths], "missing": missing,
                         **({"encoder_digests": encoders} if encoders else {})}
     write_json(docs / f"{dataset}.json", merged)
-    write_text(docs / f"{dataset}.md", markdown(merged, missing, folder, encoders))
+    runs = {p.stem: stage[STAGE]["run"] for p, stage in read.items() if stage.get(STAGE, {}).get("run")}
+    write_text(docs / f"{dataset}.md", markdown(merged, missing, folder, encoders, runs))
     return merged, missing

@@ -38,7 +38,6 @@ import json
 import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -240,15 +239,16 @@ def run_stages(dataset: str, a: argparse.Namespace, redo: set[str]) -> None:
         whyrec(fill(f"train encoder --data {{work}}/{dataset}/data --out {{work}}/{dataset}/encoder {spec.lightgcn}".strip()),
                a.dry_run)
     for system in todo:
-        start = time.time()
+        start = stages.run_start()
         whyrec(fill(plan[system]), a.dry_run)
         if a.dry_run:
             continue
         path = stages.stage_path(docs, dataset, system)
         encoder = Path(a.work) / dataset / "encoder" if system in ENCODER_SYSTEMS else None
+        run = stages.run_record(start)
         stages.save_stage(Path(a.work) / dataset / "stages" / system / "comparison.json", path, system, plan[system],
-                          encoder)
-        print(f"{dataset}/{system}: stage in {path} ({(time.time() - start) / 60:.1f} min); commit it "
+                          encoder, run)
+        print(f"{dataset}/{system}: stage in {path} ({run['minutes']} min); commit it "
               f"(git add {path}) so that the next session skips it", flush=True)
     if not a.dry_run:
         assemble(dataset, systems, docs)

@@ -236,6 +236,11 @@ def test_stages_run_once_across_sessions_and_assemble_the_table(tmp_path: Path, 
     assert list(table["stages"]["encoder_digests"]) == ["retrieval"]  # the only stage reading the encoder
     md = (docs / "ml-100k.md").read_text()
     assert (docs / "ml-100k.png").stat().st_size > 0 and "Partial table: no stage yet for xrec, xrec-lora" in md
+    # every stage file says when and how it ran, and the table lists it beside the timings
+    run = json.loads((docs / "stages" / "ml-100k" / "retrieval.json").read_text())["stage"]["run"]
+    assert set(run) == {"started_utc", "minutes", "load_start", "load_end", "cpus", "library"}
+    assert run["started_utc"].endswith(" UTC") and 0 <= run["minutes"] < 5 and run["cpus"] >= 1
+    assert "How each stage ran" in md and f"- retrieval: {run['started_utc']}, {run['minutes']} min, load" in md
 
 
 @pytest.mark.parametrize("dataset", ["xrec-amazon", "ml-100k"])
