@@ -43,6 +43,14 @@ def duration(seconds: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
+_PLURALS = {"batch": "batches", "pass": "passes", "box": "boxes"}  # "epoch" is regular: epochs
+
+
+def plural(unit: str) -> str:
+    """'step' -> 'steps', 'batch' -> 'batches' (progress lines read as English)."""
+    return _PLURALS.get(unit, unit + "s")
+
+
 class LogProgress:
     """tqdm's interface, printing a periodic one-line record instead of redrawing a bar.
 
@@ -114,7 +122,7 @@ class LogProgress:
             speed = f" · {scaled(rate, self.unit)}/s" if rate > 0 else ""
         else:  # 'epoch 12/50 (24%) · 0.8 epochs/s'
             count = f"{self.unit} {self.n}/{self.total}" if self.total else f"{self.unit} {self.n}"
-            speed = "" if rate <= 0 else f" · {rate:.1f} {self.unit}s/s" if rate >= 1 else f" · {1 / rate:.1f} s/{self.unit}"
+            speed = "" if rate <= 0 else f" · {rate:.1f} {plural(self.unit)}/s" if rate >= 1 else f" · {1 / rate:.1f} s/{self.unit}"
         if self.total:
             count += f" ({100 * self.n / self.total:.0f}%)"
         parts = [f"{self.desc}: " if self.desc else "", count]

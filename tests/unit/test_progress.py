@@ -43,6 +43,18 @@ def test_log_lines_every_interval_and_a_last_line():
                      "train: step 600/600 (100%) loss 2.00 · 8.0 steps/s · done in 1m15s"]
 
 
+def test_rates_read_as_english_plurals():
+    assert [P.plural(u) for u in ("step", "batch", "epoch", "pass", "box")] == \
+        ["steps", "batches", "epochs", "passes", "boxes"]
+    clock, log = Clock(), io.StringIO()
+    bar = P.progress(total=4, desc="pepler", unit="batch", stream=log, interval=0, clock=clock)
+    for _ in range(4):
+        clock.t += 0.5
+        bar.update(1)
+    bar.close()
+    assert "pepler: batch 4/4 (100%) · 2.0 batches/s" in log.getvalue()
+
+
 def test_slow_steps_show_seconds_per_step_and_resume_counts_only_new_steps():
     clock, log = Clock(), io.StringIO()
     bar = P.progress(range(5, 10), total=10, initial=5, desc="lightgcn", unit="epoch", stream=log, interval=10,
