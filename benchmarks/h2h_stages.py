@@ -111,14 +111,8 @@ def encoder_digest(folder: Path) -> str:
 
 
 def run_start() -> dict:
-    """When a stage starts and the machine's load then: `run_record` completes it."""
-    return {"started_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "t0": time.time(),
-            "load_start": round(os.getloadavg()[0], 2)}
-
-
-def run_record(start: dict) -> dict:
-    """Date, wall minutes, load average (1 min) at start and end, CPUs and library commit of a stage:
-    what every timing in the docs is written beside."""
+    """When a stage starts, the machine's load and the library's commit then (the stage's whyrec
+    call imports it then): `run_record` completes it."""
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                 check=True).stdout.strip()
@@ -127,9 +121,16 @@ def run_record(start: dict) -> dict:
         library = commit + ("+uncommitted src" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         library = "unknown (not a git checkout)"
+    return {"started_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "t0": time.time(),
+            "load_start": round(os.getloadavg()[0], 2), "library": library}
+
+
+def run_record(start: dict) -> dict:
+    """Date, wall minutes, load average (1 min) at start and end, CPUs and library commit (at the
+    start) of a stage: what every timing in the docs is written beside."""
     return {"started_utc": start["started_utc"], "minutes": round((time.time() - start["t0"]) / 60, 1),
             "load_start": start["load_start"], "load_end": round(os.getloadavg()[0], 2),
-            "cpus": os.cpu_count(), "library": library}
+            "cpus": os.cpu_count(), "library": start["library"]}
 
 
 def save_stage(comparison_json: Path, path: Path, system: str, arguments: str, encoder: Path | None = None,
