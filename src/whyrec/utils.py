@@ -110,8 +110,8 @@ def resolve_device(device: str = "auto") -> str:
 def adam(params, lr: float, *, decoupled: bool = False, **options):
     """torch's Adam (AdamW with `decoupled`) over `params`, fused where every parameter is a plain
     floating-point CPU or CUDA tensor: one kernel per step instead of ~10 ops per parameter
-    (2.5x faster on GaVaMoE's 64M fp32 expert weights, one CPU thread; the same update to float
-    rounding). Sharded (DTensor) parameters keep torch's default implementation."""
+    (3.8x on GaVaMoE's 64M fp32 expert weights, 7.4x on PEPLER's 135M, two CPU threads; the
+    same update to float rounding; docs/benchmarks.md 8g). Sharded (DTensor) parameters keep torch's default implementation."""
     import torch
 
     params = list(params)
