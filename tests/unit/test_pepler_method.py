@@ -134,11 +134,13 @@ def test_save_load_gives_identical_generations(data_dir, tmp_path, variant):
         assert torch.equal(module.predict_rating(users, items), loaded.predict_rating(users, items))
 
 
-def test_train_pepler_writes_the_artifact_and_metrics(data_dir, tmp_path):
+def test_train_pepler_writes_the_artifact_and_metrics(data_dir, tmp_path, capsys):
     out = tmp_path / "reg"
     cfg = PEPLERConfig(variant="reg", epochs=2, batch_size=32, words=8)
     log = train_pepler(data_dir, str(out), TINY, cfg, TrainConfig(seed=1))
     assert log["complete"] and len(log["history"]) == 2
+    assert f"pepler: {log['train_examples']} train / {log['valid_examples']} valid explanations, batch 32; " \
+        in capsys.readouterr().err  # what it trains with, said at the start
     assert {"config.json", "prompt.safetensors", "user2idx.json", "item2idx.json", "features.json",
             "training_log.json", "run_config.json", "README.md"} <= {p.name for p in out.iterdir()}
     assert (out / "lm" / "config.json").exists() and not (out / "checkpoint").exists()
