@@ -24,7 +24,7 @@ from pathlib import Path
 from whyrec.benchmark_ablate import ablation_section
 from whyrec.benchmark_cache import data_key
 from whyrec.benchmark_tables import comparison_table
-from whyrec.utils import WhyrecError, write_json, write_text
+from whyrec.utils import WhyrecError, environment_info, write_json, write_text
 
 STAGE = "stage"  # the key of a stage file's settings record; not part of the comparison
 CHECKED_BEFORE_RUNNING = ("arguments", "data_digest")  # what a rerun compares to skip or refuse a stage
@@ -113,14 +113,13 @@ def encoder_digest(folder: Path) -> str:
 def run_start() -> dict:
     """When a stage starts, the machine's load and the library's commit then (the stage's whyrec
     call imports it then): `run_record` completes it."""
+    revision = environment_info()["git_revision"]  # the checkout whyrec is imported from
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], capture_output=True, text=True,
-                               check=True).stdout.strip()
-        library = commit + ("+uncommitted src" if dirty else "")
+                               cwd=Path(__file__).resolve().parents[1], check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        library = "unknown (not a git checkout)"
+        dirty = ""
+    library = revision[:7] + ("+uncommitted src" if dirty else "") if revision else "unknown (not a git checkout)"
     return {"started_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "t0": time.time(),
             "load_start": round(os.getloadavg()[0], 2), "library": library}
 
