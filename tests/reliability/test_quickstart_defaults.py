@@ -6,7 +6,7 @@ import json
 from dataclasses import replace
 
 import pytest
-from test_cache_keys_more import _quickstart, _Stages
+from test_cache_keys_quickstart import _quickstart, _Stages
 
 from whyrec.outputs import OutputConflict
 

@@ -3,7 +3,7 @@ loading the language model; a retrained explainer makes new ones."""
 
 import json
 
-from test_cache_keys_more import _FakeRun, _quickstart, _Stages
+from test_cache_keys_quickstart import _FakeRun, _quickstart, _Stages
 
 import whyrec.runs
 
