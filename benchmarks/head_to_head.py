@@ -74,6 +74,8 @@ class Dataset(NamedTuple):  # not a dataclass: tests load this file by path, out
     """`whyrec train encoder` arguments of the LightGCN encoder XRec's rows and the retrieval row read."""
     external: str = ""
     """`--external` of the dataset's `external` stage (empty: no such stage)."""
+    per_system: dict[str, str] | None = None
+    """More `benchmark explain` arguments of one stage of this dataset only, by system."""
 
 
 DATASETS = {
@@ -82,6 +84,11 @@ DATASETS = {
         "--max_pairs None --xrec.item_noun book --gavamoe.item_noun book",
         lightgcn="--lightgcn.epochs 40 --lightgcn.batch_size 8192 --lightgcn.lr 0.005",
         external="'XRec published (Llama-2-7B)={shared}/xrec-amazon/tst_pred.pkl:{shared}/xrec-amazon/tst_ref.pkl'",
+        # 289k training interactions (+ as many sampled pairs: no ratings): the paper's VAE (768-wide IDs,
+        # up to 80 epochs) would take hours on this CPU (3 min/epoch), so a narrower one trained 10 + 10 epochs
+        per_system={"gavamoe": "--vae_config.embedding_dim 128 --vae_config.ff_dim 256 --vae_config.latent_dim 64 "
+                               "--vae_config.decoder_dims [256,128] --vae_config.pretrain_epochs 10 "
+                               "--vae_config.elbo_epochs 10"},
     ),
     "musical-instruments": Dataset(
         "--source amazon-json --path {shared}/amazon-musical-instruments/reviews_Musical_Instruments_5.json.gz "
@@ -115,6 +122,7 @@ def stage_arguments(dataset: str, system: str, ablations: str, extra: str) -> st
     common = COMMON.replace(GENERATION, "") if system in OWN_DECODING else COMMON
     return (f"benchmark explain --data {root}/data --out {root}/stages/{system} {who} {spec.benchmark} {common}"
             + (f" {SYSTEM_BUDGET[system]}" if system in SYSTEM_BUDGET else "")
+            + (f" {spec.per_system[system]}" if system in (spec.per_system or {}) else "")
             + (f" --ablations {ablations}" if ablations != "none" else "") + (f" {extra}" if extra else ""))
 
 

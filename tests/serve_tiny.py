@@ -58,7 +58,7 @@ def tiny_gavamoe(tmp_path_factory) -> Path:
         from whyrec.methods.gavamoe.model import GaVaMoEConfig
 
         torch.manual_seed(0)
-        cfg = VaeGmmConfig(n_clusters=2, latent_dim=4, embedding_dim=8, n_layers=1, n_heads=2, ff_dim=16,
+        cfg = VaeGmmConfig(feedback="ratings", n_clusters=2, latent_dim=4, embedding_dim=8, n_layers=1, n_heads=2, ff_dim=16,
                            decoder_dims=(8,))
         vae_dir = root.with_name(root.name + "-vae")
         save_vae_gmm(VaeGmm(cfg, len(USERS), len(ITEMS)), vae_dir, {u: k for k, u in enumerate(USERS)},

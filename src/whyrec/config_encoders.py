@@ -51,6 +51,12 @@ class VaeGmmConfig:
 
     n_clusters: int = 5
     """K mixture components, i.e. stage-2 gates (paper default 5; K in {2..5} was swept)."""
+    feedback: str = "auto"
+    """What the decoder reconstructs: "ratings" (5 classes, the paper), "interactions" (2 classes:
+    an observed pair against `negatives` sampled pairs of the user, for data without ratings) or
+    "auto" (ratings when the dataset has them). A trained folder records the resolved choice."""
+    negatives: int = 1
+    """Sampled items the user never interacted with, per observed pair, in "interactions" mode."""
     latent_dim: int = 128
     """Size of z."""
     embedding_dim: int = 768
@@ -66,7 +72,7 @@ class VaeGmmConfig:
     dropout: float = 0.1
     """Transformer dropout (PyTorch's default, which the original kept)."""
     decoder_dims: tuple[int, ...] = (512, 256)
-    """Hidden widths of the GELU MLP that maps z to the 5 rating logits."""
+    """Hidden widths of the GELU MLP that maps z to the rating (or interaction) logits."""
     pretrain_epochs: int = 50
     """Upper bound on autoencoder (reconstruction-only) epochs."""
     pretrain_patience: int = 15
@@ -105,7 +111,8 @@ class VaeGmmConfig:
     def __post_init__(self):
         check(self, ">= 1", "n_clusters", "latent_dim", "embedding_dim", "n_layers", "n_heads", "ff_dim",
               "pretrain_patience", "pretrain_batch_size", "lr_step", "batch_size",
-              "kl_weight_every", "plot_points_per_cluster")
+              "kl_weight_every", "plot_points_per_cluster", "negatives")
+        check_choice(self, "feedback", ("auto", "ratings", "interactions"))
         # elbo_epochs 0 keeps the pretrained autoencoder with its GMM initialisation (a real model, not random)
         check(self, ">= 0", "pretrain_epochs", "elbo_epochs", "kl_weight_start", "kl_weight_step", "kl_weight_max",
               "seed")

@@ -38,6 +38,7 @@ def test_unavailable_methods_name_the_reason():
     assert unavailable("pepler-discrete", Data).startswith("no feature words")
     assert unavailable("pepler-reg", Data) == "no ratings"
     assert unavailable("xrec", Data) is None
+    assert unavailable("gavamoe", Data) is None  # its VAE learns from the interactions alone
     with pytest.raises(WhyrecError, match="unknown benchmark method 'gpt'"):
         unavailable("gpt", Data)
 

@@ -62,7 +62,7 @@ def test_cluster_prints_a_short_summary_and_its_epochs_reach_the_log(tmp_path, c
     from test_vae_gmm import TINY, two_group_dataset
 
     monkeypatch.setattr(P, "INTERVAL_S", 0.0)  # every epoch prints (the default is every 30 s)
-    options = [f"--vae.{k}={json.dumps(list(v) if isinstance(v, tuple) else v)}"
+    options = [f"--vae.{k}={v if isinstance(v, str) else json.dumps(list(v) if isinstance(v, tuple) else v)}"
                for k, v in dataclasses.asdict(TINY).items()]
     args = ["cluster", "--data", two_group_dataset(tmp_path), "--out", tmp_path / "vae", "--device", "cpu", *options]
     out, err = run(capsys, *args)

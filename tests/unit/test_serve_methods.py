@@ -51,7 +51,7 @@ def test_gavamoe_ranks_by_the_vae_expected_rating(gavamoe):
     recs = _ranks_unseen(gavamoe)
     assert all(1.0 <= r["score"] <= 5.0 for r in recs) and recs[0]["title"].startswith("Film")
     model = gavamoe.app.state.model
-    assert recs[0]["score"] == pytest.approx(float(model.expected_ratings("u0")[model.vae.item2idx[recs[0]["item"]]]),
+    assert recs[0]["score"] == pytest.approx(float(model.scores("u0")[model.vae.item2idx[recs[0]["item"]]]),
                                              abs=1e-4)
     explained = gavamoe.get("/users/u0/recommendations", params={"k": 2, "explain": "true"}).json()
     assert all(isinstance(r["explanation"], str) for r in explained["recommendations"])

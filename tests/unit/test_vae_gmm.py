@@ -16,7 +16,7 @@ from whyrec.encoders.vae_gmm import VaeGmm, VaeGmmConfig, load_vae_gmm, save_vae
 from whyrec.encoders.vae_train import cluster_command, latent_means, train_vae_gmm
 from whyrec.utils import WhyrecError
 
-TINY = VaeGmmConfig(n_clusters=2, latent_dim=4, embedding_dim=8, n_layers=1, n_heads=2, ff_dim=16,
+TINY = VaeGmmConfig(feedback="ratings", n_clusters=2, latent_dim=4, embedding_dim=8, n_layers=1, n_heads=2, ff_dim=16,
                     decoder_dims=(16,), pretrain_epochs=4, pretrain_lr=1e-2, pretrain_batch_size=64,
                     elbo_epochs=4, lr=5e-3, batch_size=64, recon_weight=16.0, plot_points_per_cluster=40, seed=0)
 
@@ -60,7 +60,7 @@ def test_each_pair_is_encoded_on_its_own():
 
 def test_paper_config_builds_on_meta_device():
     with torch.device("meta"):
-        model = VaeGmm(VaeGmmConfig(), n_users=27_147, n_items=20_266)
+        model = VaeGmm(VaeGmmConfig(feedback="ratings"), n_users=27_147, n_items=20_266)
         mu, logvar = model.encode(torch.zeros(3, dtype=torch.long), torch.zeros(3, dtype=torch.long))
     assert model.user_emb.weight.shape == (27_147, 768)
     assert model.mu_head.in_features == 1536 and model.mu_head.out_features == 128

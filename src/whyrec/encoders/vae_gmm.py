@@ -4,7 +4,8 @@ Tang et al., "GaVaMoE: Gaussian-Variational Gated Mixture of Experts for Explain
 Recommendation", arXiv 2410.11841 (METHODS §4.1); the prior and ELBO follow VaDE (Jiang et
 al., IJCAI 2017). A (user, item) pair is encoded to q(z|x) = N(μ, σ²), the decoder classifies
 the rating into 5 classes from z, and p(z) = Σ_c π_c N(μ_c, σ²_c). The cluster of a pair picks
-the gate of the stage-2 mixture of experts.
+the gate of the stage-2 mixture of experts. On data without ratings (`feedback="interactions"`)
+the decoder instead tells an observed pair from sampled pairs of the same user (2 classes).
 
 Deviations from the original code, on purpose (METHODS §4.8):
 - The original fed a [batch, 2d] matrix to a `batch_first=False` TransformerEncoder, which
@@ -30,6 +31,15 @@ from whyrec.config import VaeGmmConfig  # noqa: F401 (re-exported: defined torch
 from whyrec.utils import WhyrecError, atomic_path, read_json, write_json, write_text
 
 N_RATINGS = 5  # ratings 1..5 become classes 0..4
+FEEDBACK_CLASSES = {"ratings": N_RATINGS, "interactions": 2}  # interactions: 0 sampled, 1 observed
+
+
+def n_classes(config: VaeGmmConfig) -> int:
+    """Decoder classes of a config whose `feedback` is resolved (a dataset decides "auto")."""
+    if config.feedback not in FEEDBACK_CLASSES:
+        raise WhyrecError(f"VAE-GMM feedback {config.feedback!r} is not resolved; "
+                          f"expected one of {', '.join(FEEDBACK_CLASSES)}")
+    return FEEDBACK_CLASSES[config.feedback]
 
 
 def gaussian_log_prob(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -59,7 +69,7 @@ class VaeGmm(nn.Module):
         blocks: list[nn.Module] = []
         for d_in, d_out in zip(dims[:-1], dims[1:], strict=True):
             blocks += [nn.Linear(d_in, d_out), nn.GELU()]
-        self.decoder = nn.Sequential(*blocks, nn.Linear(dims[-1], N_RATINGS))
+        self.decoder = nn.Sequential(*blocks, nn.Linear(dims[-1], n_classes(c)))
         # GMM prior; overwritten by `init_prior` from a sklearn GaussianMixture fit.
         self.pi_logits = nn.Parameter(torch.zeros(c.n_clusters))  # log π up to a constant
         self.mu_c = nn.Parameter(torch.zeros(c.n_clusters, c.latent_dim))
@@ -73,8 +83,15 @@ class VaeGmm(nn.Module):
         return self.mu_head(h), self.logvar_head(h)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Rating logits [B, 5] (class k is rating k + 1)."""
+        """Logits [B, C]: class k is rating k + 1, or (interactions) 1 observed / 0 sampled."""
         return self.decoder(z)
+
+    def score(self, z: torch.Tensor) -> torch.Tensor:
+        """What ranking uses, [B]: the expected rating Σ_k p_k (k + 1), or P(observed) for interactions."""
+        probs = self.decode(z).softmax(-1)
+        if self.config.feedback == "interactions":
+            return probs[:, 1]
+        return probs @ torch.arange(1, probs.shape[1] + 1, dtype=probs.dtype, device=probs.device)
 
     @staticmethod
     def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None,
@@ -118,13 +135,13 @@ class VaeGmm(nn.Module):
 
     # ------------------------------------------------------------ losses and use
     def reconstruction_loss(self, users, items, targets) -> torch.Tensor:
-        """Pretraining loss: CE(decoder(μ), r - 1), a deterministic autoencoder."""
+        """Pretraining loss: CE(decoder(μ), target class), a deterministic autoencoder."""
         mu, _ = self.encode(users, items)
         return F.cross_entropy(self.decode(mu), targets)
 
     def elbo_terms(self, users, items, targets, generator: torch.Generator | None = None,
                    eps: torch.Tensor | None = None):
-        """(mean rating CE from one sampled z, mean VaDE KL); the loss is a weighted sum.
+        """(mean CE of the target class from one sampled z, mean VaDE KL); the loss is a weighted sum.
         `eps` [B, L] fixes the noise of the sample (default: drawn from `generator` / torch's RNG)."""
         mu, logvar = self.encode(users, items)
         z = self.reparameterize(mu, logvar, generator, eps)
@@ -230,7 +247,8 @@ def load_vae_gmm(path, device: str = "cpu") -> VaeGmmArtifact:
     raw = read_json(path / "config.json")
     if not isinstance(raw, dict) or raw.get("encoder") != "vae_gmm":
         raise WhyrecError(f"{path / 'config.json'}: expected \"encoder\": \"vae_gmm\"")
-    config = config_from_dict(raw)
+    # folders written before interactions mode reconstructed ratings and did not record it
+    config = config_from_dict({"feedback": "ratings", **raw})
     model = VaeGmm(config, int(raw["n_users"]), int(raw["n_items"]))
     try:
         from safetensors.torch import load_file

@@ -1,4 +1,4 @@
-"""What `whyrec cluster` reports about a trained VAE-GMM: latent means, rating accuracy and RMSE,
+"""What `whyrec cluster` reports about a trained VAE-GMM: latent means, accuracy and RMSE (or AUC),
 cluster sizes, the latent.png plot and the folder's README card."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from whyrec.encoders.vae_data import Pairs, _batches
-from whyrec.encoders.vae_gmm import N_RATINGS, VaeGmm, VaeGmmConfig
+from whyrec.encoders.vae_gmm import VaeGmm, VaeGmmConfig
 from whyrec.utils import atomic_path
 
 
@@ -23,20 +23,32 @@ def latent_means(model: VaeGmm, pairs: Pairs, batch_size: int = 8192) -> torch.T
 
 @torch.no_grad()
 def evaluate(model: VaeGmm, pairs: Pairs, batch_size: int = 8192) -> dict | None:
-    """Rating accuracy (argmax class), RMSE of the expected rating Σ_k p_k k, cluster sizes (from μ)."""
+    """Accuracy of the argmax class and cluster sizes (from μ), with the RMSE of the expected rating
+    Σ_k p_k k, or (interactions) the AUC of P(observed) between observed and sampled pairs."""
     if len(pairs) == 0:
         return None
     model.eval()
     mu = latent_means(model, pairs, batch_size)  # [N, L]
-    probs = torch.cat([model.decode(mu[i]).softmax(-1) for i in _batches(len(pairs), batch_size)])  # [N, 5]
-    expected = probs @ torch.arange(1, N_RATINGS + 1, dtype=probs.dtype, device=probs.device)  # [N]
+    logits = torch.cat([model.decode(mu[i]) for i in _batches(len(pairs), batch_size)])  # [N, C]
+    scores = torch.cat([model.score(mu[i]) for i in _batches(len(pairs), batch_size)])  # [N]
     clusters = torch.cat([model.log_responsibilities(mu[i]).argmax(1) for i in _batches(len(pairs), batch_size)])
-    return {
-        "n": len(pairs),
-        "accuracy": (probs.argmax(1) == pairs.targets).float().mean().item(),
-        "rmse": ((expected - pairs.ratings) ** 2).mean().sqrt().item(),
-        "cluster_sizes": torch.bincount(clusters, minlength=model.config.n_clusters).tolist(),
-    }
+    out = {"n": len(pairs), "accuracy": (logits.argmax(1) == pairs.targets).float().mean().item()}
+    if model.config.feedback == "interactions":
+        out["auc"] = auc(scores[pairs.targets == 1], scores[pairs.targets == 0])
+    else:
+        out["rmse"] = ((scores - pairs.ratings) ** 2).mean().sqrt().item()
+    return {**out, "cluster_sizes": torch.bincount(clusters, minlength=model.config.n_clusters).tolist()}
+
+
+def auc(pos: torch.Tensor, neg: torch.Tensor) -> float | None:
+    """P(a positive scores above a negative), ties counting half (Mann-Whitney U / (n_pos n_neg))."""
+    if len(pos) == 0 or len(neg) == 0:
+        return None
+    from scipy.stats import rankdata
+
+    ranks = rankdata(torch.cat([pos, neg]).double().cpu().numpy())  # average ranks for ties
+    u = ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2
+    return float(u / (len(pos) * len(neg)))
 
 
 def plot_latent(mu: torch.Tensor, clusters: torch.Tensor, path: Path, per_cluster: int, seed: int) -> Path:
@@ -72,14 +84,20 @@ def plot_latent(mu: torch.Tensor, clusters: torch.Tensor, path: Path, per_cluste
     return path
 
 
+def fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
 def _card(config: VaeGmmConfig, metrics: dict, data: str) -> str:
     valid = metrics["valid"] or metrics["train"]
     return "\n".join([
-        "# vae_gmm", "", "GaVaMoE stage 1 (Tang et al., arXiv 2410.11841): rating VAE with a Gaussian-mixture prior.", "",
+        "# vae_gmm", "", "GaVaMoE stage 1 (Tang et al., arXiv 2410.11841): a VAE with a Gaussian-mixture prior.", "",
         f"- data: {data}; users {metrics['n_users']:,}, items {metrics['n_items']:,}",
         f"- K = {config.n_clusters}, latent {config.latent_dim}, ID embeddings {config.embedding_dim}",
         f"- training cluster sizes: {metrics['cluster_sizes']}",
-        f"- {'valid' if metrics['valid'] else 'train'}: accuracy {valid['accuracy']:.4f}, RMSE {valid['rmse']:.4f}",
+        f"- decoder reconstructs: {config.feedback}",
+        f"- {'valid' if metrics['valid'] else 'train'}: accuracy {valid['accuracy']:.4f}, "
+        + (f"RMSE {valid['rmse']:.4f}" if "rmse" in valid else f"AUC {fmt(valid.get('auc'))}"),
         "", "```python", "from whyrec.encoders.vae_gmm import load_vae_gmm",
         "vae = load_vae_gmm('path/to/this/folder')", "clusters = vae.cluster(['user-id'], ['item-id'])", "```", "",
     ])

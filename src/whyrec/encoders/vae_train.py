@@ -1,7 +1,8 @@
 """`whyrec cluster`: train GaVaMoE's stage-1 VAE-GMM (METHODS §4.1) on a dataset folder.
 
 Three phases, as in the original `train.py`:
-1. pretrain: a deterministic autoencoder, CE(decoder(μ), r - 1), Adam on encoder + decoder;
+1. pretrain: a deterministic autoencoder, CE(decoder(μ), r - 1), Adam on encoder + decoder
+   (without ratings, `feedback="interactions"`: observed pair 1 against sampled pairs 0, `vae_data`);
 2. gmm: sklearn GaussianMixture(diag, K) on μ of the training pairs initialises π, μ_c, σ²_c;
 3. elbo: VaDE ELBO, Adam on everything, StepLR-style decay, the KL weight schedule.
 
@@ -47,7 +48,7 @@ from whyrec.distributed import (
 )
 from whyrec.encoders.vae_data import Pairs, _batches, _Data, _load_data
 from whyrec.encoders.vae_gmm import VaeGmm, VaeGmmConfig, save_vae_gmm
-from whyrec.encoders.vae_report import _card, evaluate, latent_means, plot_latent
+from whyrec.encoders.vae_report import _card, evaluate, fmt, latent_means, plot_latent
 from whyrec.outputs import destination, output_folder
 from whyrec.progress import duration
 from whyrec.progress import progress as progress_bar
@@ -57,6 +58,9 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint/checkpoint.safetensors"
 PLOT = "latent.png"
 PHASES = ("pretrain", "elbo")
+PROTOCOL = {"ratings": "decoder(μ): accuracy of the argmax rating class; RMSE of Σ_k p_k·k against the raw rating",
+            "interactions": "decoder(μ): accuracy of observed-vs-sampled over the observed pairs and their sampled "
+                            "negatives; AUC of P(observed) between the two"}
 
 
 # ---------------------------------------------------------------- checkpoint
@@ -226,7 +230,8 @@ def train_vae_gmm(data: str, out: str, config: VaeGmmConfig | None = None, devic
     """Train the VAE-GMM on a dataset folder (rating column, train/valid/test split) into `out`.
 
     Args:
-        data: a `RecDataset` folder; ratings may be floats and are rounded to 1..5.
+        data: a `RecDataset` folder; ratings may be floats and are rounded to 1..5. Without ratings
+            (or with config.feedback "interactions") the VAE tells observed from sampled pairs.
         out: output folder: config.json, model.safetensors, id maps, README.md, latent.png,
             metrics.json, run_config.json and checkpoint/.
         config: hyperparameters (default: the original's).
@@ -241,8 +246,11 @@ def train_vae_gmm(data: str, out: str, config: VaeGmmConfig | None = None, devic
     config = config or VaeGmmConfig()
     out, device = Path(out), device_for_rank(resolve_device(device))
     with distributed_run(device):
-        dset = _load_data(data, device)
+        dset = _load_data(data, device, config)
+        config = dataclasses.replace(config, feedback=dset.feedback)
         cfg = json.loads(json.dumps(dataclasses.asdict(config)))  # tuples -> lists, as they come back from JSON
+        if dset.feedback == "ratings":  # the rating model of before interactions mode: its folders still resume
+            cfg = {k: v for k, v in cfg.items() if k not in ("feedback", "negatives")}
         resume_key = {"config": {k: v for k, v in cfg.items() if k != "elbo_epochs"}, "data": dset.digest}
         with output_folder(out, "vae-gmm model", {"vae": resume_key["config"], "data": dset.digest},
                            overwrite=overwrite) as work:
@@ -334,7 +342,7 @@ def _finish(model: VaeGmm, dset: _Data, config: VaeGmmConfig, state: dict, out: 
         "pretrain_epochs_run": len(history["pretrain"]), "elbo_epochs_run": len(history["elbo"]),
         "train_seconds": round(state.get("train_seconds", 0.0), 2),
         "gmm_init": state["gmm"], "history": history,
-        "protocol": "decoder(μ): accuracy of the argmax rating class; RMSE of Σ_k p_k·k against the raw rating",
+        "feedback": config.feedback, "protocol": PROTOCOL[config.feedback],
         "n_users": len(dset.user2idx), "n_items": len(dset.item2idx), "fingerprint": fingerprint,
     }
     save_vae_gmm(model, out, dset.user2idx, dset.item2idx, card=_card(config, metrics, data))
@@ -362,22 +370,25 @@ def cluster_command(data: str, out: str, config: VaeGmmConfig = VaeGmmConfig(), 
     """
     metrics = train_vae_gmm(data, out, config, device=device, resume=resume, overwrite=overwrite)
     keep = ("n_clusters", "cluster_sizes", "pi", "pretrain_epochs_run", "elbo_epochs_run")
-    scores = {name: {k: v for k, v in (metrics[name] or {}).items() if k in ("n", "accuracy", "rmse")} or None
+    scores = {name: {k: v for k, v in (metrics[name] or {}).items() if k in ("n", "accuracy", "rmse", "auc")} or None
               for name in ("valid", "test")}
     return {"out": str(out), **{k: metrics[k] for k in keep}, **scores}
 
 
 def cluster_summary(m: dict, out: str) -> str:
     """What `whyrec cluster` prints (`--json`: the metrics in full): sizes, epochs, time, final ELBO loss,
-    then valid/test rating accuracy and RMSE."""
+    then valid/test accuracy and RMSE (AUC without ratings)."""
     elbo = (m.get("history") or {}).get("elbo") or [{}]
+    second = "auc" if m.get("feedback") == "interactions" else "rmse"
     lines = [f"vae_gmm: {m['n_users']:,} users, {m['n_items']:,} items · {m['n_clusters']} clusters of "
              f"{', '.join(f'{n:,}' for n in m['cluster_sizes'])} training pairs",
              f"{m['pretrain_epochs_run']} pretrain + {m['elbo_epochs_run']} elbo epochs"
              + (f" in {duration(m['train_seconds'])}" if "train_seconds" in m else "")
              + (f" · final loss {elbo[-1]['loss']:.4f}" if "loss" in elbo[-1] else ""),
-             "", "|  | accuracy | rmse |", "|---|---|---|"]
-    lines += [f"| {s} | {m[s]['accuracy']:.4f} | {m[s]['rmse']:.4f} |" for s in ("valid", "test") if m.get(s)]
+             "", f"|  | accuracy | {second} |", "|---|---|---|"]
+    lines += [f"| {s} | {m[s]['accuracy']:.4f} | {fmt(m[s].get(second))} |" for s in ("valid", "test") if m.get(s)]
+    if second == "auc":
+        lines.append("(no ratings: observed pairs against sampled pairs of the same users, `--vae.negatives` per pair)")
     lines += [f"model: {out} (the --encoder of `whyrec train explainer --method gavamoe`)",
               f"full metrics: {Path(out) / 'metrics.json'} (--json prints them)"]
     return "\n".join(lines)

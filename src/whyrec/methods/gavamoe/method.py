@@ -44,11 +44,6 @@ class GaVaMoEMethod:
     def benchmark_variants(self, config: GaVaMoEConfig) -> dict:
         return {self.name: config}
 
-    def unavailable(self, ds, config: GaVaMoEConfig) -> str | None:
-        from whyrec.methods.base import has_ratings
-
-        return None if has_ratings(ds) else "no ratings (its VAE clusters users by reconstructing ratings)"
-
     def benchmark_generator(self, folder: Path, gen, device: str):
         """(chunk size, loader of a pairs -> texts function) for a trained folder."""
         def load():

@@ -1,9 +1,9 @@
 """GaVaMoE served: the stage-1 VAE ranks, the cluster-routed mixture of experts explains.
 
 GaVaMoE has no recommender of its own; its VAE decodes a (user, item) pair's latent into a
-distribution over the five rating classes. Ranked by that distribution's expectation
-(E[r] = sum_k p_k * k, from the posterior mean mu, the same deterministic latent the
-clusters use) over the items the user has no training pair with; their valid/test pairs are left
+distribution over the five rating classes (or observed / not, without ratings). Ranked by that
+distribution's expectation (E[r] = sum_k p_k * k; P(observed)), from the posterior mean mu, the
+same deterministic latent the clusters use, over the items the user has no training pair with; their valid/test pairs are left
 out too unless the caller keeps them (`recommend_for(..., exclude="train")`, as evaluation ranks).
 """
 
@@ -65,19 +65,19 @@ class GaVaMoEModel:
             (seen if split == S.TRAIN else held_out).setdefault(user, []).append(item)
         return seen, held_out
 
-    def expected_ratings(self, user: str):
-        """E[rating] [I] of `user` with every item under the VAE's decoder (ratings 1..5)."""
+    def scores(self, user: str):
+        """The VAE decoder's score [I] of `user` with every item: the expected rating (ratings 1..5), or
+        P(observed) for a VAE trained on interactions alone."""
         torch, model = self.torch, self.vae.model
         items = torch.arange(len(self.idx2item), device=model.mu_c.device)
         users = torch.full_like(items, self.vae.user2idx[user])
         with torch.inference_mode():
             mu, _ = model.encode(users, items)  # [I, L]
-            probs = model.decode(mu).softmax(-1)  # [I, 5]
-            return (probs @ torch.arange(1, probs.shape[1] + 1, dtype=probs.dtype, device=probs.device)).cpu()
+            return model.score(mu).cpu()
 
     def recommend(self, user: str, k: int) -> list[dict]:
         seen = [self.vae.item2idx[i] for i in self.catalog.history(user)]
-        idx, vals = top_unseen(self.torch, self.expected_ratings(user), seen, k)
+        idx, vals = top_unseen(self.torch, self.scores(user), seen, k)
         return self.catalog.rows([self.idx2item[i] for i in idx], vals)
 
     def recommend_cold(self, liked, k):
@@ -137,8 +137,10 @@ class GaVaMoEModel:
                 "n_users": len(self.vae.user2idx), "n_items": len(self.idx2item), "encoder": "vae_gmm",
                 "encoder_dim": self.vae.dim, "n_clusters": self.vae.n_clusters, "training": meta.get("train", {}),
                 "method_config": meta.get("gavamoe", {}),
-                "recommends": "the stage-1 VAE's expected rating E[r] = sum_k p(r=k|mu) k for (user, item), "
-                              "over items the user has no training pair with (nor a valid/test one unless "
+                "recommends": ("the stage-1 VAE's P(observed | mu) for (user, item) (trained without ratings), "
+                               if self.vae.config.feedback == "interactions" else
+                               "the stage-1 VAE's expected rating E[r] = sum_k p(r=k|mu) k for (user, item), ")
+                              + "over items the user has no training pair with (nor a valid/test one unless "
                               "include_held_out); GaVaMoE itself only explains",
                 "explains": "GaVaMoE: the LLM with the pair's VAE vectors and experts routed by the pair's cluster",
                 "cold_start": False, "generation": asdict(self.gen), "folder": str(self.folder)}
