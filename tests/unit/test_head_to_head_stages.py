@@ -268,3 +268,20 @@ def test_every_trained_row_gets_the_same_steps_of_the_same_rows(dataset: str, ca
     # PEPLER decodes its own words and refuses every other --generation field (checked before training)
     assert xrec["generation"]["max_new_tokens"] == 80
     assert {k: v for k, v in pepler["generation"].items() if v != parsed_default("generation")[k]} == {}
+
+
+def test_a_dataset_can_give_one_stage_more_arguments(capsys) -> None:
+    """XRec-amazon's GaVaMoE stage trains a narrower VAE (hours otherwise); no other stage's arguments change."""
+    import yaml
+
+    from whyrec import cli
+
+    gavamoe = h2h.stage_arguments("xrec-amazon", "gavamoe", "none", "")
+    assert "--vae_config.embedding_dim 128" in gavamoe
+    for system in ("xrec", "xrec-lora", "retrieval"):
+        assert "--vae_config" not in h2h.stage_arguments("xrec-amazon", system, "none", "")
+    assert "--vae_config" not in h2h.stage_arguments("ml-100k", "gavamoe", "none", "")
+    args = gavamoe.replace("{work}", "/w").replace("{shared}", "/s")
+    assert cli.main([*shlex.split(args), "--print_config"]) == 0
+    vae = yaml.safe_load(capsys.readouterr().out)["vae_config"]
+    assert (vae["embedding_dim"], vae["decoder_dims"], vae["pretrain_epochs"], vae["feedback"]) == (128, [256, 128], 10, "auto")
