@@ -207,13 +207,15 @@ def recommend(run: str, user: str, k: int = 5, explain: bool = False, generation
 
 def cluster(data: str, out: str, vae: VaeGmmConfig = VaeGmmConfig(), device: str = "auto", resume: bool = True,
             overwrite: bool = False, json: bool = False):
-    """GaVaMoE stage 1: train the rating VAE with a Gaussian-mixture prior and cluster users.
+    """GaVaMoE stage 1: train the VAE with a Gaussian-mixture prior and cluster (user, item) pairs.
 
-    Writes an artifact folder (config.json, model.safetensors, id maps, metrics.json with rating
-    accuracy/RMSE and cluster sizes, latent.png: the latent space coloured by cluster).
+    Its decoder reconstructs the 1-5 ratings, or on data without ratings tells observed pairs from
+    sampled ones (--vae.feedback). Writes an artifact folder (config.json, model.safetensors, id
+    maps, metrics.json with accuracy, RMSE or AUC and cluster sizes, latent.png: the latent space
+    coloured by cluster).
 
     Args:
-        data: dataset folder with ratings (1-5).
+        data: dataset folder with a train/valid/test split, with or without ratings (1-5).
         out: VAE artifact folder (use it as --encoder of `whyrec train explainer --method gavamoe`).
         device: auto, cpu or cuda.
         resume: continue from out/checkpoint after an interruption.

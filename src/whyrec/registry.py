@@ -93,7 +93,7 @@ DATASETS.register("parquet", "whyrec.data.tabular:load_table", "generic Parquet 
 ENCODERS.register("lightgcn", "whyrec.encoders.lightgcn:LightGCN", "He et al. 2020; XRec's collaborative encoder")
 ENCODERS.register("sasrec", "whyrec.encoders.sasrec:SASRec", "Kang & McAuley 2018: causal self-attention over recent items; RecExplainer's target model")
 ENCODERS.register("mf", "whyrec.encoders.mf:MF", "matrix factorisation with sampled softmax; RecExplainer's second target model")
-ENCODERS.register("vae_gmm", "whyrec.encoders.vae_gmm:VaeGmm", "GaVaMoE stage 1: rating VAE with a Gaussian-mixture prior (VaDE); clusters users")
+ENCODERS.register("vae_gmm", "whyrec.encoders.vae_gmm:VaeGmm", "GaVaMoE stage 1: VAE with a Gaussian-mixture prior (VaDE) over ratings or interactions; clusters (user, item) pairs")
 
 METHODS.register("gavamoe", "whyrec.methods.gavamoe.method:METHOD", "Tang et al. 2024: VAE-GMM clusters pick per-cluster routers over MoE experts in every LLM layer; VAE vectors replace placeholder tokens")
 METHODS.register("pepler", "whyrec.methods.pepler.method:METHOD", "Li et al. TOIS 2023: ID soft prompt (continuous, 2-phase), feature-word prompt (discrete), or ID prompt + MF/MLP rating head (reg)")
