@@ -99,7 +99,7 @@ class PEPLER(nn.Module):
         """(text CE, rating MSE or None) for one batch; prompts are feature ids ([] if soft)."""
         enc = pad_batch(prompts, [[self.bos, *t, self.eos] for t in texts], self.pad, side="right")
         embeds, mask, labels = self._embed(users, items, enc["input_ids"], enc["attention_mask"], enc["labels"])
-        text = self.llm(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
+        text = self.llm(inputs_embeds=embeds, attention_mask=mask, labels=labels, use_cache=False).loss
         if self.cfg.variant != "reg" or ratings is None:
             return text, None
         pred = self.predict_rating(users, items)

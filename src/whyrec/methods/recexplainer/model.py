@@ -190,7 +190,8 @@ class RecExplainer(nn.Module):
         embeds = self.embed(enc["input_ids"], placeholders_list)
         mask = enc["attention_mask"].to(embeds.device)
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens start at 0
-        logits = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids).logits[:, -1]
+        logits = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids,
+                          use_cache=False).logits[:, -1]
         answer_ids = [self.tokenizer(w, add_special_tokens=False).input_ids[0] for w in ("Yes", "No")]
         return logits[:, answer_ids].float().cpu()
 
