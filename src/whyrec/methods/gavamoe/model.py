@@ -116,10 +116,12 @@ class GaVaMoE(nn.Module):
         keep = input_ids.shape[1] - first_target + 1
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # same positions as generation
         with route_by(self.moes, cluster_ids):
-            # use_cache=False: a training forward keeps no KV cache, and under train.compile each layer's
-            # cache would be a new guard: past 8 layers dynamo gives up and runs the rest eager
+            # Builds a KV cache it never reads. use_cache=False would skip it, but under train.compile
+            # (torch 2.13) dynamo then fails an internal shape assertion in ClusterMoE's data-dependent
+            # split, which the eager fallback does not catch; with the cache, each layer's cache is a new
+            # guard and past dynamo's recompile limit (8) the remaining layers run eager.
             out = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids,
-                           logits_to_keep=keep, use_cache=False)
+                           logits_to_keep=keep)
         logits = out.logits[:, :-1].float()  # (B, keep-1, V) predicts labels[:, -(keep-1):]
         targets = labels[:, -(keep - 1):]
         return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
