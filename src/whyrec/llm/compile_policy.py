@@ -48,9 +48,20 @@ def use_compile_cache() -> str:
     return folder
 
 
+COMPILER_FILES = ("/torch/_dynamo/", "/torch/_inductor/", "/torch/fx/experimental/")
+
+
 def is_compile_error(error: BaseException) -> bool:
-    """An error raised by torch.compile's tracing or code generation, not by the model itself."""
-    return type(error).__module__.startswith(("torch._dynamo", "torch._inductor"))
+    """An error raised by torch.compile's tracing or code generation, not by the model itself: one of
+    dynamo's or inductor's exception types, or any exception raised inside their code (torch 2.13's
+    dynamo fails a plain AssertionError in symbolic_shapes while guarding some graphs)."""
+    if type(error).__module__.startswith(("torch._dynamo", "torch._inductor")):
+        return True
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next  # the innermost frame: where it was raised
+    where = tb.tb_frame.f_code.co_filename.replace("\\", "/") if tb is not None else ""
+    return any(part in where for part in COMPILER_FILES)
 
 
 def warn_fallback(error: BaseException) -> None:
