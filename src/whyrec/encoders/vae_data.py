@@ -56,11 +56,12 @@ def _load_data(path: str, device: str, config: VaeGmmConfig | None = None) -> _D
         raise WhyrecError(f"{path} has no '{S.RATING}' column; the VAE-GMM reconstructs ratings 1..5 "
                           "(--vae.feedback interactions learns from the interactions alone)")
     frames = {name: ds.split(name) for name in S.SPLITS}  # raises without a split column
-    if feedback == "interactions":
-        known = _pair_keys(ds, frames)
+    indexed = {name: tuple(np.array(a, dtype=np.int64) for a in ds.index_pairs(f)) for name, f in frames.items()}
+    if feedback == "interactions":  # sorted user * n_items + item of every pair in any split
+        known = np.unique(np.concatenate([u * len(ds.item2idx) + i for u, i in indexed.values()]))
     splits, h = {}, hashlib.sha256()
     for k, (name, frame) in enumerate(frames.items()):
-        users, items = (np.array(a, dtype=np.int64) for a in ds.index_pairs(frame))  # writable copies
+        users, items = indexed[name]
         if feedback == "ratings":
             rating = _ratings(path, name, frame)
             targets = np.floor(rating + 0.5).astype(np.int64) - 1  # round half up (np.rint rounds 2.5 to 2)
@@ -88,13 +89,6 @@ def _ratings(path: str, name: str, frame) -> np.ndarray:
     return rating
 
 
-def _pair_keys(ds: RecDataset, frames: dict) -> np.ndarray:
-    """Sorted user * n_items + item of every pair in any split: a sampled item is none of the user's."""
-    keys = [u * len(ds.item2idx) + i for u, i in
-            (tuple(np.asarray(a, dtype=np.int64) for a in ds.index_pairs(f)) for f in frames.values())]
-    return np.unique(np.concatenate(keys)) if keys else np.empty(0, np.int64)
-
-
 def _with_negatives(users: np.ndarray, items: np.ndarray, known: np.ndarray, n_items: int,
                     config: VaeGmmConfig, split_no: int, max_rounds: int = 100):
     """(users, items, targets): the observed pairs (1) then `config.negatives` sampled pairs each (0).
@@ -103,7 +97,7 @@ def _with_negatives(users: np.ndarray, items: np.ndarray, known: np.ndarray, n_i
     neg_users = np.repeat(users, config.negatives)
     neg_items = rng.integers(0, n_items, len(neg_users))
     for _ in range(max_rounds):
-        clash = np.isin(neg_users * n_items + neg_items, known, assume_unique=False)
+        clash = np.isin(neg_users * n_items + neg_items, known)
         if not clash.any():
             break
         neg_items[clash] = rng.integers(0, n_items, int(clash.sum()))
