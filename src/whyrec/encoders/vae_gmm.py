@@ -88,7 +88,11 @@ class VaeGmm(nn.Module):
 
     def score(self, z: torch.Tensor) -> torch.Tensor:
         """What ranking uses, [B]: the expected rating Σ_k p_k (k + 1), or P(observed) for interactions."""
-        probs = self.decode(z).softmax(-1)
+        return self.score_logits(self.decode(z))
+
+    def score_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """`score` from decoder logits [B, C] already computed."""
+        probs = logits.softmax(-1)
         if self.config.feedback == "interactions":
             return probs[:, 1]
         return probs @ torch.arange(1, probs.shape[1] + 1, dtype=probs.dtype, device=probs.device)

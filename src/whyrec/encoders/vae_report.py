@@ -30,7 +30,7 @@ def evaluate(model: VaeGmm, pairs: Pairs, batch_size: int = 8192) -> dict | None
     model.eval()
     mu = latent_means(model, pairs, batch_size)  # [N, L]
     logits = torch.cat([model.decode(mu[i]) for i in _batches(len(pairs), batch_size)])  # [N, C]
-    scores = torch.cat([model.score(mu[i]) for i in _batches(len(pairs), batch_size)])  # [N]
+    scores = model.score_logits(logits)  # [N]
     clusters = torch.cat([model.log_responsibilities(mu[i]).argmax(1) for i in _batches(len(pairs), batch_size)])
     out = {"n": len(pairs), "accuracy": (logits.argmax(1) == pairs.targets).float().mean().item()}
     if model.config.feedback == "interactions":
