@@ -75,6 +75,10 @@ class ClusterMoE(nn.Module):
         # the k outputs of a token weighted and summed (outside autocast, which would sum in fp32)
         return (y.view(-1, k, flat.shape[-1]) * weights.reshape(-1, k, 1)).sum(1).view_as(x)
 
+    # Kept out of torch.compile (a graph break around it): the split sizes come from the data, and
+    # tracing that split made dynamo (torch 2.13) fail an internal assertion ("sources must not be
+    # empty"). The experts' matmuls run eagerly at full speed; the layer's attention still compiles.
+    @torch.compiler.disable
     def _run_experts(self, flat: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """Expert `idx[r]` applied to token `r // top_k`, for every (token, slot) pair r: (N*k, H).
 

@@ -116,12 +116,10 @@ class GaVaMoE(nn.Module):
         keep = input_ids.shape[1] - first_target + 1
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # same positions as generation
         with route_by(self.moes, cluster_ids):
-            # Builds a KV cache it never reads. use_cache=False would skip it, but under train.compile
-            # (torch 2.13) dynamo then fails an internal shape assertion in ClusterMoE's data-dependent
-            # split, which the eager fallback does not catch; with the cache, each layer's cache is a new
-            # guard and past dynamo's recompile limit (8) the remaining layers run eager.
+            # No KV cache: training never reads it, and under train.compile each layer's cache was a new
+            # dynamo guard, so past the recompile limit (8) most layers ran eager.
             out = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids,
-                           logits_to_keep=keep)
+                           logits_to_keep=keep, use_cache=False)
         logits = out.logits[:, :-1].float()  # (B, keep-1, V) predicts labels[:, -(keep-1):]
         targets = labels[:, -(keep - 1):]
         return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
