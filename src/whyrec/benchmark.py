@@ -235,8 +235,8 @@ def benchmark_explain(data: str, out: str, methods: tuple[str, ...] | list[str] 
             bench.method(method, obj, trained_encoders.get(kind) if kind else None, model, cfg, train)
         if RETRIEVAL in methods and RETRIEVAL not in skipped:  # last: it uses the encoder XRec's row trained
             bench.retrieval(ds, trained_encoders["lightgcn"])
-        ablated = ablate_rows({n: (f, out_dir / "ablations" / _slug(n)) for n, f in bench.folders.items()}, pairs,
-                              kinds, generation, device, seed, bertscore, data) if kinds else {}
+        rows = {n: (f, out_dir / "ablations" / _slug(n), bench.texts[n]) for n, f in bench.folders.items()}
+        ablated = ablate_rows(rows, pairs, kinds, generation, device, seed, bertscore, data) if kinds else {}
         return bench.finish(ds, skipped, seed, groups, ablated, {
             "data": data, "methods": list(methods), "runs": list(runs), "external": list(external),
             "model": asdict(model), "train": asdict(train), "generation": asdict(generation),

@@ -37,14 +37,17 @@ def ablation_kinds(ablations: str | Iterable[str] | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def ablate_rows(folders: dict[str, tuple[Path, Path]], pairs: pd.DataFrame, kinds: tuple[str, ...],
+def ablate_rows(folders: dict[str, tuple[Path, Path, list[str]]], pairs: pd.DataFrame, kinds: tuple[str, ...],
                 generation: GenerationConfig, device: str, seed: int, bertscore: bool, data: str) -> dict:
-    """{row: run_ablations result} for each row's (trained folder, output folder), in row order; the
-    personalisation histories come from the benchmark's dataset folder `data`."""
+    """{row: run_ablations result} for each row's (trained folder, output folder, the row's own
+    predictions), in row order. The row's predictions are the ablations' full method (the same folder,
+    pairs and decoding), so it is not generated twice; the personalisation histories come from the
+    benchmark's dataset folder `data`."""
     from whyrec.benchmark_ablations import run_ablations
 
-    return {row: run_ablations(folder, pairs, kinds, generation, device, seed, work, bertscore=bertscore, data=data)
-            for row, (folder, work) in folders.items()}
+    return {row: run_ablations(folder, pairs, kinds, generation, device, seed, work, bertscore=bertscore, data=data,
+                               full=texts)
+            for row, (folder, work, texts) in folders.items()}
 
 
 def ablation_section(ablations: dict | None) -> str:

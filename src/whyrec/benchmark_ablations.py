@@ -90,7 +90,8 @@ def _histories(run, data: str | None) -> tuple[dict, dict, dict | None]:
 
 def run_ablations(folder: str | Path, pairs: pd.DataFrame, kinds: Sequence[str], generation: GenerationConfig | None,
                   device: str, seed: int, out_dir: str | Path, *, bertscore: bool = False, data: str | None = None,
-                  n_candidates: int = 10, n_resamples: int = 1000, embed=None) -> dict:
+                  n_candidates: int = 10, n_resamples: int = 1000, embed=None,
+                  full: Sequence[str] | None = None) -> dict:
     """Score `folder`'s explanations of `pairs` (user, item, explanation columns) in full and under
     each ablation `kinds`, and their changes; writes `out_dir/ablations/` (the cached texts,
     ablations.json, ablations.md) and returns:
@@ -103,7 +104,9 @@ def run_ablations(folder: str | Path, pairs: pd.DataFrame, kinds: Sequence[str],
 
     Personalisation histories come from `data` (a dataset folder: train titles, genres, profiles)
     when given, else from the run's catalog (titles and profiles); `embed` replaces the packaged
-    MiniLM sentence encoder of user identification (texts -> (N, d) array)."""
+    MiniLM sentence encoder of user identification (texts -> (N, d) array). `full`: the full method's
+    texts of `pairs` (in order) when the caller has just made them with this folder and decoding, as
+    the benchmark's row has; else they are generated and cached as full.jsonl."""
     from whyrec.benchmark_cache import cached_predictions, generation_settings, pairs_key
     from whyrec.eval.personalisation import personalisation
     from whyrec.eval.report import evaluate_texts
@@ -119,6 +122,8 @@ def run_ablations(folder: str | Path, pairs: pd.DataFrame, kinds: Sequence[str],
     if missing or len(pairs) == 0:
         raise WhyrecError(f"ablations need pairs with {S.USER}, {S.ITEM} and {S.EXPLANATION} columns and at "
                           f"least one row (missing: {', '.join(missing) or 'rows'})")
+    if full is not None and len(full) != len(pairs):
+        raise WhyrecError(f"ablations got {len(full)} full-method texts for {len(pairs)} pairs")
     gen = generation or GenerationConfig()
     uses_generation = getattr(method_of(folder), "benchmark_uses_generation", True)
     # PEPLER decodes its own words greedily and refuses the benchmark's --generation fields: only the batch applies
@@ -160,9 +165,12 @@ def run_ablations(folder: str | Path, pairs: pd.DataFrame, kinds: Sequence[str],
     systems, scores, texts = {}, {}, {}
     chunk = rows_per_call(gen)  # explain_many batches itself; a continuous decoder refills across the chunk
     for kind in [FULL, *todo]:
-        key = {**producer, "ablation": kind, **({"seed": seed} if kind != FULL else {}), "chunk": chunk}
-        preds, _ = cached_predictions(work / f"{kind}.jsonl", key, pairs, chunk, generator(kind),
-                                      label=f"ablations/{kind}.jsonl")
+        if kind == FULL and full is not None:
+            preds = list(full)
+        else:
+            key = {**producer, "ablation": kind, **({"seed": seed} if kind != FULL else {}), "chunk": chunk}
+            preds, _ = cached_predictions(work / f"{kind}.jsonl", key, pairs, chunk, generator(kind),
+                                          label=f"ablations/{kind}.jsonl")
         texts[kind] = list(map(str, preds))
         scores[kind], summary = per_pair_scores(preds, refs, scorer)
         person = personalisation(preds, users, titles, profiles, genres, n_candidates, seed, embed)

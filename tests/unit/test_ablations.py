@@ -228,6 +228,12 @@ def test_run_ablations_writes_table_and_deltas(tmp_path_factory, tmp_path):
     again = run_ablations(root / "explainer", pairs, kinds, GEN, "cpu", 3, tmp_path, data=str(root / "data"),
                           n_candidates=4, n_resamples=200, embed=_embed)
     assert again == res and {k: (out / f"{k}.jsonl").read_text() for k in cached} == cached  # reused
+    # the benchmark hands over its row's predictions as the full method: same result, nothing generated for it
+    given = run_ablations(root / "explainer", pairs, kinds, GEN, "cpu", 3, tmp_path / "given", data=str(root / "data"),
+                          n_candidates=4, n_resamples=200, embed=_embed, full=texts["full"])
+    assert given == res and not (tmp_path / "given" / "ablations" / "full.jsonl").exists()
+    with pytest.raises(WhyrecError, match="4 full-method texts for 5 pairs"):
+        run_ablations(root / "explainer", pairs, kinds, GEN, "cpu", 3, tmp_path / "bad", full=texts["full"][:4])
 
 
 def test_run_ablations_reports_kinds_a_model_does_not_offer(tmp_path_factory, tmp_path):
