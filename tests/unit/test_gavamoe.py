@@ -106,6 +106,16 @@ def test_upcycled_model_equals_dense_model_before_training():
     assert torch.allclose(moe_logits[..., :dense_logits.shape[-1]], dense_logits, atol=1e-5)
 
 
+def test_a_training_forward_builds_no_kv_cache():
+    """A cache per layer would also be a new torch.compile guard per layer (recompile limit 8)."""
+    module = build()
+    seen = []
+    module.llm.register_forward_hook(lambda _m, _a, out: seen.append(out.past_key_values))
+    enc = batch(module)
+    module(enc["input_ids"], enc["attention_mask"], enc["labels"], *VEC, torch.tensor([0, 1])).backward()
+    assert seen == [None]
+
+
 def test_gradients_reach_trainable_parts_only():
     module = build(upcycle=False, ffn_width=16)
     assert module.moes[0].experts[0].gate_proj.out_features == 16
