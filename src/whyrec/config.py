@@ -82,6 +82,9 @@ class LoraConfig:
 
 
 
+LR_SCHEDULES = ("constant", "linear", "cosine")  # TrainConfig.lr_schedule
+
+
 @dataclass
 class TrainConfig:
     """Optimisation settings shared by every method: XRec and GaVaMoE honour every field; PEPLER,
@@ -90,6 +93,12 @@ class TrainConfig:
 
     lr: float = 1e-4
     """Adam learning rate (XRec: 1e-4)."""
+    lr_schedule: str = "constant"
+    """How the learning rate moves over the planned steps (`max_steps`, else `epochs`):
+    "constant" (XRec), "linear" or "cosine" decay to 0 at the last planned step (a run stopped
+    early by `max_minutes` ends before the decay does). Computed from the step, so resumes are exact."""
+    warmup_steps: int = 0
+    """Optimizer steps of linear warm-up from 0 to `lr` before the schedule (any schedule)."""
     batch_size: int = 8
     """Sequences per step; padding is masked out of the loss."""
     batch_tokens: int | None = None
@@ -137,6 +146,8 @@ class TrainConfig:
 
     def __post_init__(self):
         check(self, "> 0", "lr", "epochs")
+        check_choice(self, "lr_schedule", LR_SCHEDULES)
+        check(self, ">= 0", "warmup_steps")
         check(self, ">= 1", "batch_size", "max_target_tokens", "checkpoint_every", "grad_accum_steps")
         check(self, ">= 1", "max_steps", "max_train_examples", "batch_tokens", optional=True)
         check(self, ">= 0", "max_minutes", optional=True)  # 0: stop (with a checkpoint) after the first step

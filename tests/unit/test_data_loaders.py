@@ -363,3 +363,12 @@ def test_prepare_rejects_bad_arguments(tmp_path):
         prepare_dataset("csv", str(tmp_path))
     with raises("unknown split 'temporal'"):
         prepare_dataset("ml-100k", str(tmp_path), split="temporal")
+
+
+@pytest.mark.parametrize(("ratings", "expected"), [(None, False), ([None, None], False), ([None, 4.0], True)])
+def test_has_ratings_needs_one_rating(ratings, expected):
+    inter = pd.DataFrame({S.USER: ["u1", "u2"], S.ITEM: ["i1", "i2"]})
+    if ratings is not None:
+        inter[S.RATING] = pd.Series(ratings, dtype="float64")
+    items = pd.DataFrame({S.ITEM: ["i1", "i2"]})
+    assert RecDataset(inter, items, None, meta={"name": "t"}).has_ratings is expected

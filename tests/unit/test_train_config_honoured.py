@@ -20,15 +20,16 @@ from whyrec.utils import WhyrecError
 NON_DEFAULT = {"lr": 5e-4, "batch_size": 3, "batch_tokens": 512, "epochs": 2.0, "max_steps": 5, "max_minutes": 1.0,
                "max_target_tokens": 32, "checkpoint_every": 10, "max_train_examples": 10, "min_rating": 4.0,
                "grad_accum_steps": 2, "max_grad_norm": 0.5, "gradient_checkpointing": True, "bf16": True,
-               "fsdp": True, "compile": True, "seed": 7}
+               "fsdp": True, "compile": True, "seed": 7, "lr_schedule": "linear", "warmup_steps": 3}
 ALL = frozenset(NON_DEFAULT)
 # What each method honours; a change here is a decision (and a line in docs/methods/<name>.md).
 HONOURED = {
     "xrec": ALL, "gavamoe": ALL,  # whyrec.llm.trainer.train_loop takes the whole TrainConfig
     "pepler": {"lr", "batch_size", "seed", "max_steps", "max_minutes", "max_train_examples"},
-    "recexplainer": ALL - {"max_target_tokens", "min_rating", "max_grad_norm", "compile", "batch_tokens"},
+    "recexplainer": ALL - {"max_target_tokens", "min_rating", "max_grad_norm", "compile", "batch_tokens",
+                           "lr_schedule", "warmup_steps"},
     "recalpaca": ALL - {"max_target_tokens", "max_train_examples", "min_rating", "max_grad_norm", "compile",
-                        "batch_tokens"},
+                        "batch_tokens", "lr_schedule"},
 }
 # Honoured fields that do not go through `with_train` into the method's config but reach its trainer
 # in the TrainConfig itself (PEPLER's train_pepler reads these four).

@@ -1,12 +1,14 @@
 """The shared LLM-side training loop: atomic checkpoints and exact resume after a crash."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
 
 from whyrec.config import TrainConfig
 from whyrec.llm.collate import length_bucketed_order, pad_batch
-from whyrec.llm.trainer import train_loop
+from whyrec.llm.trainer import scheduled_lr, train_loop
 
 X = torch.randn(40, 6, generator=torch.Generator().manual_seed(0))
 Y = X @ torch.randn(6, 1, generator=torch.Generator().manual_seed(1))
@@ -48,6 +50,37 @@ def test_resume_after_crash_matches_uninterrupted(tmp_path):
     assert state["step"] == 12
     for (name, p), q in zip(ref.state_dict().items(), resumed.state_dict().values()):
         assert torch.allclose(p, q, atol=1e-6), name
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_resume_with_a_decaying_schedule_matches_uninterrupted(tmp_path, schedule):
+    cfg = TrainConfig(lr=1e-2, batch_size=4, max_steps=12, checkpoint_every=5, seed=3, lr_schedule=schedule,
+                      warmup_steps=2)
+    ref, step = make()
+    train_loop(ref, [1] * 40, step, cfg, tmp_path / "a")
+    crashed, step = make(crash_at=8)
+    with pytest.raises(Crash):
+        train_loop(crashed, [1] * 40, step, cfg, tmp_path / "b")
+    resumed, step = make()
+    train_loop(resumed, [1] * 40, step, cfg, tmp_path / "b")
+    for (name, p), q in zip(ref.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(p, q, atol=1e-6), name
+    constant, step = make()  # and the schedule changed the run
+    train_loop(constant, [1] * 40, step, CFG, tmp_path / "c")
+    assert not torch.allclose(constant[2].weight, ref[2].weight, atol=1e-4)
+
+
+def test_scheduled_lr_values():
+    warm = TrainConfig(lr=1.0, warmup_steps=3)
+    assert [scheduled_lr(warm, s, 10) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    linear = TrainConfig(lr=1.0, lr_schedule="linear")
+    assert [scheduled_lr(linear, s, 4) for s in range(4)] == [1.0, 0.75, 0.5, 0.25]
+    cosine = TrainConfig(lr=2.0, lr_schedule="cosine", warmup_steps=1)
+    assert scheduled_lr(cosine, 0, 5) == 1.0 and scheduled_lr(cosine, 1, 5) == 2.0
+    assert scheduled_lr(cosine, 3, 5) == pytest.approx(1.0) and scheduled_lr(cosine, 4, 5) == pytest.approx(
+        2.0 * 0.5 * (1 + math.cos(math.pi * 0.75)))
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(lr_schedule="step")
 
 
 def test_frozen_parameters_untouched_and_loss_falls(tmp_path):

@@ -63,6 +63,11 @@ class RecDataset:
     def n_items(self) -> int:
         return len(self.item2idx)
 
+    @property
+    def has_ratings(self) -> bool:
+        """Whether any interaction carries a rating (what rating-based variants need)."""
+        return S.RATING in self.interactions and not self.interactions[S.RATING].isna().all()
+
     def split(self, name: str) -> pd.DataFrame:
         if S.SPLIT not in self.interactions:
             raise WhyrecError("dataset has no split column; run `whyrec data prepare` with --split")

@@ -44,8 +44,7 @@ def resolve_feedback(ds: RecDataset, asked: str) -> str:
     """The config's `feedback`, with "auto" decided by the data: ratings when any interaction has one."""
     if asked != "auto":
         return asked
-    has = S.RATING in ds.interactions and not ds.interactions[S.RATING].isna().all()
-    return "ratings" if has else "interactions"
+    return "ratings" if ds.has_ratings else "interactions"
 
 
 def _load_data(path: str, device: str, config: VaeGmmConfig | None = None) -> _Data:

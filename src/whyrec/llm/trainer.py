@@ -84,6 +84,19 @@ def epoch_batches(lengths: list[int], cfg: TrainConfig, epoch: int,
     return token_budget_order(token_lengths, cfg.batch_tokens, 50 * cfg.batch_size, gen)
 
 
+def scheduled_lr(cfg: TrainConfig, step: int, total: int) -> float:
+    """The learning rate of optimizer step `step` (0-based) of `total` planned: `warmup_steps` of
+    linear warm-up, then `lr_schedule` from `lr` towards 0 at step `total`."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / (cfg.warmup_steps + 1)
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    done = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    if cfg.lr_schedule == "linear":
+        return cfg.lr * (1.0 - done)
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * done))
+
+
 def train_loop(module: torch.nn.Module, lengths: list[int], step_fn: Callable[[list[int]], torch.Tensor],
                cfg: TrainConfig, ckpt: Path, desc: str = "train", resume: bool = True,
                token_lengths: list[int] | None = None) -> dict:
@@ -135,6 +148,8 @@ def train_loop(module: torch.nn.Module, lengths: list[int], step_fn: Callable[[l
         bar = progress(total=total, initial=state["step"], desc=desc, unit="step", enabled=D.is_main())
         while state["step"] < total:
             step = state["step"]
+            for group in optimizer.param_groups:
+                group["lr"] = scheduled_lr(cfg, step, total)
 
             def seed(m: int, step: int = step) -> None:  # dropout/noise reproducible on resume, distinct per rank
                 torch.manual_seed(cfg.seed * 100003 + (step * accum + m) * world + rank)

@@ -251,11 +251,3 @@ def row_count(config: dict, key: str, path: Path) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise WhyrecError(f"{path}: \"{key}\" should be a count of rows, got {value!r}; {FIX}")
     return value
-
-
-def has_ratings(ds) -> bool:
-    """Whether a dataset carries any rating (what rating-based variants need)."""
-    from whyrec.data import schema as S
-
-    inter = ds.interactions
-    return S.RATING in inter and not inter[S.RATING].isna().all()

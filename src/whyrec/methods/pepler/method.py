@@ -28,7 +28,8 @@ class PEPLERMethod:
         "max_target_tokens": "use --pepler.words, the explanation tokens kept and generated",
         "checkpoint_every": "it writes a checkpoint after every epoch",
         "min_rating": "it trains on every train explanation, as PEPLER did",
-        **dict.fromkeys(("grad_accum_steps", "max_grad_norm", "gradient_checkpointing", "bf16", "fsdp", "compile"),
+        **dict.fromkeys(("grad_accum_steps", "max_grad_norm", "gradient_checkpointing", "bf16", "fsdp", "compile",
+                         "lr_schedule", "warmup_steps"),
                         "its own AdamW epoch loop has no such switch; its options: --pepler.*"),
     }
 
@@ -99,12 +100,11 @@ class PEPLERMethod:
 
     def unavailable(self, ds, config: PEPLERConfig) -> str | None:
         from whyrec.data import schema as S
-        from whyrec.methods.base import has_ratings
 
         inter = ds.interactions
         if config.variant == "discrete" and (S.FEATURE not in inter or inter[S.FEATURE].fillna("").eq("").all()):
             return "no feature words (prepare raw reviews with --extract_features)"
-        if config.variant == "reg" and not has_ratings(ds):
+        if config.variant == "reg" and not ds.has_ratings:
             return "no ratings"
         return None
 

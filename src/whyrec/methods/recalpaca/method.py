@@ -23,7 +23,7 @@ class RecAlpacaMethod:
     # batch_size and grad_accum_steps set micro_batch_size and batch_size (= their product).
     TRAINER = {"lr": "lr", "epochs": "epochs", "max_steps": "max_steps", "max_minutes": "max_minutes",
                "checkpoint_every": "save_steps", "gradient_checkpointing": "gradient_checkpointing",
-               "bf16": "bf16", "seed": "seed"}
+               "bf16": "bf16", "seed": "seed", "warmup_steps": "warmup_steps"}
     train_fields = frozenset({*TRAINER, "batch_size", "grad_accum_steps", "fsdp"})  # fsdp: with --recalpaca.fsdp
     train_instead = {
         "max_target_tokens": "use --recalpaca.cutoff_len, the tokens kept per example, prompt and response",
@@ -31,6 +31,7 @@ class RecAlpacaMethod:
         "min_rating": "its instruction records carry no rating to filter on",
         "max_grad_norm": "its HF Trainer clips the gradient norm at 1.0, the Trainer's default",
         "compile": "its HF Trainer does not compile the model; its options: --recalpaca.*",
+        "lr_schedule": "its HF Trainer decays the learning rate linearly after --train.warmup_steps",
     }
 
     def with_train(self, config: RecAlpacaConfig, train: TrainConfig | None) -> RecAlpacaConfig:

@@ -33,6 +33,8 @@ class RecExplainerMethod:
         "min_rating": "its alignment tasks come from the target model, not from rated pairs",
         "max_grad_norm": "its HF Trainer clips the gradient norm at 1.0, the Trainer's default",
         "compile": "its HF Trainer does not compile the model; its options: --recexplainer.*",
+        "lr_schedule": "its HF Trainer decays the learning rate linearly after --recexplainer.warmup_ratio of the steps",
+        "warmup_steps": "use --recexplainer.warmup_ratio, the warm-up as a share of the planned steps",
     }
 
     def with_train(self, config: RecExplainerConfig, train: TrainConfig | None) -> RecExplainerConfig:
