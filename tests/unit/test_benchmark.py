@@ -32,8 +32,10 @@ def test_external_predictions_relinked_by_reference_text(tmp_path):
 
 
 def test_unavailable_methods_name_the_reason():
-    class Data:
-        interactions = pd.DataFrame({"user": ["u"], "item": ["i"], "rating": [None], "feature": [""]})
+    from whyrec.data.dataset import RecDataset
+
+    inter = pd.DataFrame({"user": ["u"], "item": ["i"], "rating": [None], "feature": [""]})
+    Data = RecDataset(inter, pd.DataFrame({"item": ["i"]}), None, meta={"name": "no ratings"})
 
     assert unavailable("pepler-discrete", Data).startswith("no feature words")
     assert unavailable("pepler-reg", Data) == "no ratings"

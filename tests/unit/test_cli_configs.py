@@ -71,6 +71,10 @@ def test_distributed_yamls_point_at_shipped_files():
 def test_paper_gavamoe_uses_the_papers_optimisation():
     train = yaml.safe_load((ROOT / "configs/paper/gavamoe.yaml").read_text())["train"]
     assert (train["grad_accum_steps"], train["max_grad_norm"], train["gradient_checkpointing"]) == (16, 0.3, True)
+    assert (train["lr_schedule"], train.get("warmup_steps", 0)) == ("linear", 0)  # HF Trainer defaults
+    for name in ("gavamoe_llama31_8b_1gpu", "gavamoe_llama31_8b_8gpu"):
+        shipped = yaml.safe_load((ROOT / f"configs/distributed/{name}.yaml").read_text())["train"]
+        assert shipped["lr_schedule"] == "linear", name
 
 
 def test_list_prints_kind_name(capsys):
