@@ -47,7 +47,8 @@ HARMLESS_FIELDS = ("device", "max_minutes", "checkpoint_every", "save_steps", "s
 BUDGET_FIELDS = ("max_steps", "epochs")
 # Fields added after folders existed, with the value that reproduces the behaviour before them: a
 # fingerprint leaves such a field out while it holds that value, so older folders still resume.
-LATE_FIELDS = {"item_facts": False, "batch_tokens": None, "group_by_length": False}
+LATE_FIELDS = {"item_facts": False, "batch_tokens": None, "group_by_length": False, "lr_schedule": "constant",
+               "warmup_steps": 0}
 # Not part of a folder's content digest: run records that differ between identical runs.
 UNDIGESTED = (MARKER, "run_config.json", "README.md", "training_log.json", "train_log.json")
 UNDIGESTED_DIRS = ("checkpoint", "checkpoints")
@@ -61,6 +62,11 @@ class OutputConflict(WhyrecError):
         self.differences = differences or []
 
 
+def _same(value: Any, late_default: Any) -> bool:
+    """Equal and of the same type (False is not 0; a parsed "constant" is the literal's equal)."""
+    return type(value) is type(late_default) and value == late_default
+
+
 def fingerprint_of(obj: Any, ignore: Iterable[str] = HARMLESS_FIELDS) -> Any:
     """`obj` as plain JSON types without the keys named in `ignore`, at any depth."""
     drop = set(ignore)
@@ -68,7 +74,7 @@ def fingerprint_of(obj: Any, ignore: Iterable[str] = HARMLESS_FIELDS) -> Any:
     def strip(value: Any) -> Any:
         if isinstance(value, dict):
             return {k: strip(v) for k, v in value.items()
-                    if k not in drop and not (k in LATE_FIELDS and v is LATE_FIELDS[k])}
+                    if k not in drop and not (k in LATE_FIELDS and _same(v, LATE_FIELDS[k]))}
         if isinstance(value, list):
             return [strip(v) for v in value]
         return value

@@ -206,3 +206,25 @@ def test_a_failed_compilation_falls_back_to_eager_with_the_same_result(tmp_path,
     state = train_loop(model, [1] * 40, step, TrainConfig(**{**CFG.__dict__, "compile": True}), tmp_path / "c")
     assert state["compiled"] is False and state["losses"] == ref["losses"]
     assert "training on without compile" in capsys.readouterr().err
+
+
+def test_schedule_fields_enter_the_fingerprint_only_when_set_and_pin_the_budget(tmp_path):
+    from dataclasses import asdict
+
+    from whyrec.config import ModelConfig
+    from whyrec.methods.common import training_fingerprint
+    from whyrec.outputs import fingerprint_of
+
+    def train_fp(train):
+        return training_fingerprint(str(tmp_path), None, "m", ModelConfig(), {}, train)["train"]
+
+    old = {k: v for k, v in asdict(TrainConfig()).items() if k not in ("lr_schedule", "warmup_steps")}
+    parsed = "".join(["con", "stant"])  # a CLI/YAML string: equal to the default, not the same object
+    assert fingerprint_of(TrainConfig(lr_schedule=parsed)) == fingerprint_of(old)  # older folders resume
+    # a constant rate: a larger step budget continues the same run, so the budget is not fingerprinted
+    assert train_fp(TrainConfig(max_steps=10)) == train_fp(TrainConfig(max_steps=20))
+    # a decaying rate depends on the planned steps: another budget is another run
+    linear = train_fp(TrainConfig(max_steps=10, lr_schedule="linear"))
+    assert linear["lr_schedule"] == "linear" and linear["max_steps"] == 10
+    assert linear != train_fp(TrainConfig(max_steps=20, lr_schedule="linear"))
+    assert train_fp(TrainConfig(warmup_steps=5))["warmup_steps"] == 5
