@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from whyrec.config import ModelConfig
+from whyrec.config import ModelConfig, TrainConfig
 
 
 def training_fingerprint(data: str, encoder: str | None, method: str, model: ModelConfig, method_configs: dict,
-                         train) -> dict:
+                         train: TrainConfig) -> dict:
     """What decides an explainer's weights: method, backbone, method and train config (without
     device, logging, time limits or the step budget), and the content of the data and encoder.
     Under a decaying `lr_schedule` every step's rate depends on the planned steps, so there the
@@ -16,11 +16,7 @@ def training_fingerprint(data: str, encoder: str | None, method: str, model: Mod
 
     # model_key: the backbone's weights too, so a local model retrained in place is not resumed onto
     return {"method": method, "model": model_key(model), **fingerprint_of(method_configs),
-            "train": fingerprint_of(train, HARMLESS_FIELDS + (BUDGET_FIELDS if _budget_free(train) else ())),
+            "train": fingerprint_of(train, HARMLESS_FIELDS + (BUDGET_FIELDS if train.lr_schedule == "constant" else ())),
             "data": folder_digest(data),
             "encoder": folder_digest(encoder) if encoder else None}
 
-
-def _budget_free(train) -> bool:
-    """Whether a run may be continued with a larger step budget (a constant learning rate)."""
-    return getattr(train, "lr_schedule", "constant") == "constant"
