@@ -7,7 +7,9 @@ A profile of the default XRec training step (compiled layers, bf16 frozen weight
 This times one layer's attention (batch x heads x length x 64, a causal mask with 20 columns of
 left padding, as a 4-D boolean mask, which is how HF passes it) forward plus backward, in bf16 and
 fp32, with torch's CPU flash kernel and with the math backend (explicit matmuls and softmax),
-each eager and under `torch.compile`. Prints the mean of `--repeats` timed calls after two untimed.
+each eager and under `torch.compile`; then the forward alone, flash against compiled FlexAttention
+(whose CPU kernel has no backward in torch 2.13). Prints the mean of `--repeats` timed calls after
+two untimed.
 """
 
 from __future__ import annotations
@@ -51,6 +53,31 @@ def time_way(backend, compiled: bool, tensors, repeats: int) -> float:
     return sum(times[2:]) / repeats
 
 
+def time_forward(flex: bool, tensors, repeats: int) -> float:
+    q, k, v, mask = (t.detach() for t in tensors[:4])
+    if flex:
+        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+        def causal_unpadded(b, h, qi, ki):
+            return (qi >= ki) & ((ki >= PADDING) | (qi < PADDING))
+
+        blocks = create_block_mask(causal_unpadded, B=None, H=None, Q_LEN=q.shape[2], KV_LEN=k.shape[2], device="cpu")
+        compiled = torch.compile(flex_attention, dynamic=False)
+
+        def fn():
+            return compiled(q, k, v, block_mask=blocks)
+    else:
+        def fn():
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    times = []
+    with torch.no_grad():
+        for _ in range(repeats + 2):
+            tic = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - tic)
+    return sum(times[2:]) / repeats
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, default=8)
@@ -71,6 +98,12 @@ def main() -> None:
             seconds = time_way(backend, compiled, tensors, args.repeats)
             print(f"| {str(dtype).removeprefix('torch.')} | {name} | {seconds * 1e3:.1f} | {flops / seconds / 1e9:.0f} |",
                   flush=True)
+    print("\n| dtype | forward only: flash (ms) | forward only: FlexAttention, compiled (ms) |")
+    print("|---|---|---|")
+    for dtype in (torch.bfloat16, torch.float32):
+        tensors = inputs(args.batch, args.heads, args.length, dtype)
+        flash, flex = (time_forward(f, tensors, args.repeats) for f in (False, True))
+        print(f"| {str(dtype).removeprefix('torch.')} | {flash * 1e3:.1f} | {flex * 1e3:.1f} |", flush=True)
     print(f"\nload average at the end {os.getloadavg()[0]:.2f}")
 
 
