@@ -58,8 +58,6 @@ ENCODER_SYSTEMS = ("xrec", "xrec-lora", "retrieval")  # rows that read the datas
 # BUDGET_STEPS steps of BATCH rows as every other trained row, half of them with the LM frozen.
 SYSTEM_BUDGET = {"pepler-continuous": f"--pepler.batch_size {BATCH} --pepler.epochs 1 --pepler.epochs_phase2 1 "
                                       f"--train.max_steps {BUDGET_STEPS // 2}"}
-# PEPLER decodes its own --pepler.words tokens greedily and refuses every --generation.* option but batch_size.
-OWN_DECODING = ("pepler-continuous",)
 GENERATION = "--generation.max_new_tokens 80 "
 
 
@@ -113,13 +111,23 @@ def whyrec(args: str, dry: bool) -> None:
                           "command to continue from its caches")
 
 
+def decodes_its_own_way(system: str) -> bool:
+    """Whether benchmark row `system` ignores --generation (PEPLER decodes its own --pepler.words
+    greedily and refuses every --generation.* option but batch_size), as its method declares."""
+    from whyrec.benchmark import benchmark_systems
+    from whyrec.methods.base import uses_generation
+
+    systems = benchmark_systems()
+    return system in systems and not uses_generation(systems[system][0])
+
+
 def stage_arguments(dataset: str, system: str, ablations: str, extra: str) -> str:
     """The `benchmark explain` arguments of one stage, with the --work and --shared folders left as
     {work} and {shared}: what its stage file records, valid wherever those folders are."""
     spec, root = DATASETS[dataset], f"{{work}}/{dataset}"
     who = (f"--methods none --external {spec.external}" if system == EXTERNAL
            else f"--methods {system}" + (f" --encoder {root}/encoder" if system in ENCODER_SYSTEMS else ""))
-    common = COMMON.replace(GENERATION, "") if system in OWN_DECODING else COMMON
+    common = COMMON.replace(GENERATION, "") if decodes_its_own_way(system) else COMMON
     return (f"benchmark explain --data {root}/data --out {root}/stages/{system} {who} {spec.benchmark} {common}"
             + (f" {SYSTEM_BUDGET[system]}" if system in SYSTEM_BUDGET else "")
             + (f" {spec.per_system[system]}" if system in (spec.per_system or {}) else "")

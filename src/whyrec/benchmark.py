@@ -61,7 +61,7 @@ from whyrec.config import (
 )
 from whyrec.data import schema as S
 from whyrec.identity import model_key, run_identity, tree_identity
-from whyrec.methods.base import check_generation, check_train
+from whyrec.methods.base import check_generation, check_train, uses_generation
 from whyrec.registry import method_of
 from whyrec.utils import WhyrecError, write_json, write_run_info, write_text
 
@@ -207,7 +207,7 @@ def benchmark_explain(data: str, out: str, methods: tuple[str, ...] | list[str] 
         LocalHFClient.check_generation(generation)  # e.g. --generation.candidates: refused before any training
     for method in (m for m in methods if m not in skipped and m not in (ZERO_SHOT, RETRIEVAL)):
         check_train(obj := systems[method][0], asked)  # a field some row refuses stops before any training
-        check_generation(obj, generation if getattr(obj, "benchmark_uses_generation", True) else None)  # PEPLER: own
+        check_generation(obj, generation if uses_generation(obj) else None)  # PEPLER decodes its own way
     run_folders, externals = [run_spec(spec) for spec in runs], [external_predictions(s, pairs) for s in external]
     with output_folder(out, "benchmark explain", {}, overwrite=overwrite) as out_dir:
         bench = _Bench(out_dir, data, ds, pairs, generation, device, smooth, bertscore, seed)
@@ -342,7 +342,7 @@ class _Bench:
         method = method_of(folder)
         chunk, load = folder_generator(folder, self.generation, self.device, self.data)
         producer = {"folder": run_identity(folder), **({"trained": trained} if trained else {})}
-        if getattr(method, "benchmark_uses_generation", True):  # PEPLER decodes its own length greedily
+        if uses_generation(method):
             producer["generation"] = generation_settings(self.generation)
         preds, secs = self.predictions(name, name, producer, chunk, load)
         self.score(name, preds, train_log, secs)

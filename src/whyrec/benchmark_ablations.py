@@ -112,6 +112,7 @@ def run_ablations(folder: str | Path, pairs: pd.DataFrame, kinds: Sequence[str],
     from whyrec.eval.report import evaluate_texts
     from whyrec.identity import run_identity
     from whyrec.llm.continuous_rows import rows_per_call
+    from whyrec.methods.base import uses_generation
     from whyrec.methods.cf_ablation import NO_CF_INPUT, check_kinds
     from whyrec.registry import method_of
     from whyrec.runs import load_run
@@ -125,9 +126,10 @@ def run_ablations(folder: str | Path, pairs: pd.DataFrame, kinds: Sequence[str],
     if full is not None and len(full) != len(pairs):
         raise WhyrecError(f"ablations got {len(full)} full-method texts for {len(pairs)} pairs")
     gen = generation or GenerationConfig()
-    uses_generation = getattr(method_of(folder), "benchmark_uses_generation", True)
     # PEPLER decodes its own words greedily and refuses the benchmark's --generation fields: only the batch applies
-    run = load_run(folder, device=device, generation=gen if uses_generation else GenerationConfig(batch_size=gen.batch_size))
+    honours_generation = uses_generation(method_of(folder))
+    own = gen if honours_generation else GenerationConfig(batch_size=gen.batch_size)
+    run = load_run(folder, device=device, generation=own)
     model = run.model
     offered = tuple(getattr(model, "cf_ablations", ())) if callable(getattr(model, "cf_ablation", None)) else ()
     skipped = {k: NO_CF_INPUT if not offered else f"not offered (this model offers {', '.join(offered)})"
@@ -139,7 +141,7 @@ def run_ablations(folder: str | Path, pairs: pd.DataFrame, kinds: Sequence[str],
     users = pairs[S.USER].astype(str).tolist()
     refs = pairs[S.EXPLANATION].astype(str).tolist()
     producer = {"pairs": pairs_key(pairs), "folder": run_identity(folder)}
-    if uses_generation:
+    if honours_generation:
         producer["generation"] = generation_settings(gen)
 
     def generator(kind: str):

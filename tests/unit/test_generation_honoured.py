@@ -11,7 +11,7 @@ import serve_tiny as T
 
 from whyrec.cli import main
 from whyrec.config import GenerationConfig
-from whyrec.methods.base import check_generation, decoding_key, generation_set
+from whyrec.methods.base import check_generation, decoding_key, generation_set, uses_generation
 from whyrec.registry import METHODS
 from whyrec.utils import WhyrecError
 
@@ -21,6 +21,13 @@ PEPLER = METHODS.get("pepler")
 def test_generation_set_names_fields_away_from_their_defaults():
     assert generation_set(None) == [] and generation_set(GenerationConfig()) == []
     assert generation_set(GenerationConfig(num_beams=3, do_sample=True)) == ["do_sample", "num_beams"]
+
+
+def test_only_pepler_decodes_its_own_way_in_the_benchmark():
+    """The benchmark (and head_to_head's stage arguments) read this declaration, not a method name."""
+    own = {name for name in METHODS.names() if not uses_generation(METHODS.get(name))}
+    assert own == {"pepler"}
+    assert uses_generation(object())  # a method that says nothing decodes through whyrec.llm.generate
 
 
 def test_pepler_honours_only_the_batch_and_refuses_the_rest_in_one_line():

@@ -36,7 +36,10 @@ class Method(Protocol):
     #       refuses a TrainConfig setting any other field away from its default (absent: none honoured);
     #   train_instead: dict[str, str] -- per refused field, what to use instead (its error message);
     #   generation_fields / generation_instead: the same for GenerationConfig (`check_generation`), but
-    #       absent means every field is honoured (the LLM methods decode through whyrec.llm.generate).
+    #       absent means every field is honoured (the LLM methods decode through whyrec.llm.generate);
+    #   benchmark_uses_generation: bool -- False for a method that decodes its own way (PEPLER: its
+    #       own length, greedily), so the benchmark neither passes nor records --generation for it
+    #       (absent: True; read it with `uses_generation`).
 
     def train(self, data: str, out: str, *, encoder: str | None = None, model: ModelConfig,
               train: TrainConfig, config: Any, resume: bool = True, overwrite: bool = False) -> dict:
@@ -67,6 +70,12 @@ class Method(Protocol):
         exactly when it ends; its docstring says what `no-cf` removes or zeroes. A model without
         them is reported as having no CF input to ablate."""
         ...
+
+
+
+def uses_generation(method) -> bool:
+    """Whether `whyrec benchmark explain`'s --generation settings apply to `method`'s outputs."""
+    return bool(getattr(method, "benchmark_uses_generation", True))
 
 
 def require_encoder(encoder: str | None, message: str) -> str:
