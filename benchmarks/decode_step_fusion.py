@@ -15,7 +15,9 @@ once, with the element-wise parts replaced while the variant runs:
   rms_mlp_compiled  both compiled
 Each variant decodes `steps` tokens from the same prefilled cache (a fresh copy each time; the
 first two steps untimed), twice, the order reversed the second time; the table gives the mean
-step time, its ratio to `base` and the share of greedy tokens equal to `base`'s.
+step time, its ratio to `base` and the share of greedy tokens equal to `base`'s (and the time of
+the prefill itself, default decoder, after one warm-up). `--profile`
+then runs `base` under torch.profiler (decode steps only, no prefill) and prints its top operators.
 """
 
 from __future__ import annotations
@@ -38,6 +40,12 @@ def _fused_rms_norm(norm, x: torch.Tensor) -> torch.Tensor:
 
 def _swiglu(mlp, silu_mul, x: torch.Tensor) -> torch.Tensor:
     return mlp.down_proj(silu_mul(mlp.gate_proj(x), mlp.up_proj(x)))
+
+
+def greedy(logits: torch.Tensor) -> torch.Tensor:
+    """The decoder's greedy choice without processors (`whyrec.llm.token_choice`: max over an fp32
+    copy; a bf16 argmax over 64 x 49k logits alone costs ~5 ms)."""
+    return logits.float().max(-1).indices
 
 
 class Swaps:
@@ -72,6 +80,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--profile", action="store_true", help="profile `base`'s decode steps with torch.profiler")
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
@@ -89,23 +98,31 @@ def main() -> None:
     g = torch.Generator().manual_seed(args.seed)
     lengths = torch.randint(140, 180, (args.batch,), generator=g).tolist()
     rows = [torch.randint(100, 40000, (n,), generator=g).tolist() for n in lengths]
+    prefill = prefill_rows(model, lambda picked: [rows[i] for i in picked])
     with torch.inference_mode():
-        logits, cache0, mask0, pos0 = prefill_rows(model, lambda picked: [rows[i] for i in picked])(list(range(args.batch)))
+        prefill(list(range(args.batch)))  # warm-up
+        tic = time.perf_counter()
+        logits, cache0, mask0, pos0 = prefill(list(range(args.batch)))
+        prefill_seconds = time.perf_counter() - tic
     step, swaps = hf_step(model), Swaps(model)
 
-    def decode(variant: str, n: int) -> tuple[float, torch.Tensor]:
+    def decode(variant: str, n: int, profiler=None) -> tuple[float, torch.Tensor]:
         cache = SlotCache.adopt(copy.deepcopy(cache0), args.batch)
-        mask, pos, tokens, out = mask0.clone(), pos0.clone(), logits.argmax(-1), []
+        mask, pos, tokens, out = mask0.clone(), pos0.clone(), greedy(logits), []
         swaps.on(variant)
         try:
             with torch.inference_mode():
                 for i in range(n):
                     if i == 2:
                         tic = time.perf_counter()
+                        if profiler is not None:
+                            profiler.start()
                     mask = torch.cat([mask, mask.new_ones(args.batch, 1)], 1)
-                    tokens = step(tokens, mask, pos, cache).argmax(-1)
+                    tokens = greedy(step(tokens, mask, pos, cache))
                     pos = pos + 1
                     out.append(tokens)
+                if profiler is not None:
+                    profiler.stop()
                 return (time.perf_counter() - tic) / (n - 2), torch.stack(out)
         finally:
             swaps.off()
@@ -121,12 +138,20 @@ def main() -> None:
     base = sum(times["base"]) / len(times["base"])
     print(f"\nbatch {args.batch}, ~{sum(lengths) // len(lengths)} prompt tokens, {args.steps - 2} timed steps x 2, "
           f"{args.threads} threads; load average at the end {os.getloadavg()[0]:.2f}\n")
+    print(f"prefill of the {args.batch} prompts ({sum(lengths)} tokens, groups of <= 2,048): {prefill_seconds:.2f} s\n")
     print("| variant | step ms (run 1 / run 2) | vs base | greedy tokens equal to base |")
     print("|---|---|---|---|")
     for v in variants:
         mean = sum(times[v]) / len(times[v])
         same = (tokens[v] == tokens["base"]).float().mean().item()
         print(f"| {v} | {mean * 1e3:.1f} ({' / '.join(f'{t * 1e3:.1f}' for t in times[v])}) | {base / mean:.3f}x | {same:.3f} |")
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        profiler = profile(activities=[ProfilerActivity.CPU])
+        decode("base", args.steps, profiler)
+        print(f"\nbase, {args.steps - 2} decode steps under torch.profiler (self CPU time):\n")
+        print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
 
 
 if __name__ == "__main__":
