@@ -20,3 +20,18 @@ def training_fingerprint(data: str, encoder: str | None, method: str, model: Mod
             "data": folder_digest(data),
             "encoder": folder_digest(encoder) if encoder else None}
 
+
+
+def saved_configs(meta: dict, section: str, config_class: type, device: str = "auto") -> tuple[ModelConfig, object]:
+    """The ModelConfig (on `device` unless "auto": the saved one) and the method config (`section`
+    of config.json, its LoRA settings rebuilt) of a saved XRec or GaVaMoE folder. A config.json
+    saved before `item_facts` existed was trained without the slot: it stays off whatever the
+    current default, so the folder prompts exactly as it was trained."""
+    from whyrec.config import LoraConfig
+
+    model = ModelConfig(**meta["model"])
+    model.device = device if device != "auto" else model.device
+    saved = meta[section]
+    cfg = config_class(**{"item_facts": False, **{k: v for k, v in saved.items() if k != "lora"}})
+    cfg.lora = LoraConfig(**saved.get("lora", {}))
+    return model, cfg

@@ -26,9 +26,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from whyrec._version import __version__
-from whyrec.config import GenerationConfig, LoraConfig, ModelConfig, TrainConfig
+from whyrec.config import GenerationConfig, ModelConfig, TrainConfig
 from whyrec.data import schema as S
 from whyrec.llm.continuous_rows import continuous
+from whyrec.methods.common import saved_configs
 from whyrec.methods.gavamoe.model import GaVaMoE, GaVaMoEConfig
 from whyrec.outputs import MARKER
 from whyrec.progress import progress as progress_bar
@@ -217,12 +218,7 @@ def load_gavamoe(path: str, device: str = "auto", lazy: bool = False) -> GaVaMoE
         raise WhyrecError(f"{path} is not a complete GaVaMoE folder (missing {', '.join(missing)}); "
                           "train one with train_gavamoe")
     meta = read_json(path / "config.json")
-    model = ModelConfig(**meta["model"])
-    model.device = device if device != "auto" else model.device
-    # A config.json saved before item_facts existed was trained without the slot: keep it off, whatever
-    # the current default, so the folder prompts exactly as it was trained.
-    cfg = GaVaMoEConfig(**{"item_facts": False, **{k: v for k, v in meta["gavamoe"].items() if k != "lora"}})
-    cfg.lora = LoraConfig(**meta["gavamoe"].get("lora", {}))
+    model, cfg = saved_configs(meta, "gavamoe", GaVaMoEConfig, device)
     _usable(model.device)  # a bad --device fails now, also when the LLM is built later
     vae = _load_vae(path / meta["vae"], "cpu")
     build = lambda: _load_module(path, model, cfg, vae)  # noqa: E731

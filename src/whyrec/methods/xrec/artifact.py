@@ -202,8 +202,8 @@ def load_explainer(path: str, device: str = "auto", lazy: bool = False, merge_lo
     projections (`XRec.merge_lora`), so decoding runs plain Linear layers; False keeps peft's
     wrappers (for debugging: the unmerged model is the one training saw). Training and resuming
     build the module with `build_module` and never merge."""
-    from whyrec.config import LoraConfig
     from whyrec.encoders.artifact import load_encoder
+    from whyrec.methods.common import saved_configs
 
     path = Path(path)
     if (path / "explainer").is_dir():  # a whole run folder
@@ -213,12 +213,7 @@ def load_explainer(path: str, device: str = "auto", lazy: bool = False, merge_lo
         raise WhyrecError(f"{path} is not a complete explainer folder (missing {', '.join(missing) or 'encoder/'}); "
                           "train one with `whyrec train explainer`")
     cfg = read_json(path / "config.json")
-    model = ModelConfig(**cfg["model"])
-    model.device = device if device != "auto" else model.device
-    # A config.json saved before item_facts existed was trained without the slot: keep it off, whatever
-    # the current default, so the folder prompts exactly as it was trained.
-    xrec = XRecConfig(**{"item_facts": False, **{k: v for k, v in cfg["xrec"].items() if k != "lora"}})
-    xrec.lora = LoraConfig(**cfg["xrec"].get("lora", {}))
+    model, xrec = saved_configs(cfg, "xrec", XRecConfig, device)
     _usable(model.device)  # a bad --device fails now, also when the LLM is built later
     enc = load_encoder(path / "encoder")
     build = lambda: _load_module(path, cfg, model, xrec, merge_lora)  # noqa: E731
