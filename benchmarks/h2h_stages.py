@@ -18,7 +18,10 @@ import os
 import shlex
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from whyrec.benchmark_ablate import ablation_section
@@ -124,12 +127,56 @@ def run_start() -> dict:
             "load_start": round(os.getloadavg()[0], 2), "library": library}
 
 
-def run_record(start: dict) -> dict:
+def run_record(start: dict, attempts: list[dict] | None = None) -> dict:
     """Date, wall minutes, load average (1 min) at start and end, CPUs and library commit (at the
-    start) of a stage: what every timing in the docs is written beside."""
-    return {"started_utc": start["started_utc"], "minutes": round((time.time() - start["t0"]) / 60, 1),
-            "load_start": start["load_start"], "load_end": round(os.getloadavg()[0], 2),
-            "cpus": os.cpu_count(), "library": start["library"]}
+    start) of a stage: what every timing in the docs is written beside. With `attempts` (the stage's
+    `attempt` log, this call last) of more than one call, the earlier, interrupted calls are kept
+    too and `minutes_all_attempts` sums them: an interrupted stage's caches let the last call skip
+    work the earlier ones did, so its own minutes understate the stage."""
+    record = {"started_utc": start["started_utc"], "minutes": round((time.time() - start["t0"]) / 60, 1),
+              "load_start": start["load_start"], "load_end": round(os.getloadavg()[0], 2),
+              "cpus": os.cpu_count(), "library": start["library"]}
+    earlier = (attempts or [])[:-1]
+    if earlier:
+        record["earlier_attempts"] = [{k: a[k] for k in ("started_utc", "minutes", "library")} for a in earlier]
+        record["minutes_all_attempts"] = round(record["minutes"] + sum(a["minutes"] for a in earlier), 1)
+    return record
+
+
+HEARTBEAT_SECONDS = 60
+
+
+@contextmanager
+def attempt(log: Path, start: dict) -> Iterator[list[dict]]:
+    """Log one call of a stage in `log` (a JSON list, one entry per call): written when it starts and
+    its minutes updated every HEARTBEAT_SECONDS while it runs, so a call killed with the session still
+    leaves its time to within a minute. Yields the log, this call last."""
+    calls = json.loads(log.read_text()) if log.is_file() else []
+    entry = {"started_utc": start["started_utc"], "library": start["library"], "minutes": 0.0}
+    calls.append(entry)
+    lock = threading.Lock()
+
+    def save() -> None:
+        with lock:
+            entry["minutes"] = round((time.time() - start["t0"]) / 60, 1)
+            log.parent.mkdir(parents=True, exist_ok=True)
+            write_json(log, calls)
+
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_SECONDS):
+            save()
+
+    save()
+    beater = threading.Thread(target=beat, name="h2h-attempt-heartbeat", daemon=True)
+    beater.start()
+    try:
+        yield calls
+    finally:
+        stop.set()
+        beater.join()
+        save()
 
 
 def save_stage(comparison_json: Path, path: Path, system: str, arguments: str, encoder: Path | None = None,
@@ -231,9 +278,19 @@ def markdown(comparison: dict, missing: list[str], stage_dir: Path, encoders: di
         tail.append("\nHow each stage ran (wall time of the whole stage: training, generation, ablations; load "
                     "average over 1 minute):\n" + "".join(
                         f"\n- {stage}: {r['started_utc']}, {r['minutes']} min, load {r['load_start']} -> "
-                        f"{r['load_end']}, {r['cpus']} CPUs, library {r['library']}" for stage, r in runs.items()))
+                        f"{r['load_end']}, {r['cpus']} CPUs, library {r['library']}" + _earlier(r)
+                        for stage, r in runs.items()))
     return ("\n".join(head) + "\n\n" + comparison_table(comparison) + "".join(t + "\n" for t in tail)
             + ablation_section(comparison.get("ablations")))
+
+
+def _earlier(run: dict) -> str:
+    """The interrupted calls before a stage's last one, for its line in the table's notes."""
+    earlier = run.get("earlier_attempts")
+    if not earlier:
+        return ""
+    calls = "; ".join(f"{a['started_utc']}, {a['minutes']} min, library {a['library']}" for a in earlier)
+    return f" ({run['minutes_all_attempts']} min over {len(earlier) + 1} calls; interrupted before: {calls})"
 
 
 def assemble(docs: Path, dataset: str, systems: list[str]) -> tuple[dict, list[str]]:

@@ -255,15 +255,19 @@ def run_stages(dataset: str, a: argparse.Namespace, redo: set[str]) -> None:
         whyrec(fill(f"train encoder --data {{work}}/{dataset}/data --out {{work}}/{dataset}/encoder {spec.lightgcn}".strip()),
                a.dry_run)
     for system in todo:
-        start = stages.run_start()
-        whyrec(fill(plan[system]), a.dry_run)
         if a.dry_run:
+            whyrec(fill(plan[system]), a.dry_run)
             continue
+        start = stages.run_start()
+        log = Path(a.work) / dataset / "stages" / f"{system}.attempts.json"  # every call, interrupted ones too
+        with stages.attempt(log, start) as calls:
+            whyrec(fill(plan[system]), a.dry_run)
         path = stages.stage_path(docs, dataset, system)
         encoder = Path(a.work) / dataset / "encoder" if system in ENCODER_SYSTEMS else None
-        run = stages.run_record(start)
+        run = stages.run_record(start, calls)
         stages.save_stage(Path(a.work) / dataset / "stages" / system / "comparison.json", path, system, plan[system],
                           encoder, run)
+        log.unlink()  # the stage file keeps the calls; a --redo starts a new log
         print(f"{dataset}/{system}: stage in {path} ({run['minutes']} min); commit it "
               f"(git add {path}) so that the next session skips it", flush=True)
     if not a.dry_run:

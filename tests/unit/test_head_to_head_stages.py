@@ -241,6 +241,31 @@ def test_stages_run_once_across_sessions_and_assemble_the_table(tmp_path: Path, 
     assert set(run) == {"started_utc", "minutes", "load_start", "load_end", "cpus", "library"}
     assert run["started_utc"].endswith(" UTC") and 0 <= run["minutes"] < 5 and run["cpus"] >= 1
     assert "How each stage ran" in md and f"- retrieval: {run['started_utc']}, {run['minutes']} min, load" in md
+    assert not list((tmp_path / "one" / "ml-100k" / "stages").glob("*.attempts.json"))  # kept in the stage files
+
+
+def test_an_interrupted_call_is_logged_and_counted_in_the_stage_record(tmp_path: Path, monkeypatch) -> None:
+    """A stage's first call dies (here: raises) after 2 minutes, the rerun finishes in 1: the record
+    keeps its own minutes, lists the earlier call and sums both; the log is on disk from the start."""
+    import time
+
+    monkeypatch.setattr(stages, "HEARTBEAT_SECONDS", 0.02)
+    log = tmp_path / "stages" / "xrec.attempts.json"
+    first = {"started_utc": "2026-12-07 10:00 UTC", "t0": time.time() - 120, "library": "aaa1111", "load_start": 0.5}
+    with pytest.raises(WhyrecError), stages.attempt(log, first):
+        on_disk = json.loads(log.read_text())  # written before the call runs: a killed call leaves it
+        assert on_disk == [{"started_utc": first["started_utc"], "library": "aaa1111", "minutes": 2.0}]
+        time.sleep(0.1)  # heartbeats rewrite it while the call runs
+        raise WhyrecError("the stage's benchmark call failed")
+    assert [c["minutes"] for c in json.loads(log.read_text())] == [2.0]
+    second = {"started_utc": "2026-12-07 11:00 UTC", "t0": time.time() - 60, "library": "bbb2222", "load_start": 0.7}
+    with stages.attempt(log, second) as calls:
+        pass
+    record = stages.run_record(second, calls)
+    assert record["minutes"] == 1.0 and record["minutes_all_attempts"] == 3.0
+    assert record["earlier_attempts"] == [{"started_utc": "2026-12-07 10:00 UTC", "minutes": 2.0, "library": "aaa1111"}]
+    assert stages._earlier(record) == " (3.0 min over 2 calls; interrupted before: 2026-12-07 10:00 UTC, 2.0 min, library aaa1111)"
+    assert "earlier_attempts" not in stages.run_record(second, calls[-1:]) and stages._earlier({"minutes": 1}) == ""
 
 
 @pytest.mark.parametrize("dataset", ["xrec-amazon", "ml-100k"])
