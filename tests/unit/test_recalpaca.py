@@ -131,10 +131,13 @@ def test_resume_after_interruption(tmp_path):
     # The time budget stops the next run after one step, with a checkpoint.
     timed = train_recalpaca(data, str(out), TINY, _tiny_cfg(max_steps=50, max_minutes=1e-9))
     assert timed["resumed_from"] == "checkpoint-2" and timed["steps"] == 3
+    # another budget continues the run under a schedule over the new one: the log says so
+    assert timed["budget_changed"] == {"from": 2, "to": 50, "at_step": 2} and "budget_changed" not in first
     assert (out / "checkpoints" / "checkpoint-3" / "trainer_state.json").is_file()
 
     last = train_recalpaca(data, str(out), TINY, _tiny_cfg(max_steps=5))
     assert last["resumed_from"] == "checkpoint-3" and last["steps"] == 5
+    assert last["budget_changed"] == {"from": 50, "to": 5, "at_step": 3}
     assert json.loads((out / "train_log.json").read_text())["steps"] == 5
     adapter = load_file(str(out / "adapter_model.safetensors"))
 
@@ -142,7 +145,7 @@ def test_resume_after_interruption(tmp_path):
     # plan (5 steps end mid-epoch, where the Trainer alone would take a 6th) and rewrites the same
     # weights; the logged run loss still covers all five steps.
     again = train_recalpaca(data, str(out), TINY, _tiny_cfg(max_steps=5))
-    assert again["resumed_from"] == "checkpoint-5" and again["steps"] == 5
+    assert again["resumed_from"] == "checkpoint-5" and again["steps"] == 5 and "budget_changed" not in again
     assert again["train_loss"] == pytest.approx(last["train_loss"]) and again["losses"] == last["losses"]
     for key, value in load_file(str(out / "adapter_model.safetensors")).items():
         assert torch.equal(value, adapter[key]), key

@@ -231,6 +231,7 @@ def test_train_lowers_loss_keeps_target_frozen_and_reloads(tmp_path, monkeypatch
     cfg.max_steps = 14  # a rerun resumes from the newest checkpoint
     log = RT.train_recexplainer(str(tmp_path / "target"), str(out), TINY, cfg, examples=examples)
     assert log["resumed_from"] == "checkpoint-12" and log["steps"] == 14
+    assert log["budget_changed"] == {"from": 12, "to": 14, "at_step": 12}  # an extended run is marked as one
     with pytest.raises(Exception, match="mode"):
         RT.train_recexplainer(str(tmp_path / "target"), str(tmp_path / "x"), TINY, cfg,
                               examples=T.iid2title(target, "intention"))

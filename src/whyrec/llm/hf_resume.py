@@ -8,8 +8,12 @@ writes its outputs from the restored weights.
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def last_complete_checkpoint(folder: Path) -> Path | None:
@@ -18,6 +22,24 @@ def last_complete_checkpoint(folder: Path) -> Path | None:
     found = [p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()
              and (p / "trainer_state.json").is_file()]
     return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def budget_change(checkpoint: Path | None, planned_steps: int, method: str) -> dict | None:
+    """{"from", "to", "at_step"} when the run resumed from `checkpoint` was planned for another number
+    of steps than the run now continuing it (`planned_steps`, the Trainer's `state.max_steps`), else
+    None. The Trainer's learning rate decays over the planned steps, so such a run is not the one a
+    fresh run with the new budget would train: it is how a run is extended, and its train log says
+    so. Logged as a warning naming both budgets and how to train it afresh."""
+    if checkpoint is None:
+        return None
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    before, at = state.get("max_steps"), state.get("global_step")
+    if not before or before == planned_steps:
+        return None
+    log.warning("%s: resumed at step %s of a run planned for %s steps, now planned for %s: the learning rate decays "
+                "over the new budget from here, so this run differs from one trained for %s steps from the start "
+                "(--overwrite trains it afresh)", method, at, before, planned_steps, planned_steps)
+    return {"from": before, "to": planned_steps, "at_step": at}
 
 
 def stops_at_planned_end(trainer_cls: type) -> type:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from whyrec.config import LoraConfig, ModelConfig
 from whyrec.llm.hf_resume import (
+    budget_change,
     last_complete_checkpoint,
     run_train_loss,
     stops_at_planned_end,
@@ -204,7 +205,8 @@ def train_recalpaca(instructions: str | list, out: str, model: ModelConfig | Non
         overwrite: replace `out` if it holds another run (built beside it, then renamed). Without it
             a folder made with another model, config or instruction data is refused, naming what
             differs. max_steps/epochs may change: that is how a run is extended (the LR schedule
-            then spans the new budget from the resumed step on).
+            then spans the new budget from the resumed step on; a warning names both budgets,
+            and the train log keeps them as `budget_changed`).
 
     Returns:
         The training log (also out/train_log.json): first/last loss, steps, elapsed seconds.
@@ -254,6 +256,9 @@ def _train(instructions: str | list, out_dir: Path, model: ModelConfig, cfg: Rec
     started = time.time()
     trainer.train(resume_from_checkpoint=str(start_ckpt) if start_ckpt else None)
     log = _train_log(trainer, time.time() - started, start_ckpt, len(train), len(val), dropped)
+    extended = budget_change(start_ckpt, trainer.state.max_steps, METHOD)
+    if extended:
+        log["budget_changed"] = extended
     _save_run(trainer, out_dir, model, cfg, log, instructions)
     return log
 

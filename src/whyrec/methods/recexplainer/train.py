@@ -29,6 +29,7 @@ from whyrec.config import ModelConfig
 from whyrec.fingerprint import digest
 from whyrec.llm.collate import IGNORE as IGNORE_INDEX
 from whyrec.llm.hf_resume import (
+    budget_change,
     last_complete_checkpoint,
     run_train_loss,
     stops_at_planned_end,
@@ -159,7 +160,8 @@ def train_recexplainer(target_path: str, out: str, model: ModelConfig | None = N
         overwrite: replace `out` if it holds another run (built beside it, then renamed). Without it
             a folder made with another model, config, target, users or examples is refused, naming
             what differs. max_steps/epochs may change: that is how a run is extended (the LR
-            schedule then spans the new budget from the resumed step on).
+            schedule then spans the new budget from the resumed step on; a warning names both budgets,
+            and the train log keeps them as `budget_changed`).
 
     Returns:
         The training log (also out/train_log.json).
@@ -220,6 +222,7 @@ def _train(target_path: str, out_dir: Path, model: ModelConfig, cfg: RecExplaine
     start_ckpt = last_complete_checkpoint(ckpt_dir) if resume and ckpt_dir.is_dir() else None
     started = time.time()
     trainer.train(resume_from_checkpoint=str(start_ckpt) if start_ckpt else None)
+    extended = budget_change(start_ckpt, trainer.state.max_steps, METHOD)
     losses = [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]
     counts: dict[str, int] = {}
     for e in examples:
@@ -227,7 +230,8 @@ def _train(target_path: str, out_dir: Path, model: ModelConfig, cfg: RecExplaine
     log = {"first_loss": losses[0][1] if losses else None, "last_loss": losses[-1][1] if losses else None,
            "train_loss": run_train_loss(trainer.state.log_history), "steps": trainer.state.global_step,
            "elapsed_s": round(time.time() - started, 2), "resumed_from": start_ckpt.name if start_ckpt else None,
-           "train_examples": len(rows), "tasks": counts, "losses": losses}
+           "train_examples": len(rows), "tasks": counts, "losses": losses,
+           **({"budget_changed": extended} if extended else {})}
     with _gathered_trainable(module):  # every rank enters (a collective under ZeRO-3); rank 0 writes
         if trainer.is_world_process_zero():
             save_recexplainer(module, out_dir, target_path, model, cfg, log)
