@@ -72,7 +72,6 @@ class Method(Protocol):
         ...
 
 
-
 def uses_generation(method) -> bool:
     """Whether `whyrec benchmark explain`'s --generation settings apply to `method`'s outputs."""
     return bool(getattr(method, "benchmark_uses_generation", True))

@@ -21,7 +21,6 @@ def training_fingerprint(data: str, encoder: str | None, method: str, model: Mod
             "encoder": folder_digest(encoder) if encoder else None}
 
 
-
 def saved_configs(meta: dict, section: str, config_class: type, device: str = "auto") -> tuple[ModelConfig, object]:
     """The ModelConfig (on `device` unless "auto": the saved one) and the method config (`section`
     of config.json, its LoRA settings rebuilt) of a saved XRec or GaVaMoE folder. A config.json
