@@ -76,9 +76,9 @@ class Handler(BaseHTTPRequestHandler):
             self.server.drop_times -= drop
         if drop:
             body = body[: len(body) // 2]  # then the connection closes short of Content-Length
+        with self.server.lock:  # counted before the write: the client may finish reading (and the test
+            self.server.bytes_sent += len(body)  # assert) before this thread runs again after it
         self.wfile.write(body)
-        with self.server.lock:
-            self.server.bytes_sent += len(body)
 
     def log_message(self, *args):  # keep test output clean
         pass
