@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 BUDGET_STEPS = 300  # one epoch of the 2,400 XRec-amazon training explanations at batch 8, as XRec trains one epoch
 BATCH = 8
 LR = 3e-4
-METHODS = "xrec,xrec-lora,gavamoe,pepler-continuous,zero-shot,retrieval"
+METHODS = "xrec,xrec-lora,gavamoe,pepler-continuous,recexplainer,zero-shot,retrieval"
 EXTERNAL = "external"  # the stage scoring a dataset's --external files: each external row once
 ENCODER_SYSTEMS = ("xrec", "xrec-lora", "retrieval")  # rows that read the dataset's LightGCN encoder
 # PEPLER runs its own epoch loop (batch 128, up to 100 epochs per phase): without these it would see
@@ -57,7 +57,10 @@ ENCODER_SYSTEMS = ("xrec", "xrec-lora", "retrieval")  # rows that read the datas
 # and epochs without end. One epoch of each phase at BUDGET_STEPS // 2 steps of BATCH rows: the same
 # BUDGET_STEPS steps of BATCH rows as every other trained row, half of them with the LM frozen.
 SYSTEM_BUDGET = {"pepler-continuous": f"--pepler.batch_size {BATCH} --pepler.epochs 1 --pepler.epochs_phase2 1 "
-                                      f"--train.max_steps {BUDGET_STEPS // 2}"}
+                                      f"--train.max_steps {BUDGET_STEPS // 2}",
+                 # RecExplainer's Trainer accumulates 4 micro-batches per step by default (its paper's 64 rows on
+                 # 4 GPUs): one micro-batch of BATCH rows per step is the others' budget
+                 "recexplainer": "--recexplainer.grad_accum 1"}
 GENERATION = "--generation.max_new_tokens 80 "
 
 

@@ -47,6 +47,7 @@ from whyrec.benchmark_cache import (
     settings,
     trained_folder,
 )
+from whyrec.benchmark_encoders import encoder_trainers
 from whyrec.benchmark_inputs import External, external_predictions, run_spec
 from whyrec.benchmark_tables import activity_breakdown, comparison_table, train_summary
 from whyrec.config import (
@@ -59,6 +60,8 @@ from whyrec.config import (
     VaeGmmConfig,
     XRecConfig,
 )
+from whyrec.config_encoders import MFConfig
+from whyrec.config_methods import RecExplainerConfig
 from whyrec.data import schema as S
 from whyrec.identity import model_key, run_identity, tree_identity
 from whyrec.methods.base import check_generation, check_train, uses_generation
@@ -180,12 +183,14 @@ def benchmark_explain(data: str, out: str, methods: tuple[str, ...] | list[str] 
                       seed: int = 0, smooth: bool = False, bertscore: bool = False, device: str = "auto",
                       vae: str | None = None, vae_config: VaeGmmConfig | None = None,
                       gavamoe: GaVaMoEConfig | None = None, groups: bool = True, overwrite: bool = False,
-                      ablations: str | tuple[str, ...] | list[str] = ()) -> dict:
+                      ablations: str | tuple[str, ...] | list[str] = (), recexplainer: RecExplainerConfig | None = None,
+                      target: str | None = None, mf: MFConfig | None = None) -> dict:
     """Train (or reuse) every method, generate for the same pairs, score, write the comparison.
 
     `runs` adds already-trained explainer/PEPLER folders as `NAME=FOLDER`; `external` adds
-    other systems' prediction files as `NAME=PRED[:REF]`. XRec uses `encoder` (LightGCN) and
-    GaVaMoE `vae` (stage 1); each is trained into `out` when not given. Writes
+    other systems' prediction files as `NAME=PRED[:REF]`. XRec uses `encoder` (LightGCN), GaVaMoE
+    `vae` (stage 1) and RecExplainer `target` (its SASRec/MF target); each is trained into `out` when
+    not given (`whyrec.benchmark_encoders`; the target an MF model with `mf`). Writes
     out/comparison.{md,json}; with `groups`, also every system's metrics by user activity
     (out/by_activity.{md,png}). `out` is reused across runs (its caches are keyed, see the
     module doc); a folder another command made is refused unless `overwrite`. `ablations` (kinds of
@@ -198,7 +203,7 @@ def benchmark_explain(data: str, out: str, methods: tuple[str, ...] | list[str] 
     train, generation = train or BUDGET, generation or GenerationConfig(max_new_tokens=80)
     ds = RecDataset.load(data)
     pairs = select_pairs(ds, split, max_pairs, seed)
-    systems = benchmark_systems({"xrec": xrec, "pepler": pepler, "gavamoe": gavamoe})
+    systems = benchmark_systems({"xrec": xrec, "pepler": pepler, "gavamoe": gavamoe, "recexplainer": recexplainer})
     methods = explanation_methods() if methods is None else methods
     skipped = {m: why for m in methods if (why := unavailable(m, ds, systems))}
     asked, kinds = _asked_of(train), ablation_kinds(ablations)  # both refused before any training
@@ -215,9 +220,9 @@ def benchmark_explain(data: str, out: str, methods: tuple[str, ...] | list[str] 
             bench.external(ext)
         for name, folder in run_folders:
             bench.folder(name, folder, read_log(folder), None)
-        trained_encoders = {"lightgcn": encoder, "vae_gmm": vae}  # given, or trained here once when needed
-        encoder_trainers = {"lightgcn": lambda: bench.encoder(lightgcn or LightGCNConfig()),
-                            "vae_gmm": lambda: bench.vae(vae_config or VaeGmmConfig())}
+        trained_encoders = {"lightgcn": encoder, "vae_gmm": vae, "target": target}  # given, or trained here once
+        trainers = encoder_trainers(out_dir, data, bench.data_id, device, lightgcn or LightGCNConfig(),
+                                    vae_config or VaeGmmConfig(), mf or MFConfig())
         for method in (m for m in methods if m not in skipped and m != RETRIEVAL):
             if method == ZERO_SHOT:
                 producer = {"model": model_key(model), "generation": generation_settings(generation),
@@ -231,7 +236,7 @@ def benchmark_explain(data: str, out: str, methods: tuple[str, ...] | list[str] 
             obj, cfg = systems[method]
             kind = getattr(obj, "benchmark_encoder", None)
             if kind is not None and trained_encoders.get(kind) is None:
-                trained_encoders[kind] = encoder_trainers[kind]()
+                trained_encoders[kind] = trainers[kind]()
             bench.method(method, obj, trained_encoders.get(kind) if kind else None, model, cfg, train)
         if RETRIEVAL in methods and RETRIEVAL not in skipped:  # last: it uses the encoder XRec's row trained
             bench.retrieval(ds, trained_encoders["lightgcn"])
@@ -357,22 +362,6 @@ class _Bench:
                                                                 train=train, config=cfg),
                              label=f"methods/{method}")
         self.folder(method, final, log, key)
-
-    def encoder(self, cfg: LightGCNConfig) -> str:
-        from whyrec.encoders.train import train_encoder
-
-        final = self.out_dir / "encoder"
-        trained_folder(final, {"data": self.data_id, "lightgcn": settings(cfg)},
-                       lambda work: train_encoder(data=self.data, out=work, config=cfg, device=self.device), "encoder")
-        return str(final)
-
-    def vae(self, cfg: VaeGmmConfig) -> str:
-        from whyrec.encoders.vae_train import train_vae_gmm
-
-        final = self.out_dir / "vae"
-        trained_folder(final, {"data": self.data_id, "vae": settings(cfg)},
-                       lambda work: train_vae_gmm(self.data, work, cfg, device=self.device), "vae")
-        return str(final)
 
     def finish(self, ds, skipped: dict, seed: int, groups: bool, ablations: dict, run_info: dict) -> dict:
         from whyrec.eval.report import metric_versions

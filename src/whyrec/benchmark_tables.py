@@ -72,6 +72,10 @@ def _with_interval(value: float, interval, fmt: str) -> str:
     return f"{value:{fmt}}" + (f" [{interval[0]:{fmt}}, {interval[1]:{fmt}}]" if interval else "")
 
 
+def _loss(value) -> str:
+    return f"{value:.4g}" if isinstance(value, (int, float)) else "?"
+
+
 def _grounding_cell(report: dict | None) -> str:
     if not report:
         return "–"
@@ -129,7 +133,7 @@ def _table(systems: dict, references_grounding: dict | None) -> list[str]:
             r = row["metrics"].get("rating") or {}
             cells += [f"{r[k]:.4f}" if k in r else "–" for k in ("rmse", "mae")]
         cells += [_grounding_cell(row["metrics"].get("grounding"))] if grounded else []
-        steps = f"{t['steps']} ({t.get('first_loss', '?')}→{t.get('last_loss', '?')})" if "steps" in t else "–"
+        steps = f"{t['steps']} ({_loss(t.get('first_loss'))}→{_loss(t.get('last_loss'))})" if "steps" in t else "–"
         cells += [steps, f"{t['elapsed_s'] / 60:.1f}" if "elapsed_s" in t else "–",
                   "–" if row["generate_s_per_pair"] is None else f"{row['generate_s_per_pair']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")

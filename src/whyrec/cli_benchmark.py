@@ -16,6 +16,8 @@ from whyrec.config import (
     VaeGmmConfig,
     XRecConfig,
 )
+from whyrec.config_encoders import MFConfig
+from whyrec.config_methods import RecExplainerConfig
 
 
 def benchmark_explain(data: str, out: str, methods: str = "all", encoder: str | None = None,
@@ -26,7 +28,8 @@ def benchmark_explain(data: str, out: str, methods: str = "all", encoder: str | 
                       max_pairs: int | None = 200, seed: int = 0, smooth: bool = False, bertscore: bool = False,
                       device: str = "auto", vae: str | None = None, vae_config: VaeGmmConfig = VaeGmmConfig(),
                       gavamoe: GaVaMoEConfig = GaVaMoEConfig(), groups: bool = True, overwrite: bool = False,
-                      ablations: str | None = None):
+                      ablations: str | None = None, recexplainer: RecExplainerConfig = RecExplainerConfig(),
+                      target: str | None = None, mf: MFConfig = MFConfig()):
     """Head-to-head: every explanation method on the same pairs of one dataset, one comparison table.
 
     Writes out/comparison.md and out/comparison.json (+ predictions/ and methods/ folders). Re-running
@@ -36,10 +39,13 @@ def benchmark_explain(data: str, out: str, methods: str = "all", encoder: str | 
         data: dataset folder with explanation records (`whyrec data prepare` / `whyrec data profiles`).
         out: benchmark folder.
         methods: comma-separated subset of xrec, xrec-lora, gavamoe, pepler-continuous, pepler-discrete,
-            pepler-reg, zero-shot, retrieval (no LLM: the training explanation of the nearest training pair),
+            pepler-reg, recexplainer, zero-shot, retrieval (no LLM: the training explanation of the nearest
+            training pair),
             or 'all' (methods the data cannot support are listed as skipped), or 'none'.
         encoder: LightGCN artifact for XRec (default: train one into out/encoder).
         vae: GaVaMoE stage-1 folder from `whyrec cluster` (default: train one into out/vae with --vae_config).
+        target: RecExplainer's target model from `whyrec train encoder --encoder sasrec|mf` (default: an MF
+            target trained into out/target on the training split with --mf; it needs timestamps).
         runs: comma-separated NAME=FOLDER of already-trained explainer or PEPLER folders to include.
         external: comma-separated NAME=PREDICTIONS[:REFERENCES] files of other systems (e.g. XRec's
             tst_pred.pkl:tst_ref.pkl; with references, rows are matched by reference text, and a
@@ -66,7 +72,8 @@ def benchmark_explain(data: str, out: str, methods: str = "all", encoder: str | 
                     external=split_specs(external), model=model, xrec=xrec, pepler=pepler, train=train,
                     lightgcn=lightgcn, generation=generation, split=split, max_pairs=max_pairs, seed=seed,
                     smooth=smooth, bertscore=bertscore, device=device, vae=vae, vae_config=vae_config,
-                    gavamoe=gavamoe, groups=groups, overwrite=overwrite, ablations=ablations or ())
+                    gavamoe=gavamoe, groups=groups, overwrite=overwrite, ablations=ablations or (),
+                    recexplainer=recexplainer, target=target, mf=mf)
     print((Path(out) / "comparison.md").read_text(), end="")
     if (Path(out) / "by_activity.md").exists():
         print("\nBy user activity:\n" + (Path(out) / "by_activity.md").read_text(), end="")

@@ -201,6 +201,39 @@ def test_benchmark_explain_compares_methods_on_the_same_pairs(run_dir, tmp_path,
     assert stamps == {p: p.stat().st_mtime_ns for p in (out / "predictions").iterdir()}
 
 
+def test_benchmark_explain_trains_recexplainer_and_its_target_on_the_training_split(run_dir, tmp_path):
+    """RecExplainer as a benchmark row: an MF target trained on the training interactions only, the
+    alignment at the benchmark's budget, its explanations scored and CF-ablated like any row."""
+    import pandas as pd
+
+    from whyrec.data.dataset import RecDataset
+
+    data, out = run_dir / "data", tmp_path / "bench"
+    args = ["benchmark", "explain", "--data", str(data), "--out", str(out), "--max_pairs", "4", "--methods",
+            "recexplainer", "--model.name_or_path", "tiny-random-llama", "--model.device", "cpu", "--device", "cpu",
+            "--train.max_steps", "2", "--train.batch_size", "2", "--recexplainer.grad_accum", "1",
+            "--recexplainer.max_examples", "16", "--recexplainer.connector_hidden", "16",
+            "--recexplainer.max_length", "512", "--mf.dim", "8", "--mf.n_negatives", "4", "--mf.epochs", "2",
+            "--mf.batch_size", "256", "--generation.max_new_tokens", "4", "--groups", "false",
+            "--ablations", "shuffle-users,no-cf,no-profiles"]
+    assert main(args) == 0
+    result = json.loads((out / "comparison.json").read_text())
+    row = result["rows"]["recexplainer"]
+    assert row["metrics"]["n"] == 4 and row["train"]["steps"] == 2
+    # the target never saw an interaction of the benchmark's valid or test split
+    seen = pd.read_parquet(out / "target-data" / "interactions.parquet")
+    full = RecDataset.load(data).interactions
+    held_out = full[full["split"] != "train"]
+    assert len(seen) == (full["split"] == "train").sum()
+    assert not set(zip(seen["user"], seen["item"])) & set(zip(held_out["user"], held_out["item"]))
+    assert json.loads((out / "methods" / "recexplainer" / "config.json").read_text())["target_kind"] == "mf"
+    ablations = result["ablations"]["recexplainer"]
+    assert set(ablations["systems"]) >= {"shuffle-users", "no-cf"} and "no-profiles" in ablations["skipped"]
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "predictions").iterdir()}
+    assert main(args) == 0  # a rerun reuses the target, the trained row and its predictions
+    assert stamps == {p: p.stat().st_mtime_ns for p in (out / "predictions").iterdir()}
+
+
 @pytest.mark.parametrize("ratings", [True, False])
 def test_gavamoe_cluster_train_explain_evaluate(run_dir, tmp_path, capsys, ratings):
     """GaVaMoE end to end on the MovieLens slice: VAE-GMM clusters -> cluster-gated MoE LLM -> text;

@@ -41,6 +41,9 @@ def test_unavailable_methods_name_the_reason():
     assert unavailable("pepler-reg", Data) == "no ratings"
     assert unavailable("xrec", Data) is None
     assert unavailable("gavamoe", Data) is None  # its VAE learns from the interactions alone
+    assert unavailable("recexplainer", Data).startswith("no timestamps")  # its target orders histories by time
+    dated = RecDataset(inter.assign(timestamp=[5]), pd.DataFrame({"item": ["i"]}), None, meta={"name": "dated"})
+    assert unavailable("recexplainer", dated) is None
     with pytest.raises(WhyrecError, match="unknown benchmark method 'gpt'"):
         unavailable("gpt", Data)
 

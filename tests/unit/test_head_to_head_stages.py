@@ -232,7 +232,7 @@ def test_stages_run_once_across_sessions_and_assemble_the_table(tmp_path: Path, 
     table = json.loads((docs / "ml-100k.json").read_text())
     # a run of some methods still counts the whole table's systems as missing until their stages exist
     assert list(table["rows"]) == ["zero-shot", "retrieval"]
-    assert table["stages"]["missing"] == ["xrec", "xrec-lora", "gavamoe", "pepler-continuous"]
+    assert table["stages"]["missing"] == ["xrec", "xrec-lora", "gavamoe", "pepler-continuous", "recexplainer"]
     assert list(table["stages"]["encoder_digests"]) == ["retrieval"]  # the only stage reading the encoder
     md = (docs / "ml-100k.md").read_text()
     assert (docs / "ml-100k.png").stat().st_size > 0 and "Partial table: no stage yet for xrec, xrec-lora" in md

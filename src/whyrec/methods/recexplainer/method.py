@@ -69,5 +69,19 @@ class RecExplainerMethod:
         with weights_fit(Path(folder)):  # headers were checked; tensors of the wrong shape only show when loading
             return RecExplainerModel(Path(folder), device=device, generation=generation)
 
+    # ---- benchmark hooks (whyrec.benchmark asks these; no method names outside this package)
+    benchmark_encoder = "target"  # the recommender it is aligned to: the benchmark trains an MF one when not given
+
+    def benchmark_variants(self, config: RecExplainerConfig) -> dict:
+        return {self.name: config}
+
+    def unavailable(self, ds, config: RecExplainerConfig) -> str | None:
+        from whyrec.data import schema as S
+
+        stamps = ds.interactions.get(S.TIMESTAMP)
+        if stamps is None or stamps.isna().any():
+            return "no timestamps (its target model and prompts order each user's history by time)"
+        return None
+
 
 METHOD = RecExplainerMethod()
