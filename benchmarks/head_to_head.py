@@ -58,9 +58,10 @@ ENCODER_SYSTEMS = ("xrec", "xrec-lora", "retrieval")  # rows that read the datas
 # BUDGET_STEPS steps of BATCH rows as every other trained row, half of them with the LM frozen.
 SYSTEM_BUDGET = {"pepler-continuous": f"--pepler.batch_size {BATCH} --pepler.epochs 1 --pepler.epochs_phase2 1 "
                                       f"--train.max_steps {BUDGET_STEPS // 2}",
-                 # RecExplainer's Trainer accumulates 4 micro-batches per step by default (its paper's 64 rows on
-                 # 4 GPUs): one micro-batch of BATCH rows per step is the others' budget
-                 "recexplainer": "--recexplainer.grad_accum 1"}
+                 # RecExplainer's Trainer steps on 4 micro-batches of 4 by default (its paper's 64 rows on 4 GPUs),
+                 # and --train.batch_size 8 is TrainConfig's default, so it would keep its 4: one micro-batch of
+                 # BATCH rows per step, set on its own config, is the others' budget
+                 "recexplainer": f"--recexplainer.micro_batch_size {BATCH} --recexplainer.grad_accum 1"}
 GENERATION = "--generation.max_new_tokens 80 "
 
 
