@@ -68,3 +68,15 @@ def test_activity_breakdown_scores_every_system_on_the_same_groups(tmp_path):
     table = (tmp_path / "by_activity.md").read_text()
     assert "| sparse-miss | BLEU-4 | 0.000 |" in table and "G1 (sparsest) (n=1)" in table
     assert (tmp_path / "by_activity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_training_losses_print_to_four_significant_digits():
+    from whyrec.benchmark_tables import comparison_table
+
+    pepler = {"bleu1": 2.0, "bleu4": 1.0, "rouge1_f": 30.0, "rouge2_f": 10.0, "rougeL_f": 25.0, "usr": 1.0}
+    train = {"steps": 300, "first_loss": 1.579123456789, "last_loss": 0.55381234567, "elapsed_s": 750.0}
+    result = {"data": "d", "split": "test", "n_pairs": 6, "seed": 0, "skipped": {},
+              "rows": {"trained": {"metrics": {"pepler": pepler}, "train": train, "generate_s_per_pair": 0.4},
+                       "untrained": {"metrics": {"pepler": pepler}, "train": {"steps": 3}, "generate_s_per_pair": None}}}
+    table = comparison_table(result)
+    assert "| 300 (1.579→0.5538) | 12.5 | 0.40 |" in table and "| 3 (?→?) | – | – |" in table
