@@ -73,7 +73,7 @@ def _with_interval(value: float, interval, fmt: str) -> str:
 
 
 def _loss(value) -> str:
-    return f"{value:.4g}" if isinstance(value, (int, float)) else "?"
+    return f"{value:#.4g}" if isinstance(value, (int, float)) else "?"
 
 
 def _grounding_cell(report: dict | None) -> str:

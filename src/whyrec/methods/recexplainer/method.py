@@ -80,7 +80,7 @@ class RecExplainerMethod:
 
         stamps = ds.interactions.get(S.TIMESTAMP)
         if stamps is None or stamps.isna().any():
-            return "no timestamps (its target model and prompts order each user's history by time)"
+            return "no timestamps: its target model and prompts order each user's history by time"
         return None
 
 
