@@ -200,6 +200,7 @@ def test_train_lowers_loss_keeps_target_frozen_and_reloads(tmp_path, monkeypatch
     log = RT.train_recexplainer(str(tmp_path / "target"), str(out), TINY, cfg, examples=examples)
     losses = [v for _, v in log["losses"]]
     assert log["steps"] == 12 and np.mean(losses[-3:]) < np.mean(losses[:3])
+    assert log["rows_per_step"] == 4  # micro-batch 4, no accumulation, one process
     assert torch.equal(target.U, before[0]) and torch.equal(target.I, before[1])
     for name in ("adapter_config.json", "adapter_model.safetensors", "connectors.safetensors", "config.json",
                  "train_log.json", "README.md", "target/config.json"):

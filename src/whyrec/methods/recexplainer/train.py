@@ -19,6 +19,7 @@ import math
 import os
 import random
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -219,6 +220,12 @@ def _train(target_path: str, out_dir: Path, model: ModelConfig, cfg: RecExplaine
                        "steps the budget allows so warmup and decay fit it", planned, cfg.epochs, cfg.max_minutes)
     trainer = _trainer_class(cfg.group_by_length)(model=module, args=_training_args(cfg, ckpt_dir, llm.config.hidden_size), train_dataset=rows,
                                data_collator=ChatCollator(tok.pad_token_id), callbacks=callbacks)
+    per_step = cfg.micro_batch_size * cfg.grad_accum * trainer.args.world_size
+    if trainer.is_world_process_zero():  # its own batch and lr are not TrainConfig's: say which ran
+        print(f"recexplainer: {len(rows)} examples, {per_step} a step ({cfg.micro_batch_size} a micro-batch x "
+              f"{cfg.grad_accum} accumulated x {trainer.args.world_size} processes), lr {cfg.lr:g} (--recexplainer."
+              "micro_batch_size/grad_accum/lr; --train.batch_size/lr replace them only when set away from "
+              "TrainConfig's defaults)", file=sys.stderr, flush=True)
     start_ckpt = last_complete_checkpoint(ckpt_dir) if resume and ckpt_dir.is_dir() else None
     started = time.time()
     trainer.train(resume_from_checkpoint=str(start_ckpt) if start_ckpt else None)
@@ -230,7 +237,7 @@ def _train(target_path: str, out_dir: Path, model: ModelConfig, cfg: RecExplaine
     log = {"first_loss": losses[0][1] if losses else None, "last_loss": losses[-1][1] if losses else None,
            "train_loss": run_train_loss(trainer.state.log_history), "steps": trainer.state.global_step,
            "elapsed_s": round(time.time() - started, 2), "resumed_from": start_ckpt.name if start_ckpt else None,
-           "train_examples": len(rows), "tasks": counts, "losses": losses,
+           "train_examples": len(rows), "rows_per_step": per_step, "tasks": counts, "losses": losses,
            **({"budget_changed": extended} if extended else {})}
     with _gathered_trainable(module):  # every rank enters (a collective under ZeRO-3); rank 0 writes
         if trainer.is_world_process_zero():
