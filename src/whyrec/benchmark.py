@@ -6,7 +6,7 @@ discrete prompt without feature words, the rating head without ratings) are list
 with the reason rather than silently dropped.
 
 Predictions are cached per row in `out/predictions/<method>.jsonl`: each row names its user and
-item, rows are appended (and fsynced) chunk by chunk as they are generated, so an interrupted
+item (with `--generation.candidates` > 1 also every candidate and which was emitted), rows are appended (and fsynced) chunk by chunk as they are generated, so an interrupted
 benchmark resumes where it stopped. Every cached result is keyed by what produced it (data
 digest, the exact pairs, model config and weights, method configs, the trained folder; see
 `whyrec.benchmark_cache`): when any of them differs it is recomputed, never scored against
@@ -168,8 +168,13 @@ def _served_generator(folder: Path, gen: GenerationConfig, device: str, data: st
     run = load_run(folder, device=device, generation=gen)
     run.data = data or run.data
 
-    def generate(pairs: pd.DataFrame) -> list[str]:
-        return run.explain_many(pairs[S.USER].astype(str).tolist(), pairs[S.ITEM].astype(str).tolist())
+    def generate(pairs: pd.DataFrame) -> list:
+        texts = run.explain_many(pairs[S.USER].astype(str).tolist(), pairs[S.ITEM].astype(str).tolist())
+        if run.last_choices is None:
+            return texts
+        # every candidate is kept beside the emitted text, so another selection can be studied offline
+        return [{"prediction": t, "candidate": c.candidate, "candidates": c.candidates}
+                for t, c in zip(texts, run.last_choices)]
 
     return generate
 

@@ -45,7 +45,9 @@ def cached_predictions(path: Path, key: dict, pairs: pd.DataFrame, chunk_size: i
         begin = time.perf_counter()
         texts = loaded[0](pairs.iloc[start:stop])
         share = (time.perf_counter() - begin) / max(1, stop - start)
-        return [{"user": u, "item": i, "prediction": str(t), "seconds": round(share, 5)}
+        # a dict carries extra fields for the row (the candidates a grounded choice was made among)
+        return [{"user": u, "item": i, **(t if isinstance(t, dict) else {}),
+                 "prediction": str(t["prediction"] if isinstance(t, dict) else t), "seconds": round(share, 5)}
                 for (u, i), t in zip(ids[start:stop], texts)]
 
     rows = cached_rows(path, key, ids, ("user", "item"), chunk_size, make_chunk, label=label, progress=True)

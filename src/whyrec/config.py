@@ -156,7 +156,7 @@ class TrainConfig:
         check(self, ">= 0", "seed")
 
 
-SELECTIONS = ("first", "consensus")  # GenerationConfig.select
+SELECTIONS = ("first", "consensus", "bertscore")  # GenerationConfig.select
 
 
 @dataclass
@@ -202,7 +202,10 @@ class GenerationConfig:
     """Among candidates the grounding checker cannot tell apart (same false and supported claims):
     "first" emits the earliest (the greedy output); "consensus" emits the one closest on average to
     the other candidates (minimum-Bayes-risk decoding with a word uni-/bigram F1), the text most
-    of the samples agree with. Needs candidates > 1 to change anything."""
+    of the samples agree with; "bertscore" the same with BERTScore F1 on the evaluation's packaged
+    encoder (all-MiniLM-L6-v2) as the similarity, which rewards agreement in meaning rather than
+    wording (and so favours that metric when BERTScore is what is reported). Needs candidates > 1
+    to change anything."""
 
     def __post_init__(self):
         check(self, ">= 1", "max_new_tokens", "batch_size", "num_beams", "candidates")

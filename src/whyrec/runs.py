@@ -62,6 +62,7 @@ class Run:
         self.catalog = self.model.catalog
         self._default_gen = getattr(self.model, "gen", None)
         self._catalogue = None  # whyrec.eval.grounding.Catalogue, built on the first grounded call
+        self._agreement_scorer = None  # whyrec.eval.bertscore.BertScorer, loaded on the first select="bertscore"
         self.last_choices = None
         if self._candidates > 1:
             _check_candidates(self, self._candidates)
@@ -236,12 +237,23 @@ def _grounded(run: Run, users: list[str], items: list[str], n: int, select: str 
         run.model.gen = single
     for texts, first in zip(candidates, run._generate(pairs)):
         texts.insert(0, first)
-    choices = [choose(cat, c, u, i, select) for c, u, i in zip(candidates, users, items)]
+    agreement = _bertscore_agreement(run, candidates) if select == "bertscore" else [None] * len(candidates)
+    choices = [choose(cat, c, u, i, select, a) for c, u, i, a in zip(candidates, users, items, agreement)]
     run.last_choices = choices
     notice = summary(choices)
     if notice:
         print(f"whyrec: {notice} (Run.last_choices lists them)", file=sys.stderr)
     return [c.text for c in choices]
+
+
+def _bertscore_agreement(run: Run, candidates: list[list[str]]) -> list[list[float]]:
+    """Each candidate's mean BERTScore F1 against its pair's other candidates (`select="bertscore"`);
+    the encoder is loaded once per run."""
+    from whyrec.eval.bertscore import BertScorer
+
+    if run._agreement_scorer is None:
+        run._agreement_scorer = BertScorer(progress=False)
+    return run._agreement_scorer.agreement(candidates)
 
 
 def load_run(path: str | Path, device: str = "auto", generation: GenerationConfig | None = None, **options) -> Run:

