@@ -14,7 +14,10 @@ re-chooses offline, so the rules differ only in the choice, never in the candida
 
 Each rule gets corpus BLEU-4 and ROUGE-L F (PEPLER's), BERTScore P/R/F1, mean length, distinct
 texts, and with `--external` its paired difference against that system (bootstrap 95% intervals,
-as `paired_vs_external.py`).
+as `paired_vs_external.py`). `select="bertscore"` chooses with the packaged encoder that also scores
+the BERTScore column, so `--check_encoder DIR --check_layers N` scores BERTScore F1 once more with
+an encoder the choice never saw (e.g. all-mpnet-base-v2), to tell a real gain from agreement with
+the chooser's own encoder.
 
     python benchmarks/candidate_selection.py --data runs/h2h/xrec-amazon/data --max_pairs None \\
         --row runs/xa-mbr8/predictions/xrec-lora-mbr8.jsonl \\
@@ -71,14 +74,17 @@ def select_all(cat, candidates: list[list[str]], users: list[str], items: list[s
     return out
 
 
-def describe(preds: list[str], refs: list[str], scorer) -> dict:
+def describe(preds: list[str], refs: list[str], scorer, check=None) -> dict:
     from whyrec.eval.report import evaluate_texts
 
     pepler = evaluate_texts(preds, refs)["pepler"]
     bs = scorer(preds, refs)
-    return {"bleu4": pepler["bleu4"], "rougeL_f": pepler["rougeL_f"], "bertscore_f1": bs["bertscore_f1"],
-            "bertscore_p": bs["bertscore_p"], "bertscore_r": bs["bertscore_r"],
-            "mean_words": sum(len(p.split()) for p in preds) / len(preds), "distinct": len(set(preds))}
+    out = {"bleu4": pepler["bleu4"], "rougeL_f": pepler["rougeL_f"], "bertscore_f1": bs["bertscore_f1"],
+           "bertscore_p": bs["bertscore_p"], "bertscore_r": bs["bertscore_r"],
+           "mean_words": sum(len(p.split()) for p in preds) / len(preds), "distinct": len(set(preds))}
+    if check is not None:
+        out["check_bertscore_f1"] = check(preds, refs)["bertscore_f1"]
+    return out
 
 
 def _paired_module():
@@ -97,6 +103,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--external", default=None, help="NAME=PRED[:REF], as `benchmark explain --external`")
     ap.add_argument("--out", default=None, help="write the table as JSON here (and .md beside it)")
+    ap.add_argument("--check_encoder", default=None, help="a second local encoder folder for BERTScore F1")
+    ap.add_argument("--check_layers", type=int, default=None, help="its layer (needed unless its name is known)")
     a = ap.parse_args(argv)
     from whyrec.benchmark import select_pairs
     from whyrec.data import schema as S
@@ -110,18 +118,26 @@ def main(argv: list[str] | None = None) -> dict:
     users, items = pairs[S.USER].astype(str).tolist(), pairs[S.ITEM].astype(str).tolist()
     refs = pairs[S.EXPLANATION].astype(str).tolist()
     scorer = BertScorer(device="cpu", progress=False)
+    check = BertScorer(a.check_encoder, a.check_layers, device="cpu", progress=False) if a.check_encoder else None
     print(f"candidate_selection: {len(pairs)} pairs, {len(candidates[0])} candidates each", file=sys.stderr)
     chosen = select_all(Catalogue(ds), candidates, users, items, refs, scorer)
     result = {"row": str(a.row), "n_pairs": len(pairs), "candidates": len(candidates[0]),
-              "rules": {rule: describe(texts, refs, scorer) for rule, texts in chosen.items()}}
+              "rules": {rule: describe(texts, refs, scorer, check) for rule, texts in chosen.items()}}
+    if check is not None:
+        result["check_encoder"] = check.settings()
     if a.external:
         from whyrec.benchmark_inputs import external_predictions
 
         ext = external_predictions(a.external, pairs)
         keep = list(ext.pairs)
-        paired = _paired_module().paired_table([refs[k] for k in keep], ext.predictions,
-                                               {r: [t[k] for k in keep] for r, t in chosen.items()}, scorer, a.seed)
-        result |= {"external": ext.name, "external_metrics": describe(ext.predictions, [refs[k] for k in keep], scorer),
+        kept = [refs[k] for k in keep]
+        rows = {r: [t[k] for k in keep] for r, t in chosen.items()}
+        paired = _paired_module().paired_table(kept, ext.predictions, rows, scorer, a.seed)
+        if check is not None:  # BERTScore F1 by the second encoder, paired the same way
+            again = _paired_module().paired_table(kept, ext.predictions, rows, check, a.seed)
+            for rule in paired:
+                paired[rule]["check_bertscore_f1"] = again[rule]["bertscore_f1"]
+        result |= {"external": ext.name, "external_metrics": describe(ext.predictions, kept, scorer, check),
                    "paired_n": len(keep), "paired": paired}
     table = markdown(result)
     print(table, end="")
@@ -133,15 +149,19 @@ def main(argv: list[str] | None = None) -> dict:
 
 def markdown(result: dict) -> str:
     ext = result.get("external")
-    head = "| rule | BLEU-4 | ROUGE-L F | BERTScore F1 | P / R | words | distinct |"
+    checked = "check_encoder" in result
+    head = "| rule | BLEU-4 | ROUGE-L F | BERTScore F1 | P / R | words | distinct |" + (" F1, check encoder |" if checked else "")
+    extra = [f" Δ BERTScore vs {ext} [95% CI] |"] + ([" Δ check F1 [95% CI] |"] if checked else []) if ext else []
     lines = [f"{result['n_pairs']} pairs, {result['candidates']} candidates each ({result['row']})", "",
-             head + (f" Δ BERTScore vs {ext} [95% CI] |" if ext else ""), "|---" * (7 + bool(ext)) + "|"]
+             head + "".join(extra), "|---" * (7 + checked + len(extra)) + "|"]
     rows = dict(result["rules"]) | ({ext: result["external_metrics"]} if ext else {})
     for rule, m in rows.items():
         cells = [f"{m['bleu4']:.2f}", f"{m['rougeL_f']:.2f}", f"{m['bertscore_f1']:.4f}",
                  f"{m['bertscore_p']:.3f} / {m['bertscore_r']:.3f}", f"{m['mean_words']:.1f}", str(m["distinct"])]
-        if ext:
-            d = result["paired"].get(rule, {}).get("bertscore_f1")
+        if checked:
+            cells.append(f"{m['check_bertscore_f1']:.4f}")
+        for key in ("bertscore_f1", "check_bertscore_f1")[:1 + checked] if ext else ():
+            d = result["paired"].get(rule, {}).get(key)
             cells.append(f"{d['delta']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]" if d else "–")
         lines.append(f"| {rule} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -75,3 +75,14 @@ def test_markdown_lists_every_rule_and_the_paired_difference(script):
     text = script.markdown(result)
     assert "| greedy | 1.00 | 2.00 | 0.5000 | 0.500 / 0.500 | 3.0 | 2 | +0.0100 [-0.0200, +0.0300] |" in text
     assert "| 7B |" in text and text.count("\n") == 6
+
+
+def test_a_check_encoder_adds_its_own_column(script, scorer):
+    preds, refs = ["a tense crime story"], ["a tense crime novel"]
+    m = script.describe(preds, refs, scorer, scorer)  # the same encoder twice: the same F1
+    assert m["check_bertscore_f1"] == pytest.approx(m["bertscore_f1"])
+    d = {"delta": 0.01, "low": -0.02, "high": 0.03}
+    result = {"row": "r", "n_pairs": 1, "candidates": 2, "rules": {"greedy": m}, "check_encoder": {},
+              "external": "7B", "external_metrics": m, "paired": {"greedy": {"bertscore_f1": d, "check_bertscore_f1": d}}}
+    line = next(x for x in script.markdown(result).splitlines() if x.startswith("| greedy"))
+    assert line.count("+0.0100 [-0.0200, +0.0300]") == 2 and line.count("|") == 11  # rule, 6 columns, the check F1, two deltas

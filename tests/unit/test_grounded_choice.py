@@ -254,7 +254,8 @@ def test_candidates_need_a_dataset_to_check_against(fake_run, tmp_path):
 # ---------------------------------------------------------------- on real tiny folders (tests/serve_tiny.py)
 
 
-def test_cli_explain_with_candidates_on_a_tiny_xrec_run(tmp_path_factory, capsys):
+@pytest.mark.parametrize("select", ["first", "bertscore"])
+def test_cli_explain_with_candidates_on_a_tiny_xrec_run(tmp_path_factory, capsys, select):
     import serve_tiny as T
 
     from whyrec.cli import main
@@ -267,7 +268,7 @@ def test_cli_explain_with_candidates_on_a_tiny_xrec_run(tmp_path_factory, capsys
     args = ["explain", "--run", str(root), "--user", user, "--item", item, "--device", "cpu",
             "--generation.max_new_tokens", "6"]
     capsys.readouterr()
-    assert main([*args, "--generation.candidates", "3"]) == 0, capsys.readouterr().err
+    assert main([*args, "--generation.candidates", "3", "--generation.select", select]) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     assert out.startswith(f"user {user} · ") and len(out.splitlines()) >= 2
 
