@@ -1,7 +1,9 @@
 """Shared fixtures. Offline by construction: an accidental hub download fails fast."""
 
+import importlib.util
 import json
 import os
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,6 +17,17 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("WHYREC_SHARED_DATA", REPO.parent / "shared" / "data"))
+BENCHMARKS = REPO / "benchmarks"
+
+
+def benchmark_script(name: str):
+    """benchmarks/<name>.py imported as a module, registered in sys.modules (so its dataclasses
+    resolve their annotations)."""
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")

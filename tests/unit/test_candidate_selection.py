@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import require_distribution
+from conftest import benchmark_script, require_distribution
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "candidate_selection.py"
 FALSE = "This is an animation film starring Tom Hanks."  # item 1 is a Coen crime film
 TRUE = "It is a crime film directed by Joel Coen."
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("candidate_selection", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("candidate_selection")
 
 
 @pytest.fixture(scope="module")

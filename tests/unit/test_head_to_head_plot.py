@@ -4,13 +4,13 @@ redraws the png from docs/results/<dataset>.json without running anything."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import benchmark_script
 
 pytest.importorskip("matplotlib")
 
@@ -18,10 +18,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "head_to_head.py"
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("head_to_head", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("head_to_head")
 
 
 def _row(bleu4: float, *, bert: bool = True, grounded: bool = False) -> dict:

@@ -5,7 +5,6 @@ comparison a single call would have written, refused when they were scored on ot
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shlex
 import subprocess
@@ -13,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import benchmark_script
 
 from whyrec.utils import WhyrecError
 
@@ -20,15 +20,8 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 SCRIPT = BENCHMARKS / "head_to_head.py"
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-stages = _load("h2h_stages")
-h2h = _load("head_to_head")
+stages = benchmark_script("h2h_stages")
+h2h = benchmark_script("head_to_head")
 
 
 def _row(bleu4: float) -> dict:
