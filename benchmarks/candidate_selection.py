@@ -10,7 +10,9 @@ re-chooses offline, so the rules differ only in the choice, never in the candida
 - bertscore MBR, ungrounded: the candidate with the highest mean BERTScore F1 against the others,
   with no grounding check (what minimum-Bayes-risk decoding alone would emit);
 - oracle: the candidate closest to the reference by BERTScore F1. It reads the reference, so it is
-  no system: it shows how much a perfect chooser could gain from these candidates.
+  no system: it shows how much a perfect chooser could gain from these candidates;
+- with `--check_encoder`, also grounded bertscore chosen by that encoder instead (its gain on the
+  packaged encoder's column then owes nothing to sharing an encoder with the metric).
 
 Each rule gets corpus BLEU-4 and ROUGE-L F (PEPLER's), BERTScore P/R/F1, mean length, distinct
 texts, and with `--external` its paired difference against that system (bootstrap 95% intervals,
@@ -51,9 +53,12 @@ def stored_candidates(path: str | Path, pairs) -> list[list[str]]:
     return [by_pair[p] for p in wanted]
 
 
+CHECK_CHOOSES = "grounded, bertscore chosen by the check encoder"
+
+
 def select_all(cat, candidates: list[list[str]], users: list[str], items: list[str], refs: list[str],
-               scorer) -> dict[str, list[str]]:
-    """{rule: the emitted text per pair} for every rule in RULES."""
+               scorer, check=None) -> dict[str, list[str]]:
+    """{rule: the emitted text per pair} for every rule in RULES (and CHECK_CHOOSES with `check`)."""
     from whyrec.eval.grounded_choice import choose
 
     agree = scorer.agreement(candidates)
@@ -71,6 +76,9 @@ def select_all(cat, candidates: list[list[str]], users: list[str], items: list[s
         oracle.append(c[max(range(len(c)), key=lambda k: (scores[k], -k))])
         start += len(c)
     out["oracle (reads the reference)"] = oracle
+    if check is not None:
+        out[CHECK_CHOOSES] = [choose(cat, c, u, i, "bertscore", a).text
+                              for c, u, i, a in zip(candidates, users, items, check.agreement(candidates))]
     return out
 
 
@@ -120,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
     scorer = BertScorer(device="cpu", progress=False)
     check = BertScorer(a.check_encoder, a.check_layers, device="cpu", progress=False) if a.check_encoder else None
     print(f"candidate_selection: {len(pairs)} pairs, {len(candidates[0])} candidates each", file=sys.stderr)
-    chosen = select_all(Catalogue(ds), candidates, users, items, refs, scorer)
+    chosen = select_all(Catalogue(ds), candidates, users, items, refs, scorer, check)
     result = {"row": str(a.row), "n_pairs": len(pairs), "candidates": len(candidates[0]),
               "rules": {rule: describe(texts, refs, scorer, check) for rule, texts in chosen.items()}}
     if check is not None:

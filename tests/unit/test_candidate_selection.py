@@ -47,6 +47,8 @@ def test_each_rule_picks_as_it_says(script, scorer):
     agree = scorer.agreement(cands)[0]
     assert chosen["bertscore MBR, ungrounded"] == [cands[0][max(range(4), key=agree.__getitem__)]]
     assert FALSE not in chosen["grounded, bertscore"] + chosen["grounded, consensus"]
+    by_check = script.select_all(_catalogue(), cands, ["u"], ["1"], [dark], scorer, scorer)
+    assert by_check[script.CHECK_CHOOSES] == chosen["grounded, bertscore"]  # the same encoder: the same pick
 
 
 def test_stored_candidates_follow_the_pairs_and_refuse_a_row_without_them(script, tmp_path):
