@@ -30,7 +30,6 @@ the chooser's own encoder.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -95,13 +94,6 @@ def describe(preds: list[str], refs: list[str], scorer, check=None) -> dict:
     return out
 
 
-def _paired_module():
-    spec = importlib.util.spec_from_file_location("paired_vs_external", Path(__file__).with_name("paired_vs_external.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True)
@@ -134,15 +126,18 @@ def main(argv: list[str] | None = None) -> dict:
     if check is not None:
         result["check_encoder"] = check.settings()
     if a.external:
+        # a sibling script, importable by name: benchmarks/ is sys.path[0] when this runs
+        from paired_vs_external import paired_table
+
         from whyrec.benchmark_inputs import external_predictions
 
         ext = external_predictions(a.external, pairs)
         keep = list(ext.pairs)
         kept = [refs[k] for k in keep]
         rows = {r: [t[k] for k in keep] for r, t in chosen.items()}
-        paired = _paired_module().paired_table(kept, ext.predictions, rows, scorer, a.seed)
+        paired = paired_table(kept, ext.predictions, rows, scorer, a.seed)
         if check is not None:  # BERTScore F1 by the second encoder, paired the same way
-            again = _paired_module().paired_table(kept, ext.predictions, rows, check, a.seed)
+            again = paired_table(kept, ext.predictions, rows, check, a.seed)
             for rule in paired:
                 paired[rule]["check_bertscore_f1"] = again[rule]["bertscore_f1"]
         result |= {"external": ext.name, "external_metrics": describe(ext.predictions, kept, scorer, check),
