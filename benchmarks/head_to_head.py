@@ -52,15 +52,16 @@ LR = 3e-4
 METHODS = "xrec,xrec-lora,gavamoe,pepler-continuous,recexplainer,zero-shot,retrieval"
 EXTERNAL = "external"  # the stage scoring a dataset's --external files: each external row once
 ENCODER_SYSTEMS = ("xrec", "xrec-lora", "retrieval")  # rows that read the dataset's LightGCN encoder
-# PEPLER runs its own epoch loop (batch 128, up to 100 epochs per phase): without these it would see
-# 16x the others' rows per step (--train.batch_size 8 is TrainConfig's default, so PEPLER keeps its 128)
-# and epochs without end. One epoch of each phase at BUDGET_STEPS // 2 steps of BATCH rows: the same
+# PEPLER runs its own epoch loop (batch 128, up to 100 epochs per phase): without these it would run
+# epochs without end. One epoch of each phase at BUDGET_STEPS // 2 steps of BATCH rows: the same
 # BUDGET_STEPS steps of BATCH rows as every other trained row, half of them with the LM frozen.
+# The batch is also set on each method's own config: until --train.* fields given at TrainConfig's
+# default reached the methods (2026-12-07), --train.batch_size 8 did not, and the stages recorded then
+# are cached under these configs.
 SYSTEM_BUDGET = {"pepler-continuous": f"--pepler.batch_size {BATCH} --pepler.epochs 1 --pepler.epochs_phase2 1 "
                                       f"--train.max_steps {BUDGET_STEPS // 2}",
-                 # RecExplainer's Trainer steps on 4 micro-batches of 4 by default (its paper's 64 rows on 4 GPUs),
-                 # and --train.batch_size 8 is TrainConfig's default, so it would keep its 4: one micro-batch of
-                 # BATCH rows per step, set on its own config, is the others' budget
+                 # RecExplainer's Trainer steps on 4 micro-batches of 4 by default (its paper's 64 rows on 4 GPUs):
+                 # one micro-batch of BATCH rows per step is the others' budget
                  "recexplainer": f"--recexplainer.micro_batch_size {BATCH} --recexplainer.grad_accum 1"}
 GENERATION = "--generation.max_new_tokens 80 "
 

@@ -22,7 +22,7 @@ rescored on those pairs (comparison.json `subsets`, keys in `whyrec.benchmark_in
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -64,7 +64,7 @@ from whyrec.config_encoders import MFConfig
 from whyrec.config_methods import RecExplainerConfig
 from whyrec.data import schema as S
 from whyrec.identity import model_key, run_identity, tree_identity
-from whyrec.methods.base import check_generation, check_train, uses_generation
+from whyrec.methods.base import check_generation, check_train, train_asked, uses_generation
 from whyrec.registry import method_of
 from whyrec.utils import WhyrecError, write_json, write_run_info, write_text
 
@@ -211,7 +211,7 @@ def benchmark_explain(data: str, out: str, methods: tuple[str, ...] | list[str] 
     systems = benchmark_systems({"xrec": xrec, "pepler": pepler, "gavamoe": gavamoe, "recexplainer": recexplainer})
     methods = explanation_methods() if methods is None else methods
     skipped = {m: why for m in methods if (why := unavailable(m, ds, systems))}
-    asked, kinds = _asked_of(train), ablation_kinds(ablations)  # both refused before any training
+    asked, kinds = train_asked(train, BUDGET), ablation_kinds(ablations)  # both refused before any training
     if ZERO_SHOT in methods and ZERO_SHOT not in skipped:
         from whyrec.llm.client import LocalHFClient
         LocalHFClient.check_generation(generation)  # e.g. --generation.candidates: refused before any training
@@ -251,14 +251,6 @@ def benchmark_explain(data: str, out: str, methods: tuple[str, ...] | list[str] 
             "data": data, "methods": list(methods), "runs": list(runs), "external": list(external),
             "model": asdict(model), "train": asdict(train), "generation": asdict(generation),
             "split": split, "max_pairs": max_pairs, "seed": seed, "ablations": list(kinds)})
-
-
-def _asked_of(train: TrainConfig) -> TrainConfig:
-    """The --train fields the user changed from the benchmark's BUDGET (on TrainConfig's defaults):
-    what a method must honour or refuse; the budget itself is the benchmark's, not the user's."""
-    changed = {f.name: getattr(train, f.name) for f in fields(TrainConfig)
-               if getattr(train, f.name) != getattr(BUDGET, f.name)}
-    return TrainConfig(**changed)
 
 
 class _Bench:

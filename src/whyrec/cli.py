@@ -372,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with quiet_library_warnings():  # deprecation notices of transformers & co. (WHYREC_DEBUG=1 shows them)
             CLI(_with_help(commands), args=argv, as_positional=False, prog="whyrec", parser_class=parser_class(),
-                instantiators=config_instantiators())
+                instantiators=config_instantiators(argv, commands))
     except SystemExit as e:  # --help and --print_config (a library's sys.exit("why") is one line too)
         if isinstance(e.code, str):
             print(f"whyrec: error: {' '.join(e.code.split())}", file=sys.stderr)

@@ -17,6 +17,7 @@ import typing
 
 from whyrec.cli_config import Invocation, _dataclass_in, closest, describe_type
 from whyrec.cli_os import _one_line, os_error_line
+from whyrec.config_checks import mark_given
 from whyrec.utils import WhyrecError
 
 USER_ERROR, BUG = 2, 1
@@ -55,9 +56,52 @@ def parser_class() -> type:
     return WhyrecParser
 
 
-def config_instantiators() -> list[tuple]:
-    """Build config dataclasses through `_build`, so a validation error keeps its class (to name the option)."""
-    return [(_build, object, True)]
+def config_instantiators(argv: list[str] | None = None, commands: dict | None = None) -> list[tuple]:
+    """Build config dataclasses through `_build`, so a validation error keeps its class (to name the
+    option) and, given the command line, each built config knows which of its fields the user gave."""
+    try:
+        inv = Invocation.of(argv, commands) if argv is not None and commands is not None else None
+        keys = given_keys(inv) if inv is not None else set()
+    except Exception:  # noqa: BLE001 - an argv the parser will refuse anyway: no marks, its error stays the parser's
+        inv, keys = None, set()
+
+    def build(cls: type, *args, **kwargs):
+        obj = _build(cls, *args, **kwargs)
+        prefix = _option_of(cls, inv) if inv is not None and dataclasses.is_dataclass(cls) else None
+        if prefix is not None:
+            names = {f.name for f in dataclasses.fields(cls)}
+            mark_given(obj, {k[len(prefix) + 1:].split(".")[0] for k in keys if k.startswith(prefix + ".")} & names)
+        return obj
+
+    return [(build, object, True)]
+
+
+def given_keys(inv: Invocation) -> set[str]:
+    """The dotted options the command line and its --config files give ('train.lr'); an option given
+    as a whole mapping (`--train '{lr: 1e-4}'`) counts with each of its keys."""
+    import yaml
+
+    keys = {key for _, problem, file_keys in inv.config_keys() if problem is None for key in file_keys}
+    for pos, tok in enumerate(inv.argv):
+        if not tok.startswith("--") or tok == "--":
+            continue
+        name, eq, value = tok[2:].partition("=")
+        keys.add(name)
+        if not eq and pos + 1 < len(inv.argv):
+            value = inv.argv[pos + 1]
+        if _dataclass_in(inv.options.get(name)) is not None and value.lstrip().startswith("{"):
+            try:
+                mapping = yaml.safe_load(value)
+            except yaml.YAMLError:
+                continue  # the parser words the error
+            keys.update(f"{name}.{k}" for k in (mapping if isinstance(mapping, dict) else ()))
+    return keys
+
+
+def _option_of(cls: type, inv: Invocation) -> str | None:
+    """The one option of the command whose type is dataclass `cls` ('train'); None if none or several."""
+    names = [name for name, hint in inv.options.items() if _dataclass_in(hint) is cls]
+    return names[0] if len(names) == 1 else None
 
 
 def _build(cls: type, *args, **kwargs):

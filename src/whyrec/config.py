@@ -19,6 +19,8 @@ from whyrec.config_checks import (  # noqa: F401 (re-exported: importers use why
     check_device,
     check_text,
     fail,
+    given_fields,
+    mark_given,
 )
 
 # Re-exported lazily (PEP 562): config_methods imports LoraConfig from here, so an eager import

@@ -61,3 +61,20 @@ def check_text(cfg, *names: str) -> None:
 def fail(cfg, name: str, message: str) -> NoReturn:
     raise ConfigError(type(cfg), name, message)
 
+
+
+# A field given at its default value cannot be told from one not given by looking at the dataclass,
+# yet a method with defaults of its own (PEPLER's batch of 128) must know which the user asked for.
+# The CLI records the fields its command line and --config files gave on the built object.
+_GIVEN = "_whyrec_given"
+
+
+def mark_given(cfg, names) -> None:
+    """Record that the user gave fields `names` of config `cfg` (at whatever value). The mark is not
+    a field: equality, `asdict` and cache keys ignore it, and `dataclasses.replace` drops it."""
+    object.__setattr__(cfg, _GIVEN, frozenset(names))
+
+
+def given_fields(cfg) -> frozenset[str]:
+    """The fields `mark_given` recorded on `cfg` (none for a config built in code)."""
+    return getattr(cfg, _GIVEN, frozenset())

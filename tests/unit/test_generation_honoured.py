@@ -10,7 +10,7 @@ import pytest
 import serve_tiny as T
 
 from whyrec.cli import main
-from whyrec.config import GenerationConfig
+from whyrec.config import GenerationConfig, mark_given
 from whyrec.methods.base import check_generation, decoding_key, generation_set, uses_generation
 from whyrec.registry import METHODS
 from whyrec.utils import WhyrecError
@@ -91,6 +91,11 @@ def test_serve_batch_is_one_setting():
     assert one_batch(ServeSettings(max_batch=4), GenerationConfig(batch_size=4)).max_batch == 4  # both, agreeing
     with pytest.raises(WhyrecError, match=r"^--max_batch 3 and --generation.batch_size 4 disagree"):
         one_batch(ServeSettings(max_batch=3), GenerationConfig(batch_size=4))
+    given_default = GenerationConfig()
+    mark_given(given_default, {"batch_size"})  # --generation.batch_size 16 on the command line: 16 is its default
+    assert one_batch(ServeSettings(), given_default).max_batch == 16
+    with pytest.raises(WhyrecError, match=r"^--max_batch 3 and --generation.batch_size 16 disagree"):
+        one_batch(ServeSettings(max_batch=3), given_default)
 
 
 def test_serve_refuses_both_batches_before_listening(tmp_path, capsys):

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from whyrec.cli import main
-from whyrec.config import ModelConfig, PEPLERConfig, RecExplainerConfig, TrainConfig
+from whyrec.config import ModelConfig, PEPLERConfig, RecExplainerConfig, TrainConfig, mark_given
 from whyrec.methods.base import check_train, train_set
 from whyrec.methods.recalpaca.config import RecAlpacaConfig
 from whyrec.registry import METHODS
@@ -202,3 +202,79 @@ def test_refused_field_stops_the_cli_before_training(reviews, tmp_path, capsys):
     assert code == 2 and not out.exists()
     assert ("--method pepler does not use --train.compile (its own AdamW epoch loop has no such switch; "
             "its options: --pepler.*)") in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- given at the default value
+
+
+def _built(argv, tmp_path=None):
+    """The TrainConfig a `whyrec`-style command line builds (the CLI's parser and instantiators)."""
+    from jsonargparse import CLI
+
+    from whyrec.cli_errors import config_instantiators, parser_class
+
+    def run(train: TrainConfig = TrainConfig(), n: int = 0):
+        return train
+
+    commands = {"run": run}
+    return CLI(commands, args=argv, as_positional=False, parser_class=parser_class(),
+               instantiators=config_instantiators(argv, commands))
+
+
+def test_the_cli_marks_what_the_command_line_gives_even_at_the_default(tmp_path):
+    assert train_set(_built(["run", "--train.batch_size", "8", "--train.lr=1e-3"])) == ["lr", "batch_size"]
+    assert train_set(_built(["run", "--n", "3"])) == []  # nothing given
+    assert train_set(_built(["run", "--train", "{batch_size: 8, epochs: 1.0}"])) == ["batch_size", "epochs"]
+    config = tmp_path / "c.yaml"
+    config.write_text("run:\n  train:\n    seed: 0\n")
+    assert train_set(_built(["--config", str(config), "run"])) == ["seed"]
+    # a config rebuilt in code (replace) carries no mark: only fields away from the defaults count
+    assert train_set(dataclasses.replace(_built(["run", "--train.batch_size", "8"]))) == []
+
+
+def test_a_field_given_at_its_default_is_honoured_or_refused():
+    given = TrainConfig()
+    mark_given(given, {"batch_size", "epochs"})
+    with pytest.raises(WhyrecError, match=r"^--method pepler does not use --train.epochs "):
+        check_train(METHODS.get("pepler"), given)  # PEPLER runs its own epochs: never silently
+    mark_given(given, {"batch_size"})
+    assert METHODS.get("pepler").with_train(PEPLERConfig(), given).batch_size == 8  # not its own 128
+    own = PEPLERConfig()
+    mark_given(own, {"batch_size"})  # --pepler.batch_size 128, its default, beside --train.batch_size 8
+    with pytest.raises(WhyrecError, match="--train.batch_size 8 and --pepler.batch_size 128 disagree"):
+        METHODS.get("pepler").with_train(own, given)
+
+
+def test_benchmark_asks_what_was_given_not_its_budget():
+    from whyrec.benchmark import BUDGET
+    from whyrec.methods.base import train_asked
+
+    cli = TrainConfig(max_minutes=None)
+    mark_given(cli, {"max_minutes", "batch_size"})
+    assert train_set(train_asked(cli, BUDGET)) == ["batch_size", "max_minutes"]
+    assert train_set(train_asked(TrainConfig(max_minutes=10), BUDGET)) == []
+
+
+def test_train_epochs_at_its_default_stops_the_cli_before_pepler_trains(reviews, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "explainer", "--method", "pepler", "--data", reviews, "--out", str(out),
+                 "--train.epochs", "1"])
+    assert code == 2 and not out.exists()
+    assert "--method pepler does not use --train.epochs (use --pepler.epochs" in capsys.readouterr().err
+
+
+def test_train_batch_size_at_its_default_reaches_pepler_from_the_cli(reviews, tmp_path, monkeypatch):
+    import whyrec.methods.pepler.train as T
+
+    seen, run_epoch = [], T.run_epoch
+
+    def spy(module, data, optimizer, batch_size, generator, max_steps=None):
+        seen.append(batch_size)
+        return run_epoch(module, data, optimizer, batch_size, generator, max_steps)
+
+    monkeypatch.setattr(T, "run_epoch", spy)
+    assert main(["train", "explainer", "--method", "pepler", "--data", reviews, "--out", str(tmp_path / "run"),
+                 "--model.name_or_path", "tiny-random-llama", "--model.device", "cpu", "--pepler.variant", "reg",
+                 "--pepler.epochs", "1", "--pepler.words", "4", "--train.batch_size", "8",
+                 "--train.max_steps", "1"]) == 0
+    assert seen == [8]  # TrainConfig's default, given: not PEPLER's own 128

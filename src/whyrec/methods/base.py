@@ -16,7 +16,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from whyrec.config import GenerationConfig, ModelConfig, TrainConfig
+from whyrec.config import GenerationConfig, ModelConfig, TrainConfig, given_fields, mark_given
 from whyrec.folders import FIX, check_files, check_sections, read_config, read_json_file
 from whyrec.utils import WhyrecError
 
@@ -89,20 +89,31 @@ TRAIN_FIELDS = frozenset(f.name for f in fields(TrainConfig))
 
 
 def fields_set(cfg, cls) -> list[str]:
-    """The fields of config `cfg` (a `cls` or None: none) set away from `cls()`'s defaults, in field order.
-
-    A field given on the command line at its default value cannot be told from one not given: such a
-    field counts as not set (the method then uses its own default, e.g. PEPLER's lr for `--train.lr 1e-4`).
-    """
+    """The fields of config `cfg` (a `cls` or None: none) the user set, in field order: those away from
+    `cls()`'s defaults, and those the command line or a --config file gave at any value
+    (`whyrec.config.given_fields`), so `--train.batch_size 8` reaches PEPLER although 8 is
+    TrainConfig's default. A config built in code carries no such mark: there a field at its default
+    counts as not set (the method then uses its own default)."""
     if cfg is None:
         return []
-    default = cls()
-    return [f.name for f in fields(cls) if getattr(cfg, f.name) != getattr(default, f.name)]
+    default, given = cls(), given_fields(cfg)
+    return [f.name for f in fields(cls) if f.name in given or getattr(cfg, f.name) != getattr(default, f.name)]
 
 
 def train_set(train: TrainConfig | None) -> list[str]:
     """The TrainConfig fields `train` sets (see `fields_set`)."""
     return fields_set(train, TrainConfig)
+
+
+def train_asked(train: TrainConfig, budget: TrainConfig) -> TrainConfig:
+    """What a caller running methods at its own `budget` (the benchmark's) asks of them: `train`'s
+    fields the user gave or set away from `budget`, the rest at TrainConfig's defaults, all of them
+    marked given, so `check_train` refuses what a method does not honour but never the budget itself."""
+    given = given_fields(train)
+    asked = TrainConfig(**{f.name: getattr(train, f.name) for f in fields(TrainConfig)
+                           if f.name in given or getattr(train, f.name) != getattr(budget, f.name)})
+    mark_given(asked, given)
+    return asked
 
 
 def generation_set(gen: GenerationConfig | None) -> list[str]:
@@ -155,13 +166,13 @@ def train_values(train: TrainConfig | None, pairs: Mapping[str, str]) -> dict[st
 def apply_train(method: str, config, values: Mapping[str, tuple[str, Any]]):
     """`config` with fields replaced by the TrainConfig's values: `values` maps a field of `config`
     to (the option that sets it, e.g. "--train.lr 0.0005", its value). One source of truth: if
-    `config` itself sets that field away from its class default to another value, WhyrecError
+    `config` itself sets that field (given, or away from its class default) to another value, WhyrecError
     naming both options. The result is validated again (`replace` runs `__post_init__`)."""
-    default = type(config)()
+    default, own_given = type(config)(), given_fields(config)
     changes = {}
     for name, (option, value) in values.items():
         own = getattr(config, name)
-        if own != getattr(default, name) and own != value:
+        if (name in own_given or own != getattr(default, name)) and own != value:
             raise WhyrecError(f"{option} and --{method}.{name} {own} disagree; give only one of them")
         changes[name] = value
     return replace(config, **changes) if changes else config

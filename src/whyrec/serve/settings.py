@@ -63,12 +63,13 @@ def one_batch(settings: ServeSettings, generation) -> ServeSettings:
     """`settings` whose max_batch is the server's one decoding batch: `--generation.batch_size` when
     only it is given, `--max_batch` otherwise; both given with different values is a one-line error.
 
-    As with --train.* fields, a value equal to its default cannot be told from one not given, so
-    it counts as not given (`--generation.batch_size 16` alone leaves the batch at --max_batch's 8)."""
-    from whyrec.config import GenerationConfig
+    `--generation.batch_size` counts as given when the command line gave it (at any value) or it is
+    away from its default; `--max_batch` (a plain option) only when away from its default of 8."""
+    from whyrec.config import GenerationConfig, given_fields
 
     asked = None if generation is None else generation.batch_size
-    if asked is None or asked == GenerationConfig().batch_size or asked == settings.max_batch:
+    given = asked is not None and ("batch_size" in given_fields(generation) or asked != GenerationConfig().batch_size)
+    if not given or asked == settings.max_batch:
         return settings
     if settings.max_batch != ServeSettings().max_batch:
         raise WhyrecError(f"--max_batch {settings.max_batch} and --generation.batch_size {asked} disagree: both set "
