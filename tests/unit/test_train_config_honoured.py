@@ -207,13 +207,16 @@ def test_refused_field_stops_the_cli_before_training(reviews, tmp_path, capsys):
 # ---------------------------------------------------------------- given at the default value
 
 
-def _built(argv, tmp_path=None):
+DEFAULT_TRAIN = TrainConfig()
+
+
+def _built(argv):
     """The TrainConfig a `whyrec`-style command line builds (the CLI's parser and instantiators)."""
     from jsonargparse import CLI
 
     from whyrec.cli_errors import config_instantiators, parser_class
 
-    def run(train: TrainConfig = TrainConfig(), n: int = 0):
+    def run(train: TrainConfig = DEFAULT_TRAIN, n: int = 0):
         return train
 
     commands = {"run": run}
