@@ -91,7 +91,7 @@ LR_SCHEDULES = ("constant", "linear", "cosine")  # TrainConfig.lr_schedule
 class TrainConfig:
     """Optimisation settings shared by every method: XRec and GaVaMoE honour every field; PEPLER,
     RecExplainer and RecAlpaca the fields their method object names (`train_fields`, see the method
-    pages) and refuse any other set away from its default (`whyrec.methods.base.check_train`)."""
+    pages) and refuse any other given (`whyrec.methods.base.check_train`, `fields_set`)."""
 
     lr: float = 1e-4
     """Adam learning rate (XRec: 1e-4)."""

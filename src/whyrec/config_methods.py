@@ -59,7 +59,7 @@ class PEPLERConfig:
     """reg only: weight of the rating MSE (PEPLER's README uses 1.0 with the MLP head)."""
     lr: float | None = None
     """AdamW lr of phase 1 (continuous) or the only phase; None = paper (1e-3; 1e-4 for discrete).
-    --train.lr set away from its default replaces it (`METHOD.with_train`)."""
+    --train.lr, when given, replaces it (`METHOD.with_train`)."""
     lr_phase2: float | None = None
     """continuous only: AdamW lr of phase 2 (prompt + LM); None = same as phase 1 (PEPLER)."""
     epochs: int = 100
@@ -70,8 +70,8 @@ class PEPLERConfig:
     """Stop a phase at the 5th epoch without a new best validation loss; like PEPLER's
     endure_count, the count is cumulative within a phase (not reset on improvement)."""
     batch_size: int = 128
-    """Sequences per step for training, validation and generation (PEPLER: 128); --train.batch_size
-    set away from its default replaces it."""
+    """Sequences per step for training, validation and generation (PEPLER: 128); --train.batch_size,
+    when given, replaces it."""
     discrete_dedup: bool = False
     """discrete only: True lists intersection then the symmetric difference (the evident intent)."""
     mlp_hidden: int = 400

@@ -234,6 +234,6 @@ def test_the_start_line_says_what_pepler_trains_with():
     line = settings_line(PEPLERConfig(batch_size=16, epochs=3, epochs_phase2=2, lr_phase2=3e-4), 90, 10)
     assert line.startswith("pepler: 90 train / 10 valid explanations, batch 16; ")
     assert "phase 1 (prompt): up to 3 epochs at lr 0.001; phase 2 (prompt + LM): up to 2 epochs at lr 0.0003" in line
-    assert "only when set away from 8 and 0.0001" in line  # TrainConfig's defaults, read from the class
+    assert "--train.batch_size and --train.lr, when given, replace batch and lr" in line
     assert "phase 2" not in settings_line(PEPLERConfig(epochs_phase2=0), 90, 10)
     assert "phase 1 (prompt): up to 1 epoch at" in settings_line(PEPLERConfig(epochs=1), 90, 10)

@@ -33,7 +33,7 @@ class Method(Protocol):
     """None, or what `--encoder` must be, in words (e.g. "a LightGCN folder from `whyrec train encoder`")."""
     # Optional (not checked by isinstance, so a method without them still is a Method):
     #   train_fields: frozenset[str] -- the TrainConfig fields its `train` honours; `check_train`
-    #       refuses a TrainConfig setting any other field away from its default (absent: none honoured);
+    #       refuses a TrainConfig setting any other field (`fields_set`; absent: none honoured);
     #   train_instead: dict[str, str] -- per refused field, what to use instead (its error message);
     #   generation_fields / generation_instead: the same for GenerationConfig (`check_generation`), but
     #       absent means every field is honoured (the LLM methods decode through whyrec.llm.generate);
@@ -48,7 +48,7 @@ class Method(Protocol):
         data: the `--data` argument as given (a dataset folder, or the method's own kind of input);
         encoder: `--encoder` (WhyrecError if the method needs one and it is None); config: an
         instance of `config_class`; train: the shared TrainConfig. A method honours the fields it
-        names in `train_fields` and refuses any other set away from its default (`check_train`):
+        names in `train_fields` and refuses any other given (`check_train`, `fields_set`):
         no `--train.*` option is silently ignored.
         """
         ...

@@ -45,7 +45,7 @@ class PEPLERMethod:
 
     def with_train(self, config: PEPLERConfig, train: TrainConfig | None) -> PEPLERConfig:
         """`config` with --train.lr / --train.batch_size as its lr / batch_size where they are set
-        (away from TrainConfig's defaults); PEPLERConfig's own values are the defaults otherwise."""
+        (when given, `methods.base.fields_set`); PEPLERConfig's own values are the defaults otherwise."""
         return apply_train(self.name, config, train_values(train, {"lr": "lr", "batch_size": "batch_size"}))
 
     def train(self, data: str, out: str, *, encoder: str | None = None, model: ModelConfig,

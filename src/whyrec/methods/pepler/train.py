@@ -136,14 +136,13 @@ def _trainable(module: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def settings_line(cfg: PEPLERConfig, n_train: int, n_valid: int) -> str:
-    """What PEPLER trains with, said once at the start: its own batch and lr are not TrainConfig's,
-    and --train.batch_size / --train.lr only replace them when set away from TrainConfig's defaults."""
-    default = TrainConfig()
+    """What PEPLER trains with, said once at the start: its own batch and lr are not TrainConfig's;
+    --train.batch_size / --train.lr replace them when given (the values here are after that)."""
     phases = "; ".join(f"phase {k} ({'prompt + LM' if lm else 'prompt'}): up to {epochs} epoch{'s' * (epochs != 1)} at lr {lr:g}"
                        for k, (lm, lr, epochs) in enumerate(_phases(cfg), 1))
     return (f"pepler: {n_train} train / {n_valid} valid explanations, batch {cfg.batch_size}; {phases} "
-            f"(--pepler.batch_size/lr/epochs set these; --train.batch_size and --train.lr replace batch and "
-            f"lr only when set away from {default.batch_size} and {default.lr:g})")
+            "(--pepler.batch_size/lr/epochs set these; --train.batch_size and --train.lr, when given, replace "
+            "batch and lr)")
 
 
 def _phases(cfg: PEPLERConfig) -> list[tuple[bool, float, int]]:

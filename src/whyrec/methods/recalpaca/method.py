@@ -35,7 +35,7 @@ class RecAlpacaMethod:
     }
 
     def with_train(self, config: RecAlpacaConfig, train: TrainConfig | None) -> RecAlpacaConfig:
-        """`config` with the --train.* options set (away from TrainConfig's defaults) in place of their
+        """`config` with the --train.* options given (`methods.base.fields_set`) in place of their
         RecAlpacaConfig fields; RecAlpacaConfig's own values are the defaults otherwise."""
         require_fsdp_settings(self.name, train, config.fsdp)
         values = train_values(train, {**self.TRAINER, "batch_size": "micro_batch_size"})

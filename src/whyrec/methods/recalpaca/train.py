@@ -258,8 +258,8 @@ def _train(instructions: str | list, out_dir: Path, model: ModelConfig, cfg: Rec
     if trainer.is_world_process_zero():  # its own batch and lr are not TrainConfig's: say which ran
         print(f"recalpaca: {len(train)} examples, {per_step} a step ({args.per_device_train_batch_size} a micro-batch "
               f"x {args.gradient_accumulation_steps} accumulated x {args.world_size} processes), lr {cfg.lr:g} "
-              "(--recalpaca.batch_size/micro_batch_size/lr; --train.batch_size/grad_accum_steps/lr replace "
-              "them only when set away from TrainConfig's defaults)", file=sys.stderr, flush=True)
+              "(--recalpaca.batch_size/micro_batch_size/lr; --train.batch_size/grad_accum_steps/lr, when "
+              "given, replace them)", file=sys.stderr, flush=True)
     start_ckpt = last_complete_checkpoint(ckpt_dir) if resume and ckpt_dir.is_dir() else None
     started = time.time()
     trainer.train(resume_from_checkpoint=str(start_ckpt) if start_ckpt else None)

@@ -38,7 +38,7 @@ class RecExplainerMethod:
     }
 
     def with_train(self, config: RecExplainerConfig, train: TrainConfig | None) -> RecExplainerConfig:
-        """`config` with the --train.* options set (away from TrainConfig's defaults) in place of their
+        """`config` with the --train.* options given (`methods.base.fields_set`) in place of their
         RecExplainerConfig fields (`TRAINER`); RecExplainerConfig's own values are the defaults otherwise."""
         require_fsdp_settings(self.name, train, config.fsdp)
         return apply_train(self.name, config, train_values(train, self.TRAINER))

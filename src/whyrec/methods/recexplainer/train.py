@@ -224,8 +224,7 @@ def _train(target_path: str, out_dir: Path, model: ModelConfig, cfg: RecExplaine
     if trainer.is_world_process_zero():  # its own batch and lr are not TrainConfig's: say which ran
         print(f"recexplainer: {len(rows)} examples, {per_step} a step ({cfg.micro_batch_size} a micro-batch x "
               f"{cfg.grad_accum} accumulated x {trainer.args.world_size} processes), lr {cfg.lr:g} (--recexplainer."
-              "micro_batch_size/grad_accum/lr; --train.batch_size/lr replace them only when set away from "
-              "TrainConfig's defaults)", file=sys.stderr, flush=True)
+              "micro_batch_size/grad_accum/lr; --train.batch_size/lr, when given, replace them)", file=sys.stderr, flush=True)
     start_ckpt = last_complete_checkpoint(ckpt_dir) if resume and ckpt_dir.is_dir() else None
     started = time.time()
     trainer.train(resume_from_checkpoint=str(start_ckpt) if start_ckpt else None)
