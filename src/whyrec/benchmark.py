@@ -64,7 +64,13 @@ from whyrec.config_encoders import MFConfig
 from whyrec.config_methods import RecExplainerConfig
 from whyrec.data import schema as S
 from whyrec.identity import model_key, run_identity, tree_identity
-from whyrec.methods.base import check_generation, check_train, train_asked, uses_generation
+from whyrec.methods.base import (
+    check_generation,
+    check_train,
+    given_train_key,
+    train_asked,
+    uses_generation,
+)
 from whyrec.registry import method_of
 from whyrec.utils import WhyrecError, write_json, write_run_info, write_text
 
@@ -353,7 +359,8 @@ class _Bench:
 
     def method(self, method: str, obj, encoder: str | None, model: ModelConfig, cfg, train: TrainConfig) -> None:
         key = {"data": self.data_id, "method": method, "model": model_key(model), "config": settings(cfg),
-               "train": settings(train), **({"encoder": tree_identity(encoder)} if encoder else {})}
+               "train": settings(train), **({"encoder": tree_identity(encoder)} if encoder else {}),
+               **given_train_key(obj, cfg, train)}
         final = self.out_dir / "methods" / method
         log = trained_folder(final, key, lambda work: obj.train(self.data, work, encoder=encoder, model=model,
                                                                 train=train, config=cfg),

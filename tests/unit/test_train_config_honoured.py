@@ -281,3 +281,15 @@ def test_train_batch_size_at_its_default_reaches_pepler_from_the_cli(reviews, tm
                  "--pepler.epochs", "1", "--pepler.words", "4", "--train.batch_size", "8",
                  "--train.max_steps", "1"]) == 0
     assert seen == [8]  # TrainConfig's default, given: not PEPLER's own 128
+
+
+def test_a_given_default_enters_the_benchmark_cache_key_only_where_it_changes_training():
+    from whyrec.methods.base import given_train_key
+
+    pepler, given = METHODS.get("pepler"), TrainConfig(max_minutes=None)
+    mark_given(given, {"max_minutes"})  # PEPLER honours it from the TrainConfig itself: no change
+    assert given_train_key(pepler, PEPLERConfig(), given) == {}
+    mark_given(given, {"max_minutes", "batch_size"})  # batch 8 instead of its own 128: another training
+    assert given_train_key(pepler, PEPLERConfig(), given) == {"train_given": ["batch_size", "max_minutes"]}
+    assert given_train_key(pepler, PEPLERConfig(batch_size=8), given) == {}  # --pepler.batch_size 8 said so already
+    assert given_train_key(METHODS.get("xrec"), None, given) == {}  # no own defaults: the TrainConfig is its key

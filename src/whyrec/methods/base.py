@@ -116,6 +116,18 @@ def train_asked(train: TrainConfig, budget: TrainConfig) -> TrainConfig:
     return asked
 
 
+def given_train_key(method, config, train: TrainConfig | None) -> dict:
+    """A cache-key entry naming the `--train.*` fields given at TrainConfig's defaults, when they change
+    what `method` trains with (its `with_train`); {} otherwise, so a key written before such fields
+    counted as given stays valid exactly where the training it stands for is the same."""
+    with_train = getattr(method, "with_train", None)
+    if with_train is None or train is None or not given_fields(train):
+        return {}
+    if with_train(config, train) == with_train(config, replace(train)):  # replace drops the marks
+        return {}
+    return {"train_given": train_set(train)}
+
+
 def generation_set(gen: GenerationConfig | None) -> list[str]:
     """The GenerationConfig fields `gen` sets (see `fields_set`)."""
     return fields_set(gen, GenerationConfig)
