@@ -1,0 +1,75 @@
+"""Would int8 weights halve a decode step's weight reads? One linear of SmolLM2-135M, three kernels.
+
+    python benchmarks/int8_linear.py [--rows 64] [--threads 1] [--reps 3]
+
+A batch-64 decode step is bound by reading the bf16 weights (docs/benchmarks.md 8i), so weight-only
+int8 (half the bytes) looks like a lever. This times, on each of SmolLM2-135M's linear shapes
+(random weights; the kernels' speed does not depend on the values), `rows` bf16 activation rows through
+  bf16      `torch.nn.functional.linear` with bf16 weights
+  packed    the decoder's own oneDNN-prepacked bf16 linear (`whyrec.llm.packed_linear`'s kernel)
+  int8      `torch.ops.aten._weight_int8pack_mm`: int8 weights with per-channel bf16 scales
+interleaved in one process (each repetition times the three in turn), and prints microseconds per
+call and int8's ratio to the faster bf16 kernel. The load average is printed beside the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+SHAPES = {"gate/up": (1536, 576), "down": (576, 1536), "q/o": (576, 576), "k/v": (192, 576), "LM head": (49152, 576)}
+
+
+def _time(fn, calls: int) -> float:
+    fn()  # warm-up: first-call allocation and oneDNN primitive creation
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls * 1e6
+
+
+def kernels(out_dim: int, in_dim: int, rows: int) -> dict:
+    """The three calls on one shape, as zero-argument functions."""
+    import torch
+
+    x = torch.randn(rows, in_dim, dtype=torch.bfloat16)
+    weight = torch.randn(out_dim, in_dim, dtype=torch.bfloat16) / in_dim ** 0.5
+    scales = weight.float().abs().amax(dim=1) / 127
+    w8 = (weight.float() / scales[:, None]).round().clamp(-127, 127).to(torch.int8)
+    packed = torch.ops.mkldnn._reorder_linear_weight(weight)
+    scales = scales.to(torch.bfloat16)
+    return {"bf16": lambda: torch.nn.functional.linear(x, weight),
+            "packed": lambda: torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], ""),
+            "int8": lambda: torch.ops.aten._weight_int8pack_mm(x, w8, scales)}
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--reps", type=int, default=3)
+    a = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(a.threads)
+    print(f"load average {os.getloadavg()[0]:.2f} at the start; {a.rows} rows, {a.threads} thread(s), torch {torch.__version__}")
+    print("| weight (out x in) | bf16 linear, us | packed bf16, us | int8, us | int8 / faster bf16 |\n|---|---|---|---|---|")
+    rows = []
+    for name, (out_dim, in_dim) in SHAPES.items():
+        calls = max(5, int(2e8 / (out_dim * in_dim * a.rows)))  # ~the same time per shape
+        fns, times = kernels(out_dim, in_dim, a.rows), {k: [] for k in ("bf16", "packed", "int8")}
+        for _ in range(a.reps):
+            for kernel, fn in fns.items():
+                times[kernel].append(_time(fn, calls))
+        best_bf16 = [min(b, p) for b, p in zip(times["bf16"], times["packed"])]
+        ratios = [i / b for i, b in zip(times["int8"], best_bf16)]
+        rows.append({"weight": name, "shape": (out_dim, in_dim), **times, "int8_over_bf16": ratios})
+        cells = " | ".join(" / ".join(f"{t:,.0f}" for t in times[k]) for k in times)
+        print(f"| {name} {out_dim} x {in_dim} | {cells} | {min(ratios):.1f}-{max(ratios):.1f}x |", flush=True)
+    print(f"load average {os.getloadavg()[0]:.2f} at the end")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
