@@ -15,7 +15,14 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from whyrec.config import GenerationConfig, LightGCNConfig, ModelConfig, TrainConfig, XRecConfig
+from whyrec.config import (
+    GenerationConfig,
+    LightGCNConfig,
+    ModelConfig,
+    TrainConfig,
+    XRecConfig,
+    generation_fingerprint,
+)
 
 TRAIN = TrainConfig(lr=1e-3, batch_size=4, max_steps=60, max_target_tokens=64, min_rating=4.0)
 # Every BPR step propagates over the whole graph, so the step count sets the encoder's cost: 8x
@@ -57,6 +64,7 @@ def _run(root: Path, work: Path, n_users: int, k: int, eval_pairs: int, model: M
     from whyrec.data.dataset import RecDataset
     from whyrec.data.prepare import prepare_dataset
     from whyrec.encoders.train import train_encoder
+    from whyrec.fingerprint import plain
     from whyrec.methods.xrec.train import train_explainer
     from whyrec.outputs import output_folder, read_marker
     from whyrec.runs import evaluate_run
@@ -90,14 +98,19 @@ def _run(root: Path, work: Path, n_users: int, k: int, eval_pairs: int, model: M
             print(f"  {rank}. {rec['title']}  (score {rec['score']:.2f})\n     {rec['explanation']}")
 
     _stage(f"5/5 metrics ({eval_pairs} held-out explanations; ranking on the test split)")
-    eval_dir = work / "eval"
-    if (read_marker(eval_dir) or {}).get("state") == "complete" and (eval_dir / "metrics.json").is_file():
+    eval_dir, eval_key = work / "eval", {"eval_pairs": eval_pairs, "generation": gen}
+    marker = read_marker(eval_dir) or {}
+    same = _decoding_of(marker.get("fingerprint")) == _decoding_of(plain(eval_key))
+    if marker.get("state") == "complete" and same and (eval_dir / "metrics.json").is_file():
         text_metrics = json.loads((eval_dir / "metrics.json").read_text())
     else:
         # Its own marker: an evaluation that failed or was killed half-written is redone whole, not
-        # taken as done because metrics.json (written before the report and predictions) exists.
-        with output_folder(eval_dir, "quickstart evaluation", {"eval_pairs": eval_pairs, "generation": gen},
-                           resumable=False) as eval_work:
+        # taken as done because metrics.json (written before the report and predictions) exists;
+        # one made with other decoding settings (an earlier version's) is replaced, as the line says.
+        if marker and not same:
+            print("    the evaluation in this folder decoded with other settings: evaluating again")
+        with output_folder(eval_dir, "quickstart evaluation", eval_key, resumable=False,
+                           overwrite=bool(marker) and not same) as eval_work:
             text_metrics = evaluate_run(str(expl_dir), str(data_dir), str(eval_work), max_pairs=eval_pairs,
                                         generation=gen, device=device, loaded=loaded())
     summary = _summary(enc_metrics, text_metrics, log)
@@ -201,3 +214,13 @@ def _summary(enc: dict, text: dict, log: dict) -> dict:
                      f"({100 * g['hallucination_rate']:.1f}%) in {g['explanations_with_false_claim']} of "
                      f"{g['explanations']} explanations (whyrec.eval.grounding)")
     return {"lines": lines, "encoder": enc, "explanations": text}
+
+
+def _decoding_of(fingerprint) -> dict | None:
+    """An evaluation marker's settings with the GenerationConfig fields added since at their no-op
+    values left out (`generation_fingerprint`), so a folder an earlier version made with the same
+    decoding still counts as the same; None if it holds no readable settings."""
+    try:
+        return {**fingerprint, "generation": generation_fingerprint(GenerationConfig(**fingerprint["generation"]))}
+    except (TypeError, KeyError, ValueError):  # no marker, or settings of another version's making
+        return None

@@ -151,3 +151,25 @@ def test_quickstart_prints_each_stage_time(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert [line.split()[1] for line in out.splitlines() if line.strip().startswith("(stage ")] == \
         ["1/5", "2/5", "3/5", "4/5", "5/5"]
+
+
+def test_quickstart_evaluation_decoded_otherwise_is_redone_and_one_from_before_new_fields_is_kept(tmp_path, monkeypatch,
+                                                                                                    capsys):
+    from whyrec.outputs import MARKER, read_marker
+
+    out = tmp_path / "qs"
+    stages = _Stages(monkeypatch)
+    _quickstart(out)
+    marker_file = out / "eval" / MARKER
+    marker = read_marker(out / "eval")
+    del marker["fingerprint"]["generation"]["eos_bias"]  # as written before GenerationConfig had the field
+    marker_file.write_text(json.dumps(marker))
+    _quickstart(out)
+    assert stages.calls["eval"] == 1  # the same decoding: reused
+    marker["fingerprint"]["generation"]["candidates"] = 1  # an earlier version decoded greedily
+    marker_file.write_text(json.dumps(marker))
+    _quickstart(out)
+    assert stages.calls["eval"] == 2 and "decoded with other settings: evaluating again" in capsys.readouterr().out
+    assert read_marker(out / "eval")["fingerprint"]["generation"]["candidates"] == 2
+    _quickstart(out)
+    assert stages.calls["eval"] == 2
