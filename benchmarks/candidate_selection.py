@@ -38,8 +38,10 @@ RULES = ("greedy", "grounded, first", "grounded, consensus", "grounded, bertscor
          "oracle (reads the reference)")
 
 
-def stored_candidates(path: str | Path, pairs) -> list[list[str]]:
-    """Each pair's candidates from a benchmark row's cache, in the pairs' order."""
+def stored_candidates(path: str | Path, pairs, first: int | None = None) -> list[list[str]]:
+    """Each pair's candidates from a benchmark row's cache, in the pairs' order; with `first`, only
+    each pair's first `first` of them. Candidate k is drawn from seeded stream k whatever the number
+    asked for, so these are what a decode with `--generation.candidates first` would have made."""
     from whyrec.data import schema as S
 
     rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines()[1:]]
@@ -49,7 +51,7 @@ def stored_candidates(path: str | Path, pairs) -> list[list[str]]:
     if missing:
         raise SystemExit(f"candidate_selection: {path} has no candidates for {len(missing)} of {len(wanted)} pairs "
                          f"(first {missing[0]}); make it with --generation.candidates N > 1 on the same pairs")
-    return [by_pair[p] for p in wanted]
+    return [by_pair[p][:first] for p in wanted]
 
 
 CHECK_CHOOSES = "grounded, bertscore chosen by the check encoder"
@@ -104,6 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--external", default=None, help="NAME=PRED[:REF], as `benchmark explain --external`")
     ap.add_argument("--out", default=None, help="write the table as JSON here (and .md beside it)")
     ap.add_argument("--check_encoder", default=None, help="a second local encoder folder for BERTScore F1")
+    ap.add_argument("--first", type=int, default=None, help="choose among each pair's first K candidates only")
     ap.add_argument("--check_layers", type=int, default=None, help="its layer (needed unless its name is known)")
     a = ap.parse_args(argv)
     from whyrec.benchmark import select_pairs
@@ -114,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     ds = RecDataset.load(a.data)
     pairs = select_pairs(ds, a.split, None if a.max_pairs == "None" else int(a.max_pairs), a.seed)
-    candidates = stored_candidates(a.row, pairs)
+    candidates = stored_candidates(a.row, pairs, a.first)
     users, items = pairs[S.USER].astype(str).tolist(), pairs[S.ITEM].astype(str).tolist()
     refs = pairs[S.EXPLANATION].astype(str).tolist()
     scorer = BertScorer(device="cpu", progress=False)

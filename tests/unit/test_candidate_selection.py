@@ -58,6 +58,7 @@ def test_stored_candidates_follow_the_pairs_and_refuse_a_row_without_them(script
     path.write_text("\n".join(map(json.dumps, rows)) + "\n")
     pairs = pd.DataFrame({"user": ["u", "v"], "item": ["1", "2"]})
     assert script.stored_candidates(path, pairs) == [["a", "d"], ["b", "c"]]
+    assert script.stored_candidates(path, pairs, first=1) == [["a"], ["b"]]  # the first one (greedy) only
     path.write_text("\n".join(map(json.dumps, [{"key": 1}, {"user": "u", "item": "1", "prediction": "a"}])))
     with pytest.raises(SystemExit, match="no candidates for 1 of 1 pairs"):
         script.stored_candidates(path, pairs.iloc[:1])
