@@ -25,6 +25,8 @@ Systems (`--systems`):
          other system but bf16Bgqa runs on HF's `DynamicCache`, which copies the cache every step)
   bf16Bgqa  as bf16Bkv with decode attention on torch's grouped-query SDPA (`whyrec.llm.gqa_attention`;
          the others on HF's `sdpa`): whyrec's default since 8d
+  fp32Bgqa  as bf16Bgqa with fp32 weights: the default decoder on a CPU without native bf16 (AVX2 only),
+         where `model.dtype auto` picks fp32
   bf16Bplain  as bf16B with `F.linear` on plain bf16 weights (oneDNN reorders them on every call),
          the decoder before its linears ran on prepacked weights (`whyrec.llm.packed_linear`)
 The pairs are processed in chunks of `batch_size`; each chunk runs every system, the order
@@ -136,11 +138,13 @@ SYSTEMS = {  # key: (label, weights, batched, drop_finished)
                 "bfloat16", True, True),
     "bf16Bgqa": ("whyrec batch {B}, bf16, rows dropped, prefix once, KV in place, grouped-query SDPA (default)",
                  "bfloat16", True, True),
+    "fp32Bgqa": ("whyrec batch {B}, fp32, rows dropped, prefix once, KV in place, grouped-query SDPA (default "
+                 "without native bf16)", "float32", True, True),
 }
-PREFIX_REUSE = {"bf16Bpfx", "dropBpfx", "bf16Bkv", "bf16Bgqa"}  # the others measure the decoder as it was before prefix reuse
+PREFIX_REUSE = {"bf16Bpfx", "dropBpfx", "bf16Bkv", "bf16Bgqa", "fp32Bgqa"}  # the others measure the decoder as it was before prefix reuse
 PLAIN_LINEARS = {"bf16Bplain"}  # the others' bf16 linears run on prepacked weights
-SLOT_CACHE = {"bf16Bkv", "bf16Bgqa"}  # the others concatenate HF's DynamicCache every step, as before 8d
-GQA_SDPA = {"bf16Bgqa"}  # the others decode on HF's sdpa attention (pack_gqa), as before 8d
+SLOT_CACHE = {"bf16Bkv", "bf16Bgqa", "fp32Bgqa"}  # the others concatenate HF's DynamicCache every step, as before 8d
+GQA_SDPA = {"bf16Bgqa", "fp32Bgqa"}  # the others decode on HF's sdpa attention (pack_gqa), as before 8d
 
 
 def switches(key: str):

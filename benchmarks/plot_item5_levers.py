@@ -3,7 +3,7 @@
     python benchmarks/plot_item5_levers.py [--data docs/results/xrec-amazon-item5-levers.json]
         [--out docs/results/xrec-amazon-item5-levers.png]
 
-The data file lists each full 600-pair XRec-amazon run recorded in docs/results.md 5c-5f (its
+The data file lists each full 600-pair XRec-amazon run recorded in docs/results.md 5c-5h (its
 section named per row). The goal is the 7B's upper-right quadrant (both dashed lines passed) with
 BLEU-4 above the 7B's too; filled markers beat its BLEU-4, hollow ones do not.
 """

@@ -18,8 +18,8 @@ from whyrec.methods.recalpaca.alpaca import IGNORE_INDEX, render_prompt, tokeniz
 from whyrec.methods.recalpaca.instructions.build import build_instructions
 from whyrec.methods.recalpaca.instructions.outputs import check_teacher_answer
 from whyrec.methods.recalpaca.instructions.prompts import add_distinct, profile_text, render_input
-from whyrec.methods.recalpaca.instructions.testusers import match_test_users, parse_profile
-from whyrec.methods.recalpaca.instructions.titles import parse_choices, same_title, title_list
+from whyrec.methods.recalpaca.instructions.testusers import TestMatch, banned_items, match_test_users, parse_profile
+from whyrec.methods.recalpaca.instructions.titles import parse_choices, same_key, same_title, title_key, title_list
 
 # ---------------------------------------------------------------- template and masking
 
@@ -93,6 +93,26 @@ def test_titles_match_tolerantly():
     assert same_title("A Clockwork Orang", "Clockwork Orange, A (1971)")
     assert same_title("Boot, Das", "Das Boot (1981)")
     assert not same_title("Seven", "Seven Years in Tibet (1997)")
+
+
+def test_banned_items_equal_a_pass_over_every_title():
+    """The indexed lookup bans exactly the items `same_title` ties to a user's testGT titles: exact
+    keys, cuts of up to 4 letters either way, and no fuzzy match for keys under 5 letters."""
+    titles = ["Clockwork Orange, A (1971)", "Das Boot (1981)", "Seven (1995)", "Seven Years in Tibet (1997)",
+              "Sevens (2001)", "Heat (1995)", "Heater (2003)", "Alien (1979)", "Aliens (1986)", "Alien 3 (1992)",
+              "Star Wars (1977)", "Star Wars (1997)", "Casablanca (1942)", "Casablancas (1950)", "Up (2009)",
+              "Terminator (1984)", "Gattaca (1997)"]
+    items = pd.DataFrame({S.ITEM: [f"i{k}" for k in range(len(titles))], S.TITLE: titles})
+    inter = pd.DataFrame({S.USER: ["u"] * len(titles), S.ITEM: items[S.ITEM], S.RATING: 5.0})
+    ds = RecDataset(inter, items, pd.DataFrame({S.USER: ["u"]}))
+    gts = {"a": ["A Clockwork Orang", "Seven"], "b": ["Alien", "Heat"], "c": ["Star War", "Casablancass", "Up"],
+           "d": ["Nothing Like It"], "e": ["Termin", "Gattaca 123"], "f": ["Termi", "Gattaca 1234"]}
+    out = banned_items(ds, TestMatch(excluded=gts))
+    for user, gt in gts.items():
+        brute = {i for i, t in zip(items[S.ITEM], titles) if any(same_key(title_key(t), title_key(g)) for g in gt)}
+        assert out[user] == brute, user
+    assert out["a"] == {"i0", "i2", "i4"} and out["b"] == {"i5", "i7", "i8", "i9"} and out["d"] == out["f"] == set()
+    assert out["e"] == {"i15", "i16"}  # cut by exactly 4 letters, either way
 
 
 def test_near_identical_instructions_are_dropped():

@@ -7,9 +7,12 @@ from conftest import benchmark_script
 
 
 def test_the_three_kernels_compute_the_same_linear():
-    fns = benchmark_script("int8_linear").kernels(96, 64, rows=4)
-    bf16, packed, int8 = (fns[k]().float() for k in ("bf16", "packed", "int8"))
-    assert bf16.shape == packed.shape == int8.shape == (4, 96)
-    assert torch.allclose(packed, bf16, atol=0.05, rtol=0.02)
+    script = benchmark_script("int8_linear")
+    fns = script.kernels(96, 64, rows=4)
+    assert ("packed" in fns) == script.packing_runs_here()  # absent only where oneDNN cannot pack bf16
+    bf16, int8 = (fns[k]().float() for k in ("bf16", "int8"))
+    assert bf16.shape == int8.shape == (4, 96)
+    if "packed" in fns:
+        assert torch.allclose(fns["packed"]().float(), bf16, atol=0.05, rtol=0.02)
     # int8 per-channel weights: within a few quantisation steps of the bf16 product, far from unrelated values
     assert (int8 - bf16).abs().mean() < 0.05 * bf16.abs().mean()

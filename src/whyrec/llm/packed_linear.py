@@ -16,6 +16,7 @@ swapped a forward restores it, so no packed forward outlives every block.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from weakref import WeakKeyDictionary
@@ -36,10 +37,15 @@ def prepacking(enabled: bool) -> AbstractContextManager[None]:
     return _SWITCH.scope(enabled)
 
 
+@functools.cache
 def _supported() -> bool:
+    """oneDNN's packed bf16 linear exists in this torch build and runs on this CPU: it needs
+    AVX512-BW/VL/DQ or AVX-NE-CONVERT (an AVX2-only CPU raises from the reorder), which is what
+    `_is_mkldnn_bf16_supported` probes."""
     ops = torch.ops.mkldnn
-    return torch.backends.mkldnn.is_available() and hasattr(ops, "_reorder_linear_weight") and hasattr(
-        ops, "_linear_pointwise")
+    return (torch.backends.mkldnn.is_available() and hasattr(ops, "_reorder_linear_weight")
+            and hasattr(ops, "_linear_pointwise") and hasattr(ops, "_is_mkldnn_bf16_supported")
+            and bool(ops._is_mkldnn_bf16_supported()))
 
 
 def _packable(module: nn.Module) -> bool:
