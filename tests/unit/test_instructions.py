@@ -18,8 +18,19 @@ from whyrec.methods.recalpaca.alpaca import IGNORE_INDEX, render_prompt, tokeniz
 from whyrec.methods.recalpaca.instructions.build import build_instructions
 from whyrec.methods.recalpaca.instructions.outputs import check_teacher_answer
 from whyrec.methods.recalpaca.instructions.prompts import add_distinct, profile_text, render_input
-from whyrec.methods.recalpaca.instructions.testusers import TestMatch, banned_items, match_test_users, parse_profile
-from whyrec.methods.recalpaca.instructions.titles import parse_choices, same_key, same_title, title_key, title_list
+from whyrec.methods.recalpaca.instructions.testusers import (
+    TestMatch,
+    banned_items,
+    match_test_users,
+    parse_profile,
+)
+from whyrec.methods.recalpaca.instructions.titles import (
+    parse_choices,
+    same_key,
+    same_title,
+    title_key,
+    title_list,
+)
 
 # ---------------------------------------------------------------- template and masking
 
