@@ -22,6 +22,16 @@ def test_auto_means_bf16_only_where_native_and_never_for_trained_weights(monkeyp
     assert resolve_dtype("auto", "mps") is torch.float32
 
 
+def test_bf16_weights_on_a_cpu_that_only_emulates_them_are_warned_about(monkeypatch, capsys):
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
+    load_model(ModelConfig(name_or_path="tiny-random-llama", device="cpu", dtype="bfloat16"))
+    assert "model.dtype bfloat16 on a CPU without native bf16" in capsys.readouterr().err
+    load_model(ModelConfig(name_or_path="tiny-random-llama", device="cpu", dtype="auto"))  # fp32 here: silent
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)
+    load_model(ModelConfig(name_or_path="tiny-random-llama", device="cpu", dtype="bfloat16"))
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_trainable_layer_inside_a_bf16_model_learns_in_fp32():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 8), nn.GELU(), nn.Linear(8, 8), nn.Linear(8, 4)).to(torch.bfloat16)

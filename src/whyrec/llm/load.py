@@ -79,6 +79,9 @@ def load_model(cfg: ModelConfig, trains_weights: bool = False):
 
     device = usable_device(resolve_device(cfg.device))
     dtype = resolve_dtype(cfg.dtype, device, trains_weights)
+    from whyrec.llm.precision import warn_if_emulated
+
+    warn_if_emulated(dtype, device)
     _no_loading_bar_in_logs()
     name = cfg.name_or_path
     if name in MODELS:
