@@ -1,6 +1,6 @@
 """Would int8 weights halve a decode step's weight reads? One linear of SmolLM2-135M, three kernels.
 
-    python benchmarks/int8_linear.py [--rows 64] [--threads 1] [--reps 3]
+    python benchmarks/int8_linear.py [--rows 64] [--threads 1] [--reps 3] [--fp32]
 
 A batch-64 decode step is bound by reading the bf16 weights (docs/benchmarks.md 8i), so weight-only
 int8 (half the bytes) looks like a lever. This times, on each of SmolLM2-135M's linear shapes
@@ -10,6 +10,13 @@ int8 (half the bytes) looks like a lever. This times, on each of SmolLM2-135M's 
   int8      `torch.ops.aten._weight_int8pack_mm`: int8 weights with per-channel bf16 scales
 interleaved in one process (each repetition times the three in turn), and prints microseconds per
 call and int8's ratio to the faster bf16 kernel. The load average is printed beside the table.
+
+`--fp32` asks the question for a CPU without native bf16 (AVX2 only), where `model.dtype auto`
+decodes in fp32: fp32 rows through
+  fp32      `torch.nn.functional.linear` with fp32 weights
+  int8dyn   dynamic int8 (`torch.ops.quantized.linear_dynamic`, FBGEMM/x86 engine): int8 weights
+            with per-channel scales, each call quantising its activation rows on the fly
+and prints fp32's time over int8dyn's (above 1: int8 is faster) and int8dyn's mean relative error.
 """
 
 from __future__ import annotations
@@ -52,16 +59,54 @@ def packing_runs_here() -> bool:
     return _supported()
 
 
+def fp32_kernels(out_dim: int, in_dim: int, rows: int) -> dict:
+    """fp32 `F.linear` and a dynamic int8 linear on one shape, as zero-argument functions."""
+    import torch
+
+    x = torch.randn(rows, in_dim)
+    weight = torch.randn(out_dim, in_dim) / in_dim ** 0.5
+    scales = (weight.abs().amax(dim=1) / 127).double()
+    qweight = torch.quantize_per_channel(weight, scales, torch.zeros(out_dim, dtype=torch.long), 0, torch.qint8)
+    packed = torch.ops.quantized.linear_prepack(qweight, None)
+    # reduce_range: 7-bit activations, as torch's dynamic Linear asks of FBGEMM (no int16 overflow)
+    return {"fp32": lambda: torch.nn.functional.linear(x, weight),
+            "int8dyn": lambda: torch.ops.quantized.linear_dynamic(x, packed, True)}
+
+
+def main_fp32(a) -> list[dict]:
+    print("| weight (out x in) | fp32 linear, us | dynamic int8, us | fp32 / int8 | int8 relative error |\n"
+          "|---|---|---|---|---|")
+    rows = []
+    for name, (out_dim, in_dim) in SHAPES.items():
+        calls = max(3, int(1e8 / (out_dim * in_dim * a.rows)))
+        fns, times = fp32_kernels(out_dim, in_dim, a.rows), {"fp32": [], "int8dyn": []}
+        for _ in range(a.reps):
+            for kernel, fn in fns.items():
+                times[kernel].append(_time(fn, calls))
+        exact, approx = fns["fp32"](), fns["int8dyn"]()
+        error = float((approx - exact).abs().mean() / exact.abs().mean())
+        ratios = [f / i for f, i in zip(times["fp32"], times["int8dyn"])]
+        rows.append({"weight": name, "shape": (out_dim, in_dim), **times, "fp32_over_int8": ratios, "error": error})
+        cells = " | ".join(" / ".join(f"{t:,.0f}" for t in times[k]) for k in times)
+        print(f"| {name} {out_dim} x {in_dim} | {cells} | {min(ratios):.2f}-{max(ratios):.2f}x | {error:.3f} |",
+              flush=True)
+    print(f"load average {os.getloadavg()[0]:.2f} at the end")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--fp32", action="store_true", help="fp32 against dynamic int8 (a CPU without native bf16)")
     a = ap.parse_args(argv)
     import torch
 
     torch.set_num_threads(a.threads)
     print(f"load average {os.getloadavg()[0]:.2f} at the start; {a.rows} rows, {a.threads} thread(s), torch {torch.__version__}")
+    if a.fp32:
+        return main_fp32(a)
     print("| weight (out x in) | bf16 linear, us | packed bf16, us | int8, us | int8 / faster bf16 |\n|---|---|---|---|---|")
     rows = []
     for name, (out_dim, in_dim) in SHAPES.items():
