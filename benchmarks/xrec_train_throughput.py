@@ -48,7 +48,17 @@ from whyrec.llm.collate import length_bucketed_order  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
+def emulated(dtype) -> bool:
+    """bf16 on a CPU without native bf16 (AVX2 only): its matmuls run ~500x slower than fp32, so
+    its peaks would take minutes to time and mean nothing; they read nan instead."""
+    from whyrec.llm.precision import cpu_has_bf16
+
+    return dtype == torch.bfloat16 and not cpu_has_bf16()
+
+
 def peak_matmul_flops(n: int = 2048, reps: int = 3, dtype=torch.float32) -> float:
+    if emulated(dtype):
+        return float("nan")
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     torch.mm(a, b)
     best = float("inf")
@@ -66,6 +76,8 @@ def shape_peak_flops(conf, tokens: int, dtype=torch.float32, reps: int = 3) -> f
     training step could reach if everything but the linears took no time."""
     import torch.nn.functional as F
 
+    if emulated(dtype):
+        return float("nan")
     h, inter = conf.hidden_size, conf.intermediate_size
     head = getattr(conf, "head_dim", None) or h // conf.num_attention_heads
     q, kv = conf.num_attention_heads * head, conf.num_key_value_heads * head
@@ -159,13 +171,7 @@ def main() -> None:
         warm[v] = time.perf_counter() - tic
         print(f"warm-up {v}: {warm[v]:.1f} s", flush=True)
     rows = {v: [] for v in variants}
-    # Without native bf16 (an AVX2-only CPU) a bf16 matmul is emulated, ~500x slower than fp32: its
-    # peak would take minutes to time and means nothing, so it is timed only where bf16 is native.
-    from whyrec.llm.precision import cpu_has_bf16
-
-    native16 = cpu_has_bf16()
-    peak16 = (lambda: peak_matmul_flops(dtype=torch.bfloat16)) if native16 else (lambda: float("nan"))
-    peaks, peaks16 = [peak_matmul_flops()], [peak16()]
+    peaks, peaks16 = [peak_matmul_flops()], [peak_matmul_flops(dtype=torch.bfloat16)]
     for k in range(1, args.steps + 1):
         for v in (variants if k % 2 else variants[::-1]):
             tic = time.perf_counter()
@@ -177,13 +183,13 @@ def main() -> None:
             print(f"step {k} {v}: {tuple(batch['input_ids'].shape)} {seconds:.2f} s, loss {loss:.3f}, "
                   f"{useful / seconds / 1e9:.1f} GFLOP/s", flush=True)
         peaks.append(peak_matmul_flops())
-        peaks16.append(peak16())
+        peaks16.append(peak_matmul_flops(dtype=torch.bfloat16))
         for v in variants:  # each step against the better of its adjacent peaks
             rows[v][-1]["peak"], rows[v][-1]["peak16"] = max(peaks[-2:]), max(peaks16[-2:])
 
     tokens = int(statistics.median(x["padded"] for x in rows[variants[0]]))
     shape32 = max(shape_peak_flops(conf, tokens) for _ in range(2))
-    shape16 = max(shape_peak_flops(conf, tokens, torch.bfloat16) for _ in range(2)) if native16 else float("nan")
+    shape16 = max(shape_peak_flops(conf, tokens, torch.bfloat16) for _ in range(2))
     trainable = sum(p.numel() for p in params)
     print(f"\nSmolLM2-135M-Instruct fp32 frozen, XRec adapters ({trainable:,} trainable), batch {args.batch_size}, "
           f"{args.steps} steps per variant, torch threads {args.threads}\n")
@@ -191,7 +197,7 @@ def main() -> None:
           f"bf16 {statistics.median(peaks16) / 1e9:.1f} GFLOP/s; the model's own linears at {tokens} rows "
           f"(forward and backward to the input, measured after the steps): fp32 {shape32 / 1e9:.1f}, "
           f"bf16 {shape16 / 1e9:.1f} GFLOP/s\n")
-    if not native16:
+    if emulated(torch.bfloat16):
         print("(no native bf16 on this CPU, so `model.dtype auto` trains in fp32: bf16 peaks not timed, "
               "their columns read nan)\n")
     print("| variant | step (s, mean) | real tok/s | target tok/s | padding | model GFLOP/s | "

@@ -4,10 +4,12 @@ benchmarks/xrec_train_throughput.py's `model_flops` (the XRec reference) on the 
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import benchmark_script
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
@@ -78,3 +80,15 @@ def _load_xrec_reference():
         pytest.fail(f"benchmarks/xrec_train_throughput.py does not import: {e}")
     finally:
         sys.path.remove(str(BENCH))
+
+
+def test_bf16_peaks_read_nan_where_bf16_is_emulated(monkeypatch):
+    """An AVX2-only CPU emulates bf16 matmuls at ~1/500 of fp32: timing their peak took minutes there."""
+    from whyrec.llm import precision
+
+    xrec = _load_xrec_reference()
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
+    assert math.isnan(xrec.peak_matmul_flops(64, reps=1, dtype=torch.bfloat16))
+    assert xrec.peak_matmul_flops(64, reps=1) > 0  # fp32 is always timed
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)
+    assert xrec.peak_matmul_flops(64, reps=1, dtype=torch.bfloat16) > 0
