@@ -83,3 +83,18 @@ def test_a_check_encoder_adds_its_own_column(script, scorer):
               "external": "7B", "external_metrics": m, "paired": {"greedy": {"bertscore_f1": d, "check_bertscore_f1": d}}}
     line = next(x for x in script.markdown(result).splitlines() if x.startswith("| greedy"))
     assert line.count("+0.0100 [-0.0200, +0.0300]") == 2 and line.count("|") == 11  # rule, 6 columns, the check F1, two deltas
+
+
+def test_each_text_list_is_scored_once(script, scorer, monkeypatch):
+    from whyrec.benchmark_ablations import per_pair_scores
+
+    calls = []
+    plain = scorer.score
+    monkeypatch.setattr(scorer, "score", lambda p, r: calls.append(1) or plain(p, r))
+    memo = script.remember_scores(scorer)
+    preds, refs = ["a tense crime story", "a toy"], ["a tense crime novel", "toys"]
+    first = memo(preds, refs)["bertscore_f1"]  # the table row
+    again, _ = per_pair_scores(preds, list(refs), memo)  # the paired bootstrap, same texts
+    assert len(calls) == 1 and sum(again["bertscore_f1"]) / 2 == pytest.approx(first)
+    memo(preds[:1], refs[:1])  # other texts are scored
+    assert len(calls) == 2
