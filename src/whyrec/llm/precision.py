@@ -38,19 +38,18 @@ def auto_dtype(device: str, trains_weights: bool = False):
 
 
 def warn_if_emulated(dtype, device: str) -> bool:
-    """Warn (once per call) when a CPU model is asked for bf16/fp16 weights this CPU can only
-    emulate: on an AVX2-only CPU a bf16 `torch.mm` ran at 0.3 GFLOP/s against 153 in fp32
-    (docs/benchmarks.md §8n), so such a run crawls. True if it warned."""
+    """Warn on stderr when a CPU model is given bf16 weights its CPU can only emulate: on an
+    AVX2-only CPU a bf16 `torch.mm` ran at 0.3 GFLOP/s against 153 in fp32 (docs/benchmarks.md
+    §8n), so such a run crawls. True if it warned."""
     import sys
 
     import torch
 
-    if device != "cpu" or dtype not in (torch.bfloat16, torch.float16) or cpu_has_bf16():
+    if device != "cpu" or dtype != torch.bfloat16 or cpu_has_bf16():
         return False
-    name = str(dtype).removeprefix("torch.")
-    print(f"whyrec: warning: model.dtype {name} on a CPU without native bf16/fp16 matrix instructions "
-          "(no AMX or AVX512-BF16): its matmuls are emulated, hundreds of times slower than float32 here; "
-          "use --model.dtype auto (float32 on this CPU) unless you are checking numerics", file=sys.stderr, flush=True)
+    print("whyrec: warning: model.dtype bfloat16 on a CPU without native bf16 (no AMX or AVX512-BF16): its "
+          "matmuls are emulated, hundreds of times slower than float32 here; use --model.dtype auto (float32 on "
+          "this CPU) unless you are checking numerics", file=sys.stderr, flush=True)
     return True
 
 
