@@ -30,3 +30,19 @@ def test_dynamo_exception_types_are_compile_errors():
     from torch._dynamo.exc import Unsupported
 
     assert is_compile_error(Unsupported.__new__(Unsupported))
+
+
+def test_torchs_guard_error_log_is_dropped_only_while_compiled(caplog):
+    """The fallback prints one line with the reason; torch's own ~30-line guard log before it is noise."""
+    import logging
+
+    from whyrec.llm.compile_policy import quiet_guard_errors
+
+    guards = logging.getLogger("torch._guards")
+    with caplog.at_level(logging.ERROR), quiet_guard_errors():
+        guards.error("Error while creating guard:")
+        logging.getLogger("torch._dynamo").error("other compiler news")
+    assert [r.name for r in caplog.records] == ["torch._dynamo"]
+    with caplog.at_level(logging.ERROR):
+        guards.error("Error while creating guard:")  # outside the block: logged as torch logs it
+    assert [r.name for r in caplog.records] == ["torch._dynamo", "torch._guards"]

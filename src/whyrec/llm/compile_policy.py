@@ -8,9 +8,11 @@ compilation fails (no C++ compiler, an unsupported op) training goes on eagerly 
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
+from contextlib import contextmanager
 
 # Planned steps from which `compile auto` compiles. Measured on 2 CPU cores (SmolLM2-135M, XRec,
 # batch 4, benchmarks/xrec_train_throughput.py): a cold compile costs about as much as
@@ -68,3 +70,23 @@ def warn_fallback(error: BaseException) -> None:
     reason = " ".join(str(error).split())[:200] or type(error).__name__
     print(f"whyrec: compiling the decoder layers failed ({reason}); training on without compile",
           file=sys.stderr, flush=True)
+
+
+class _DropGuardErrors(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
+
+
+@contextmanager
+def quiet_guard_errors():
+    """Inside: torch's guard-building error log (~30 lines, logger `torch._guards`) is dropped.
+
+    Dynamo logs them just before raising the error that `is_compile_error` recognises (torch 2.13,
+    GaVaMoE in fp32: "sources must not be empty for symbol ..."); the training loop then falls back
+    to eager with `warn_fallback`'s one line naming the reason, so the log repeats it as noise."""
+    logger, quiet = logging.getLogger("torch._guards"), _DropGuardErrors()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)

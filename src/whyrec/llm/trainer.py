@@ -28,6 +28,7 @@ from whyrec.config import TrainConfig
 from whyrec.llm.collate import length_bucketed_order, token_budget_order
 from whyrec.llm.compile_policy import (
     is_compile_error,
+    quiet_guard_errors,
     use_compile_cache,
     wants_compile,
     warn_fallback,
@@ -141,6 +142,7 @@ def train_loop(module: torch.nn.Module, lengths: list[int], step_fn: Callable[[l
         from whyrec.llm.load import compiled_decoder_layers
 
         use_compile_cache()
+        compiled.enter_context(quiet_guard_errors())
         compiled.enter_context(compiled_decoder_layers(llm))
     with compiled:
         module.train()
