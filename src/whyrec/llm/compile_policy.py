@@ -82,8 +82,9 @@ def quiet_guard_errors():
     """Inside: torch's guard-building error log (~30 lines, logger `torch._guards`) is dropped.
 
     Dynamo logs them just before raising the error that `is_compile_error` recognises (torch 2.13,
-    GaVaMoE in fp32: "sources must not be empty for symbol ..."); the training loop then falls back
-    to eager with `warn_fallback`'s one line naming the reason, so the log repeats it as noise."""
+    GaVaMoE compiled after XRec in one process: "sources must not be empty for symbol ..."); the
+    training loop then falls back to eager with `warn_fallback`'s one line naming the reason, so
+    the log repeats it as noise."""
     logger, quiet = logging.getLogger("torch._guards"), _DropGuardErrors()
     logger.addFilter(quiet)
     try:
