@@ -15,7 +15,7 @@ from pathlib import Path
 from whyrec.data import schema as S
 from whyrec.data.dataset import RecDataset
 from whyrec.methods.recalpaca.instructions.prompts import LIKED_MIN
-from whyrec.methods.recalpaca.instructions.titles import same_key, title_key, title_list
+from whyrec.methods.recalpaca.instructions.titles import title_key, title_list
 from whyrec.utils import WhyrecError, read_json
 
 # ../shared/data next to the repository; absent outside the project's machine.
@@ -90,6 +90,6 @@ def banned_items(ds: RecDataset, match: TestMatch | None) -> dict[str, set[str]]
         keys = set()
         for g in map(title_key, gt):
             near = by_cut.get(g, set()) | {g[:cut] for cut in range(max(len(g) - 4, 5), len(g) + 1)}
-            keys |= {key for key in near | {g} if key in by_key and same_key(key, g)}
+            keys |= {key for key in near | {g} if key in by_key}  # each one `same_key` with g, by construction
         out[user] = {i for key in keys for i in by_key[key]}
     return out
